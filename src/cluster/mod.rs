@@ -1,0 +1,262 @@
+//! The cluster ports: what the engine needs from the outside world, as traits.
+//!
+//! - [`Mailbox`]: send an instruction to a datanode and wait for its reply.
+//! - [`MetadataStore`]: table routes (versioned compare-and-swap), datanode tables, table infos.
+//! - [`ClusterHooks`]: failure-detector registration and table-cache invalidation.
+//! - [`Clock`]: wall-clock time in ms since the epoch, and sleeping until a deadline.
+//! - [`Entropy`]: random values (jitter, procedure ids), seeded in the simulator.
+//!
+//! Implementations: [`memory::MemoryMetadataStore`] for tests and the simulator,
+//! [`sled_store::SledMetadataStore`] for production, [`SystemClock`], [`TokioClock`].
+
+pub mod memory;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::domain::{
+    DatanodeTable, Instruction, MailboxOutcome, Peer, PeerId, RegionId, TableId, TableInfo,
+    TableRoute, VersionedTableRoute,
+};
+
+/// Sends instructions to datanodes.
+#[async_trait]
+pub trait Mailbox: Send + Sync {
+    /// Sends `instruction` to `peer` and waits at most `timeout_ms` for its reply.
+    async fn send(&self, peer: &Peer, instruction: Instruction, timeout_ms: u64) -> MailboxOutcome;
+}
+
+/// A metadata store failure: the store could not be read or written (retryable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("metadata store error: {reason}")]
+pub struct MetadataError {
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// A compare-and-swap lost to a concurrent writer: an expected outcome, not a fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("table route of table {table_id} changed: expected version {expected_version}, found {actual_version:?}")]
+pub struct CasConflict {
+    /// The table whose route was written.
+    pub table_id: TableId,
+    /// The version the writer read.
+    pub expected_version: u64,
+    /// The version in the store, if the route exists.
+    pub actual_version: Option<u64>,
+}
+
+/// Moves a region's entry from one datanode table to another, in the same write as a route.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RegionMove {
+    /// The region that moves.
+    pub region_id: RegionId,
+    /// Its old leader.
+    pub from_peer: PeerId,
+    /// Its new leader.
+    pub to_peer: PeerId,
+}
+
+/// Table metadata with versioned compare-and-swap on table routes.
+#[async_trait]
+pub trait MetadataStore: Send + Sync {
+    /// A table's route and its version.
+    async fn table_route(&self, table_id: TableId)
+        -> Result<Option<VersionedTableRoute>, MetadataError>;
+
+    /// Writes `route` if the stored version is still `expected_version`; on success returns
+    /// the new version. With `region_move`, the region's datanode-table entry moves in the
+    /// same atomic write.
+    async fn cas_table_route(
+        &self,
+        table_id: TableId,
+        expected_version: u64,
+        route: TableRoute,
+        region_move: Option<RegionMove>,
+    ) -> Result<Result<u64, CasConflict>, MetadataError>;
+
+    /// What `datanode_id` knows of `table_id`'s regions.
+    async fn datanode_table(
+        &self,
+        datanode_id: PeerId,
+        table_id: TableId,
+    ) -> Result<Option<DatanodeTable>, MetadataError>;
+
+    /// A table's names and WAL kind.
+    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError>;
+}
+
+/// Side effects around a migration whose failure is only logged.
+#[async_trait]
+pub trait ClusterHooks: Send + Sync {
+    /// Watch (peer, region) for failures again.
+    async fn register_failure_detector(&self, peer: PeerId, region_id: RegionId);
+    /// Stop watching (peer, region): the region is moving away on purpose.
+    async fn deregister_failure_detector(&self, peer: PeerId, region_id: RegionId);
+    /// Tell frontends to drop their cached route of a table.
+    async fn invalidate_table_cache(&self, table_id: TableId);
+}
+
+/// Hooks that do nothing: for embedders with no failure detector or cache.
+#[derive(Debug, Default, Clone)]
+pub struct NoopHooks;
+
+#[async_trait]
+impl ClusterHooks for NoopHooks {
+    async fn register_failure_detector(&self, _peer: PeerId, _region_id: RegionId) {}
+    async fn deregister_failure_detector(&self, _peer: PeerId, _region_id: RegionId) {}
+    async fn invalidate_table_cache(&self, _table_id: TableId) {}
+}
+
+/// Wall-clock time, as the engine sees it.
+#[async_trait]
+pub trait Clock: Send + Sync {
+    /// Now, in ms since the Unix epoch.
+    fn now_ms(&self) -> u64;
+    /// Returns once `now_ms() >= deadline_ms`.
+    async fn sleep_until_ms(&self, deadline_ms: u64);
+}
+
+/// The system clock; sleeps with tokio timers.
+#[derive(Debug, Default, Clone)]
+pub struct SystemClock;
+
+#[async_trait]
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    async fn sleep_until_ms(&self, deadline_ms: u64) {
+        loop {
+            let now_ms = self.now_ms();
+            if now_ms >= deadline_ms {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(deadline_ms - now_ms)).await;
+        }
+    }
+}
+
+/// A clock driven by tokio's timer: with `tokio::time::pause()` it is virtual time, starting
+/// at `epoch_base_ms`. Every copy shares its origin, so an engine reopened after a simulated
+/// crash sees time continue.
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    epoch_base_ms: u64,
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock that reads `epoch_base_ms` now. Must be called inside a tokio runtime.
+    pub fn new(epoch_base_ms: u64) -> Self {
+        TokioClock {
+            epoch_base_ms,
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The epoch time at which this clock started.
+    pub fn epoch_base_ms(&self) -> u64 {
+        self.epoch_base_ms
+    }
+
+    /// Virtual ms elapsed since the clock started.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+}
+
+#[async_trait]
+impl Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.epoch_base_ms + self.elapsed_ms()
+    }
+
+    async fn sleep_until_ms(&self, deadline_ms: u64) {
+        let offset_ms = deadline_ms.saturating_sub(self.epoch_base_ms);
+        tokio::time::sleep_until(self.origin + Duration::from_millis(offset_ms)).await;
+    }
+}
+
+/// Randomness for jitter and ids.
+pub trait Entropy: Send + Sync {
+    /// A random u32.
+    fn next_u32(&self) -> u32;
+    /// Random bytes for an id.
+    fn fill(&self, bytes: &mut [u8]);
+}
+
+/// Entropy from a seeded ChaCha generator: reproducible runs.
+#[derive(Debug)]
+pub struct SeededEntropy {
+    rng: std::sync::Mutex<rand_chacha::ChaCha8Rng>,
+}
+
+impl SeededEntropy {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        use rand::SeedableRng;
+        SeededEntropy {
+            rng: std::sync::Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
+        }
+    }
+}
+
+impl Entropy for SeededEntropy {
+    fn next_u32(&self) -> u32 {
+        use rand::RngCore;
+        self.rng.lock().unwrap_or_else(|e| e.into_inner()).next_u32()
+    }
+
+    fn fill(&self, bytes: &mut [u8]) {
+        use rand::RngCore;
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fill_bytes(bytes)
+    }
+}
+
+/// Entropy from the operating system.
+#[derive(Debug, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn next_u32(&self) -> u32 {
+        rand::random()
+    }
+
+    fn fill(&self, bytes: &mut [u8]) {
+        use rand::RngCore;
+        rand::thread_rng().fill_bytes(bytes)
+    }
+}
+
+/// A uuid v7 from a time in ms and the given entropy: ids sort by creation time.
+pub fn new_procedure_id(now_ms: u64, entropy: &dyn Entropy) -> Uuid {
+    let mut random = [0u8; 10];
+    entropy.fill(&mut random);
+    uuid::Builder::from_unix_timestamp_millis(now_ms, &random).into_uuid()
+}
+
+/// Everything the engine needs from outside, bundled.
+#[derive(Clone)]
+pub struct Ports {
+    /// Datanode mailbox.
+    pub mailbox: Arc<dyn Mailbox>,
+    /// Routing metadata.
+    pub metadata: Arc<dyn MetadataStore>,
+    /// Failure detectors and caches.
+    pub hooks: Arc<dyn ClusterHooks>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness.
+    pub entropy: Arc<dyn Entropy>,
+}

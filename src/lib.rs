@@ -1,0 +1,21 @@
+//! regmig: an embedded, event-sourced workflow engine that migrates regions (table shards)
+//! between the datanodes of a distributed database.
+//!
+//! Every state transition and every datanode reply of a migration is appended to a durable
+//! log; a procedure's state, lease deadline, timeout budget and retry budget are derived by
+//! folding its events. A crash loses nothing, and replaying a log always gives the same answer.
+//!
+//! # Layout
+//! - [`domain`]: the shared vocabulary: regions, peers, routes, instructions, replies.
+//! - [`log`]: the append-only event log on sled: record envelope, keys and indexes, group
+//!   commit with fdatasync, verification. Its format is `migrations-log-format.md`.
+//! - [`migration`]: the migration model, pure: events, `fold` and `decide`. No I/O, no clock.
+//! - [`cluster`]: the ports the engine talks through: datanode mailbox, metadata store,
+//!   hooks, clock, entropy; with in-memory and sled-backed metadata stores.
+//! - [`engine`]: the async shell (tokio): runs many procedures, appends their events, acts on
+//!   their decisions, resumes them after a crash.
+//! - [`sim`]: a deterministic simulated cluster, scenario files and the fuzzer.
+//! - [`cli`]: the `regmig` command: demo, inspect, replay, audit; `src/main.rs` only calls it.
+
+pub mod cluster;
+pub mod domain;
