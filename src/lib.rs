@@ -19,3 +19,4 @@
 
 pub mod cluster;
 pub mod domain;
+pub mod cli;
