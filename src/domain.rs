@@ -146,9 +146,9 @@ impl TableRoute {
     /// The route of one region of a physical table.
     pub fn region_route(&self, region_id: RegionId) -> Option<&RegionRoute> {
         match self {
-            TableRoute::Physical { region_routes } => {
-                region_routes.iter().find(|route| route.region_id == region_id)
-            }
+            TableRoute::Physical { region_routes } => region_routes
+                .iter()
+                .find(|route| route.region_id == region_id),
             TableRoute::Logical { .. } => None,
         }
     }

@@ -6,9 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{CasConflict, MetadataError, MetadataStore, RegionMove};
-use crate::domain::{
-    DatanodeTable, PeerId, TableId, TableInfo, TableRoute, VersionedTableRoute,
-};
+use crate::domain::{DatanodeTable, PeerId, TableId, TableInfo, TableRoute, VersionedTableRoute};
 
 /// Table metadata held in memory. Cheap to clone a snapshot of; all writes are atomic.
 #[derive(Debug, Default)]
@@ -35,7 +33,9 @@ impl MemoryMetadataStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryMetadata> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sets a table's route, bumping its version (setup and tests).
@@ -88,7 +88,9 @@ pub fn apply_region_move(
     region_move: &RegionMove,
 ) {
     let number = region_move.region_id.region_number();
-    let template = datanode_tables.get(&(region_move.from_peer, table_id)).cloned();
+    let template = datanode_tables
+        .get(&(region_move.from_peer, table_id))
+        .cloned();
     if let Some(from) = datanode_tables.get_mut(&(region_move.from_peer, table_id)) {
         from.region_numbers.retain(|n| *n != number);
     }
@@ -101,7 +103,10 @@ pub fn apply_region_move(
             datanode_id: region_move.to_peer,
             table_id,
             region_numbers: Vec::new(),
-            engine: template.as_ref().map(|t| t.engine.clone()).unwrap_or_default(),
+            engine: template
+                .as_ref()
+                .map(|t| t.engine.clone())
+                .unwrap_or_default(),
             storage_path: template
                 .as_ref()
                 .map(|t| t.storage_path.clone())
@@ -166,7 +171,11 @@ impl MetadataStore for MemoryMetadataStore {
         datanode_id: PeerId,
         table_id: TableId,
     ) -> Result<Option<DatanodeTable>, MetadataError> {
-        Ok(self.lock().datanode_tables.get(&(datanode_id, table_id)).cloned())
+        Ok(self
+            .lock()
+            .datanode_tables
+            .get(&(datanode_id, table_id))
+            .cloned())
     }
 
     async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {

@@ -64,8 +64,10 @@ pub struct RegionMove {
 #[async_trait]
 pub trait MetadataStore: Send + Sync {
     /// A table's route and its version.
-    async fn table_route(&self, table_id: TableId)
-        -> Result<Option<VersionedTableRoute>, MetadataError>;
+    async fn table_route(
+        &self,
+        table_id: TableId,
+    ) -> Result<Option<VersionedTableRoute>, MetadataError>;
 
     /// Writes `route` if the stored version is still `expected_version`; on success returns
     /// the new version. With `region_move`, the region's datanode-table entry moves in the
@@ -212,7 +214,10 @@ impl SeededEntropy {
 impl Entropy for SeededEntropy {
     fn next_u32(&self) -> u32 {
         use rand::RngCore;
-        self.rng.lock().unwrap_or_else(|e| e.into_inner()).next_u32()
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_u32()
     }
 
     fn fill(&self, bytes: &mut [u8]) {

@@ -1,0 +1,21 @@
+//! The migration model, pure: no I/O, no clock reads, no tokio.
+//!
+//! - [`events`]: what can happen to a procedure ([`MigrationEvent`]), with kind codes.
+//! - [`state`]: [`fold`] turns a procedure's events into its [`MigrationState`].
+//! - [`decide`](mod@decide): [`decide()`] turns a state, the time and an input into events and
+//!   the next [`Action`].
+//! - [`replay`]: re-runs today's `decide` on a recorded log and reports where it differs.
+
+pub mod decide;
+pub mod events;
+pub mod replay;
+pub mod state;
+
+pub use decide::{
+    check_cancel, decide, lock_keys, Action, DecideError, Decision, Input, Observation,
+};
+pub use events::{
+    ErrorKind, EventRole, Hook, MigrationEvent, MigrationTask, Outcome, RetryPolicy, RouteChange,
+    StateName, StepError, TimedEvent, WaitReason, DEFAULT_TIMEOUT_MS,
+};
+pub use state::{fold, MigrationState, Status};

@@ -1,0 +1,522 @@
+//! The folded state of a migration: everything the original kept in memory, derived from
+//! the procedure's events, so a resumed procedure has exactly what it had.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::events::{
+    MigrationEvent, MigrationTask, Outcome, RetryPolicy, StateName, StepError, TimedEvent,
+    WaitReason,
+};
+use crate::domain::{
+    DatanodeTable, Instruction, InstructionKind, Peer, PeerId, Reply, TableRoute, WalKind,
+};
+
+/// Where the procedure stands, coarsely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum Status {
+    /// Working on its current state.
+    Running,
+    /// Waiting until a time (attempt interval or lease expiry).
+    Waiting {
+        /// Until when.
+        until_ms: u64,
+        /// Why.
+        reason: WaitReason,
+    },
+    /// Backing off before a framework retry.
+    Retrying {
+        /// When the retry is due.
+        until_ms: u64,
+    },
+    /// Undoing what it did.
+    RollingBack,
+    /// Ended in End.
+    Completed,
+    /// Chose Abort, or was cancelled, and rolled back.
+    Aborted,
+    /// Failed.
+    Failed,
+}
+
+impl Status {
+    /// The name shown in lists.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Waiting { .. } => "waiting",
+            Status::Retrying { .. } => "retrying",
+            Status::RollingBack => "rolling_back",
+            Status::Completed => "completed",
+            Status::Aborted => "aborted",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// An instruction sent and not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outstanding {
+    /// To whom.
+    pub peer: Peer,
+    /// What.
+    pub instruction: Instruction,
+    /// The mailbox timeout of the first send.
+    pub timeout_ms: u64,
+    /// When the answer is due at the latest.
+    pub deadline_ms: u64,
+    /// When it was first sent (operation time counts from here).
+    pub first_sent_at_ms: u64,
+    /// The attempt within the state visit.
+    pub attempt: u32,
+}
+
+/// What answered the last instruction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Answer {
+    /// A reply.
+    Reply(Reply),
+    /// The mailbox timed out.
+    Timeout,
+    /// The peer was unreachable.
+    Unreachable,
+}
+
+/// A finished instruction, waiting for the current state to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Answered {
+    /// What had been asked.
+    pub asked: InstructionKind,
+    /// The peer.
+    pub peer: PeerId,
+    /// What came back.
+    pub answer: Answer,
+}
+
+/// The result of the last route compare-and-swap, waiting to be acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CasResult {
+    /// Applied.
+    Applied,
+    /// Lost to a concurrent writer.
+    Refused,
+}
+
+/// Progress inside one visit of a state; reset when a state is entered, a retry is
+/// scheduled, or a rollback starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StepProgress {
+    /// Instructions sent in this visit (re-sends not counted).
+    pub attempts: u32,
+    /// The last answer, not yet acted on.
+    pub answered: Option<Answered>,
+    /// The last CAS result, not yet acted on.
+    pub cas: Option<CasResult>,
+    /// A metadata failure, not yet acted on.
+    pub metadata_error: Option<String>,
+    /// Whether the read of a datanode table found nothing.
+    pub datanode_table_missing: bool,
+    /// Whether an in-state attempt interval or lease wait has elapsed.
+    pub waited: bool,
+    /// Whether the slow path's lease wait was chosen.
+    pub slow_path: bool,
+    /// Whether the hooks after a route change have been called.
+    pub hooks_called: bool,
+}
+
+/// A cached route read, dropped whenever it may be stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CachedRoute {
+    /// The version read; `None` when the table has no route.
+    pub version: Option<u64>,
+    /// The route; `None` when the table has no route.
+    pub route: Option<TableRoute>,
+}
+
+/// Summary figures for the CLI.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Instructions sent, by "PEER.instruction".
+    pub sent: BTreeMap<String, u64>,
+    /// Framework retries scheduled (rollback retries included).
+    pub retries: u32,
+    /// Lease waits of the slow path.
+    pub slow_path_waits: u32,
+    /// Re-sends after a restart.
+    pub resends: u32,
+    /// Times the procedure was resumed after a restart.
+    pub resumes: u32,
+    /// Time spent waiting for locks.
+    pub lock_wait_ms: u64,
+    /// Events folded.
+    pub events: u64,
+}
+
+/// A migration procedure's state, derived by folding its events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationState {
+    /// The task; `None` until the submitted event is folded.
+    pub task: Option<MigrationTask>,
+    /// Lock keys: catalog.
+    pub catalog: String,
+    /// Lock keys: schema.
+    pub schema: String,
+    /// The table's WAL kind.
+    pub wal: WalKind,
+    /// How it retries.
+    pub policy: RetryPolicy,
+    /// What asked for it.
+    pub trigger: String,
+    /// The operator's reason, if any.
+    pub reason: Option<String>,
+    /// When it was submitted.
+    pub submitted_at_ms: u64,
+    /// The current state.
+    pub state: StateName,
+    /// Why Abort was chosen.
+    pub abort_reason: Option<String>,
+    /// States entered, in order (repeats kept).
+    pub path: Vec<StateName>,
+    /// Time each state visit began: (state, entered_at_ms).
+    pub state_times: Vec<(StateName, u64)>,
+    /// Whether the procedure holds its locks (never true right after a restart).
+    pub locks_held: bool,
+    /// The old leader's lease deadline, while one is set.
+    pub lease_deadline_ms: Option<u64>,
+    /// Time spent in downgrade and upgrade operations.
+    pub operations_elapsed_ms: u64,
+    /// Framework retries used.
+    pub retries_used: u32,
+    /// Rollback retries used.
+    pub rollback_retries_used: u32,
+    /// The old leader's last entry id, from its downgrade reply.
+    pub last_entry_id: Option<u64>,
+    /// The instruction sent and not answered, if any.
+    pub outstanding: Option<Outstanding>,
+    /// A wait in progress.
+    pub waiting: Option<(u64, WaitReason)>,
+    /// Progress inside the current state visit.
+    pub step: StepProgress,
+    /// The last route read, while it can be trusted.
+    pub route: Option<CachedRoute>,
+    /// The old leader's datanode table, once read.
+    pub from_datanode_table: Option<DatanodeTable>,
+    /// Set once the new route (leader = to_peer) is known to be written.
+    pub new_route_written: bool,
+    /// Set while rolling back: the failure that caused it.
+    pub rollback: Option<StepError>,
+    /// Who cancelled, and why.
+    pub cancelled_by: Option<(String, String)>,
+    /// The terminal outcome.
+    pub outcome: Option<Outcome>,
+    /// Whether a rollback ran to completion.
+    pub rolled_back: bool,
+    /// The final error.
+    pub final_error: Option<String>,
+    /// When the procedure finished.
+    pub finished_at_ms: Option<u64>,
+    /// When the last event was recorded.
+    pub last_event_at_ms: u64,
+    /// Summary figures.
+    pub counters: Counters,
+}
+
+impl Default for MigrationState {
+    fn default() -> Self {
+        MigrationState {
+            task: None,
+            catalog: String::new(),
+            schema: String::new(),
+            wal: WalKind::Local,
+            policy: RetryPolicy::default(),
+            trigger: String::new(),
+            reason: None,
+            submitted_at_ms: 0,
+            state: StateName::Start,
+            abort_reason: None,
+            path: Vec::new(),
+            state_times: Vec::new(),
+            locks_held: false,
+            lease_deadline_ms: None,
+            operations_elapsed_ms: 0,
+            retries_used: 0,
+            rollback_retries_used: 0,
+            last_entry_id: None,
+            outstanding: None,
+            waiting: None,
+            step: StepProgress::default(),
+            route: None,
+            from_datanode_table: None,
+            new_route_written: false,
+            rollback: None,
+            cancelled_by: None,
+            outcome: None,
+            rolled_back: false,
+            final_error: None,
+            finished_at_ms: None,
+            last_event_at_ms: 0,
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl MigrationState {
+    /// The coarse status.
+    pub fn status(&self) -> Status {
+        match self.outcome {
+            Some(Outcome::Completed) => return Status::Completed,
+            Some(Outcome::Aborted) => return Status::Aborted,
+            Some(Outcome::Failed) => return Status::Failed,
+            None => {}
+        }
+        match self.waiting {
+            Some((until_ms, WaitReason::Backoff)) => Status::Retrying { until_ms },
+            Some((_, WaitReason::RollbackBackoff)) => Status::RollingBack,
+            Some((until_ms, reason)) => Status::Waiting { until_ms, reason },
+            None if self.rollback.is_some() => Status::RollingBack,
+            None => Status::Running,
+        }
+    }
+
+    /// Whether the procedure has ended.
+    pub fn is_finished(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    /// What is left of the timeout budget for downgrade and upgrade operations.
+    pub fn remaining_budget_ms(&self) -> u64 {
+        let timeout_ms = self.task.as_ref().map(|t| t.timeout_ms).unwrap_or(0);
+        timeout_ms.saturating_sub(self.operations_elapsed_ms)
+    }
+
+    /// Framework retries left.
+    pub fn retries_left(&self) -> u32 {
+        self.policy.retries_max.saturating_sub(self.retries_used)
+    }
+
+    /// The states entered, each consecutive repeat collapsed into one (scenario `path`).
+    pub fn collapsed_path(&self) -> Vec<StateName> {
+        let mut path: Vec<StateName> = Vec::with_capacity(self.path.len());
+        for state in &self.path {
+            if path.last() != Some(state) {
+                path.push(*state);
+            }
+        }
+        path
+    }
+
+    /// Folds one event into the state.
+    pub fn apply(&mut self, at_ms: u64, event: &MigrationEvent) {
+        self.last_event_at_ms = at_ms;
+        self.counters.events += 1;
+        match event {
+            MigrationEvent::Submitted {
+                task,
+                catalog,
+                schema,
+                wal,
+                policy,
+                trigger,
+                reason,
+            } => {
+                self.task = Some(task.clone());
+                self.catalog = catalog.clone();
+                self.schema = schema.clone();
+                self.wal = *wal;
+                self.policy = policy.clone();
+                self.trigger = trigger.clone();
+                self.reason = reason.clone();
+                self.submitted_at_ms = at_ms;
+                self.state = StateName::Start;
+            }
+            MigrationEvent::LockWaitStarted { .. } => {}
+            MigrationEvent::LocksAcquired { waited_ms, .. } => {
+                self.locks_held = true;
+                self.counters.lock_wait_ms += waited_ms;
+            }
+            MigrationEvent::Resumed => {
+                // Locks and cached reads live in memory only: a restart drops them, and a CAS
+                // may have been applied without its event, so every read is done again.
+                self.locks_held = false;
+                self.route = None;
+                self.from_datanode_table = None;
+                self.step.cas = None;
+                self.step.metadata_error = None;
+                self.counters.resumes += 1;
+            }
+            MigrationEvent::StateEntered { state, reason } => {
+                self.state = *state;
+                if *state == StateName::Abort {
+                    self.abort_reason = reason.clone();
+                }
+                self.path.push(*state);
+                self.state_times.push((*state, at_ms));
+                self.step = StepProgress::default();
+            }
+            MigrationEvent::RouteRead { version, route, .. } => {
+                self.route = Some(CachedRoute {
+                    version: *version,
+                    route: route.clone(),
+                });
+            }
+            MigrationEvent::DatanodeTableRead { datanode_table, .. } => {
+                self.from_datanode_table = datanode_table.clone();
+                self.step.datanode_table_missing = datanode_table.is_none();
+            }
+            MigrationEvent::MetadataFailed { operation, error } => {
+                self.route = None;
+                self.step.metadata_error = Some(format!("{operation}: {error}"));
+            }
+            MigrationEvent::InstructionSent {
+                peer,
+                instruction,
+                timeout_ms,
+                deadline_ms,
+                attempt,
+                resend,
+            } => {
+                let first_sent_at_ms = match (&self.outstanding, resend) {
+                    (Some(previous), true) => previous.first_sent_at_ms,
+                    _ => at_ms,
+                };
+                if *resend {
+                    self.counters.resends += 1;
+                } else {
+                    self.step.attempts += 1;
+                }
+                *self
+                    .counters
+                    .sent
+                    .entry(format!("{}.{}", peer.id, instruction.kind().name()))
+                    .or_insert(0) += 1;
+                self.step.waited = false;
+                self.outstanding = Some(Outstanding {
+                    peer: peer.clone(),
+                    instruction: instruction.clone(),
+                    timeout_ms: *timeout_ms,
+                    deadline_ms: *deadline_ms,
+                    first_sent_at_ms,
+                    attempt: *attempt,
+                });
+            }
+            MigrationEvent::ReplyReceived { peer, reply } => {
+                if let Reply::DowngradeRegion {
+                    last_entry_id: Some(last_entry_id),
+                    exists: true,
+                    error: None,
+                } = reply
+                {
+                    self.last_entry_id = Some(*last_entry_id);
+                }
+                self.answer(*peer, Answer::Reply(reply.clone()));
+            }
+            MigrationEvent::MailboxTimedOut { peer, .. } => self.answer(*peer, Answer::Timeout),
+            MigrationEvent::PeerUnreachable { peer, .. } => self.answer(*peer, Answer::Unreachable),
+            MigrationEvent::OperationTimed { elapsed_ms, .. } => {
+                self.operations_elapsed_ms += elapsed_ms;
+            }
+            MigrationEvent::RouteCasApplied { change, .. } => {
+                self.route = None;
+                self.step.cas = Some(CasResult::Applied);
+                if *change == super::events::RouteChange::Upgrade {
+                    self.new_route_written = true;
+                }
+            }
+            MigrationEvent::RouteCasRefused { .. } => {
+                self.route = None;
+                self.step.cas = Some(CasResult::Refused);
+            }
+            MigrationEvent::LeaseDeadlineSet { deadline_ms } => {
+                self.lease_deadline_ms = Some(*deadline_ms);
+            }
+            MigrationEvent::LeaseDeadlineReset => self.lease_deadline_ms = None,
+            MigrationEvent::WaitStarted { until_ms, reason } => {
+                self.waiting = Some((*until_ms, *reason));
+                self.step.answered = None;
+                if *reason == WaitReason::LeaseExpiry {
+                    self.step.slow_path = true;
+                    self.counters.slow_path_waits += 1;
+                }
+            }
+            MigrationEvent::WaitElapsed => {
+                if let Some((_, reason)) = self.waiting.take() {
+                    if matches!(
+                        reason,
+                        WaitReason::AttemptInterval | WaitReason::LeaseExpiry
+                    ) {
+                        self.step.waited = true;
+                    }
+                }
+            }
+            MigrationEvent::RetryScheduled {
+                due_at_ms,
+                rollback,
+                ..
+            } => {
+                if *rollback {
+                    self.rollback_retries_used += 1;
+                    self.waiting = Some((*due_at_ms, WaitReason::RollbackBackoff));
+                } else {
+                    self.retries_used += 1;
+                    self.waiting = Some((*due_at_ms, WaitReason::Backoff));
+                }
+                self.counters.retries += 1;
+                self.outstanding = None;
+                self.step = StepProgress::default();
+            }
+            MigrationEvent::HooksCalled { .. } => self.step.hooks_called = true,
+            MigrationEvent::OperatorCancelled { actor, reason } => {
+                self.cancelled_by = Some((actor.clone(), reason.clone()));
+                self.outstanding = None;
+                self.waiting = None;
+                self.step = StepProgress::default();
+            }
+            MigrationEvent::CancelRefused { .. } => {}
+            MigrationEvent::RollbackStarted { error } => {
+                self.rollback = Some(error.clone());
+                self.outstanding = None;
+                self.waiting = None;
+                self.route = None;
+                self.step = StepProgress::default();
+            }
+            MigrationEvent::RollbackFinished { succeeded, .. } => {
+                self.rolled_back = *succeeded;
+                self.step = StepProgress::default();
+            }
+            MigrationEvent::Finished { outcome, error } => {
+                self.outcome = Some(*outcome);
+                self.final_error = error.clone();
+                self.finished_at_ms = Some(at_ms);
+                self.outstanding = None;
+                self.waiting = None;
+            }
+        }
+    }
+
+    fn answer(&mut self, peer: PeerId, answer: Answer) {
+        let asked = self
+            .outstanding
+            .take()
+            .map(|outstanding| outstanding.instruction.kind())
+            .unwrap_or(match &answer {
+                Answer::Reply(reply) => reply.kind(),
+                _ => InstructionKind::OpenRegion,
+            });
+        self.step.answered = Some(Answered {
+            asked,
+            peer,
+            answer,
+        });
+    }
+}
+
+/// Folds a procedure's events, in order, into its state.
+pub fn fold<'a>(events: impl IntoIterator<Item = &'a TimedEvent>) -> MigrationState {
+    let mut state = MigrationState::default();
+    for timed in events {
+        state.apply(timed.at_ms, &timed.event);
+    }
+    state
+}
