@@ -1,0 +1,501 @@
+//! The engine: the async shell around the migration model.
+//!
+//! It validates and submits migrations, runs each open procedure as a tokio task (no thread
+//! per procedure), appends every decision to the log before acting on it, and on open resumes
+//! every unfinished procedure from the log's open-procedures index. Finished procedures are
+//! not kept in memory: their history is in the log.
+
+mod locks;
+mod procedure;
+pub mod store;
+mod submit;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+pub use locks::LockTable;
+pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
+pub use submit::{MigrationRequest, SubmitError, SubmitOutcome};
+
+use crate::cluster::Ports;
+use crate::domain::RegionId;
+use crate::log::{AppendConflict, AppendRequest, EventLog, LogError, LogOptions, OpenProcedure};
+use crate::migration::{fold, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy};
+use procedure::{Control, Runner};
+
+/// How the engine appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppendMode {
+    /// Concurrent procedures share one flush and fdatasync (production).
+    #[default]
+    GroupCommit,
+    /// Each append is made durable on the calling task's thread, in program order; the
+    /// deterministic simulator uses it so that no background thread decides the order.
+    Inline,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// How the log is opened (durability, group-commit bounds).
+    pub log: LogOptions,
+    /// How appends are made durable.
+    pub append_mode: AppendMode,
+    /// The retry policy recorded in every new procedure.
+    pub retry_policy: RetryPolicy,
+}
+
+/// One appended event, as subscribers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcedureEvent {
+    /// The procedure.
+    pub procedure_id: Uuid,
+    /// Its sequence number.
+    pub seq: u64,
+    /// When it was recorded.
+    pub at_ms: u64,
+    /// The event.
+    pub event: MigrationEvent,
+}
+
+/// Errors of the engine's operator calls.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// No procedure has this id.
+    #[error("no migration with id {procedure_id}")]
+    UnknownProcedure {
+        /// The id asked for.
+        procedure_id: Uuid,
+    },
+    /// The cancel was refused.
+    #[error("cannot cancel migration {procedure_id}: {reason}")]
+    CancelRefused {
+        /// The procedure.
+        procedure_id: Uuid,
+        /// Why.
+        reason: String,
+    },
+    /// The procedure is open in the log but not running here (the engine is stopping).
+    #[error("migration {procedure_id} is not running in this engine (it is shutting down)")]
+    NotRunning {
+        /// The procedure.
+        procedure_id: Uuid,
+    },
+    /// The engine is shutting down and takes no new work.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A procedure's history could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// An append lost a race it should not have (two engines on one log).
+    #[error("append conflict on migration {procedure_id}: {conflict:?}")]
+    AppendConflict {
+        /// The procedure.
+        procedure_id: Uuid,
+        /// The conflict.
+        conflict: AppendConflict,
+    },
+}
+
+/// A running procedure's handles.
+struct Running {
+    region_id: RegionId,
+    control: mpsc::Sender<Control>,
+    outcome: watch::Receiver<Option<Outcome>>,
+    outcome_sender: watch::Sender<Option<Outcome>>,
+    events: broadcast::Sender<ProcedureEvent>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Shared by the engine handle and every procedure task.
+pub(crate) struct Inner {
+    log: EventLog,
+    ports: Ports,
+    config: EngineConfig,
+    locks: LockTable,
+    running: Mutex<BTreeMap<Uuid, Running>>,
+    accepting: AtomicBool,
+    halt: watch::Sender<bool>,
+    observer: Mutex<Option<Observer>>,
+}
+
+/// Called after every appended event (the simulator uses it to crash after event k).
+pub type Observer = Box<dyn Fn(&ProcedureEvent) + Send + Sync>;
+
+impl Inner {
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<Uuid, Running>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn halted(&self) -> bool {
+        *self.halt.borrow()
+    }
+
+    pub(crate) fn halt_signal(&self) -> watch::Receiver<bool> {
+        self.halt.subscribe()
+    }
+
+    /// Appends a batch durably; a conflict is an error here (the task is the only writer).
+    pub(crate) async fn append(
+        &self,
+        procedure_id: Uuid,
+        expected_next_seq: u64,
+        events: &[MigrationEvent],
+        at_ms: u64,
+        opens: Option<OpenProcedure>,
+        closes: bool,
+    ) -> Result<(), EngineError> {
+        let request = AppendRequest {
+            procedure_id,
+            expected_next_seq,
+            events: encode_events(at_ms, events),
+            opens,
+            closes,
+        };
+        let result = match self.config.append_mode {
+            AppendMode::GroupCommit => self.log.append(request).await?,
+            AppendMode::Inline => self.log.append_blocking(request)?,
+        };
+        result
+            .map(|_| ())
+            .map_err(|conflict| EngineError::AppendConflict {
+                procedure_id,
+                conflict,
+            })
+    }
+
+    pub(crate) fn after_append(&self, procedure_id: Uuid, seq: u64, at_ms: u64, event: &MigrationEvent) {
+        let published = procedure::procedure_event(procedure_id, seq, at_ms, event);
+        if let Some(running) = self.running().get(&procedure_id) {
+            let _ = running.events.send(published.clone());
+        }
+        let observer = self
+            .observer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(observer) = observer.as_ref() {
+            observer(&published);
+        }
+    }
+
+    /// Drops a procedure from memory once its task ends.
+    pub(crate) fn forget(&self, procedure_id: Uuid, outcome: Option<Outcome>) {
+        let removed = self.running().remove(&procedure_id);
+        if let Some(running) = removed {
+            let _ = running.outcome_sender.send(outcome);
+        }
+    }
+}
+
+/// Halts an engine without keeping it alive.
+#[derive(Clone)]
+pub struct HaltHandle {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl HaltHandle {
+    /// Stops every procedure of the engine before its next action.
+    pub fn halt(&self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.accepting.store(false, Ordering::SeqCst);
+            let _ = inner.halt.send(true);
+        }
+    }
+}
+
+/// The region-migration engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Opens the log in `data_dir` and resumes every unfinished procedure where its log ends.
+    /// Must be called inside a tokio runtime.
+    pub async fn open(
+        data_dir: &Path,
+        config: EngineConfig,
+        ports: Ports,
+    ) -> Result<Engine, EngineError> {
+        let log = EventLog::open(data_dir, config.log.clone())?;
+        Self::with_log(log, config, ports).await
+    }
+
+    /// Like [`Engine::open`], on a log already open (the metadata store may share its db).
+    pub async fn with_log(
+        log: EventLog,
+        config: EngineConfig,
+        ports: Ports,
+    ) -> Result<Engine, EngineError> {
+        let (halt, _) = watch::channel(false);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                log,
+                ports,
+                config,
+                locks: LockTable::new(),
+                running: Mutex::new(BTreeMap::new()),
+                accepting: AtomicBool::new(true),
+                halt,
+                observer: Mutex::new(None),
+            }),
+        };
+        engine.resume_open_procedures()?;
+        Ok(engine)
+    }
+
+    fn resume_open_procedures(&self) -> Result<(), EngineError> {
+        let open = self.inner.log.open_procedures()?;
+        if !open.is_empty() {
+            info!(count = open.len(), "resuming unfinished migrations");
+        }
+        for (procedure_id, _region) in open {
+            let events = load_procedure(&self.inner.log, procedure_id)?;
+            let next_seq = events.len() as u64 + 1;
+            let state = fold(&events);
+            if state.is_finished() {
+                warn!(%procedure_id, "open index names a finished procedure; skipping it");
+                continue;
+            }
+            self.spawn(procedure_id, state, next_seq, Observation::Resumed);
+        }
+        Ok(())
+    }
+
+    fn spawn(&self, procedure_id: Uuid, state: MigrationState, next_seq: u64, first: Observation) {
+        let Some(task) = state.task.as_ref() else {
+            warn!(%procedure_id, "procedure has no submitted event; not started");
+            return;
+        };
+        let (control_sender, control) = mpsc::channel(16);
+        let (outcome_sender, outcome) = watch::channel(None);
+        let (events, _) = broadcast::channel(256);
+        let region_id = task.region_id;
+        self.inner.running().insert(
+            procedure_id,
+            Running {
+                region_id,
+                control: control_sender,
+                outcome,
+                outcome_sender,
+                events,
+                task: None,
+            },
+        );
+        let runner = Runner {
+            inner: self.inner.clone(),
+            id: procedure_id,
+            state,
+            next_seq,
+            control,
+        };
+        let handle = tokio::spawn(runner.run(first));
+        if let Some(running) = self.inner.running().get_mut(&procedure_id) {
+            running.task = Some(handle);
+        }
+    }
+
+    /// Validates a migration, records its submission durably, and starts it.
+    pub async fn submit(&self, request: MigrationRequest) -> Result<SubmitOutcome, SubmitError> {
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let validated = submit::validate(&self.inner, &request).await?;
+        let Some(submitted) = validated else {
+            return Ok(SubmitOutcome::AlreadyMigrated);
+        };
+        let now_ms = self.inner.ports.clock.now_ms();
+        let procedure_id = crate::cluster::new_procedure_id(now_ms, self.inner.ports.entropy.as_ref());
+        let region_id = request.region_id;
+        let append = AppendRequest {
+            procedure_id,
+            expected_next_seq: 1,
+            events: encode_events(now_ms, std::slice::from_ref(&submitted)),
+            opens: Some(OpenProcedure {
+                region_id: region_id.as_u64(),
+                peers: vec![request.from_peer.id, request.to_peer.id],
+            }),
+            closes: false,
+        };
+        let appended = match self.inner.config.append_mode {
+            AppendMode::GroupCommit => self.inner.log.append(append).await,
+            AppendMode::Inline => self.inner.log.append_blocking(append),
+        }
+        .map_err(SubmitError::Log)?;
+        match appended {
+            Ok(_) => {}
+            Err(AppendConflict::RegionBusy {
+                open_procedure_id, ..
+            }) => {
+                return Err(SubmitError::MigrationRunning {
+                    region_id,
+                    procedure_id: open_procedure_id,
+                })
+            }
+            Err(conflict) => return Err(SubmitError::AppendConflict(conflict)),
+        }
+        let mut state = MigrationState::default();
+        state.apply(now_ms, &submitted);
+        self.inner.after_append(procedure_id, 1, now_ms, &submitted);
+        info!(%procedure_id, region = %region_id, from = request.from_peer.id, to = request.to_peer.id, "migration submitted");
+        self.spawn(procedure_id, state, 2, Observation::Begin);
+        Ok(SubmitOutcome::Started(procedure_id))
+    }
+
+    /// Asks a running procedure to cancel; it rolls back unless the new route is written.
+    pub async fn cancel(&self, procedure_id: Uuid, actor: &str, reason: &str) -> Result<(), EngineError> {
+        let control = self.inner.running().get(&procedure_id).map(|r| r.control.clone());
+        let Some(control) = control else {
+            let state = self.get(procedure_id)?;
+            let refusal = crate::migration::check_cancel(&state)
+                .err()
+                .unwrap_or_else(|| "it is not running in this engine".to_string());
+            return Err(EngineError::CancelRefused {
+                procedure_id,
+                reason: refusal,
+            });
+        };
+        let (answer, answered) = oneshot::channel();
+        control
+            .send(Control::Cancel {
+                actor: actor.to_string(),
+                reason: reason.to_string(),
+                answer,
+            })
+            .await
+            .map_err(|_| EngineError::NotRunning { procedure_id })?;
+        answered
+            .await
+            .map_err(|_| EngineError::NotRunning { procedure_id })?
+    }
+
+    /// Waits until a procedure finishes; returns its final state.
+    pub async fn wait(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
+        let outcome = self
+            .inner
+            .running()
+            .get(&procedure_id)
+            .map(|running| running.outcome.clone());
+        if let Some(mut outcome) = outcome {
+            let finished = outcome.wait_for(|outcome| outcome.is_some()).await;
+            if finished.is_err() || self.inner.halted() {
+                let state = self.get(procedure_id)?;
+                if !state.is_finished() {
+                    return Err(EngineError::NotRunning { procedure_id });
+                }
+                return Ok(state);
+            }
+        }
+        let state = self.get(procedure_id)?;
+        if !state.is_finished() && !self.inner.running().contains_key(&procedure_id) {
+            return Err(EngineError::NotRunning { procedure_id });
+        }
+        Ok(state)
+    }
+
+    /// A procedure's current state, folded from its log.
+    pub fn get(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
+        let events = load_procedure(&self.inner.log, procedure_id)?;
+        if events.is_empty() {
+            return Err(EngineError::UnknownProcedure { procedure_id });
+        }
+        Ok(fold(&events))
+    }
+
+    /// The procedures that have not finished, with their regions.
+    pub fn list_open(&self) -> Result<Vec<(Uuid, RegionId)>, EngineError> {
+        Ok(self
+            .inner
+            .log
+            .open_procedures()?
+            .into_iter()
+            .map(|(id, region)| (id, RegionId(region)))
+            .collect())
+    }
+
+    /// How many procedures run in memory now.
+    pub fn running_count(&self) -> usize {
+        self.inner.running().len()
+    }
+
+    /// Events appended from now on for one procedure.
+    pub fn subscribe(&self, procedure_id: Uuid) -> Result<broadcast::Receiver<ProcedureEvent>, EngineError> {
+        if let Some(running) = self.inner.running().get(&procedure_id) {
+            return Ok(running.events.subscribe());
+        }
+        self.get(procedure_id)?;
+        Err(EngineError::NotRunning { procedure_id })
+    }
+
+    /// Installs a callback run after every appended event.
+    pub fn set_observer(&self, observer: Observer) {
+        *self
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(observer);
+    }
+
+    /// The log the engine writes.
+    pub fn log(&self) -> &EventLog {
+        &self.inner.log
+    }
+
+    /// The region a running procedure migrates.
+    pub fn running_region(&self, procedure_id: Uuid) -> Option<RegionId> {
+        self.inner.running().get(&procedure_id).map(|r| r.region_id)
+    }
+
+    /// Stops taking work, lets in-flight appends finish, and stops every procedure at its
+    /// next wait. Every unfinished procedure stays resumable from the log.
+    pub async fn shutdown(&self) {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        self.halt();
+        let tasks: Vec<_> = self
+            .inner
+            .running()
+            .values_mut()
+            .filter_map(|running| running.task.take())
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops every procedure before its next action, as a crash would (tests and the
+    /// simulator). With group commit an append in flight may or may not become durable.
+    pub fn halt(&self) {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        let _ = self.inner.halt.send(true);
+    }
+
+    /// A handle that halts the engine from anywhere, e.g. from an observer.
+    pub fn halt_handle(&self) -> HaltHandle {
+        HaltHandle {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Aborts every procedure task immediately (a simulated crash).
+    pub fn abort_all(&self) {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        let _ = self.inner.halt.send(true);
+        for running in self.inner.running().values() {
+            if let Some(task) = &running.task {
+                task.abort();
+            }
+        }
+    }
+}

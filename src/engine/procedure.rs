@@ -1,0 +1,337 @@
+//! One procedure's task: decide, append, act, observe, again.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, info_span, warn, Instrument};
+use uuid::Uuid;
+
+use super::{EngineError, Inner, ProcedureEvent};
+use crate::log::OpenProcedure;
+use crate::migration::{
+    check_cancel, decide, Action, Hook, Input, MigrationEvent, MigrationState, Observation,
+};
+
+/// A request to a running procedure.
+pub(crate) enum Control {
+    /// Cancel it; the answer says whether the cancel was taken.
+    Cancel {
+        actor: String,
+        reason: String,
+        answer: oneshot::Sender<Result<(), EngineError>>,
+    },
+}
+
+/// Why a procedure task stopped before the procedure finished.
+enum Stop {
+    /// Graceful shutdown or a simulated crash: the procedure stays open in the log.
+    Halted,
+    /// The log refused or failed an append: the procedure stays open in the log.
+    LogFailed(String),
+}
+
+/// What a running procedure owns.
+pub(crate) struct Runner {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) id: Uuid,
+    pub(crate) state: MigrationState,
+    pub(crate) next_seq: u64,
+    pub(crate) control: mpsc::Receiver<Control>,
+}
+
+impl Runner {
+    /// Runs the procedure until it finishes or the engine stops.
+    pub(crate) async fn run(mut self, first: Observation) {
+        let region = self
+            .state
+            .task
+            .as_ref()
+            .map(|task| task.region_id.to_string())
+            .unwrap_or_default();
+        let span = info_span!("procedure", id = %self.id, region = %region);
+        let result = self.run_loop(first).instrument(span).await;
+        let inner = self.inner.clone();
+        inner.locks.release_all(self.id);
+        match result {
+            Ok(()) => {}
+            Err(Stop::Halted) => debug!(id = %self.id, "procedure halted; it resumes from the log on the next open"),
+            Err(Stop::LogFailed(error)) => {
+                warn!(id = %self.id, %error, "procedure stopped: the log failed; it resumes from the log on the next open")
+            }
+        }
+        inner.forget(self.id, self.state.outcome);
+    }
+
+    async fn run_loop(&mut self, first: Observation) -> Result<(), Stop> {
+        let mut input = Input::new(first);
+        loop {
+            if self.inner.halted() {
+                return Err(Stop::Halted);
+            }
+            let now_ms = self.inner.ports.clock.now_ms();
+            let decision = match decide(&self.state, now_ms, input) {
+                Ok(decision) => decision,
+                Err(error) => return Err(Stop::LogFailed(format!("decide refused its input: {error}"))),
+            };
+            if !decision.events.is_empty() {
+                self.append(now_ms, decision.events).await?;
+                // A crash right after the append: nothing more happens.
+                if self.inner.halted() {
+                    return Err(Stop::Halted);
+                }
+            }
+            for hook in &decision.hooks {
+                self.call_hook(hook).await;
+            }
+            let observation = match decision.action {
+                Action::Finish { outcome } => {
+                    info!(outcome = outcome.name(), "procedure finished");
+                    return Ok(());
+                }
+                action => self.act(action).await?,
+            };
+            input = Input {
+                observation,
+                jitter_random: self.inner.ports.entropy.next_u32(),
+            };
+        }
+    }
+
+    /// Appends a decision's events, durably, and folds them in.
+    async fn append(&mut self, now_ms: u64, events: Vec<MigrationEvent>) -> Result<(), Stop> {
+        let opens = if self.next_seq == 1 {
+            self.state.task.as_ref().map(|task| OpenProcedure {
+                region_id: task.region_id.as_u64(),
+                peers: vec![task.from_peer.id, task.to_peer.id],
+            })
+        } else {
+            None
+        };
+        let closes = events.iter().any(MigrationEvent::is_terminal);
+        let first_seq = self.next_seq;
+        let count = events.len() as u64;
+        self.inner
+            .append(self.id, first_seq, &events, now_ms, opens, closes)
+            .await
+            .map_err(|error| Stop::LogFailed(error.to_string()))?;
+        for (offset, event) in events.into_iter().enumerate() {
+            self.state.apply(now_ms, &event);
+            let seq = first_seq + offset as u64;
+            self.inner.after_append(self.id, seq, now_ms, &event);
+        }
+        self.next_seq = first_seq + count;
+        Ok(())
+    }
+
+    async fn call_hook(&self, hook: &Hook) {
+        let hooks = &self.inner.ports.hooks;
+        match hook {
+            Hook::RegisterFailureDetector { peer, region_id } => {
+                hooks.register_failure_detector(*peer, *region_id).await
+            }
+            Hook::DeregisterFailureDetector { peer, region_id } => {
+                hooks.deregister_failure_detector(*peer, *region_id).await
+            }
+            Hook::InvalidateTableCache { table_id } => hooks.invalidate_table_cache(*table_id).await,
+        }
+    }
+
+    /// Performs an action and returns what came of it.
+    async fn act(&mut self, action: Action) -> Result<Observation, Stop> {
+        let ports = self.inner.ports.clone();
+        match action {
+            Action::AcquireLocks { lock_keys } => {
+                let started_ms = ports.clock.now_ms();
+                let mut contended: Option<String> = None;
+                let acquire = self
+                    .inner
+                    .locks
+                    .acquire(self.id, &lock_keys, |key| contended = Some(key.to_string()));
+                tokio::pin!(acquire);
+                // Poll once so a free lock is taken without a wait event.
+                let acquired = futures_poll_once(acquire.as_mut()).await;
+                if !acquired {
+                    if let Some(lock_key) = contended.take() {
+                        self.note(MigrationEvent::LockWaitStarted { lock_key }).await?;
+                    }
+                    let mut halt = self.inner.halt_signal();
+                    tokio::select! {
+                        biased;
+                        _ = halt.wait_for(|halted| *halted) => return Err(Stop::Halted),
+                        () = &mut acquire => {}
+                    }
+                }
+                Ok(Observation::LocksAcquired {
+                    lock_keys,
+                    waited_ms: ports.clock.now_ms().saturating_sub(started_ms),
+                })
+            }
+            Action::ReadRoute { table_id } => Ok(match ports.metadata.table_route(table_id).await {
+                Ok(route) => Observation::RouteRead { table_id, route },
+                Err(error) => Observation::MetadataFailed {
+                    operation: format!("read the route of table {table_id}"),
+                    error: error.reason,
+                },
+            }),
+            Action::ReadDatanodeTable {
+                datanode_id,
+                table_id,
+            } => Ok(
+                match ports.metadata.datanode_table(datanode_id, table_id).await {
+                    Ok(datanode_table) => Observation::DatanodeTableRead {
+                        datanode_id,
+                        table_id,
+                        datanode_table,
+                    },
+                    Err(error) => Observation::MetadataFailed {
+                        operation: format!(
+                            "read the datanode table of table {table_id} on datanode {datanode_id}"
+                        ),
+                        error: error.reason,
+                    },
+                },
+            ),
+            Action::CasRoute {
+                table_id,
+                expected_version,
+                route,
+                change,
+                region_move,
+            } => Ok(
+                match ports
+                    .metadata
+                    .cas_table_route(table_id, expected_version, route, region_move)
+                    .await
+                {
+                    Ok(Ok(to_version)) => Observation::CasApplied {
+                        table_id,
+                        change,
+                        from_version: expected_version,
+                        to_version,
+                    },
+                    Ok(Err(conflict)) => Observation::CasRefused {
+                        table_id,
+                        change,
+                        expected_version,
+                        actual_version: conflict.actual_version,
+                    },
+                    Err(error) => Observation::MetadataFailed {
+                        operation: format!("write the route of table {table_id}"),
+                        error: error.reason,
+                    },
+                },
+            ),
+            Action::Send {
+                peer,
+                instruction,
+                timeout_ms,
+            } => {
+                let kind = instruction.kind();
+                let send = ports.mailbox.send(&peer, instruction, timeout_ms);
+                tokio::pin!(send);
+                loop {
+                    let mut halt = self.inner.halt_signal();
+                    tokio::select! {
+                        biased;
+                        _ = halt.wait_for(|halted| *halted) => return Err(Stop::Halted),
+                        control = self.control.recv() => {
+                            if let Some(observation) = self.on_control(control).await? {
+                                return Ok(observation);
+                            }
+                        }
+                        outcome = &mut send => {
+                            debug!(peer = peer.id, instruction = %kind, ?outcome, "instruction answered");
+                            return Ok(Observation::Mailbox(outcome));
+                        }
+                    }
+                }
+            }
+            Action::WaitUntil { until_ms, reason } => {
+                debug!(until_ms, ?reason, "waiting");
+                let sleep = ports.clock.sleep_until_ms(until_ms);
+                tokio::pin!(sleep);
+                loop {
+                    let mut halt = self.inner.halt_signal();
+                    tokio::select! {
+                        biased;
+                        _ = halt.wait_for(|halted| *halted) => return Err(Stop::Halted),
+                        control = self.control.recv() => {
+                            if let Some(observation) = self.on_control(control).await? {
+                                return Ok(observation);
+                            }
+                        }
+                        () = &mut sleep => return Ok(Observation::WaitElapsed),
+                    }
+                }
+            }
+            Action::Finish { .. } => Err(Stop::LogFailed(
+                "internal error: Finish is handled by the loop".to_string(),
+            )),
+        }
+    }
+
+    /// Handles an operator request received while waiting; `Some` interrupts the wait.
+    async fn on_control(&mut self, control: Option<Control>) -> Result<Option<Observation>, Stop> {
+        let Some(Control::Cancel {
+            actor,
+            reason,
+            answer,
+        }) = control
+        else {
+            // Every sender is gone: nothing more can arrive; keep waiting for the action.
+            std::future::pending::<()>().await;
+            return Ok(None);
+        };
+        match check_cancel(&self.state) {
+            Ok(()) => {
+                let _ = answer.send(Ok(()));
+                Ok(Some(Observation::Cancel { actor, reason }))
+            }
+            Err(refusal) => {
+                self.note(MigrationEvent::CancelRefused {
+                    actor,
+                    reason,
+                    refusal: refusal.clone(),
+                })
+                .await?;
+                let _ = answer.send(Err(EngineError::CancelRefused {
+                    procedure_id: self.id,
+                    reason: refusal,
+                }));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Appends an event the engine writes outside a decision.
+    async fn note(&mut self, event: MigrationEvent) -> Result<(), Stop> {
+        let now_ms = self.inner.ports.clock.now_ms();
+        self.append(now_ms, vec![event]).await
+    }
+}
+
+/// Polls a future once; true when it completed.
+async fn futures_poll_once<F: std::future::Future<Output = ()>>(
+    future: std::pin::Pin<&mut F>,
+) -> bool {
+    use std::task::Poll;
+    let mut future = Some(future);
+    std::future::poll_fn(move |context| {
+        let polled = future
+            .as_mut()
+            .map(|f| f.as_mut().poll(context))
+            .unwrap_or(Poll::Ready(()));
+        Poll::Ready(polled.is_ready())
+    })
+    .await
+}
+
+/// Sent to subscribers after each append.
+pub(crate) fn procedure_event(procedure_id: Uuid, seq: u64, at_ms: u64, event: &MigrationEvent) -> ProcedureEvent {
+    ProcedureEvent {
+        procedure_id,
+        seq,
+        at_ms,
+        event: event.clone(),
+    }
+}

@@ -1,0 +1,67 @@
+//! The bridge between the log's records and the migration's events.
+
+use uuid::Uuid;
+
+use crate::log::{EventLog, LogError, NewEvent, Record};
+use crate::migration::events::DecodeError;
+use crate::migration::{MigrationEvent, TimedEvent};
+
+/// A record whose payload this version cannot decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("procedure {procedure_id}, event {seq}: {error}")]
+pub struct UndecodableEvent {
+    /// The procedure.
+    pub procedure_id: Uuid,
+    /// The event's sequence number.
+    pub seq: u64,
+    /// Why it could not be decoded.
+    pub error: DecodeError,
+}
+
+/// Why a procedure's history could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The log failed or holds a damaged record.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A record's payload could not be decoded.
+    #[error(transparent)]
+    Undecodable(#[from] UndecodableEvent),
+}
+
+/// Encodes migration events for an append, all recorded at `at_ms`.
+pub fn encode_events(at_ms: u64, events: &[MigrationEvent]) -> Vec<NewEvent> {
+    events
+        .iter()
+        .map(|event| NewEvent {
+            kind: event.kind_code(),
+            recorded_at_ms: at_ms,
+            payload: event.encode(),
+        })
+        .collect()
+}
+
+/// Decodes one record into a timed migration event.
+pub fn decode_record(record: &Record) -> Result<TimedEvent, UndecodableEvent> {
+    let event =
+        MigrationEvent::decode(record.kind, &record.payload).map_err(|error| UndecodableEvent {
+            procedure_id: record.procedure_id,
+            seq: record.seq,
+            error,
+        })?;
+    Ok(TimedEvent {
+        at_ms: record.recorded_at_ms,
+        event,
+    })
+}
+
+/// Reads and decodes a procedure's whole history; empty when the procedure is unknown.
+pub fn load_procedure(log: &EventLog, procedure_id: Uuid) -> Result<Vec<TimedEvent>, LoadError> {
+    let records = log.procedure_events(procedure_id, 1)?;
+    let mut events = Vec::with_capacity(records.len());
+    for record in &records {
+        events.push(decode_record(record)?);
+    }
+    Ok(events)
+}
