@@ -19,4 +19,5 @@
 
 pub mod cluster;
 pub mod domain;
+pub mod sim;
 pub mod cli;
