@@ -619,26 +619,29 @@ struct Entry<'a> {
 
 impl<'a> TableNode<'a> {
     fn entries(self) -> Vec<Entry<'a>> {
-        match self {
-            TableNode::Header(table) => table
-                .iter()
-                .filter_map(|(key, item)| {
-                    Some(Entry {
-                        key,
-                        key_offset: table.key(key).and_then(|k| k.span()).map(|s| s.start),
-                        node: Node::from_item(item)?,
-                    })
-                })
-                .collect(),
-            TableNode::Inline(table) => table
-                .iter()
-                .map(|(key, value)| Entry {
-                    key,
-                    key_offset: table.key(key).and_then(|k| k.span()).map(|s| s.start),
-                    node: Node::from_value(value),
-                })
-                .collect(),
-        }
+        let keys: Vec<&'a str> = match self {
+            TableNode::Header(table) => table.iter().map(|(key, _)| key).collect(),
+            TableNode::Inline(table) => table.iter().map(|(key, _)| key).collect(),
+        };
+        keys.into_iter()
+            .filter_map(|key| self.lookup(key))
+            .collect()
+    }
+
+    /// The entry of `key`, if the table has it.
+    fn lookup(self, key: &str) -> Option<Entry<'a>> {
+        let (key, node) = match self {
+            TableNode::Header(table) => {
+                let (key, item) = table.get_key_value(key)?;
+                (key, Node::from_item(item)?)
+            }
+            TableNode::Inline(table) => (table.key(key)?, Node::from_value(table.get(key)?)),
+        };
+        Some(Entry {
+            key: key.get(),
+            key_offset: key.span().map(|span| span.start),
+            node,
+        })
     }
 }
 
@@ -870,17 +873,12 @@ impl<'a> Record<'a> {
     }
 
     fn get(&self, key: &str) -> Option<Field<'a>> {
-        self.table
-            .entries()
-            .into_iter()
-            .find(|entry| entry.key == key)
-            .map(|entry| {
-                self.field.child(
-                    join_key(&self.field.path, key),
-                    entry.node,
-                    entry.key_offset,
-                )
-            })
+        let entry = self.table.lookup(key)?;
+        Some(self.field.child(
+            join_key(&self.field.path, entry.key),
+            entry.node,
+            entry.key_offset,
+        ))
     }
 
     fn required(&self, key: &str) -> Result<Field<'a>, ScenarioError> {
