@@ -21,3 +21,5 @@ pub mod cli;
 pub mod cluster;
 pub mod domain;
 pub mod migration;
+pub mod sim;
+pub mod cli;
