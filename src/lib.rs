@@ -22,4 +22,3 @@ pub mod cluster;
 pub mod domain;
 pub mod migration;
 pub mod sim;
-pub mod cli;

@@ -256,12 +256,35 @@ pub fn new_procedure_id(now_ms: u64, entropy: &dyn Entropy) -> Uuid {
 pub struct Ports {
     /// Datanode mailbox.
     pub mailbox: Arc<dyn Mailbox>,
-    /// Routing metadata.
+    /// Routing metadata, as running procedures read and write it.
     pub metadata: Arc<dyn MetadataStore>,
+    /// The metadata that submit validation reads; usually the same store as `metadata`
+    /// (the simulator gives one that its injected faults never hit).
+    pub submit_metadata: Arc<dyn MetadataStore>,
     /// Failure detectors and caches.
     pub hooks: Arc<dyn ClusterHooks>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Randomness.
     pub entropy: Arc<dyn Entropy>,
+}
+
+impl Ports {
+    /// Ports whose submit validation reads the same metadata store as the procedures.
+    pub fn new(
+        mailbox: Arc<dyn Mailbox>,
+        metadata: Arc<dyn MetadataStore>,
+        hooks: Arc<dyn ClusterHooks>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Self {
+        Ports {
+            mailbox,
+            submit_metadata: metadata.clone(),
+            metadata,
+            hooks,
+            clock,
+            entropy,
+        }
+    }
 }
