@@ -18,8 +18,9 @@
 //! - Heartbeats: every [`HEARTBEAT_INTERVAL_MS`] per live datanode; datanode number `i` (in
 //!   ascending id order, of `n`) beats at `i * 3000 / n` ms past each interval, from
 //!   [`SimCluster::start`]. Setup gives every leader a lease until [`REGION_LEASE_MS`].
-//! - Workload: every [`WRITE_TICK_MS`], each region of a physical table gets the writes due
-//!   at `writes_per_second` since `start`, as one batch sent to the leader its route names.
+//! - Workload: every [`WRITE_TICK_MS`] (at 5, 15, 25... ms after `start`), each region of a
+//!   physical table gets the writes due at `writes_per_second` (the tick at `10k - 5` ms sends
+//!   those due by `10k` ms), as one batch sent to the leader its route names.
 //! - Mailbox: a reply produced `d` ms after the send and delayed `delay` ms by a
 //!   `message_delay` is a Timeout when `d + delay > timeout_ms` (the datanode still acted); the
 //!   sender then waits out `timeout_ms`. A crashed datanode receives nothing (its scripts are
@@ -33,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use super::datanode::{
     Completion, DataPlane, Received, RegionWal, Replica, ScriptedReply, SimOptions, WriteOutcome,
-    HEARTBEAT_INTERVAL_MS, REGION_LEASE_MS,
+    WriteRejection, HEARTBEAT_INTERVAL_MS, REGION_LEASE_MS,
 };
 use super::invariants::{EventTrace, InvariantChecker, TraceEvent, Violation};
 use crate::cluster::memory::MemoryMetadataStore;
@@ -49,8 +50,17 @@ use crate::domain::{
 /// How often the workload sends its batch of writes.
 pub const WRITE_TICK_MS: u64 = 10;
 
+/// How early each workload tick runs before the end of its window: ticks fall at 5, 15,
+/// 25... ms after `start`, never on the round times of heartbeats or test steps, so what a
+/// tick sees never depends on the order of tasks woken at the same instant.
+pub const WRITE_TICK_OFFSET_MS: u64 = WRITE_TICK_MS / 2;
+
 /// How many mailbox exchanges are kept for inspection; later ones are not recorded.
 pub const MAILBOX_RECORDS_MAX: usize = 100_000;
+
+/// The latest virtual time anything sleeps until (about 34 years): a larger timeout waits
+/// this long instead of overflowing the timer.
+pub const SLEEP_UNTIL_MS_MAX: u64 = 1 << 40;
 
 /// The engine name written in datanode tables.
 pub const SIM_ENGINE: &str = "mito";
@@ -593,6 +603,7 @@ impl SimCluster {
     }
 
     async fn sleep_until(clock: &TokioClock, at_ms: u64) {
+        let at_ms = at_ms.min(SLEEP_UNTIL_MS_MAX);
         clock
             .sleep_until_ms(clock.epoch_base_ms().saturating_add(at_ms))
             .await;
@@ -638,7 +649,10 @@ impl SimCluster {
             let mut elapsed_ms = 0u64;
             loop {
                 elapsed_ms = elapsed_ms.saturating_add(WRITE_TICK_MS);
-                SimCluster::sleep_until(&clock, start_ms.saturating_add(elapsed_ms)).await;
+                let tick_at_ms = start_ms
+                    .saturating_add(elapsed_ms)
+                    .saturating_sub(WRITE_TICK_OFFSET_MS);
+                SimCluster::sleep_until(&clock, tick_at_ms).await;
                 let Some(cluster) = weak.upgrade() else {
                     return;
                 };
@@ -908,6 +922,12 @@ impl SimCluster {
         self.state().plane.writers(region_id, now_ms)
     }
 
+    /// Why `peer` would reject a write to `region_id` now; `None` when it would accept it.
+    pub fn write_rejection(&self, peer: PeerId, region_id: RegionId) -> Option<WriteRejection> {
+        let now_ms = self.now_ms();
+        self.state().plane.write_rejection(peer, region_id, now_ms)
+    }
+
     /// The workload's writes per region.
     pub fn write_stats(&self) -> BTreeMap<RegionId, WriteStats> {
         self.state().write_stats.clone()
@@ -949,7 +969,8 @@ impl SimCluster {
         let now_ms = self.now_ms();
         let kind = instruction.kind();
         let mut state = self.state();
-        *state.sent.entry((peer, kind)).or_default() += 1;
+        let count = state.sent.entry((peer, kind)).or_default();
+        *count = count.saturating_add(1);
         let (alive, incarnation) = match state.plane.datanodes.get(&peer) {
             None => {
                 state.trace.push(
@@ -1008,7 +1029,7 @@ impl SimCluster {
                 let reply_at_ms = now_ms.saturating_add(after_ms);
                 let arrival_ms = reply_at_ms.saturating_add(state.delay_at(peer, reply_at_ms));
                 let id = state.next_pending_id;
-                state.next_pending_id += 1;
+                state.next_pending_id = id.wrapping_add(1);
                 state.pending.insert(
                     id,
                     PendingAnswer {
@@ -1325,6 +1346,10 @@ impl SimMetadataStore {
     }
 }
 
+fn describe_version(version: Option<u64>) -> String {
+    version.map_or_else(|| "no route".to_string(), |version| format!("v{version}"))
+}
+
 fn describe_route(route: &TableRoute) -> String {
     match route {
         TableRoute::Logical { physical_table_id } => format!("logical of {physical_table_id}"),
@@ -1379,8 +1404,8 @@ impl MetadataStore for SimMetadataStore {
                 .table_route_now(table_id)
                 .map(|current| self.inner.put_table_route(table_id, current.route));
             self.trace(format!(
-                "metadata cas table {table_id} v{expected_version}: injected conflict \
-                 (now v{actual_version:?})"
+                "metadata cas table {table_id} v{expected_version}: injected conflict (now {})",
+                describe_version(actual_version)
             ));
             return Ok(Err(CasConflict {
                 table_id,
@@ -1398,8 +1423,8 @@ impl MetadataStore for SimMetadataStore {
                 "metadata cas table {table_id} v{expected_version} -> v{version}: {description}"
             )),
             Err(conflict) => self.trace(format!(
-                "metadata cas table {table_id} v{expected_version}: conflict (now v{:?})",
-                conflict.actual_version
+                "metadata cas table {table_id} v{expected_version}: conflict (now {})",
+                describe_version(conflict.actual_version)
             )),
         }
         Ok(result)

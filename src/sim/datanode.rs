@@ -172,7 +172,7 @@ impl EntrySet {
     pub fn len(&self) -> u64 {
         self.ranges
             .iter()
-            .map(|&(start, end)| end - start + 1)
+            .map(|&(start, end)| (end - start).saturating_add(1))
             .fold(0u64, u64::saturating_add)
     }
 
@@ -209,7 +209,7 @@ impl EntrySet {
                 index += 1;
             }
             if !covered_to_end && cursor <= end {
-                missing = missing.saturating_add(end - cursor + 1);
+                missing = missing.saturating_add((end - cursor).saturating_add(1));
                 first_missing = first_missing.or(Some(cursor));
             }
         }
