@@ -27,6 +27,7 @@
 //!   not consumed) and the sender times out; an unknown peer is Unreachable.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
@@ -339,7 +340,11 @@ pub struct SimCluster {
     peers: Vec<PeerId>,
     /// Regions of physical tables, in order: the workload writes to them.
     regions: Vec<RegionId>,
+    /// Every table of the setup, ascending.
+    table_ids: Vec<TableId>,
     writes_per_second: Option<u64>,
+    /// Set by `start`, cleared by `stop`: heartbeats and workload run once.
+    started: AtomicBool,
     // A std Mutex: only pushed to and drained, never held across an await.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -482,6 +487,8 @@ impl SimCluster {
             }
         }
         regions.sort_unstable();
+        let mut table_ids: Vec<TableId> = setup.tables.iter().map(|table| table.id).collect();
+        table_ids.sort_unstable();
         let shared = Arc::new(Mutex::new(Shared {
             plane,
             ..Shared::default()
@@ -515,7 +522,9 @@ impl SimCluster {
             hooks,
             peers,
             regions,
+            table_ids,
             writes_per_second: setup.writes_per_second,
+            started: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
         }))
     }
@@ -609,8 +618,11 @@ impl SimCluster {
             .await;
     }
 
-    /// Starts the heartbeats and the workload.
+    /// Starts the heartbeats and the workload (once: a second call does nothing).
     pub fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let start_ms = self.now_ms();
         {
             let mut state = self.state();
@@ -672,15 +684,18 @@ impl SimCluster {
         for task in tasks {
             task.abort();
         }
+        self.started.store(false, Ordering::SeqCst);
         let now_ms = self.now_ms();
         self.state().trace.push(now_ms, "stop");
     }
 
     /// The route of every region of every physical table, read without faults.
     pub fn region_routes_now(&self) -> BTreeMap<RegionId, RegionRoute> {
-        let snapshot = self.metadata.inner.snapshot();
         let mut routes = BTreeMap::new();
-        for versioned in snapshot.table_routes.values() {
+        for &table_id in &self.table_ids {
+            let Some(versioned) = self.metadata.inner.table_route_now(table_id) else {
+                continue;
+            };
             if let TableRoute::Physical { region_routes } = &versioned.route {
                 for route in region_routes {
                     routes.insert(route.region_id, route.clone());

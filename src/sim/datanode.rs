@@ -13,9 +13,32 @@
 //! - Remote WAL: one shared log with epoch fencing. Becoming leader (upgrade or heartbeat
 //!   promotion) takes a new epoch and reads the whole log; an append by an older epoch's
 //!   leader fails.
-//! - Leases are virtual-ms deadlines, renewed by heartbeats from the routing metadata.
-//! - Replay runs at [`REPLAY_ENTRIES_PER_MS`] from the newest of the replica's own progress and
-//!   the region's flushed watermark; a flush (downgrade) is instant.
+//! - Writes: accepted only by a Leader (or a DowngradingLeader not rejecting writes) with a
+//!   valid lease and, for a remote WAL, the current epoch.
+//! - Heartbeats (see [`DataPlane::heartbeat`]): renew for [`REGION_LEASE_MS`] the lease of each
+//!   region whose route names the datanode leader and is not Downgrading, making that replica
+//!   Leader if it was not; a Leader or DowngradingLeader the route no longer names is demoted
+//!   to Follower (as the real lease keeper does).
+//! - Crash: no answers, no heartbeats; replicas keep their entries but become Followers with
+//!   no lease and no replay. Restart: answers again; roles come back through heartbeats.
+//!
+//! # Instructions (normal behaviour; every one idempotent)
+//! - `OpenRegion`: a Candidate replica holding the flushed entries (skip_wal_replay); an
+//!   existing replica is left as it is. result=true.
+//! - `DowngradeRegion`: absent → exists=false. A Leader flushes (instant: the flushed
+//!   watermark becomes its last entry) and becomes DowngradingLeader, rejecting writes when
+//!   `reject_write`; a DowngradingLeader stays one (reject_write only adds rejection); a
+//!   Follower or Candidate is unchanged. Reports the replica's last entry id.
+//! - `UpgradeRegion`: absent → exists=false; a Leader → ready at once. Otherwise it replays
+//!   from the newest of its own progress and the flushed watermark up to `last_entry_id` (or,
+//!   when `None`, the WAL's end when received) at [`REPLAY_ENTRIES_PER_MS`]. Caught up within
+//!   `replay_timeout_ms`: answers ready=true when it is, becoming Leader with a fresh lease
+//!   then. Else answers ready=false after `replay_timeout_ms` and keeps replaying (the next
+//!   upgrade starts from where it got). A target past the WAL's end costs replay time but is
+//!   reached.
+//! - `CloseRegion`: the replica is removed. result=true.
+//!
+//! Scripted replies ([`ScriptedReply`]) replace this, one per instruction received.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -60,7 +83,8 @@ impl fmt::Display for Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScriptedReply {
     /// Performs the normal effect but answers success at once (an upgrade catches up
-    /// instantly).
+    /// instantly). The success reply is sent even when there is nothing to act on (an absent
+    /// region; a downgrade then reports no last entry id).
     Ok,
     /// Downgrade: performs it and reports this last entry id (other kinds: as `Ok`).
     OkWithLastEntryId(u64),
