@@ -1054,6 +1054,44 @@ mod sim {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn low_reported_last_entry_id_loses_nothing_once_the_leader_flushed() {
+        let region_id = region(1);
+        let cluster = cluster(setup(WalKind::Local, Some(100), vec![region_on(1, 1, 100)]));
+        cluster.script_replies(
+            1,
+            InstructionKind::DowngradeRegion,
+            [ScriptedReply::OkWithLastEntryId(42)],
+        );
+        cluster.start();
+        sleep_to(&cluster, 2_000).await;
+        send(&cluster, 2, open(region_id), 1_000).await;
+        mark_downgrading(&cluster, region_id).await;
+        assert_eq!(
+            send(&cluster, 1, downgrade(region_id, true), 1_000).await,
+            downgrade_reply(Some(42), true, None)
+        );
+        assert_eq!(
+            cluster
+                .region_wal(region_id)
+                .map(|wal| wal.flushed_entry_id),
+            Some(300)
+        );
+        assert_eq!(
+            send(&cluster, 2, upgrade(region_id, Some(42), 1_000), 1_000).await,
+            upgrade_reply(true, true, None)
+        );
+        assert_eq!(cluster.now_ms(), 2_000);
+        assert_eq!(
+            cluster.replica(2, region_id).and_then(|r| r.history.last()),
+            Some(300)
+        );
+        move_leader(&cluster, region_id, 1, 2).await;
+        sleep_to(&cluster, 3_000).await;
+        cluster.stop();
+        assert_eq!(cluster.final_check(), Vec::new());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn broken_model_accepting_writes_while_downgraded_is_caught() {
         let correct = migrate_with(SimOptions::default()).await;
         assert_eq!(correct.final_check(), Vec::new());

@@ -7,9 +7,10 @@
 //!   storage), and, for a remote WAL, the current writer epoch.
 //! - Each datanode holds [`Replica`]s. A replica's `history` is the set of entry ids it holds.
 //!   A leader appends its own writes to it; a candidate gets the entries it replays.
-//! - Local WAL: an upgraded candidate holds what it replayed: every acknowledged entry up to
-//!   its replay target (the old leader's entries, flushed to shared storage). Entries acked
-//!   by anyone after that target are not in its history: they are lost if it stays leader.
+//! - Local WAL: an upgraded candidate holds every acknowledged entry up to its replay target
+//!   or the flushed watermark, whichever is higher (the old leader's entries, flushed to
+//!   shared storage). Entries acked by anyone after both are not in its history: they are
+//!   lost if it stays leader.
 //! - Remote WAL: one shared log with epoch fencing. Becoming leader (upgrade or heartbeat
 //!   promotion) takes a new epoch and reads the whole log; an append by an older epoch's
 //!   leader fails.
@@ -1000,9 +1001,12 @@ impl DataPlane {
             return upgrade_reply(true, true);
         }
         match region.wal {
-            WalKind::Local => replica
-                .history
-                .union_with(&region.acked.up_to(target_entry_id)),
+            // What it replayed, and whatever the old leader flushed to shared storage.
+            WalKind::Local => replica.history.union_with(
+                &region
+                    .acked
+                    .up_to(target_entry_id.max(region.flushed_entry_id)),
+            ),
             WalKind::Remote => {
                 region.epoch = region.epoch.saturating_add(1);
                 replica.epoch = region.epoch;
