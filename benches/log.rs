@@ -1,1 +1,251 @@
-fn main() {}
+//! Durable append throughput and latency of the event log, beside the raw fdatasync rate of
+//! the same disk, measured in the same run.
+//!
+//! `cargo bench --bench log` (about a minute). Prints a table:
+//! - events/s with 1, 16 and 256 procedures appending 1-event batches concurrently, and
+//!   the ratio to the raw rate (a loop of a 64-byte write + fdatasync on a temporary file);
+//! - the single-writer median append latency against the raw fdatasync median.
+//!
+//! Criterion also measures the single-writer append and the raw write + fdatasync.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion};
+use regmig::log::{AppendRequest, EventLog, LogOptions, NewEvent, OpenProcedure};
+use uuid::Uuid;
+
+/// How long each throughput point runs.
+const THROUGHPUT_RUN: Duration = Duration::from_secs(4);
+/// How many samples the latency medians take.
+const LATENCY_SAMPLES: usize = 2000;
+/// A payload of the size of a typical migration event.
+const PAYLOAD_BYTES: usize = 96;
+
+fn event(now_ms: u64) -> NewEvent {
+    NewEvent {
+        kind: 7,
+        recorded_at_ms: now_ms,
+        payload: vec![0xa5; PAYLOAD_BYTES],
+    }
+}
+
+fn first_request(procedure_id: Uuid, region_id: u64) -> AppendRequest {
+    AppendRequest {
+        procedure_id,
+        expected_next_seq: 1,
+        events: vec![event(1)],
+        opens: Some(OpenProcedure {
+            region_id,
+            peers: vec![1, 2],
+        }),
+        closes: false,
+    }
+}
+
+fn next_request(procedure_id: Uuid, expected_next_seq: u64) -> AppendRequest {
+    AppendRequest {
+        procedure_id,
+        expected_next_seq,
+        events: vec![event(expected_next_seq)],
+        opens: None,
+        closes: false,
+    }
+}
+
+/// Latencies of a loop of a 64-byte append + fdatasync on a temporary file.
+fn raw_fdatasync_latencies(dir: &Path, samples: usize) -> Vec<Duration> {
+    let path = dir.join("raw-fdatasync");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("create the raw fdatasync file");
+    let block = [0x5au8; 64];
+    let mut latencies = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("fdatasync");
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+fn median(latencies: &mut [Duration]) -> Duration {
+    latencies.sort_unstable();
+    latencies[latencies.len() / 2]
+}
+
+/// Events/s with `procedures` tasks each appending 1-event batches for `run`.
+fn durable_throughput(dir: &Path, procedures: usize, run: Duration) -> f64 {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let log = EventLog::open(dir, LogOptions::default()).expect("open the log");
+    let appended = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let elapsed = runtime.block_on(async {
+        let mut tasks = Vec::with_capacity(procedures);
+        for task_index in 0..procedures {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let procedure_id = Uuid::now_v7();
+                let receipt = log
+                    .append(first_request(procedure_id, task_index as u64 + 1))
+                    .await
+                    .expect("append")
+                    .expect("no conflict");
+                receipt.last_seq + 1
+            }));
+        }
+        let mut next_seqs = Vec::with_capacity(procedures);
+        for task in tasks {
+            next_seqs.push(task.await.expect("task"));
+        }
+        let procedure_ids = log.open_procedures().expect("open procedures");
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(procedures);
+        for (procedure_id, _) in procedure_ids {
+            let log = log.clone();
+            let appended = Arc::clone(&appended);
+            let stop = Arc::clone(&stop);
+            let mut next_seq = log.next_seq(procedure_id).expect("next seq");
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    log.append(next_request(procedure_id, next_seq))
+                        .await
+                        .expect("append")
+                        .expect("no conflict");
+                    next_seq += 1;
+                    appended.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        tokio::time::sleep(run).await;
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            task.await.expect("task");
+        }
+        started.elapsed()
+    });
+    appended.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+}
+
+/// Latencies of single-writer async appends (one procedure, nothing else running).
+fn single_writer_latencies(dir: &Path, samples: usize) -> Vec<Duration> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let log = EventLog::open(dir, LogOptions::default()).expect("open the log");
+    runtime.block_on(async {
+        let procedure_id = Uuid::now_v7();
+        log.append(first_request(procedure_id, 1))
+            .await
+            .expect("append")
+            .expect("no conflict");
+        let mut latencies = Vec::with_capacity(samples);
+        for next_seq in 2..(samples as u64 + 2) {
+            let started = Instant::now();
+            log.append(next_request(procedure_id, next_seq))
+                .await
+                .expect("append")
+                .expect("no conflict");
+            latencies.push(started.elapsed());
+        }
+        latencies
+    })
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let raw_path = dir.path().join("criterion-raw");
+    let mut raw_file = File::create(&raw_path).expect("create");
+    c.bench_function("disk/write_64b_fdatasync", |b| {
+        b.iter(|| {
+            raw_file.write_all(&[0x5a; 64]).expect("write");
+            raw_file.sync_data().expect("fdatasync");
+        })
+    });
+    let log =
+        EventLog::open(&dir.path().join("criterion-log"), LogOptions::default()).expect("open");
+    let procedure_id = Uuid::now_v7();
+    log.append_blocking(first_request(procedure_id, 1))
+        .expect("append")
+        .expect("no conflict");
+    let mut next_seq = 2;
+    c.bench_function("log/durable_append_blocking_1_event", |b| {
+        b.iter(|| {
+            log.append_blocking(next_request(procedure_id, next_seq))
+                .expect("append")
+                .expect("no conflict");
+            next_seq += 1;
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    targets = criterion_benches
+}
+
+fn print_table() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut raw = raw_fdatasync_latencies(dir.path(), LATENCY_SAMPLES);
+    let raw_total: Duration = raw.iter().sum();
+    let raw_rate = raw.len() as f64 / raw_total.as_secs_f64();
+    let raw_median = median(&mut raw);
+
+    println!();
+    println!("durable appends (1-event batches, {PAYLOAD_BYTES}-byte payloads), {THROUGHPUT_RUN:?} per point");
+    println!("| writers | events/s | x raw fdatasync rate |");
+    println!("| --- | ---: | ---: |");
+    println!("| raw 64 B write + fdatasync | {raw_rate:.0} | 1.00 |");
+    for procedures in [1usize, 16, 256] {
+        let log_dir = dir.path().join(format!("throughput-{procedures}"));
+        let rate = durable_throughput(&log_dir, procedures, THROUGHPUT_RUN);
+        println!(
+            "| {procedures} procedures | {rate:.0} | {:.2} |",
+            rate / raw_rate
+        );
+    }
+    let mut single = single_writer_latencies(&dir.path().join("latency"), LATENCY_SAMPLES);
+    let single_median = median(&mut single);
+    println!();
+    println!("| median latency | µs | x raw |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| raw 64 B write + fdatasync | {:.1} | 1.00 |",
+        raw_median.as_secs_f64() * 1e6
+    );
+    println!(
+        "| single-writer durable append | {:.1} | {:.2} |",
+        single_median.as_secs_f64() * 1e6,
+        single_median.as_secs_f64() / raw_median.as_secs_f64()
+    );
+    println!();
+}
+
+fn main() {
+    // `cargo test --benches` runs this binary with `--bench` absent: keep that quick.
+    let benching = std::env::args().any(|arg| arg == "--bench");
+    if !benching {
+        println!("benches/log.rs: run with `cargo bench --bench log`");
+        return;
+    }
+    print_table();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

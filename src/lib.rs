@@ -20,5 +20,6 @@
 pub mod cli;
 pub mod cluster;
 pub mod domain;
+pub mod log;
 pub mod migration;
 pub mod sim;

@@ -2,6 +2,8 @@
 //!
 //! Exit codes: 0 ok, 1 the operation failed, 2 bad usage.
 
+pub mod log_verify;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -54,9 +56,7 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Log(LogCommand::Verify { data_dir, json }) => {
-            let _ = (data_dir, json);
-            eprintln!("regmig log verify: not built yet");
-            ExitCode::from(EXIT_FAILED)
+            ExitCode::from(log_verify::run(&data_dir, json))
         }
     }
 }

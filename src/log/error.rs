@@ -1,0 +1,281 @@
+//! The log's one error type. Damage variants name the procedure, the sequence number and
+//! the key (hex) of what is damaged, so an operator can find it with `regmig log verify`.
+
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+/// What went wrong in the event log: a fault (I/O, sled), a misuse, or damage on disk.
+///
+/// An expected race (a stale `expected_next_seq`, a region already migrating) is not an
+/// error: it is an [`AppendConflict`](crate::log::AppendConflict) in the inner `Result`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// `open_existing` was given a directory that does not exist.
+    #[error("data directory {} does not exist", dir.display())]
+    MissingDataDir {
+        /// The directory that was asked for.
+        dir: PathBuf,
+    },
+
+    /// Another process (or another `EventLog` in this one) holds the directory's lock.
+    #[error("data directory {} is in use by another process (its lock file is held); stop that process or use another directory", dir.display())]
+    InUse {
+        /// The directory that is in use.
+        dir: PathBuf,
+    },
+
+    /// A file-system operation failed.
+    #[error("could not {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "fdatasync".
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// sled reported an error (an I/O error or damage it found itself).
+    #[error("sled database error: {0}")]
+    Sled(#[from] sled::Error),
+
+    /// The directory holds a log whose key layout is newer than this regmig reads.
+    #[error("event log in {} has layout version {found}; this regmig reads layout version {supported} only: upgrade regmig", dir.display())]
+    UnsupportedLayout {
+        /// The data directory.
+        dir: PathBuf,
+        /// The layout version stored in the log.
+        found: u8,
+        /// The layout version this build reads.
+        supported: u8,
+    },
+
+    /// A record's crc32 does not match its bytes.
+    #[error("bad checksum in event {seq} of procedure {procedure_id} (key {key}): stored {stored_crc:#010x}, computed {computed_crc:#010x}")]
+    BadChecksum {
+        /// The procedure, from the key.
+        procedure_id: Uuid,
+        /// The sequence number, from the key.
+        seq: u64,
+        /// The record's key, hex.
+        key: String,
+        /// The crc32 stored in the record's last four bytes.
+        stored_crc: u32,
+        /// The crc32 of the bytes before it.
+        computed_crc: u32,
+    },
+
+    /// A record (with a valid checksum) has a format version this build does not know.
+    #[error("event {seq} of procedure {procedure_id} (key {key}) has format version {version}, which this regmig does not read: upgrade regmig")]
+    UnknownFormatVersion {
+        /// The procedure, from the key.
+        procedure_id: Uuid,
+        /// The sequence number, from the key.
+        seq: u64,
+        /// The record's key, hex.
+        key: String,
+        /// The version byte found.
+        version: u8,
+    },
+
+    /// A record is shorter than its envelope says it is.
+    #[error("event {seq} of procedure {procedure_id} (key {key}) is truncated: {actual_len} bytes, expected {expected_len}")]
+    Truncated {
+        /// The procedure, from the key.
+        procedure_id: Uuid,
+        /// The sequence number, from the key.
+        seq: u64,
+        /// The record's key, hex.
+        key: String,
+        /// The length the envelope calls for (or the minimum envelope length).
+        expected_len: usize,
+        /// The length stored.
+        actual_len: usize,
+    },
+
+    /// A record whose checksum is valid but whose fields break an invariant (wrong key,
+    /// length mismatch, sequence 0, payload over the bound, procedure id not a uuid v7).
+    #[error("event {seq} of procedure {procedure_id} (key {key}) is malformed: {reason}")]
+    Malformed {
+        /// The procedure, from the key.
+        procedure_id: Uuid,
+        /// The sequence number, from the key.
+        seq: u64,
+        /// The record's key, hex.
+        key: String,
+        /// Which invariant it breaks.
+        reason: String,
+    },
+
+    /// A procedure's events skip a sequence number.
+    #[error("procedure {procedure_id} is missing event {seq}: the next stored event is {found_seq} (key {key})")]
+    SequenceGap {
+        /// The procedure.
+        procedure_id: Uuid,
+        /// The first missing sequence number.
+        seq: u64,
+        /// The key of the event found after the gap, hex.
+        key: String,
+        /// The sequence number found after the gap.
+        found_seq: u64,
+    },
+
+    /// The global-order index skips a global sequence number.
+    #[error("global order is missing global seq {global_seq}: the next entry is {found_global_seq} (key {key})")]
+    GlobalSequenceGap {
+        /// The first missing global sequence number.
+        global_seq: u64,
+        /// The key of the entry found after the gap, hex.
+        key: String,
+        /// The global sequence number found after the gap.
+        found_global_seq: u64,
+    },
+
+    /// An index entry disagrees with the events, or an event has no index entry.
+    #[error("index entry {key} disagrees with the events{}{}: {reason}", procedure_id.map(|id| format!(" of procedure {id}")).unwrap_or_default(), seq.map(|seq| format!(" at seq {seq}")).unwrap_or_default())]
+    IndexMismatch {
+        /// The procedure the entry names, when it names one.
+        procedure_id: Option<Uuid>,
+        /// The sequence number involved, when there is one.
+        seq: Option<u64>,
+        /// The index entry's key (or the event's key when the index entry is missing), hex.
+        key: String,
+        /// What disagrees.
+        reason: String,
+    },
+
+    /// A key in the log tree fits no layout.
+    #[error("key {key} in the log tree is malformed: {reason}")]
+    MalformedKey {
+        /// The key, hex.
+        key: String,
+        /// Why it fits no layout.
+        reason: String,
+    },
+
+    /// The caller asked for an append the log refuses (a bug in the caller, not a race).
+    #[error("invalid append to procedure {procedure_id}: {reason}")]
+    InvalidAppend {
+        /// The procedure.
+        procedure_id: Uuid,
+        /// What is wrong with the request.
+        reason: String,
+    },
+
+    /// An earlier write or fsync failed: whether it reached the disk is unknown, so the log
+    /// refuses every later write. Reopen the data directory to recover from what is on disk.
+    #[error("the event log refuses writes since an earlier write failed ({reason}); reopen the data directory")]
+    Poisoned {
+        /// The first failure.
+        reason: String,
+    },
+
+    /// The write or sync of the batch this append was in failed: it may or may not be on
+    /// disk. The log refuses later writes ([`LogError::Poisoned`]).
+    #[error("the write of this batch failed ({reason}); it may or may not be on disk: reopen the data directory and read the procedure's next seq")]
+    WriteFailed {
+        /// The failure.
+        reason: String,
+    },
+
+    /// The group-commit thread is gone (the log is being dropped, or it panicked).
+    #[error("the event log's commit thread has stopped")]
+    ShutDown,
+}
+
+impl LogError {
+    /// Whether this error reports damage on disk (as opposed to a fault or a misuse).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            LogError::BadChecksum { .. }
+                | LogError::UnknownFormatVersion { .. }
+                | LogError::Truncated { .. }
+                | LogError::Malformed { .. }
+                | LogError::SequenceGap { .. }
+                | LogError::GlobalSequenceGap { .. }
+                | LogError::IndexMismatch { .. }
+                | LogError::MalformedKey { .. }
+        )
+    }
+
+    /// A stable snake_case name for the variant (used in `regmig log verify --json`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            LogError::MissingDataDir { .. } => "missing_data_dir",
+            LogError::InUse { .. } => "in_use",
+            LogError::Io { .. } => "io",
+            LogError::Sled(_) => "sled",
+            LogError::UnsupportedLayout { .. } => "unsupported_layout",
+            LogError::BadChecksum { .. } => "bad_checksum",
+            LogError::UnknownFormatVersion { .. } => "unknown_format_version",
+            LogError::Truncated { .. } => "truncated",
+            LogError::Malformed { .. } => "malformed",
+            LogError::SequenceGap { .. } => "sequence_gap",
+            LogError::GlobalSequenceGap { .. } => "global_sequence_gap",
+            LogError::IndexMismatch { .. } => "index_mismatch",
+            LogError::MalformedKey { .. } => "malformed_key",
+            LogError::InvalidAppend { .. } => "invalid_append",
+            LogError::Poisoned { .. } => "poisoned",
+            LogError::WriteFailed { .. } => "write_failed",
+            LogError::ShutDown => "shut_down",
+        }
+    }
+
+    /// The procedure the error is about, when it names one.
+    pub fn procedure_id(&self) -> Option<Uuid> {
+        match self {
+            LogError::BadChecksum { procedure_id, .. }
+            | LogError::UnknownFormatVersion { procedure_id, .. }
+            | LogError::Truncated { procedure_id, .. }
+            | LogError::Malformed { procedure_id, .. }
+            | LogError::SequenceGap { procedure_id, .. }
+            | LogError::InvalidAppend { procedure_id, .. } => Some(*procedure_id),
+            LogError::IndexMismatch { procedure_id, .. } => *procedure_id,
+            _ => None,
+        }
+    }
+
+    /// The per-procedure sequence number the error is about, when it names one.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            LogError::BadChecksum { seq, .. }
+            | LogError::UnknownFormatVersion { seq, .. }
+            | LogError::Truncated { seq, .. }
+            | LogError::Malformed { seq, .. }
+            | LogError::SequenceGap { seq, .. } => Some(*seq),
+            LogError::IndexMismatch { seq, .. } => *seq,
+            _ => None,
+        }
+    }
+
+    /// The key (hex) the error is about, when it names one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            LogError::BadChecksum { key, .. }
+            | LogError::UnknownFormatVersion { key, .. }
+            | LogError::Truncated { key, .. }
+            | LogError::Malformed { key, .. }
+            | LogError::SequenceGap { key, .. }
+            | LogError::GlobalSequenceGap { key, .. }
+            | LogError::IndexMismatch { key, .. }
+            | LogError::MalformedKey { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        LogError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

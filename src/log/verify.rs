@@ -1,0 +1,451 @@
+//! `verify()`: one walk over the whole log tree that checks every record and every index
+//! entry against the events, and reports every problem it finds.
+
+use uuid::Uuid;
+
+use super::error::LogError;
+use super::keys::{
+    event_key, global_key, global_runs_event_count, hex, locate_in_global_runs, open_key,
+    parse_audit_key, parse_event_key, parse_global_key, parse_global_runs, parse_open_key,
+    parse_region_open_key, parse_u64, parse_uuid, region_audit_key, region_open_key, GlobalRun,
+    LAYOUT_KEY, LAYOUT_VERSION, PREFIX_EVENT, PREFIX_GLOBAL, PREFIX_META, PREFIX_OPEN,
+    PREFIX_PEER_AUDIT, PREFIX_REGION_AUDIT, PREFIX_REGION_OPEN,
+};
+use super::record::{decode_record, Record};
+use super::{malformed_global_entry, Core};
+
+/// The most problems a report lists; past it they are only counted.
+pub const VERIFY_PROBLEMS_MAX: usize = 10_000;
+
+/// What `verify()` found: counts, and every problem (each naming procedure, seq and key).
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Event records stored (damaged ones included).
+    pub events: u64,
+    /// Procedures with at least one stored event.
+    pub procedures: u64,
+    /// Entries of the open-procedures index.
+    pub open_procedures: u64,
+    /// Every problem found, in key order (at most [`VERIFY_PROBLEMS_MAX`]).
+    pub problems: Vec<LogError>,
+    /// Problems found past [`VERIFY_PROBLEMS_MAX`], not listed.
+    pub problems_omitted: u64,
+}
+
+impl VerifyReport {
+    /// Whether no problem was found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty() && self.problems_omitted == 0
+    }
+
+    /// Every problem found, listed or not.
+    pub fn problem_count(&self) -> u64 {
+        self.problems.len() as u64 + self.problems_omitted
+    }
+
+    fn push(&mut self, problem: LogError) {
+        if self.problems.len() < VERIFY_PROBLEMS_MAX {
+            self.problems.push(problem);
+        } else {
+            self.problems_omitted += 1;
+        }
+    }
+}
+
+/// Walks the whole tree once, in key order.
+pub(crate) fn verify(core: &Core) -> Result<VerifyReport, LogError> {
+    let mut walker = Walker {
+        tree: &core.tree,
+        report: VerifyReport::default(),
+        current_procedure: None,
+        next_global_seq: Some(1),
+        last_global_entry: None,
+        layout_seen: false,
+    };
+    core.walk(None, |key, value| walker.visit(key, value))?;
+    let mut report = walker.report;
+    if !walker.layout_seen && report.events > 0 {
+        report.push(LogError::MalformedKey {
+            key: hex(LAYOUT_KEY),
+            reason: "the layout marker is missing from a log that holds events".to_string(),
+        });
+    }
+    Ok(report)
+}
+
+struct Walker<'a> {
+    tree: &'a sled::Tree,
+    report: VerifyReport,
+    /// The procedure whose events are being walked, and the seq its next event must have.
+    current_procedure: Option<(Uuid, u64)>,
+    /// Where the next global-order entry must start; `None` after a malformed entry.
+    next_global_seq: Option<u64>,
+    /// The last global-order entry looked up for an event: consecutive events of one
+    /// procedure often share it.
+    last_global_entry: Option<GlobalEntry>,
+    layout_seen: bool,
+}
+
+/// A parsed global-order entry.
+struct GlobalEntry {
+    key: Vec<u8>,
+    first_global_seq: u64,
+    /// `None` when the value is malformed (reported when the entry itself is walked).
+    runs: Option<Vec<GlobalRun>>,
+}
+
+impl GlobalEntry {
+    fn covers(&self, global_seq: u64) -> bool {
+        match &self.runs {
+            Some(runs) => {
+                global_seq >= self.first_global_seq
+                    && global_seq - self.first_global_seq < global_runs_event_count(runs)
+            }
+            None => global_seq == self.first_global_seq,
+        }
+    }
+}
+
+impl Walker<'_> {
+    fn visit(&mut self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        match key.first().copied() {
+            Some(PREFIX_EVENT) => self.visit_event(key, value),
+            Some(PREFIX_GLOBAL) => self.visit_global(key, value),
+            Some(PREFIX_OPEN) => self.visit_open(key, value),
+            Some(PREFIX_REGION_OPEN) => self.visit_region_open(key, value),
+            Some(prefix @ (PREFIX_REGION_AUDIT | PREFIX_PEER_AUDIT)) => {
+                self.visit_audit(prefix, key, value)
+            }
+            Some(PREFIX_META) => {
+                self.visit_meta(key, value);
+                Ok(())
+            }
+            _ => {
+                self.report.push(LogError::MalformedKey {
+                    key: hex(key),
+                    reason: "unknown key prefix".to_string(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn visit_meta(&mut self, key: &[u8], value: &[u8]) {
+        if key != LAYOUT_KEY {
+            self.report.push(LogError::MalformedKey {
+                key: hex(key),
+                reason: "unknown meta key".to_string(),
+            });
+        } else if value != [LAYOUT_VERSION] {
+            self.report.push(LogError::MalformedKey {
+                key: hex(key),
+                reason: format!(
+                    "layout marker holds {}, expected {LAYOUT_VERSION:02x}",
+                    hex(value)
+                ),
+            });
+        } else {
+            self.layout_seen = true;
+        }
+    }
+
+    fn visit_event(&mut self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        let Some((procedure_id, seq)) = parse_event_key(key) else {
+            self.report.push(LogError::MalformedKey {
+                key: hex(key),
+                reason: "an event-prefixed key of the wrong length".to_string(),
+            });
+            return Ok(());
+        };
+        self.report.events += 1;
+        let expected_seq = match self.current_procedure {
+            Some((current, next_seq)) if current == procedure_id => next_seq,
+            _ => {
+                self.report.procedures += 1;
+                1
+            }
+        };
+        if seq != expected_seq {
+            self.report.push(LogError::SequenceGap {
+                procedure_id,
+                seq: expected_seq,
+                key: hex(key),
+                found_seq: seq,
+            });
+        }
+        self.current_procedure = Some((procedure_id, seq.saturating_add(1)));
+        let record = match decode_record(key, value) {
+            Ok(record) => record,
+            Err(problem) => {
+                self.report.push(problem);
+                return Ok(());
+            }
+        };
+        self.check_listed_in_global_order(key, &record)?;
+        Ok(())
+    }
+
+    /// The event's global seq must be listed, as this event, by a global-order entry.
+    fn check_listed_in_global_order(
+        &mut self,
+        key: &[u8],
+        record: &Record,
+    ) -> Result<(), LogError> {
+        let global_seq = record.global_seq;
+        let cached = self
+            .last_global_entry
+            .as_ref()
+            .is_some_and(|entry| entry.covers(global_seq));
+        if !cached {
+            self.last_global_entry = match self
+                .tree
+                .range(global_key(0)..=global_key(global_seq))
+                .next_back()
+            {
+                None => None,
+                Some(item) => {
+                    let (entry_key, value) = item?;
+                    parse_global_key(&entry_key).map(|first_global_seq| GlobalEntry {
+                        key: entry_key.to_vec(),
+                        first_global_seq,
+                        runs: parse_global_runs(&value),
+                    })
+                }
+            };
+        }
+        let listed = self.last_global_entry.as_ref().and_then(|entry| {
+            let runs = entry.runs.as_ref()?;
+            Some((
+                entry,
+                locate_in_global_runs(runs, entry.first_global_seq, global_seq),
+            ))
+        });
+        match listed {
+            Some((_, Some(found))) if found == (record.procedure_id, record.seq) => {}
+            Some((entry, Some((other_id, other_seq)))) => self.report.push(LogError::IndexMismatch {
+                procedure_id: Some(record.procedure_id),
+                seq: Some(record.seq),
+                key: hex(&entry.key),
+                reason: format!(
+                    "the event has global seq {global_seq}, which the global order lists as procedure {other_id} seq {other_seq}"
+                ),
+            }),
+            // A malformed entry is reported when the walk reaches it.
+            None if self.last_global_entry.as_ref().is_some_and(|entry| entry.runs.is_none()) => {}
+            _ => self.report.push(LogError::IndexMismatch {
+                procedure_id: Some(record.procedure_id),
+                seq: Some(record.seq),
+                key: hex(key),
+                reason: format!("the event has global seq {global_seq}, which no global-order entry lists"),
+            }),
+        }
+        Ok(())
+    }
+
+    fn visit_global(&mut self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        let Some(first_global_seq) = parse_global_key(key) else {
+            self.report.push(LogError::MalformedKey {
+                key: hex(key),
+                reason: "a global-order key of the wrong length".to_string(),
+            });
+            return Ok(());
+        };
+        match self.next_global_seq {
+            Some(expected) if first_global_seq > expected => self.report.push(LogError::GlobalSequenceGap {
+                global_seq: expected,
+                key: hex(key),
+                found_global_seq: first_global_seq,
+            }),
+            Some(expected) if first_global_seq < expected => self.report.push(LogError::IndexMismatch {
+                procedure_id: None,
+                seq: None,
+                key: hex(key),
+                reason: format!("the entry starts at global seq {first_global_seq}, inside the previous entry (which ends before {expected})"),
+            }),
+            _ => {}
+        }
+        let Some(runs) = parse_global_runs(value) else {
+            self.report.push(malformed_global_entry(key, value));
+            self.next_global_seq = None;
+            return Ok(());
+        };
+        let mut global_seq = first_global_seq;
+        for run in &runs {
+            for offset in 0..u64::from(run.event_count) {
+                let seq = run.first_seq + offset;
+                self.check_global_listing(key, global_seq, run.procedure_id, seq)?;
+                global_seq += 1;
+            }
+        }
+        self.next_global_seq = Some(global_seq);
+        Ok(())
+    }
+
+    /// What a global-order entry lists at `global_seq` must exist and carry that global seq.
+    fn check_global_listing(
+        &mut self,
+        key: &[u8],
+        global_seq: u64,
+        procedure_id: Uuid,
+        seq: u64,
+    ) -> Result<(), LogError> {
+        let record_key = event_key(procedure_id, seq);
+        match self.tree.get(record_key)? {
+            None => self.report.push(LogError::IndexMismatch {
+                procedure_id: Some(procedure_id),
+                seq: Some(seq),
+                key: hex(key),
+                reason: format!(
+                    "global seq {global_seq} is listed as this event, which does not exist"
+                ),
+            }),
+            Some(bytes) => {
+                // A record that does not decode was reported when the events were walked.
+                if let Ok(record) = decode_record(&record_key, &bytes) {
+                    if record.global_seq != global_seq {
+                        self.report.push(LogError::IndexMismatch {
+                            procedure_id: Some(procedure_id),
+                            seq: Some(seq),
+                            key: hex(key),
+                            reason: format!(
+                                "global seq {global_seq} is listed as this event, whose global seq is {}",
+                                record.global_seq
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_open(&mut self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        let Some(procedure_id) = parse_open_key(key) else {
+            self.report.push(LogError::MalformedKey {
+                key: hex(key),
+                reason: "an open-procedure key of the wrong length".to_string(),
+            });
+            return Ok(());
+        };
+        self.report.open_procedures += 1;
+        let mismatch = |reason: String| LogError::IndexMismatch {
+            procedure_id: Some(procedure_id),
+            seq: None,
+            key: hex(key),
+            reason,
+        };
+        let Some(region_id) = parse_u64(value) else {
+            self.report.push(mismatch(format!(
+                "the value is {} bytes, expected 8 (a region id)",
+                value.len()
+            )));
+            return Ok(());
+        };
+        let region_entry = self.tree.get(region_open_key(region_id))?;
+        if region_entry.as_deref().and_then(parse_uuid) != Some(procedure_id) {
+            self.report.push(mismatch(format!(
+                "the procedure is open on region {region_id}, but that region's open-procedure entry is {}",
+                region_entry.map(|entry| hex(&entry)).unwrap_or_else(|| "missing".to_string())
+            )));
+        }
+        match self.first_event(procedure_id)? {
+            None => self
+                .report
+                .push(mismatch("the open procedure has no event 1".to_string())),
+            Some(Ok(first)) => {
+                let audit_key = region_audit_key(region_id, first.recorded_at_ms, procedure_id);
+                if self.tree.get(audit_key)?.is_none() {
+                    self.report.push(mismatch(format!(
+                        "no region audit entry {} for the open procedure",
+                        hex(&audit_key)
+                    )));
+                }
+            }
+            Some(Err(_)) => {}
+        }
+        Ok(())
+    }
+
+    fn visit_region_open(&mut self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        let Some(region_id) = parse_region_open_key(key) else {
+            self.report.push(LogError::MalformedKey {
+                key: hex(key),
+                reason: "a region-open key of the wrong length".to_string(),
+            });
+            return Ok(());
+        };
+        let Some(procedure_id) = parse_uuid(value) else {
+            self.report.push(LogError::IndexMismatch {
+                procedure_id: None,
+                seq: None,
+                key: hex(key),
+                reason: format!(
+                    "the value is {} bytes, expected 16 (a procedure id)",
+                    value.len()
+                ),
+            });
+            return Ok(());
+        };
+        let open_entry = self.tree.get(open_key(procedure_id))?;
+        if open_entry.as_deref().and_then(parse_u64) != Some(region_id) {
+            self.report.push(LogError::IndexMismatch {
+                procedure_id: Some(procedure_id),
+                seq: None,
+                key: hex(key),
+                reason: format!(
+                    "region {region_id} names this procedure as open, but the open index {}",
+                    match open_entry.as_deref().map(parse_u64) {
+                        None => "does not list it".to_string(),
+                        Some(Some(other)) => format!("puts it on region {other}"),
+                        Some(None) => "entry is malformed".to_string(),
+                    }
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn visit_audit(&mut self, prefix: u8, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        let Some((_owner_id, recorded_at_ms, procedure_id)) = parse_audit_key(prefix, key) else {
+            self.report.push(LogError::MalformedKey {
+                key: hex(key),
+                reason: "an audit key of the wrong length".to_string(),
+            });
+            return Ok(());
+        };
+        let mismatch = |reason: String| LogError::IndexMismatch {
+            procedure_id: Some(procedure_id),
+            seq: Some(1),
+            key: hex(key),
+            reason,
+        };
+        if !value.is_empty() {
+            self.report.push(mismatch(format!(
+                "an audit entry holds {} bytes, expected none",
+                value.len()
+            )));
+        }
+        match self.first_event(procedure_id)? {
+            None => self.report.push(mismatch(
+                "the audit entry names a procedure that has no event 1".to_string(),
+            )),
+            Some(Ok(first)) if first.recorded_at_ms != recorded_at_ms => {
+                self.report.push(mismatch(format!(
+                    "the audit entry says {recorded_at_ms} ms, event 1 was recorded at {} ms",
+                    first.recorded_at_ms
+                )))
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Event 1 of a procedure: `None` if absent, `Some(Err)` if damaged (reported elsewhere).
+    fn first_event(
+        &self,
+        procedure_id: Uuid,
+    ) -> Result<Option<Result<Record, LogError>>, LogError> {
+        let key = event_key(procedure_id, 1);
+        Ok(self.tree.get(key)?.map(|bytes| decode_record(&key, &bytes)))
+    }
+}
