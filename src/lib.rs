@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod domain;
+pub mod engine;
 pub mod log;
 pub mod migration;
 pub mod sim;

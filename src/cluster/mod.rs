@@ -10,6 +10,7 @@
 //! [`sled_store::SledMetadataStore`] for production, [`SystemClock`], [`TokioClock`].
 
 pub mod memory;
+pub mod sled_store;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

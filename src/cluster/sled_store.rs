@@ -40,7 +40,8 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, MetadataError> {
-    rmp_serde::from_slice(bytes).map_err(|error| store_error(&format!("cannot decode {what}"), error))
+    rmp_serde::from_slice(bytes)
+        .map_err(|error| store_error(&format!("cannot decode {what}"), error))
 }
 
 fn datanode_table_key(datanode_id: PeerId, table_id: TableId) -> [u8; 12] {
@@ -74,7 +75,11 @@ impl SledMetadataStore {
     }
 
     /// Sets a table's route, bumping its version (setup).
-    pub async fn put_table_route(&self, table_id: TableId, route: TableRoute) -> Result<u64, MetadataError> {
+    pub async fn put_table_route(
+        &self,
+        table_id: TableId,
+        route: TableRoute,
+    ) -> Result<u64, MetadataError> {
         let key = table_id.to_be_bytes();
         let version = match self
             .routes
@@ -99,7 +104,10 @@ impl SledMetadataStore {
     /// Sets a datanode table (setup).
     pub async fn put_datanode_table(&self, table: DatanodeTable) -> Result<(), MetadataError> {
         self.datanode_tables
-            .insert(datanode_table_key(table.datanode_id, table.table_id), encode(&table))
+            .insert(
+                datanode_table_key(table.datanode_id, table.table_id),
+                encode(&table),
+            )
             .map_err(|e| store_error("cannot write a datanode table", e))?;
         self.durable().await
     }
@@ -129,7 +137,10 @@ impl SledMetadataStore {
 
 #[async_trait]
 impl MetadataStore for SledMetadataStore {
-    async fn table_route(&self, table_id: TableId) -> Result<Option<VersionedTableRoute>, MetadataError> {
+    async fn table_route(
+        &self,
+        table_id: TableId,
+    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
         match self
             .routes
             .get(table_id.to_be_bytes())
@@ -148,54 +159,63 @@ impl MetadataStore for SledMetadataStore {
         region_move: Option<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         let key = table_id.to_be_bytes();
-        let outcome = (&self.routes, &self.datanode_tables).transaction(|(routes, datanode_tables)| {
-            let current = match routes.get(key)? {
-                Some(bytes) => Some(
-                    rmp_serde::from_slice::<VersionedTableRoute>(&bytes)
-                        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?,
-                ),
-                None => None,
-            };
-            let actual_version = current.as_ref().map(|c| c.version);
-            if actual_version != Some(expected_version) {
-                return Ok(Err(CasConflict {
-                    table_id,
-                    expected_version,
-                    actual_version,
-                }));
-            }
-            let version = expected_version + 1;
-            routes.insert(
-                &key,
-                encode(&VersionedTableRoute {
-                    table_id,
-                    version,
-                    route: route.clone(),
-                }),
-            )?;
-            if let Some(region_move) = &region_move {
-                let mut tables = std::collections::BTreeMap::new();
-                for peer in [region_move.from_peer, region_move.to_peer] {
-                    if let Some(bytes) = datanode_tables.get(datanode_table_key(peer, table_id))? {
-                        let table: DatanodeTable = rmp_serde::from_slice(&bytes)
-                            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                        tables.insert((peer, table_id), table);
+        let outcome =
+            (&self.routes, &self.datanode_tables).transaction(|(routes, datanode_tables)| {
+                let current = match routes.get(key)? {
+                    Some(bytes) => Some(
+                        rmp_serde::from_slice::<VersionedTableRoute>(&bytes)
+                            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                let actual_version = current.as_ref().map(|c| c.version);
+                if actual_version != Some(expected_version) {
+                    return Ok(Err(CasConflict {
+                        table_id,
+                        expected_version,
+                        actual_version,
+                    }));
+                }
+                let version = expected_version + 1;
+                routes.insert(
+                    &key,
+                    encode(&VersionedTableRoute {
+                        table_id,
+                        version,
+                        route: route.clone(),
+                    }),
+                )?;
+                if let Some(region_move) = &region_move {
+                    let mut tables = std::collections::BTreeMap::new();
+                    for peer in [region_move.from_peer, region_move.to_peer] {
+                        if let Some(bytes) =
+                            datanode_tables.get(datanode_table_key(peer, table_id))?
+                        {
+                            let table: DatanodeTable = rmp_serde::from_slice(&bytes)
+                                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                            tables.insert((peer, table_id), table);
+                        }
+                    }
+                    apply_region_move(&mut tables, table_id, region_move);
+                    for ((peer, table), value) in tables {
+                        datanode_tables.insert(&datanode_table_key(peer, table), encode(&value))?;
                     }
                 }
-                apply_region_move(&mut tables, table_id, region_move);
-                for ((peer, table), value) in tables {
-                    datanode_tables.insert(&datanode_table_key(peer, table), encode(&value))?;
-                }
-            }
-            Ok(Ok(version))
-        });
+                Ok(Ok(version))
+            });
         let result = match outcome {
             Ok(result) => result,
             Err(TransactionError::Abort(reason)) => {
-                return Err(store_error(&format!("cannot decode the route of table {table_id}"), reason))
+                return Err(store_error(
+                    &format!("cannot decode the route of table {table_id}"),
+                    reason,
+                ))
             }
             Err(TransactionError::Storage(error)) => {
-                return Err(store_error(&format!("cannot write the route of table {table_id}"), error))
+                return Err(store_error(
+                    &format!("cannot write the route of table {table_id}"),
+                    error,
+                ))
             }
         };
         if result.is_ok() {

@@ -113,7 +113,8 @@ impl LockTable {
                 entry.released.notify_waiters();
             }
             // Keep an entry while someone may wait on its Notify.
-            !(entry.shared.is_empty() && entry.exclusive.is_none()) || Arc::strong_count(&entry.released) > 1
+            !(entry.shared.is_empty() && entry.exclusive.is_none())
+                || Arc::strong_count(&entry.released) > 1
         });
     }
 

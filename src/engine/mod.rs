@@ -176,7 +176,13 @@ impl Inner {
             })
     }
 
-    pub(crate) fn after_append(&self, procedure_id: Uuid, seq: u64, at_ms: u64, event: &MigrationEvent) {
+    pub(crate) fn after_append(
+        &self,
+        procedure_id: Uuid,
+        seq: u64,
+        at_ms: u64,
+        event: &MigrationEvent,
+    ) {
         let published = procedure::procedure_event(procedure_id, seq, at_ms, event);
         if let Some(running) = self.running().get(&procedure_id) {
             let _ = running.events.send(published.clone());
@@ -210,7 +216,7 @@ impl HaltHandle {
     pub fn halt(&self) {
         if let Some(inner) = self.inner.upgrade() {
             inner.accepting.store(false, Ordering::SeqCst);
-            let _ = inner.halt.send(true);
+            inner.halt.send_replace(true);
         }
     }
 }
@@ -317,7 +323,8 @@ impl Engine {
             return Ok(SubmitOutcome::AlreadyMigrated);
         };
         let now_ms = self.inner.ports.clock.now_ms();
-        let procedure_id = crate::cluster::new_procedure_id(now_ms, self.inner.ports.entropy.as_ref());
+        let procedure_id =
+            crate::cluster::new_procedure_id(now_ms, self.inner.ports.entropy.as_ref());
         let region_id = request.region_id;
         let append = AppendRequest {
             procedure_id,
@@ -355,8 +362,17 @@ impl Engine {
     }
 
     /// Asks a running procedure to cancel; it rolls back unless the new route is written.
-    pub async fn cancel(&self, procedure_id: Uuid, actor: &str, reason: &str) -> Result<(), EngineError> {
-        let control = self.inner.running().get(&procedure_id).map(|r| r.control.clone());
+    pub async fn cancel(
+        &self,
+        procedure_id: Uuid,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        let control = self
+            .inner
+            .running()
+            .get(&procedure_id)
+            .map(|r| r.control.clone());
         let Some(control) = control else {
             let state = self.get(procedure_id)?;
             let refusal = crate::migration::check_cancel(&state)
@@ -431,7 +447,10 @@ impl Engine {
     }
 
     /// Events appended from now on for one procedure.
-    pub fn subscribe(&self, procedure_id: Uuid) -> Result<broadcast::Receiver<ProcedureEvent>, EngineError> {
+    pub fn subscribe(
+        &self,
+        procedure_id: Uuid,
+    ) -> Result<broadcast::Receiver<ProcedureEvent>, EngineError> {
         if let Some(running) = self.inner.running().get(&procedure_id) {
             return Ok(running.events.subscribe());
         }
@@ -478,7 +497,7 @@ impl Engine {
     /// simulator). With group commit an append in flight may or may not become durable.
     pub fn halt(&self) {
         self.inner.accepting.store(false, Ordering::SeqCst);
-        let _ = self.inner.halt.send(true);
+        self.inner.halt.send_replace(true);
     }
 
     /// A handle that halts the engine from anywhere, e.g. from an observer.
@@ -491,7 +510,7 @@ impl Engine {
     /// Aborts every procedure task immediately (a simulated crash).
     pub fn abort_all(&self) {
         self.inner.accepting.store(false, Ordering::SeqCst);
-        let _ = self.inner.halt.send(true);
+        self.inner.halt.send_replace(true);
         for running in self.inner.running().values() {
             if let Some(task) = &running.task {
                 task.abort();

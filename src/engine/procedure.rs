@@ -54,7 +54,9 @@ impl Runner {
         inner.locks.release_all(self.id);
         match result {
             Ok(()) => {}
-            Err(Stop::Halted) => debug!(id = %self.id, "procedure halted; it resumes from the log on the next open"),
+            Err(Stop::Halted) => {
+                debug!(id = %self.id, "procedure halted; it resumes from the log on the next open")
+            }
             Err(Stop::LogFailed(error)) => {
                 warn!(id = %self.id, %error, "procedure stopped: the log failed; it resumes from the log on the next open")
             }
@@ -71,7 +73,11 @@ impl Runner {
             let now_ms = self.inner.ports.clock.now_ms();
             let decision = match decide(&self.state, now_ms, input) {
                 Ok(decision) => decision,
-                Err(error) => return Err(Stop::LogFailed(format!("decide refused its input: {error}"))),
+                Err(error) => {
+                    return Err(Stop::LogFailed(format!(
+                        "decide refused its input: {error}"
+                    )))
+                }
             };
             if !decision.events.is_empty() {
                 self.append(now_ms, decision.events).await?;
@@ -132,7 +138,9 @@ impl Runner {
             Hook::DeregisterFailureDetector { peer, region_id } => {
                 hooks.deregister_failure_detector(*peer, *region_id).await
             }
-            Hook::InvalidateTableCache { table_id } => hooks.invalidate_table_cache(*table_id).await,
+            Hook::InvalidateTableCache { table_id } => {
+                hooks.invalidate_table_cache(*table_id).await
+            }
         }
     }
 
@@ -142,23 +150,17 @@ impl Runner {
         match action {
             Action::AcquireLocks { lock_keys } => {
                 let started_ms = ports.clock.now_ms();
-                let mut contended: Option<String> = None;
-                let acquire = self
-                    .inner
-                    .locks
-                    .acquire(self.id, &lock_keys, |key| contended = Some(key.to_string()));
-                tokio::pin!(acquire);
-                // Poll once so a free lock is taken without a wait event.
-                let acquired = futures_poll_once(acquire.as_mut()).await;
-                if !acquired {
-                    if let Some(lock_key) = contended.take() {
-                        self.note(MigrationEvent::LockWaitStarted { lock_key }).await?;
-                    }
-                    let mut halt = self.inner.halt_signal();
+                if let Err(contended) = self.inner.locks.try_acquire(self.id, &lock_keys) {
+                    self.note(MigrationEvent::LockWaitStarted {
+                        lock_key: contended.key,
+                    })
+                    .await?;
+                    let inner = self.inner.clone();
+                    let acquire = inner.locks.acquire(self.id, &lock_keys, |_| {});
                     tokio::select! {
                         biased;
-                        _ = halt.wait_for(|halted| *halted) => return Err(Stop::Halted),
-                        () = &mut acquire => {}
+                        () = until_halted(inner.halt_signal()) => return Err(Stop::Halted),
+                        () = acquire => {}
                     }
                 }
                 Ok(Observation::LocksAcquired {
@@ -166,13 +168,15 @@ impl Runner {
                     waited_ms: ports.clock.now_ms().saturating_sub(started_ms),
                 })
             }
-            Action::ReadRoute { table_id } => Ok(match ports.metadata.table_route(table_id).await {
-                Ok(route) => Observation::RouteRead { table_id, route },
-                Err(error) => Observation::MetadataFailed {
-                    operation: format!("read the route of table {table_id}"),
-                    error: error.reason,
-                },
-            }),
+            Action::ReadRoute { table_id } => {
+                Ok(match ports.metadata.table_route(table_id).await {
+                    Ok(route) => Observation::RouteRead { table_id, route },
+                    Err(error) => Observation::MetadataFailed {
+                        operation: format!("read the route of table {table_id}"),
+                        error: error.reason,
+                    },
+                })
+            }
             Action::ReadDatanodeTable {
                 datanode_id,
                 table_id,
@@ -230,10 +234,9 @@ impl Runner {
                 let send = ports.mailbox.send(&peer, instruction, timeout_ms);
                 tokio::pin!(send);
                 loop {
-                    let mut halt = self.inner.halt_signal();
                     tokio::select! {
                         biased;
-                        _ = halt.wait_for(|halted| *halted) => return Err(Stop::Halted),
+                        () = until_halted(self.inner.halt_signal()) => return Err(Stop::Halted),
                         control = self.control.recv() => {
                             if let Some(observation) = self.on_control(control).await? {
                                 return Ok(observation);
@@ -251,10 +254,9 @@ impl Runner {
                 let sleep = ports.clock.sleep_until_ms(until_ms);
                 tokio::pin!(sleep);
                 loop {
-                    let mut halt = self.inner.halt_signal();
                     tokio::select! {
                         biased;
-                        _ = halt.wait_for(|halted| *halted) => return Err(Stop::Halted),
+                        () = until_halted(self.inner.halt_signal()) => return Err(Stop::Halted),
                         control = self.control.recv() => {
                             if let Some(observation) = self.on_control(control).await? {
                                 return Ok(observation);
@@ -310,24 +312,20 @@ impl Runner {
     }
 }
 
-/// Polls a future once; true when it completed.
-async fn futures_poll_once<F: std::future::Future<Output = ()>>(
-    future: std::pin::Pin<&mut F>,
-) -> bool {
-    use std::task::Poll;
-    let mut future = Some(future);
-    std::future::poll_fn(move |context| {
-        let polled = future
-            .as_mut()
-            .map(|f| f.as_mut().poll(context))
-            .unwrap_or(Poll::Ready(()));
-        Poll::Ready(polled.is_ready())
-    })
-    .await
+/// Returns once the engine is halted (never, if the engine is gone without halting).
+async fn until_halted(mut halt: tokio::sync::watch::Receiver<bool>) {
+    if halt.wait_for(|halted| *halted).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Sent to subscribers after each append.
-pub(crate) fn procedure_event(procedure_id: Uuid, seq: u64, at_ms: u64, event: &MigrationEvent) -> ProcedureEvent {
+pub(crate) fn procedure_event(
+    procedure_id: Uuid,
+    seq: u64,
+    at_ms: u64,
+    event: &MigrationEvent,
+) -> ProcedureEvent {
     ProcedureEvent {
         procedure_id,
         seq,

@@ -145,11 +145,6 @@ pub(crate) async fn validate(
             ),
         });
     }
-    if request.timeout_ms == 0 {
-        return Err(SubmitError::InvalidArgument {
-            message: format!("timeout of region {region_id}'s migration is 0 ms"),
-        });
-    }
     // 3.
     let metadata = &inner.ports.submit_metadata;
     let Some(route) = metadata.table_route(table_id).await? else {

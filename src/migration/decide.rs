@@ -17,8 +17,12 @@ use crate::domain::{
 pub const REGION_LEASE_MS: u64 = 10_000;
 /// Mailbox timeout of the candidate's open: one region lease.
 pub const OPEN_CANDIDATE_TIMEOUT_MS: u64 = REGION_LEASE_MS;
-/// Mailbox timeout of the old leader's close: one mailbox round trip.
-pub const CLOSE_REGION_TIMEOUT_MS: u64 = 1_000;
+/// One mailbox round trip: the mailbox timeout of a close, and the most a downgrade or an
+/// upgrade waits for its answer (less when the remaining budget is smaller). The datanode
+/// keeps flushing or replaying after the mailbox gives up; the next attempt finds it further.
+pub const MAILBOX_RTT_MS: u64 = 1_000;
+/// Mailbox timeout of the old leader's close.
+pub const CLOSE_REGION_TIMEOUT_MS: u64 = MAILBOX_RTT_MS;
 /// A bound on the events one decision may produce, so a bug cannot loop forever.
 const STEPS_PER_DECISION_MAX: usize = 64;
 
@@ -931,7 +935,11 @@ impl Stepper {
             flush_timeout_ms: remaining_ms,
             reject_write: self.state.wal != WalKind::Remote,
         };
-        self.send(task.from_peer, instruction, remaining_ms)
+        self.send(
+            task.from_peer,
+            instruction,
+            remaining_ms.min(MAILBOX_RTT_MS),
+        )
     }
 
     fn upgrade_candidate_region(&mut self) -> Flow {
@@ -968,7 +976,7 @@ impl Stepper {
             replay_timeout_ms: remaining_ms,
             location_id: Some(task.from_peer.id),
         };
-        self.send(task.to_peer, instruction, remaining_ms)
+        self.send(task.to_peer, instruction, remaining_ms.min(MAILBOX_RTT_MS))
     }
 
     fn update_metadata_upgrade(&mut self) -> Flow {

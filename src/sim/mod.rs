@@ -12,4 +12,5 @@
 pub mod cluster;
 pub mod datanode;
 pub mod invariants;
+pub mod runner;
 pub mod scenario;

@@ -1,0 +1,542 @@
+//! Runs a scenario: the real engine, on the simulated cluster, in virtual time.
+//!
+//! Everything runs on one current-thread tokio runtime with paused time, the engine appends
+//! inline (no background thread decides any order), and all randomness comes from the
+//! scenario's seed: the same file gives a byte-identical log.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::cluster::{ClusterSetup, RegionSetup, SetupError, SimCluster, TableSetup};
+use super::datanode::{ScriptedReply, SimOptions};
+use super::scenario::{
+    check_expectations, sent_key, CrashTrigger, FaultSpec, InvariantsResult, MigrationResult,
+    ReplyToken, Scenario, ScenarioOutcome,
+};
+use crate::cluster::Clock;
+use crate::domain::{RegionId, RegionRoute};
+use crate::engine::{
+    load_procedure, AppendMode, Engine, EngineConfig, EngineError, MigrationRequest, SubmitError,
+    SubmitOutcome,
+};
+use crate::log::{encode_record, Durability, EventLog, LogError, LogOptions};
+use crate::migration::{MigrationEvent, MigrationState, TimedEvent};
+
+/// Virtual time 0 of every simulation: 2026-01-01T00:00:00Z.
+pub const SIM_EPOCH_BASE_MS: u64 = 1_767_225_600_000;
+/// A run that has not finished by this virtual time is stopped and fails.
+pub const SIM_VIRTUAL_TIME_MAX_MS: u64 = 3_600_000;
+
+/// How to run a scenario.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Where the log goes; a fresh kept temporary directory when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Delete the data directory after the run (fuzzing, sweeps).
+    pub discard_data_dir: bool,
+    /// Skip fdatasync (fuzzing only; crashes here are engine halts, never machine crashes).
+    pub unsynced_log: bool,
+    /// The broken datanode model, for the invariant checker's own test.
+    pub sim_options: SimOptions,
+}
+
+/// Why a scenario could not be run at all (an invalid run is not a failed expectation).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The cluster described cannot be built.
+    #[error("cannot build the cluster: {0}")]
+    Setup(#[from] SetupError),
+    /// The data directory could not be made.
+    #[error("cannot create a data directory: {0}")]
+    DataDir(std::io::Error),
+    /// The runtime could not be made.
+    #[error("cannot start the simulation runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The engine could not open its log.
+    #[error("the engine failed: {0}")]
+    Engine(#[from] EngineError),
+    /// The log failed.
+    #[error("the log failed: {0}")]
+    Log(#[from] LogError),
+}
+
+/// A finished run: its outcome and what the log holds.
+#[derive(Debug)]
+pub struct ScenarioRun {
+    /// The result, as `--json` prints it.
+    pub outcome: ScenarioOutcome,
+    /// Every record of the log, encoded, in global order (equal for equal seeds).
+    pub log_fingerprint: Vec<u8>,
+    /// Events of the first migration's procedure (for crash sweeps).
+    pub first_migration_events: u64,
+}
+
+/// Runs a scenario on a fresh current-thread runtime with paused time.
+pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(RunError::Runtime)?;
+    let result = runtime.block_on(run(scenario, options));
+    runtime.shutdown_background();
+    result
+}
+
+fn scripted(token: &ReplyToken) -> ScriptedReply {
+    match token {
+        ReplyToken::Ok => ScriptedReply::Ok,
+        ReplyToken::OkWithLastEntryId(id) => ScriptedReply::OkWithLastEntryId(*id),
+        ReplyToken::Timeout => ScriptedReply::Timeout,
+        ReplyToken::Unreachable => ScriptedReply::Unreachable,
+        ReplyToken::Error(text) => ScriptedReply::Error(text.clone()),
+        ReplyToken::NotExists => ScriptedReply::NotExists,
+        ReplyToken::NotReady => ScriptedReply::NotReady,
+        ReplyToken::WrongReply => ScriptedReply::WrongReply,
+    }
+}
+
+fn cluster_setup(scenario: &Scenario) -> ClusterSetup {
+    ClusterSetup {
+        seed: scenario.seed,
+        peers: scenario.cluster.peers.clone(),
+        tables: scenario
+            .cluster
+            .tables
+            .iter()
+            .map(|table| TableSetup {
+                id: table.id,
+                catalog: table.catalog.clone(),
+                schema: table.schema.clone(),
+                wal: table.wal,
+                logical: table.logical,
+                regions: table
+                    .regions
+                    .iter()
+                    .map(|region| RegionSetup {
+                        number: region.number,
+                        leader: region.leader,
+                        followers: region.followers.clone(),
+                        last_entry_id: region.last_entry_id,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        writes_per_second: scenario.workload.as_ref().map(|w| w.writes_per_second),
+        epoch_base_ms: SIM_EPOCH_BASE_MS,
+    }
+}
+
+/// Engine crashes still to come.
+#[derive(Default)]
+struct CrashPlan {
+    /// Crash once any procedure's event count reaches k (each fires once).
+    after_events: Vec<u64>,
+    /// Crash at these virtual times (ms from the start).
+    at_ms: Vec<u64>,
+}
+
+/// What became of a migration's submit.
+enum Submitted {
+    Pending,
+    Started { id: Uuid, at_ms: u64 },
+    Noop,
+    Rejected(SubmitError),
+}
+
+struct Sim {
+    cluster: Arc<SimCluster>,
+    data_dir: PathBuf,
+    config: EngineConfig,
+    plan: Arc<Mutex<CrashPlan>>,
+    crash: Arc<Notify>,
+}
+
+impl Sim {
+    async fn open_engine(&self) -> Result<Engine, RunError> {
+        let mut ports = self.cluster.ports();
+        ports.submit_metadata = self.cluster.validation_view();
+        let engine = Engine::open(&self.data_dir, self.config.clone(), ports).await?;
+        let halt = engine.halt_handle();
+        let plan = self.plan.clone();
+        let crash = self.crash.clone();
+        engine.set_observer(Box::new(move |event| {
+            let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(position) = plan.after_events.iter().position(|k| event.seq >= *k) {
+                plan.after_events.remove(position);
+                halt.halt();
+                crash.notify_one();
+            }
+        }));
+        Ok(engine)
+    }
+
+    /// Stops the engine as a crash would, and opens it again on the same data directory.
+    async fn restart(&self, engine: Engine) -> Result<Engine, RunError> {
+        engine.halt();
+        engine.shutdown().await;
+        drop(engine);
+        self.open_engine().await
+    }
+}
+
+/// Waits until every started procedure has finished (pending forever while one is halted).
+async fn all_finished(engine: &Engine, ids: &[Uuid]) {
+    for id in ids {
+        match engine.wait(*id).await {
+            Ok(_) => {}
+            Err(_) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, RunError> {
+    let data_dir = match &options.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(RunError::DataDir)?;
+            dir.clone()
+        }
+        None => tempfile::Builder::new()
+            .prefix("regmig-sim-")
+            .tempdir()
+            .map_err(RunError::DataDir)?
+            .keep(),
+    };
+    let cluster = SimCluster::new(cluster_setup(scenario), options.sim_options.clone())?;
+    for script in &scenario.scripts {
+        cluster.script_replies(
+            script.peer,
+            script.instruction,
+            script.replies.iter().map(scripted),
+        );
+    }
+    let mut plan = CrashPlan::default();
+    for fault in &scenario.faults {
+        match fault {
+            FaultSpec::MetadataCasConflict { count, at_ms } => {
+                cluster.inject_cas_conflicts(*count, *at_ms)
+            }
+            FaultSpec::MetadataUnavailable { count, at_ms } => {
+                cluster.inject_metadata_unavailable(*count, *at_ms)
+            }
+            FaultSpec::DatanodeCrash {
+                peer,
+                at_ms,
+                restart_after_ms,
+            } => cluster.crash_datanode(*peer, *at_ms, *restart_after_ms),
+            FaultSpec::MessageDelay {
+                peer,
+                delay_ms,
+                at_ms,
+            } => cluster.inject_message_delay(*peer, *delay_ms, *at_ms),
+            FaultSpec::EngineCrash { trigger } => match trigger {
+                CrashTrigger::AfterEvents(k) => plan.after_events.push(*k),
+                CrashTrigger::AtMs(at_ms) => plan.at_ms.push(*at_ms),
+            },
+        }
+    }
+    plan.after_events.sort_unstable();
+    plan.at_ms.sort_unstable();
+    let mut time_crashes: Vec<u64> = plan.at_ms.clone();
+    cluster.start();
+    let clock = cluster.clock();
+    let sim = Sim {
+        cluster: cluster.clone(),
+        data_dir: data_dir.clone(),
+        config: EngineConfig {
+            log: LogOptions {
+                durability: if options.unsynced_log {
+                    Durability::UnsyncedForTestsOnly
+                } else {
+                    Durability::Durable
+                },
+                ..LogOptions::default()
+            },
+            append_mode: AppendMode::Inline,
+            ..EngineConfig::default()
+        },
+        plan: Arc::new(Mutex::new(plan)),
+        crash: Arc::new(Notify::new()),
+    };
+    let mut engine = sim.open_engine().await?;
+
+    // Submits in time order; equal times in file order.
+    let mut order: Vec<usize> = (0..scenario.migrations.len()).collect();
+    order.sort_by_key(|&index| scenario.migrations[index].at_ms);
+    let mut next_submit = 0;
+    let mut submitted: Vec<Submitted> = scenario
+        .migrations
+        .iter()
+        .map(|_| Submitted::Pending)
+        .collect();
+    let mut failures = Vec::new();
+    loop {
+        let now_ms = clock.elapsed_ms();
+        while next_submit < order.len() && scenario.migrations[order[next_submit]].at_ms <= now_ms {
+            let index = order[next_submit];
+            let spec = &scenario.migrations[index];
+            let request = MigrationRequest {
+                timeout_ms: spec.timeout_ms,
+                trigger: "scenario".to_string(),
+                ..MigrationRequest::new(
+                    spec.region,
+                    crate::domain::Peer::sim(spec.from),
+                    crate::domain::Peer::sim(spec.to),
+                )
+            };
+            submitted[index] = match engine.submit(request).await {
+                Ok(SubmitOutcome::Started(id)) => Submitted::Started { id, at_ms: now_ms },
+                Ok(SubmitOutcome::AlreadyMigrated) => Submitted::Noop,
+                Err(error) => Submitted::Rejected(error),
+            };
+            next_submit += 1;
+        }
+        let ids: Vec<Uuid> = submitted
+            .iter()
+            .filter_map(|s| match s {
+                Submitted::Started { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let next_submit_at = order
+            .get(next_submit)
+            .map(|&index| SIM_EPOCH_BASE_MS + scenario.migrations[index].at_ms);
+        let next_crash_at = time_crashes.first().map(|at| SIM_EPOCH_BASE_MS + at);
+        let limit_at = SIM_EPOCH_BASE_MS + SIM_VIRTUAL_TIME_MAX_MS;
+        let everything_submitted = next_submit_at.is_none();
+        tokio::select! {
+            biased;
+            () = sim.crash.notified() => {
+                engine = sim.restart(engine).await?;
+            }
+            () = clock.sleep_until_ms(next_crash_at.unwrap_or(u64::MAX)), if next_crash_at.is_some() => {
+                time_crashes.remove(0);
+                engine = sim.restart(engine).await?;
+            }
+            () = clock.sleep_until_ms(next_submit_at.unwrap_or(u64::MAX)), if next_submit_at.is_some() => {}
+            () = all_finished(&engine, &ids), if everything_submitted => break,
+            () = clock.sleep_until_ms(limit_at) => {
+                failures.push(format!(
+                    "the run did not finish within {} s of virtual time",
+                    SIM_VIRTUAL_TIME_MAX_MS / 1000
+                ));
+                break;
+            }
+        }
+    }
+    let end_ms = clock.elapsed_ms();
+    cluster.stop();
+
+    let mut migrations = Vec::new();
+    let mut first_migration_events = 0;
+    let mut ended_regions = Vec::new();
+    for (index, spec) in scenario.migrations.iter().enumerate() {
+        let route = cluster.metadata().region_route_now(spec.region);
+        let mut result = route_result(spec.region, route.as_ref());
+        match &submitted[index] {
+            Submitted::Pending => {
+                result.outcome = "not_submitted".to_string();
+            }
+            Submitted::Noop => result.outcome = "noop".to_string(),
+            Submitted::Rejected(error) => {
+                result.outcome = "rejected".to_string();
+                result.error = Some(format!("{}: {error}", error.kind()));
+            }
+            Submitted::Started { id, at_ms } => {
+                let events = load_procedure(engine.log(), *id).map_err(EngineError::from)?;
+                let state = crate::migration::fold(&events);
+                if index == 0 {
+                    first_migration_events = events.len() as u64;
+                }
+                fill_from_log(&mut result, *id, &state, &events, *at_ms, end_ms);
+                if state.is_finished() {
+                    ended_regions.push(spec.region);
+                } else {
+                    failures.push(format!(
+                        "migration {index} ({}): did not finish (status {})",
+                        spec.region,
+                        state.status().name()
+                    ));
+                }
+            }
+        }
+        for failure in check_expectations(&scenario.expects[index], &result, index) {
+            failures.push(failure);
+        }
+        migrations.push(result);
+    }
+
+    let mut violations: Vec<String> = cluster
+        .violations()
+        .into_iter()
+        .chain(cluster.final_check())
+        .map(|violation| violation.to_string())
+        .collect();
+    for region in cluster.downgrading_regions() {
+        if ended_regions.contains(&region) {
+            violations.push(format!(
+                "region {region} is left Downgrading after its migration ended"
+            ));
+        }
+    }
+    let report = engine.log().verify()?;
+    for problem in &report.problems {
+        violations.push(format!("the log does not verify: {problem}"));
+    }
+    let log_fingerprint = fingerprint(engine.log())?;
+    engine.shutdown().await;
+    drop(engine);
+    let invariants_ok = violations.is_empty();
+    let outcome = ScenarioOutcome {
+        name: scenario.name.clone(),
+        ok: failures.is_empty() && invariants_ok,
+        failures,
+        migrations,
+        invariants: InvariantsResult {
+            ok: invariants_ok,
+            violations,
+        },
+        data_dir: data_dir.display().to_string(),
+    };
+    if options.discard_data_dir {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    Ok(ScenarioRun {
+        outcome,
+        log_fingerprint,
+        first_migration_events,
+    })
+}
+
+fn route_result(region: RegionId, route: Option<&RegionRoute>) -> MigrationResult {
+    MigrationResult {
+        region: region.to_string(),
+        procedure_id: None,
+        outcome: String::new(),
+        error: None,
+        rolled_back: false,
+        path: Vec::new(),
+        leader: route.and_then(RegionRoute::leader_id),
+        followers: route
+            .map(|r| r.follower_peers.iter().map(|p| p.id).collect())
+            .unwrap_or_default(),
+        leader_state: if route.is_some_and(RegionRoute::is_leader_downgrading) {
+            "downgrading".to_string()
+        } else {
+            "none".to_string()
+        },
+        sent: Default::default(),
+        virtual_time_ms: 0,
+        events: 0,
+    }
+}
+
+fn fill_from_log(
+    result: &mut MigrationResult,
+    id: Uuid,
+    state: &MigrationState,
+    events: &[TimedEvent],
+    submitted_at_ms: u64,
+    end_ms: u64,
+) {
+    result.procedure_id = Some(id.to_string());
+    result.outcome = match state.outcome {
+        Some(outcome) => outcome.name().to_string(),
+        None => state.status().name().to_string(),
+    };
+    result.error = state.final_error.clone();
+    result.rolled_back = state.rolled_back;
+    result.path = state.path.iter().map(|s| s.name().to_string()).collect();
+    for timed in events {
+        if let MigrationEvent::InstructionSent {
+            peer,
+            instruction,
+            resend: false,
+            ..
+        } = &timed.event
+        {
+            *result
+                .sent
+                .entry(sent_key(peer.id, instruction.kind()))
+                .or_insert(0) += 1;
+        }
+    }
+    let finished_ms = state
+        .finished_at_ms
+        .map(|at| at - SIM_EPOCH_BASE_MS)
+        .unwrap_or(end_ms);
+    result.virtual_time_ms = finished_ms.saturating_sub(submitted_at_ms);
+    result.events = events.len() as u64;
+}
+
+/// Every record of a log, encoded, in global order.
+pub fn fingerprint(log: &EventLog) -> Result<Vec<u8>, LogError> {
+    let mut bytes = Vec::new();
+    let mut from = 1;
+    loop {
+        let records = log.events_from(from, 4096)?;
+        let Some(last) = records.last() else {
+            return Ok(bytes);
+        };
+        from = last.global_seq + 1;
+        for record in &records {
+            bytes.extend_from_slice(&encode_record(record));
+        }
+    }
+}
+
+/// The result of `--crash-at-every-event`.
+#[derive(Debug)]
+pub struct CrashSweep {
+    /// The uninterrupted run.
+    pub baseline: ScenarioOutcome,
+    /// One run per k: crash after event k of the first migration.
+    pub runs: Vec<(u64, ScenarioOutcome)>,
+}
+
+impl CrashSweep {
+    /// Whether every run met every expectation.
+    pub fn ok(&self) -> bool {
+        self.baseline.ok && self.runs.iter().all(|(_, run)| run.ok)
+    }
+}
+
+/// Runs the scenario once, then once per event k of its first migration with an engine
+/// crash after event k, checking the expectations every time.
+pub fn run_crash_at_every_event(
+    scenario: &Scenario,
+    options: &RunOptions,
+) -> Result<CrashSweep, RunError> {
+    let baseline = run_scenario(
+        scenario,
+        &RunOptions {
+            discard_data_dir: true,
+            data_dir: None,
+            ..options.clone()
+        },
+    )?;
+    let mut runs = Vec::new();
+    for k in 1..=baseline.first_migration_events {
+        let mut crashing = scenario.clone();
+        crashing.faults.push(FaultSpec::EngineCrash {
+            trigger: CrashTrigger::AfterEvents(k),
+        });
+        let run = run_scenario(
+            &crashing,
+            &RunOptions {
+                discard_data_dir: true,
+                data_dir: None,
+                ..options.clone()
+            },
+        )?;
+        runs.push((k, run.outcome));
+    }
+    Ok(CrashSweep {
+        baseline: baseline.outcome,
+        runs,
+    })
+}
