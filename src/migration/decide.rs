@@ -577,6 +577,8 @@ impl Stepper {
     }
 
     /// The region's route from the cached read, or the action that reads it.
+    // The error is the step's next flow, used at once: boxing it would only add noise.
+    #[allow(clippy::result_large_err)]
     fn region_route(&mut self) -> Result<RegionRoute, Flow> {
         if let Some(error) = self.metadata_error() {
             return Err(Flow::Fail(error));
