@@ -3239,3 +3239,35 @@ fn flow_with_a_downgrade_timeout_taking_the_whole_budget_rolls_back() {
     );
     region_is(&world, FROM, false);
 }
+
+#[test]
+fn resume_after_the_deadline_of_a_downgrade_passed_never_waits_beyond_it() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::DowngradeRegion),
+    );
+    let deadline_ms = world.now_ms + 10_000;
+    // The engine comes back 15 s later: the downgrade's budget ran out while it was down.
+    world.now_ms += 15_000;
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            locks_acquired(),
+            MigrationEvent::InstructionSent {
+                peer: Peer::sim(FROM),
+                instruction: downgrade_instruction(10_000),
+                timeout_ms: 0,
+                deadline_ms,
+                attempt: 1,
+                resend: true,
+            },
+        ]
+    );
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+    assert_eq!(run.state().remaining_budget_ms(), 0);
+    region_is(&world, FROM, false);
+}
