@@ -3006,6 +3006,70 @@ fn restart_never_lengthens_the_budget_refills_retries_or_moves_the_lease() {
     }
 }
 
+#[test]
+fn resume_after_the_deadline_of_a_downgrade_passed_never_waits_beyond_it() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::DowngradeRegion),
+    );
+    let deadline_ms = world.now_ms + 10_000;
+    // The engine comes back 15 s later: the downgrade's budget ran out while it was down.
+    world.now_ms += 15_000;
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            locks_acquired(),
+            MigrationEvent::InstructionSent {
+                peer: Peer::sim(FROM),
+                instruction: downgrade_instruction(10_000),
+                timeout_ms: 0,
+                deadline_ms,
+                attempt: 1,
+                resend: true,
+            },
+        ]
+    );
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+    assert_eq!(run.state().remaining_budget_ms(), 0);
+    region_is(&world, FROM, false);
+}
+
+#[test]
+fn resume_after_a_cancel_finishes_its_rollback() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::DowngradeRegion),
+    );
+    point.decide(&mut world, cancel());
+    // The engine crashes right after the cancel was logged, before the rollback read.
+    let resumed = world.resume(point.log.clone());
+    assert_eq!(resumed.outcome, Some(Outcome::Aborted));
+    assert_eq!(resumed.state().final_error.as_deref(), Some(CANCELLED));
+    let rerun = resumed.events()[point.log.len()..].to_vec();
+    assert_eq!(
+        rerun[..2].to_vec(),
+        vec![MigrationEvent::Resumed, locks_acquired()]
+    );
+    // The rollback reads the route, finds the region still Downgrading, and clears it.
+    assert!(matches!(
+        &rerun[2],
+        MigrationEvent::RouteRead { version: Some(1), route: Some(route), .. }
+            if route.region_route(region_id()).is_some_and(RegionRoute::is_leader_downgrading)
+    ));
+    assert_eq!(rerun[3], cas_applied(RouteChange::ClearDowngrading, 1));
+    region_is(&world, FROM, false);
+    assert_eq!(world.route().map(|r| r.version), Some(2));
+    // Nothing was sent after the cancel: the pending downgrade was dropped.
+    assert!(world.sent.is_empty());
+    assert_replays(&resumed.log);
+}
+
 // ---- The original's flow tests ---------------------------------------------------------
 
 fn path(run: &Run) -> Vec<StateName> {
@@ -3237,37 +3301,5 @@ fn flow_with_a_downgrade_timeout_taking_the_whole_budget_rolls_back() {
             StateName::Abort,
         ]
     );
-    region_is(&world, FROM, false);
-}
-
-#[test]
-fn resume_after_the_deadline_of_a_downgrade_passed_never_waits_beyond_it() {
-    let mut world = World::with_candidate_follower();
-    let mut point = drive(
-        &mut world,
-        &Setup::default(),
-        sending(InstructionKind::DowngradeRegion),
-    );
-    let deadline_ms = world.now_ms + 10_000;
-    // The engine comes back 15 s later: the downgrade's budget ran out while it was down.
-    world.now_ms += 15_000;
-    let decision = resume_and_lock(&mut point, &mut world);
-    assert_eq!(
-        decision.events,
-        vec![
-            locks_acquired(),
-            MigrationEvent::InstructionSent {
-                peer: Peer::sim(FROM),
-                instruction: downgrade_instruction(10_000),
-                timeout_ms: 0,
-                deadline_ms,
-                attempt: 1,
-                resend: true,
-            },
-        ]
-    );
-    let run = point.finish(&mut world);
-    assert_eq!(run.outcome, Some(Outcome::Aborted));
-    assert_eq!(run.state().remaining_budget_ms(), 0);
     region_is(&world, FROM, false);
 }
