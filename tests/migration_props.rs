@@ -580,12 +580,28 @@ proptest! {
     }
 
     #[test]
-    fn decide_never_panics_and_refuses_inputs_that_do_not_fit(scenario in scenario()) {
-        let (whole, _) = scenario.uninterrupted();
+    fn decide_never_panics_and_refuses_inputs_that_do_not_fit(
+        scenario in scenario(),
+        stop_selector in any::<usize>(),
+        perform in any::<bool>(),
+    ) {
+        let (whole, reads) = scenario.uninterrupted();
         let route = whole.route.clone();
-        for k in batch_ends(&whole.log) {
-            let state = fold(&whole.log[..k]);
-            let now_ms = whole.log[k - 1].at_ms;
+        // The states of the uninterrupted run and of a run resumed after a stop, at every
+        // event (even inside a batch, where no log can end: decide must not panic there
+        // either).
+        let ends = batch_ends(&whole.log);
+        let k = ends[stop_selector % ends.len()];
+        let (mut world, _) = scenario.world(Some(reads));
+        let log = world.submit(&scenario.setup());
+        let stopped = world.run(log, Observation::Begin, Stop::AfterEvents { count: k, perform });
+        let resumed = if stopped.stopped { world.resume(stopped.log).log } else { stopped.log };
+        for (log, k) in [&whole.log, &resumed]
+            .into_iter()
+            .flat_map(|log| (1..=log.len()).map(move |k| (log, k)))
+        {
+            let state = fold(&log[..k]);
+            let now_ms = log[k - 1].at_ms;
             for observation in unexpected_inputs(route.clone()) {
                 for at_ms in [now_ms, now_ms.saturating_sub(5_000), now_ms + 60_000] {
                     let decided = catch_unwind(AssertUnwindSafe(|| {
