@@ -581,6 +581,8 @@ impl Stepper {
     }
 
     /// The region's route from the cached read, or the action that reads it.
+    // The error is the step's next flow, used at once: boxing it would only add noise.
+    #[allow(clippy::result_large_err)]
     fn region_route(&mut self) -> Result<RegionRoute, Flow> {
         if let Some(error) = self.metadata_error() {
             return Err(Flow::Fail(error));
@@ -653,11 +655,19 @@ impl Stepper {
         )
     }
 
-    /// Re-sends the outstanding instruction after a restart.
+    /// Re-sends the outstanding instruction after a restart, with what is left of its
+    /// deadline. A downgrade or an upgrade never waits past its deadline, even when it passed
+    /// during the restart (a zero timeout reports a timeout at once): that time comes out of
+    /// the migration's timeout budget, which a restart must not lengthen. An open or a close
+    /// whose deadline passed gets a fresh timeout.
     fn resend(&mut self, outstanding: Outstanding) -> Flow {
-        let (timeout_ms, deadline_ms) = if outstanding.deadline_ms > self.now_ms {
+        let budgeted = matches!(
+            outstanding.instruction.kind(),
+            InstructionKind::DowngradeRegion | InstructionKind::UpgradeRegion
+        );
+        let (timeout_ms, deadline_ms) = if outstanding.deadline_ms > self.now_ms || budgeted {
             (
-                outstanding.deadline_ms - self.now_ms,
+                outstanding.deadline_ms.saturating_sub(self.now_ms),
                 outstanding.deadline_ms,
             )
         } else {

@@ -110,6 +110,8 @@ fn recorded_jitter(decision: &[TimedEvent]) -> u32 {
 }
 
 /// Re-runs `decide` at every recorded input; `Ok(decisions checked)` when all agree.
+// A divergence is reported once, at the end of a check: its size does not matter.
+#[allow(clippy::result_large_err)]
 pub fn check(events: &[TimedEvent]) -> Result<usize, Divergence> {
     let mut state = MigrationState::default();
     let mut checked = 0;
@@ -156,7 +158,7 @@ pub fn check(events: &[TimedEvent]) -> Result<usize, Divergence> {
             let today = decided.get(offset);
             let same_time = recorded
                 .get(offset)
-                .is_none_or(|timed| timed.at_ms == timed_at(recorded));
+                .map_or(true, |timed| timed.at_ms == timed_at(recorded));
             if logged != today || !same_time {
                 return Err(Divergence {
                     input_index: index,

@@ -1,0 +1,3305 @@
+//! One test per branch of the region-migration spec (`shared/spec/region-migration.md`),
+//! driving the pure model against the fake world of `common::world`. Each test checks the
+//! exact events and the exact next action of the decision under test.
+
+mod common;
+
+use common::world::*;
+use regmig::cluster::RegionMove;
+use regmig::domain::{
+    Instruction, InstructionKind, LeaderState, MailboxOutcome, Peer, PeerId, RegionRoute, Reply,
+    TableRoute, VersionedTableRoute, WalKind,
+};
+use regmig::migration::decide::{
+    CLOSE_REGION_TIMEOUT_MS, OPEN_CANDIDATE_TIMEOUT_MS, REGION_LEASE_MS,
+};
+use regmig::migration::{
+    check_cancel, decide, fold, replay, Action, DecideError, Decision, ErrorKind, Hook, Input,
+    MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy, RouteChange, StateName,
+    Status, StepError, TimedEvent, WaitReason,
+};
+
+// ---- Driving ---------------------------------------------------------------------------
+
+/// A procedure stopped at a decision whose action is not performed yet.
+struct Point {
+    log: Vec<TimedEvent>,
+    state: MigrationState,
+    action: Action,
+}
+
+/// Submits `setup` and runs until `predicate` holds on the state and the pending action.
+fn drive(
+    world: &mut World,
+    setup: &Setup,
+    predicate: impl Fn(&MigrationState, &Action) -> bool + 'static,
+) -> Point {
+    let log = world.submit(setup);
+    let run = world.run(log, Observation::Begin, Stop::before(predicate));
+    assert!(
+        run.stopped,
+        "the run ended ({:?}) before the point; log: {:#?}",
+        run.outcome, run.log
+    );
+    Point {
+        state: run.state(),
+        action: run.last_action.expect("a stopped run has a pending action"),
+        log: run.log,
+    }
+}
+
+impl Point {
+    /// Decides `observation` at the world's time, with no jitter.
+    fn decide(&mut self, world: &mut World, observation: Observation) -> Decision {
+        self.decide_with_jitter(world, observation, 0)
+    }
+
+    fn decide_with_jitter(
+        &mut self,
+        world: &mut World,
+        observation: Observation,
+        jitter_random: u32,
+    ) -> Decision {
+        let input = Input {
+            observation,
+            jitter_random,
+        };
+        let decision = world.step(&mut self.log, &mut self.state, input);
+        self.action = decision.action.clone();
+        decision
+    }
+
+    /// Decides on a successful read of the world's route now.
+    fn read_route(&mut self, world: &mut World) -> Decision {
+        let observation = read_route_observation(world);
+        self.decide(world, observation)
+    }
+
+    /// Performs the pending action on the world and decides on what it observed.
+    fn perform(&mut self, world: &mut World) -> Decision {
+        let observation = world
+            .perform(&self.state, &self.action)
+            .expect("the pending action is not Finish");
+        self.decide(world, observation)
+    }
+
+    /// Runs on to the end.
+    fn finish(self, world: &mut World) -> Run {
+        world.continue_run(self.log, &self.action)
+    }
+}
+
+fn reading_route_in(name: StateName) -> impl Fn(&MigrationState, &Action) -> bool {
+    move |state, action| {
+        state.state == name
+            && state.rollback.is_none()
+            && matches!(action, Action::ReadRoute { .. })
+    }
+}
+
+fn rollback_reading_route(state: &MigrationState, action: &Action) -> bool {
+    state.rollback.is_some() && matches!(action, Action::ReadRoute { .. })
+}
+
+fn sending(kind: InstructionKind) -> impl Fn(&MigrationState, &Action) -> bool {
+    move |_, action| matches!(action, Action::Send { instruction, .. } if instruction.kind() == kind)
+}
+
+fn sending_attempt(
+    kind: InstructionKind,
+    attempt: u32,
+) -> impl Fn(&MigrationState, &Action) -> bool {
+    move |state, action| {
+        matches!(action, Action::Send { instruction, .. } if instruction.kind() == kind)
+            && state.outstanding.as_ref().map(|o| o.attempt) == Some(attempt)
+    }
+}
+
+fn cas_of(change: RouteChange) -> impl Fn(&MigrationState, &Action) -> bool {
+    move |_, action| matches!(action, Action::CasRoute { change: c, .. } if *c == change)
+}
+
+fn waiting_for(reason: WaitReason) -> impl Fn(&MigrationState, &Action) -> bool {
+    move |_, action| matches!(action, Action::WaitUntil { reason: r, .. } if *r == reason)
+}
+
+// ---- Expected values -------------------------------------------------------------------
+
+fn entered(state: StateName) -> MigrationEvent {
+    MigrationEvent::StateEntered {
+        state,
+        reason: None,
+    }
+}
+
+fn entered_abort(reason: &str) -> MigrationEvent {
+    MigrationEvent::StateEntered {
+        state: StateName::Abort,
+        reason: Some(reason.to_string()),
+    }
+}
+
+fn route_read(route: Option<VersionedTableRoute>) -> MigrationEvent {
+    MigrationEvent::RouteRead {
+        table_id: TABLE_ID,
+        version: route.as_ref().map(|r| r.version),
+        route: route.map(|r| r.route),
+    }
+}
+
+fn read_route_observation(world: &World) -> Observation {
+    Observation::RouteRead {
+        table_id: TABLE_ID,
+        route: world.route(),
+    }
+}
+
+fn step_error(kind: ErrorKind, message: &str, retryable: bool) -> StepError {
+    StepError {
+        kind,
+        message: message.to_string(),
+        retryable,
+    }
+}
+
+fn rollback_started(kind: ErrorKind, message: &str) -> MigrationEvent {
+    MigrationEvent::RollbackStarted {
+        error: step_error(kind, message, false),
+    }
+}
+
+fn retry_scheduled(
+    attempt: u32,
+    delay_ms: u64,
+    now_ms: u64,
+    jitter_random: u32,
+    error: StepError,
+) -> MigrationEvent {
+    MigrationEvent::RetryScheduled {
+        attempt,
+        delay_ms,
+        due_at_ms: now_ms + delay_ms,
+        jitter_random,
+        rollback: false,
+        error,
+    }
+}
+
+fn rollback_retry_scheduled(
+    attempt: u32,
+    delay_ms: u64,
+    now_ms: u64,
+    error: StepError,
+) -> MigrationEvent {
+    MigrationEvent::RetryScheduled {
+        attempt,
+        delay_ms,
+        due_at_ms: now_ms + delay_ms,
+        jitter_random: 0,
+        rollback: true,
+        error,
+    }
+}
+
+fn sent(
+    peer: PeerId,
+    instruction: Instruction,
+    timeout_ms: u64,
+    now_ms: u64,
+    attempt: u32,
+) -> MigrationEvent {
+    MigrationEvent::InstructionSent {
+        peer: Peer::sim(peer),
+        instruction,
+        timeout_ms,
+        deadline_ms: now_ms + timeout_ms,
+        attempt,
+        resend: false,
+    }
+}
+
+fn send_action(peer: PeerId, instruction: Instruction, timeout_ms: u64) -> Action {
+    Action::Send {
+        peer: Peer::sim(peer),
+        instruction,
+        timeout_ms,
+    }
+}
+
+fn open_instruction() -> Instruction {
+    let table = from_datanode_table();
+    Instruction::OpenRegion {
+        region_id: region_id(),
+        engine: table.engine,
+        storage_path: table.storage_path,
+        region_options: table.region_options,
+        region_wal_options: [(REGION_NUMBER, "wal-of-region-1".to_string())].into(),
+        skip_wal_replay: true,
+    }
+}
+
+fn downgrade_instruction(flush_timeout_ms: u64) -> Instruction {
+    Instruction::DowngradeRegion {
+        region_id: region_id(),
+        flush_timeout_ms,
+        reject_write: true,
+    }
+}
+
+fn upgrade_instruction(last_entry_id: Option<u64>, replay_timeout_ms: u64) -> Instruction {
+    Instruction::UpgradeRegion {
+        region_id: region_id(),
+        last_entry_id,
+        replay_timeout_ms,
+        location_id: Some(FROM),
+    }
+}
+
+fn close_instruction() -> Instruction {
+    Instruction::CloseRegion {
+        region_id: region_id(),
+    }
+}
+
+fn reply(reply: Reply) -> Observation {
+    Observation::Mailbox(MailboxOutcome::Reply(reply))
+}
+
+fn downgrade_reply(last_entry_id: Option<u64>, exists: bool, error: Option<&str>) -> Reply {
+    Reply::DowngradeRegion {
+        last_entry_id,
+        exists,
+        error: error.map(str::to_string),
+    }
+}
+
+fn upgrade_reply(ready: bool, exists: bool, error: Option<&str>) -> Reply {
+    Reply::UpgradeRegion {
+        ready,
+        exists,
+        error: error.map(str::to_string),
+    }
+}
+
+fn reply_received(peer: PeerId, reply: Reply) -> MigrationEvent {
+    MigrationEvent::ReplyReceived { peer, reply }
+}
+
+fn timed(operation: InstructionKind, elapsed_ms: u64) -> MigrationEvent {
+    MigrationEvent::OperationTimed {
+        operation,
+        elapsed_ms,
+    }
+}
+
+fn wait_started(until_ms: u64, reason: WaitReason) -> MigrationEvent {
+    MigrationEvent::WaitStarted { until_ms, reason }
+}
+
+fn wait_action(until_ms: u64, reason: WaitReason) -> Action {
+    Action::WaitUntil { until_ms, reason }
+}
+
+fn finished(outcome: Outcome, error: Option<&str>) -> MigrationEvent {
+    MigrationEvent::Finished {
+        outcome,
+        error: error.map(str::to_string),
+    }
+}
+
+fn cas_applied(change: RouteChange, from_version: u64) -> MigrationEvent {
+    MigrationEvent::RouteCasApplied {
+        table_id: TABLE_ID,
+        change,
+        from_version,
+        to_version: from_version + 1,
+    }
+}
+
+fn cas_applied_observation(change: RouteChange, from_version: u64) -> Observation {
+    Observation::CasApplied {
+        table_id: TABLE_ID,
+        change,
+        from_version,
+        to_version: from_version + 1,
+    }
+}
+
+fn cas_refused_observation(change: RouteChange, expected_version: u64) -> Observation {
+    Observation::CasRefused {
+        table_id: TABLE_ID,
+        change,
+        expected_version,
+        actual_version: Some(expected_version + 1),
+    }
+}
+
+fn cas_refused(change: RouteChange, expected_version: u64) -> MigrationEvent {
+    MigrationEvent::RouteCasRefused {
+        table_id: TABLE_ID,
+        change,
+        expected_version,
+        actual_version: Some(expected_version + 1),
+    }
+}
+
+fn store_failed(operation: &str) -> Observation {
+    Observation::MetadataFailed {
+        operation: operation.to_string(),
+        error: STORE_ERROR.to_string(),
+    }
+}
+
+fn metadata_failed(operation: &str) -> MigrationEvent {
+    MigrationEvent::MetadataFailed {
+        operation: operation.to_string(),
+        error: STORE_ERROR.to_string(),
+    }
+}
+
+fn read_route_action() -> Action {
+    Action::ReadRoute { table_id: TABLE_ID }
+}
+
+fn finish_action(outcome: Outcome) -> Action {
+    Action::Finish { outcome }
+}
+
+/// The table route with the migrated region replaced.
+fn with_region(route: &VersionedTableRoute, edit: impl FnOnce(&mut RegionRoute)) -> TableRoute {
+    let mut route = route.route.clone();
+    edit(
+        route
+            .region_route_mut(region_id())
+            .expect("the route holds the region"),
+    );
+    route
+}
+
+fn lock_keys_of_default_setup() -> Vec<String> {
+    vec![
+        "catalog/greptime:shared".to_string(),
+        "schema/greptime.public:shared".to_string(),
+        "table/1024:exclusive".to_string(),
+        "region/1024:1:exclusive".to_string(),
+    ]
+}
+
+fn downgrade_cas_message() -> &'static str {
+    "failed to update the table route while downgrading the leader of region 1024:1: table 1024 was changed concurrently"
+}
+
+fn upgrade_cas_message() -> &'static str {
+    "failed to update the table route while upgrading the candidate of region 1024:1: table 1024 was changed concurrently"
+}
+
+fn rollback_cas_message() -> &'static str {
+    "failed to update the table route while rolling back region 1024:1: table 1024 was changed concurrently"
+}
+
+const FAILED_UPGRADE: &str = "failed to upgrade the candidate region";
+const ABORTED_FAILED_UPGRADE: &str = "migration aborted: failed to upgrade the candidate region";
+
+fn assert_replays(log: &[TimedEvent]) {
+    let inputs = log
+        .iter()
+        .filter(|timed| timed.event.role() == regmig::migration::EventRole::Input)
+        .count();
+    assert_eq!(replay::check(log), Ok(inputs));
+}
+
+fn region_is(world: &World, leader: PeerId, downgrading: bool) {
+    let region = world.region().expect("the region has a route");
+    assert_eq!(region.leader_id(), Some(leader), "leader of {region:?}");
+    assert_eq!(
+        region.is_leader_downgrading(),
+        downgrading,
+        "Downgrading of {region:?}"
+    );
+}
+
+// ---- Locks and Start -------------------------------------------------------------------
+
+#[test]
+fn a_new_procedure_takes_its_locks_then_enters_start_and_reads_the_route() {
+    let world = World::default();
+    let mut log = world.submit(&Setup::default());
+    let decision = decide(&fold(&log), world.now_ms, Input::new(Observation::Begin))
+        .expect("Begin is accepted");
+    assert_eq!(decision.events, vec![]);
+    assert_eq!(
+        decision.action,
+        Action::AcquireLocks {
+            lock_keys: lock_keys_of_default_setup()
+        }
+    );
+
+    log.extend(decision.events.into_iter().map(|event| TimedEvent {
+        at_ms: world.now_ms,
+        event,
+    }));
+    let observation = Observation::LocksAcquired {
+        lock_keys: lock_keys_of_default_setup(),
+        waited_ms: 7,
+    };
+    let decision = decide(&fold(&log), world.now_ms, Input::new(observation)).expect("locks");
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::LocksAcquired {
+                lock_keys: lock_keys_of_default_setup(),
+                waited_ms: 7
+            },
+            entered(StateName::Start)
+        ]
+    );
+    assert_eq!(decision.action, read_route_action());
+}
+
+#[test]
+fn start_enters_open_candidate_region_when_the_candidate_is_not_a_follower() {
+    let mut world = World::default();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::Start),
+    );
+    let decision = point.read_route(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            entered(StateName::OpenCandidateRegion)
+        ]
+    );
+    assert_eq!(
+        decision.action,
+        Action::ReadDatanodeTable {
+            datanode_id: FROM,
+            table_id: TABLE_ID
+        }
+    );
+    assert_eq!(point.state.status(), Status::Running);
+}
+
+#[test]
+fn start_enters_update_metadata_downgrade_when_the_candidate_is_already_a_follower() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::Start),
+    );
+    let route = world.route().expect("route");
+    let decision = point.read_route(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(Some(route.clone())),
+            entered(StateName::UpdateMetadataDowngrade)
+        ]
+    );
+    let now_ms = world.now_ms;
+    assert_eq!(
+        decision.action,
+        Action::CasRoute {
+            table_id: TABLE_ID,
+            expected_version: 0,
+            route: with_region(&route, |region| {
+                region.leader_state = Some(LeaderState::Downgrading);
+                region.leader_down_since_ms = Some(now_ms);
+            }),
+            change: RouteChange::Downgrade,
+            region_move: None,
+        }
+    );
+}
+
+#[test]
+fn start_ends_at_once_when_the_candidate_already_leads() {
+    let mut world = World::new(region_route(Some(TO), &[]));
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::Start),
+    );
+    let decision = point.read_route(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            entered(StateName::End),
+            finished(Outcome::Completed, None)
+        ]
+    );
+    assert_eq!(decision.action, finish_action(Outcome::Completed));
+    assert_eq!(point.state.status(), Status::Completed);
+    assert!(world.sent.is_empty());
+}
+
+#[test]
+fn start_aborts_with_invalid_region_leader_peer_when_the_leader_is_a_third_peer() {
+    let mut world = World::new(region_route(Some(OTHER), &[]));
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::Start),
+    );
+    let decision = point.read_route(&mut world);
+    let reason = "invalid region leader peer: expected 1, found 3";
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            entered_abort(reason),
+            rollback_started(
+                ErrorKind::MigrationAborted,
+                "migration aborted: invalid region leader peer: expected 1, found 3"
+            ),
+        ]
+    );
+    assert_eq!(decision.action, read_route_action());
+
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+    assert_eq!(
+        run.state().final_error.as_deref(),
+        Some("migration aborted: invalid region leader peer: expected 1, found 3")
+    );
+    assert_eq!(world.route().map(|r| r.version), Some(0));
+    assert!(world.sent.is_empty());
+}
+
+#[test]
+fn start_store_error_on_the_route_read_schedules_a_framework_retry() {
+    let mut world = World::default();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::Start),
+    );
+    let now_ms = world.now_ms;
+    let decision = point.decide_with_jitter(&mut world, store_failed(READ_ROUTE_OPERATION), 5_000);
+    // 500 ms backoff plus 25% × 5000/10000 of it: 62 ms of jitter.
+    let error = step_error(
+        ErrorKind::MetadataStore,
+        "metadata store error: read table route: injected store error",
+        true,
+    );
+    assert_eq!(
+        decision.events,
+        vec![
+            metadata_failed(READ_ROUTE_OPERATION),
+            retry_scheduled(1, 562, now_ms, 5_000, error),
+        ]
+    );
+    assert_eq!(
+        decision.action,
+        wait_action(now_ms + 562, WaitReason::Backoff)
+    );
+    assert_eq!(
+        point.state.status(),
+        Status::Retrying {
+            until_ms: now_ms + 562
+        }
+    );
+    assert_eq!(point.state.retries_used, 1);
+
+    world.now_ms = now_ms + 562;
+    let decision = point.decide(&mut world, Observation::WaitElapsed);
+    assert_eq!(decision.events, vec![MigrationEvent::WaitElapsed]);
+    assert_eq!(decision.action, read_route_action());
+}
+
+/// Start with a route the migration cannot use: the exact rollback, then Finished{Failed}.
+fn start_fails_without_retry(world: &mut World, kind: ErrorKind, message: &str) {
+    let mut point = drive(world, &Setup::default(), reading_route_in(StateName::Start));
+    let decision = point.read_route(world);
+    assert_eq!(
+        decision.events,
+        vec![route_read(world.route()), rollback_started(kind, message)]
+    );
+    assert_eq!(decision.action, read_route_action());
+    assert_eq!(point.state.status(), Status::RollingBack);
+
+    let decision = point.perform(world);
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            MigrationEvent::HooksCalled {
+                hooks: vec![Hook::RegisterFailureDetector {
+                    peer: FROM,
+                    region_id: region_id()
+                }]
+            },
+            MigrationEvent::RollbackFinished {
+                succeeded: true,
+                error: None
+            },
+            finished(Outcome::Failed, Some(message)),
+        ]
+    );
+    assert_eq!(decision.action, finish_action(Outcome::Failed));
+    assert_eq!(point.state.retries_used, 0);
+    assert_replays(&point.log);
+}
+
+#[test]
+fn start_without_a_table_route_rolls_back_as_failed() {
+    let mut world = World::default();
+    world.routes.clear();
+    start_fails_without_retry(
+        &mut world,
+        ErrorKind::TableRouteNotFound,
+        "table route not found: table 1024",
+    );
+}
+
+#[test]
+fn start_on_a_logical_table_rolls_back_as_failed() {
+    let mut world = World::default();
+    world.routes.insert(
+        TABLE_ID,
+        VersionedTableRoute {
+            table_id: TABLE_ID,
+            version: 4,
+            route: TableRoute::Logical {
+                physical_table_id: 1000,
+            },
+        },
+    );
+    start_fails_without_retry(
+        &mut world,
+        ErrorKind::LogicalTable,
+        "table 1024 is a logical table (its regions belong to table 1000)",
+    );
+}
+
+#[test]
+fn start_without_a_region_route_rolls_back_as_failed() {
+    let mut world = World::default();
+    let route = world.routes.get_mut(&TABLE_ID).expect("route");
+    if let TableRoute::Physical { region_routes } = &mut route.route {
+        region_routes.retain(|region| region.region_id != region_id());
+    }
+    start_fails_without_retry(
+        &mut world,
+        ErrorKind::RegionRouteNotFound,
+        "region route not found: region 1024:1",
+    );
+}
+
+#[test]
+fn start_without_a_leader_rolls_back_as_failed() {
+    let mut world = World::new(region_route(None, &[TO]));
+    start_fails_without_retry(
+        &mut world,
+        ErrorKind::NoLeader,
+        "region 1024:1 has no leader in its route",
+    );
+}
+
+// ---- OpenCandidateRegion ---------------------------------------------------------------
+
+#[test]
+fn open_candidate_region_sends_open_region_built_from_the_old_leaders_datanode_table() {
+    let mut world = World::default();
+    let mut point = drive(&mut world, &Setup::default(), |_, action| {
+        matches!(action, Action::ReadDatanodeTable { .. })
+    });
+    let now_ms = world.now_ms;
+    let decision = point.decide(
+        &mut world,
+        Observation::DatanodeTableRead {
+            datanode_id: FROM,
+            table_id: TABLE_ID,
+            datanode_table: Some(from_datanode_table()),
+        },
+    );
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::DatanodeTableRead {
+                datanode_id: FROM,
+                table_id: TABLE_ID,
+                datanode_table: Some(from_datanode_table()),
+            },
+            sent(TO, open_instruction(), OPEN_CANDIDATE_TIMEOUT_MS, now_ms, 1),
+        ]
+    );
+    assert_eq!(OPEN_CANDIDATE_TIMEOUT_MS, REGION_LEASE_MS);
+    assert_eq!(
+        decision.action,
+        send_action(TO, open_instruction(), OPEN_CANDIDATE_TIMEOUT_MS)
+    );
+}
+
+#[test]
+fn open_candidate_region_ok_reply_enters_update_metadata_downgrade() {
+    let mut world = World::default();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::OpenRegion),
+    );
+    world.now_ms += 100;
+    let ok = Reply::OpenRegion {
+        result: true,
+        error: None,
+    };
+    let route = world.route().expect("route");
+    let decision = point.decide(&mut world, reply(ok.clone()));
+    // The open is not a timed operation: no OperationTimed.
+    assert_eq!(
+        decision.events,
+        vec![
+            reply_received(TO, ok),
+            entered(StateName::UpdateMetadataDowngrade)
+        ]
+    );
+    let now_ms = world.now_ms;
+    assert_eq!(
+        decision.action,
+        Action::CasRoute {
+            table_id: TABLE_ID,
+            expected_version: 0,
+            route: with_region(&route, |region| {
+                region.leader_state = Some(LeaderState::Downgrading);
+                region.leader_down_since_ms = Some(now_ms);
+            }),
+            change: RouteChange::Downgrade,
+            region_move: None,
+        }
+    );
+    assert_eq!(point.state.operations_elapsed_ms, 0);
+}
+
+/// An answer to the open that the framework retries: the exact retry, then a fresh send.
+fn open_answer_is_retried(answer: MailboxOutcome, event: MigrationEvent, error: StepError) {
+    let mut world = World::default();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::OpenRegion),
+    );
+    world.now_ms += 100;
+    let now_ms = world.now_ms;
+    let decision = point.decide(&mut world, Observation::Mailbox(answer));
+    assert_eq!(
+        decision.events,
+        vec![event, retry_scheduled(1, 500, now_ms, 0, error)]
+    );
+    assert_eq!(
+        decision.action,
+        wait_action(now_ms + 500, WaitReason::Backoff)
+    );
+
+    world.now_ms += 500;
+    let decision = point.decide(&mut world, Observation::WaitElapsed);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            sent(
+                TO,
+                open_instruction(),
+                OPEN_CANDIDATE_TIMEOUT_MS,
+                world.now_ms,
+                1
+            )
+        ]
+    );
+    assert_eq!(world.route().map(|r| r.version), Some(0));
+}
+
+#[test]
+fn open_candidate_region_not_ok_reply_is_retryable() {
+    let not_ok = Reply::OpenRegion {
+        result: false,
+        error: Some("disk full".to_string()),
+    };
+    open_answer_is_retried(
+        MailboxOutcome::Reply(not_ok.clone()),
+        reply_received(TO, not_ok),
+        step_error(
+            ErrorKind::OpenRegionFailed,
+            "region 1024:1 is not opened by datanode 2: disk full",
+            true,
+        ),
+    );
+}
+
+#[test]
+fn open_candidate_region_mailbox_timeout_is_retryable() {
+    open_answer_is_retried(
+        MailboxOutcome::Timeout,
+        MigrationEvent::MailboxTimedOut {
+            peer: TO,
+            instruction: InstructionKind::OpenRegion,
+        },
+        step_error(
+            ErrorKind::MailboxTimeout,
+            "mailbox timeout for open candidate region 1024:1 on datanode 2",
+            true,
+        ),
+    );
+}
+
+/// An answer to the open that stops the migration: the exact rollback, then Failed.
+fn open_answer_rolls_back(
+    answer: MailboxOutcome,
+    event: MigrationEvent,
+    kind: ErrorKind,
+    message: &str,
+) {
+    let mut world = World::default();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::OpenRegion),
+    );
+    let decision = point.decide(&mut world, Observation::Mailbox(answer));
+    assert_eq!(
+        decision.events,
+        vec![event, rollback_started(kind, message)]
+    );
+    assert_eq!(decision.action, read_route_action());
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Failed));
+    assert_eq!(run.state().final_error.as_deref(), Some(message));
+    assert_eq!(run.state().retries_used, 0);
+    assert_eq!(world.route().map(|r| r.version), Some(0));
+}
+
+#[test]
+fn open_candidate_region_unreachable_candidate_is_not_retried() {
+    open_answer_rolls_back(
+        MailboxOutcome::Unreachable,
+        MigrationEvent::PeerUnreachable {
+            peer: TO,
+            instruction: InstructionKind::OpenRegion,
+        },
+        ErrorKind::Unreachable,
+        "datanode 2 is unreachable (open candidate region 1024:1)",
+    );
+}
+
+#[test]
+fn open_candidate_region_wrong_reply_kind_is_not_retried() {
+    let wrong = Reply::CloseRegion {
+        result: true,
+        error: None,
+    };
+    open_answer_rolls_back(
+        MailboxOutcome::Reply(wrong.clone()),
+        reply_received(TO, wrong),
+        ErrorKind::UnexpectedReply,
+        "unexpected reply from datanode 2: expected a open_region reply, got a close_region reply",
+    );
+}
+
+#[test]
+fn open_candidate_region_without_the_old_leaders_datanode_table_is_not_retried() {
+    let mut world = World::default();
+    let mut point = drive(&mut world, &Setup::default(), |_, action| {
+        matches!(action, Action::ReadDatanodeTable { .. })
+    });
+    let decision = point.decide(
+        &mut world,
+        Observation::DatanodeTableRead {
+            datanode_id: FROM,
+            table_id: TABLE_ID,
+            datanode_table: None,
+        },
+    );
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::DatanodeTableRead {
+                datanode_id: FROM,
+                table_id: TABLE_ID,
+                datanode_table: None,
+            },
+            rollback_started(
+                ErrorKind::DatanodeTableNotFound,
+                "datanode table not found: table 1024 on datanode 1"
+            ),
+        ]
+    );
+    assert_eq!(decision.action, read_route_action());
+}
+
+#[test]
+fn open_candidate_region_store_error_on_the_datanode_table_is_retryable() {
+    let mut world = World::default();
+    let mut point = drive(&mut world, &Setup::default(), |_, action| {
+        matches!(action, Action::ReadDatanodeTable { .. })
+    });
+    let now_ms = world.now_ms;
+    let decision = point.decide(&mut world, store_failed(READ_DATANODE_TABLE_OPERATION));
+    assert_eq!(
+        decision.events,
+        vec![
+            metadata_failed(READ_DATANODE_TABLE_OPERATION),
+            retry_scheduled(
+                1,
+                500,
+                now_ms,
+                0,
+                step_error(
+                    ErrorKind::MetadataStore,
+                    "metadata store error: read datanode table: injected store error",
+                    true
+                )
+            ),
+        ]
+    );
+    world.now_ms += 500;
+    let decision = point.decide(&mut world, Observation::WaitElapsed);
+    assert_eq!(decision.events, vec![MigrationEvent::WaitElapsed]);
+    assert_eq!(
+        decision.action,
+        Action::ReadDatanodeTable {
+            datanode_id: FROM,
+            table_id: TABLE_ID
+        }
+    );
+}
+
+// ---- UpdateMetadata::Downgrade ---------------------------------------------------------
+
+#[test]
+fn update_metadata_downgrade_cas_applied_enters_downgrade_and_sets_the_lease_deadline() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        cas_of(RouteChange::Downgrade),
+    );
+    world.now_ms += 3;
+    let now_ms = world.now_ms;
+    let decision = point.decide(
+        &mut world,
+        cas_applied_observation(RouteChange::Downgrade, 0),
+    );
+    assert_eq!(
+        decision.events,
+        vec![
+            cas_applied(RouteChange::Downgrade, 0),
+            entered(StateName::DowngradeLeaderRegion),
+            MigrationEvent::LeaseDeadlineSet {
+                deadline_ms: now_ms + REGION_LEASE_MS
+            },
+            sent(FROM, downgrade_instruction(10_000), 10_000, now_ms, 1),
+        ]
+    );
+    assert_eq!(
+        decision.action,
+        send_action(FROM, downgrade_instruction(10_000), 10_000)
+    );
+    assert_eq!(point.state.lease_deadline_ms, Some(now_ms + 10_000));
+}
+
+#[test]
+fn update_metadata_downgrade_cas_refused_is_retryable_and_rereads_the_route() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        cas_of(RouteChange::Downgrade),
+    );
+    let now_ms = world.now_ms;
+    let decision = point.decide(
+        &mut world,
+        cas_refused_observation(RouteChange::Downgrade, 0),
+    );
+    assert_eq!(
+        decision.events,
+        vec![
+            cas_refused(RouteChange::Downgrade, 0),
+            retry_scheduled(
+                1,
+                500,
+                now_ms,
+                0,
+                step_error(ErrorKind::CasConflict, downgrade_cas_message(), true)
+            ),
+        ]
+    );
+    world.now_ms += 500;
+    let decision = point.decide(&mut world, Observation::WaitElapsed);
+    assert_eq!(decision.events, vec![MigrationEvent::WaitElapsed]);
+    // The cached route was dropped: the retry reads it again before its CAS.
+    assert_eq!(decision.action, read_route_action());
+}
+
+#[test]
+fn update_metadata_downgrade_store_error_is_retryable_and_rereads_the_route() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        cas_of(RouteChange::Downgrade),
+    );
+    let now_ms = world.now_ms;
+    let decision = point.decide(&mut world, store_failed(CAS_ROUTE_OPERATION));
+    assert_eq!(
+        decision.events,
+        vec![
+            metadata_failed(CAS_ROUTE_OPERATION),
+            retry_scheduled(
+                1,
+                500,
+                now_ms,
+                0,
+                step_error(
+                    ErrorKind::MetadataStore,
+                    "metadata store error: compare-and-swap table route: injected store error",
+                    true
+                )
+            ),
+        ]
+    );
+    world.now_ms += 500;
+    let decision = point.decide(&mut world, Observation::WaitElapsed);
+    assert_eq!(decision.action, read_route_action());
+}
+
+#[test]
+fn update_metadata_downgrade_with_the_leader_already_downgrading_writes_nothing() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        cas_of(RouteChange::Downgrade),
+    );
+    // Refused: another writer changed the route meanwhile, to exactly what we wanted.
+    world.edit_region(|region| {
+        region.leader_state = Some(LeaderState::Downgrading);
+        region.leader_down_since_ms = Some(START_MS);
+    });
+    point.decide(
+        &mut world,
+        cas_refused_observation(RouteChange::Downgrade, 0),
+    );
+    world.now_ms += 500;
+    point.decide(&mut world, Observation::WaitElapsed);
+    let now_ms = world.now_ms;
+    let decision = point.read_route(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            entered(StateName::DowngradeLeaderRegion),
+            MigrationEvent::LeaseDeadlineSet {
+                deadline_ms: now_ms + REGION_LEASE_MS
+            },
+            sent(FROM, downgrade_instruction(10_000), 10_000, now_ms, 1),
+        ]
+    );
+}
+
+// ---- DowngradeLeaderRegion -------------------------------------------------------------
+
+/// A procedure stopped at its first downgrade send; returns it and the send time.
+fn at_first_downgrade(world: &mut World, setup: &Setup) -> (Point, u64) {
+    let point = drive(world, setup, sending(InstructionKind::DowngradeRegion));
+    let sent_at_ms = world.now_ms;
+    assert_eq!(
+        point.state.lease_deadline_ms,
+        Some(sent_at_ms + REGION_LEASE_MS)
+    );
+    (point, sent_at_ms)
+}
+
+#[test]
+fn downgrade_success_remembers_last_entry_id_resets_the_lease_and_upgrades() {
+    let mut world = World::with_candidate_follower();
+    let (mut point, _) = at_first_downgrade(&mut world, &Setup::default());
+    world.now_ms += 100;
+    let ok = downgrade_reply(Some(42), true, None);
+    let decision = point.decide(&mut world, reply(ok.clone()));
+    let now_ms = world.now_ms;
+    assert_eq!(
+        decision.events,
+        vec![
+            reply_received(FROM, ok),
+            timed(InstructionKind::DowngradeRegion, 100),
+            MigrationEvent::LeaseDeadlineReset,
+            entered(StateName::UpgradeCandidateRegion),
+            sent(TO, upgrade_instruction(Some(42), 9_900), 9_900, now_ms, 1),
+        ]
+    );
+    assert_eq!(
+        decision.action,
+        send_action(TO, upgrade_instruction(Some(42), 9_900), 9_900)
+    );
+    assert_eq!(point.state.last_entry_id, Some(42));
+    assert_eq!(point.state.lease_deadline_ms, None);
+    assert_eq!(point.state.operations_elapsed_ms, 100);
+}
+
+#[test]
+fn downgrade_of_a_missing_region_is_accepted_without_a_last_entry_id() {
+    let mut world = World::with_candidate_follower();
+    let (mut point, _) = at_first_downgrade(&mut world, &Setup::default());
+    world.now_ms += 100;
+    let missing = downgrade_reply(Some(5), false, None);
+    let decision = point.decide(&mut world, reply(missing.clone()));
+    let now_ms = world.now_ms;
+    assert_eq!(
+        decision.events,
+        vec![
+            reply_received(FROM, missing),
+            timed(InstructionKind::DowngradeRegion, 100),
+            MigrationEvent::LeaseDeadlineReset,
+            entered(StateName::UpgradeCandidateRegion),
+            sent(TO, upgrade_instruction(None, 9_900), 9_900, now_ms, 1),
+        ]
+    );
+    assert_eq!(point.state.last_entry_id, None);
+}
+
+#[test]
+fn downgrade_with_a_remote_wal_does_not_reject_writes() {
+    let mut world = World::with_candidate_follower();
+    let setup = Setup {
+        wal: WalKind::Remote,
+        ..Setup::default()
+    };
+    let point = drive(
+        &mut world,
+        &setup,
+        sending(InstructionKind::DowngradeRegion),
+    );
+    assert_eq!(
+        point.action,
+        send_action(
+            FROM,
+            Instruction::DowngradeRegion {
+                region_id: region_id(),
+                flush_timeout_ms: 10_000,
+                reject_write: false,
+            },
+            10_000
+        )
+    );
+}
+
+/// A retryable downgrade answer: wait 500 ms, then attempt 2 with what is left of the budget,
+/// and no second lease deadline.
+fn downgrade_answer_is_retried_in_state(
+    answer: MailboxOutcome,
+    event: MigrationEvent,
+    takes_ms: u64,
+) {
+    let mut world = World::with_candidate_follower();
+    let (mut point, sent_at_ms) = at_first_downgrade(&mut world, &Setup::default());
+    world.now_ms += takes_ms;
+    let now_ms = world.now_ms;
+    let decision = point.decide(&mut world, Observation::Mailbox(answer));
+    assert_eq!(
+        decision.events,
+        vec![
+            event,
+            timed(InstructionKind::DowngradeRegion, takes_ms),
+            wait_started(now_ms + 500, WaitReason::AttemptInterval),
+        ]
+    );
+    assert_eq!(
+        decision.action,
+        wait_action(now_ms + 500, WaitReason::AttemptInterval)
+    );
+    assert_eq!(
+        point.state.status(),
+        Status::Waiting {
+            until_ms: now_ms + 500,
+            reason: WaitReason::AttemptInterval
+        }
+    );
+
+    world.now_ms += 500;
+    let left_ms = 10_000 - takes_ms;
+    let decision = point.decide(&mut world, Observation::WaitElapsed);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            sent(
+                FROM,
+                downgrade_instruction(left_ms),
+                left_ms,
+                world.now_ms,
+                2
+            ),
+        ]
+    );
+    assert_eq!(
+        point.state.lease_deadline_ms,
+        Some(sent_at_ms + REGION_LEASE_MS)
+    );
+    assert_eq!(point.state.retries_used, 0);
+}
+
+#[test]
+fn downgrade_error_reply_is_retried_after_500ms() {
+    let failed = downgrade_reply(None, true, Some("flush failed"));
+    downgrade_answer_is_retried_in_state(
+        MailboxOutcome::Reply(failed.clone()),
+        reply_received(FROM, failed),
+        100,
+    );
+}
+
+#[test]
+fn downgrade_mailbox_timeout_is_retried_after_500ms() {
+    downgrade_answer_is_retried_in_state(
+        MailboxOutcome::Timeout,
+        MigrationEvent::MailboxTimedOut {
+            peer: FROM,
+            instruction: InstructionKind::DowngradeRegion,
+        },
+        1_000,
+    );
+}
+
+#[test]
+fn downgrade_three_failed_attempts_take_the_slow_path_until_the_logged_lease_deadline() {
+    let mut world = World::with_candidate_follower();
+    let failed = downgrade_reply(None, true, Some("flush failed"));
+    world.script(
+        InstructionKind::DowngradeRegion,
+        vec![MailboxOutcome::Reply(failed.clone()); 3],
+    );
+    let mut point = drive(&mut world, &Setup::default(), |state, action| {
+        matches!(action, Action::Send { .. })
+            && state.outstanding.as_ref().map(|o| o.attempt) == Some(3)
+    });
+    let deadline_ms = point.state.lease_deadline_ms.expect("lease deadline");
+    // Attempts 1 and 2 each took 100 ms and waited 500 ms: attempt 3 starts 1200 ms in.
+    assert_eq!(world.now_ms, deadline_ms - REGION_LEASE_MS + 1_200);
+    let lease_sets = point
+        .log
+        .iter()
+        .filter(|t| matches!(t.event, MigrationEvent::LeaseDeadlineSet { .. }))
+        .count();
+    assert_eq!(lease_sets, 1);
+
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            reply_received(FROM, failed),
+            timed(InstructionKind::DowngradeRegion, 100),
+            wait_started(deadline_ms, WaitReason::LeaseExpiry),
+        ]
+    );
+    assert_eq!(
+        decision.action,
+        wait_action(deadline_ms, WaitReason::LeaseExpiry)
+    );
+    assert_eq!(point.state.counters.slow_path_waits, 1);
+
+    let decision = point.perform(&mut world);
+    assert_eq!(world.now_ms, deadline_ms);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            entered(StateName::UpgradeCandidateRegion),
+            sent(TO, upgrade_instruction(None, 9_700), 9_700, deadline_ms, 1),
+        ]
+    );
+}
+
+/// A downgrade answer that stops the attempts at once: straight to the lease wait.
+fn downgrade_answer_takes_the_slow_path_at_once(answer: MailboxOutcome, event: MigrationEvent) {
+    let mut world = World::with_candidate_follower();
+    let (mut point, sent_at_ms) = at_first_downgrade(&mut world, &Setup::default());
+    let deadline_ms = sent_at_ms + REGION_LEASE_MS;
+    let decision = point.decide(&mut world, Observation::Mailbox(answer));
+    assert_eq!(
+        decision.events,
+        vec![
+            event,
+            timed(InstructionKind::DowngradeRegion, 0),
+            wait_started(deadline_ms, WaitReason::LeaseExpiry),
+        ]
+    );
+    assert_eq!(
+        decision.action,
+        wait_action(deadline_ms, WaitReason::LeaseExpiry)
+    );
+    assert_eq!(point.state.step.attempts, 1);
+}
+
+#[test]
+fn downgrade_unreachable_leader_stops_at_once_and_takes_the_slow_path() {
+    downgrade_answer_takes_the_slow_path_at_once(
+        MailboxOutcome::Unreachable,
+        MigrationEvent::PeerUnreachable {
+            peer: FROM,
+            instruction: InstructionKind::DowngradeRegion,
+        },
+    );
+}
+
+#[test]
+fn downgrade_wrong_reply_kind_stops_at_once_and_takes_the_slow_path() {
+    let wrong = upgrade_reply(true, true, None);
+    downgrade_answer_takes_the_slow_path_at_once(
+        MailboxOutcome::Reply(wrong.clone()),
+        reply_received(FROM, wrong),
+    );
+}
+
+#[test]
+fn downgrade_slow_path_does_not_wait_when_the_lease_already_expired() {
+    let mut world = World::with_candidate_follower();
+    world.reply_delay_ms = 4_000;
+    let failed = downgrade_reply(None, true, Some("flush failed"));
+    world.script(
+        InstructionKind::DowngradeRegion,
+        vec![MailboxOutcome::Reply(failed.clone()); 3],
+    );
+    let setup = Setup::default().with_timeout_ms(60_000);
+    let mut point = drive(
+        &mut world,
+        &setup,
+        sending_attempt(InstructionKind::DowngradeRegion, 3),
+    );
+    let decision = point.perform(&mut world);
+    // 4000 + 500 + 4000 + 500 + 4000 ms: the lease ran out 3000 ms ago.
+    assert!(world.now_ms > point.state.lease_deadline_ms.expect("lease"));
+    let now_ms = world.now_ms;
+    assert_eq!(
+        decision.events,
+        vec![
+            reply_received(FROM, failed),
+            timed(InstructionKind::DowngradeRegion, 4_000),
+            entered(StateName::UpgradeCandidateRegion),
+            sent(TO, upgrade_instruction(None, 48_000), 48_000, now_ms, 1),
+        ]
+    );
+}
+
+#[test]
+fn downgrade_with_the_budget_used_up_goes_to_update_metadata_rollback() {
+    let mut world = World::with_candidate_follower();
+    world.script(InstructionKind::DowngradeRegion, [MailboxOutcome::Timeout]);
+    let setup = Setup::default().with_timeout_ms(2_000);
+    let mut point = drive(
+        &mut world,
+        &setup,
+        sending(InstructionKind::DowngradeRegion),
+    );
+    // The mailbox timeout of a downgrade is what is left of the budget: all of it.
+    assert_eq!(
+        point.action,
+        send_action(FROM, downgrade_instruction(2_000), 2_000)
+    );
+    let decision = point.perform(&mut world);
+    let now_ms = world.now_ms;
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::MailboxTimedOut {
+                peer: FROM,
+                instruction: InstructionKind::DowngradeRegion
+            },
+            timed(InstructionKind::DowngradeRegion, 2_000),
+            wait_started(now_ms + 500, WaitReason::AttemptInterval),
+        ]
+    );
+    assert_eq!(point.state.remaining_budget_ms(), 0);
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            entered(StateName::UpdateMetadataRollback)
+        ]
+    );
+    assert_eq!(decision.action, read_route_action());
+
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+    assert_eq!(
+        run.state().final_error.as_deref(),
+        Some(ABORTED_FAILED_UPGRADE)
+    );
+    region_is(&world, FROM, false);
+}
+
+// ---- UpgradeCandidateRegion ------------------------------------------------------------
+
+/// A procedure stopped at its first upgrade send (after a 100 ms downgrade).
+fn at_first_upgrade(world: &mut World, setup: &Setup) -> Point {
+    drive(world, setup, sending(InstructionKind::UpgradeRegion))
+}
+
+#[test]
+fn upgrade_success_enters_update_metadata_upgrade_and_rereads_the_route() {
+    let mut world = World::with_candidate_follower();
+    let mut point = at_first_upgrade(&mut world, &Setup::default());
+    world.now_ms += 100;
+    let ok = upgrade_reply(true, true, None);
+    let decision = point.decide(&mut world, reply(ok.clone()));
+    assert_eq!(
+        decision.events,
+        vec![
+            reply_received(TO, ok),
+            timed(InstructionKind::UpgradeRegion, 100),
+            entered(StateName::UpdateMetadataUpgrade),
+        ]
+    );
+    assert_eq!(decision.action, read_route_action());
+    assert_eq!(point.state.operations_elapsed_ms, 200);
+}
+
+/// A retryable upgrade answer: wait 500 ms, then attempt 2 with what is left of the budget.
+fn upgrade_answer_is_retried_in_state(
+    setup: &Setup,
+    answer: MailboxOutcome,
+    event: MigrationEvent,
+    takes_ms: u64,
+) {
+    let mut world = World::with_candidate_follower();
+    let mut point = at_first_upgrade(&mut world, setup);
+    world.now_ms += takes_ms;
+    let now_ms = world.now_ms;
+    let decision = point.decide(&mut world, Observation::Mailbox(answer));
+    assert_eq!(
+        decision.events,
+        vec![
+            event,
+            timed(InstructionKind::UpgradeRegion, takes_ms),
+            wait_started(now_ms + 500, WaitReason::AttemptInterval),
+        ]
+    );
+    world.now_ms += 500;
+    let left_ms = setup.task.timeout_ms - 100 - takes_ms;
+    let decision = point.decide(&mut world, Observation::WaitElapsed);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            sent(
+                TO,
+                upgrade_instruction(Some(LAST_ENTRY_ID), left_ms),
+                left_ms,
+                world.now_ms,
+                2
+            ),
+        ]
+    );
+}
+
+#[test]
+fn upgrade_error_reply_is_retried_after_500ms() {
+    let failed = upgrade_reply(false, true, Some("replay failed"));
+    upgrade_answer_is_retried_in_state(
+        &Setup::default(),
+        MailboxOutcome::Reply(failed.clone()),
+        reply_received(TO, failed),
+        100,
+    );
+}
+
+#[test]
+fn upgrade_not_ready_is_retried_when_readiness_is_required() {
+    let not_ready = upgrade_reply(false, true, None);
+    upgrade_answer_is_retried_in_state(
+        &Setup::default(),
+        MailboxOutcome::Reply(not_ready.clone()),
+        reply_received(TO, not_ready),
+        100,
+    );
+}
+
+#[test]
+fn upgrade_mailbox_timeout_is_retried_after_500ms() {
+    upgrade_answer_is_retried_in_state(
+        &Setup::default().with_timeout_ms(30_000),
+        MailboxOutcome::Timeout,
+        MigrationEvent::MailboxTimedOut {
+            peer: TO,
+            instruction: InstructionKind::UpgradeRegion,
+        },
+        1_000,
+    );
+}
+
+#[test]
+fn upgrade_not_ready_is_accepted_when_readiness_is_not_required() {
+    let mut world = World::with_candidate_follower();
+    let setup = Setup {
+        policy: RetryPolicy {
+            require_ready: false,
+            ..RetryPolicy::default()
+        },
+        ..Setup::default()
+    };
+    let mut point = at_first_upgrade(&mut world, &setup);
+    let not_ready = upgrade_reply(false, true, None);
+    let decision = point.decide(&mut world, reply(not_ready.clone()));
+    assert_eq!(
+        decision.events,
+        vec![
+            reply_received(TO, not_ready),
+            timed(InstructionKind::UpgradeRegion, 0),
+            entered(StateName::UpdateMetadataUpgrade),
+        ]
+    );
+}
+
+/// An upgrade answer that stops at once: UpdateMetadata::Rollback.
+fn upgrade_answer_rolls_back_the_metadata(answer: MailboxOutcome, event: MigrationEvent) {
+    let mut world = World::with_candidate_follower();
+    let mut point = at_first_upgrade(&mut world, &Setup::default());
+    let decision = point.decide(&mut world, Observation::Mailbox(answer));
+    assert_eq!(
+        decision.events,
+        vec![
+            event,
+            timed(InstructionKind::UpgradeRegion, 0),
+            entered(StateName::UpdateMetadataRollback),
+        ]
+    );
+    assert_eq!(decision.action, read_route_action());
+    assert_eq!(point.state.step.attempts, 0);
+}
+
+#[test]
+fn upgrade_of_a_missing_region_is_not_retried() {
+    let missing = upgrade_reply(true, false, None);
+    upgrade_answer_rolls_back_the_metadata(
+        MailboxOutcome::Reply(missing.clone()),
+        reply_received(TO, missing),
+    );
+}
+
+#[test]
+fn upgrade_unreachable_candidate_is_not_retried() {
+    upgrade_answer_rolls_back_the_metadata(
+        MailboxOutcome::Unreachable,
+        MigrationEvent::PeerUnreachable {
+            peer: TO,
+            instruction: InstructionKind::UpgradeRegion,
+        },
+    );
+}
+
+#[test]
+fn upgrade_wrong_reply_kind_is_not_retried() {
+    let wrong = downgrade_reply(Some(1), true, None);
+    upgrade_answer_rolls_back_the_metadata(
+        MailboxOutcome::Reply(wrong.clone()),
+        reply_received(TO, wrong),
+    );
+}
+
+#[test]
+fn upgrade_three_failed_attempts_roll_back_the_metadata() {
+    let mut world = World::with_candidate_follower();
+    let failed = upgrade_reply(false, true, Some("replay failed"));
+    world.script(
+        InstructionKind::UpgradeRegion,
+        vec![MailboxOutcome::Reply(failed.clone()); 3],
+    );
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending_attempt(InstructionKind::UpgradeRegion, 3),
+    );
+    let replay_timeouts: Vec<u64> = world
+        .sent
+        .iter()
+        .filter_map(|sent| match sent.instruction {
+            Instruction::UpgradeRegion {
+                replay_timeout_ms, ..
+            } => Some(replay_timeout_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replay_timeouts, vec![9_900, 9_800]);
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            reply_received(TO, failed),
+            timed(InstructionKind::UpgradeRegion, 100),
+            entered(StateName::UpdateMetadataRollback),
+        ]
+    );
+    assert_eq!(point.state.retries_used, 0);
+}
+
+#[test]
+fn upgrade_replay_timeout_is_the_timeout_minus_the_time_spent_in_the_downgrade() {
+    let mut world = World::with_candidate_follower();
+    world.reply_delay_ms = 700;
+    let failed = downgrade_reply(None, true, Some("flush failed"));
+    world.script(
+        InstructionKind::DowngradeRegion,
+        [MailboxOutcome::Reply(failed)],
+    );
+    let point = at_first_upgrade(&mut world, &Setup::default());
+    // Two downgrade attempts of 700 ms each; the 500 ms pause between them is not charged.
+    assert_eq!(point.state.operations_elapsed_ms, 1_400);
+    assert_eq!(
+        point.action,
+        send_action(TO, upgrade_instruction(Some(LAST_ENTRY_ID), 8_600), 8_600)
+    );
+}
+
+#[test]
+fn upgrade_with_no_budget_left_rolls_back_the_metadata_without_sending() {
+    let mut world = World::with_candidate_follower();
+    world.reply_delay_ms = 2_000;
+    let setup = Setup::default().with_timeout_ms(2_000);
+    let mut point = drive(
+        &mut world,
+        &setup,
+        sending(InstructionKind::DowngradeRegion),
+    );
+    let ok = ok_reply(InstructionKind::DowngradeRegion, Some(LAST_ENTRY_ID));
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            reply_received(FROM, ok),
+            timed(InstructionKind::DowngradeRegion, 2_000),
+            MigrationEvent::LeaseDeadlineReset,
+            entered(StateName::UpgradeCandidateRegion),
+            entered(StateName::UpdateMetadataRollback),
+        ]
+    );
+    assert_eq!(decision.action, read_route_action());
+}
+
+// ---- UpdateMetadata::Upgrade -----------------------------------------------------------
+
+#[test]
+fn update_metadata_upgrade_writes_the_new_route_with_the_datanode_table_move_and_calls_hooks() {
+    let mut world = World::default();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::UpdateMetadataUpgrade),
+    );
+    let route = world.route().expect("route");
+    assert_eq!(route.version, 1);
+    let decision = point.read_route(&mut world);
+    assert_eq!(decision.events, vec![route_read(Some(route.clone()))]);
+    assert_eq!(
+        decision.action,
+        Action::CasRoute {
+            table_id: TABLE_ID,
+            expected_version: 1,
+            route: with_region(&route, |region| {
+                region.leader_peer = Some(Peer::sim(TO));
+                region.leader_state = None;
+                region.leader_down_since_ms = None;
+            }),
+            change: RouteChange::Upgrade,
+            region_move: Some(RegionMove {
+                region_id: region_id(),
+                from_peer: FROM,
+                to_peer: TO,
+            }),
+        }
+    );
+
+    let decision = point.perform(&mut world);
+    let hooks = vec![
+        Hook::DeregisterFailureDetector {
+            peer: FROM,
+            region_id: region_id(),
+        },
+        Hook::InvalidateTableCache { table_id: TABLE_ID },
+    ];
+    assert_eq!(
+        decision.events,
+        vec![
+            cas_applied(RouteChange::Upgrade, 1),
+            MigrationEvent::HooksCalled {
+                hooks: hooks.clone()
+            },
+            entered(StateName::CloseDowngradedRegion),
+            sent(
+                FROM,
+                close_instruction(),
+                CLOSE_REGION_TIMEOUT_MS,
+                world.now_ms,
+                1
+            ),
+        ]
+    );
+    assert_eq!(decision.hooks, hooks);
+    assert_eq!(CLOSE_REGION_TIMEOUT_MS, 1_000);
+    assert!(point.state.new_route_written);
+    region_is(&world, TO, false);
+    assert_eq!(
+        world.datanode_tables[&(FROM, TABLE_ID)].region_numbers,
+        Vec::<u32>::new()
+    );
+    assert_eq!(
+        world.datanode_tables[&(TO, TABLE_ID)].region_numbers,
+        vec![REGION_NUMBER]
+    );
+}
+
+#[test]
+fn update_metadata_upgrade_removes_the_candidate_from_the_followers() {
+    let mut world = World::new(region_route(Some(FROM), &[TO, OTHER]));
+    let mut point = drive(&mut world, &Setup::default(), cas_of(RouteChange::Upgrade));
+    point.perform(&mut world);
+    let region = world.region().expect("region");
+    assert_eq!(region.leader_peer, Some(Peer::sim(TO)));
+    assert_eq!(region.follower_peers, vec![Peer::sim(OTHER)]);
+}
+
+#[test]
+fn update_metadata_upgrade_with_the_route_already_written_carries_on() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::UpdateMetadataUpgrade),
+    );
+    world.edit_region(|region| {
+        region.leader_peer = Some(Peer::sim(TO));
+        region.follower_peers.clear();
+        region.leader_state = None;
+        region.leader_down_since_ms = None;
+    });
+    let decision = point.read_route(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            MigrationEvent::HooksCalled {
+                hooks: vec![
+                    Hook::DeregisterFailureDetector {
+                        peer: FROM,
+                        region_id: region_id()
+                    },
+                    Hook::InvalidateTableCache { table_id: TABLE_ID },
+                ]
+            },
+            entered(StateName::CloseDowngradedRegion),
+            sent(
+                FROM,
+                close_instruction(),
+                CLOSE_REGION_TIMEOUT_MS,
+                world.now_ms,
+                1
+            ),
+        ]
+    );
+}
+
+fn update_metadata_upgrade_rolls_back_on(edit: impl FnOnce(&mut RegionRoute), message: &str) {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::UpdateMetadataUpgrade),
+    );
+    world.edit_region(edit);
+    let decision = point.read_route(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            rollback_started(ErrorKind::UnexpectedRoute, message),
+        ]
+    );
+    assert_eq!(decision.action, read_route_action());
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Failed));
+    assert_eq!(run.state().final_error.as_deref(), Some(message));
+}
+
+#[test]
+fn update_metadata_upgrade_with_the_candidate_leading_but_still_downgrading_is_not_retried() {
+    update_metadata_upgrade_rolls_back_on(
+        |region| region.leader_peer = Some(Peer::sim(TO)),
+        "unexpected intermediate state: region 1024:1 names the candidate 2 as leader but is still Downgrading",
+    );
+}
+
+#[test]
+fn update_metadata_upgrade_with_another_leader_is_not_retried() {
+    update_metadata_upgrade_rolls_back_on(
+        |region| region.leader_peer = Some(Peer::sim(OTHER)),
+        "unexpected region leader of region 1024:1: expected 1, found 3",
+    );
+}
+
+#[test]
+fn update_metadata_upgrade_cas_refused_is_retryable() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(&mut world, &Setup::default(), cas_of(RouteChange::Upgrade));
+    let now_ms = world.now_ms;
+    let decision = point.decide(&mut world, cas_refused_observation(RouteChange::Upgrade, 1));
+    assert_eq!(
+        decision.events,
+        vec![
+            cas_refused(RouteChange::Upgrade, 1),
+            retry_scheduled(
+                1,
+                500,
+                now_ms,
+                0,
+                step_error(ErrorKind::CasConflict, upgrade_cas_message(), true)
+            ),
+        ]
+    );
+    assert!(!point.state.new_route_written);
+}
+
+// ---- UpdateMetadata::Rollback ----------------------------------------------------------
+
+#[test]
+fn update_metadata_rollback_clears_downgrading_then_aborts_and_rolls_back() {
+    let mut world = World::with_candidate_follower();
+    world.script(
+        InstructionKind::UpgradeRegion,
+        [MailboxOutcome::Reply(upgrade_reply(true, false, None))],
+    );
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::UpdateMetadataRollback),
+    );
+    let route = world.route().expect("route");
+    let decision = point.perform(&mut world);
+    assert_eq!(decision.events, vec![route_read(Some(route.clone()))]);
+    assert_eq!(
+        decision.action,
+        Action::CasRoute {
+            table_id: TABLE_ID,
+            expected_version: 1,
+            route: with_region(&route, |region| {
+                region.leader_state = None;
+                region.leader_down_since_ms = None;
+            }),
+            change: RouteChange::ClearDowngrading,
+            region_move: None,
+        }
+    );
+
+    let decision = point.perform(&mut world);
+    let hooks = vec![
+        Hook::RegisterFailureDetector {
+            peer: FROM,
+            region_id: region_id(),
+        },
+        Hook::InvalidateTableCache { table_id: TABLE_ID },
+    ];
+    assert_eq!(
+        decision.events,
+        vec![
+            cas_applied(RouteChange::ClearDowngrading, 1),
+            MigrationEvent::HooksCalled {
+                hooks: hooks.clone()
+            },
+            entered_abort(FAILED_UPGRADE),
+            rollback_started(ErrorKind::MigrationAborted, ABORTED_FAILED_UPGRADE),
+        ]
+    );
+    assert_eq!(decision.hooks, hooks);
+    assert_eq!(decision.action, read_route_action());
+
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            MigrationEvent::HooksCalled {
+                hooks: vec![Hook::RegisterFailureDetector {
+                    peer: FROM,
+                    region_id: region_id()
+                }]
+            },
+            MigrationEvent::RollbackFinished {
+                succeeded: true,
+                error: None
+            },
+            finished(Outcome::Aborted, Some(ABORTED_FAILED_UPGRADE)),
+        ]
+    );
+    assert_eq!(decision.action, finish_action(Outcome::Aborted));
+    assert_eq!(point.state.status(), Status::Aborted);
+    region_is(&world, FROM, false);
+}
+
+#[test]
+fn update_metadata_rollback_cas_refused_is_retryable() {
+    let mut world = World::with_candidate_follower();
+    world.script(
+        InstructionKind::UpgradeRegion,
+        [MailboxOutcome::Reply(upgrade_reply(true, false, None))],
+    );
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        cas_of(RouteChange::ClearDowngrading),
+    );
+    let now_ms = world.now_ms;
+    let decision = point.decide(
+        &mut world,
+        cas_refused_observation(RouteChange::ClearDowngrading, 1),
+    );
+    assert_eq!(
+        decision.events,
+        vec![
+            cas_refused(RouteChange::ClearDowngrading, 1),
+            retry_scheduled(
+                1,
+                500,
+                now_ms,
+                0,
+                step_error(
+                    ErrorKind::CasConflict,
+                    "failed to update the table route while rolling back the downgrade of region 1024:1: table 1024 was changed concurrently",
+                    true
+                )
+            ),
+        ]
+    );
+    assert_eq!(point.state.state, StateName::UpdateMetadataRollback);
+}
+
+// ---- CloseDowngradedRegion and End -----------------------------------------------------
+
+#[test]
+fn close_downgraded_region_ends_whatever_the_old_leader_answers() {
+    let answers = [
+        (
+            MailboxOutcome::Reply(ok_reply(InstructionKind::CloseRegion, None)),
+            reply_received(FROM, ok_reply(InstructionKind::CloseRegion, None)),
+        ),
+        (
+            MailboxOutcome::Reply(Reply::CloseRegion {
+                result: false,
+                error: Some("busy".to_string()),
+            }),
+            reply_received(
+                FROM,
+                Reply::CloseRegion {
+                    result: false,
+                    error: Some("busy".to_string()),
+                },
+            ),
+        ),
+        (
+            MailboxOutcome::Reply(upgrade_reply(true, true, None)),
+            reply_received(FROM, upgrade_reply(true, true, None)),
+        ),
+        (
+            MailboxOutcome::Timeout,
+            MigrationEvent::MailboxTimedOut {
+                peer: FROM,
+                instruction: InstructionKind::CloseRegion,
+            },
+        ),
+        (
+            MailboxOutcome::Unreachable,
+            MigrationEvent::PeerUnreachable {
+                peer: FROM,
+                instruction: InstructionKind::CloseRegion,
+            },
+        ),
+    ];
+    for (answer, event) in answers {
+        let mut world = World::with_candidate_follower();
+        let mut point = drive(
+            &mut world,
+            &Setup::default(),
+            sending(InstructionKind::CloseRegion),
+        );
+        let decision = point.decide(&mut world, Observation::Mailbox(answer));
+        assert_eq!(
+            decision.events,
+            vec![
+                event,
+                entered(StateName::End),
+                finished(Outcome::Completed, None)
+            ]
+        );
+        assert_eq!(decision.action, finish_action(Outcome::Completed));
+        region_is(&world, TO, false);
+    }
+}
+
+#[test]
+fn end_is_terminal_and_refuses_any_further_input() {
+    let mut world = World::default();
+    let run = world.run_submitted(&Setup::default());
+    assert_eq!(run.outcome, Some(Outcome::Completed));
+    let state = run.state();
+    for observation in [
+        Observation::Begin,
+        Observation::Resumed,
+        Observation::WaitElapsed,
+        read_route_observation(&world),
+    ] {
+        assert_eq!(
+            decide(&state, world.now_ms, Input::new(observation.clone())),
+            Err(DecideError::Finished {
+                outcome: "completed",
+                input: format!("{observation:?}"),
+            })
+        );
+    }
+}
+
+// ---- Framework retry -------------------------------------------------------------------
+
+#[test]
+fn framework_retry_backs_off_exponentially_with_jitter_up_to_a_quarter_then_rolls_back() {
+    let mut world = World::default();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::Start),
+    );
+    let error = step_error(
+        ErrorKind::MetadataStore,
+        "metadata store error: read table route: injected store error",
+        true,
+    );
+    // (jitter value, expected delay): 500 ms, 1000 ms + 25%, 2000 ms + 10%.
+    for (attempt, (jitter_random, delay_ms)) in [(0, 500), (10_000, 1_250), (4_000, 2_200)]
+        .into_iter()
+        .enumerate()
+    {
+        let now_ms = world.now_ms;
+        let decision = point.decide_with_jitter(
+            &mut world,
+            store_failed(READ_ROUTE_OPERATION),
+            jitter_random,
+        );
+        assert_eq!(
+            decision.events,
+            vec![
+                metadata_failed(READ_ROUTE_OPERATION),
+                retry_scheduled(
+                    attempt as u32 + 1,
+                    delay_ms,
+                    now_ms,
+                    jitter_random,
+                    error.clone()
+                ),
+            ]
+        );
+        world.now_ms = now_ms + delay_ms;
+        let decision = point.decide(&mut world, Observation::WaitElapsed);
+        assert_eq!(decision.action, read_route_action());
+    }
+    assert_eq!(point.state.retries_left(), 0);
+    let decision = point.decide(&mut world, store_failed(READ_ROUTE_OPERATION));
+    let exhausted = "retry budget exhausted after 3 retries: metadata store error: read table route: injected store error";
+    assert_eq!(
+        decision.events,
+        vec![
+            metadata_failed(READ_ROUTE_OPERATION),
+            rollback_started(ErrorKind::RetryBudgetExhausted, exhausted),
+        ]
+    );
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Failed));
+    assert_eq!(run.state().final_error.as_deref(), Some(exhausted));
+    assert_eq!(run.state().retries_used, 3);
+}
+
+#[test]
+fn framework_retry_jitter_never_exceeds_a_quarter_of_the_backoff() {
+    let world = World::default();
+    let mut log = world.submit(&Setup::default());
+    log.push(TimedEvent {
+        at_ms: world.now_ms,
+        event: MigrationEvent::LocksAcquired {
+            lock_keys: lock_keys_of_default_setup(),
+            waited_ms: 0,
+        },
+    });
+    log.push(TimedEvent {
+        at_ms: world.now_ms,
+        event: entered(StateName::Start),
+    });
+    let state = fold(&log);
+    for jitter_random in [0, 1, 9_999, 10_000, 10_001, 123_456_789, u32::MAX] {
+        let input = Input {
+            observation: store_failed(READ_ROUTE_OPERATION),
+            jitter_random,
+        };
+        let decision = decide(&state, world.now_ms, input).expect("decide");
+        let delay_ms = decision
+            .events
+            .iter()
+            .find_map(|event| match event {
+                MigrationEvent::RetryScheduled { delay_ms, .. } => Some(*delay_ms),
+                _ => None,
+            })
+            .expect("a retry");
+        assert!(
+            (500..=625).contains(&delay_ms),
+            "jitter {jitter_random} gave {delay_ms} ms"
+        );
+    }
+}
+
+#[test]
+fn framework_retry_budget_is_shared_by_all_the_states_of_a_procedure() {
+    let mut world = World::default();
+    world.script(
+        InstructionKind::OpenRegion,
+        [MailboxOutcome::Timeout, MailboxOutcome::Timeout],
+    );
+    world.cas.extend([CasScript::Refuse, CasScript::Refuse]);
+    let run = world.run_submitted(&Setup::default());
+    let retries: Vec<(u32, u64, ErrorKind)> = run
+        .events()
+        .iter()
+        .filter_map(|event| match event {
+            MigrationEvent::RetryScheduled {
+                attempt,
+                delay_ms,
+                error,
+                ..
+            } => Some((*attempt, *delay_ms, error.kind)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        retries,
+        vec![
+            (1, 500, ErrorKind::MailboxTimeout),
+            (2, 1_000, ErrorKind::MailboxTimeout),
+            (3, 2_000, ErrorKind::CasConflict),
+        ]
+    );
+    assert_eq!(run.outcome, Some(Outcome::Failed));
+    assert_eq!(
+        run.state().final_error.as_deref(),
+        Some(
+            format!(
+                "retry budget exhausted after 3 retries: {}",
+                downgrade_cas_message()
+            )
+            .as_str()
+        )
+    );
+    // Two refusals bumped the version; nothing of ours was written.
+    assert_eq!(world.route().map(|r| r.version), Some(2));
+    region_is(&world, FROM, false);
+}
+
+// ---- The framework rollback ------------------------------------------------------------
+
+/// A world where the upgrade CAS is refused until the retry budget is used up, so the
+/// framework rolls back with the region still Downgrading; then `rollback_cas` scripts.
+fn world_rolling_back_while_downgrading(rollback_cas: &[CasScript]) -> World {
+    let mut world = World::with_candidate_follower();
+    world.cas.push_back(CasScript::Apply);
+    world.cas.extend([CasScript::Refuse; 4]);
+    world.cas.extend(rollback_cas.iter().copied());
+    world
+}
+
+fn upgrade_exhausted_message() -> String {
+    format!(
+        "retry budget exhausted after 3 retries: {}",
+        upgrade_cas_message()
+    )
+}
+
+#[test]
+fn rollback_clears_downgrading_with_a_cas_and_finishes_failed() {
+    let mut world = world_rolling_back_while_downgrading(&[]);
+    let mut point = drive(&mut world, &Setup::default(), rollback_reading_route);
+    assert_eq!(
+        point.state.rollback,
+        Some(step_error(
+            ErrorKind::RetryBudgetExhausted,
+            &upgrade_exhausted_message(),
+            false
+        ))
+    );
+    let route = world.route().expect("route");
+    assert_eq!(route.version, 5);
+    let decision = point.perform(&mut world);
+    assert_eq!(decision.events, vec![route_read(Some(route.clone()))]);
+    assert_eq!(
+        decision.action,
+        Action::CasRoute {
+            table_id: TABLE_ID,
+            expected_version: 5,
+            route: with_region(&route, |region| {
+                region.leader_state = None;
+                region.leader_down_since_ms = None;
+            }),
+            change: RouteChange::ClearDowngrading,
+            region_move: None,
+        }
+    );
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            cas_applied(RouteChange::ClearDowngrading, 5),
+            MigrationEvent::HooksCalled {
+                hooks: vec![Hook::RegisterFailureDetector {
+                    peer: FROM,
+                    region_id: region_id()
+                }]
+            },
+            MigrationEvent::RollbackFinished {
+                succeeded: true,
+                error: None
+            },
+            finished(Outcome::Failed, Some(&upgrade_exhausted_message())),
+        ]
+    );
+    assert_eq!(decision.action, finish_action(Outcome::Failed));
+    assert!(point.state.rolled_back);
+    region_is(&world, FROM, false);
+}
+
+#[test]
+fn rollback_cas_refused_retries_the_rollback_with_its_own_backoff() {
+    let mut world = world_rolling_back_while_downgrading(&[CasScript::Refuse]);
+    let mut point = drive(&mut world, &Setup::default(), |state, action| {
+        state.rollback.is_some() && matches!(action, Action::CasRoute { .. })
+    });
+    let now_ms = world.now_ms;
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            cas_refused(RouteChange::ClearDowngrading, 5),
+            rollback_retry_scheduled(
+                1,
+                500,
+                now_ms,
+                step_error(ErrorKind::CasConflict, rollback_cas_message(), true)
+            ),
+        ]
+    );
+    assert_eq!(
+        decision.action,
+        wait_action(now_ms + 500, WaitReason::RollbackBackoff)
+    );
+    assert_eq!(point.state.status(), Status::RollingBack);
+    assert_eq!(point.state.rollback_retries_used, 1);
+    assert_eq!(point.state.retries_used, 3);
+
+    let decision = point.perform(&mut world);
+    assert_eq!(decision.events, vec![MigrationEvent::WaitElapsed]);
+    assert_eq!(decision.action, read_route_action());
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Failed));
+    region_is(&world, FROM, false);
+}
+
+#[test]
+fn rollback_budget_exhausted_finishes_failed_with_the_region_still_downgrading() {
+    let mut world = world_rolling_back_while_downgrading(&[CasScript::Refuse; 4]);
+    let log = world.submit(&Setup::default());
+    let run = world.run(log, Observation::Begin, Stop::Never);
+    let rollback_retries: Vec<(u32, u64)> = run
+        .events()
+        .iter()
+        .filter_map(|event| match event {
+            MigrationEvent::RetryScheduled {
+                attempt,
+                delay_ms,
+                rollback: true,
+                ..
+            } => Some((*attempt, *delay_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rollback_retries, vec![(1, 500), (2, 1_000), (3, 2_000)]);
+    let events = run.events();
+    let message = format!(
+        "rollback failed: {}; it was rolling back after: {}",
+        rollback_cas_message(),
+        upgrade_exhausted_message()
+    );
+    assert_eq!(
+        events[events.len() - 3..].to_vec(),
+        vec![
+            cas_refused(RouteChange::ClearDowngrading, 8),
+            MigrationEvent::RollbackFinished {
+                succeeded: false,
+                error: Some(rollback_cas_message().to_string())
+            },
+            finished(Outcome::Failed, Some(&message)),
+        ]
+    );
+    assert_eq!(run.outcome, Some(Outcome::Failed));
+    let state = run.state();
+    assert_eq!(state.rollback_retries_used, 3);
+    assert!(!state.rolled_back);
+    region_is(&world, FROM, true);
+    assert_replays(&run.log);
+}
+
+// ---- Cancel ----------------------------------------------------------------------------
+
+fn cancel() -> Observation {
+    Observation::Cancel {
+        actor: "alice".to_string(),
+        reason: "maintenance".to_string(),
+    }
+}
+
+const CANCELLED: &str = "cancelled by alice: maintenance";
+
+#[test]
+fn cancel_rolls_back_from_every_state_before_update_metadata_upgrade() {
+    type Predicate = Box<dyn Fn(&MigrationState, &Action) -> bool>;
+    let points: Vec<(StateName, World, Predicate)> = vec![
+        (
+            StateName::Start,
+            World::default(),
+            Box::new(reading_route_in(StateName::Start)),
+        ),
+        (
+            StateName::OpenCandidateRegion,
+            World::default(),
+            Box::new(sending(InstructionKind::OpenRegion)),
+        ),
+        (
+            StateName::UpdateMetadataDowngrade,
+            World::default(),
+            Box::new(cas_of(RouteChange::Downgrade)),
+        ),
+        (
+            StateName::DowngradeLeaderRegion,
+            World::default(),
+            Box::new(sending(InstructionKind::DowngradeRegion)),
+        ),
+        (
+            StateName::UpgradeCandidateRegion,
+            World::default(),
+            Box::new(sending(InstructionKind::UpgradeRegion)),
+        ),
+        (
+            StateName::UpdateMetadataRollback,
+            {
+                let mut world = World::default();
+                world.script(
+                    InstructionKind::UpgradeRegion,
+                    [MailboxOutcome::Reply(upgrade_reply(true, false, None))],
+                );
+                world
+            },
+            Box::new(reading_route_in(StateName::UpdateMetadataRollback)),
+        ),
+    ];
+    for (name, mut world, predicate) in points {
+        let mut point = drive(&mut world, &Setup::default(), predicate);
+        assert_eq!(point.state.state, name);
+        assert_eq!(check_cancel(&point.state), Ok(()));
+        let decision = point.decide(&mut world, cancel());
+        assert_eq!(
+            decision.events,
+            vec![
+                MigrationEvent::OperatorCancelled {
+                    actor: "alice".to_string(),
+                    reason: "maintenance".to_string()
+                },
+                rollback_started(ErrorKind::Cancelled, CANCELLED),
+            ],
+            "cancel in {name}"
+        );
+        assert_eq!(decision.action, read_route_action(), "cancel in {name}");
+        assert_eq!(point.state.outstanding, None);
+        let run = point.finish(&mut world);
+        assert_eq!(run.outcome, Some(Outcome::Aborted), "cancel in {name}");
+        assert_eq!(run.state().final_error.as_deref(), Some(CANCELLED));
+        region_is(&world, FROM, false);
+        assert_replays(&run.log);
+    }
+}
+
+#[test]
+fn cancel_during_the_lease_wait_clears_downgrading() {
+    let mut world = World::with_candidate_follower();
+    world.script(
+        InstructionKind::DowngradeRegion,
+        [MailboxOutcome::Unreachable],
+    );
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        waiting_for(WaitReason::LeaseExpiry),
+    );
+    let decision = point.decide(&mut world, cancel());
+    assert_eq!(decision.action, read_route_action());
+    assert_eq!(point.state.waiting, None);
+    let route = world.route().expect("route");
+    let decision = point.perform(&mut world);
+    assert_eq!(decision.events, vec![route_read(Some(route.clone()))]);
+    assert!(matches!(
+        decision.action,
+        Action::CasRoute {
+            change: RouteChange::ClearDowngrading,
+            expected_version: 1,
+            ..
+        }
+    ));
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+    region_is(&world, FROM, false);
+}
+
+#[test]
+fn cancel_during_a_framework_retry_backoff_rolls_back() {
+    let mut world = World::default();
+    world.script(InstructionKind::OpenRegion, [MailboxOutcome::Timeout]);
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        waiting_for(WaitReason::Backoff),
+    );
+    assert!(matches!(point.state.status(), Status::Retrying { .. }));
+    let decision = point.decide(&mut world, cancel());
+    assert_eq!(
+        decision.events[1],
+        rollback_started(ErrorKind::Cancelled, CANCELLED)
+    );
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+}
+
+fn assert_cancel_refused(state: &MigrationState, now_ms: u64, refusal: &str) {
+    assert_eq!(check_cancel(state), Err(refusal.to_string()));
+    assert_eq!(
+        decide(state, now_ms, Input::new(cancel())),
+        Err(DecideError::CancelRefused(refusal.to_string()))
+    );
+}
+
+#[test]
+fn cancel_is_refused_in_update_metadata_upgrade() {
+    let mut world = World::default();
+    let point = drive(
+        &mut world,
+        &Setup::default(),
+        reading_route_in(StateName::UpdateMetadataUpgrade),
+    );
+    assert_cancel_refused(
+        &point.state,
+        world.now_ms,
+        "the new route is already written (state UpdateMetadata::Upgrade): the migration can only go forward",
+    );
+}
+
+#[test]
+fn cancel_is_refused_in_close_downgraded_region() {
+    let mut world = World::default();
+    let point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::CloseRegion),
+    );
+    assert_cancel_refused(
+        &point.state,
+        world.now_ms,
+        "the new route is already written (state CloseDowngradedRegion): the migration can only go forward",
+    );
+}
+
+#[test]
+fn cancel_is_refused_in_end() {
+    let mut world = World::default();
+    let run = world.run_submitted(&Setup::default());
+    // The log as if it ended between StateEntered(End) and Finished.
+    let state = fold(&run.log[..run.log.len() - 1]);
+    assert_eq!(state.state, StateName::End);
+    assert_eq!(state.outcome, None);
+    assert_cancel_refused(
+        &state,
+        world.now_ms,
+        "the new route is already written (state End): the migration can only go forward",
+    );
+}
+
+#[test]
+fn cancel_is_refused_after_the_procedure_finished() {
+    let mut world = World::default();
+    let run = world.run_submitted(&Setup::default());
+    let state = run.state();
+    assert_eq!(
+        check_cancel(&state),
+        Err("the migration already finished (completed)".to_string())
+    );
+    assert_eq!(
+        decide(&state, world.now_ms, Input::new(cancel())),
+        Err(DecideError::Finished {
+            outcome: "completed",
+            input: format!("{:?}", cancel()),
+        })
+    );
+
+    let mut world = World::new(region_route(Some(OTHER), &[]));
+    let run = world.run_submitted(&Setup::default());
+    assert_eq!(
+        check_cancel(&run.state()),
+        Err("the migration already finished (aborted)".to_string())
+    );
+}
+
+#[test]
+fn cancel_is_refused_while_rolling_back() {
+    let mut world = world_rolling_back_while_downgrading(&[CasScript::Refuse]);
+    let point = drive(
+        &mut world,
+        &Setup::default(),
+        waiting_for(WaitReason::RollbackBackoff),
+    );
+    assert_cancel_refused(
+        &point.state,
+        world.now_ms,
+        "the migration is already rolling back",
+    );
+
+    let mut world = World::default();
+    world.routes.clear();
+    let point = drive(&mut world, &Setup::default(), rollback_reading_route);
+    assert_cancel_refused(
+        &point.state,
+        world.now_ms,
+        "the migration is already rolling back",
+    );
+}
+
+#[test]
+fn cancel_twice_is_refused_the_second_time() {
+    let mut world = World::default();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::OpenRegion),
+    );
+    point.decide(&mut world, cancel());
+    assert_cancel_refused(
+        &point.state,
+        world.now_ms,
+        "the migration is already rolling back",
+    );
+}
+
+// ---- Idempotent resumption -------------------------------------------------------------
+
+/// Feeds Resumed then LocksAcquired; returns the decision after the locks.
+fn resume_and_lock(point: &mut Point, world: &mut World) -> Decision {
+    let decision = point.decide(world, Observation::Resumed);
+    assert_eq!(decision.events, vec![MigrationEvent::Resumed]);
+    assert_eq!(
+        decision.action,
+        Action::AcquireLocks {
+            lock_keys: lock_keys_of_default_setup()
+        }
+    );
+    assert!(!point.state.locks_held);
+    point.perform(world)
+}
+
+fn locks_acquired() -> MigrationEvent {
+    MigrationEvent::LocksAcquired {
+        lock_keys: lock_keys_of_default_setup(),
+        waited_ms: 0,
+    }
+}
+
+#[test]
+fn resume_after_instruction_sent_resends_it_with_the_same_attempt_and_remaining_deadline() {
+    let mut world = World::with_candidate_follower();
+    let failed = downgrade_reply(None, true, Some("flush failed"));
+    world.script(
+        InstructionKind::DowngradeRegion,
+        [MailboxOutcome::Reply(failed)],
+    );
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending_attempt(InstructionKind::DowngradeRegion, 2),
+    );
+    let sent_at_ms = world.now_ms;
+    let deadline_ms = sent_at_ms + 9_900;
+    assert_eq!(
+        point.log.last().map(|t| &t.event),
+        Some(&sent(
+            FROM,
+            downgrade_instruction(9_900),
+            9_900,
+            sent_at_ms,
+            2
+        ))
+    );
+    let before = point.state.clone();
+
+    // The engine restarts 300 ms later.
+    world.now_ms += 300;
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            locks_acquired(),
+            MigrationEvent::InstructionSent {
+                peer: Peer::sim(FROM),
+                instruction: downgrade_instruction(9_900),
+                timeout_ms: 9_600,
+                deadline_ms,
+                attempt: 2,
+                resend: true,
+            },
+        ]
+    );
+    assert_eq!(
+        decision.action,
+        send_action(FROM, downgrade_instruction(9_900), 9_600)
+    );
+    assert_eq!(point.state.step.attempts, before.step.attempts);
+    assert_eq!(point.state.counters.resends, 1);
+    assert_eq!(point.state.lease_deadline_ms, before.lease_deadline_ms);
+
+    // The time charged runs from the first send: the restart is not free.
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events[1],
+        timed(InstructionKind::DowngradeRegion, 400)
+    );
+    assert_eq!(point.state.operations_elapsed_ms, 100 + 400);
+}
+
+#[test]
+fn resume_after_an_open_region_sent_resends_it() {
+    let mut world = World::default();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::OpenRegion),
+    );
+    let sent_at_ms = world.now_ms;
+    world.now_ms += 1_000;
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            locks_acquired(),
+            MigrationEvent::InstructionSent {
+                peer: Peer::sim(TO),
+                instruction: open_instruction(),
+                timeout_ms: 9_000,
+                deadline_ms: sent_at_ms + OPEN_CANDIDATE_TIMEOUT_MS,
+                attempt: 1,
+                resend: true,
+            },
+        ]
+    );
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Completed));
+    assert_replays(&run.log);
+}
+
+#[test]
+fn resume_after_the_deadline_passed_resends_with_a_fresh_mailbox_timeout() {
+    let mut world = World::default();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::CloseRegion),
+    );
+    world.now_ms += 5_000;
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            locks_acquired(),
+            MigrationEvent::InstructionSent {
+                peer: Peer::sim(FROM),
+                instruction: close_instruction(),
+                timeout_ms: CLOSE_REGION_TIMEOUT_MS,
+                deadline_ms: world.now_ms + CLOSE_REGION_TIMEOUT_MS,
+                attempt: 1,
+                resend: true,
+            },
+        ]
+    );
+}
+
+#[test]
+fn resume_during_the_lease_wait_keeps_the_same_until() {
+    let mut world = World::with_candidate_follower();
+    world.script(
+        InstructionKind::DowngradeRegion,
+        [MailboxOutcome::Unreachable],
+    );
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        waiting_for(WaitReason::LeaseExpiry),
+    );
+    let deadline_ms = point.state.lease_deadline_ms.expect("lease");
+    world.now_ms += 2_000;
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert_eq!(decision.events, vec![locks_acquired()]);
+    assert_eq!(
+        decision.action,
+        wait_action(deadline_ms, WaitReason::LeaseExpiry)
+    );
+    assert_eq!(point.state.lease_deadline_ms, Some(deadline_ms));
+    let decision = point.perform(&mut world);
+    assert_eq!(world.now_ms, deadline_ms);
+    assert_eq!(
+        decision.events[..2].to_vec(),
+        vec![
+            MigrationEvent::WaitElapsed,
+            entered(StateName::UpgradeCandidateRegion)
+        ]
+    );
+}
+
+#[test]
+fn resume_during_a_retry_backoff_keeps_the_due_time_and_the_retries_used() {
+    let mut world = World::default();
+    world.script(InstructionKind::OpenRegion, [MailboxOutcome::Timeout]);
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        waiting_for(WaitReason::Backoff),
+    );
+    let Action::WaitUntil { until_ms, .. } = point.action.clone() else {
+        panic!("the procedure waits: {:?}", point.action);
+    };
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert_eq!(decision.events, vec![locks_acquired()]);
+    assert_eq!(decision.action, wait_action(until_ms, WaitReason::Backoff));
+    assert_eq!(point.state.retries_used, 1);
+}
+
+/// Stops right after the CAS of `change` was applied in the world (its event lost), resumes,
+/// and returns the decision that follows the re-read of the route.
+fn resume_after_an_unlogged_cas(world: &mut World, change: RouteChange) -> (Point, Decision) {
+    let log = world.submit(&Setup::default());
+    let run = world.run(
+        log,
+        Observation::Begin,
+        Stop::after_performing(cas_of(change)),
+    );
+    assert!(run.stopped);
+    let mut point = Point {
+        state: run.state(),
+        action: run.last_action.clone().expect("action"),
+        log: run.log,
+    };
+    let decision = resume_and_lock(&mut point, world);
+    assert_eq!(decision.events, vec![locks_acquired()]);
+    assert_eq!(decision.action, read_route_action());
+    let decision = point.perform(world);
+    (point, decision)
+}
+
+#[test]
+fn resume_after_an_unlogged_downgrade_cas_rereads_the_route_and_carries_on() {
+    let mut world = World::with_candidate_follower();
+    let (point, decision) = resume_after_an_unlogged_cas(&mut world, RouteChange::Downgrade);
+    let now_ms = world.now_ms;
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            entered(StateName::DowngradeLeaderRegion),
+            MigrationEvent::LeaseDeadlineSet {
+                deadline_ms: now_ms + REGION_LEASE_MS
+            },
+            sent(FROM, downgrade_instruction(10_000), 10_000, now_ms, 1),
+        ]
+    );
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Completed));
+    assert_eq!(world.route().map(|r| r.version), Some(2));
+    region_is(&world, TO, false);
+    assert_replays(&run.log);
+}
+
+#[test]
+fn resume_after_an_unlogged_upgrade_cas_rereads_the_route_and_carries_on() {
+    let mut world = World::with_candidate_follower();
+    let (point, decision) = resume_after_an_unlogged_cas(&mut world, RouteChange::Upgrade);
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            MigrationEvent::HooksCalled {
+                hooks: vec![
+                    Hook::DeregisterFailureDetector {
+                        peer: FROM,
+                        region_id: region_id()
+                    },
+                    Hook::InvalidateTableCache { table_id: TABLE_ID },
+                ]
+            },
+            entered(StateName::CloseDowngradedRegion),
+            sent(
+                FROM,
+                close_instruction(),
+                CLOSE_REGION_TIMEOUT_MS,
+                world.now_ms,
+                1
+            ),
+        ]
+    );
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Completed));
+    assert_eq!(world.route().map(|r| r.version), Some(2));
+    assert_eq!(
+        world.datanode_tables[&(TO, TABLE_ID)].region_numbers,
+        vec![REGION_NUMBER]
+    );
+    assert_replays(&run.log);
+}
+
+#[test]
+fn resume_after_an_unlogged_rollback_metadata_cas_rereads_the_route_and_aborts() {
+    let mut world = World::with_candidate_follower();
+    world.script(
+        InstructionKind::UpgradeRegion,
+        [MailboxOutcome::Reply(upgrade_reply(true, false, None))],
+    );
+    let (point, decision) = resume_after_an_unlogged_cas(&mut world, RouteChange::ClearDowngrading);
+    assert_eq!(
+        decision.events,
+        vec![
+            route_read(world.route()),
+            MigrationEvent::HooksCalled {
+                hooks: vec![
+                    Hook::RegisterFailureDetector {
+                        peer: FROM,
+                        region_id: region_id()
+                    },
+                    Hook::InvalidateTableCache { table_id: TABLE_ID },
+                ]
+            },
+            entered_abort(FAILED_UPGRADE),
+            rollback_started(ErrorKind::MigrationAborted, ABORTED_FAILED_UPGRADE),
+        ]
+    );
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+    assert_eq!(world.route().map(|r| r.version), Some(2));
+    region_is(&world, FROM, false);
+}
+
+#[test]
+fn resume_after_an_unlogged_framework_rollback_cas_rereads_the_route_and_finishes() {
+    let mut world = world_rolling_back_while_downgrading(&[]);
+    let log = world.submit(&Setup::default());
+    let run = world.run(
+        log,
+        Observation::Begin,
+        Stop::after_performing(|state, action| {
+            state.rollback.is_some() && matches!(action, Action::CasRoute { .. })
+        }),
+    );
+    region_is(&world, FROM, false);
+    let resumed = world.resume(run.log.clone());
+    let events = resumed.events();
+    assert_eq!(
+        events[run.log.len()..].to_vec(),
+        vec![
+            MigrationEvent::Resumed,
+            locks_acquired(),
+            route_read(world.route()),
+            MigrationEvent::HooksCalled {
+                hooks: vec![Hook::RegisterFailureDetector {
+                    peer: FROM,
+                    region_id: region_id()
+                }]
+            },
+            MigrationEvent::RollbackFinished {
+                succeeded: true,
+                error: None
+            },
+            finished(Outcome::Failed, Some(&upgrade_exhausted_message())),
+        ]
+    );
+    assert_eq!(world.route().map(|r| r.version), Some(6));
+}
+
+#[test]
+fn restart_never_lengthens_the_budget_refills_retries_or_moves_the_lease() {
+    // A bumpy run: an open timeout, a failed downgrade, the slow path, a not-ready upgrade
+    // and a refused upgrade CAS.
+    let script = |world: &mut World| {
+        world.script(InstructionKind::OpenRegion, [MailboxOutcome::Timeout]);
+        world.script(
+            InstructionKind::DowngradeRegion,
+            [
+                MailboxOutcome::Reply(downgrade_reply(None, true, Some("flush"))),
+                MailboxOutcome::Unreachable,
+            ],
+        );
+        world.script(
+            InstructionKind::UpgradeRegion,
+            [MailboxOutcome::Reply(upgrade_reply(false, true, None))],
+        );
+        world.cas.extend([CasScript::Apply, CasScript::Refuse]);
+        world.timeout_elapsed_ms = Some(1_000);
+    };
+    let mut world = World::default();
+    script(&mut world);
+    let whole = world.run_submitted(&Setup::default().with_timeout_ms(20_000));
+    assert_eq!(whole.outcome, Some(Outcome::Completed));
+    let whole_state = whole.state();
+
+    for k in batch_ends(&whole.log) {
+        if k == whole.log.len() {
+            continue;
+        }
+        let mut world = World::default();
+        script(&mut world);
+        let log = world.submit(&Setup::default().with_timeout_ms(20_000));
+        let crashed = world.run(
+            log,
+            Observation::Begin,
+            Stop::AfterEvents {
+                count: k,
+                perform: false,
+            },
+        );
+        assert_eq!(crashed.log, whole.log[..k].to_vec(), "prefix {k}");
+        let at_crash = crashed.state();
+        let resumed = world.resume(crashed.log);
+        assert_eq!(resumed.outcome, Some(Outcome::Completed), "crash after {k}");
+        assert_eq!(resumed.route, whole.route, "crash after {k}");
+        for j in k + 1..=resumed.log.len() {
+            let later = fold(&resumed.log[..j]);
+            assert!(later.remaining_budget_ms() <= at_crash.remaining_budget_ms());
+            assert!(later.retries_used >= at_crash.retries_used);
+            if at_crash.lease_deadline_ms.is_some() {
+                assert!(
+                    later.lease_deadline_ms == at_crash.lease_deadline_ms
+                        || later.lease_deadline_ms.is_none(),
+                    "crash after {k}: lease moved to {:?}",
+                    later.lease_deadline_ms
+                );
+            }
+        }
+        let final_state = resumed.state();
+        assert_eq!(final_state.retries_used, whole_state.retries_used);
+        assert_eq!(
+            final_state.operations_elapsed_ms, whole_state.operations_elapsed_ms,
+            "crash after {k}"
+        );
+        assert_replays(&resumed.log);
+    }
+}
+
+#[test]
+fn resume_after_the_deadline_of_a_downgrade_passed_never_waits_beyond_it() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::DowngradeRegion),
+    );
+    let deadline_ms = world.now_ms + 10_000;
+    // The engine comes back 15 s later: the downgrade's budget ran out while it was down.
+    world.now_ms += 15_000;
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            locks_acquired(),
+            MigrationEvent::InstructionSent {
+                peer: Peer::sim(FROM),
+                instruction: downgrade_instruction(10_000),
+                timeout_ms: 0,
+                deadline_ms,
+                attempt: 1,
+                resend: true,
+            },
+        ]
+    );
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+    assert_eq!(run.state().remaining_budget_ms(), 0);
+    region_is(&world, FROM, false);
+}
+
+#[test]
+fn resume_after_a_cancel_finishes_its_rollback() {
+    let mut world = World::with_candidate_follower();
+    let mut point = drive(
+        &mut world,
+        &Setup::default(),
+        sending(InstructionKind::DowngradeRegion),
+    );
+    point.decide(&mut world, cancel());
+    // The engine crashes right after the cancel was logged, before the rollback read.
+    let resumed = world.resume(point.log.clone());
+    assert_eq!(resumed.outcome, Some(Outcome::Aborted));
+    assert_eq!(resumed.state().final_error.as_deref(), Some(CANCELLED));
+    let rerun = resumed.events()[point.log.len()..].to_vec();
+    assert_eq!(
+        rerun[..2].to_vec(),
+        vec![MigrationEvent::Resumed, locks_acquired()]
+    );
+    // The rollback reads the route, finds the region still Downgrading, and clears it.
+    assert!(matches!(
+        &rerun[2],
+        MigrationEvent::RouteRead { version: Some(1), route: Some(route), .. }
+            if route.region_route(region_id()).is_some_and(RegionRoute::is_leader_downgrading)
+    ));
+    assert_eq!(rerun[3], cas_applied(RouteChange::ClearDowngrading, 1));
+    region_is(&world, FROM, false);
+    assert_eq!(world.route().map(|r| r.version), Some(2));
+    // Nothing was sent after the cancel: the pending downgrade was dropped.
+    assert!(world.sent.is_empty());
+    assert_replays(&resumed.log);
+}
+
+// ---- The original's flow tests ---------------------------------------------------------
+
+fn path(run: &Run) -> Vec<StateName> {
+    run.state().collapsed_path()
+}
+
+#[test]
+fn flow_from_start_with_the_candidate_not_open_completes_on_the_fast_path() {
+    let mut world = World::default();
+    let run = world.run_submitted(&Setup::default());
+    assert_eq!(run.outcome, Some(Outcome::Completed));
+    assert_eq!(
+        path(&run),
+        vec![
+            StateName::Start,
+            StateName::OpenCandidateRegion,
+            StateName::UpdateMetadataDowngrade,
+            StateName::DowngradeLeaderRegion,
+            StateName::UpgradeCandidateRegion,
+            StateName::UpdateMetadataUpgrade,
+            StateName::CloseDowngradedRegion,
+            StateName::End,
+        ]
+    );
+    let sent: Vec<(PeerId, Instruction, u64)> = world
+        .sent
+        .iter()
+        .map(|sent| (sent.peer, sent.instruction.clone(), sent.timeout_ms))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (TO, open_instruction(), OPEN_CANDIDATE_TIMEOUT_MS),
+            (FROM, downgrade_instruction(10_000), 10_000),
+            (TO, upgrade_instruction(Some(LAST_ENTRY_ID), 9_900), 9_900),
+            (FROM, close_instruction(), CLOSE_REGION_TIMEOUT_MS),
+        ]
+    );
+    let state = run.state();
+    assert_eq!(state.counters.slow_path_waits, 0);
+    assert_eq!(state.retries_used, 0);
+    assert_eq!(world.now_ms, START_MS + 400);
+    assert_eq!(world.route().map(|r| r.version), Some(2));
+    region_is(&world, TO, false);
+    assert_eq!(
+        world.hooks,
+        vec![
+            Hook::DeregisterFailureDetector {
+                peer: FROM,
+                region_id: region_id()
+            },
+            Hook::InvalidateTableCache { table_id: TABLE_ID },
+        ]
+    );
+    assert_replays(&run.log);
+}
+
+/// The log cut right after the (first) StateEntered(UpdateMetadata::Downgrade): the last
+/// persist point, with everything volatile dropped.
+fn cut_at_update_metadata_downgrade(log: &[TimedEvent]) -> Vec<TimedEvent> {
+    let index = log
+        .iter()
+        .position(|timed| timed.event == entered(StateName::UpdateMetadataDowngrade))
+        .expect("UpdateMetadata::Downgrade was entered");
+    log[..=index].to_vec()
+}
+
+#[test]
+fn flow_rerun_twice_from_update_metadata_downgrade_on_the_migrated_world_reaches_end() {
+    let mut world = World::with_candidate_follower();
+    let first = world.run_submitted(&Setup::default());
+    assert_eq!(first.outcome, Some(Outcome::Completed));
+    let migrated = world.route();
+    let persisted = cut_at_update_metadata_downgrade(&first.log);
+
+    for _ in 0..2 {
+        let again = world.resume(persisted.clone());
+        assert_eq!(again.outcome, Some(Outcome::Completed));
+        assert_eq!(world.route(), migrated);
+        let rerun = again.events()[persisted.len()..].to_vec();
+        // The route already names the candidate: no CAS at all.
+        assert!(!rerun
+            .iter()
+            .any(|event| matches!(event, MigrationEvent::RouteCasApplied { .. })));
+        assert_eq!(
+            again.state().collapsed_path(),
+            vec![
+                StateName::Start,
+                StateName::UpdateMetadataDowngrade,
+                StateName::DowngradeLeaderRegion,
+                StateName::UpgradeCandidateRegion,
+                StateName::UpdateMetadataUpgrade,
+                StateName::CloseDowngradedRegion,
+                StateName::End,
+            ]
+        );
+        assert_replays(&again.log);
+    }
+}
+
+#[test]
+fn flow_open_candidate_retryable_errors_leave_the_route_version_unchanged() {
+    let mut world = World::default();
+    world.script(
+        InstructionKind::OpenRegion,
+        vec![MailboxOutcome::Timeout; 2],
+    );
+    let log = world.submit(&Setup::default());
+    let run = world.run(
+        log,
+        Observation::Begin,
+        Stop::before(|state, _| state.retries_used == 2),
+    );
+    // Restart twice from the last persist point, each time timing out twice more.
+    let index = run
+        .log
+        .iter()
+        .position(|timed| timed.event == entered(StateName::OpenCandidateRegion))
+        .expect("OpenCandidateRegion was entered");
+    let persisted = run.log[..=index].to_vec();
+    for _ in 0..2 {
+        world.script(
+            InstructionKind::OpenRegion,
+            vec![MailboxOutcome::Timeout; 2],
+        );
+        let again = world.run(
+            persisted.clone(),
+            Observation::Resumed,
+            Stop::before(|state, _| state.retries_used == 2),
+        );
+        assert!(again.stopped);
+        assert_eq!(world.route().map(|r| r.version), Some(0));
+    }
+    // And once more to the end: the budget runs out, nothing was written.
+    world.script(
+        InstructionKind::OpenRegion,
+        vec![MailboxOutcome::Timeout; 4],
+    );
+    let end = world.resume(persisted);
+    assert_eq!(end.outcome, Some(Outcome::Failed));
+    assert_eq!(world.route().map(|r| r.version), Some(0));
+    region_is(&world, FROM, false);
+}
+
+#[test]
+fn flow_upgrade_failing_after_its_retries_rolls_back_and_aborts() {
+    let script = |world: &mut World| {
+        world.script(
+            InstructionKind::UpgradeRegion,
+            vec![MailboxOutcome::Reply(upgrade_reply(false, true, Some("replay"))); 3],
+        );
+    };
+    let mut world = World::with_candidate_follower();
+    script(&mut world);
+    let first = world.run_submitted(&Setup::default());
+    assert_eq!(first.outcome, Some(Outcome::Aborted));
+    assert_eq!(
+        path(&first),
+        vec![
+            StateName::Start,
+            StateName::UpdateMetadataDowngrade,
+            StateName::DowngradeLeaderRegion,
+            StateName::UpgradeCandidateRegion,
+            StateName::UpdateMetadataRollback,
+            StateName::Abort,
+        ]
+    );
+    assert_eq!(
+        first.state().final_error.as_deref(),
+        Some(ABORTED_FAILED_UPGRADE)
+    );
+    region_is(&world, FROM, false);
+    assert_eq!(world.route().map(|r| r.version), Some(2));
+
+    // Re-run twice from UpdateMetadata::Downgrade, volatile state dropped: same answer.
+    let persisted = cut_at_update_metadata_downgrade(&first.log);
+    for round in 0..2 {
+        script(&mut world);
+        let again = world.resume(persisted.clone());
+        assert_eq!(again.outcome, Some(Outcome::Aborted), "round {round}");
+        region_is(&world, FROM, false);
+        assert_eq!(world.route().map(|r| r.version), Some(4 + 2 * round));
+        assert_replays(&again.log);
+    }
+}
+
+#[test]
+fn flow_with_mailbox_timeouts_on_both_downgrade_and_upgrade_still_completes() {
+    let mut world = World::with_candidate_follower();
+    // Timeouts reported after 1 s, like the original's mocked ones, in a 30 s budget.
+    world.timeout_elapsed_ms = Some(1_000);
+    world.script(InstructionKind::DowngradeRegion, [MailboxOutcome::Timeout]);
+    world.script(InstructionKind::UpgradeRegion, [MailboxOutcome::Timeout]);
+    let run = world.run_submitted(&Setup::default().with_timeout_ms(30_000));
+    assert_eq!(run.outcome, Some(Outcome::Completed));
+    let state = run.state();
+    assert_eq!(state.counters.slow_path_waits, 0);
+    assert_eq!(state.retries_used, 0);
+    // 1000 + 100 in the downgrade, 1000 + 100 in the upgrade.
+    assert_eq!(state.operations_elapsed_ms, 2_200);
+    let replay_timeouts: Vec<u64> = world
+        .sent
+        .iter()
+        .filter_map(|sent| match sent.instruction {
+            Instruction::UpgradeRegion {
+                replay_timeout_ms, ..
+            } => Some(replay_timeout_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replay_timeouts, vec![28_900, 27_900]);
+    region_is(&world, TO, false);
+    assert_replays(&run.log);
+}
+
+#[test]
+fn flow_with_a_downgrade_timeout_taking_the_whole_budget_rolls_back() {
+    let mut world = World::with_candidate_follower();
+    world.script(InstructionKind::DowngradeRegion, [MailboxOutcome::Timeout]);
+    let run = world.run_submitted(&Setup::default());
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+    assert_eq!(
+        path(&run),
+        vec![
+            StateName::Start,
+            StateName::UpdateMetadataDowngrade,
+            StateName::DowngradeLeaderRegion,
+            StateName::UpdateMetadataRollback,
+            StateName::Abort,
+        ]
+    );
+    region_is(&world, FROM, false);
+}
