@@ -1,8 +1,25 @@
 //! The `regmig` command line. `src/main.rs` parses nothing itself: it calls [`main`].
 //!
-//! Exit codes: 0 ok, 1 the operation failed, 2 bad usage.
+//! Each subcommand lives in its own module with its arguments:
+//! - [`demo`]: the main job, a migration campaign on the simulated cluster;
+//! - [`inspect`]: `list`, `show`, `events`, `audit`;
+//! - [`replay`]: `replay` (with `--check`, `--until`, `--file`) and `export`;
+//! - [`timeline`]: an SVG picture of a migration or of a region's history;
+//! - [`sim_cmd`]: `sim run` (scenario files) and `sim fuzz`;
+//! - [`log_verify`]: `log verify`;
+//! - [`bench_cmd`]: `bench`.
+//!
+//! Conventions: tables on a terminal, `--json` for one JSON document with stable field
+//! names, no progress bars or colours when stdout is not a terminal. Exit codes: 0 ok,
+//! 1 the operation failed, 2 bad usage.
 
+pub mod bench_cmd;
+pub mod demo;
+pub mod inspect;
 pub mod log_verify;
+pub mod replay;
+pub mod sim_cmd;
+pub mod timeline;
 
 use std::process::ExitCode;
 
@@ -12,6 +29,8 @@ use clap::{Parser, Subcommand};
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status: bad usage (bad arguments, invalid input file).
 pub const EXIT_USAGE: u8 = 2;
+/// The data directory every command uses unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./regmig-data";
 
 /// regmig: migrate regions between datanodes, with every step in a durable event log.
 #[derive(Debug, Parser)]
@@ -25,9 +44,31 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a migration campaign on the built-in simulated cluster (the main job).
+    Demo(demo::DemoArgs),
+    /// List migrations, with filters.
+    List(inspect::ListArgs),
+    /// Show one migration: summary, routes, timeline of states, final error.
+    Show(inspect::ShowArgs),
+    /// Print one migration's raw events.
+    Events(inspect::EventsArgs),
+    /// Step through a migration's events and show what each changed; `--check` re-runs
+    /// today's decision logic on the recorded inputs.
+    Replay(replay::ReplayArgs),
+    /// Write a self-contained bundle of one migration, replayable elsewhere.
+    Export(replay::ExportArgs),
+    /// What moved where, when and why: every migration matching the filters.
+    Audit(inspect::AuditArgs),
+    /// Draw a migration (or a region's history) over time as SVG.
+    Timeline(timeline::TimelineArgs),
+    /// The deterministic simulator: scenario files and fuzzing.
+    #[command(subcommand)]
+    Sim(sim_cmd::SimCommand),
     /// Event log maintenance.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Measure the log and the engine against their baselines.
+    Bench(bench_cmd::BenchArgs),
 }
 
 /// `regmig log ...`
@@ -36,12 +77,22 @@ pub enum LogCommand {
     /// Check every record and index of a data directory; exit 1 when a problem is found.
     Verify {
         /// The data directory.
-        #[arg(long, default_value = "./regmig-data")]
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Logs to stderr; `RUST_LOG` sets the filter (default: warnings).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs the command line; returns the process exit code.
@@ -54,9 +105,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match cli.command {
-        Command::Log(LogCommand::Verify { data_dir, json }) => {
-            ExitCode::from(log_verify::run(&data_dir, json))
-        }
-    }
+    init_tracing();
+    let code = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::List(args) => inspect::list(args),
+        Command::Show(args) => inspect::show(args),
+        Command::Events(args) => inspect::events(args),
+        Command::Replay(args) => replay::replay(args),
+        Command::Export(args) => replay::export(args),
+        Command::Audit(args) => inspect::audit(args),
+        Command::Timeline(args) => timeline::run(args),
+        Command::Sim(command) => sim_cmd::run(command),
+        Command::Log(LogCommand::Verify { data_dir, json }) => log_verify::run(&data_dir, json),
+        Command::Bench(args) => bench_cmd::run(args),
+    };
+    ExitCode::from(code)
 }

@@ -231,6 +231,10 @@ impl Runner {
                 timeout_ms,
             } => {
                 let kind = instruction.kind();
+                if timeout_ms == 0 {
+                    // A re-send whose deadline passed while the engine was down.
+                    return Ok(Observation::Mailbox(crate::domain::MailboxOutcome::Timeout));
+                }
                 let send = ports.mailbox.send(&peer, instruction, timeout_ms);
                 tokio::pin!(send);
                 loop {

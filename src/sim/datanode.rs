@@ -771,11 +771,16 @@ impl DataPlane {
             Some(ScriptedReply::Unreachable) => Received::Unreachable,
             Some(ScriptedReply::Error(text)) => Received::now(error_reply(kind, text)),
             Some(ScriptedReply::NotExists) => Received::now(match kind {
-                InstructionKind::DowngradeRegion => Reply::DowngradeRegion {
-                    last_entry_id: None,
-                    exists: false,
-                    error: None,
-                },
+                InstructionKind::DowngradeRegion => {
+                    // The model takes "not exists" at its word (fast path), so make it true:
+                    // the region stops leading here, its entries flushed to shared storage.
+                    self.close_leadership(peer, instruction.region_id(), &mut notes);
+                    Reply::DowngradeRegion {
+                        last_entry_id: None,
+                        exists: false,
+                        error: None,
+                    }
+                }
                 InstructionKind::UpgradeRegion => upgrade_reply(false, false),
                 _ => error_reply(kind, "region not found".to_string()),
             }),
@@ -859,6 +864,30 @@ impl DataPlane {
         }
     }
 
+    /// Flushes a replica's entries to shared storage and stops it leading: the datanode
+    /// answered that it has no such region open, and the model believes it.
+    fn close_leadership(&mut self, peer: PeerId, region_id: RegionId, notes: &mut Vec<String>) {
+        let Some(replica) = self
+            .datanodes
+            .get_mut(&peer)
+            .and_then(|datanode| datanode.replicas.get_mut(&region_id))
+        else {
+            return;
+        };
+        if matches!(replica.role, Role::Leader | Role::DowngradingLeader) {
+            notes.push(format!(
+                "role {peer} {region_id}: {} -> Follower (answered not_exists)",
+                replica.role
+            ));
+        }
+        replica.role = Role::Follower;
+        replica.lease_deadline_ms = None;
+        let last_entry_id = replica.history.last().unwrap_or(0);
+        if let Some(region) = self.regions.get_mut(&region_id) {
+            region.flushed_entry_id = region.flushed_entry_id.max(last_entry_id);
+        }
+    }
+
     fn open(&mut self, peer: PeerId, region_id: RegionId, notes: &mut Vec<String>) {
         let flushed = self
             .regions
@@ -899,7 +928,9 @@ impl DataPlane {
                 replica.reject_writes = reject_write;
             }
             Role::DowngradingLeader => replica.reject_writes |= reject_write,
-            Role::Follower | Role::Candidate => return Some(last_entry_id),
+            // A follower (e.g. a leader that restarted and has no lease yet) still flushes
+            // what its WAL holds.
+            Role::Follower | Role::Candidate => {}
         }
         if let Some(region) = self.regions.get_mut(&region_id) {
             region.flushed_entry_id = region.flushed_entry_id.max(last_entry_id);
@@ -1020,7 +1051,11 @@ impl DataPlane {
         replica.role = Role::Leader;
         replica.reject_writes = false;
         replica.replay = None;
-        replica.lease_deadline_ms = Some(now_ms.saturating_add(REGION_LEASE_MS));
+        // Leases come only from heartbeats, from the routing metadata: an upgraded candidate
+        // takes writes once the route names it leader. A late upgrade of a migration that
+        // already rolled back so never makes a second writer.
+        replica.lease_deadline_ms = None;
+        let _ = now_ms;
         upgrade_reply(true, true)
     }
 }

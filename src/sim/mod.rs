@@ -12,5 +12,6 @@
 pub mod cluster;
 pub mod datanode;
 pub mod invariants;
+pub mod fuzz;
 pub mod runner;
 pub mod scenario;

@@ -370,10 +370,10 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         migrations.push(result);
     }
 
+    // final_check() returns every violation seen, the lost-write check included.
     let mut violations: Vec<String> = cluster
-        .violations()
+        .final_check()
         .into_iter()
-        .chain(cluster.final_check())
         .map(|violation| violation.to_string())
         .collect();
     for region in cluster.downgrading_regions() {

@@ -1,0 +1,167 @@
+//! `regmig sim run FILE` and `regmig sim fuzz --seeds A..B`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::{EXIT_FAILED, EXIT_USAGE};
+use crate::sim::fuzz::{fuzz_seed, parse_seed_range, FuzzFailure};
+use crate::sim::runner::{run_crash_at_every_event, run_scenario, RunOptions};
+use crate::sim::scenario::{load_scenario, render_text};
+
+/// `regmig sim ...`
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Run a scenario file deterministically in virtual time and check its expectations.
+    Run(SimRunArgs),
+    /// Run random clusters, migrations, workloads and faults; check the invariants.
+    Fuzz(SimFuzzArgs),
+}
+
+/// Arguments of `sim run`.
+#[derive(Debug, Args)]
+pub struct SimRunArgs {
+    /// The scenario file (TOML).
+    pub file: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to write the log (default: a fresh temporary directory, kept).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Run once per event k of the uninterrupted run, crashing the engine after event k.
+    #[arg(long)]
+    pub crash_at_every_event: bool,
+}
+
+/// Arguments of `sim fuzz`.
+#[derive(Debug, Args)]
+pub struct SimFuzzArgs {
+    /// Seeds to run, as A..B (B excluded).
+    #[arg(long, default_value = "0..200")]
+    pub seeds: String,
+    /// Print the generated scenario of each seed (TOML) instead of running it.
+    #[arg(long)]
+    pub print_scenario: bool,
+}
+
+/// Runs `regmig sim ...`; returns the exit code.
+pub fn run(command: SimCommand) -> u8 {
+    match command {
+        SimCommand::Run(args) => sim_run(args),
+        SimCommand::Fuzz(args) => sim_fuzz(args),
+    }
+}
+
+fn sim_run(args: SimRunArgs) -> u8 {
+    let scenario = match load_scenario(&args.file) {
+        Ok(scenario) => scenario,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let options = RunOptions {
+        data_dir: args.data_dir.clone(),
+        ..RunOptions::default()
+    };
+    if args.crash_at_every_event {
+        let sweep = match run_crash_at_every_event(&scenario, &options) {
+            Ok(sweep) => sweep,
+            Err(error) => {
+                eprintln!("error: {}: {error}", args.file.display());
+                return EXIT_FAILED;
+            }
+        };
+        if args.json {
+            let runs: Vec<serde_json::Value> = sweep
+                .runs
+                .iter()
+                .map(|(k, outcome)| serde_json::json!({"crash_after_event": k, "result": outcome}))
+                .collect();
+            let document = serde_json::json!({
+                "name": scenario.name,
+                "ok": sweep.ok(),
+                "baseline": sweep.baseline,
+                "runs": runs,
+            });
+            println!("{document}");
+        } else {
+            println!(
+                "{}: {} crash points, {}",
+                scenario.name,
+                sweep.runs.len(),
+                if sweep.ok() { "all OK" } else { "FAILED" }
+            );
+            if !sweep.baseline.ok {
+                println!("uninterrupted run:\n{}", render_text(&sweep.baseline));
+            }
+            for (k, outcome) in &sweep.runs {
+                if !outcome.ok {
+                    println!("crash after event {k}:\n{}", render_text(outcome));
+                }
+            }
+        }
+        return if sweep.ok() { 0 } else { EXIT_FAILED };
+    }
+    match run_scenario(&scenario, &options) {
+        Ok(run) => {
+            if args.json {
+                match serde_json::to_string(&run.outcome) {
+                    Ok(text) => println!("{text}"),
+                    Err(error) => {
+                        eprintln!("error: cannot encode the result: {error}");
+                        return EXIT_FAILED;
+                    }
+                }
+            } else {
+                print!("{}", render_text(&run.outcome));
+            }
+            if run.outcome.ok {
+                0
+            } else {
+                EXIT_FAILED
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {}: {error}", args.file.display());
+            EXIT_FAILED
+        }
+    }
+}
+
+fn sim_fuzz(args: SimFuzzArgs) -> u8 {
+    let seeds = match parse_seed_range(&args.seeds) {
+        Ok(seeds) => seeds,
+        Err(error) => {
+            eprintln!("error: --seeds: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    if args.print_scenario {
+        for seed in seeds {
+            println!("# seed {seed}\n{}", crate::sim::fuzz::scenario_text(seed));
+        }
+        return 0;
+    }
+    let started = std::time::Instant::now();
+    let total = seeds.end.saturating_sub(seeds.start);
+    let mut failures: Vec<FuzzFailure> = Vec::new();
+    for seed in seeds {
+        if let Err(failure) = fuzz_seed(seed) {
+            println!("{failure}");
+            failures.push(failure);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{total} seeds in {seconds:.1} s ({:.0} seeds/min): {} failed",
+        total as f64 / seconds.max(1e-9) * 60.0,
+        failures.len()
+    );
+    if failures.is_empty() {
+        0
+    } else {
+        EXIT_FAILED
+    }
+}
