@@ -11,7 +11,7 @@ use regmig::domain::{
     TableRoute, VersionedTableRoute, WalKind,
 };
 use regmig::migration::decide::{
-    CLOSE_REGION_TIMEOUT_MS, OPEN_CANDIDATE_TIMEOUT_MS, REGION_LEASE_MS,
+    CLOSE_REGION_TIMEOUT_MS, MAILBOX_RTT_MS, OPEN_CANDIDATE_TIMEOUT_MS, REGION_LEASE_MS,
 };
 use regmig::migration::{
     check_cancel, decide, fold, replay, Action, DecideError, Decision, ErrorKind, Hook, Input,
@@ -991,12 +991,12 @@ fn update_metadata_downgrade_cas_applied_enters_downgrade_and_sets_the_lease_dea
             MigrationEvent::LeaseDeadlineSet {
                 deadline_ms: now_ms + REGION_LEASE_MS
             },
-            sent(FROM, downgrade_instruction(10_000), 10_000, now_ms, 1),
+            sent(FROM, downgrade_instruction(10_000), 1_000, now_ms, 1),
         ]
     );
     assert_eq!(
         decision.action,
-        send_action(FROM, downgrade_instruction(10_000), 10_000)
+        send_action(FROM, downgrade_instruction(10_000), 1_000)
     );
     assert_eq!(point.state.lease_deadline_ms, Some(now_ms + 10_000));
 }
@@ -1095,7 +1095,7 @@ fn update_metadata_downgrade_with_the_leader_already_downgrading_writes_nothing(
             MigrationEvent::LeaseDeadlineSet {
                 deadline_ms: now_ms + REGION_LEASE_MS
             },
-            sent(FROM, downgrade_instruction(10_000), 10_000, now_ms, 1),
+            sent(FROM, downgrade_instruction(10_000), 1_000, now_ms, 1),
         ]
     );
 }
@@ -1128,12 +1128,12 @@ fn downgrade_success_remembers_last_entry_id_resets_the_lease_and_upgrades() {
             timed(InstructionKind::DowngradeRegion, 100),
             MigrationEvent::LeaseDeadlineReset,
             entered(StateName::UpgradeCandidateRegion),
-            sent(TO, upgrade_instruction(Some(42), 9_900), 9_900, now_ms, 1),
+            sent(TO, upgrade_instruction(Some(42), 9_900), 1_000, now_ms, 1),
         ]
     );
     assert_eq!(
         decision.action,
-        send_action(TO, upgrade_instruction(Some(42), 9_900), 9_900)
+        send_action(TO, upgrade_instruction(Some(42), 9_900), 1_000)
     );
     assert_eq!(point.state.last_entry_id, Some(42));
     assert_eq!(point.state.lease_deadline_ms, None);
@@ -1155,7 +1155,7 @@ fn downgrade_of_a_missing_region_is_accepted_without_a_last_entry_id() {
             timed(InstructionKind::DowngradeRegion, 100),
             MigrationEvent::LeaseDeadlineReset,
             entered(StateName::UpgradeCandidateRegion),
-            sent(TO, upgrade_instruction(None, 9_900), 9_900, now_ms, 1),
+            sent(TO, upgrade_instruction(None, 9_900), 1_000, now_ms, 1),
         ]
     );
     assert_eq!(point.state.last_entry_id, None);
@@ -1182,13 +1182,14 @@ fn downgrade_with_a_remote_wal_does_not_reject_writes() {
                 flush_timeout_ms: 10_000,
                 reject_write: false,
             },
-            10_000
+            1_000
         )
     );
 }
 
-/// A retryable downgrade answer: wait 500 ms, then attempt 2 with what is left of the budget,
-/// and no second lease deadline.
+/// A retryable downgrade answer: wait 500 ms, then attempt 2 with what is left of the budget
+/// as its flush timeout (still waiting one mailbox round trip at most), and no second lease
+/// deadline.
 fn downgrade_answer_is_retried_in_state(
     answer: MailboxOutcome,
     event: MigrationEvent,
@@ -1226,13 +1227,7 @@ fn downgrade_answer_is_retried_in_state(
         decision.events,
         vec![
             MigrationEvent::WaitElapsed,
-            sent(
-                FROM,
-                downgrade_instruction(left_ms),
-                left_ms,
-                world.now_ms,
-                2
-            ),
+            sent(FROM, downgrade_instruction(left_ms), 1_000, world.now_ms, 2),
         ]
     );
     assert_eq!(
@@ -1308,7 +1303,7 @@ fn downgrade_three_failed_attempts_take_the_slow_path_until_the_logged_lease_dea
         vec![
             MigrationEvent::WaitElapsed,
             entered(StateName::UpgradeCandidateRegion),
-            sent(TO, upgrade_instruction(None, 9_700), 9_700, deadline_ms, 1),
+            sent(TO, upgrade_instruction(None, 9_700), 1_000, deadline_ms, 1),
         ]
     );
 }
@@ -1357,58 +1352,91 @@ fn downgrade_wrong_reply_kind_stops_at_once_and_takes_the_slow_path() {
 #[test]
 fn downgrade_slow_path_does_not_wait_when_the_lease_already_expired() {
     let mut world = World::with_candidate_follower();
-    world.reply_delay_ms = 4_000;
+    // Each failed answer takes a whole mailbox round trip, the most an attempt can wait; with
+    // 8 attempts the lease runs out before the last answer.
+    world.reply_delay_ms = 1_000;
     let failed = downgrade_reply(None, true, Some("flush failed"));
     world.script(
         InstructionKind::DowngradeRegion,
-        vec![MailboxOutcome::Reply(failed.clone()); 3],
+        vec![MailboxOutcome::Reply(failed.clone()); 8],
     );
-    let setup = Setup::default().with_timeout_ms(60_000);
+    let setup = Setup {
+        policy: RetryPolicy {
+            in_state_attempts_max: 8,
+            ..RetryPolicy::default()
+        },
+        ..Setup::default().with_timeout_ms(60_000)
+    };
     let mut point = drive(
         &mut world,
         &setup,
-        sending_attempt(InstructionKind::DowngradeRegion, 3),
+        sending_attempt(InstructionKind::DowngradeRegion, 8),
     );
+    let lease_deadline_ms = point.state.lease_deadline_ms.expect("lease");
     let decision = point.perform(&mut world);
-    // 4000 + 500 + 4000 + 500 + 4000 ms: the lease ran out 3000 ms ago.
-    assert!(world.now_ms > point.state.lease_deadline_ms.expect("lease"));
+    // 8 × 1000 ms answers and 7 × 500 ms pauses: the lease ran out 1500 ms ago.
+    assert_eq!(world.now_ms, lease_deadline_ms + 1_500);
     let now_ms = world.now_ms;
     assert_eq!(
         decision.events,
         vec![
             reply_received(FROM, failed),
-            timed(InstructionKind::DowngradeRegion, 4_000),
+            timed(InstructionKind::DowngradeRegion, 1_000),
             entered(StateName::UpgradeCandidateRegion),
-            sent(TO, upgrade_instruction(None, 48_000), 48_000, now_ms, 1),
+            sent(TO, upgrade_instruction(None, 52_000), 1_000, now_ms, 1),
         ]
     );
+    assert_eq!(point.state.counters.slow_path_waits, 0);
 }
 
 #[test]
 fn downgrade_with_the_budget_used_up_goes_to_update_metadata_rollback() {
     let mut world = World::with_candidate_follower();
-    world.script(InstructionKind::DowngradeRegion, [MailboxOutcome::Timeout]);
+    world.script(
+        InstructionKind::DowngradeRegion,
+        [MailboxOutcome::Timeout, MailboxOutcome::Timeout],
+    );
     let setup = Setup::default().with_timeout_ms(2_000);
     let mut point = drive(
         &mut world,
         &setup,
         sending(InstructionKind::DowngradeRegion),
     );
-    // The mailbox timeout of a downgrade is what is left of the budget: all of it.
+    // A timeout takes one mailbox round trip, not the whole budget: two of them use it up.
     assert_eq!(
         point.action,
-        send_action(FROM, downgrade_instruction(2_000), 2_000)
+        send_action(FROM, downgrade_instruction(2_000), 1_000)
+    );
+    let timed_out = MigrationEvent::MailboxTimedOut {
+        peer: FROM,
+        instruction: InstructionKind::DowngradeRegion,
+    };
+    let decision = point.perform(&mut world);
+    let now_ms = world.now_ms;
+    assert_eq!(
+        decision.events,
+        vec![
+            timed_out.clone(),
+            timed(InstructionKind::DowngradeRegion, 1_000),
+            wait_started(now_ms + 500, WaitReason::AttemptInterval),
+        ]
+    );
+    assert_eq!(point.state.remaining_budget_ms(), 1_000);
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            sent(FROM, downgrade_instruction(1_000), 1_000, now_ms + 500, 2),
+        ]
     );
     let decision = point.perform(&mut world);
     let now_ms = world.now_ms;
     assert_eq!(
         decision.events,
         vec![
-            MigrationEvent::MailboxTimedOut {
-                peer: FROM,
-                instruction: InstructionKind::DowngradeRegion
-            },
-            timed(InstructionKind::DowngradeRegion, 2_000),
+            timed_out,
+            timed(InstructionKind::DowngradeRegion, 1_000),
             wait_started(now_ms + 500, WaitReason::AttemptInterval),
         ]
     );
@@ -1430,6 +1458,127 @@ fn downgrade_with_the_budget_used_up_goes_to_update_metadata_rollback() {
         Some(ABORTED_FAILED_UPGRADE)
     );
     region_is(&world, FROM, false);
+}
+
+#[test]
+fn downgrade_and_upgrade_wait_one_mailbox_round_trip_at_most_with_the_whole_budget_to_work() {
+    // An open waits one region lease and a close one round trip, whatever the budget.
+    assert_eq!(MAILBOX_RTT_MS, 1_000);
+    assert_eq!(CLOSE_REGION_TIMEOUT_MS, 1_000);
+    assert_eq!(OPEN_CANDIDATE_TIMEOUT_MS, 10_000);
+    // (budget, downgrade mailbox timeout, upgrade replay timeout, upgrade mailbox timeout):
+    // the flush and replay timeouts are what is left of the budget, the mailbox waits that
+    // much or one round trip, whichever is less. The downgrade is answered in 100 ms.
+    for (budget_ms, downgrade_wait_ms, replay_ms, upgrade_wait_ms) in [
+        (600, 600, 500, 500),
+        (1_000, 1_000, 900, 900),
+        (1_001, 1_000, 901, 901),
+        (1_100, 1_000, 1_000, 1_000),
+        (1_101, 1_000, 1_001, 1_000),
+        (10_000, 1_000, 9_900, 1_000),
+        (60_000, 1_000, 59_900, 1_000),
+    ] {
+        let mut world = World::with_candidate_follower();
+        let setup = Setup::default().with_timeout_ms(budget_ms);
+        let (mut point, sent_at_ms) = at_first_downgrade(&mut world, &setup);
+        assert_eq!(
+            point.log.last().map(|t| &t.event),
+            Some(&sent(
+                FROM,
+                downgrade_instruction(budget_ms),
+                downgrade_wait_ms,
+                sent_at_ms,
+                1
+            )),
+            "budget {budget_ms}"
+        );
+        assert_eq!(
+            point.action,
+            send_action(FROM, downgrade_instruction(budget_ms), downgrade_wait_ms),
+            "budget {budget_ms}"
+        );
+        let outstanding = point.state.outstanding.clone().expect("outstanding");
+        assert_eq!(outstanding.timeout_ms, downgrade_wait_ms);
+        assert_eq!(outstanding.deadline_ms, sent_at_ms + downgrade_wait_ms);
+
+        let decision = point.perform(&mut world);
+        let upgrade = upgrade_instruction(Some(LAST_ENTRY_ID), replay_ms);
+        assert_eq!(
+            decision.events.last(),
+            Some(&sent(TO, upgrade.clone(), upgrade_wait_ms, world.now_ms, 1)),
+            "budget {budget_ms}"
+        );
+        assert_eq!(
+            decision.action,
+            send_action(TO, upgrade, upgrade_wait_ms),
+            "budget {budget_ms}"
+        );
+    }
+}
+
+#[test]
+fn downgrade_with_600ms_of_budget_left_waits_600ms_for_its_answer() {
+    let mut world = World::with_candidate_follower();
+    world.script(
+        InstructionKind::DowngradeRegion,
+        [MailboxOutcome::Timeout, MailboxOutcome::Timeout],
+    );
+    let setup = Setup::default().with_timeout_ms(1_600);
+    let (mut point, sent_at_ms) = at_first_downgrade(&mut world, &setup);
+    assert_eq!(
+        point.action,
+        send_action(FROM, downgrade_instruction(1_600), 1_000)
+    );
+    let timed_out = MigrationEvent::MailboxTimedOut {
+        peer: FROM,
+        instruction: InstructionKind::DowngradeRegion,
+    };
+    let decision = point.perform(&mut world);
+    assert_eq!(world.now_ms, sent_at_ms + 1_000);
+    assert_eq!(
+        decision.events,
+        vec![
+            timed_out.clone(),
+            timed(InstructionKind::DowngradeRegion, 1_000),
+            wait_started(sent_at_ms + 1_500, WaitReason::AttemptInterval),
+        ]
+    );
+    assert_eq!(point.state.remaining_budget_ms(), 600);
+
+    let decision = point.perform(&mut world);
+    let resent_at_ms = sent_at_ms + 1_500;
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            sent(FROM, downgrade_instruction(600), 600, resent_at_ms, 2),
+        ]
+    );
+    assert_eq!(
+        decision.action,
+        send_action(FROM, downgrade_instruction(600), 600)
+    );
+
+    let decision = point.perform(&mut world);
+    assert_eq!(world.now_ms, resent_at_ms + 600);
+    assert_eq!(
+        decision.events,
+        vec![
+            timed_out,
+            timed(InstructionKind::DowngradeRegion, 600),
+            wait_started(resent_at_ms + 1_100, WaitReason::AttemptInterval),
+        ]
+    );
+    assert_eq!(point.state.remaining_budget_ms(), 0);
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            entered(StateName::UpdateMetadataRollback)
+        ]
+    );
+    assert_eq!(decision.action, read_route_action());
 }
 
 // ---- UpgradeCandidateRegion ------------------------------------------------------------
@@ -1458,7 +1607,8 @@ fn upgrade_success_enters_update_metadata_upgrade_and_rereads_the_route() {
     assert_eq!(point.state.operations_elapsed_ms, 200);
 }
 
-/// A retryable upgrade answer: wait 500 ms, then attempt 2 with what is left of the budget.
+/// A retryable upgrade answer: wait 500 ms, then attempt 2 with what is left of the budget as
+/// its replay timeout (still waiting one mailbox round trip at most).
 fn upgrade_answer_is_retried_in_state(
     setup: &Setup,
     answer: MailboxOutcome,
@@ -1488,7 +1638,7 @@ fn upgrade_answer_is_retried_in_state(
             sent(
                 TO,
                 upgrade_instruction(Some(LAST_ENTRY_ID), left_ms),
-                left_ms,
+                1_000,
                 world.now_ms,
                 2
             ),
@@ -1650,19 +1800,25 @@ fn upgrade_replay_timeout_is_the_timeout_minus_the_time_spent_in_the_downgrade()
     assert_eq!(point.state.operations_elapsed_ms, 1_400);
     assert_eq!(
         point.action,
-        send_action(TO, upgrade_instruction(Some(LAST_ENTRY_ID), 8_600), 8_600)
+        send_action(TO, upgrade_instruction(Some(LAST_ENTRY_ID), 8_600), 1_000)
     );
 }
 
 #[test]
 fn upgrade_with_no_budget_left_rolls_back_the_metadata_without_sending() {
     let mut world = World::with_candidate_follower();
-    world.reply_delay_ms = 2_000;
-    let setup = Setup::default().with_timeout_ms(2_000);
+    // A 1 s budget, all of it one mailbox round trip: the downgrade's answer comes at the
+    // last moment and leaves nothing for the upgrade.
+    world.reply_delay_ms = 1_000;
+    let setup = Setup::default().with_timeout_ms(1_000);
     let mut point = drive(
         &mut world,
         &setup,
         sending(InstructionKind::DowngradeRegion),
+    );
+    assert_eq!(
+        point.action,
+        send_action(FROM, downgrade_instruction(1_000), 1_000)
     );
     let ok = ok_reply(InstructionKind::DowngradeRegion, Some(LAST_ENTRY_ID));
     let decision = point.perform(&mut world);
@@ -1670,10 +1826,76 @@ fn upgrade_with_no_budget_left_rolls_back_the_metadata_without_sending() {
         decision.events,
         vec![
             reply_received(FROM, ok),
-            timed(InstructionKind::DowngradeRegion, 2_000),
+            timed(InstructionKind::DowngradeRegion, 1_000),
             MigrationEvent::LeaseDeadlineReset,
             entered(StateName::UpgradeCandidateRegion),
             entered(StateName::UpdateMetadataRollback),
+        ]
+    );
+    assert_eq!(decision.action, read_route_action());
+    assert_eq!(point.state.remaining_budget_ms(), 0);
+    assert_eq!(world.sent.len(), 1);
+}
+
+#[test]
+fn upgrade_with_600ms_of_budget_left_waits_600ms_for_its_answer() {
+    let mut world = World::with_candidate_follower();
+    world.script(
+        InstructionKind::UpgradeRegion,
+        [MailboxOutcome::Timeout, MailboxOutcome::Timeout],
+    );
+    // 100 ms of the 1.7 s budget go to the downgrade, a round trip to the first upgrade.
+    let setup = Setup::default().with_timeout_ms(1_700);
+    let mut point = at_first_upgrade(&mut world, &setup);
+    let sent_at_ms = world.now_ms;
+    assert_eq!(
+        point.action,
+        send_action(TO, upgrade_instruction(Some(LAST_ENTRY_ID), 1_600), 1_000)
+    );
+    let timed_out = MigrationEvent::MailboxTimedOut {
+        peer: TO,
+        instruction: InstructionKind::UpgradeRegion,
+    };
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            timed_out.clone(),
+            timed(InstructionKind::UpgradeRegion, 1_000),
+            wait_started(sent_at_ms + 1_500, WaitReason::AttemptInterval),
+        ]
+    );
+    assert_eq!(point.state.remaining_budget_ms(), 600);
+
+    let decision = point.perform(&mut world);
+    let resent_at_ms = sent_at_ms + 1_500;
+    let upgrade = upgrade_instruction(Some(LAST_ENTRY_ID), 600);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            sent(TO, upgrade.clone(), 600, resent_at_ms, 2),
+        ]
+    );
+    assert_eq!(decision.action, send_action(TO, upgrade, 600));
+
+    let decision = point.perform(&mut world);
+    assert_eq!(world.now_ms, resent_at_ms + 600);
+    assert_eq!(
+        decision.events,
+        vec![
+            timed_out,
+            timed(InstructionKind::UpgradeRegion, 600),
+            wait_started(resent_at_ms + 1_100, WaitReason::AttemptInterval),
+        ]
+    );
+    assert_eq!(point.state.remaining_budget_ms(), 0);
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            entered(StateName::UpdateMetadataRollback)
         ]
     );
     assert_eq!(decision.action, read_route_action());
@@ -2635,13 +2857,14 @@ fn resume_after_instruction_sent_resends_it_with_the_same_attempt_and_remaining_
         sending_attempt(InstructionKind::DowngradeRegion, 2),
     );
     let sent_at_ms = world.now_ms;
-    let deadline_ms = sent_at_ms + 9_900;
+    // The flush may take what is left of the budget; the mailbox waits one round trip.
+    let deadline_ms = sent_at_ms + 1_000;
     assert_eq!(
         point.log.last().map(|t| &t.event),
         Some(&sent(
             FROM,
             downgrade_instruction(9_900),
-            9_900,
+            1_000,
             sent_at_ms,
             2
         ))
@@ -2658,7 +2881,7 @@ fn resume_after_instruction_sent_resends_it_with_the_same_attempt_and_remaining_
             MigrationEvent::InstructionSent {
                 peer: Peer::sim(FROM),
                 instruction: downgrade_instruction(9_900),
-                timeout_ms: 9_600,
+                timeout_ms: 700,
                 deadline_ms,
                 attempt: 2,
                 resend: true,
@@ -2667,7 +2890,7 @@ fn resume_after_instruction_sent_resends_it_with_the_same_attempt_and_remaining_
     );
     assert_eq!(
         decision.action,
-        send_action(FROM, downgrade_instruction(9_900), 9_600)
+        send_action(FROM, downgrade_instruction(9_900), 700)
     );
     assert_eq!(point.state.step.attempts, before.step.attempts);
     assert_eq!(point.state.counters.resends, 1);
@@ -2823,7 +3046,7 @@ fn resume_after_an_unlogged_downgrade_cas_rereads_the_route_and_carries_on() {
             MigrationEvent::LeaseDeadlineSet {
                 deadline_ms: now_ms + REGION_LEASE_MS
             },
-            sent(FROM, downgrade_instruction(10_000), 10_000, now_ms, 1),
+            sent(FROM, downgrade_instruction(10_000), 1_000, now_ms, 1),
         ]
     );
     let run = point.finish(&mut world);
@@ -3014,7 +3237,8 @@ fn resume_after_the_deadline_of_a_downgrade_passed_never_waits_beyond_it() {
         &Setup::default(),
         sending(InstructionKind::DowngradeRegion),
     );
-    let deadline_ms = world.now_ms + 10_000;
+    // The mailbox deadline: one round trip after the send.
+    let deadline_ms = world.now_ms + 1_000;
     // The engine comes back 15 s later: the downgrade's budget ran out while it was down.
     world.now_ms += 15_000;
     let decision = resume_and_lock(&mut point, &mut world);
@@ -3036,6 +3260,57 @@ fn resume_after_the_deadline_of_a_downgrade_passed_never_waits_beyond_it() {
     assert_eq!(run.outcome, Some(Outcome::Aborted));
     assert_eq!(run.state().remaining_budget_ms(), 0);
     region_is(&world, FROM, false);
+}
+
+#[test]
+fn resume_after_the_mailbox_deadline_of_a_downgrade_passed_times_out_at_once_and_tries_again() {
+    let mut world = World::with_candidate_follower();
+    let (mut point, sent_at_ms) = at_first_downgrade(&mut world, &Setup::default());
+    // The engine comes back 2 s later: past the mailbox's round trip, within the budget.
+    world.now_ms += 2_000;
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            locks_acquired(),
+            MigrationEvent::InstructionSent {
+                peer: Peer::sim(FROM),
+                instruction: downgrade_instruction(10_000),
+                timeout_ms: 0,
+                deadline_ms: sent_at_ms + 1_000,
+                attempt: 1,
+                resend: true,
+            },
+        ]
+    );
+    // A zero timeout times out at once; the 2 s since the first send are charged.
+    let decision = point.perform(&mut world);
+    let now_ms = world.now_ms;
+    assert_eq!(now_ms, sent_at_ms + 2_000);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::MailboxTimedOut {
+                peer: FROM,
+                instruction: InstructionKind::DowngradeRegion
+            },
+            timed(InstructionKind::DowngradeRegion, 2_000),
+            wait_started(now_ms + 500, WaitReason::AttemptInterval),
+        ]
+    );
+    let decision = point.perform(&mut world);
+    assert_eq!(
+        decision.events,
+        vec![
+            MigrationEvent::WaitElapsed,
+            sent(FROM, downgrade_instruction(8_000), 1_000, now_ms + 500, 2),
+        ]
+    );
+    let run = point.finish(&mut world);
+    assert_eq!(run.outcome, Some(Outcome::Completed));
+    assert_eq!(run.state().counters.slow_path_waits, 0);
+    region_is(&world, TO, false);
+    assert_replays(&run.log);
 }
 
 #[test]
@@ -3103,8 +3378,8 @@ fn flow_from_start_with_the_candidate_not_open_completes_on_the_fast_path() {
         sent,
         vec![
             (TO, open_instruction(), OPEN_CANDIDATE_TIMEOUT_MS),
-            (FROM, downgrade_instruction(10_000), 10_000),
-            (TO, upgrade_instruction(Some(LAST_ENTRY_ID), 9_900), 9_900),
+            (FROM, downgrade_instruction(10_000), 1_000),
+            (TO, upgrade_instruction(Some(LAST_ENTRY_ID), 9_900), 1_000),
             (FROM, close_instruction(), CLOSE_REGION_TIMEOUT_MS),
         ]
     );
@@ -3285,11 +3560,148 @@ fn flow_with_mailbox_timeouts_on_both_downgrade_and_upgrade_still_completes() {
     assert_replays(&run.log);
 }
 
+/// The instructions the world received: peer, instruction, mailbox timeout.
+fn sent_instructions(world: &World) -> Vec<(PeerId, Instruction, u64)> {
+    world
+        .sent
+        .iter()
+        .map(|sent| (sent.peer, sent.instruction.clone(), sent.timeout_ms))
+        .collect()
+}
+
+/// A run with the candidate already a follower, a 10 s budget, and the given numbers of
+/// downgrade and upgrade mailbox timeouts before their answers.
+fn run_with_timeouts(downgrade_timeouts: usize, upgrade_timeouts: usize) -> (World, Run) {
+    let mut world = World::with_candidate_follower();
+    world.script(
+        InstructionKind::DowngradeRegion,
+        vec![MailboxOutcome::Timeout; downgrade_timeouts],
+    );
+    world.script(
+        InstructionKind::UpgradeRegion,
+        vec![MailboxOutcome::Timeout; upgrade_timeouts],
+    );
+    let run = world.run_submitted(&Setup::default());
+    (world, run)
+}
+
+fn fast_path() -> Vec<StateName> {
+    vec![
+        StateName::Start,
+        StateName::UpdateMetadataDowngrade,
+        StateName::DowngradeLeaderRegion,
+        StateName::UpgradeCandidateRegion,
+        StateName::UpdateMetadataUpgrade,
+        StateName::CloseDowngradedRegion,
+        StateName::End,
+    ]
+}
+
+/// Checks a completed run took the fast path: the old leader's downgrade was acknowledged,
+/// so the lease deadline was reset and never waited out.
+fn assert_fast_path_completed(world: &World, run: &Run) {
+    assert_eq!(run.outcome, Some(Outcome::Completed));
+    assert_eq!(path(run), fast_path());
+    let state = run.state();
+    assert_eq!(state.counters.slow_path_waits, 0);
+    assert_eq!(state.retries_used, 0);
+    assert!(run.events().contains(&MigrationEvent::LeaseDeadlineReset));
+    region_is(world, TO, false);
+    assert_replays(&run.log);
+}
+
 #[test]
-fn flow_with_a_downgrade_timeout_taking_the_whole_budget_rolls_back() {
+fn flow_with_a_downgrade_timeout_then_ok_completes_on_the_fast_path() {
+    // The original's "timeout then ok" downgrade: the timeout takes one mailbox round trip
+    // of the 10 s budget, and the second attempt, 500 ms later, gets the rest as its flush
+    // timeout.
+    let (world, run) = run_with_timeouts(1, 0);
+    assert_fast_path_completed(&world, &run);
+    assert_eq!(
+        sent_instructions(&world),
+        vec![
+            (FROM, downgrade_instruction(10_000), 1_000),
+            (FROM, downgrade_instruction(9_000), 1_000),
+            (TO, upgrade_instruction(Some(LAST_ENTRY_ID), 8_900), 1_000),
+            (FROM, close_instruction(), CLOSE_REGION_TIMEOUT_MS),
+        ]
+    );
+    // 1000 (timeout) + 100 in the downgrade, 100 in the upgrade.
+    assert_eq!(run.state().operations_elapsed_ms, 1_200);
+    // And 500 ms between the attempts, 100 ms for the close.
+    assert_eq!(world.now_ms, START_MS + 1_800);
+}
+
+#[test]
+fn flow_with_an_upgrade_timeout_then_ok_completes_on_the_fast_path() {
+    let (world, run) = run_with_timeouts(0, 1);
+    assert_fast_path_completed(&world, &run);
+    assert_eq!(
+        sent_instructions(&world),
+        vec![
+            (FROM, downgrade_instruction(10_000), 1_000),
+            (TO, upgrade_instruction(Some(LAST_ENTRY_ID), 9_900), 1_000),
+            (TO, upgrade_instruction(Some(LAST_ENTRY_ID), 8_900), 1_000),
+            (FROM, close_instruction(), CLOSE_REGION_TIMEOUT_MS),
+        ]
+    );
+    // 100 in the downgrade, 1000 (timeout) + 100 in the upgrade.
+    assert_eq!(run.state().operations_elapsed_ms, 1_200);
+    assert_eq!(world.now_ms, START_MS + 1_800);
+}
+
+#[test]
+fn flow_with_mailbox_timeouts_on_both_downgrade_and_upgrade_completes_within_the_default_budget() {
+    let (world, run) = run_with_timeouts(1, 1);
+    assert_fast_path_completed(&world, &run);
+    assert_eq!(
+        sent_instructions(&world),
+        vec![
+            (FROM, downgrade_instruction(10_000), 1_000),
+            (FROM, downgrade_instruction(9_000), 1_000),
+            (TO, upgrade_instruction(Some(LAST_ENTRY_ID), 8_900), 1_000),
+            (TO, upgrade_instruction(Some(LAST_ENTRY_ID), 7_900), 1_000),
+            (FROM, close_instruction(), CLOSE_REGION_TIMEOUT_MS),
+        ]
+    );
+    assert_eq!(run.state().operations_elapsed_ms, 2_200);
+    assert_eq!(world.now_ms, START_MS + 3_300);
+}
+
+#[test]
+fn flow_with_three_downgrade_timeouts_takes_the_slow_path_and_completes() {
+    // The original's slow-path downgrade with timeouts: three round trips of the 10 s budget
+    // are spent, the lease is waited out, and the upgrade gets what is left.
+    let (world, run) = run_with_timeouts(3, 0);
+    assert_eq!(run.outcome, Some(Outcome::Completed));
+    assert_eq!(path(&run), fast_path());
+    let state = run.state();
+    assert_eq!(state.counters.slow_path_waits, 1);
+    assert_eq!(state.retries_used, 0);
+    assert_eq!(
+        sent_instructions(&world),
+        vec![
+            (FROM, downgrade_instruction(10_000), 1_000),
+            (FROM, downgrade_instruction(9_000), 1_000),
+            (FROM, downgrade_instruction(8_000), 1_000),
+            (TO, upgrade_instruction(None, 7_000), 1_000),
+            (FROM, close_instruction(), CLOSE_REGION_TIMEOUT_MS),
+        ]
+    );
+    // The upgrade was sent when the lease, set at the first downgrade send, ran out.
+    assert_eq!(world.sent[3].at_ms, START_MS + REGION_LEASE_MS);
+    assert_eq!(state.operations_elapsed_ms, 3_100);
+    region_is(&world, TO, false);
+    assert_replays(&run.log);
+}
+
+#[test]
+fn flow_with_a_downgrade_timeout_using_a_budget_under_one_round_trip_rolls_back() {
+    // With less than a round trip of budget, the mailbox waits for all of it: one timeout
+    // leaves nothing, and the next attempt is an exceeded deadline.
     let mut world = World::with_candidate_follower();
     world.script(InstructionKind::DowngradeRegion, [MailboxOutcome::Timeout]);
-    let run = world.run_submitted(&Setup::default());
+    let run = world.run_submitted(&Setup::default().with_timeout_ms(800));
     assert_eq!(run.outcome, Some(Outcome::Aborted));
     assert_eq!(
         path(&run),
@@ -3301,5 +3713,131 @@ fn flow_with_a_downgrade_timeout_taking_the_whole_budget_rolls_back() {
             StateName::Abort,
         ]
     );
+    assert_eq!(
+        sent_instructions(&world),
+        vec![(FROM, downgrade_instruction(800), 800)]
+    );
+    let state = run.state();
+    assert_eq!(state.operations_elapsed_ms, 800);
+    assert_eq!(state.final_error.as_deref(), Some(ABORTED_FAILED_UPGRADE));
+    region_is(&world, FROM, false);
+    assert_replays(&run.log);
+}
+
+#[test]
+fn flow_with_downgrade_timeouts_until_the_budget_runs_out_rolls_back() {
+    // A 2.5 s budget: two round trips, then the third attempt waits only the 500 ms left.
+    // The attempts are used up, so the slow path waits out the lease; the upgrade then finds
+    // no budget and the metadata is rolled back.
+    let mut world = World::with_candidate_follower();
+    world.script(
+        InstructionKind::DowngradeRegion,
+        vec![MailboxOutcome::Timeout; 3],
+    );
+    let run = world.run_submitted(&Setup::default().with_timeout_ms(2_500));
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+    assert_eq!(
+        path(&run),
+        vec![
+            StateName::Start,
+            StateName::UpdateMetadataDowngrade,
+            StateName::DowngradeLeaderRegion,
+            StateName::UpgradeCandidateRegion,
+            StateName::UpdateMetadataRollback,
+            StateName::Abort,
+        ]
+    );
+    assert_eq!(
+        sent_instructions(&world),
+        vec![
+            (FROM, downgrade_instruction(2_500), 1_000),
+            (FROM, downgrade_instruction(1_500), 1_000),
+            (FROM, downgrade_instruction(500), 500),
+        ]
+    );
+    let state = run.state();
+    assert_eq!(state.operations_elapsed_ms, 2_500);
+    assert_eq!(state.remaining_budget_ms(), 0);
+    assert_eq!(state.counters.slow_path_waits, 1);
+    assert_eq!(state.final_error.as_deref(), Some(ABORTED_FAILED_UPGRADE));
+    region_is(&world, FROM, false);
+    assert_replays(&run.log);
+}
+
+#[test]
+fn flow_with_a_slow_flush_and_replay_completes_on_the_fast_path_as_the_datanode_keeps_working() {
+    // Flush and replay take 1.2 s, more than a mailbox round trip: the first attempt of each
+    // times out, the datanode goes on, and the second attempt finds it done.
+    let mut world = World::with_candidate_follower();
+    world.reply_delay_ms = 1_200;
+    world.datanode_keeps_working = true;
+    let run = world.run_submitted(&Setup::default());
+    assert_fast_path_completed(&world, &run);
+    let timeout = MailboxOutcome::Timeout;
+    let ok = |kind| MailboxOutcome::Reply(ok_reply(kind, Some(LAST_ENTRY_ID)));
+    let sent: Vec<(u64, PeerId, Instruction, u64, MailboxOutcome)> = world
+        .sent
+        .iter()
+        .map(|sent| {
+            (
+                sent.at_ms - START_MS,
+                sent.peer,
+                sent.instruction.clone(),
+                sent.timeout_ms,
+                sent.outcome.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (
+                0,
+                FROM,
+                downgrade_instruction(10_000),
+                1_000,
+                timeout.clone()
+            ),
+            (
+                1_500,
+                FROM,
+                downgrade_instruction(9_000),
+                1_000,
+                ok(InstructionKind::DowngradeRegion)
+            ),
+            (
+                1_500,
+                TO,
+                upgrade_instruction(Some(LAST_ENTRY_ID), 9_000),
+                1_000,
+                timeout.clone()
+            ),
+            (
+                3_000,
+                TO,
+                upgrade_instruction(Some(LAST_ENTRY_ID), 8_000),
+                1_000,
+                ok(InstructionKind::UpgradeRegion)
+            ),
+            // The close is answered afresh: 1.2 s is past its timeout (best effort anyway).
+            (
+                3_000,
+                FROM,
+                close_instruction(),
+                CLOSE_REGION_TIMEOUT_MS,
+                timeout
+            ),
+        ]
+    );
+    assert_eq!(run.state().operations_elapsed_ms, 2_000);
+    assert!(world.working_since.is_empty());
+
+    // A datanode that started over at every send would never answer in time: the slow path,
+    // three upgrade timeouts, and a rollback.
+    let mut world = World::with_candidate_follower();
+    world.reply_delay_ms = 1_200;
+    let run = world.run_submitted(&Setup::default());
+    assert_eq!(run.outcome, Some(Outcome::Aborted));
+    assert_eq!(run.state().counters.slow_path_waits, 1);
     region_is(&world, FROM, false);
 }

@@ -22,6 +22,7 @@ use regmig::domain::{
     Instruction, InstructionKind, LeaderState, MailboxOutcome, Reply, TableRoute,
     VersionedTableRoute, WalKind,
 };
+use regmig::migration::decide::MAILBOX_RTT_MS;
 use regmig::migration::{
     decide, fold, replay, Action, DecideError, Input, MigrationEvent, MigrationState, Observation,
     Outcome, RetryPolicy, RouteChange, StateName, TimedEvent,
@@ -370,10 +371,63 @@ impl Scenario {
 
 // ---- Checks ----------------------------------------------------------------------------
 
+/// The flush or replay timeout of a downgrade or an upgrade.
+fn operation_timeout_ms(instruction: &Instruction) -> Option<u64> {
+    match instruction {
+        Instruction::DowngradeRegion {
+            flush_timeout_ms, ..
+        } => Some(*flush_timeout_ms),
+        Instruction::UpgradeRegion {
+            replay_timeout_ms, ..
+        } => Some(*replay_timeout_ms),
+        _ => None,
+    }
+}
+
+/// A downgrade or an upgrade is first sent with the whole remaining budget as its flush or
+/// replay timeout and at most one mailbox round trip as its mailbox timeout; a re-send keeps
+/// the deadline and waits only what is left of it.
+fn check_send(
+    state: &MigrationState,
+    at_ms: u64,
+    event: &MigrationEvent,
+) -> Result<(), TestCaseError> {
+    let MigrationEvent::InstructionSent {
+        instruction,
+        timeout_ms,
+        deadline_ms,
+        resend,
+        ..
+    } = event
+    else {
+        return Ok(());
+    };
+    let Some(operation_ms) = operation_timeout_ms(instruction) else {
+        return Ok(());
+    };
+    if *resend {
+        let outstanding = state
+            .outstanding
+            .as_ref()
+            .expect("a re-send has an outstanding");
+        prop_assert_eq!(*deadline_ms, outstanding.deadline_ms);
+        prop_assert_eq!(*timeout_ms, outstanding.deadline_ms.saturating_sub(at_ms));
+        prop_assert!(*timeout_ms <= MAILBOX_RTT_MS);
+    } else {
+        let remaining_ms = state.remaining_budget_ms();
+        prop_assert!(remaining_ms > 0, "sent with no budget left");
+        prop_assert_eq!(operation_ms, remaining_ms);
+        prop_assert_eq!(*timeout_ms, remaining_ms.min(MAILBOX_RTT_MS));
+        prop_assert_eq!(*deadline_ms, at_ms + *timeout_ms);
+    }
+    Ok(())
+}
+
 /// What every finished log must satisfy, whatever happened.
 fn check_log(log: &[TimedEvent], policy: &RetryPolicy) -> Result<(), TestCaseError> {
     let mut state = MigrationState::default();
     for timed in log {
+        check_send(&state, timed.at_ms, &timed.event)?;
         state.apply(timed.at_ms, &timed.event);
         prop_assert!(
             state.retries_used <= policy.retries_max,

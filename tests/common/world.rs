@@ -8,9 +8,16 @@
 //!
 //! Time: `now_ms` only moves when the world acts. A send that is answered takes
 //! `reply_delay_ms` (a reply slower than the send's timeout becomes a timeout), a timeout takes
-//! the send's timeout (or `timeout_elapsed_ms` when set, like the original's mocked timeouts
-//! that fail at once), an unreachable peer takes `unreachable_delay_ms`, reads, writes and
-//! locks take `io_delay_ms`, and a wait jumps to its `until_ms`.
+//! the send's mailbox timeout (at most one mailbox round trip for a downgrade or an upgrade, not
+//! their whole flush or replay timeout; `timeout_elapsed_ms` overrides it, like the original's
+//! mocked timeouts that fail at once), an unreachable peer takes `unreachable_delay_ms`, reads,
+//! writes and locks take `io_delay_ms`, and a wait jumps to its `until_ms`.
+//!
+//! Datanodes: by default each send is answered afresh after `reply_delay_ms`. With
+//! [`World::datanode_keeps_working`], a downgrade or an upgrade whose mailbox timed out keeps
+//! running on its datanode (it was told a flush or replay timeout longer than the mailbox's),
+//! so the next send of it is answered once `reply_delay_ms` has passed since the first
+//! unanswered send: the next attempt finds the datanode further.
 //!
 //! Crashes: stop after event k ([`Stop::AfterEvents`]) or when a predicate holds
 //! ([`Stop::When`]), optionally after the world performed
@@ -337,8 +344,14 @@ pub struct World {
     pub default_jitter: u32,
     /// How long an answered send takes.
     pub reply_delay_ms: u64,
-    /// How long a timeout takes; `None`: the send's timeout.
+    /// How long a timeout takes; `None`: the send's mailbox timeout.
     pub timeout_elapsed_ms: Option<u64>,
+    /// Whether a downgrade or an upgrade goes on running on its datanode after the mailbox
+    /// gave up on it (see the module's doc); off by default.
+    pub datanode_keeps_working: bool,
+    /// When each datanode began the downgrade or upgrade it is still working on, by peer and
+    /// instruction kind (only with `datanode_keeps_working`).
+    pub working_since: BTreeMap<(PeerId, InstructionKind), u64>,
     /// How long finding a peer unreachable takes.
     pub unreachable_delay_ms: u64,
     /// How long a read, a write or a lock takes.
@@ -388,6 +401,8 @@ impl World {
             default_jitter: 0,
             reply_delay_ms: 100,
             timeout_elapsed_ms: None,
+            datanode_keeps_working: false,
+            working_since: BTreeMap::new(),
             unreachable_delay_ms: 0,
             io_delay_ms: 0,
             last_entry_id: Some(LAST_ENTRY_ID),
@@ -626,7 +641,23 @@ impl World {
                         None,
                     ),
                 };
-                let reply_delay_ms = delay_ms.unwrap_or(self.reply_delay_ms);
+                let mut reply_delay_ms = delay_ms.unwrap_or(self.reply_delay_ms);
+                let keeps_working = self.datanode_keeps_working
+                    && matches!(
+                        kind,
+                        InstructionKind::DowngradeRegion | InstructionKind::UpgradeRegion
+                    )
+                    && matches!(outcome, MailboxOutcome::Reply(_));
+                if keeps_working {
+                    let since_ms = *self
+                        .working_since
+                        .entry((peer.id, kind))
+                        .or_insert(self.now_ms);
+                    reply_delay_ms = (since_ms + reply_delay_ms).saturating_sub(self.now_ms);
+                    if reply_delay_ms <= timeout_ms {
+                        self.working_since.remove(&(peer.id, kind));
+                    }
+                }
                 let (outcome, elapsed_ms) = match outcome {
                     MailboxOutcome::Reply(_) if reply_delay_ms > timeout_ms => {
                         (MailboxOutcome::Timeout, timeout_ms)
