@@ -7,7 +7,7 @@
 //! - [`timeline`]: an SVG picture of a migration or of a region's history;
 //! - [`sim_cmd`]: `sim run` (scenario files) and `sim fuzz`;
 //! - [`log_verify`]: `log verify`;
-//! - [`bench_cmd`]: `bench`.
+//! - [`bench_cmd`]: `bench`, the benchmark table.
 //!
 //! Conventions: tables on a terminal, `--json` for one JSON document with stable field
 //! names, no progress bars or colours when stdout is not a terminal. Exit codes: 0 ok,

@@ -158,7 +158,7 @@ pub fn check(events: &[TimedEvent]) -> Result<usize, Divergence> {
             let today = decided.get(offset);
             let same_time = recorded
                 .get(offset)
-                .map_or(true, |timed| timed.at_ms == timed_at(recorded));
+                .is_none_or(|timed| timed.at_ms == timed_at(recorded));
             if logged != today || !same_time {
                 return Err(Divergence {
                     input_index: index,

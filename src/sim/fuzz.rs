@@ -80,7 +80,10 @@ pub fn scenario_text(seed: u64) -> String {
     for table_index in 0..rng.gen_range(1..=2u32) {
         let table_id = 100 + table_index;
         let wal = if rng.gen_bool(0.2) { "remote" } else { "local" };
-        let _ = writeln!(out, "[[cluster.tables]]\nid = {table_id}\nwal = \"{wal}\"\nregions = [");
+        let _ = writeln!(
+            out,
+            "[[cluster.tables]]\nid = {table_id}\nwal = \"{wal}\"\nregions = ["
+        );
         for number in 1..=rng.gen_range(1..=3u32) {
             let leader = *pick(&mut rng, &peers);
             let followers: Vec<u64> = peers
@@ -110,7 +113,11 @@ pub fn scenario_text(seed: u64) -> String {
         let swap = rng.gen_range(index..chosen.len());
         chosen.swap(index, swap);
         let (table_id, number, leader, followers) = &regions[chosen[index]];
-        let from = if rng.gen_bool(0.9) { *leader } else { *pick(&mut rng, &peers) };
+        let from = if rng.gen_bool(0.9) {
+            *leader
+        } else {
+            *pick(&mut rng, &peers)
+        };
         let others: Vec<u64> = peers.iter().copied().filter(|p| p != leader).collect();
         let to = if !followers.is_empty() && rng.gen_bool(0.3) {
             *pick(&mut rng, followers)
@@ -126,7 +133,12 @@ pub fn scenario_text(seed: u64) -> String {
             "[[migrations]]\nregion = \"{table_id}:{number}\"\nfrom = {from}\nto = {to}\ntimeout = \"{timeout}\"\nat = \"{at_ms}ms\"\n"
         );
     }
-    let instructions = ["open_region", "downgrade_region", "upgrade_region", "close_region"];
+    let instructions = [
+        "open_region",
+        "downgrade_region",
+        "upgrade_region",
+        "close_region",
+    ];
     let mut scripted = std::collections::BTreeSet::new();
     for _ in 0..rng.gen_range(0..=3) {
         let peer = *pick(&mut rng, &peers);
@@ -201,7 +213,11 @@ pub fn scenario_text(seed: u64) -> String {
                     rng.gen_range(0..10_000)
                 );
                 if rng.gen_bool(0.7) {
-                    let _ = write!(out, "restart_after = \"{}ms\"\n", rng.gen_range(1_000..15_000));
+                    let _ = writeln!(
+                        out,
+                        "restart_after = \"{}ms\"",
+                        rng.gen_range(1_000..15_000)
+                    );
                 }
                 out.push('\n');
             }

@@ -11,7 +11,7 @@
 
 pub mod cluster;
 pub mod datanode;
-pub mod invariants;
 pub mod fuzz;
+pub mod invariants;
 pub mod runner;
 pub mod scenario;

@@ -206,7 +206,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             .map_err(RunError::DataDir)?
             .keep(),
     };
-    let cluster = SimCluster::new(cluster_setup(scenario), options.sim_options.clone())?;
+    let cluster = SimCluster::new(cluster_setup(scenario), options.sim_options)?;
     for script in &scenario.scripts {
         cluster.script_replies(
             script.peer,
