@@ -1,13 +1,517 @@
-//! `regmig demo` (being built).
+//! `regmig demo`: the main job. A migration campaign on the built-in simulated cluster, with
+//! the embedded sled log: rebalance the datanodes, then evacuate the last one, with a write
+//! workload and a few injected faults. Killed and run again on the same data directory, it
+//! resumes the open migrations from the log and finishes the campaign.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use serde::Serialize;
+use uuid::Uuid;
 
-/// Arguments of this command.
+use super::{DEFAULT_DATA_DIR, EXIT_FAILED};
+use crate::cluster::sled_store::SledMetadataStore;
+use crate::domain::InstructionKind;
+use crate::engine::{
+    load_procedure, AppendMode, Engine, EngineConfig, MigrationRequest, SubmitOutcome,
+};
+use crate::log::{EventLog, LogOptions};
+use crate::migration::{fold, MigrationEvent, MigrationState, Outcome};
+use crate::sim::campaign::{
+    cluster_setup, plan, restore_routes, write_initial_layout, CampaignConfig, CampaignError,
+    CampaignRecord, MirroredMetadataStore, Phase,
+};
+use crate::sim::cluster::SimCluster;
+use crate::sim::datanode::{ScriptedReply, SimOptions};
+
+/// Arguments of `regmig demo`.
 #[derive(Debug, Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Where the log and the durable routing metadata live.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Datanodes in the simulated cluster (first run only).
+    #[arg(long, default_value_t = 5)]
+    pub datanodes: u64,
+    /// Tables (first run only).
+    #[arg(long, default_value_t = 20)]
+    pub tables: u32,
+    /// Regions per table (first run only).
+    #[arg(long, default_value_t = 10)]
+    pub regions_per_table: u32,
+    /// Seed of the simulated cluster (first run only).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Inject no faults.
+    #[arg(long)]
+    pub no_faults: bool,
+    /// Print the summary as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit abruptly, as a kill would, once this many events were appended (tests).
+    #[arg(long, hide = true)]
+    pub exit_after_events: Option<u64>,
+}
 
-/// Runs the command; returns the exit code.
-pub fn run(_args: DemoArgs) -> u8 {
-    eprintln!("error: this command is being built");
-    super::EXIT_FAILED
+/// Figures of a set of migrations.
+#[derive(Debug, Default, Serialize)]
+struct Figures {
+    migrations: u64,
+    completed: u64,
+    aborted: u64,
+    failed: u64,
+    unfinished: u64,
+    duration_p50_ms: u64,
+    duration_p99_ms: u64,
+    retries: u64,
+    slow_path_waits: u64,
+    resends: u64,
+}
+
+fn figures<'a>(states: impl IntoIterator<Item = &'a MigrationState>) -> Figures {
+    let mut figures = Figures::default();
+    let mut durations = Vec::new();
+    for state in states {
+        figures.migrations += 1;
+        match state.outcome {
+            Some(Outcome::Completed) => figures.completed += 1,
+            Some(Outcome::Aborted) => figures.aborted += 1,
+            Some(Outcome::Failed) => figures.failed += 1,
+            None => figures.unfinished += 1,
+        }
+        if let Some(finished_at_ms) = state.finished_at_ms {
+            durations.push(finished_at_ms.saturating_sub(state.submitted_at_ms));
+        }
+        figures.retries += u64::from(state.counters.retries);
+        figures.slow_path_waits += u64::from(state.counters.slow_path_waits);
+        figures.resends += u64::from(state.counters.resends);
+    }
+    durations.sort_unstable();
+    let percentile = |p: usize| -> u64 {
+        if durations.is_empty() {
+            0
+        } else {
+            durations[((durations.len() - 1) * p) / 100]
+        }
+    };
+    figures.duration_p50_ms = percentile(50);
+    figures.duration_p99_ms = percentile(99);
+    figures
+}
+
+/// What one run of the demo did.
+#[derive(Debug, Serialize)]
+struct Summary {
+    data_dir: String,
+    datanodes: u64,
+    regions: u64,
+    tables: u32,
+    resumed: u64,
+    phases: Vec<(String, u64)>,
+    this_run: Figures,
+    all_time: Figures,
+    invariant_violations: Vec<String>,
+    virtual_time_ms: u64,
+    real_time_ms: u64,
+    example_ids: BTreeMap<String, String>,
+}
+
+/// Runs the demo; returns the exit code.
+pub fn run(args: DemoArgs) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return EXIT_FAILED;
+        }
+    };
+    let code = runtime.block_on(async {
+        match campaign(&args).await {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("error: {error}");
+                EXIT_FAILED
+            }
+        }
+    });
+    runtime.shutdown_background();
+    code
+}
+
+fn now_wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// The latest event time in the log, so virtual time never runs backwards across runs.
+fn last_recorded_ms(log: &EventLog) -> Result<u64, CampaignError> {
+    let mut ids = log.procedures()?;
+    let recent = ids.split_off(ids.len().saturating_sub(64));
+    let mut latest = 0;
+    for id in recent
+        .into_iter()
+        .chain(log.open_procedures()?.into_iter().map(|(id, _)| id))
+    {
+        if let Some(last) = load_procedure(log, id)?.last() {
+            latest = latest.max(last.at_ms);
+        }
+    }
+    Ok(latest)
+}
+
+fn inject_faults(cluster: &Arc<SimCluster>, config: &CampaignConfig) {
+    let last = config.datanodes;
+    // A candidate that needs two tries to open.
+    cluster.script_replies(2, InstructionKind::OpenRegion, [ScriptedReply::Timeout]);
+    // An old leader whose first flush fails.
+    cluster.script_replies(
+        1,
+        InstructionKind::DowngradeRegion,
+        [ScriptedReply::Error("flush failed: disk busy".to_string())],
+    );
+    // An old leader that cannot be reached: the slow path waits out its lease.
+    cluster.script_replies(
+        1,
+        InstructionKind::DowngradeRegion,
+        [ScriptedReply::Ok, ScriptedReply::Unreachable],
+    );
+    // Candidates still replaying their WAL: upgrades retried 500 ms later.
+    cluster.script_replies(
+        3,
+        InstructionKind::UpgradeRegion,
+        [ScriptedReply::NotReady, ScriptedReply::NotReady],
+    );
+    // A candidate whose region vanished: rolled back and aborted.
+    cluster.script_replies(
+        4,
+        InstructionKind::UpgradeRegion,
+        [ScriptedReply::NotExists],
+    );
+    // Concurrent writers to the routing metadata.
+    cluster.inject_cas_conflicts(2, 2_000);
+    cluster.inject_metadata_unavailable(1, 5_000);
+    // A slow datanode.
+    cluster.inject_message_delay(last.saturating_sub(1).max(1), 150, 0);
+}
+
+async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
+    let started = Instant::now();
+    let log = EventLog::open(&args.data_dir, LogOptions::default())?;
+    let store = SledMetadataStore::open(&log)?;
+    let record = CampaignRecord::open(&log)?;
+    let (config, fresh) = match record.config()? {
+        Some(config) => (config, false),
+        None => {
+            let config = CampaignConfig {
+                datanodes: args.datanodes.max(2),
+                tables: args.tables.max(1),
+                regions_per_table: args.regions_per_table.max(1),
+                seed: args.seed,
+                faults: !args.no_faults,
+                ..CampaignConfig::default()
+            };
+            write_initial_layout(&store, &config).await?;
+            record.set_config(&config).await?;
+            record.set_phase(Phase::Rebalance).await?;
+            (config, true)
+        }
+    };
+    let epoch_base_ms = now_wall_ms().max(last_recorded_ms(&log)? + 1);
+    let (setup, routes) = cluster_setup(&store, &log, &config, epoch_base_ms).await?;
+    let regions: u64 = setup.tables.iter().map(|t| t.regions.len() as u64).sum();
+    let cluster = SimCluster::new(setup, SimOptions::default())?;
+    restore_routes(&cluster, &routes);
+    if fresh && config.faults {
+        inject_faults(&cluster, &config);
+    }
+    if !fresh {
+        // The simulated datanodes died with the previous run: they come back holding no
+        // lease, and heartbeats grant leases from the durable routes again (none to a leader
+        // still marked Downgrading).
+        for peer in 1..=config.datanodes {
+            cluster.crash_now(peer);
+            cluster.restart_now(peer);
+        }
+    }
+    cluster.start();
+    let mut ports = cluster.ports();
+    ports.metadata = Arc::new(MirroredMetadataStore::new(
+        cluster.metadata(),
+        store.clone(),
+    ));
+    let engine_config = EngineConfig {
+        append_mode: AppendMode::Inline,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::with_log(log.clone(), engine_config, ports).await?;
+    let terminal = std::io::stdout().is_terminal() && !args.json;
+    let progress = if terminal {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} migrations")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let appended = Arc::new(AtomicU64::new(0));
+    {
+        let appended = appended.clone();
+        let progress = progress.clone();
+        let exit_after = args.exit_after_events;
+        engine.set_observer(Box::new(move |event| {
+            let count = appended.fetch_add(1, Ordering::SeqCst) + 1;
+            if matches!(event.event, MigrationEvent::Finished { .. }) {
+                if let Some(bar) = &progress {
+                    bar.inc(1);
+                }
+            }
+            if exit_after.is_some_and(|limit| count >= limit) {
+                // As a kill would: no shutdown, nothing flushed beyond what is durable.
+                std::process::exit(137);
+            }
+        }));
+    }
+    let say = |line: String| {
+        if let Some(bar) = &progress {
+            bar.println(line);
+        } else if !args.json {
+            println!("{line}");
+        }
+    };
+    say(format!(
+        "regmig demo: {} datanodes, {regions} regions over {} tables, data in {}",
+        config.datanodes,
+        config.tables,
+        args.data_dir.display()
+    ));
+    let mut run_ids: Vec<Uuid> = Vec::new();
+    let resumed: Vec<Uuid> = engine.list_open()?.into_iter().map(|(id, _)| id).collect();
+    if !resumed.is_empty() {
+        say(format!(
+            "resuming {} open migrations from the log",
+            resumed.len()
+        ));
+    }
+    let work = async {
+        if let Some(bar) = &progress {
+            bar.set_length(resumed.len() as u64);
+            bar.set_message("resuming");
+        }
+        for id in &resumed {
+            let _ = engine.wait(*id).await;
+        }
+        run_ids.extend(resumed.iter().copied());
+        let mut phases = Vec::new();
+        loop {
+            let phase = record.phase()?.unwrap_or(Phase::Done);
+            if phase == Phase::Done {
+                if phases.is_empty() && resumed.is_empty() {
+                    say("the campaign is already complete; nothing to do".to_string());
+                }
+                break;
+            }
+            let moves = plan(phase, &config, &cluster.region_routes_now());
+            let trigger = phase.trigger(&config);
+            say(format!("{trigger}: {} migrations", moves.len()));
+            if let Some(bar) = &progress {
+                bar.set_position(0);
+                bar.set_length(moves.len() as u64);
+                bar.set_message(trigger.clone());
+            }
+            let mut ids = Vec::new();
+            for (region_id, from, to) in &moves {
+                let request = MigrationRequest {
+                    trigger: trigger.clone(),
+                    ..MigrationRequest::new(
+                        *region_id,
+                        crate::domain::Peer::sim(*from),
+                        crate::domain::Peer::sim(*to),
+                    )
+                };
+                match engine.submit(request).await {
+                    Ok(SubmitOutcome::Started(id)) => ids.push(id),
+                    Ok(SubmitOutcome::AlreadyMigrated) => {}
+                    Err(error) => say(format!("  {region_id}: not submitted: {error}")),
+                }
+            }
+            for id in &ids {
+                let _ = engine.wait(*id).await;
+            }
+            phases.push((trigger, ids.len() as u64));
+            run_ids.extend(ids);
+            let next = match phase {
+                Phase::Rebalance => Phase::Evacuate,
+                _ => Phase::Done,
+            };
+            record.set_phase(next).await?;
+        }
+        Ok::<_, CampaignError>(phases)
+    };
+    let phases = tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(bar) = &progress {
+                bar.abandon();
+            }
+            engine.shutdown().await;
+            cluster.stop();
+            eprintln!(
+                "stopped: every open migration is in the log; run `regmig demo --data-dir {}` again to resume",
+                args.data_dir.display()
+            );
+            return Ok(EXIT_FAILED);
+        }
+        phases = work => phases?,
+    };
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let virtual_time_ms = cluster.clock().elapsed_ms();
+    let invariant_violations: Vec<String> = cluster
+        .final_check()
+        .into_iter()
+        .map(|violation| violation.to_string())
+        .collect();
+    cluster.stop();
+    engine.shutdown().await;
+    let mut all_states = Vec::new();
+    let mut example_ids = BTreeMap::new();
+    for id in log.procedures()? {
+        let state = fold(&load_procedure(&log, id)?);
+        let label = match state.outcome {
+            Some(Outcome::Completed) if state.counters.slow_path_waits > 0 => "slow_path",
+            Some(Outcome::Completed) if state.counters.retries > 0 => "retried",
+            Some(outcome) => outcome.name(),
+            None => "unfinished",
+        };
+        example_ids
+            .entry(label.to_string())
+            .or_insert(id.to_string());
+        all_states.push((id, state));
+    }
+    let this_run = figures(
+        all_states
+            .iter()
+            .filter(|(id, _)| run_ids.contains(id))
+            .map(|(_, state)| state),
+    );
+    let all_time = figures(all_states.iter().map(|(_, state)| state));
+    let summary = Summary {
+        data_dir: args.data_dir.display().to_string(),
+        datanodes: config.datanodes,
+        regions,
+        tables: config.tables,
+        resumed: resumed.len() as u64,
+        phases,
+        this_run,
+        all_time,
+        invariant_violations,
+        virtual_time_ms,
+        real_time_ms: started.elapsed().as_millis() as u64,
+        example_ids,
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&summary) {
+            Ok(text) => println!("{text}"),
+            Err(error) => eprintln!("error: cannot encode the summary: {error}"),
+        }
+    } else {
+        print_summary(&summary);
+    }
+    Ok(if summary.invariant_violations.is_empty() {
+        0
+    } else {
+        EXIT_FAILED
+    })
+}
+
+fn print_summary(summary: &Summary) {
+    println!();
+    println!(
+        "{:<10} {:>10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>16}",
+        "",
+        "migrations",
+        "completed",
+        "aborted",
+        "failed",
+        "p50",
+        "p99",
+        "retries",
+        "slow-path waits"
+    );
+    for (label, figures) in [
+        ("this run", &summary.this_run),
+        ("all time", &summary.all_time),
+    ] {
+        println!(
+            "{:<10} {:>10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>16}",
+            label,
+            figures.migrations,
+            figures.completed,
+            figures.aborted,
+            if figures.unfinished > 0 {
+                format!("{} (+{} open)", figures.failed, figures.unfinished)
+            } else {
+                figures.failed.to_string()
+            },
+            format_ms(figures.duration_p50_ms),
+            format_ms(figures.duration_p99_ms),
+            figures.retries,
+            figures.slow_path_waits
+        );
+    }
+    println!();
+    if summary.invariant_violations.is_empty() {
+        println!("invariants: ok (never two writers for a region, no acknowledged write lost)");
+    } else {
+        println!("invariants VIOLATED:");
+        for violation in &summary.invariant_violations {
+            println!("  {violation}");
+        }
+    }
+    println!(
+        "virtual time {}, real time {}",
+        format_ms(summary.virtual_time_ms),
+        format_ms(summary.real_time_ms)
+    );
+    let dir = &summary.data_dir;
+    let pick = |labels: &[&str]| {
+        labels
+            .iter()
+            .find_map(|label| summary.example_ids.get(*label))
+            .cloned()
+            .unwrap_or_else(|| "ID".to_string())
+    };
+    let interesting = pick(&["aborted", "failed", "slow_path", "retried", "completed"]);
+    println!("\nTry next:");
+    println!("  regmig list --data-dir {dir} --outcome aborted");
+    println!("  regmig show {interesting} --data-dir {dir}");
+    println!("  regmig replay {interesting} --check --data-dir {dir}");
+    println!(
+        "  regmig audit --peer {} --data-dir {dir}",
+        summary.datanodes
+    );
+    println!("  regmig timeline {interesting} -o timeline.svg --data-dir {dir}");
+    println!("  regmig log verify --data-dir {dir}");
+}
+
+fn format_ms(ms: u64) -> String {
+    if ms >= 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms}ms")
+    }
 }

@@ -51,6 +51,27 @@ fn datanode_table_key(datanode_id: PeerId, table_id: TableId) -> [u8; 12] {
     key
 }
 
+/// Moves a region between two datanode tables inside a transaction.
+fn move_region(
+    datanode_tables: &sled::transaction::TransactionalTree,
+    table_id: TableId,
+    region_move: &RegionMove,
+) -> Result<(), ConflictableTransactionError<String>> {
+    let mut tables = std::collections::BTreeMap::new();
+    for peer in [region_move.from_peer, region_move.to_peer] {
+        if let Some(bytes) = datanode_tables.get(datanode_table_key(peer, table_id))? {
+            let table: DatanodeTable = rmp_serde::from_slice(&bytes)
+                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+            tables.insert((peer, table_id), table);
+        }
+    }
+    apply_region_move(&mut tables, table_id, region_move);
+    for ((peer, table), value) in tables {
+        datanode_tables.insert(&datanode_table_key(peer, table), encode(&value))?;
+    }
+    Ok(())
+}
+
 impl SledMetadataStore {
     /// Opens (creating if needed) the metadata trees in the log's database.
     pub fn open(log: &EventLog) -> Result<Self, MetadataError> {
@@ -120,6 +141,36 @@ impl SledMetadataStore {
         self.durable().await
     }
 
+    /// Writes a route at exactly `version`, with a region move in the same atomic write, and
+    /// makes it durable: for a store that mirrors another one's accepted writes.
+    pub async fn put_versioned(
+        &self,
+        route: VersionedTableRoute,
+        region_move: Option<RegionMove>,
+    ) -> Result<(), MetadataError> {
+        let table_id = route.table_id;
+        let key = table_id.to_be_bytes();
+        let outcome =
+            (&self.routes, &self.datanode_tables).transaction(|(routes, datanode_tables)| {
+                routes.insert(&key, encode(&route))?;
+                if let Some(region_move) = &region_move {
+                    move_region(datanode_tables, table_id, region_move)?;
+                }
+                Ok(())
+            });
+        match outcome {
+            Ok(()) => self.durable().await,
+            Err(TransactionError::Abort(reason)) => Err(store_error(
+                &format!("cannot decode a datanode table of table {table_id}"),
+                reason,
+            )),
+            Err(TransactionError::Storage(error)) => Err(store_error(
+                &format!("cannot write the route of table {table_id}"),
+                error,
+            )),
+        }
+    }
+
     /// Every table id with a route.
     pub fn table_ids(&self) -> Result<Vec<TableId>, MetadataError> {
         let mut ids = Vec::new();
@@ -186,20 +237,7 @@ impl MetadataStore for SledMetadataStore {
                     }),
                 )?;
                 if let Some(region_move) = &region_move {
-                    let mut tables = std::collections::BTreeMap::new();
-                    for peer in [region_move.from_peer, region_move.to_peer] {
-                        if let Some(bytes) =
-                            datanode_tables.get(datanode_table_key(peer, table_id))?
-                        {
-                            let table: DatanodeTable = rmp_serde::from_slice(&bytes)
-                                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                            tables.insert((peer, table_id), table);
-                        }
-                    }
-                    apply_region_move(&mut tables, table_id, region_move);
-                    for ((peer, table), value) in tables {
-                        datanode_tables.insert(&datanode_table_key(peer, table), encode(&value))?;
-                    }
+                    move_region(datanode_tables, table_id, region_move)?;
                 }
                 Ok(Ok(version))
             });

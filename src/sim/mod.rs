@@ -9,6 +9,7 @@
 //! - [`scenario`]: the scenario file format (`scenario-format.md`): its parser and validated
 //!   model, the expectations check, and the result a run reports (text and `--json`).
 
+pub mod campaign;
 pub mod cluster;
 pub mod datanode;
 pub mod fuzz;

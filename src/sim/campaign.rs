@@ -1,0 +1,513 @@
+//! The demo's migration campaign: a simulated cluster whose routing metadata is durable (in the
+//! log's sled database), rebalanced and then evacuated, resumable after a kill.
+//!
+//! The simulated datanodes live in memory; the routing metadata does not. On every start the
+//! cluster is rebuilt from the durable routes, the engine resumes the open migrations from
+//! the log, and the campaign continues from its recorded phase.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::cluster::{ClusterSetup, RegionSetup, SimCluster, SimMetadataStore, TableSetup};
+use crate::cluster::sled_store::SledMetadataStore;
+use crate::cluster::{CasConflict, MetadataError, MetadataStore, RegionMove};
+use crate::domain::{
+    DatanodeTable, PeerId, RegionId, RegionRoute, TableId, TableInfo, TableRoute,
+    VersionedTableRoute, WalKind,
+};
+use crate::log::EventLog;
+use crate::migration::{fold, StateName};
+
+/// Why the campaign cannot go on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CampaignError {
+    /// The durable metadata failed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] crate::log::LogError),
+    /// A procedure's history could not be loaded.
+    #[error(transparent)]
+    Load(#[from] crate::engine::LoadError),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    /// The simulated cluster could not be built.
+    #[error(transparent)]
+    Setup(#[from] super::cluster::SetupError),
+}
+
+/// The shape of the demo cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignConfig {
+    /// Datanodes, ids 1..=datanodes.
+    pub datanodes: u64,
+    /// Tables, ids 1024.. .
+    pub tables: u32,
+    /// Regions per table.
+    pub regions_per_table: u32,
+    /// Writes per second to each region, in virtual time.
+    pub writes_per_second: u64,
+    /// Seeds the simulated cluster (jitter, ids).
+    pub seed: u64,
+    /// Inject a few faults on the first run.
+    pub faults: bool,
+}
+
+impl Default for CampaignConfig {
+    fn default() -> Self {
+        CampaignConfig {
+            datanodes: 5,
+            tables: 20,
+            regions_per_table: 10,
+            writes_per_second: 20,
+            seed: 42,
+            faults: true,
+        }
+    }
+}
+
+/// Where a campaign stands; recorded durably beside the routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Spread regions evenly over every datanode.
+    Rebalance,
+    /// Move every region off the last datanode.
+    Evacuate,
+    /// Nothing left to do.
+    Done,
+}
+
+impl Phase {
+    /// The trigger recorded in the migrations this phase submits.
+    pub fn trigger(self, config: &CampaignConfig) -> String {
+        match self {
+            Phase::Rebalance => "rebalance".to_string(),
+            Phase::Evacuate => format!("evacuate datanode {}", config.datanodes),
+            Phase::Done => "done".to_string(),
+        }
+    }
+}
+
+const CAMPAIGN_TREE: &str = "demo_campaign";
+const CONFIG_KEY: &[u8] = b"config";
+const PHASE_KEY: &[u8] = b"phase";
+
+/// The campaign's durable record: its config and phase, in their own sled tree.
+pub struct CampaignRecord {
+    tree: sled::Tree,
+    log: EventLog,
+}
+
+fn record_error(what: &str, error: impl std::fmt::Display) -> MetadataError {
+    MetadataError {
+        reason: format!("demo campaign record: {what}: {error}"),
+    }
+}
+
+impl CampaignRecord {
+    /// Opens the record in the log's database.
+    pub fn open(log: &EventLog) -> Result<Self, MetadataError> {
+        let tree = log
+            .db()
+            .open_tree(CAMPAIGN_TREE)
+            .map_err(|e| record_error("cannot open its tree", e))?;
+        Ok(CampaignRecord {
+            tree,
+            log: log.clone(),
+        })
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, MetadataError> {
+        match self
+            .tree
+            .get(key)
+            .map_err(|e| record_error("cannot read", e))?
+        {
+            Some(bytes) => rmp_serde::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| record_error("cannot decode", e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), MetadataError> {
+        let bytes = rmp_serde::to_vec_named(value).map_err(|e| record_error("cannot encode", e))?;
+        self.tree
+            .insert(key, bytes)
+            .map_err(|e| record_error("cannot write", e))?;
+        self.log
+            .sync()
+            .await
+            .map_err(|e| record_error("cannot make durable", e))
+    }
+
+    /// The config of a campaign already started here.
+    pub fn config(&self) -> Result<Option<CampaignConfig>, MetadataError> {
+        self.get(CONFIG_KEY)
+    }
+
+    /// The phase reached.
+    pub fn phase(&self) -> Result<Option<Phase>, MetadataError> {
+        self.get(PHASE_KEY)
+    }
+
+    /// Records the config (first run).
+    pub async fn set_config(&self, config: &CampaignConfig) -> Result<(), MetadataError> {
+        self.put(CONFIG_KEY, config).await
+    }
+
+    /// Records the phase.
+    pub async fn set_phase(&self, phase: Phase) -> Result<(), MetadataError> {
+        self.put(PHASE_KEY, &phase).await
+    }
+}
+
+/// The first layout: regions spread unevenly (the first datanode heaviest), so that the
+/// rebalance has work to do. Region r of table t is led by datanode `1 + (t + r) % k` over a
+/// skewed subset, followed by none.
+pub fn initial_routes(config: &CampaignConfig) -> Vec<(TableId, TableRoute)> {
+    let datanodes = config.datanodes.max(2);
+    (0..config.tables)
+        .map(|table_index| {
+            let table_id = 1024 + table_index;
+            let region_routes = (1..=config.regions_per_table)
+                .map(|number| {
+                    // Skew: half the regions on datanode 1, the rest round-robin.
+                    let slot = u64::from(table_index * config.regions_per_table + number);
+                    let leader = if slot % 2 == 0 {
+                        1
+                    } else {
+                        1 + slot % datanodes
+                    };
+                    RegionRoute {
+                        region_id: RegionId::new(table_id, number),
+                        leader_peer: Some(crate::domain::Peer::sim(leader)),
+                        follower_peers: Vec::new(),
+                        leader_state: None,
+                        leader_down_since_ms: None,
+                    }
+                })
+                .collect();
+            (table_id, TableRoute::Physical { region_routes })
+        })
+        .collect()
+}
+
+/// Writes the first layout to the durable store: routes, datanode tables, table infos.
+pub async fn write_initial_layout(
+    store: &SledMetadataStore,
+    config: &CampaignConfig,
+) -> Result<(), MetadataError> {
+    for (table_id, route) in initial_routes(config) {
+        let mut by_leader: BTreeMap<PeerId, Vec<u32>> = BTreeMap::new();
+        if let TableRoute::Physical { region_routes } = &route {
+            for region in region_routes {
+                if let Some(leader) = region.leader_id() {
+                    by_leader
+                        .entry(leader)
+                        .or_default()
+                        .push(region.region_id.region_number());
+                }
+            }
+        }
+        for (datanode_id, region_numbers) in by_leader {
+            store
+                .put_datanode_table(DatanodeTable {
+                    datanode_id,
+                    table_id,
+                    region_numbers,
+                    engine: super::cluster::SIM_ENGINE.to_string(),
+                    storage_path: format!("data/{table_id}"),
+                    region_options: BTreeMap::new(),
+                    region_wal_options: BTreeMap::new(),
+                })
+                .await?;
+        }
+        store
+            .put_table_info(TableInfo {
+                table_id,
+                catalog: "greptime".to_string(),
+                schema: "public".to_string(),
+                name: format!("metrics_{table_id}"),
+                wal: WalKind::Local,
+            })
+            .await?;
+        store.put_table_route(table_id, route).await?;
+    }
+    Ok(())
+}
+
+/// Every region's durable route.
+pub async fn durable_routes(
+    store: &SledMetadataStore,
+) -> Result<Vec<VersionedTableRoute>, MetadataError> {
+    let mut routes = Vec::new();
+    for table_id in store.table_ids()? {
+        if let Some(route) = store.table_route(table_id).await? {
+            routes.push(route);
+        }
+    }
+    Ok(routes)
+}
+
+/// The cluster to simulate, from the durable routes; the candidates of open migrations that
+/// had opened them are opened again (a restarted datanode reopens them from shared storage).
+pub async fn cluster_setup(
+    store: &SledMetadataStore,
+    log: &EventLog,
+    config: &CampaignConfig,
+    epoch_base_ms: u64,
+) -> Result<(ClusterSetup, Vec<VersionedTableRoute>), CampaignError> {
+    let routes = durable_routes(store).await?;
+    let mut candidates: BTreeMap<RegionId, PeerId> = BTreeMap::new();
+    for (procedure_id, _) in log.open_procedures()? {
+        let state = fold(&crate::engine::load_procedure(log, procedure_id)?);
+        let opened = matches!(
+            state.state,
+            StateName::UpdateMetadataDowngrade
+                | StateName::DowngradeLeaderRegion
+                | StateName::UpgradeCandidateRegion
+                | StateName::UpdateMetadataUpgrade
+        );
+        if let (true, Some(task)) = (opened, &state.task) {
+            candidates.insert(task.region_id, task.to_peer.id);
+        }
+    }
+    let mut tables = Vec::new();
+    for versioned in &routes {
+        let TableRoute::Physical { region_routes } = &versioned.route else {
+            continue;
+        };
+        let info = store.table_info(versioned.table_id).await.ok().flatten();
+        tables.push(TableSetup {
+            id: versioned.table_id,
+            catalog: info
+                .as_ref()
+                .map_or("greptime".to_string(), |i| i.catalog.clone()),
+            schema: info
+                .as_ref()
+                .map_or("public".to_string(), |i| i.schema.clone()),
+            wal: info.as_ref().map_or(WalKind::Local, |i| i.wal),
+            logical: false,
+            regions: region_routes
+                .iter()
+                .filter_map(|region| {
+                    let leader = region.leader_id()?;
+                    let mut followers: Vec<PeerId> =
+                        region.follower_peers.iter().map(|p| p.id).collect();
+                    if let Some(candidate) = candidates.get(&region.region_id) {
+                        if *candidate != leader && !followers.contains(candidate) {
+                            followers.push(*candidate);
+                        }
+                    }
+                    Some(RegionSetup {
+                        number: region.region_id.region_number(),
+                        leader,
+                        followers,
+                        last_entry_id: 0,
+                    })
+                })
+                .collect(),
+        });
+    }
+    Ok((
+        ClusterSetup {
+            seed: config.seed,
+            peers: (1..=config.datanodes).collect(),
+            tables,
+            writes_per_second: Some(config.writes_per_second).filter(|w| *w > 0),
+            epoch_base_ms,
+        },
+        routes,
+    ))
+}
+
+/// Makes the simulated cluster's routes exactly the durable ones (Downgrading marks and
+/// followers included), after it was built from a setup.
+pub fn restore_routes(cluster: &SimCluster, routes: &[VersionedTableRoute]) {
+    let metadata = cluster.metadata();
+    for versioned in routes {
+        metadata.put_table_route(versioned.table_id, versioned.route.clone());
+    }
+}
+
+/// The simulated cluster's metadata, with every accepted route write also made durable in
+/// sled before it is acknowledged. Reads and injected faults are the simulated store's.
+pub struct MirroredMetadataStore {
+    primary: Arc<SimMetadataStore>,
+    durable: SledMetadataStore,
+}
+
+impl MirroredMetadataStore {
+    /// Mirrors `primary`'s accepted writes into `durable`.
+    pub fn new(primary: Arc<SimMetadataStore>, durable: SledMetadataStore) -> Self {
+        MirroredMetadataStore { primary, durable }
+    }
+}
+
+#[async_trait]
+impl MetadataStore for MirroredMetadataStore {
+    async fn table_route(
+        &self,
+        table_id: TableId,
+    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
+        self.primary.table_route(table_id).await
+    }
+
+    async fn cas_table_route(
+        &self,
+        table_id: TableId,
+        expected_version: u64,
+        route: TableRoute,
+        region_move: Option<RegionMove>,
+    ) -> Result<Result<u64, CasConflict>, MetadataError> {
+        let result = self
+            .primary
+            .cas_table_route(
+                table_id,
+                expected_version,
+                route.clone(),
+                region_move.clone(),
+            )
+            .await?;
+        if let Ok(version) = result {
+            self.durable
+                .put_versioned(
+                    VersionedTableRoute {
+                        table_id,
+                        version,
+                        route,
+                    },
+                    region_move,
+                )
+                .await?;
+        }
+        Ok(result)
+    }
+
+    async fn datanode_table(
+        &self,
+        datanode_id: PeerId,
+        table_id: TableId,
+    ) -> Result<Option<DatanodeTable>, MetadataError> {
+        self.primary.datanode_table(datanode_id, table_id).await
+    }
+
+    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
+        self.primary.table_info(table_id).await
+    }
+}
+
+/// A migration the campaign wants: (region, from, to).
+pub type PlannedMove = (RegionId, PeerId, PeerId);
+
+/// The moves of a phase, from the current routes. Deterministic: regions in id order.
+pub fn plan(
+    phase: Phase,
+    config: &CampaignConfig,
+    routes: &BTreeMap<RegionId, RegionRoute>,
+) -> Vec<PlannedMove> {
+    let mut load: BTreeMap<PeerId, u64> = (1..=config.datanodes).map(|peer| (peer, 0)).collect();
+    for route in routes.values() {
+        if let Some(leader) = route.leader_id() {
+            *load.entry(leader).or_insert(0) += 1;
+        }
+    }
+    let targets: Vec<PeerId> = match phase {
+        Phase::Rebalance => (1..=config.datanodes).collect(),
+        Phase::Evacuate => (1..config.datanodes).collect(),
+        Phase::Done => return Vec::new(),
+    };
+    let total: u64 = load.values().sum();
+    let per_target = total.div_ceil(targets.len().max(1) as u64);
+    let mut moves = Vec::new();
+    for route in routes.values() {
+        let Some(leader) = route.leader_id() else {
+            continue;
+        };
+        let over = match phase {
+            Phase::Evacuate => leader == config.datanodes,
+            _ => load.get(&leader).copied().unwrap_or(0) > per_target,
+        };
+        if !over {
+            continue;
+        }
+        let Some(&to) = targets
+            .iter()
+            .filter(|peer| **peer != leader)
+            .min_by_key(|peer| (load.get(peer).copied().unwrap_or(0), **peer))
+        else {
+            continue;
+        };
+        if phase == Phase::Rebalance && load.get(&to).copied().unwrap_or(0) >= per_target {
+            continue;
+        }
+        *load.entry(leader).or_insert(0) -= 1;
+        *load.entry(to).or_insert(0) += 1;
+        moves.push((route.region_id, leader, to));
+    }
+    moves
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes_of(config: &CampaignConfig) -> BTreeMap<RegionId, RegionRoute> {
+        initial_routes(config)
+            .into_iter()
+            .flat_map(|(_, route)| match route {
+                TableRoute::Physical { region_routes } => region_routes,
+                TableRoute::Logical { .. } => Vec::new(),
+            })
+            .map(|route| (route.region_id, route))
+            .collect()
+    }
+
+    fn apply(routes: &mut BTreeMap<RegionId, RegionRoute>, moves: &[PlannedMove]) {
+        for (region, _, to) in moves {
+            if let Some(route) = routes.get_mut(region) {
+                route.leader_peer = Some(crate::domain::Peer::sim(*to));
+            }
+        }
+    }
+
+    fn load(routes: &BTreeMap<RegionId, RegionRoute>) -> BTreeMap<PeerId, u64> {
+        let mut load = BTreeMap::new();
+        for route in routes.values() {
+            *load.entry(route.leader_id().unwrap_or(0)).or_insert(0) += 1;
+        }
+        load
+    }
+
+    #[test]
+    fn rebalance_evens_the_load_and_evacuation_empties_the_last_datanode() {
+        let config = CampaignConfig::default();
+        let mut routes = routes_of(&config);
+        assert_eq!(routes.len(), 200);
+        assert_eq!(load(&routes).get(&1), Some(&120));
+        let rebalance = plan(Phase::Rebalance, &config, &routes);
+        apply(&mut routes, &rebalance);
+        assert_eq!(
+            load(&routes),
+            BTreeMap::from([(1, 40), (2, 40), (3, 40), (4, 40), (5, 40)])
+        );
+        // Planning again finds nothing more to do: a rerun does not start over.
+        assert!(plan(Phase::Rebalance, &config, &routes).is_empty());
+        let evacuate = plan(Phase::Evacuate, &config, &routes);
+        assert_eq!(evacuate.len(), 40);
+        apply(&mut routes, &evacuate);
+        assert_eq!(
+            load(&routes),
+            BTreeMap::from([(1, 50), (2, 50), (3, 50), (4, 50)])
+        );
+        assert!(plan(Phase::Evacuate, &config, &routes).is_empty());
+    }
+}
