@@ -17,7 +17,7 @@
 //! - [`sim`]: a deterministic simulated cluster, scenario files and the fuzzer.
 //! - [`cli`]: the `regmig` command: demo, inspect, replay, audit; `src/main.rs` only calls it.
 
-pub mod cli;
 pub mod cluster;
 pub mod domain;
 pub mod log;
+pub mod cli;
