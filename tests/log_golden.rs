@@ -160,7 +160,7 @@ fn expected_records() -> Vec<Record> {
 fn expected_index_entries() -> Vec<(Vec<u8>, Vec<u8>)> {
     let at_ms = 1_720_000_000_000u64;
     let (first, second) = (procedure(1), procedure(2));
-    let mut global_value = |runs: &[(Uuid, u64, u32)]| {
+    let global_value = |runs: &[(Uuid, u64, u32)]| {
         let mut value = (runs.len() as u32).to_be_bytes().to_vec();
         for (procedure_id, first_seq, count) in runs {
             value.extend_from_slice(procedure_id.as_bytes());
