@@ -394,3 +394,48 @@ async fn async_append_and_sync_share_the_commit_thread() {
         2
     );
 }
+
+#[test]
+fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let procedure_id = Uuid::now_v7();
+    let log = EventLog::open(dir.path(), LogOptions::default()).expect("open");
+    log.append_blocking(first_append(procedure_id, 1, 1, vec![]))
+        .expect("append")
+        .expect("no conflict");
+    // Take away a directory every sync looks at: the next sync fails.
+    let blobs = dir.path().join(regmig::log::SLED_SUBDIR).join("blobs");
+    std::fs::rename(&blobs, dir.path().join("blobs-elsewhere")).expect("move blobs/");
+    let failed = log.append_blocking(next_append(procedure_id, 2, 1, false));
+    assert!(
+        matches!(failed, Err(LogError::WriteFailed { .. })),
+        "{failed:?}"
+    );
+    let refused = log.append_blocking(next_append(procedure_id, 3, 1, false));
+    assert!(
+        matches!(refused, Err(LogError::Poisoned { .. })),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        log.sync_blocking(),
+        Err(LogError::Poisoned { .. })
+    ));
+    assert_eq!(
+        log.procedure_events(procedure_id, 1)
+            .expect("reads still work")
+            .len(),
+        2
+    );
+    drop(log);
+    std::fs::rename(dir.path().join("blobs-elsewhere"), &blobs).expect("put blobs/ back");
+    let log = EventLog::open_existing(dir.path(), LogOptions::default()).expect("reopen");
+    let next_seq = log.next_seq(procedure_id).expect("next seq");
+    assert!(
+        next_seq == 2 || next_seq == 3,
+        "the failed batch is there or not, whole: next seq {next_seq}"
+    );
+    log.append_blocking(next_append(procedure_id, next_seq, 1, false))
+        .expect("a reopened log writes again")
+        .expect("no conflict");
+    assert_log_consistent(&log);
+}
