@@ -12,6 +12,29 @@ use regmig::log::{
 use uuid::Uuid;
 
 #[test]
+fn an_event_log_is_a_cheap_clone_shared_across_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<EventLog>();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = EventLog::open(dir.path(), unsynced()).expect("open");
+    let clone = log.clone();
+    let procedure_id = Uuid::now_v7();
+    std::thread::spawn(move || {
+        clone
+            .append_blocking(first_append(procedure_id, 1, 1, vec![]))
+            .expect("append")
+            .expect("no conflict")
+    })
+    .join()
+    .expect("thread");
+    assert_eq!(
+        log.next_seq(procedure_id).expect("next seq"),
+        2,
+        "clones are one log"
+    );
+}
+
+#[test]
 fn appends_get_consecutive_seqs_and_read_back_checked() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = EventLog::open(dir.path(), LogOptions::default()).expect("open");

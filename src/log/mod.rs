@@ -9,7 +9,7 @@
 //!
 //! # Keys
 //! One tree, one-byte prefixes ([`keys`]): events `E | procedure_id | seq`, the global order
-//! `G | global_seq`, open procedures `O | procedure_id`, region → open procedure
+//! `G | first_global_seq` (one entry per group commit, listing runs of events), open procedures `O | procedure_id`, region → open procedure
 //! `R | region_id`, and the audit indexes `A | region_id | ms | procedure_id` and
 //! `P | peer_id | ms | procedure_id`. An append writes its events and every index entry
 //! in one `apply_batch`, which sled recovers all or nothing.
