@@ -462,3 +462,27 @@ fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
         .expect("no conflict");
     assert_log_consistent(&log);
 }
+
+#[test]
+fn a_payload_too_big_for_a_sled_page_goes_to_a_blob_and_reads_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A procedure whose event 2 carries a big payload (see log_support::has_big_payload).
+    let procedure_id = std::iter::repeat_with(Uuid::now_v7)
+        .find(|id| has_big_payload(*id, 2))
+        .expect("one in eight ids");
+    {
+        let log = EventLog::open(dir.path(), LogOptions::default()).expect("open");
+        log.append_blocking(first_append(procedure_id, 3, 1, vec![]))
+            .expect("append")
+            .expect("no conflict");
+    }
+    let blobs = std::fs::read_dir(dir.path().join(regmig::log::SLED_SUBDIR).join("blobs"))
+        .expect("blobs/")
+        .count();
+    assert!(blobs > 0, "sled stored the big page as a blob");
+    let log = EventLog::open_existing(dir.path(), LogOptions::default()).expect("reopen");
+    let records = log.procedure_events(procedure_id, 1).expect("read");
+    assert_eq!(records.len(), 3);
+    assert_events_are_the_written_ones(procedure_id, &records);
+    assert_log_consistent(&log);
+}

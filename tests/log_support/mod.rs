@@ -18,11 +18,24 @@ pub struct TestPayload {
     pub note: String,
 }
 
+/// Event 2 of one procedure in 8 (by the last byte of its id) carries a payload of this
+/// size: over sled's 128 KiB page threshold, so it is stored as a sled blob.
+pub const BIG_PAYLOAD_BYTES: usize = 160 * 1024;
+
+pub fn has_big_payload(procedure_id: Uuid, seq: u64) -> bool {
+    seq == 2 && procedure_id.as_bytes()[15] % 8 == 0
+}
+
 pub fn payload(procedure_id: Uuid, seq: u64) -> Vec<u8> {
+    let note = if has_big_payload(procedure_id, seq) {
+        "b".repeat(BIG_PAYLOAD_BYTES)
+    } else {
+        format!("event {seq}")
+    };
     rmp_serde::to_vec_named(&TestPayload {
         procedure: procedure_id.to_string(),
         seq,
-        note: format!("event {seq}"),
+        note,
     })
     .expect("encode a test payload")
 }
@@ -96,6 +109,9 @@ pub fn assert_events_are_the_written_ones(procedure_id: Uuid, records: &[Record]
         let decoded = decode_payload(record);
         assert_eq!(decoded.procedure, procedure_id.to_string());
         assert_eq!(decoded.seq, seq);
+        if has_big_payload(procedure_id, seq) {
+            assert_eq!(decoded.note.len(), BIG_PAYLOAD_BYTES);
+        }
     }
 }
 
