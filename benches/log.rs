@@ -1,12 +1,14 @@
 //! Durable append throughput and latency of the event log, beside the raw fdatasync rate of
 //! the same disk, measured in the same run.
 //!
-//! `cargo bench --bench log` (about a minute). Prints a table:
-//! - events/s with 1, 16 and 256 procedures appending 1-event batches concurrently, and
-//!   the ratio to the raw rate (a loop of a 64-byte write + fdatasync on a temporary file);
-//! - the single-writer median append latency against the raw fdatasync median.
+//! `cargo bench --bench log` (about a minute). Prints two tables:
+//! - events/s with 1, 16 and 256 procedures appending 1-event batches concurrently, each
+//!   beside the raw rate of this disk (a loop of a 64-byte write + fdatasync on a temporary
+//!   file) measured just before it, and the ratio;
+//! - the single-writer median latency of `append` and `append_blocking` against the raw
+//!   fdatasync median, their samples interleaved so all three see the same (shared) disk.
 //!
-//! Criterion also measures the single-writer append and the raw write + fdatasync.
+//! Criterion then measures the raw write + fdatasync and a single-writer `append_blocking`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -20,9 +22,11 @@ use regmig::log::{AppendRequest, EventLog, LogOptions, NewEvent, OpenProcedure};
 use uuid::Uuid;
 
 /// How long each throughput point runs.
-const THROUGHPUT_RUN: Duration = Duration::from_secs(4);
-/// How many samples the latency medians take.
-const LATENCY_SAMPLES: usize = 2000;
+const THROUGHPUT_RUN: Duration = Duration::from_secs(3);
+/// How many samples the latency medians take (of each kind).
+const LATENCY_SAMPLES: usize = 1500;
+/// How long the raw disk rate is measured before each throughput point.
+const RAW_RUN: Duration = Duration::from_secs(1);
 /// A payload of the size of a typical migration event.
 const PAYLOAD_BYTES: usize = 96;
 
@@ -57,23 +61,38 @@ fn next_request(procedure_id: Uuid, expected_next_seq: u64) -> AppendRequest {
     }
 }
 
-/// Latencies of a loop of a 64-byte append + fdatasync on a temporary file.
-fn raw_fdatasync_latencies(dir: &Path, samples: usize) -> Vec<Duration> {
-    let path = dir.join("raw-fdatasync");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("create the raw fdatasync file");
-    let block = [0x5au8; 64];
-    let mut latencies = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let started = Instant::now();
-        file.write_all(&block).expect("write");
-        file.sync_data().expect("fdatasync");
-        latencies.push(started.elapsed());
+/// A temporary file to measure the raw disk: a 64-byte append + fdatasync per sample.
+struct RawDisk {
+    file: File,
+}
+
+impl RawDisk {
+    fn new(dir: &Path) -> Self {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("raw-fdatasync"))
+            .expect("create the raw fdatasync file");
+        RawDisk { file }
     }
-    latencies
+
+    fn sample(&mut self) -> Duration {
+        let started = Instant::now();
+        self.file.write_all(&[0x5a; 64]).expect("write");
+        self.file.sync_data().expect("fdatasync");
+        started.elapsed()
+    }
+
+    /// Samples per second over `run`.
+    fn rate(&mut self, run: Duration) -> f64 {
+        let started = Instant::now();
+        let mut samples = 0u64;
+        while started.elapsed() < run {
+            self.sample();
+            samples += 1;
+        }
+        samples as f64 / started.elapsed().as_secs_f64()
+    }
 }
 
 fn median(latencies: &mut [Duration]) -> Duration {
@@ -138,31 +157,49 @@ fn durable_throughput(dir: &Path, procedures: usize, run: Duration) -> f64 {
     appended.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
 }
 
-/// Latencies of single-writer async appends (one procedure, nothing else running).
-fn single_writer_latencies(dir: &Path, samples: usize) -> Vec<Duration> {
+/// Median latencies of single-writer appends (one procedure, nothing else running), async
+/// and blocking, each sample interleaved with a raw fdatasync sample so that all three see
+/// the same disk (the machine is shared).
+fn single_writer_medians(
+    dir: &Path,
+    raw: &mut RawDisk,
+    samples: usize,
+) -> (Duration, Duration, Duration) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
     let log = EventLog::open(dir, LogOptions::default()).expect("open the log");
-    runtime.block_on(async {
-        let procedure_id = Uuid::now_v7();
-        log.append(first_request(procedure_id, 1))
-            .await
+    let procedure_id = Uuid::now_v7();
+    log.append_blocking(first_request(procedure_id, 1))
+        .expect("append")
+        .expect("no conflict");
+    let mut next_seq = 2;
+    let mut raw_latencies = Vec::with_capacity(samples);
+    let mut async_latencies = Vec::with_capacity(samples);
+    let mut blocking_latencies = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        raw_latencies.push(raw.sample());
+        let started = Instant::now();
+        runtime
+            .block_on(log.append(next_request(procedure_id, next_seq)))
             .expect("append")
             .expect("no conflict");
-        let mut latencies = Vec::with_capacity(samples);
-        for next_seq in 2..(samples as u64 + 2) {
-            let started = Instant::now();
-            log.append(next_request(procedure_id, next_seq))
-                .await
-                .expect("append")
-                .expect("no conflict");
-            latencies.push(started.elapsed());
-        }
-        latencies
-    })
+        async_latencies.push(started.elapsed());
+        next_seq += 1;
+        let started = Instant::now();
+        log.append_blocking(next_request(procedure_id, next_seq))
+            .expect("append")
+            .expect("no conflict");
+        blocking_latencies.push(started.elapsed());
+        next_seq += 1;
+    }
+    (
+        median(&mut raw_latencies),
+        median(&mut async_latencies),
+        median(&mut blocking_latencies),
+    )
 }
 
 fn criterion_benches(c: &mut Criterion) {
@@ -203,38 +240,44 @@ criterion_group! {
 
 fn print_table() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut raw = raw_fdatasync_latencies(dir.path(), LATENCY_SAMPLES);
-    let raw_total: Duration = raw.iter().sum();
-    let raw_rate = raw.len() as f64 / raw_total.as_secs_f64();
-    let raw_median = median(&mut raw);
-
+    let mut raw = RawDisk::new(dir.path());
     println!();
-    println!("durable appends (1-event batches, {PAYLOAD_BYTES}-byte payloads), {THROUGHPUT_RUN:?} per point");
-    println!("| writers | events/s | x raw fdatasync rate |");
-    println!("| --- | ---: | ---: |");
-    println!("| raw 64 B write + fdatasync | {raw_rate:.0} | 1.00 |");
+    println!(
+        "durable appends, 1-event batches of {PAYLOAD_BYTES} bytes, {THROUGHPUT_RUN:?} per point; \
+         raw = 64 B write + fdatasync, measured just before each point"
+    );
+    println!("| procedures | events/s | raw fdatasync/s | x raw |");
+    println!("| ---: | ---: | ---: | ---: |");
     for procedures in [1usize, 16, 256] {
+        let raw_rate = raw.rate(RAW_RUN);
         let log_dir = dir.path().join(format!("throughput-{procedures}"));
         let rate = durable_throughput(&log_dir, procedures, THROUGHPUT_RUN);
         println!(
-            "| {procedures} procedures | {rate:.0} | {:.2} |",
+            "| {procedures} | {rate:.0} | {raw_rate:.0} | {:.2} |",
             rate / raw_rate
         );
     }
-    let mut single = single_writer_latencies(&dir.path().join("latency"), LATENCY_SAMPLES);
-    let single_median = median(&mut single);
+    let (raw_median, async_median, blocking_median) =
+        single_writer_medians(&dir.path().join("latency"), &mut raw, LATENCY_SAMPLES);
+    let micros = |latency: Duration| latency.as_secs_f64() * 1e6;
     println!();
+    println!("single writer, {LATENCY_SAMPLES} samples each, interleaved");
     println!("| median latency | µs | x raw |");
     println!("| --- | ---: | ---: |");
     println!(
         "| raw 64 B write + fdatasync | {:.1} | 1.00 |",
-        raw_median.as_secs_f64() * 1e6
+        micros(raw_median)
     );
-    println!(
-        "| single-writer durable append | {:.1} | {:.2} |",
-        single_median.as_secs_f64() * 1e6,
-        single_median.as_secs_f64() / raw_median.as_secs_f64()
-    );
+    for (name, latency) in [
+        ("append (async, group commit)", async_median),
+        ("append_blocking", blocking_median),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.2} |",
+            micros(latency),
+            latency.as_secs_f64() / raw_median.as_secs_f64()
+        );
+    }
     println!();
 }
 

@@ -2,8 +2,9 @@
 //!
 //! sled 0.34.7's `flush()` writes its buffers and calls `sync_file_range`, which flushes
 //! neither the disk's cache nor the file's size: a power cut can still lose what it wrote.
-//! So after every flush the log `fdatasync`s the files sled writes: `<sled>/db` (the log
-//! of pages), every new or grown file in `<sled>/blobs/` (values too big for a page), and
+//! So around every flush the log `fdatasync`s the files sled writes: every new or grown file
+//! in `<sled>/blobs/` (pages too big for the page log; before the flush, so no durable page
+//! points at a blob that is not), `<sled>/db` (the page log) after it, and
 //! `fsync`s a directory whenever its entries changed. A directory whose mtime has not moved
 //! since it was last seen (and was old enough then) is not listed again. `conf` is written once, when the
 //! database is created, and is synced at open.
@@ -97,10 +98,16 @@ impl FileSyncer {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Blobs first: the pages the flush writes may point at blobs written before it, and
+        // a durable pointer to a blob that is not durable would be damage after a crash.
+        if !state.blobs_dir.unchanged(&self.blobs_dir)? {
+            self.sync_blobs(&mut state)?;
+        }
         db.flush()?;
         self.db_file
             .sync_data()
             .map_err(|error| LogError::io("fdatasync", &self.db_path, error))?;
+        // Blobs another tree wrote while we flushed: durable by the time we return.
         if !state.blobs_dir.unchanged(&self.blobs_dir)? {
             self.sync_blobs(&mut state)?;
         }

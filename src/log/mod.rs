@@ -9,7 +9,7 @@
 //!
 //! # Keys
 //! One tree, one-byte prefixes ([`keys`]): events `E | procedure_id | seq`, the global order
-//! `G | global_seq`, open procedures `O | procedure_id`, region → open procedure
+//! `G | first_global_seq` (one entry per group commit, listing runs of events), open procedures `O | procedure_id`, region → open procedure
 //! `R | region_id`, and the audit indexes `A | region_id | ms | procedure_id` and
 //! `P | peer_id | ms | procedure_id`. An append writes its events and every index entry
 //! in one `apply_batch`, which sled recovers all or nothing.
@@ -209,7 +209,7 @@ pub(crate) struct Core {
     options: LogOptions,
     db: sled::Db,
     tree: sled::Tree,
-    /// Held while an append is validated and its batch applied (not while syncing).
+    /// Held while a group is validated, applied and synced: one writer of the tree at a time.
     writer: Mutex<WriterState>,
     /// Written around `apply_batch`, read around scans: sled applies a batch key by key,
     /// so without it a scan could see part of a batch (and report a false gap).
@@ -683,11 +683,13 @@ impl Core {
         }
         let mut appends = Vec::with_capacity(requests.len());
         let mut accepted = 0usize;
+        // Held through the sync too: no batch of this tree lands (and writes a blob) between
+        // the sync's blob pass and its flush.
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         {
-            let mut writer = self
-                .writer
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut batch = sled::Batch::default();
             let mut runs = Vec::new();
             let first_global_seq = writer.next_global_seq();
@@ -727,6 +729,7 @@ impl Core {
             } else {
                 Ok(())
             };
+        drop(writer);
         if let Err(error) = &sync {
             // After a failed fsync the kernel may have dropped the dirty pages: retrying
             // could report success for data that is gone. Refuse every later write.

@@ -132,6 +132,7 @@ pub fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, LogError> {
     let declared_len = declared_len_v1(bytes);
     if stored_crc != computed_crc {
         return match declared_len {
+            _ if bytes.len() < ENVELOPE_OVERHEAD_BYTES => Err(truncated(ENVELOPE_OVERHEAD_BYTES)),
             Some(expected_len) if expected_len > bytes.len() => Err(truncated(expected_len)),
             _ => Err(LogError::BadChecksum {
                 procedure_id,
@@ -301,11 +302,19 @@ mod tests {
         let bytes = encode_record(&record);
         let key = event_key(record.procedure_id, record.seq);
         assert!(matches!(
-            decode_record(&key, &bytes[..50]),
+            decode_record(&key, &bytes[..53]),
             Err(LogError::Truncated {
                 expected_len: 55,
-                actual_len: 50,
+                actual_len: 53,
                 seq: 3,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode_record(&key, &bytes[..50]),
+            Err(LogError::Truncated {
+                expected_len: 51,
+                actual_len: 50,
                 ..
             })
         ));
