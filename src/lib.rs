@@ -17,10 +17,10 @@
 //! - [`sim`]: a deterministic simulated cluster, scenario files and the fuzzer.
 //! - [`cli`]: the `regmig` command: demo, inspect, replay, audit; `src/main.rs` only calls it.
 
+pub mod cli;
 pub mod cluster;
 pub mod domain;
 pub mod engine;
 pub mod log;
 pub mod migration;
 pub mod sim;
-pub mod cli;
