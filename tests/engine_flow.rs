@@ -549,3 +549,36 @@ async fn a_thousand_concurrent_migrations_across_a_hundred_tables_complete() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_procedure_this_version_cannot_read_is_left_open_and_the_others_run() {
+    let setup = setup(&[]);
+    let unreadable = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+    {
+        let log = EventLog::open(setup.dir.path(), LogOptions::default()).expect("log");
+        let appended = log
+            .append(AppendRequest {
+                procedure_id: unreadable,
+                expected_next_seq: 1,
+                events: vec![NewEvent {
+                    kind: 999,
+                    recorded_at_ms: EPOCH_BASE_MS,
+                    payload: vec![0x81, 0xa3, b'n', b'e', b'w', 0xc0],
+                }],
+                opens: Some(OpenProcedure {
+                    region_id: RegionId::new(7, 7).as_u64(),
+                    peers: vec![1, 2],
+                }),
+                closes: false,
+            })
+            .await
+            .expect("append");
+        assert!(appended.is_ok());
+    }
+    let engine = setup.engine().await;
+    assert_eq!(engine.running_count(), 0);
+    assert_eq!(engine.list_open().expect("list"), vec![(unreadable, RegionId::new(7, 7))]);
+    let id = submit(&engine, request(10_000)).await;
+    let state = engine.wait(id).await.expect("wait");
+    assert_eq!(state.outcome, Some(Outcome::Completed));
+}

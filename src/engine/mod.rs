@@ -268,7 +268,16 @@ impl Engine {
             info!(count = open.len(), "resuming unfinished migrations");
         }
         for (procedure_id, _region) in open {
-            let events = load_procedure(&self.inner.log, procedure_id)?;
+            let events = match load_procedure(&self.inner.log, procedure_id) {
+                Ok(events) => events,
+                Err(LoadError::Undecodable(error)) => {
+                    // Written by a newer regmig, or damaged: do not guess; leave it open for
+                    // an operator, and run the others.
+                    warn!(%procedure_id, %error, "not resuming a migration whose log this version cannot read");
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
             let next_seq = events.len() as u64 + 1;
             let state = fold(&events);
             if state.is_finished() {
