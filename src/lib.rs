@@ -24,3 +24,8 @@ pub mod engine;
 pub mod log;
 pub mod migration;
 pub mod sim;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -577,7 +577,10 @@ async fn a_procedure_this_version_cannot_read_is_left_open_and_the_others_run() 
     }
     let engine = setup.engine().await;
     assert_eq!(engine.running_count(), 0);
-    assert_eq!(engine.list_open().expect("list"), vec![(unreadable, RegionId::new(7, 7))]);
+    assert_eq!(
+        engine.list_open().expect("list"),
+        vec![(unreadable, RegionId::new(7, 7))]
+    );
     let id = submit(&engine, request(10_000)).await;
     let state = engine.wait(id).await.expect("wait");
     assert_eq!(state.outcome, Some(Outcome::Completed));
