@@ -585,3 +585,88 @@ async fn a_procedure_this_version_cannot_read_is_left_open_and_the_others_run() 
     let state = engine.wait(id).await.expect("wait");
     assert_eq!(state.outcome, Some(Outcome::Completed));
 }
+
+/// Waits until the procedure enters `state`.
+async fn until_state(
+    events: &mut tokio::sync::broadcast::Receiver<regmig::engine::ProcedureEvent>,
+    state: StateName,
+) {
+    loop {
+        let event = events.recv().await.expect("event stream");
+        if matches!(event.event, MigrationEvent::StateEntered { state: entered, .. } if entered == state)
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_cancel_during_the_downgrade_rolls_the_route_back() {
+    let setup = setup(&[]);
+    let setup = Setup {
+        mailbox: Arc::new(ScriptedMailbox::with_delay(900)),
+        ..setup
+    };
+    let engine = setup.engine().await;
+    let id = submit(&engine, request(10_000)).await;
+    let mut events = engine.subscribe(id).expect("subscribe");
+    until_state(&mut events, StateName::DowngradeLeaderRegion).await;
+    assert!(region_route(&setup.metadata, REGION).is_leader_downgrading());
+    engine
+        .cancel(id, "alice", "maintenance window closed")
+        .await
+        .expect("cancel taken");
+    let state = engine.wait(id).await.expect("wait");
+    assert_eq!(state.outcome, Some(Outcome::Aborted));
+    assert_eq!(
+        state.final_error.as_deref(),
+        Some("cancelled by alice: maintenance window closed")
+    );
+    assert!(state.rolled_back);
+    let route = region_route(&setup.metadata, REGION);
+    assert_eq!(route.leader_id(), Some(1));
+    assert!(!route.is_leader_downgrading());
+    let events = load_procedure(engine.log(), id).expect("load");
+    assert!(events.iter().any(|t| t.event
+        == MigrationEvent::OperatorCancelled {
+            actor: "alice".into(),
+            reason: "maintenance window closed".into()
+        }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_after_the_new_route_is_written_is_refused_and_the_migration_completes() {
+    let setup = setup(&[]);
+    let setup = Setup {
+        mailbox: Arc::new(ScriptedMailbox::with_delay(900)),
+        ..setup
+    };
+    let engine = setup.engine().await;
+    let id = submit(&engine, request(10_000)).await;
+    let mut events = engine.subscribe(id).expect("subscribe");
+    until_state(&mut events, StateName::CloseDowngradedRegion).await;
+    let refused = engine.cancel(id, "bob", "changed my mind").await;
+    let reason = match refused {
+        Err(regmig::engine::EngineError::CancelRefused {
+            procedure_id,
+            reason,
+        }) if procedure_id == id => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(reason, "the new route is already written (state CloseDowngradedRegion): the migration can only go forward");
+    let state = engine.wait(id).await.expect("wait");
+    assert_eq!(state.outcome, Some(Outcome::Completed));
+    let events = load_procedure(engine.log(), id).expect("load");
+    assert!(events.iter().any(
+        |t| matches!(&t.event, MigrationEvent::CancelRefused { actor, .. } if actor == "bob")
+    ));
+    assert_eq!(region_route(&setup.metadata, REGION).leader_id(), Some(2));
+    // An unknown id is named.
+    let unknown = Uuid::from_u128(42);
+    let error = engine
+        .cancel(unknown, "bob", "typo")
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(error, Some(format!("no migration with id {unknown}")));
+}

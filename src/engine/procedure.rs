@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, debug_span, info, info_span, warn, Instrument};
 use uuid::Uuid;
 
 use super::{EngineError, Inner, ProcedureEvent};
@@ -94,7 +94,10 @@ impl Runner {
                     info!(outcome = outcome.name(), "procedure finished");
                     return Ok(());
                 }
-                action => self.act(action).await?,
+                action => {
+                    let span = debug_span!("step", state = %self.state.state, action = action_name(&action));
+                    self.act(action).instrument(span).await?
+                }
             };
             input = Input {
                 observation,
@@ -313,6 +316,19 @@ impl Runner {
     async fn note(&mut self, event: MigrationEvent) -> Result<(), Stop> {
         let now_ms = self.inner.ports.clock.now_ms();
         self.append(now_ms, vec![event]).await
+    }
+}
+
+/// A short name of an action, for spans.
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::AcquireLocks { .. } => "acquire_locks",
+        Action::ReadRoute { .. } => "read_route",
+        Action::ReadDatanodeTable { .. } => "read_datanode_table",
+        Action::Send { .. } => "send",
+        Action::CasRoute { .. } => "cas_route",
+        Action::WaitUntil { .. } => "wait",
+        Action::Finish { .. } => "finish",
     }
 }
 
