@@ -895,7 +895,7 @@ fn open_candidate_region_wrong_reply_kind_is_not_retried() {
         MailboxOutcome::Reply(wrong.clone()),
         reply_received(TO, wrong),
         ErrorKind::UnexpectedReply,
-        "unexpected reply from datanode 2: expected a open_region reply, got a close_region reply",
+        "unexpected reply from datanode 2: expected the reply to open_region, got the reply to close_region",
     );
 }
 

@@ -707,7 +707,7 @@ impl Stepper {
 
     fn unexpected_reply(&self, expected: InstructionKind, peer: PeerId, reply: &Reply) -> String {
         format!(
-            "unexpected reply from datanode {peer}: expected a {expected} reply, got a {} reply",
+            "unexpected reply from datanode {peer}: expected the reply to {expected}, got the reply to {}",
             reply.kind()
         )
     }
