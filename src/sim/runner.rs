@@ -5,6 +5,7 @@
 //! scenario's seed: the same file gives a byte-identical log.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -153,6 +154,9 @@ struct Sim {
     data_dir: PathBuf,
     config: EngineConfig,
     plan: Arc<Mutex<CrashPlan>>,
+    /// Set by the observer when it halts the engine; cleared by whoever restarts it.
+    crash_pending: Arc<AtomicBool>,
+    /// Wakes the run loop when the observer halts the engine.
     crash: Arc<Notify>,
 }
 
@@ -164,11 +168,13 @@ impl Sim {
         let halt = engine.halt_handle();
         let plan = self.plan.clone();
         let crash = self.crash.clone();
+        let crash_pending = self.crash_pending.clone();
         engine.set_observer(Box::new(move |event| {
             let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(position) = plan.after_events.iter().position(|k| event.seq >= *k) {
                 plan.after_events.remove(position);
                 halt.halt();
+                crash_pending.store(true, Ordering::SeqCst);
                 crash.notify_one();
             }
         }));
@@ -260,6 +266,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             ..EngineConfig::default()
         },
         plan: Arc::new(Mutex::new(plan)),
+        crash_pending: Arc::new(AtomicBool::new(false)),
         crash: Arc::new(Notify::new()),
     };
     let mut engine = sim.open_engine().await?;
@@ -277,6 +284,11 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
     loop {
         let now_ms = clock.elapsed_ms();
         while next_submit < order.len() && scenario.migrations[order[next_submit]].at_ms <= now_ms {
+            // A crash while the previous submit ran: the next submit goes to the reopened
+            // engine, as it would after a real crash (never to the halted one).
+            if sim.crash_pending.swap(false, Ordering::SeqCst) {
+                engine = sim.restart(engine).await?;
+            }
             let index = order[next_submit];
             let spec = &scenario.migrations[index];
             let request = MigrationRequest {
@@ -311,7 +323,10 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         tokio::select! {
             biased;
             () = sim.crash.notified() => {
-                engine = sim.restart(engine).await?;
+                // Already restarted by the submit loop when the flag is clear.
+                if sim.crash_pending.swap(false, Ordering::SeqCst) {
+                    engine = sim.restart(engine).await?;
+                }
             }
             () = clock.sleep_until_ms(next_crash_at.unwrap_or(u64::MAX)), if next_crash_at.is_some() => {
                 time_crashes.remove(0);
