@@ -31,6 +31,12 @@ pub const SIM_EPOCH_BASE_MS: u64 = 1_767_225_600_000;
 /// A run that has not finished by this virtual time is stopped and fails.
 pub const SIM_VIRTUAL_TIME_MAX_MS: u64 = 3_600_000;
 
+/// How many times a restart retries opening a data directory the crashed engine's log has
+/// not released yet, [`REOPEN_RETRY_DELAY_MS`] of real time apart (10 s in all).
+pub const REOPEN_ATTEMPTS_MAX: u32 = 1_000;
+/// Real time between two attempts to reopen the data directory after a crash.
+pub const REOPEN_RETRY_DELAY_MS: u64 = 10;
+
 /// How to run a scenario.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -161,10 +167,26 @@ struct Sim {
 }
 
 impl Sim {
-    async fn open_engine(&self) -> Result<Engine, RunError> {
-        let mut ports = self.cluster.ports();
-        ports.submit_metadata = self.cluster.validation_view();
-        let engine = Engine::open(&self.data_dir, self.config.clone(), ports).await?;
+    /// Opens the engine on the data directory. `reopening`: right after a crash of the
+    /// previous engine in this process, whose log may not have released the directory yet.
+    async fn open_engine(&self, reopening: bool) -> Result<Engine, RunError> {
+        let mut attempts = 0;
+        let engine = loop {
+            let mut ports = self.cluster.ports();
+            ports.submit_metadata = self.cluster.validation_view();
+            match Engine::open(&self.data_dir, self.config.clone(), ports).await {
+                // sled 0.34 lets go of its lock on the db file from a background thread
+                // after the last handle is dropped (spacejam/sled#1289): wait for it, in real
+                // time (a blocking sleep does not move virtual time).
+                Err(EngineError::Log(LogError::InUse { .. }))
+                    if reopening && attempts < REOPEN_ATTEMPTS_MAX =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(REOPEN_RETRY_DELAY_MS));
+                }
+                result => break result?,
+            }
+        };
         let halt = engine.halt_handle();
         let plan = self.plan.clone();
         let crash = self.crash.clone();
@@ -186,7 +208,7 @@ impl Sim {
         engine.halt();
         engine.shutdown().await;
         drop(engine);
-        self.open_engine().await
+        self.open_engine(true).await
     }
 }
 
@@ -269,7 +291,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         crash_pending: Arc::new(AtomicBool::new(false)),
         crash: Arc::new(Notify::new()),
     };
-    let mut engine = sim.open_engine().await?;
+    let mut engine = sim.open_engine(false).await?;
 
     // Submits in time order; equal times in file order.
     let mut order: Vec<usize> = (0..scenario.migrations.len()).collect();
