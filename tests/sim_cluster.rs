@@ -304,15 +304,36 @@ mod sim {
         );
         assert_eq!(cluster.writers(region(1)), vec![1]);
 
-        // A follower is upgraded without an open; the remote WAL fences the old leader.
+        // A follower is upgraded without an open; the remote WAL fences the old leader. The
+        // upgraded replica gets no lease from the upgrade: nobody takes writes until a
+        // heartbeat finds the route naming it leader.
         assert_eq!(
             send(&cluster, 3, upgrade(region(1), Some(100), 1_000), 1_000).await,
             upgrade_reply(true, true, None)
         );
-        assert_eq!(cluster.writers(region(1)), vec![3]);
+        assert_eq!(cluster.writers(region(1)), Vec::<PeerId>::new());
+        assert_eq!(
+            cluster
+                .replica(3, region(1))
+                .map(|r| (r.role, r.lease_deadline_ms)),
+            Some((Role::Leader, None))
+        );
+        assert_eq!(
+            cluster.write_rejection(3, region(1)),
+            Some(WriteRejection::LeaseExpired)
+        );
         assert_eq!(
             cluster.write_rejection(1, region(1)),
             Some(WriteRejection::Fenced)
+        );
+        move_leader(&cluster, region(1), 1, 3).await;
+        cluster.heartbeat(3);
+        assert_eq!(cluster.writers(region(1)), vec![3]);
+        assert_eq!(
+            cluster
+                .replica(3, region(1))
+                .and_then(|r| r.lease_deadline_ms),
+            Some(10_000)
         );
         assert_eq!(cluster.violations(), Vec::new());
 
@@ -335,8 +356,11 @@ mod sim {
         );
     }
 
+    /// The new leader takes writes only from its first heartbeat after the route names it
+    /// (7000 ms for peer 2): the 400 writes of 5000..7000 ms are rejected, none is lost.
     #[tokio::test(start_paused = true)]
-    async fn manual_migration_with_local_wal_keeps_every_acknowledged_write() {
+    async fn manual_migration_with_local_wal_keeps_every_acknowledged_write_and_writes_resume_at_the_new_leaders_heartbeat(
+    ) {
         let region_id = region(1);
         let cluster = cluster(setup(WalKind::Local, Some(200), vec![region_on(1, 1, 100)]));
         cluster.start();
@@ -383,13 +407,24 @@ mod sim {
             BTreeMap::from([(
                 region_id,
                 WriteStats {
-                    acked: 4_000,
-                    rejected: 0
+                    acked: 3_600,
+                    rejected: 400
                 }
             )])
         );
+        let trace = cluster.trace();
+        for line in [
+            "[5005 ms] writes 1024:1: rejected by 2: lease expired",
+            "[7000 ms] heartbeat 2: leases of [1024:1] until 17000 ms",
+            "[7005 ms] writes 1024:1: acknowledged by 2",
+        ] {
+            assert!(
+                trace.contains(&line.to_string()),
+                "missing {line:?} in {trace:#?}"
+            );
+        }
         let wal = cluster.region_wal(region_id).expect("region");
-        assert_eq!((wal.acked.len(), wal.last_entry_id), (4_100, 4_100));
+        assert_eq!((wal.acked.len(), wal.last_entry_id), (3_700, 3_700));
         let leader = cluster.replica(2, region_id).expect("new leader");
         assert_eq!(leader.role, Role::Leader);
         assert_eq!(leader.history, wal.acked);
@@ -454,7 +489,8 @@ mod sim {
             cluster.write_rejection(1, region_id),
             Some(WriteRejection::Fenced)
         );
-        assert_eq!(cluster.writers(region_id), vec![2]);
+        // No lease at upgrade: peer 2 writes from its 7000 ms heartbeat on.
+        assert_eq!(cluster.writers(region_id), Vec::<PeerId>::new());
         let leader = cluster.replica(2, region_id).expect("new leader");
         assert_eq!(leader.history.len(), 1_220);
         move_leader(&cluster, region_id, 1, 2).await;
@@ -466,11 +502,12 @@ mod sim {
         sleep_to(&cluster, 10_000).await;
         cluster.stop();
         assert_eq!(cluster.final_check(), Vec::new());
+        // Ticks 5605..=6995 ms (140 of 2 writes) find peer 2 without a lease.
         assert_eq!(
             cluster.write_stats()[&region_id],
             WriteStats {
-                acked: 2_000,
-                rejected: 0
+                acked: 1_720,
+                rejected: 280
             }
         );
         let wal = cluster.region_wal(region_id).expect("region");
@@ -633,9 +670,10 @@ mod sim {
         );
         sleep_to(&cluster, 1_501).await;
         let upgraded = cluster.replica(2, region(3)).expect("upgraded");
+        // Leader, but no lease: leases come from heartbeats only.
         assert_eq!(
             (upgraded.role, upgraded.lease_deadline_ms),
-            (Role::Leader, Some(11_500))
+            (Role::Leader, None)
         );
         let last = cluster.mailbox_records().pop().expect("a record");
         assert_eq!(
@@ -694,14 +732,12 @@ mod sim {
             InstructionKind::DowngradeRegion,
             [
                 ScriptedReply::Error("flush failed".to_string()),
-                ScriptedReply::NotExists,
                 ScriptedReply::WrongReply,
                 ScriptedReply::Timeout,
             ],
         );
         let expected = [
             downgrade_reply(None, true, Some("flush failed")),
-            downgrade_reply(None, false, None),
             upgrade_reply(true, true, None),
             MailboxOutcome::Timeout,
         ];
@@ -728,6 +764,17 @@ mod sim {
                 downgrade_reply(Some(100), true, None)
             );
         }
+        // `not_exists` is taken at its word: the old leader really stops leading.
+        cluster.script_replies(
+            1,
+            InstructionKind::DowngradeRegion,
+            [ScriptedReply::NotExists],
+        );
+        assert_eq!(
+            send(&cluster, 1, downgrade(region_id, true), 1_000).await,
+            downgrade_reply(None, false, None)
+        );
+        assert_eq!(role(1), Some(Role::Follower));
 
         cluster.script_replies(
             2,
@@ -780,7 +827,7 @@ mod sim {
         ];
         for outcome in expected {
             assert_eq!(send(&cluster, 1, close(region_id), 1_000).await, outcome);
-            assert_eq!(role(1), Some(Role::DowngradingLeader));
+            assert_eq!(role(1), Some(Role::Follower));
         }
         cluster.script_replies(1, InstructionKind::CloseRegion, [ScriptedReply::Ok]);
         assert_eq!(
@@ -873,8 +920,137 @@ mod sim {
         let upgraded = cluster.replica(2, region(1)).expect("upgraded");
         assert_eq!(
             (upgraded.role, upgraded.lease_deadline_ms),
-            (Role::Leader, Some(15_500))
+            (Role::Leader, None)
         );
+        assert!(cluster.trace().contains(
+            &"[5500 ms] role 2 1024:1: Candidate -> Leader (upgraded, replayed to 300)".to_string()
+        ));
+    }
+
+    /// A migration rolled back (Downgrading cleared) while its upgrade was still replaying:
+    /// the upgrade completes later, but the upgraded replica gets no lease from it, so the old
+    /// leader stays the only writer and the next heartbeat of peer 2 demotes the replica.
+    #[tokio::test(start_paused = true)]
+    async fn late_upgrade_after_a_rollback_never_makes_a_second_writer() {
+        let region_id = region(1);
+        let cluster = cluster(setup(WalKind::Local, Some(100), vec![region_on(1, 1, 100)]));
+        cluster.start();
+        sleep_to(&cluster, 2_500).await;
+        send(&cluster, 2, open(region_id), 1_000).await;
+        mark_downgrading(&cluster, region_id).await;
+        assert_eq!(
+            send(&cluster, 1, downgrade(region_id, true), 1_000).await,
+            downgrade_reply(Some(350), true, None)
+        );
+        // Asks for 2350 entries: the replay ends at 4500 ms, long after the sender gave up.
+        assert_eq!(
+            send(&cluster, 2, upgrade(region_id, Some(2_350), 5_000), 500).await,
+            MailboxOutcome::Timeout
+        );
+        clear_downgrading(&cluster, region_id).await;
+        // Peer 1's 3000 ms heartbeat makes it leader again.
+        sleep_to(&cluster, 3_001).await;
+        assert_eq!(cluster.writers(region_id), vec![1]);
+        sleep_to(&cluster, 4_501).await;
+        assert_eq!(
+            cluster
+                .replica(2, region_id)
+                .map(|r| (r.role, r.lease_deadline_ms)),
+            Some((Role::Leader, None))
+        );
+        assert_eq!(cluster.writers(region_id), vec![1]);
+        sleep_to(&cluster, 7_001).await;
+        let trace = cluster.trace();
+        for line in [
+            "[4500 ms] role 2 1024:1: Candidate -> Leader (upgraded, replayed to 2350)",
+            "[7000 ms] heartbeat 2: no lease renewed",
+            "[7000 ms] role 2 1024:1: Leader -> Follower (not leader in the route)",
+        ] {
+            assert!(
+                trace.contains(&line.to_string()),
+                "missing {line:?} in {trace:#?}"
+            );
+        }
+        assert_eq!(cluster.writers(region_id), vec![1]);
+        cluster.stop();
+        assert_eq!(cluster.final_check(), Vec::new());
+    }
+
+    /// The model takes a downgrade's `not_exists` at its word (the fast path, no lease wait),
+    /// so the simulator makes it true: the old leader stops leading and flushes.
+    #[tokio::test(start_paused = true)]
+    async fn downgrade_answered_not_exists_stops_the_old_leader_and_flushes_its_entries() {
+        let region_id = region(1);
+        let cluster = cluster(setup(WalKind::Local, None, vec![region_on(1, 1, 100)]));
+        for _ in 0..3 {
+            cluster.write_now(region_id);
+        }
+        assert_eq!(
+            cluster.region_wal(region_id).map(|w| w.flushed_entry_id),
+            Some(100)
+        );
+        cluster.script_replies(
+            1,
+            InstructionKind::DowngradeRegion,
+            [ScriptedReply::NotExists],
+        );
+        assert_eq!(
+            send(&cluster, 1, downgrade(region_id, true), 1_000).await,
+            downgrade_reply(None, false, None)
+        );
+        assert_eq!(
+            cluster
+                .replica(1, region_id)
+                .map(|r| (r.role, r.lease_deadline_ms, r.history.last())),
+            Some((Role::Follower, None, Some(103)))
+        );
+        assert_eq!(cluster.writers(region_id), Vec::<PeerId>::new());
+        assert_eq!(
+            cluster.region_wal(region_id).map(|w| w.flushed_entry_id),
+            Some(103)
+        );
+        assert!(cluster.trace().contains(
+            &"[0 ms] role 1 1024:1: Leader -> Follower (answered not_exists)".to_string()
+        ));
+        // A candidate opened now holds the flushed entries: nothing acknowledged is lost.
+        send(&cluster, 2, open(region_id), 1_000).await;
+        assert_eq!(
+            cluster.replica(2, region_id).map(|r| r.history.last()),
+            Some(Some(103))
+        );
+    }
+
+    /// A leader that restarted is a follower without a lease until its next heartbeat; a
+    /// downgrade reaching it then still flushes what its WAL holds (and changes no role).
+    #[tokio::test(start_paused = true)]
+    async fn downgrade_of_a_restarted_leader_without_lease_still_flushes() {
+        let region_id = region(1);
+        let cluster = cluster(setup(WalKind::Local, None, vec![region_on(1, 1, 100)]));
+        for _ in 0..5 {
+            cluster.write_now(region_id);
+        }
+        cluster.start();
+        cluster.crash_datanode(1, 1_000, Some(500));
+        sleep_to(&cluster, 2_000).await;
+        assert_eq!(
+            cluster
+                .replica(1, region_id)
+                .map(|r| (r.role, r.lease_deadline_ms)),
+            Some((Role::Follower, None))
+        );
+        assert_eq!(
+            send(&cluster, 1, downgrade(region_id, true), 1_000).await,
+            downgrade_reply(Some(105), true, None)
+        );
+        assert_eq!(
+            cluster.replica(1, region_id).map(|r| r.role),
+            Some(Role::Follower)
+        );
+        assert_eq!(
+            cluster.region_wal(region_id).map(|w| w.flushed_entry_id),
+            Some(105)
+        );
+        cluster.stop();
     }
 
     #[tokio::test(start_paused = true)]
@@ -1033,7 +1209,9 @@ mod sim {
         assert_eq!(cluster.final_check(), Vec::new());
     }
 
-    /// A migration of 1024:1 from 1 to 2 at 2000 ms, with 100 writes/s, left running to 5000.
+    /// A migration of 1024:1 from 1 to 2 at 3500 ms, with 100 writes/s, left running to
+    /// 7000. Peer 1's 3000 ms heartbeat renewed its lease to 13000 ms; the upgraded peer 2 gets
+    /// its first lease at its 4000 ms heartbeat, before peer 1's 6000 ms heartbeat demotes it.
     async fn migrate_with(options: SimOptions) -> Arc<SimCluster> {
         let region_id = region(1);
         let cluster = SimCluster::new(
@@ -1042,13 +1220,13 @@ mod sim {
         )
         .expect("valid setup");
         cluster.start();
-        sleep_to(&cluster, 2_000).await;
+        sleep_to(&cluster, 3_500).await;
         send(&cluster, 2, open(region_id), 1_000).await;
         mark_downgrading(&cluster, region_id).await;
         send(&cluster, 1, downgrade(region_id, true), 1_000).await;
-        send(&cluster, 2, upgrade(region_id, Some(300), 1_000), 1_000).await;
+        send(&cluster, 2, upgrade(region_id, Some(450), 1_000), 1_000).await;
         move_leader(&cluster, region_id, 1, 2).await;
-        sleep_to(&cluster, 5_000).await;
+        sleep_to(&cluster, 7_000).await;
         cluster.stop();
         cluster
     }
@@ -1103,28 +1281,27 @@ mod sim {
         let violations = broken.final_check();
         assert_eq!(violations.len(), 1);
         let violation = &violations[0];
-        assert_eq!(violation.at_ms, 2_000);
+        assert_eq!(violation.at_ms, 4_000);
         assert_eq!(violation.region, "1024:1");
         assert_eq!(
             violation.message,
             "2 datanodes accept writes at once: peer 1 (DowngradingLeader, lease until \
-             10000 ms), peer 2 (Leader, lease until 12000 ms)"
+             13000 ms), peer 2 (Leader, lease until 14000 ms)"
         );
         assert_eq!(violation.context.len(), 10);
         assert_eq!(
             violation.context[8..],
             [
-                "[2000 ms] role 2 1024:1: Candidate -> Leader (upgraded, replayed to 300)"
-                    .to_string(),
-                "[2000 ms] writers 1024:1: [1] -> [1, 2]".to_string(),
+                "[4000 ms] heartbeat 2: leases of [1024:1] until 14000 ms".to_string(),
+                "[4000 ms] writers 1024:1: [1] -> [1, 2]".to_string(),
             ]
         );
         assert!(violation
             .to_string()
-            .starts_with("invariant violated at 2000 ms, region 1024:1: 2 datanodes accept"));
+            .starts_with("invariant violated at 4000 ms, region 1024:1: 2 datanodes accept"));
         // The next heartbeat of peer 1 demotes it: a single violation.
         assert!(broken.trace().contains(
-            &"[3000 ms] role 1 1024:1: DowngradingLeader -> Follower (not leader in the route)"
+            &"[6000 ms] role 1 1024:1: DowngradingLeader -> Follower (not leader in the route)"
                 .to_string()
         ));
     }

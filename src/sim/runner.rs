@@ -5,6 +5,7 @@
 //! scenario's seed: the same file gives a byte-identical log.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -29,6 +30,12 @@ use crate::migration::{MigrationEvent, MigrationState, TimedEvent};
 pub const SIM_EPOCH_BASE_MS: u64 = 1_767_225_600_000;
 /// A run that has not finished by this virtual time is stopped and fails.
 pub const SIM_VIRTUAL_TIME_MAX_MS: u64 = 3_600_000;
+
+/// How many times a restart retries opening a data directory the crashed engine's log has
+/// not released yet, [`REOPEN_RETRY_DELAY_MS`] of real time apart (10 s in all).
+pub const REOPEN_ATTEMPTS_MAX: u32 = 1_000;
+/// Real time between two attempts to reopen the data directory after a crash.
+pub const REOPEN_RETRY_DELAY_MS: u64 = 10;
 
 /// How to run a scenario.
 #[derive(Debug, Clone, Default)]
@@ -153,22 +160,43 @@ struct Sim {
     data_dir: PathBuf,
     config: EngineConfig,
     plan: Arc<Mutex<CrashPlan>>,
+    /// Set by the observer when it halts the engine; cleared by whoever restarts it.
+    crash_pending: Arc<AtomicBool>,
+    /// Wakes the run loop when the observer halts the engine.
     crash: Arc<Notify>,
 }
 
 impl Sim {
-    async fn open_engine(&self) -> Result<Engine, RunError> {
-        let mut ports = self.cluster.ports();
-        ports.submit_metadata = self.cluster.validation_view();
-        let engine = Engine::open(&self.data_dir, self.config.clone(), ports).await?;
+    /// Opens the engine on the data directory. `reopening`: right after a crash of the
+    /// previous engine in this process, whose log may not have released the directory yet.
+    async fn open_engine(&self, reopening: bool) -> Result<Engine, RunError> {
+        let mut attempts = 0;
+        let engine = loop {
+            let mut ports = self.cluster.ports();
+            ports.submit_metadata = self.cluster.validation_view();
+            match Engine::open(&self.data_dir, self.config.clone(), ports).await {
+                // sled 0.34 lets go of its lock on the db file from a background thread
+                // after the last handle is dropped (spacejam/sled#1289): wait for it, in real
+                // time (a blocking sleep does not move virtual time).
+                Err(EngineError::Log(LogError::InUse { .. }))
+                    if reopening && attempts < REOPEN_ATTEMPTS_MAX =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(REOPEN_RETRY_DELAY_MS));
+                }
+                result => break result?,
+            }
+        };
         let halt = engine.halt_handle();
         let plan = self.plan.clone();
         let crash = self.crash.clone();
+        let crash_pending = self.crash_pending.clone();
         engine.set_observer(Box::new(move |event| {
             let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(position) = plan.after_events.iter().position(|k| event.seq >= *k) {
                 plan.after_events.remove(position);
                 halt.halt();
+                crash_pending.store(true, Ordering::SeqCst);
                 crash.notify_one();
             }
         }));
@@ -180,7 +208,7 @@ impl Sim {
         engine.halt();
         engine.shutdown().await;
         drop(engine);
-        self.open_engine().await
+        self.open_engine(true).await
     }
 }
 
@@ -260,9 +288,10 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             ..EngineConfig::default()
         },
         plan: Arc::new(Mutex::new(plan)),
+        crash_pending: Arc::new(AtomicBool::new(false)),
         crash: Arc::new(Notify::new()),
     };
-    let mut engine = sim.open_engine().await?;
+    let mut engine = sim.open_engine(false).await?;
 
     // Submits in time order; equal times in file order.
     let mut order: Vec<usize> = (0..scenario.migrations.len()).collect();
@@ -277,6 +306,11 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
     loop {
         let now_ms = clock.elapsed_ms();
         while next_submit < order.len() && scenario.migrations[order[next_submit]].at_ms <= now_ms {
+            // A crash while the previous submit ran: the next submit goes to the reopened
+            // engine, as it would after a real crash (never to the halted one).
+            if sim.crash_pending.swap(false, Ordering::SeqCst) {
+                engine = sim.restart(engine).await?;
+            }
             let index = order[next_submit];
             let spec = &scenario.migrations[index];
             let request = MigrationRequest {
@@ -311,7 +345,10 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         tokio::select! {
             biased;
             () = sim.crash.notified() => {
-                engine = sim.restart(engine).await?;
+                // Already restarted by the submit loop when the flag is clear.
+                if sim.crash_pending.swap(false, Ordering::SeqCst) {
+                    engine = sim.restart(engine).await?;
+                }
             }
             () = clock.sleep_until_ms(next_crash_at.unwrap_or(u64::MAX)), if next_crash_at.is_some() => {
                 time_crashes.remove(0);
