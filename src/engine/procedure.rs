@@ -239,39 +239,21 @@ impl Runner {
                     return Ok(Observation::Mailbox(crate::domain::MailboxOutcome::Timeout));
                 }
                 let send = ports.mailbox.send(&peer, instruction, timeout_ms);
-                tokio::pin!(send);
-                loop {
-                    tokio::select! {
-                        biased;
-                        () = until_halted(self.inner.halt_signal()) => return Err(Stop::Halted),
-                        control = self.control.recv() => {
-                            if let Some(observation) = self.on_control(control).await? {
-                                return Ok(observation);
-                            }
-                        }
-                        outcome = &mut send => {
-                            debug!(peer = peer.id, instruction = %kind, ?outcome, "instruction answered");
-                            return Ok(Observation::Mailbox(outcome));
-                        }
+                Ok(match self.interruptible(send).await? {
+                    Ok(outcome) => {
+                        debug!(peer = peer.id, instruction = %kind, ?outcome, "instruction answered");
+                        Observation::Mailbox(outcome)
                     }
-                }
+                    Err(cancel) => cancel,
+                })
             }
             Action::WaitUntil { until_ms, reason } => {
                 debug!(until_ms, ?reason, "waiting");
                 let sleep = ports.clock.sleep_until_ms(until_ms);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        biased;
-                        () = until_halted(self.inner.halt_signal()) => return Err(Stop::Halted),
-                        control = self.control.recv() => {
-                            if let Some(observation) = self.on_control(control).await? {
-                                return Ok(observation);
-                            }
-                        }
-                        () = &mut sleep => return Ok(Observation::WaitElapsed),
-                    }
-                }
+                Ok(match self.interruptible(sleep).await? {
+                    Ok(()) => Observation::WaitElapsed,
+                    Err(cancel) => cancel,
+                })
             }
             Action::Finish { .. } => Err(Stop::LogFailed(
                 "internal error: Finish is handled by the loop".to_string(),
@@ -279,18 +261,39 @@ impl Runner {
         }
     }
 
+    /// Awaits `work` while answering operator requests; `Err` carries a cancel that was
+    /// taken and interrupts the work (a datanode may still carry out an instruction whose
+    /// answer is dropped: every instruction is idempotent).
+    async fn interruptible<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<Result<T, Observation>, Stop> {
+        tokio::pin!(work);
+        let mut control_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = until_halted(self.inner.halt_signal()) => return Err(Stop::Halted),
+                control = self.control.recv(), if control_open => match control {
+                    Some(control) => {
+                        if let Some(cancel) = self.on_control(control).await? {
+                            return Ok(Err(cancel));
+                        }
+                    }
+                    None => control_open = false,
+                },
+                output = &mut work => return Ok(Ok(output)),
+            }
+        }
+    }
+
     /// Handles an operator request received while waiting; `Some` interrupts the wait.
-    async fn on_control(&mut self, control: Option<Control>) -> Result<Option<Observation>, Stop> {
-        let Some(Control::Cancel {
+    async fn on_control(&mut self, control: Control) -> Result<Option<Observation>, Stop> {
+        let Control::Cancel {
             actor,
             reason,
             answer,
-        }) = control
-        else {
-            // Every sender is gone: nothing more can arrive; keep waiting for the action.
-            std::future::pending::<()>().await;
-            return Ok(None);
-        };
+        } = control;
         match check_cancel(&self.state) {
             Ok(()) => {
                 let _ = answer.send(Ok(()));

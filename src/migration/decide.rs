@@ -931,25 +931,30 @@ impl Stepper {
             };
             return self.after_attempt(result, StateName::UpgradeCandidateRegion, GiveUp::SlowPath);
         }
+        let reject_write = self.state.wal != WalKind::Remote;
+        self.timed_attempt(task.from_peer, |remaining_ms| {
+            Instruction::DowngradeRegion {
+                region_id: task.region_id,
+                flush_timeout_ms: remaining_ms,
+                reject_write,
+            }
+        })
+    }
+
+    /// The next downgrade or upgrade attempt: the outstanding one again after a restart, or
+    /// a new one with what is left of the budget, or, with none left (exceeded deadline),
+    /// UpdateMetadata::Rollback. The mailbox waits one round trip at most.
+    fn timed_attempt(&mut self, peer: Peer, instruction: impl FnOnce(u64) -> Instruction) -> Flow {
         if let Some(outstanding) = self.state.outstanding.clone() {
             return self.resend(outstanding);
         }
         let remaining_ms = self.state.remaining_budget_ms();
         if remaining_ms == 0 {
-            // Exceeded deadline: no budget left to downgrade safely.
             self.enter(StateName::UpdateMetadataRollback, None);
             return Flow::Continue;
         }
-        let instruction = Instruction::DowngradeRegion {
-            region_id: task.region_id,
-            flush_timeout_ms: remaining_ms,
-            reject_write: self.state.wal != WalKind::Remote,
-        };
-        self.send(
-            task.from_peer,
-            instruction,
-            remaining_ms.min(MAILBOX_RTT_MS),
-        )
+        let instruction = instruction(remaining_ms);
+        self.send(peer, instruction, remaining_ms.min(MAILBOX_RTT_MS))
     }
 
     fn upgrade_candidate_region(&mut self) -> Flow {
@@ -972,21 +977,13 @@ impl Stepper {
             };
             return self.after_attempt(result, StateName::UpdateMetadataUpgrade, GiveUp::Rollback);
         }
-        if let Some(outstanding) = self.state.outstanding.clone() {
-            return self.resend(outstanding);
-        }
-        let remaining_ms = self.state.remaining_budget_ms();
-        if remaining_ms == 0 {
-            self.enter(StateName::UpdateMetadataRollback, None);
-            return Flow::Continue;
-        }
-        let instruction = Instruction::UpgradeRegion {
+        let last_entry_id = self.state.last_entry_id;
+        self.timed_attempt(task.to_peer, |remaining_ms| Instruction::UpgradeRegion {
             region_id: task.region_id,
-            last_entry_id: self.state.last_entry_id,
+            last_entry_id,
             replay_timeout_ms: remaining_ms,
             location_id: Some(task.from_peer.id),
-        };
-        self.send(task.to_peer, instruction, remaining_ms.min(MAILBOX_RTT_MS))
+        })
     }
 
     fn update_metadata_upgrade(&mut self) -> Flow {
