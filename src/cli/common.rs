@@ -25,6 +25,14 @@ pub enum CliError {
         /// The id asked for.
         procedure_id: Uuid,
     },
+    /// The log has no migration of this region.
+    #[error("no migration of region {region} in {}", dir.display())]
+    RegionWithoutMigrations {
+        /// The region, "TABLE:NUMBER".
+        region: String,
+        /// The data directory.
+        dir: PathBuf,
+    },
     /// The text given as a migration id is not a uuid.
     #[error("invalid migration id {text:?}: expected a uuid such as 019b7d6e-2a80-7000-8000-000000000001 (see `regmig list`)")]
     BadId {
@@ -90,6 +98,7 @@ impl CliError {
     pub fn kind_name(&self) -> &'static str {
         match self {
             CliError::UnknownMigration { .. } => "unknown_migration",
+            CliError::RegionWithoutMigrations { .. } => "region_without_migrations",
             CliError::BadId { .. } => "bad_id",
             CliError::NoLog { .. } => "no_log",
             CliError::Log(error) => error.kind_name(),

@@ -22,7 +22,7 @@ use super::summary::payload_json;
 use super::{DEFAULT_DATA_DIR, EXIT_FAILED};
 use crate::engine::store::decode_record;
 use crate::migration::replay::{check, Divergence};
-use crate::migration::{MigrationEvent, MigrationState, TimedEvent};
+use crate::migration::{EventRole, MigrationEvent, MigrationState, TimedEvent};
 
 /// Arguments of `replay`.
 #[derive(Debug, Args)]
@@ -37,7 +37,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "SEQ")]
     pub until: Option<u64>,
     /// Re-run today's decision logic on the recorded inputs and report the first event
-    /// where it decides differently (exit 1), or that they agree.
+    /// where it decides differently (exit 1), or that they agree. With `--until SEQ`, checks
+    /// the decisions on inputs up to SEQ (each with all the events it produced).
     #[arg(long)]
     pub check: bool,
     /// Where the log is (ignored with `--file`), and how to print.
@@ -410,9 +411,15 @@ struct CheckDocument {
 }
 
 fn run_check(args: &ReplayArgs, procedure_id: Uuid, events: &[TimedEvent]) -> Result<u8, CliError> {
-    let end = args
+    // A decision is the input event and the events decide produced after it: a check
+    // stopped inside one would report the cut-off events as missing. So --until SEQ checks
+    // every decision whose input is at or before SEQ, whole.
+    let mut end = args
         .until
         .map_or(events.len(), |until| (until as usize).min(events.len()));
+    while end < events.len() && events[end].event.role() == EventRole::Decision {
+        end += 1;
+    }
     let checked = &events[..end];
     let result = check(checked);
     let (agrees, decisions_checked, divergence) = match &result {

@@ -95,10 +95,10 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
     if let Some(region) = args.region {
         let found = log.procedures_by_region(region.as_u64(), 0, u64::MAX)?;
         if found.is_empty() {
-            return Err(CliError::Usage(format!(
-                "no migration of region {region} in {}",
-                args.data_dir.display()
-            )));
+            return Err(CliError::RegionWithoutMigrations {
+                region: region.to_string(),
+                dir: args.data_dir.clone(),
+            });
         }
         rows_omitted = found.len().saturating_sub(TIMELINE_ROWS_MAX);
         for (_, procedure_id) in &found[rows_omitted..] {
