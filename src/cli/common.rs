@@ -167,9 +167,11 @@ pub fn load_history(log: &EventLog, procedure_id: Uuid) -> Result<Vec<TimedEvent
     Ok(events)
 }
 
-/// Whether stdout is a terminal (tables may then be decorated; nothing else changes).
-pub fn stdout_is_terminal() -> bool {
-    std::io::stdout().is_terminal()
+/// Whether output may be decorated for a person: stdout is a terminal and `NO_COLOR` is
+/// not set. Decoration is bold table headers, nothing else; a pipe or a file gets plain
+/// text (and no progress output: these commands print none).
+pub fn decorate_stdout() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// Prints one JSON document (pretty, one trailing newline) on stdout.
@@ -373,15 +375,24 @@ pub fn format_offset(at_ms: u64, start_ms: u64) -> String {
 pub struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
+    /// Bold header (on a terminal only, see [`decorate_stdout`]).
+    bold_header: bool,
 }
 
 impl Table {
-    /// A table with these column titles.
+    /// A table with these column titles; its header is bold when stdout is a terminal.
     pub fn new(header: &[&str]) -> Self {
         Table {
             header: header.iter().map(|title| title.to_string()).collect(),
             rows: Vec::new(),
+            bold_header: decorate_stdout(),
         }
+    }
+
+    /// Sets whether the header is bold, whatever stdout is.
+    pub fn with_bold_header(mut self, bold_header: bool) -> Self {
+        self.bold_header = bold_header;
+        self
     }
 
     /// Adds a row (missing cells are empty, extra ones are dropped).
@@ -406,7 +417,11 @@ impl Table {
             }
         }
         let mut out = String::new();
-        for row in std::iter::once(&self.header).chain(&self.rows) {
+        for (row_index, row) in std::iter::once(&self.header).chain(&self.rows).enumerate() {
+            let bold = row_index == 0 && self.bold_header;
+            if bold {
+                out.push_str("\u{1b}[1m");
+            }
             let mut line = String::new();
             for (index, cell) in row.iter().enumerate() {
                 if index + 1 == columns {
@@ -418,6 +433,9 @@ impl Table {
                 }
             }
             out.push_str(line.trim_end());
+            if bold {
+                out.push_str("\u{1b}[0m");
+            }
             out.push('\n');
         }
         out
@@ -472,8 +490,10 @@ mod tests {
 
     #[test]
     fn tables_pad_all_but_the_last_column() {
-        let mut table = Table::new(&["A", "BB", "C"]);
+        let mut table = Table::new(&["A", "BB", "C"]).with_bold_header(false);
         table.row(vec!["xyz".into(), "1".into(), "last".into()]);
         assert_eq!(table.render(), "A    BB  C\nxyz  1   last\n");
+        let bold = table.with_bold_header(true).render();
+        assert_eq!(bold, "\u{1b}[1mA    BB  C\u{1b}[0m\nxyz  1   last\n");
     }
 }
