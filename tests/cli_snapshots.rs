@@ -123,6 +123,7 @@ fn timelines_match_their_snapshots() {
     for (name, args) in [
         ("timeline_resumed.svg", vec!["timeline", RESUMED_ID]),
         ("timeline_aborted.svg", vec!["timeline", ABORTED_ID]),
+        ("timeline_failed.svg", vec!["timeline", FAILED_ID]),
         (
             "timeline_region_1024_1.svg",
             vec!["timeline", "--region", "1024:1"],

@@ -392,6 +392,23 @@ pub fn render_show(detail: &Detail) -> String {
     );
     field("slow-path waits", summary.slow_path_waits.to_string());
     field("resumes", summary.resumes.to_string());
+    let lock_keys: Vec<&str> = detail
+        .lock_waits
+        .iter()
+        .map(|wait| wait.lock_key.as_str())
+        .collect();
+    field(
+        "lock wait",
+        if lock_keys.is_empty() {
+            format_duration(summary.lock_wait_ms)
+        } else {
+            format!(
+                "{} (for {})",
+                format_duration(summary.lock_wait_ms),
+                lock_keys.join(", ")
+            )
+        },
+    );
     field(
         "budget",
         format!(

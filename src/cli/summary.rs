@@ -60,6 +60,8 @@ pub struct Summary {
     pub slow_path_waits: u32,
     /// Times the engine resumed it after a restart.
     pub resumes: u32,
+    /// Time spent waiting for locks other migrations held.
+    pub lock_wait_ms: u64,
     /// The downgrade and upgrade budget.
     pub timeout_ms: u64,
     /// Budget spent in downgrade and upgrade operations.
@@ -117,6 +119,7 @@ pub fn summary_of(
         retries_left: state.retries_left(),
         slow_path_waits: state.counters.slow_path_waits,
         resumes: state.counters.resumes,
+        lock_wait_ms: state.counters.lock_wait_ms,
         timeout_ms: task.timeout_ms,
         budget_used_ms: state.operations_elapsed_ms,
         budget_left_ms: state.remaining_budget_ms(),
@@ -256,6 +259,21 @@ pub struct WaitView {
     pub reason: String,
 }
 
+/// A wait for a lock another migration held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockWaitView {
+    /// The LockWaitStarted event.
+    pub seq: u64,
+    /// When the wait began.
+    pub at_ms: u64,
+    /// Since submit.
+    pub offset_ms: u64,
+    /// The contended lock.
+    pub lock_key: String,
+    /// How long it waited; null while it still waits.
+    pub waited_ms: Option<u64>,
+}
+
 /// A route compare-and-swap.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteChangeView {
@@ -322,6 +340,8 @@ pub struct Detail {
     pub retries_scheduled: Vec<RetryView>,
     /// Every wait (attempt intervals, lease expiry, backoffs).
     pub waits: Vec<WaitView>,
+    /// Every wait for a lock another migration held.
+    pub lock_waits: Vec<LockWaitView>,
     /// Every route compare-and-swap.
     pub route_changes: Vec<RouteChangeView>,
     /// The rollback, if any.
@@ -350,6 +370,7 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
     let mut instructions: Vec<InstructionView> = Vec::new();
     let mut retries_scheduled = Vec::new();
     let mut waits = Vec::new();
+    let mut lock_waits: Vec<LockWaitView> = Vec::new();
     let mut route_changes = Vec::new();
     let mut rollback: Option<RollbackView> = None;
 
@@ -497,6 +518,21 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
                 until_ms: *until_ms,
                 reason: snake_name(reason),
             }),
+            MigrationEvent::LockWaitStarted { lock_key } => lock_waits.push(LockWaitView {
+                seq,
+                at_ms,
+                offset_ms: offset(at_ms),
+                lock_key: lock_key.clone(),
+                waited_ms: None,
+            }),
+            MigrationEvent::LocksAcquired { waited_ms, .. } => {
+                if let Some(wait) = lock_waits
+                    .last_mut()
+                    .filter(|wait| wait.waited_ms.is_none())
+                {
+                    wait.waited_ms = Some(*waited_ms);
+                }
+            }
             MigrationEvent::RollbackStarted { error } => {
                 rollback = Some(RollbackView {
                     seq,
@@ -535,6 +571,7 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
         instructions,
         retries_scheduled,
         waits,
+        lock_waits,
         route_changes,
         rollback,
     })

@@ -299,6 +299,8 @@ fn render_svg(title: &str, rows: &[Row], rows_omitted: usize) -> Picture {
     svg.push_str(concat!(
         "<defs>\n",
         r##"<pattern id="rollback" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="none"/><line x1="0" y1="0" x2="0" y2="6" stroke="#b71c1c" stroke-width="2.5" stroke-opacity="0.7"/></pattern>"##,
+        "\n",
+        r##"<pattern id="lockwait" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#eeeeee"/><line x1="0" y1="0" x2="0" y2="6" stroke="#9e9e9e" stroke-width="2"/></pattern>"##,
         "\n</defs>\n"
     ));
     let _ = writeln!(
@@ -457,6 +459,31 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
                 x + 3.0,
                 state_y + 15.0,
                 escape(span.state)
+            );
+        }
+    }
+    // Waits for locks other migrations held, before (or between) the states.
+    for wait in &detail.lock_waits {
+        let end_ms = wait
+            .waited_ms
+            .map_or(summary.duration_ms, |waited_ms| wait.offset_ms + waited_ms);
+        let x = scale.x(wait.offset_ms);
+        let width = (scale.x(end_ms) - x).max(2.0);
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{x:.1}" y="{state_y:.1}" width="{width:.1}" height="{STATE_LANE_HEIGHT}" fill="url(#lockwait)" stroke="#9e9e9e"><title>#{} waiting for {} for {}</title></rect>"##,
+            wait.seq,
+            escape(&wait.lock_key),
+            escape(&format_duration(end_ms.saturating_sub(wait.offset_ms)))
+        );
+        let label = format!("waiting for {}", wait.lock_key);
+        if (label.len() as f64) * CHAR_WIDTH + 6.0 < width {
+            let _ = writeln!(
+                svg,
+                r##"<text x="{:.1}" y="{:.1}" fill="#424242">{}</text>"##,
+                x + 3.0,
+                state_y + 15.0,
+                escape(&label)
             );
         }
     }
@@ -722,6 +749,14 @@ fn draw_legend(svg: &mut String, rows: &[Row], top: f64) {
     let _ = writeln!(
         svg,
         r##"<rect x="{x:.1}" y="{:.1}" width="24" height="12" fill="url(#rollback)" stroke="#b71c1c"/><text x="{:.1}" y="{:.1}">rollback</text>"##,
+        y + 1.0,
+        x + 30.0,
+        y + 11.0
+    );
+    x += 100.0;
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{x:.1}" y="{:.1}" width="24" height="12" fill="url(#lockwait)" stroke="#9e9e9e"/><text x="{:.1}" y="{:.1}">waiting for a lock</text>"##,
         y + 1.0,
         x + 30.0,
         y + 11.0
