@@ -253,13 +253,17 @@ fn escape(text: &str) -> String {
 fn tick_step_ms(span_ms: u64) -> u64 {
     let mut magnitude = 1u64;
     loop {
-        for factor in [1, 2, 5] {
-            let step = factor * magnitude;
-            if span_ms / step <= 10 {
-                return step;
+        for factor in [1u64, 2, 5] {
+            match factor.checked_mul(magnitude) {
+                Some(step) if span_ms / step <= 10 => return step,
+                Some(_) => {}
+                None => return span_ms.max(1),
             }
         }
-        magnitude = magnitude.saturating_mul(10);
+        match magnitude.checked_mul(10) {
+            Some(next) => magnitude = next,
+            None => return span_ms.max(1),
+        }
     }
 }
 
@@ -283,7 +287,7 @@ fn render_svg(title: &str, rows: &[Row], rows_omitted: usize) -> Picture {
         .unwrap_or(0)
         .max(1);
     let step_ms = tick_step_ms(longest_ms);
-    let span_ms = longest_ms.div_ceil(step_ms) * step_ms;
+    let span_ms = longest_ms.div_ceil(step_ms).saturating_mul(step_ms);
     let scale = Scale {
         span_ms,
         plot_width: f64::from(WIDTH) - LEFT - RIGHT,
@@ -364,7 +368,10 @@ fn render_svg(title: &str, rows: &[Row], rows_omitted: usize) -> Picture {
             axis_y - 4.0,
             escape(&format_duration(tick_ms))
         );
-        tick_ms += step_ms;
+        match tick_ms.checked_add(step_ms) {
+            Some(next) => tick_ms = next,
+            None => break,
+        }
     }
 
     for (index, row) in rows.iter().enumerate() {
@@ -442,7 +449,7 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
     let state_y = top + STATE_LANE_Y;
     for span in &detail.states {
         let x = scale.x(span.offset_ms);
-        let width = (scale.x(span.offset_ms + span.duration_ms) - x).max(2.0);
+        let width = (scale.x(span.offset_ms.saturating_add(span.duration_ms)) - x).max(2.0);
         let color = state_color(span.state);
         let _ = writeln!(
             svg,
@@ -464,9 +471,9 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
     }
     // Waits for locks other migrations held, before (or between) the states.
     for wait in &detail.lock_waits {
-        let end_ms = wait
-            .waited_ms
-            .map_or(summary.duration_ms, |waited_ms| wait.offset_ms + waited_ms);
+        let end_ms = wait.waited_ms.map_or(summary.duration_ms, |waited_ms| {
+            wait.offset_ms.saturating_add(waited_ms)
+        });
         let x = scale.x(wait.offset_ms);
         let width = (scale.x(end_ms) - x).max(2.0);
         let _ = writeln!(
@@ -491,7 +498,7 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
     if let Some(rollback) = &detail.rollback {
         let end_ms = rollback
             .finished_at_ms
-            .unwrap_or(summary.submitted_at_ms + summary.duration_ms);
+            .unwrap_or(summary.submitted_at_ms.saturating_add(summary.duration_ms));
         let x = scale.x(rollback.offset_ms);
         let width = (scale.x(offset(end_ms)) - x).max(4.0);
         let _ = writeln!(
@@ -774,6 +781,7 @@ mod tests {
         assert_eq!(tick_step_ms(1_500), 200);
         assert_eq!(tick_step_ms(100), 10);
         assert!(12_177 / tick_step_ms(12_177) <= 10);
+        assert!(u64::MAX / tick_step_ms(u64::MAX) <= 10);
     }
 
     #[test]
