@@ -39,7 +39,7 @@ pub struct FilterArgs {
     /// Only migrations from or to this datanode; uses the peer index.
     #[arg(long, value_name = "PEER_ID")]
     pub peer: Option<PeerId>,
-    /// Only regions of this table.
+    /// Only regions of this table; uses the region index (one range over the table's regions).
     #[arg(long, value_name = "TABLE_ID")]
     pub table: Option<TableId>,
     /// Submitted at or after this time (RFC 3339, or ms since the Unix epoch).
