@@ -1,38 +1,869 @@
-//! `regmig list`, `show`, `events`, `audit` (being built).
+//! `regmig list`, `show`, `events` and `audit`: read a data directory's event log and say
+//! what each migration did. Region, peer and table filters are answered from the log's
+//! audit indexes, so a region's history costs the same however long the log grows.
 
-use clap::Args;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use super::common::{
+    finish, format_duration, format_offset, format_time, load_history, open_log, or_dash,
+    parse_procedure_id, parse_time_ms, print_json, print_text, CliError, ParseTimeError, Table,
+};
+use super::summary::{
+    detail, kind_label, payload_json, select_summaries, Detail, RouteView, Selection, Summary,
+};
+use super::DEFAULT_DATA_DIR;
+use crate::domain::{ParseRegionIdError, PeerId, RegionId, TableId};
+use crate::engine::store::decode_record;
+use crate::migration::{MigrationState, StateName};
+
+/// Where the log is, and how to print.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// The data directory.
+    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which migrations: by region, peer, table, submit time and outcome.
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
+    /// Only this region ("TABLE:NUMBER" or the packed u64); uses the region index.
+    #[arg(long, value_parser = parse_region, value_name = "REGION")]
+    pub region: Option<RegionId>,
+    /// Only migrations from or to this datanode; uses the peer index.
+    #[arg(long, value_name = "PEER_ID")]
+    pub peer: Option<PeerId>,
+    /// Only regions of this table; uses the region index (one range over the table's regions).
+    #[arg(long, value_name = "TABLE_ID")]
+    pub table: Option<TableId>,
+    /// Submitted at or after this time (RFC 3339, or ms since the Unix epoch).
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    pub since: Option<u64>,
+    /// Submitted at or before this time (RFC 3339, or ms since the Unix epoch).
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    pub until: Option<u64>,
+    /// Only migrations that ended so.
+    #[arg(long, value_enum, value_name = "OUTCOME")]
+    pub outcome: Option<OutcomeFilter>,
+}
+
+impl FilterArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            region: self.region,
+            peer: self.peer,
+            table: self.table,
+            since_ms: self.since,
+            until_ms: self.until,
+        }
+    }
+
+    fn keeps(&self, summary: &Summary) -> bool {
+        self.outcome
+            .is_none_or(|outcome| summary.outcome == Some(outcome.name()))
+    }
+}
+
+/// A terminal outcome to filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutcomeFilter {
+    /// Ended in End.
+    Completed,
+    /// Chose Abort (or was cancelled) and rolled back.
+    Aborted,
+    /// Failed.
+    Failed,
+}
+
+impl OutcomeFilter {
+    fn name(self) -> &'static str {
+        match self {
+            OutcomeFilter::Completed => "completed",
+            OutcomeFilter::Aborted => "aborted",
+            OutcomeFilter::Failed => "failed",
+        }
+    }
+}
+
+/// What `list --state` matches: a state, a status, or open/finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    /// The current state (e.g. `UpgradeCandidateRegion`, `UpdateMetadata::Upgrade`).
+    State(StateName),
+    /// The status (running, waiting, retrying, rolling_back, completed, aborted, failed).
+    Status(&'static str),
+    /// Not finished.
+    Open,
+    /// Finished, whatever the outcome.
+    Finished,
+}
+
+const STATUS_NAMES: [&str; 7] = [
+    "running",
+    "waiting",
+    "retrying",
+    "rolling_back",
+    "completed",
+    "aborted",
+    "failed",
+];
+
+/// Why a `--state` value is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown state {text:?}: expected open, finished, a status ({}) or a state ({})", STATUS_NAMES.join(", "), StateName::ALL.map(StateName::name).join(", "))]
+pub struct ParseStateFilterError {
+    /// The text given.
+    pub text: String,
+}
+
+/// Parses a `--state` value; state names are matched ignoring case and `::`.
+pub fn parse_state_filter(text: &str) -> Result<StateFilter, ParseStateFilterError> {
+    let wanted = text.trim().to_ascii_lowercase().replace("::", "");
+    match wanted.as_str() {
+        "open" => return Ok(StateFilter::Open),
+        "finished" => return Ok(StateFilter::Finished),
+        _ => {}
+    }
+    if let Some(status) = STATUS_NAMES.iter().find(|name| **name == wanted) {
+        return Ok(StateFilter::Status(status));
+    }
+    StateName::ALL
+        .into_iter()
+        .find(|state| state.name().to_ascii_lowercase().replace("::", "") == wanted)
+        .map(StateFilter::State)
+        .ok_or_else(|| ParseStateFilterError {
+            text: text.to_string(),
+        })
+}
+
+impl StateFilter {
+    fn keeps(&self, state: &MigrationState) -> bool {
+        match self {
+            StateFilter::State(name) => state.state == *name,
+            StateFilter::Status(status) => state.status().name() == *status,
+            StateFilter::Open => !state.is_finished(),
+            StateFilter::Finished => state.is_finished(),
+        }
+    }
+}
+
+fn parse_region(text: &str) -> Result<RegionId, ParseRegionIdError> {
+    text.parse()
+}
+
+fn parse_time(text: &str) -> Result<u64, ParseTimeError> {
+    parse_time_ms(text)
+}
 
 /// Arguments of `list`.
 #[derive(Debug, Args)]
-pub struct ListArgs {}
+pub struct ListArgs {
+    /// Where the log is, and how to print.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Which migrations.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Only migrations in this state or status: a state name (e.g. UpgradeCandidateRegion),
+    /// a status (running, waiting, retrying, rolling_back, completed, aborted, failed),
+    /// open or finished.
+    #[arg(long, value_parser = parse_state_filter, value_name = "STATE")]
+    pub state: Option<StateFilter>,
+}
+
 /// Arguments of `show`.
 #[derive(Debug, Args)]
-pub struct ShowArgs {}
+pub struct ShowArgs {
+    /// The migration's id (see `regmig list`).
+    pub id: String,
+    /// Where the log is, and how to print.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 /// Arguments of `events`.
 #[derive(Debug, Args)]
-pub struct EventsArgs {}
+pub struct EventsArgs {
+    /// The migration's id (see `regmig list`).
+    pub id: String,
+    /// Where the log is, and how to print.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 /// Arguments of `audit`.
 #[derive(Debug, Args)]
-pub struct AuditArgs {}
-
-fn not_built() -> u8 {
-    eprintln!("error: this command is being built");
-    super::EXIT_FAILED
+pub struct AuditArgs {
+    /// The data directory.
+    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Which migrations.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// How to print.
+    #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
+    pub format: AuditFormat,
+    /// Same as `--format json`.
+    #[arg(long)]
+    pub json: bool,
 }
+
+/// How `audit` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    /// A table for people.
+    Table,
+    /// One JSON document.
+    Json,
+    /// CSV with a header row (RFC 4180 quoting, LF line ends).
+    Csv,
+}
+
+// ---------------------------------------------------------------------------------------------
+// list
+// ---------------------------------------------------------------------------------------------
 
 /// `regmig list`.
-pub fn list(_args: ListArgs) -> u8 {
-    not_built()
+pub fn list(args: ListArgs) -> u8 {
+    let json = args.output.json;
+    finish(run_list(&args), json)
 }
+
+/// The `list --json` document.
+#[derive(Debug, Serialize)]
+struct ListDocument<'a> {
+    count: usize,
+    migrations: Vec<&'a Summary>,
+}
+
+fn run_list(args: &ListArgs) -> Result<u8, CliError> {
+    let log = open_log(&args.output.data_dir)?;
+    let selected: Vec<(Summary, MigrationState)> =
+        select_summaries(&log, &args.filter.selection())?
+            .into_iter()
+            .filter(|(summary, state)| {
+                args.filter.keeps(summary) && args.state.is_none_or(|filter| filter.keeps(state))
+            })
+            .collect();
+    let summaries: Vec<&Summary> = selected.iter().map(|(summary, _)| summary).collect();
+    if args.output.json {
+        print_json(&ListDocument {
+            count: summaries.len(),
+            migrations: summaries,
+        });
+        return Ok(0);
+    }
+    print_text(&render_list(&summaries));
+    Ok(0)
+}
+
+fn render_list(summaries: &[&Summary]) -> String {
+    if summaries.is_empty() {
+        return "no migrations match\n".to_string();
+    }
+    let mut table = Table::new(&[
+        "ID",
+        "REGION",
+        "FROM→TO",
+        "STATE",
+        "STATUS",
+        "SUBMITTED",
+        "DURATION",
+    ]);
+    for summary in summaries {
+        table.row(vec![
+            summary.procedure_id.clone(),
+            summary.region.clone(),
+            format!("{}→{}", summary.from_peer, summary.to_peer),
+            summary.state.to_string(),
+            summary.status.to_string(),
+            summary.submitted_at.clone(),
+            format_duration(summary.duration_ms),
+        ]);
+    }
+    let mut out = table.render();
+    out.push_str(&format!(
+        "{} {}\n",
+        summaries.len(),
+        plural(summaries.len(), "migration")
+    ));
+    out
+}
+
+fn plural(count: usize, word: &str) -> String {
+    if count == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// show
+// ---------------------------------------------------------------------------------------------
+
 /// `regmig show`.
-pub fn show(_args: ShowArgs) -> u8 {
-    not_built()
+pub fn show(args: ShowArgs) -> u8 {
+    let json = args.output.json;
+    finish(run_show(&args), json)
 }
+
+fn run_show(args: &ShowArgs) -> Result<u8, CliError> {
+    let procedure_id = parse_procedure_id(&args.id)?;
+    let log = open_log(&args.output.data_dir)?;
+    let events = load_history(&log, procedure_id)?;
+    let detail = detail(procedure_id, &events)?;
+    if args.output.json {
+        print_json(&detail);
+    } else {
+        print_text(&render_show(&detail));
+    }
+    Ok(0)
+}
+
+fn render_route(route: &Option<RouteView>) -> String {
+    let Some(route) = route else {
+        return "not read".to_string();
+    };
+    let followers: Vec<String> = route.follower_peers.iter().map(u64::to_string).collect();
+    format!(
+        "leader {}, followers [{}], leader state {} (version {}, {} at event {})",
+        or_dash(route.leader_peer),
+        followers.join(", "),
+        route.leader_state.unwrap_or("none"),
+        route.version,
+        if route.source == "read" {
+            "read"
+        } else {
+            "derived from the route changes"
+        },
+        route.seq
+    )
+}
+
+/// The text of `show`.
+pub fn render_show(detail: &Detail) -> String {
+    let summary = &detail.summary;
+    let start_ms = summary.submitted_at_ms;
+    let mut out = String::new();
+    let mut field = |name: &str, value: String| {
+        out.push_str(&format!("{:<17}{value}\n", format!("{name}:")));
+    };
+    field("migration", summary.procedure_id.clone());
+    field(
+        "region",
+        format!("{} (table {})", summary.region, summary.table_id),
+    );
+    field(
+        "move",
+        format!(
+            "peer {} ({}) → peer {} ({})",
+            summary.from_peer, detail.from_addr, summary.to_peer, detail.to_addr
+        ),
+    );
+    field("trigger", summary.trigger.clone());
+    field("reason", or_dash(summary.reason.as_ref()));
+    field("submitted", summary.submitted_at.clone());
+    field("finished", or_dash(summary.finished_at.as_ref()));
+    field("duration", format_duration(summary.duration_ms));
+    field("state", summary.state.to_string());
+    field(
+        "outcome",
+        summary
+            .outcome
+            .map_or_else(|| format!("- ({})", summary.status), str::to_string),
+    );
+    field("final error", or_dash(summary.final_error.as_ref()));
+    if let Some(reason) = &detail.abort_reason {
+        field("abort reason", reason.clone());
+    }
+    if let Some(cancelled_by) = &detail.cancelled_by {
+        field("cancelled by", cancelled_by.clone());
+    }
+    field(
+        "retries",
+        format!("{} ({} left)", summary.retries, summary.retries_left),
+    );
+    field("slow-path waits", summary.slow_path_waits.to_string());
+    field("resumes", summary.resumes.to_string());
+    let lock_keys: Vec<&str> = detail
+        .lock_waits
+        .iter()
+        .map(|wait| wait.lock_key.as_str())
+        .collect();
+    field(
+        "lock wait",
+        if lock_keys.is_empty() {
+            format_duration(summary.lock_wait_ms)
+        } else {
+            format!(
+                "{} (for {})",
+                format_duration(summary.lock_wait_ms),
+                lock_keys.join(", ")
+            )
+        },
+    );
+    field(
+        "budget",
+        format!(
+            "{} used, {} left of {}",
+            format_duration(summary.budget_used_ms),
+            format_duration(summary.budget_left_ms),
+            format_duration(summary.timeout_ms)
+        ),
+    );
+    field("last_entry_id", or_dash(summary.last_entry_id));
+    field("events", summary.events.to_string());
+    field("route before", render_route(&detail.route_before));
+    field("route after", render_route(&detail.route_after));
+
+    out.push_str("\nstates:\n");
+    let mut states = Table::new(&["  OFFSET", "STATE", "DURATION", "EVENT"]);
+    for span in &detail.states {
+        states.row(vec![
+            format!("  {}", format_offset(span.entered_at_ms, start_ms)),
+            span.state.to_string(),
+            format_duration(span.duration_ms),
+            format!("#{}", span.seq),
+        ]);
+    }
+    out.push_str(&states.render());
+
+    out.push_str("\ninstructions and replies:\n");
+    if detail.instructions.is_empty() {
+        out.push_str("  none\n");
+    } else {
+        let mut table = Table::new(&[
+            "  OFFSET",
+            "EVENT",
+            "PEER",
+            "INSTRUCTION",
+            "ATTEMPT",
+            "ANSWER",
+            "AFTER",
+            "DETAIL",
+        ]);
+        for sent in &detail.instructions {
+            let (answer, after, detail_text) = match &sent.answer {
+                Some(answer) => (
+                    format!("{} (#{})", answer.result, answer.seq),
+                    format_duration(answer.at_ms.saturating_sub(sent.at_ms)),
+                    answer.detail.clone().unwrap_or_default(),
+                ),
+                None => ("none".to_string(), "-".to_string(), String::new()),
+            };
+            table.row(vec![
+                format!("  {}", format_offset(sent.at_ms, start_ms)),
+                format!("#{}", sent.seq),
+                sent.peer.to_string(),
+                sent.instruction.to_string(),
+                if sent.resend {
+                    format!("{} (resent)", sent.attempt)
+                } else {
+                    sent.attempt.to_string()
+                },
+                answer,
+                after,
+                detail_text,
+            ]);
+        }
+        out.push_str(&table.render());
+    }
+
+    out.push_str("\nretries:\n");
+    if detail.retries_scheduled.is_empty() {
+        out.push_str("  none\n");
+    } else {
+        let mut table = Table::new(&["  OFFSET", "EVENT", "RETRY", "DELAY", "ERROR"]);
+        for retry in &detail.retries_scheduled {
+            table.row(vec![
+                format!("  {}", format_offset(retry.at_ms, start_ms)),
+                format!("#{}", retry.seq),
+                if retry.rollback {
+                    format!("{} (rollback)", retry.attempt)
+                } else {
+                    retry.attempt.to_string()
+                },
+                format_duration(retry.delay_ms),
+                format!("{}: {}", retry.error_kind, retry.error),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
+
+    out.push_str("\nwaits:\n");
+    if detail.waits.is_empty() {
+        out.push_str("  none\n");
+    } else {
+        let mut table = Table::new(&["  OFFSET", "EVENT", "REASON", "LENGTH", "UNTIL"]);
+        for wait in &detail.waits {
+            table.row(vec![
+                format!("  {}", format_offset(wait.at_ms, start_ms)),
+                format!("#{}", wait.seq),
+                wait.reason.clone(),
+                format_duration(wait.until_ms.saturating_sub(wait.at_ms)),
+                format_offset(wait.until_ms, start_ms),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
+
+    out.push_str("\nroute changes:\n");
+    if detail.route_changes.is_empty() {
+        out.push_str("  none\n");
+    } else {
+        let mut table = Table::new(&["  OFFSET", "EVENT", "CHANGE", "RESULT"]);
+        for change in &detail.route_changes {
+            table.row(vec![
+                format!("  {}", format_offset(change.at_ms, start_ms)),
+                format!("#{}", change.seq),
+                change.change.clone(),
+                if change.applied {
+                    format!(
+                        "applied: version {} → {}",
+                        change.from_version,
+                        or_dash(change.to_version)
+                    )
+                } else {
+                    format!(
+                        "refused: expected version {}, found {}",
+                        change.from_version,
+                        or_dash(change.to_version)
+                    )
+                },
+            ]);
+        }
+        out.push_str(&table.render());
+    }
+
+    if let Some(rollback) = &detail.rollback {
+        out.push_str("\nrollback:\n");
+        out.push_str(&format!(
+            "  started {} (#{}): {}\n",
+            format_offset(rollback.started_at_ms, start_ms),
+            rollback.seq,
+            rollback.error
+        ));
+        match (rollback.finished_at_ms, rollback.succeeded) {
+            (Some(at_ms), Some(succeeded)) => out.push_str(&format!(
+                "  finished {}: {}\n",
+                format_offset(at_ms, start_ms),
+                if succeeded { "succeeded" } else { "FAILED" }
+            )),
+            _ => out.push_str("  not finished\n"),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// events
+// ---------------------------------------------------------------------------------------------
+
 /// `regmig events`.
-pub fn events(_args: EventsArgs) -> u8 {
-    not_built()
+pub fn events(args: EventsArgs) -> u8 {
+    let json = args.output.json;
+    finish(run_events(&args), json)
 }
+
+/// One raw event, as `events --json` prints it.
+#[derive(Debug, Serialize)]
+struct EventRow {
+    seq: u64,
+    global_seq: u64,
+    recorded_at_ms: u64,
+    recorded_at: String,
+    offset_ms: u64,
+    kind: &'static str,
+    kind_code: u16,
+    /// The event's fields; null when this version cannot decode it.
+    payload: serde_json::Value,
+    /// Why the payload could not be decoded (present only then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decode_error: Option<String>,
+}
+
+/// The `events --json` document.
+#[derive(Debug, Serialize)]
+struct EventsDocument {
+    procedure_id: String,
+    count: usize,
+    events: Vec<EventRow>,
+}
+
+fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
+    let procedure_id = parse_procedure_id(&args.id)?;
+    let log = open_log(&args.output.data_dir)?;
+    let records = log.procedure_events(procedure_id, 1)?;
+    if records.is_empty() {
+        return Err(CliError::UnknownMigration { procedure_id });
+    }
+    let start_ms = records[0].recorded_at_ms;
+    let rows: Vec<EventRow> = records
+        .iter()
+        .map(|record| {
+            let (payload, decode_error) = match decode_record(record) {
+                Ok(timed) => (payload_json(&timed.event), None),
+                Err(error) => (serde_json::Value::Null, Some(error.to_string())),
+            };
+            EventRow {
+                seq: record.seq,
+                global_seq: record.global_seq,
+                recorded_at_ms: record.recorded_at_ms,
+                recorded_at: format_time(record.recorded_at_ms),
+                offset_ms: record.recorded_at_ms.saturating_sub(start_ms),
+                kind: kind_label(record.kind),
+                kind_code: record.kind,
+                payload,
+                decode_error,
+            }
+        })
+        .collect();
+    if args.output.json {
+        print_json(&EventsDocument {
+            procedure_id: procedure_id.to_string(),
+            count: rows.len(),
+            events: rows,
+        });
+        return Ok(0);
+    }
+    let mut out = format!(
+        "events of migration {procedure_id} (submitted {}):\n",
+        format_time(start_ms)
+    );
+    let mut table = Table::new(&["SEQ", "OFFSET", "KIND", "PAYLOAD"]);
+    for row in &rows {
+        let payload = match &row.decode_error {
+            Some(error) => format!("<undecodable: {error}>"),
+            None => serde_json::to_string(&row.payload).unwrap_or_default(),
+        };
+        table.row(vec![
+            row.seq.to_string(),
+            format_offset(row.recorded_at_ms, start_ms),
+            row.kind.to_string(),
+            payload,
+        ]);
+    }
+    out.push_str(&table.render());
+    print_text(&out);
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// audit
+// ---------------------------------------------------------------------------------------------
+
 /// `regmig audit`.
-pub fn audit(_args: AuditArgs) -> u8 {
-    not_built()
+pub fn audit(args: AuditArgs) -> u8 {
+    let format = if args.json {
+        AuditFormat::Json
+    } else {
+        args.format
+    };
+    finish(run_audit(&args, format), format == AuditFormat::Json)
+}
+
+/// One migration as an auditor reads it: what, when, why, outcome, how long.
+#[derive(Debug, Serialize)]
+pub struct AuditRow {
+    /// The migration's id.
+    pub procedure_id: String,
+    /// What: the region.
+    pub region: String,
+    /// What: the old leader.
+    pub from_peer: PeerId,
+    /// What: the new leader.
+    pub to_peer: PeerId,
+    /// When: submitted (RFC 3339 UTC).
+    pub submitted_at: String,
+    /// When: submitted (ms since the Unix epoch).
+    pub submitted_at_ms: u64,
+    /// When: finished (RFC 3339 UTC); null while it runs.
+    pub finished_at: Option<String>,
+    /// When: finished (ms since the Unix epoch); null while it runs.
+    pub finished_at_ms: Option<u64>,
+    /// How long: submit to finish (to the last event while it runs).
+    pub duration_ms: u64,
+    /// Why: what asked for it.
+    pub trigger: String,
+    /// Why: the operator's reason, if any.
+    pub reason: Option<String>,
+    /// completed, aborted or failed; null while it runs.
+    pub outcome: Option<&'static str>,
+    /// The status (the outcome, or running, waiting, retrying, rolling_back).
+    pub status: &'static str,
+    /// The final error, if any.
+    pub final_error: Option<String>,
+}
+
+impl AuditRow {
+    fn of(summary: &Summary) -> Self {
+        AuditRow {
+            procedure_id: summary.procedure_id.clone(),
+            region: summary.region.clone(),
+            from_peer: summary.from_peer,
+            to_peer: summary.to_peer,
+            submitted_at: summary.submitted_at.clone(),
+            submitted_at_ms: summary.submitted_at_ms,
+            finished_at: summary.finished_at.clone(),
+            finished_at_ms: summary.finished_at_ms,
+            duration_ms: summary.duration_ms,
+            trigger: summary.trigger.clone(),
+            reason: summary.reason.clone(),
+            outcome: summary.outcome,
+            status: summary.status,
+            final_error: summary.final_error.clone(),
+        }
+    }
+}
+
+/// The `audit --format json` document.
+#[derive(Debug, Serialize)]
+struct AuditDocument {
+    count: usize,
+    migrations: Vec<AuditRow>,
+}
+
+fn run_audit(args: &AuditArgs, format: AuditFormat) -> Result<u8, CliError> {
+    let log = open_log(&args.data_dir)?;
+    let rows: Vec<AuditRow> = select_summaries(&log, &args.filter.selection())?
+        .iter()
+        .filter(|(summary, _)| args.filter.keeps(summary))
+        .map(|(summary, _)| AuditRow::of(summary))
+        .collect();
+    match format {
+        AuditFormat::Json => print_json(&AuditDocument {
+            count: rows.len(),
+            migrations: rows,
+        }),
+        AuditFormat::Csv => print_text(&render_audit_csv(&rows)),
+        AuditFormat::Table => print_text(&render_audit_table(&rows)),
+    }
+    Ok(0)
+}
+
+const AUDIT_CSV_COLUMNS: [&str; 12] = [
+    "procedure_id",
+    "region",
+    "from_peer",
+    "to_peer",
+    "submitted_at",
+    "finished_at",
+    "duration_ms",
+    "trigger",
+    "reason",
+    "outcome",
+    "status",
+    "final_error",
+];
+
+fn render_audit_csv(rows: &[AuditRow]) -> String {
+    let mut out = AUDIT_CSV_COLUMNS.join(",");
+    out.push('\n');
+    for row in rows {
+        let cells = [
+            row.procedure_id.clone(),
+            row.region.clone(),
+            row.from_peer.to_string(),
+            row.to_peer.to_string(),
+            row.submitted_at.clone(),
+            row.finished_at.clone().unwrap_or_default(),
+            row.duration_ms.to_string(),
+            row.trigger.clone(),
+            row.reason.clone().unwrap_or_default(),
+            row.outcome.unwrap_or_default().to_string(),
+            row.status.to_string(),
+            row.final_error.clone().unwrap_or_default(),
+        ];
+        let cells: Vec<String> = cells.iter().map(|cell| csv_cell(cell)).collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// A CSV cell, quoted when it holds a comma, a quote, a line break or edge spaces.
+fn csv_cell(text: &str) -> String {
+    let needs_quotes =
+        text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ');
+    if needs_quotes {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+fn render_audit_table(rows: &[AuditRow]) -> String {
+    if rows.is_empty() {
+        return "no migrations match\n".to_string();
+    }
+    let mut table = Table::new(&[
+        "SUBMITTED",
+        "FINISHED",
+        "REGION",
+        "FROM→TO",
+        "WHY",
+        "OUTCOME",
+        "DURATION",
+        "ID",
+    ]);
+    for row in rows {
+        let why = match &row.reason {
+            Some(reason) => format!("{}: {reason}", row.trigger),
+            None => row.trigger.clone(),
+        };
+        table.row(vec![
+            row.submitted_at.clone(),
+            or_dash(row.finished_at.as_ref()),
+            row.region.clone(),
+            format!("{}→{}", row.from_peer, row.to_peer),
+            why,
+            row.outcome.unwrap_or(row.status).to_string(),
+            format_duration(row.duration_ms),
+            row.procedure_id.clone(),
+        ]);
+    }
+    let mut out = table.render();
+    out.push_str(&format!(
+        "{} {}\n",
+        rows.len(),
+        plural(rows.len(), "migration")
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_filters_accept_states_statuses_and_open() {
+        assert_eq!(
+            parse_state_filter("updatemetadata::upgrade"),
+            Ok(StateFilter::State(StateName::UpdateMetadataUpgrade))
+        );
+        assert_eq!(
+            parse_state_filter("End"),
+            Ok(StateFilter::State(StateName::End))
+        );
+        assert_eq!(
+            parse_state_filter("rolling_back"),
+            Ok(StateFilter::Status("rolling_back"))
+        );
+        assert_eq!(parse_state_filter("open"), Ok(StateFilter::Open));
+        assert!(parse_state_filter("sleeping").is_err());
+    }
+
+    #[test]
+    fn csv_cells_are_quoted_when_needed() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a, b"), "\"a, b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
 }

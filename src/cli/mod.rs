@@ -14,11 +14,14 @@
 //! 1 the operation failed, 2 bad usage.
 
 pub mod bench_cmd;
+pub mod bundle;
+pub mod common;
 pub mod demo;
 pub mod inspect;
 pub mod log_verify;
 pub mod replay;
 pub mod sim_cmd;
+pub mod summary;
 pub mod timeline;
 
 use std::process::ExitCode;

@@ -1,21 +1,524 @@
-//! `regmig replay` and `regmig export` (being built).
+//! `regmig replay` and `regmig export`.
+//!
+//! `replay ID` folds a migration's events one by one and prints, after each, what changed in
+//! the derived state; `--until SEQ` stops there. `--check` re-runs today's `decide` on the
+//! recorded inputs ([`crate::migration::replay::check`]) and reports the first event where
+//! it decides differently (exit 1), or that they agree. `export ID -o FILE` writes a bundle
+//! ([`super::bundle`]) that `replay --file FILE` replays with no data directory.
+
+use std::path::PathBuf;
 
 use clap::Args;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::bundle::{read_bundle, write_bundle};
+use super::common::{
+    finish, format_duration, format_offset, load_history, open_log, or_dash, parse_procedure_id,
+    print_json, print_text, CliError, Table,
+};
+use super::inspect::OutputArgs;
+use super::summary::payload_json;
+use super::{DEFAULT_DATA_DIR, EXIT_FAILED};
+use crate::engine::store::decode_record;
+use crate::migration::replay::{check, Divergence};
+use crate::migration::{EventRole, MigrationEvent, MigrationState, TimedEvent};
 
 /// Arguments of `replay`.
 #[derive(Debug, Args)]
-pub struct ReplayArgs {}
+pub struct ReplayArgs {
+    /// The migration's id (see `regmig list`); not with `--file`.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub id: Option<String>,
+    /// Replay a bundle written by `regmig export` instead of a data directory's migration.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Stop after the event with this sequence number (events count from 1).
+    #[arg(long, value_name = "SEQ")]
+    pub until: Option<u64>,
+    /// Re-run today's decision logic on the recorded inputs and report the first event
+    /// where it decides differently (exit 1), or that they agree. With `--until SEQ`, checks
+    /// the decisions on inputs up to SEQ (each with all the events it produced).
+    #[arg(long)]
+    pub check: bool,
+    /// Where the log is (ignored with `--file`), and how to print.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 /// Arguments of `export`.
 #[derive(Debug, Args)]
-pub struct ExportArgs {}
+pub struct ExportArgs {
+    /// The migration's id (see `regmig list`).
+    pub id: String,
+    /// The bundle file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output_file: PathBuf,
+    /// The data directory.
+    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Print one JSON document instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The derived state, as replay shows it.
+// ---------------------------------------------------------------------------------------------
+
+/// What `replay` follows of the derived state after each event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayView {
+    /// The current state.
+    pub state: &'static str,
+    /// running, waiting, retrying, rolling_back, completed, aborted or failed.
+    pub status: &'static str,
+    /// While waiting or backing off: until when (ms since the epoch).
+    pub wait_until_ms: Option<u64>,
+    /// The old leader's lease deadline, while one is set (ms since the epoch).
+    pub lease_deadline_ms: Option<u64>,
+    /// What is left of the downgrade and upgrade budget.
+    pub budget_left_ms: u64,
+    /// Instructions sent in the current state visit (re-sends not counted).
+    pub attempts: u32,
+    /// Framework retries left.
+    pub retries_left: u32,
+    /// The old leader's last entry id, once its downgrade reported one.
+    pub last_entry_id: Option<u64>,
+    /// The instruction awaiting an answer, as "PEER.instruction".
+    pub outstanding: Option<String>,
+    /// completed, aborted or failed, once finished.
+    pub outcome: Option<&'static str>,
+}
+
+/// The names of [`ReplayView`]'s fields, in order (the `changed` lists use them).
+pub const REPLAY_FIELDS: [&str; 10] = [
+    "state",
+    "status",
+    "wait_until_ms",
+    "lease_deadline_ms",
+    "budget_left_ms",
+    "attempts",
+    "retries_left",
+    "last_entry_id",
+    "outstanding",
+    "outcome",
+];
+
+/// The same fields as people read them (times and durations, not ms).
+const REPLAY_LABELS: [&str; 10] = [
+    "state",
+    "status",
+    "wait_until",
+    "lease_deadline",
+    "budget_left",
+    "attempts",
+    "retries_left",
+    "last_entry_id",
+    "outstanding",
+    "outcome",
+];
+
+impl ReplayView {
+    /// The view of a folded state.
+    pub fn of(state: &MigrationState) -> Self {
+        let status = state.status();
+        let wait_until_ms = match status {
+            crate::migration::Status::Waiting { until_ms, .. }
+            | crate::migration::Status::Retrying { until_ms } => Some(until_ms),
+            _ => state.waiting.map(|(until_ms, _)| until_ms),
+        };
+        ReplayView {
+            state: state.state.name(),
+            status: status.name(),
+            wait_until_ms,
+            lease_deadline_ms: state.lease_deadline_ms,
+            budget_left_ms: state.remaining_budget_ms(),
+            attempts: state.step.attempts,
+            retries_left: state.retries_left(),
+            last_entry_id: state.last_entry_id,
+            outstanding: state
+                .outstanding
+                .as_ref()
+                .map(|sent| format!("{}.{}", sent.peer.id, sent.instruction.kind().name())),
+            outcome: state.outcome.map(|outcome| outcome.name()),
+        }
+    }
+
+    /// Each field as text for people (times relative to `start_ms`), in [`REPLAY_FIELDS`] order.
+    fn texts(&self, start_ms: u64) -> [String; 10] {
+        let time = |at_ms: Option<u64>| or_dash(at_ms.map(|at_ms| format_offset(at_ms, start_ms)));
+        [
+            self.state.to_string(),
+            self.status.to_string(),
+            time(self.wait_until_ms),
+            time(self.lease_deadline_ms),
+            format_duration(self.budget_left_ms),
+            self.attempts.to_string(),
+            self.retries_left.to_string(),
+            or_dash(self.last_entry_id),
+            or_dash(self.outstanding.as_ref()),
+            or_dash(self.outcome),
+        ]
+    }
+}
+
+/// One event of a replay and what it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayStep {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// When it was recorded (ms since the epoch).
+    pub recorded_at_ms: u64,
+    /// Since submit.
+    pub offset_ms: u64,
+    /// The event's kind.
+    pub kind: &'static str,
+    /// The fields of `after` this event changed.
+    pub changed: Vec<&'static str>,
+    /// The derived state after it.
+    pub after: ReplayView,
+}
+
+/// Folds `events` one by one (stopping after seq `until_seq`) and records what each changed.
+pub fn replay_steps(events: &[TimedEvent], until_seq: Option<u64>) -> Vec<ReplayStep> {
+    let start_ms = events.first().map_or(0, |timed| timed.at_ms);
+    let mut state = MigrationState::default();
+    let mut before = ReplayView::of(&state);
+    let mut steps = Vec::with_capacity(events.len());
+    for (index, timed) in events.iter().enumerate() {
+        let seq = index as u64 + 1;
+        if until_seq.is_some_and(|until| seq > until) {
+            break;
+        }
+        state.apply(timed.at_ms, &timed.event);
+        let after = ReplayView::of(&state);
+        let changed = changed_fields(&before, &after);
+        steps.push(ReplayStep {
+            seq,
+            recorded_at_ms: timed.at_ms,
+            offset_ms: timed.at_ms.saturating_sub(start_ms),
+            kind: timed.event.name(),
+            changed,
+            after: after.clone(),
+        });
+        before = after;
+    }
+    steps
+}
+
+fn changed_fields(before: &ReplayView, after: &ReplayView) -> Vec<&'static str> {
+    // Compare through the texts with a fixed origin: equal values give equal texts.
+    let old = before.texts(0);
+    let new = after.texts(0);
+    REPLAY_FIELDS
+        .iter()
+        .zip(old.iter().zip(new.iter()))
+        .filter(|(_, (old, new))| old != new)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// replay
+// ---------------------------------------------------------------------------------------------
 
 /// `regmig replay`.
-pub fn replay(_args: ReplayArgs) -> u8 {
-    eprintln!("error: this command is being built");
-    super::EXIT_FAILED
+pub fn replay(args: ReplayArgs) -> u8 {
+    let json = args.output.json;
+    finish(run_replay(&args), json)
 }
+
+/// The migration's events, from the data directory or a bundle.
+fn load_events(args: &ReplayArgs) -> Result<(Uuid, Vec<TimedEvent>), CliError> {
+    if let Some(file) = &args.file {
+        let bundle = read_bundle(file)?;
+        let mut events = Vec::with_capacity(bundle.records.len());
+        for record in &bundle.records {
+            events.push(decode_record(record)?);
+        }
+        return Ok((bundle.procedure_id, events));
+    }
+    let Some(id) = &args.id else {
+        return Err(CliError::Usage(
+            "replay needs a migration id or --file FILE".to_string(),
+        ));
+    };
+    let procedure_id = parse_procedure_id(id)?;
+    let log = open_log(&args.output.data_dir)?;
+    let events = load_history(&log, procedure_id)?;
+    Ok((procedure_id, events))
+}
+
+/// The `replay --json` document.
+#[derive(Debug, Serialize)]
+struct ReplayDocument {
+    procedure_id: String,
+    events: usize,
+    until_seq: Option<u64>,
+    steps: Vec<ReplayStep>,
+}
+
+fn run_replay(args: &ReplayArgs) -> Result<u8, CliError> {
+    if args.until == Some(0) {
+        return Err(CliError::Usage(
+            "--until 0: events count from 1".to_string(),
+        ));
+    }
+    let (procedure_id, events) = load_events(args)?;
+    if args.check {
+        return run_check(args, procedure_id, &events);
+    }
+    let steps = replay_steps(&events, args.until);
+    if args.output.json {
+        print_json(&ReplayDocument {
+            procedure_id: procedure_id.to_string(),
+            events: events.len(),
+            until_seq: args.until,
+            steps,
+        });
+        return Ok(0);
+    }
+    print_text(&render_replay(procedure_id, &events, &steps, args.until));
+    Ok(0)
+}
+
+fn render_replay(
+    procedure_id: Uuid,
+    events: &[TimedEvent],
+    steps: &[ReplayStep],
+    until_seq: Option<u64>,
+) -> String {
+    let start_ms = events.first().map_or(0, |timed| timed.at_ms);
+    let mut out = format!(
+        "replay of migration {procedure_id}: {} events\n",
+        events.len()
+    );
+    let mut table = Table::new(&["SEQ", "OFFSET", "EVENT", "CHANGES"]);
+    let mut before = ReplayView::of(&MigrationState::default()).texts(start_ms);
+    for step in steps {
+        let after = step.after.texts(start_ms);
+        let changes: Vec<String> = REPLAY_FIELDS
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| step.changed.contains(name))
+            .map(|(index, _)| {
+                format!(
+                    "{} {} → {}",
+                    REPLAY_LABELS[index], before[index], after[index]
+                )
+            })
+            .collect();
+        table.row(vec![
+            step.seq.to_string(),
+            format_offset(step.recorded_at_ms, start_ms),
+            step.kind.to_string(),
+            if changes.is_empty() {
+                "-".to_string()
+            } else {
+                changes.join(", ")
+            },
+        ]);
+        before = after;
+    }
+    out.push_str(&table.render());
+    if let Some(until) = until_seq {
+        if until < events.len() as u64 {
+            out.push_str(&format!(
+                "stopped after event {until} of {} (--until)\n",
+                events.len()
+            ));
+        } else {
+            out.push_str(&format!(
+                "--until {until}: the migration has {} events, all replayed\n",
+                events.len()
+            ));
+        }
+    }
+    if let Some(last) = steps.last() {
+        let texts = last.after.texts(start_ms);
+        let fields: Vec<String> = REPLAY_LABELS
+            .iter()
+            .zip(texts.iter())
+            .map(|(name, text)| format!("{name} {text}"))
+            .collect();
+        out.push_str(&format!(
+            "derived state after event {}: {}\n",
+            last.seq,
+            fields.join(", ")
+        ));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// replay --check
+// ---------------------------------------------------------------------------------------------
+
+/// An event in a divergence report.
+#[derive(Debug, Serialize)]
+struct EventJson {
+    kind: &'static str,
+    payload: serde_json::Value,
+}
+
+impl EventJson {
+    fn of(event: &MigrationEvent) -> Self {
+        EventJson {
+            kind: event.name(),
+            payload: payload_json(event),
+        }
+    }
+
+    fn text(event: Option<&MigrationEvent>) -> String {
+        match event {
+            Some(event) => format!(
+                "{} {}",
+                event.name(),
+                serde_json::to_string(&payload_json(event)).unwrap_or_default()
+            ),
+            None => "nothing".to_string(),
+        }
+    }
+}
+
+/// Where today's logic and the log part ways, as `replay --check --json` prints it.
+#[derive(Debug, Serialize)]
+struct DivergenceJson {
+    /// The first event that differs (or where one is missing).
+    seq: u64,
+    /// The input event whose decision differs.
+    input_seq: u64,
+    /// Its kind.
+    input_kind: &'static str,
+    /// What the log holds at `seq`; null when the log has nothing there.
+    recorded: Option<EventJson>,
+    /// What today's decide produces at `seq`; null when it produces nothing there.
+    decided: Option<EventJson>,
+    /// A sentence for operators.
+    message: String,
+}
+
+/// The `replay --check --json` document.
+#[derive(Debug, Serialize)]
+struct CheckDocument {
+    procedure_id: String,
+    events: usize,
+    until_seq: Option<u64>,
+    agrees: bool,
+    decisions_checked: Option<usize>,
+    divergence: Option<DivergenceJson>,
+}
+
+fn run_check(args: &ReplayArgs, procedure_id: Uuid, events: &[TimedEvent]) -> Result<u8, CliError> {
+    // A decision is the input event and the events decide produced after it: a check
+    // stopped inside one would report the cut-off events as missing. So --until SEQ checks
+    // every decision whose input is at or before SEQ, whole.
+    let mut end = args
+        .until
+        .map_or(events.len(), |until| (until as usize).min(events.len()));
+    while end < events.len() && events[end].event.role() == EventRole::Decision {
+        end += 1;
+    }
+    let checked = &events[..end];
+    let result = check(checked);
+    let (agrees, decisions_checked, divergence) = match &result {
+        Ok(decisions) => (true, Some(*decisions), None),
+        Err(divergence) => (false, None, Some(divergence_json(checked, divergence))),
+    };
+    if args.output.json {
+        print_json(&CheckDocument {
+            procedure_id: procedure_id.to_string(),
+            events: end,
+            until_seq: args.until,
+            agrees,
+            decisions_checked,
+            divergence,
+        });
+    } else {
+        let mut out = String::new();
+        match &result {
+            Ok(decisions) => out.push_str(&format!(
+                "replay check of migration {procedure_id}: today's logic agrees with the log ({decisions} decisions checked over {end} events)\n"
+            )),
+            Err(divergence) => {
+                let report = divergence_json(checked, divergence);
+                out.push_str(&format!(
+                    "replay check of migration {procedure_id}: today's logic DIVERGES from the log at event {} (deciding on input event {}, {})\n",
+                    report.seq, report.input_seq, report.input_kind
+                ));
+                out.push_str(&format!(
+                    "  the log has:           {}\n",
+                    EventJson::text(divergence.recorded.as_ref())
+                ));
+                out.push_str(&format!(
+                    "  today's logic decides: {}\n",
+                    EventJson::text(divergence.decided.as_ref())
+                ));
+            }
+        }
+        print_text(&out);
+    }
+    Ok(if agrees { 0 } else { EXIT_FAILED })
+}
+
+fn divergence_json(events: &[TimedEvent], divergence: &Divergence) -> DivergenceJson {
+    DivergenceJson {
+        seq: divergence.event_index as u64 + 1,
+        input_seq: divergence.input_index as u64 + 1,
+        input_kind: events
+            .get(divergence.input_index)
+            .map_or("Unknown", |timed| timed.event.name()),
+        recorded: divergence.recorded.as_ref().map(EventJson::of),
+        decided: divergence.decided.as_ref().map(EventJson::of),
+        message: divergence.message.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// export
+// ---------------------------------------------------------------------------------------------
+
 /// `regmig export`.
-pub fn export(_args: ExportArgs) -> u8 {
-    eprintln!("error: this command is being built");
-    super::EXIT_FAILED
+pub fn export(args: ExportArgs) -> u8 {
+    let json = args.json;
+    finish(run_export(&args), json)
+}
+
+/// The `export --json` document.
+#[derive(Debug, Serialize)]
+struct ExportDocument {
+    procedure_id: String,
+    output: String,
+    events: usize,
+    bytes: u64,
+}
+
+fn run_export(args: &ExportArgs) -> Result<u8, CliError> {
+    let procedure_id = parse_procedure_id(&args.id)?;
+    let log = open_log(&args.data_dir)?;
+    let records = log.procedure_events(procedure_id, 1)?;
+    if records.is_empty() {
+        return Err(CliError::UnknownMigration { procedure_id });
+    }
+    write_bundle(&args.output_file, procedure_id, &records)?;
+    let bytes = std::fs::metadata(&args.output_file)
+        .map(|metadata| metadata.len())
+        .unwrap_or(0);
+    if args.json {
+        print_json(&ExportDocument {
+            procedure_id: procedure_id.to_string(),
+            output: args.output_file.display().to_string(),
+            events: records.len(),
+            bytes,
+        });
+    } else {
+        print_text(&format!(
+            "exported migration {procedure_id} ({} events, {bytes} bytes) to {}\nreplay it anywhere with: regmig replay --file {}\n",
+            records.len(),
+            args.output_file.display(),
+            args.output_file.display()
+        ));
+    }
+    Ok(0)
 }

@@ -1,0 +1,499 @@
+//! What the inspect, replay, audit and timeline commands share: opening a data directory
+//! for reading, the errors they report (each with its exit code), parsing ids and times,
+//! and writing times, durations, tables and JSON.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::bundle::BundleError;
+use super::{EXIT_FAILED, EXIT_USAGE};
+use crate::engine::store::{load_procedure, LoadError, UndecodableEvent};
+use crate::log::{EventLog, LogError, LogOptions, SLED_SUBDIR};
+use crate::migration::TimedEvent;
+
+/// Why an inspect, replay, audit or timeline command failed. Every variant names the thing
+/// at fault; [`CliError::exit_code`] says whether it was bad usage (2) or a failure (1).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The log has no event for this id.
+    #[error("no migration with id {procedure_id}")]
+    UnknownMigration {
+        /// The id asked for.
+        procedure_id: Uuid,
+    },
+    /// The log has no migration of this region.
+    #[error("no migration of region {region} in {}", dir.display())]
+    RegionWithoutMigrations {
+        /// The region, "TABLE:NUMBER".
+        region: String,
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The text given as a migration id is not a uuid.
+    #[error("invalid migration id {text:?}: expected a uuid such as 019b7d6e-2a80-7000-8000-000000000001 (see `regmig list`)")]
+    BadId {
+        /// The text given.
+        text: String,
+    },
+    /// The data directory exists but holds no event log.
+    #[error("data directory {} holds no regmig event log ({} does not exist)", dir.display(), dir.join(SLED_SUBDIR).display())]
+    NoLog {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The event log failed, is damaged, is missing or is in use.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A record's payload could not be decoded by this version.
+    #[error(transparent)]
+    Undecodable(#[from] UndecodableEvent),
+    /// A procedure's history does not start with its submission.
+    #[error("procedure {procedure_id}: event 1 is {kind}, not Submitted; run `regmig log verify`")]
+    NotSubmitted {
+        /// The procedure.
+        procedure_id: Uuid,
+        /// The kind of its first event.
+        kind: &'static str,
+    },
+    /// A bundle file could not be read, or is not a valid bundle.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// An output file could not be written.
+    #[error("could not write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The arguments are valid one by one but not together, or out of range.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<LoadError> for CliError {
+    fn from(error: LoadError) -> Self {
+        match error {
+            LoadError::Log(error) => CliError::Log(error),
+            LoadError::Undecodable(error) => CliError::Undecodable(error),
+        }
+    }
+}
+
+impl CliError {
+    /// The process exit code: 2 for bad usage, 1 for a failed operation.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::BadId { .. } | CliError::Usage(_) => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        }
+    }
+
+    /// A stable snake_case name for the variant (the `kind` of a `--json` error).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            CliError::UnknownMigration { .. } => "unknown_migration",
+            CliError::RegionWithoutMigrations { .. } => "region_without_migrations",
+            CliError::BadId { .. } => "bad_id",
+            CliError::NoLog { .. } => "no_log",
+            CliError::Log(error) => error.kind_name(),
+            CliError::Undecodable(_) => "undecodable_event",
+            CliError::NotSubmitted { .. } => "not_submitted",
+            CliError::Bundle(error) => error.kind_name(),
+            CliError::Write { .. } => "write",
+            CliError::Usage(_) => "usage",
+        }
+    }
+}
+
+/// Reports `error` (on stderr; with `json`, also as one JSON document on stdout) and
+/// returns its exit code.
+pub fn report_error(error: &CliError, json: bool) -> u8 {
+    eprintln!("error: {error}");
+    if json {
+        let document = serde_json::json!({
+            "ok": false,
+            "error": { "kind": error.kind_name(), "message": error.to_string() },
+        });
+        print_json(&document);
+    }
+    error.exit_code()
+}
+
+/// Turns a command's result into its exit code, reporting the error if any.
+pub fn finish(result: Result<u8, CliError>, json: bool) -> u8 {
+    match result {
+        Ok(code) => code,
+        Err(error) => report_error(&error, json),
+    }
+}
+
+/// Opens an existing data directory's event log for reading. A missing directory, a
+/// directory without a log and a directory another process holds are errors that say so
+/// (the last at once: the log's lock is never waited for).
+pub fn open_log(data_dir: &Path) -> Result<EventLog, CliError> {
+    if !data_dir.exists() {
+        return Err(CliError::Log(LogError::MissingDataDir {
+            dir: data_dir.to_path_buf(),
+        }));
+    }
+    // Opening creates an empty log where there is none: a read must not.
+    if data_dir.is_dir() && !data_dir.join(SLED_SUBDIR).is_dir() {
+        return Err(CliError::NoLog {
+            dir: data_dir.to_path_buf(),
+        });
+    }
+    Ok(EventLog::open_existing(data_dir, LogOptions::default())?)
+}
+
+/// Parses a migration id (a uuid, with or without dashes).
+pub fn parse_procedure_id(text: &str) -> Result<Uuid, CliError> {
+    Uuid::parse_str(text.trim()).map_err(|_| CliError::BadId {
+        text: text.to_string(),
+    })
+}
+
+/// A procedure's decoded history; [`CliError::UnknownMigration`] when it has no event.
+pub fn load_history(log: &EventLog, procedure_id: Uuid) -> Result<Vec<TimedEvent>, CliError> {
+    let events = load_procedure(log, procedure_id)?;
+    if events.is_empty() {
+        return Err(CliError::UnknownMigration { procedure_id });
+    }
+    Ok(events)
+}
+
+/// Whether output may be decorated for a person: stdout is a terminal and `NO_COLOR` is
+/// not set. Decoration is bold table headers, nothing else; a pipe or a file gets plain
+/// text (and no progress output: these commands print none).
+pub fn decorate_stdout() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Prints one JSON document (pretty, one trailing newline) on stdout.
+pub fn print_json<T: Serialize + ?Sized>(value: &T) {
+    // Serializing our own plain types cannot fail; a failure would print "null".
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_string());
+    print_text(&format!("{text}\n"));
+}
+
+/// Prints text on stdout; a closed pipe (`| head`) is not an error worth a panic.
+pub fn print_text(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Times.
+// ---------------------------------------------------------------------------------------------
+
+/// Why a time given on the command line could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid time {text:?}: expected RFC 3339 (2026-01-01T00:00:00Z, 2026-01-01T02:00:00+02:00, 2026-01-01) or milliseconds since the Unix epoch")]
+pub struct ParseTimeError {
+    /// The text given.
+    pub text: String,
+}
+
+/// Parses a time as RFC 3339 (a date alone is midnight UTC) or as ms since the Unix epoch.
+pub fn parse_time_ms(text: &str) -> Result<u64, ParseTimeError> {
+    let error = || ParseTimeError {
+        text: text.to_string(),
+    };
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|byte| byte.is_ascii_digit()) {
+        return trimmed.parse::<u64>().map_err(|_| error());
+    }
+    parse_rfc3339_ms(trimmed).ok_or_else(error)
+}
+
+fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        if part.is_empty() || !part.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    if bytes.len() < 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    if bytes.len() == 10 {
+        return u64::try_from(days.checked_mul(86_400_000)?).ok();
+    }
+    if !matches!(bytes[10], b'T' | b't' | b' ') || bytes.len() < 19 {
+        return None;
+    }
+    if bytes[13] != b':' || bytes[16] != b':' {
+        return None;
+    }
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut index = 19;
+    let mut millis = 0i64;
+    if bytes.get(index) == Some(&b'.') {
+        let start = index + 1;
+        let mut end = start;
+        while end < bytes.len() && bytes[end].is_ascii_digit() {
+            end += 1;
+        }
+        if end == start {
+            return None;
+        }
+        // Keep milliseconds; finer digits are dropped.
+        let digits = &text[start..end.min(start + 3)];
+        millis = digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32);
+        index = end;
+    }
+    let offset_minutes = match bytes.get(index) {
+        Some(b'Z' | b'z') if index + 1 == bytes.len() => 0,
+        Some(sign @ (b'+' | b'-')) if index + 6 == bytes.len() && bytes[index + 3] == b':' => {
+            let hours = number(index + 1..index + 3)?;
+            let minutes = number(index + 4..index + 6)?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let offset = hours * 60 + minutes;
+            if *sign == b'-' {
+                -offset
+            } else {
+                offset
+            }
+        }
+        _ => return None,
+    };
+    let total_ms =
+        days * 86_400_000 + ((hour * 60 + minute - offset_minutes) * 60 + second) * 1000 + millis;
+    u64::try_from(total_ms).ok()
+}
+
+fn is_leap_year(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The date of a day number since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A time in ms since the Unix epoch as RFC 3339 in UTC, to the millisecond.
+pub fn format_time(ms: u64) -> String {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    let (days, in_day_ms) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (year, month, day) = civil_from_days(days);
+    let seconds = in_day_ms / 1000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60,
+        in_day_ms % 1000
+    )
+}
+
+/// A duration for people: "0ms", "350ms", "12.177s", "2m 05.000s", "3h 02m 05s".
+pub fn format_duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{}.{:03}s", ms / 1000, ms % 1000)
+    } else if ms < 3_600_000 {
+        format!("{}m {:02}.{:03}s", ms / 60_000, ms / 1000 % 60, ms % 1000)
+    } else {
+        format!(
+            "{}h {:02}m {:02}s",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60
+        )
+    }
+}
+
+/// A time relative to a start, for people: "+0ms", "+1.500s".
+pub fn format_offset(at_ms: u64, start_ms: u64) -> String {
+    if at_ms >= start_ms {
+        format!("+{}", format_duration(at_ms - start_ms))
+    } else {
+        format!("-{}", format_duration(start_ms - at_ms))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables.
+// ---------------------------------------------------------------------------------------------
+
+/// A plain-text table: a header row and rows, columns padded to their widest cell, two
+/// spaces apart; the last column is not padded.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+    /// Bold header (on a terminal only, see [`decorate_stdout`]).
+    bold_header: bool,
+}
+
+impl Table {
+    /// A table with these column titles; its header is bold when stdout is a terminal.
+    pub fn new(header: &[&str]) -> Self {
+        Table {
+            header: header.iter().map(|title| title.to_string()).collect(),
+            rows: Vec::new(),
+            bold_header: decorate_stdout(),
+        }
+    }
+
+    /// Sets whether the header is bold, whatever stdout is.
+    pub fn with_bold_header(mut self, bold_header: bool) -> Self {
+        self.bold_header = bold_header;
+        self
+    }
+
+    /// Adds a row (missing cells are empty, extra ones are dropped).
+    pub fn row(&mut self, cells: Vec<String>) {
+        let mut cells = cells;
+        cells.resize(self.header.len(), String::new());
+        self.rows.push(cells);
+    }
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The table as text, each line ending in a newline.
+    pub fn render(&self) -> String {
+        let columns = self.header.len();
+        let mut widths = vec![0usize; columns];
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for (row_index, row) in std::iter::once(&self.header).chain(&self.rows).enumerate() {
+            let bold = row_index == 0 && self.bold_header;
+            if bold {
+                out.push_str("\u{1b}[1m");
+            }
+            let mut line = String::new();
+            for (index, cell) in row.iter().enumerate() {
+                if index + 1 == columns {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    let pad = widths[index] - cell.chars().count() + 2;
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            if bold {
+                out.push_str("\u{1b}[0m");
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `value` or "-" when absent, for table cells.
+pub fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |value| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_through_rfc3339() {
+        let ms = 1_767_225_612_177;
+        assert_eq!(format_time(ms), "2026-01-01T00:00:12.177Z");
+        assert_eq!(parse_time_ms("2026-01-01T00:00:12.177Z"), Ok(ms));
+        assert_eq!(parse_time_ms("2026-01-01T02:00:12.177+02:00"), Ok(ms));
+        assert_eq!(parse_time_ms("2026-01-01"), Ok(1_767_225_600_000));
+        assert_eq!(parse_time_ms("1767225612177"), Ok(ms));
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn bad_times_are_refused() {
+        for text in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-01-01T25:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00+0200",
+            "-5",
+        ] {
+            assert!(parse_time_ms(text).is_err(), "{text:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_duration(0), "0ms");
+        assert_eq!(format_duration(999), "999ms");
+        assert_eq!(format_duration(12_177), "12.177s");
+        assert_eq!(format_duration(125_000), "2m 05.000s");
+        assert_eq!(format_duration(10_925_000), "3h 02m 05s");
+    }
+
+    #[test]
+    fn tables_pad_all_but_the_last_column() {
+        let mut table = Table::new(&["A", "BB", "C"]).with_bold_header(false);
+        table.row(vec!["xyz".into(), "1".into(), "last".into()]);
+        assert_eq!(table.render(), "A    BB  C\nxyz  1   last\n");
+        let bold = table.with_bold_header(true).render();
+        assert_eq!(bold, "\u{1b}[1mA    BB  C\u{1b}[0m\nxyz  1   last\n");
+    }
+}
