@@ -1,7 +1,7 @@
 //! Export bundles: one migration's events in a self-contained file, so a failed migration
 //! can be attached to a bug report and replayed elsewhere (`regmig export`,
 //! `regmig replay --file`). The format is documented byte by byte in
-//! `docs/bundle-format.md` (the "Export bundles" section of the log format).
+//! the "Export bundles" section of migrations-log-format.md.
 //!
 //! ```text
 //! offset  size  field
