@@ -371,7 +371,10 @@ impl EventLog {
     ///
     /// If the future is dropped before it completes, the append may still be written: read
     /// [`EventLog::next_seq`] to find out.
-    pub async fn append(&self, request: AppendRequest) -> AppendOutcome {
+    pub async fn append(
+        &self,
+        request: AppendRequest,
+    ) -> Result<Result<AppendReceipt, AppendConflict>, LogError> {
         let core = self.core();
         core.check_poison()?;
         // A lone writer (nothing queued, nobody writing) commits on its own thread, inside
@@ -402,7 +405,10 @@ impl EventLog {
 
     /// [`EventLog::append`] on the caller's thread: validated, written and synced before it
     /// returns, with no other thread involved in its ordering.
-    pub fn append_blocking(&self, request: AppendRequest) -> AppendOutcome {
+    pub fn append_blocking(
+        &self,
+        request: AppendRequest,
+    ) -> Result<Result<AppendReceipt, AppendConflict>, LogError> {
         let mut outcome = self.core().commit(vec![request], false);
         outcome.appends.pop().unwrap_or(Err(LogError::ShutDown))
     }
