@@ -426,9 +426,7 @@ fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
     log.append_blocking(first_append(procedure_id, 1, 1, vec![]))
         .expect("append")
         .expect("no conflict");
-    // Take away a directory every sync looks at: the next sync fails.
-    let blobs = dir.path().join(regmig::log::SLED_SUBDIR).join("blobs");
-    std::fs::rename(&blobs, dir.path().join("blobs-elsewhere")).expect("move blobs/");
+    log.fail_next_fdatasync_for_tests();
     let failed = log.append_blocking(next_append(procedure_id, 2, 1, false));
     assert!(
         matches!(failed, Err(LogError::WriteFailed { .. })),
@@ -450,7 +448,6 @@ fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
         2
     );
     drop(log);
-    std::fs::rename(dir.path().join("blobs-elsewhere"), &blobs).expect("put blobs/ back");
     let log = EventLog::open_existing(dir.path(), LogOptions::default()).expect("reopen");
     let next_seq = log.next_seq(procedure_id).expect("next seq");
     assert!(
@@ -483,6 +480,28 @@ fn a_payload_too_big_for_a_sled_page_goes_to_a_blob_and_reads_back() {
     let log = EventLog::open_existing(dir.path(), LogOptions::default()).expect("reopen");
     let records = log.procedure_events(procedure_id, 1).expect("read");
     assert_eq!(records.len(), 3);
+    assert_events_are_the_written_ones(procedure_id, &records);
+    assert_log_consistent(&log);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn async_appends_on_a_current_thread_runtime_go_through_the_commit_thread() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = EventLog::open(dir.path(), LogOptions::default()).expect("open");
+    let procedure_id = Uuid::now_v7();
+    log.append(first_append(procedure_id, 1, 1, vec![]))
+        .await
+        .expect("append")
+        .expect("no conflict");
+    for next_seq in 2..=5 {
+        let receipt = log
+            .append(next_append(procedure_id, next_seq, 1, next_seq == 5))
+            .await
+            .expect("append")
+            .expect("no conflict");
+        assert_eq!(receipt.first_seq, next_seq);
+    }
+    let records = log.procedure_events(procedure_id, 1).expect("read");
     assert_events_are_the_written_ones(procedure_id, &records);
     assert_log_consistent(&log);
 }

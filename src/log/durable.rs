@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +34,8 @@ pub(crate) struct FileSyncer {
     db_file: File,
     /// A std Mutex: held across blocking syscalls only, never across an await.
     state: Mutex<SyncState>,
+    /// Set by tests: the next fdatasync of `db` fails as an I/O error would.
+    fail_next_fdatasync: AtomicBool,
 }
 
 /// What the last sync saw, so a sync only touches what changed since.
@@ -72,6 +75,7 @@ impl FileSyncer {
             db_path,
             db_file,
             state: Mutex::new(SyncState::default()),
+            fail_next_fdatasync: AtomicBool::new(false),
         })
     }
 
@@ -104,6 +108,13 @@ impl FileSyncer {
             self.sync_blobs(&mut state)?;
         }
         db.flush()?;
+        if self.fail_next_fdatasync.swap(false, Ordering::AcqRel) {
+            return Err(LogError::io(
+                "fdatasync",
+                &self.db_path,
+                std::io::Error::other("failure injected by a test"),
+            ));
+        }
         self.db_file
             .sync_data()
             .map_err(|error| LogError::io("fdatasync", &self.db_path, error))?;
@@ -115,6 +126,11 @@ impl FileSyncer {
             sync_dir_entries(&self.sled_dir, &mut state.sled_dir)?;
         }
         Ok(())
+    }
+
+    /// Makes the next fdatasync of `db` fail (for tests of the failure path).
+    pub(crate) fn fail_next_fdatasync(&self) {
+        self.fail_next_fdatasync.store(true, Ordering::Release);
     }
 
     fn sync_blobs(&self, state: &mut SyncState) -> Result<(), LogError> {
