@@ -44,6 +44,9 @@ pub struct CampaignResult {
     pub peak_reset: bool,
     /// RSS once every migration finished (MiB).
     pub rss_after_mib: Option<f64>,
+    /// RSS after that, once malloc has returned its free memory to the system (MiB; glibc
+    /// only): what is still in use, as against what malloc keeps for later.
+    pub rss_after_trim_mib: Option<f64>,
 }
 
 /// Runs `migrations` migrations at once (each on its own one-region table) through the
@@ -85,6 +88,7 @@ pub fn run(work_dir: &Path, migrations: u64) -> Result<CampaignResult, BenchErro
         let peak_rss_mib = memory::peak_rss_mib();
         tokio::time::sleep(SETTLE).await;
         let rss_after_mib = memory::rss_mib();
+        let rss_after_trim_mib = memory::trim_heap().then(memory::rss_mib).flatten();
         engine.shutdown().await;
         drop(engine);
 
@@ -99,6 +103,7 @@ pub fn run(work_dir: &Path, migrations: u64) -> Result<CampaignResult, BenchErro
             peak_rss_mib,
             peak_reset,
             rss_after_mib,
+            rss_after_trim_mib,
         })
     })?;
     // Every clone of the log is gone with the runtime's tasks: sled has closed its files.

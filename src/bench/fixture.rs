@@ -5,8 +5,8 @@
 //! a zero-latency world ([`super::driver`]). Finished procedures are of two kinds, mixed to
 //! hit the event count exactly: completed migrations through the whole path, and migrations
 //! that found at Start that the region had already moved (a short history). When the counts
-//! leave a remainder, that many completed migrations also carry one `CancelRefused` event (an
-//! operator's cancel that came after the new route was written). Open procedures stop after
+//! leave a remainder, completed migrations also carry that many `CancelRefused` events in
+//! all (an operator's cancel that came after the new route was written). Open procedures stop after
 //! 1, 2, 3... of their batches in turn, as a crash would leave them.
 //!
 //! History is spread over regions ten finished procedures to a region, so that a region
@@ -38,7 +38,7 @@ use crate::log::{AppendRequest, Durability, EventLog, LogOptions, NewEvent, Open
 use crate::migration::{MigrationEvent, MigrationState};
 
 /// Bumped whenever the fixture's content changes, so a cached one is rebuilt.
-pub const FIXTURE_VERSION: u32 = 1;
+pub const FIXTURE_VERSION: u32 = 2;
 /// The file in a fixture's data directory that says it is complete, and what it holds.
 pub const SUMMARY_FILE: &str = "bench-fixture.json";
 /// Finished procedures per region of history.
@@ -132,12 +132,12 @@ impl Clock for SteppingClock {
     }
 }
 
-/// Collects a procedure's batches; stops after `stop_after` batches; may add one
-/// `CancelRefused` once the new route is written.
+/// Collects a procedure's batches; stops after `stop_after` batches; may add
+/// `CancelRefused` events once the new route is written.
 struct FixtureRecorder {
     batches: Vec<(u64, Vec<MigrationEvent>)>,
     stop_after: Option<usize>,
-    add_cancel_refused: bool,
+    cancel_refused: u64,
 }
 
 #[async_trait]
@@ -150,17 +150,16 @@ impl Recorder for FixtureRecorder {
         state: &MigrationState,
     ) -> Result<Next, BenchError> {
         self.batches.push((at_ms, events.to_vec()));
-        if self.add_cancel_refused && state.new_route_written && !state.is_finished() {
-            self.add_cancel_refused = false;
-            self.batches.push((
-                at_ms,
-                vec![MigrationEvent::CancelRefused {
-                    actor: "operator".to_string(),
-                    reason: "bench fixture".to_string(),
-                    refusal: "the new route is already written: the migration can only go forward"
-                        .to_string(),
-                }],
-            ));
+        if self.cancel_refused > 0 && state.new_route_written && !state.is_finished() {
+            let refused = MigrationEvent::CancelRefused {
+                actor: "operator".to_string(),
+                reason: "bench fixture".to_string(),
+                refusal: "the new route is already written: the migration can only go forward"
+                    .to_string(),
+            };
+            for _ in 0..std::mem::take(&mut self.cancel_refused) {
+                self.batches.push((at_ms, vec![refused.clone()]));
+            }
         }
         if self.stop_after == Some(self.batches.len()) {
             return Ok(Next::Stop);
@@ -209,7 +208,7 @@ impl World {
         region: RegionId,
         already_moved: bool,
         stop_after: Option<usize>,
-        add_cancel_refused: bool,
+        cancel_refused: u64,
     ) -> Result<(Uuid, Vec<(u64, Vec<MigrationEvent>)>, MigrationState), BenchError> {
         let leader = self.leader(region)?;
         let other = if leader == FIRST_LEADER {
@@ -234,7 +233,7 @@ impl World {
         let mut recorder = FixtureRecorder {
             batches: Vec::new(),
             stop_after,
-            add_cancel_refused,
+            cancel_refused,
         };
         let state = drive(
             &self.ports,
@@ -298,7 +297,7 @@ fn plan(
     }
     let full = (history - shortest) / step;
     let cancel_refused = (history - shortest) % step;
-    if full > spec.finished || cancel_refused > full {
+    if full > spec.finished || (cancel_refused > 0 && full == 0) {
         return Err(too_few());
     }
     Ok(Plan {
@@ -368,9 +367,9 @@ pub fn build(dir: &Path, spec: &FixtureSpec) -> Result<FixtureSummary, BenchErro
         // One probe of each kind, in a world of its own, gives the lengths.
         let probe = World::new(1);
         let region = world::region_of(0);
-        let (_, full, _) = probe.procedure(region, false, None, false).await?;
+        let (_, full, _) = probe.procedure(region, false, None, 0).await?;
         let full_batches: Vec<u64> = full.iter().map(|(_, events)| events.len() as u64).collect();
-        let (_, short, _) = probe.procedure(region, true, None, false).await?;
+        let (_, short, _) = probe.procedure(region, true, None, 0).await?;
         let plan = plan(spec, &full_batches, event_count(&short))?;
 
         let log = EventLog::open(
@@ -385,17 +384,21 @@ pub fn build(dir: &Path, spec: &FixtureSpec) -> Result<FixtureSummary, BenchErro
         let mut pending = Vec::with_capacity(APPENDS_IN_FLIGHT);
         let mut written = 0u64;
         let mut cancel_refused_left = plan.cancel_refused;
+        // Spread over the full paths, a few per procedure when they are many.
+        let cancel_refused_each = plan.cancel_refused.div_ceil(plan.full.max(1));
         for index in 0..spec.finished {
             let region = world::region_of((index % history_regions) as u32);
             // Spread the full paths evenly among the finished procedures.
             let full_path = (index + 1) * plan.full / spec.finished.max(1)
                 > index * plan.full / spec.finished.max(1);
-            let add_cancel_refused = full_path && cancel_refused_left > 0;
-            if add_cancel_refused {
-                cancel_refused_left -= 1;
-            }
+            let cancel_refused = if full_path {
+                cancel_refused_each.min(cancel_refused_left)
+            } else {
+                0
+            };
+            cancel_refused_left -= cancel_refused;
             let (procedure_id, batches, state) = world
-                .procedure(region, !full_path, None, add_cancel_refused)
+                .procedure(region, !full_path, None, cancel_refused)
                 .await?;
             if !state.is_finished() {
                 return Err(BenchError::Task(format!(
@@ -412,7 +415,7 @@ pub fn build(dir: &Path, spec: &FixtureSpec) -> Result<FixtureSummary, BenchErro
             let region = world::region_of(index as u32);
             let kept = 1 + (index as usize % plan.open_stops);
             let (procedure_id, batches, state) =
-                world.procedure(region, false, Some(kept), false).await?;
+                world.procedure(region, false, Some(kept), 0).await?;
             written += event_count(&batches);
             pending.push(append_request(procedure_id, region, &state, batches));
             if pending.len() >= APPENDS_IN_FLIGHT {
@@ -509,7 +512,7 @@ pub fn histories(count: u64) -> Result<Vec<Vec<EncodedEvent>>, BenchError> {
         for index in 0..count {
             let region = world::region_of((index % regions) as u32);
             let already_moved = index % 5 >= 3;
-            let (_, batches, _) = world.procedure(region, already_moved, None, false).await?;
+            let (_, batches, _) = world.procedure(region, already_moved, None, 0).await?;
             let mut history = Vec::new();
             for (at_ms, events) in batches {
                 for event in events {

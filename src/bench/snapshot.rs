@@ -103,6 +103,17 @@ impl SnapshotStore {
         self.tree.is_empty()
     }
 
+    /// Every stored (key, JSON) pair, in key order.
+    pub fn snapshots(&self) -> Result<Vec<StoredSnapshot>, BenchError> {
+        self.tree
+            .iter()
+            .map(|item| {
+                item.map(|(key, value)| (key.to_vec(), value.to_vec()))
+                    .map_err(|error| BenchError::Snapshot(format!("scan: {error}")))
+            })
+            .collect()
+    }
+
     /// The stored JSON under `key`, if any.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BenchError> {
         self.tree
@@ -149,6 +160,9 @@ impl SnapshotStore {
         &self.db_path
     }
 }
+
+/// A stored snapshot: its key and its JSON.
+pub type StoredSnapshot = (Vec<u8>, Vec<u8>);
 
 /// The key of a procedure's state snapshot.
 pub fn state_key(procedure_id: Uuid) -> Vec<u8> {
