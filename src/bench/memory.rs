@@ -1,5 +1,6 @@
 //! Reading this process's memory use from `/proc/self/status`, and the size of a directory.
 
+use std::fs::File;
 use std::path::Path;
 
 use super::error::BenchError;
@@ -88,7 +89,12 @@ pub fn copy_dir(from: &Path, to: &Path) -> Result<(), BenchError> {
         } else if file_type.is_file() {
             std::fs::copy(&source, &target)
                 .map_err(|error| BenchError::io("copy", &source, error))?;
+            File::open(&target)
+                .and_then(|file| file.sync_all())
+                .map_err(|error| BenchError::io("fsync", &target, error))?;
         }
     }
-    Ok(())
+    File::open(to)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|error| BenchError::io("fsync directory", to, error))
 }

@@ -271,7 +271,11 @@ impl Figure {
 
 /// A ratio as printed: `2.31×`.
 pub fn format_ratio(ratio: f64) -> String {
-    if ratio >= 100.0 {
+    if ratio > 0.0 && ratio < 0.1 {
+        // Two significant digits: 0.0047×, not 0.00×.
+        let decimals = (-ratio.log10()).floor() as usize + 2;
+        format!("{ratio:.decimals$}×")
+    } else if ratio >= 100.0 {
         format!("{}×", group_thousands(ratio))
     } else if ratio >= 10.0 {
         format!("{ratio:.1}×")
@@ -351,6 +355,14 @@ pub fn render_table(figures: &[Figure]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_ratios_keep_two_significant_digits() {
+        assert_eq!(format_ratio(0.0047), "0.0047×");
+        assert_eq!(format_ratio(0.05), "0.050×");
+        assert_eq!(format_ratio(0.5), "0.50×");
+        assert_eq!(format_ratio(14.04), "14.0×");
+    }
 
     #[test]
     fn thousands_are_grouped() {
