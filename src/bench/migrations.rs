@@ -60,9 +60,24 @@ pub struct MigrationRun {
     pub elapsed: Duration,
     /// Durable operations of the snapshot store (0 for the event log).
     pub snapshot_operations: u64,
+    /// CPU time of the whole process (every thread, user + system) during the run.
+    pub cpu: Duration,
 }
 
 impl MigrationRun {
+    /// Adds another round of the same design and concurrency.
+    pub fn add(&mut self, other: &MigrationRun) {
+        self.completed += other.completed;
+        self.elapsed += other.elapsed;
+        self.snapshot_operations += other.snapshot_operations;
+        self.cpu += other.cpu;
+    }
+
+    /// CPU time per migration.
+    pub fn cpu_per_migration(&self) -> Duration {
+        self.cpu.div_f64(self.completed.max(1) as f64)
+    }
+
     /// Migrations per second.
     pub fn per_second(&self) -> f64 {
         self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -93,7 +108,8 @@ pub fn measure(
     runtime.block_on(world::create_tables(&store, tables))?;
     let mailbox = Arc::new(InstantMailbox::new());
     let ports = world::ports(mailbox, Arc::new(store));
-    let run = runtime.block_on(async {
+    let cpu_before = process_cpu();
+    let mut run = runtime.block_on(async {
         match design {
             Design::EventLog => {
                 let config = EngineConfig {
@@ -113,6 +129,7 @@ pub fn measure(
                     completed: run.0,
                     elapsed: run.1,
                     snapshot_operations: 0,
+                    cpu: Duration::ZERO,
                 })
             }
             Design::AsOriginal | Design::SnapshotEveryStep => {
@@ -141,12 +158,28 @@ pub fn measure(
                     completed: run.0,
                     elapsed: run.1,
                     snapshot_operations: snapshots.durable_operations(),
+                    cpu: Duration::ZERO,
                 })
             }
         }
     })?;
+    run.cpu = process_cpu().saturating_sub(cpu_before);
     drop(runtime);
     Ok(run)
+}
+
+/// User + system CPU time of this process so far (every thread).
+pub fn process_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
 /// Runs one migration through the engine: submit, wait, check it completed.

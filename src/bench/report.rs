@@ -31,8 +31,11 @@ pub struct Sizes {
     pub latency_samples: usize,
     /// Concurrent migrations, per point.
     pub migration_concurrency: Vec<usize>,
-    /// How long each migrations point runs.
+    /// How long each migrations point runs, per round.
     pub migration_run: Duration,
+    /// Rounds of the three designs, interleaved so that a slow spell of the shared machine
+    /// hits every design; each design's rate is its migrations over its time, all rounds.
+    pub migration_rounds: usize,
     /// The small recovery fixture.
     pub recovery_small: FixtureSpec,
     /// The large recovery fixture.
@@ -59,7 +62,8 @@ impl Sizes {
             append_concurrency: vec![1, 16, 256],
             latency_samples: 2000,
             migration_concurrency: vec![16, 256],
-            migration_run: Duration::from_secs(8),
+            migration_run: Duration::from_secs(4),
+            migration_rounds: 3,
             recovery_small: FixtureSpec {
                 events: 100_000,
                 finished: 5_000,
@@ -88,6 +92,7 @@ impl Sizes {
             latency_samples: 300,
             migration_concurrency: vec![16, 256],
             migration_run: Duration::from_secs(2),
+            migration_rounds: 1,
             recovery_small: FixtureSpec {
                 events: 10_000,
                 finished: 500,
@@ -116,6 +121,7 @@ impl Sizes {
             latency_samples: 5,
             migration_concurrency: vec![2],
             migration_run: Duration::from_millis(200),
+            migration_rounds: 1,
             recovery_small: FixtureSpec {
                 events: 500,
                 finished: 20,
@@ -385,32 +391,44 @@ fn migrations_section(
         .unwrap_or(0);
     let mut letter = b'a';
     for concurrency in sizes.migration_concurrency.iter().copied() {
-        let mut runs: Vec<MigrationRun> = Vec::new();
-        for design in [
+        let designs = [
             Design::EventLog,
             Design::AsOriginal,
             Design::SnapshotEveryStep,
-        ] {
-            progress(&format!(
-                "2: {}, {concurrency} concurrent migrations",
-                design.name()
-            ));
-            let dir = options
-                .work_dir
-                .join(format!("migrations-{concurrency}-{design:?}"));
-            let run = migrations::measure(
-                &dir,
-                design,
-                concurrency,
-                RunLength::Time(sizes.migration_run),
-            )?;
-            let _ = std::fs::remove_dir_all(&dir);
+        ];
+        let mut runs: Vec<MigrationRun> = Vec::new();
+        for round in 0..sizes.migration_rounds.max(1) {
+            for (index, design) in designs.into_iter().enumerate() {
+                progress(&format!(
+                    "2: {}, {concurrency} concurrent migrations, round {}",
+                    design.name(),
+                    round + 1
+                ));
+                let dir = options
+                    .work_dir
+                    .join(format!("migrations-{concurrency}-{design:?}-{round}"));
+                let run = migrations::measure(
+                    &dir,
+                    design,
+                    concurrency,
+                    RunLength::Time(sizes.migration_run),
+                )?;
+                let _ = std::fs::remove_dir_all(&dir);
+                match runs.get_mut(index) {
+                    Some(total) => total.add(&run),
+                    None => runs.push(run),
+                }
+            }
+        }
+        for run in &runs {
             notes.push(format!(
-                "2: {} at {concurrency}-way: {} migrations in {:.2} s{}",
-                design.name(),
+                "2: {} at {concurrency}-way: {} migrations in {:.2} s ({} rounds), {:.2} ms CPU per migration{}",
+                run.design.name(),
                 count(run.completed),
                 run.elapsed.as_secs_f64(),
-                if design == Design::EventLog {
+                sizes.migration_rounds.max(1),
+                run.cpu_per_migration().as_secs_f64() * 1e3,
+                if run.design == Design::EventLog {
                     String::new()
                 } else {
                     format!(
@@ -420,7 +438,6 @@ fn migrations_section(
                     )
                 }
             ));
-            runs.push(run);
         }
         let ours = Quantity::new(runs[0].per_second(), Unit::MigrationsPerSecond);
         for (baseline, checks) in [
