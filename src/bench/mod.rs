@@ -16,6 +16,7 @@
 //! - [`campaign`]: figure 6, bytes per event and memory during and after many migrations.
 //! - [`child`]: running a measurement in a process of its own (for peak RSS).
 //! - [`memory`]: reading RSS and disk usage.
+//! - `report`: runs the sections in order and turns them into figures ([`run`], [`Report`]).
 //! - [`runtime`]: the tokio runtimes measurements run on.
 
 pub mod appends;
