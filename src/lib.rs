@@ -15,8 +15,11 @@
 //! - [`engine`]: the async shell (tokio): runs many procedures, appends their events, acts on
 //!   their decisions, resumes them after a crash.
 //! - [`sim`]: a deterministic simulated cluster, scenario files and the fuzzer.
+//! - [`bench`](mod@bench): the benchmarks' measurements and their table, shared by `regmig bench` and
+//!   `cargo bench --bench engine`; results in `BENCHMARKS.md`.
 //! - [`cli`]: the `regmig` command: demo, inspect, replay, audit; `src/main.rs` only calls it.
 
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod domain;

@@ -1,13 +1,140 @@
-//! `regmig bench_cmd` (being built).
+//! `regmig bench`: every figure of issue 7 beside its baseline, in one table.
+//!
+//! The work happens in [`crate::bench`]; this module parses the arguments, picks the sizes
+//! and directories, prints progress on stderr and the table (or `--json`) on stdout.
+
+use std::path::PathBuf;
 
 use clap::Args;
 
-/// Arguments of this command.
+use crate::bench::child::{self, Launcher};
+use crate::bench::{self, RunOptions, Section, Sizes};
+
+/// Arguments of `regmig bench`.
 #[derive(Debug, Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Smaller sizes that finish in under two minutes (the table says so).
+    #[arg(long)]
+    pub quick: bool,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only these figures (1-6, comma-separated; 3 and 4 run together).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<u32>,
+    /// Scratch directory (default: a new temporary directory, removed afterwards).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Where the recovery fixtures are kept between runs (default: target/regmig-bench-cache
+    /// when ./target exists).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Build the recovery fixtures afresh in the scratch directory.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+}
+
+/// The default fixture cache: `target/regmig-bench-cache` under the current directory, when
+/// there is a `target/` (a checkout that was built).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let target = PathBuf::from("target");
+    target.is_dir().then(|| target.join("regmig-bench-cache"))
+}
 
 /// Runs the command; returns the exit code.
-pub fn run(_args: BenchArgs) -> u8 {
-    eprintln!("error: this command is being built");
-    super::EXIT_FAILED
+pub fn run(args: BenchArgs) -> u8 {
+    // A measurement that needs a process of its own (see `bench::child`).
+    if let Some(code) = child::run_from_env() {
+        return code;
+    }
+    let mut sections = Vec::new();
+    for number in &args.only {
+        match Section::from_number(*number) {
+            Some(section) => sections.push(section),
+            None => {
+                eprintln!("error: --only takes figure numbers 1 to 6, not {number}");
+                return super::EXIT_USAGE;
+            }
+        }
+    }
+    if sections.is_empty() {
+        sections = Section::ALL.to_vec();
+    }
+    let program = match std::env::current_exe() {
+        Ok(program) => program,
+        Err(error) => {
+            eprintln!(
+                "error: cannot find this program to run measurements in a child process: {error}"
+            );
+            return super::EXIT_FAILED;
+        }
+    };
+    let scratch = match &args.work_dir {
+        Some(dir) => Scratch::Given(dir.clone()),
+        None => match tempfile::Builder::new().prefix("regmig-bench-").tempdir() {
+            Ok(dir) => Scratch::Temporary(dir),
+            Err(error) => {
+                eprintln!("error: cannot create a temporary directory: {error}");
+                return super::EXIT_FAILED;
+            }
+        },
+    };
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(default_cache_dir)
+    };
+    let options = RunOptions {
+        sizes: if args.quick {
+            Sizes::quick()
+        } else {
+            Sizes::full()
+        },
+        sections,
+        work_dir: scratch.path(),
+        cache_dir,
+        launcher: Launcher::Process {
+            program,
+            args: vec!["bench".into()],
+        },
+    };
+    let started = std::time::Instant::now();
+    let report = bench::run(&options, &mut |step| {
+        eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64())
+    });
+    match report {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(error) => {
+                        eprintln!("error: cannot encode the report: {error}");
+                        return super::EXIT_FAILED;
+                    }
+                }
+            } else {
+                print!("{}", report.render());
+            }
+            0
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            super::EXIT_FAILED
+        }
+    }
+}
+
+/// The scratch directory: removed afterwards when it is ours.
+enum Scratch {
+    Given(PathBuf),
+    Temporary(tempfile::TempDir),
+}
+
+impl Scratch {
+    fn path(&self) -> PathBuf {
+        match self {
+            Scratch::Given(dir) => dir.clone(),
+            Scratch::Temporary(dir) => dir.path().to_path_buf(),
+        }
+    }
 }

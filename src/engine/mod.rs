@@ -29,6 +29,9 @@ use crate::log::{AppendConflict, AppendRequest, EventLog, LogError, LogOptions, 
 use crate::migration::{fold, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy};
 use procedure::{Control, Runner};
 
+/// Events a procedure's subscribers may fall behind by before they miss some.
+pub const EVENTS_CHANNEL_CAPACITY: usize = 256;
+
 /// How the engine appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AppendMode {
@@ -113,7 +116,9 @@ struct Running {
     control: mpsc::Sender<Control>,
     outcome: watch::Receiver<Option<Outcome>>,
     outcome_sender: watch::Sender<Option<Outcome>>,
-    events: broadcast::Sender<ProcedureEvent>,
+    /// Created by the first `subscribe`: a channel holds [`EVENTS_CHANNEL_CAPACITY`] events
+    /// (about 70 KB) from its creation, too much to give every running procedure.
+    events: Option<broadcast::Sender<ProcedureEvent>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -183,14 +188,21 @@ impl Inner {
         at_ms: u64,
         event: &MigrationEvent,
     ) {
-        let published = procedure::procedure_event(procedure_id, seq, at_ms, event);
-        if let Some(running) = self.running().get(&procedure_id) {
-            let _ = running.events.send(published.clone());
-        }
+        let subscribers = self
+            .running()
+            .get(&procedure_id)
+            .and_then(|running| running.events.clone());
         let observer = self
             .observer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if subscribers.is_none() && observer.is_none() {
+            return;
+        }
+        let published = procedure::procedure_event(procedure_id, seq, at_ms, event);
+        if let Some(subscribers) = subscribers {
+            let _ = subscribers.send(published.clone());
+        }
         if let Some(observer) = observer.as_ref() {
             observer(&published);
         }
@@ -296,7 +308,6 @@ impl Engine {
         };
         let (control_sender, control) = mpsc::channel(16);
         let (outcome_sender, outcome) = watch::channel(None);
-        let (events, _) = broadcast::channel(256);
         let region_id = task.region_id;
         self.inner.running().insert(
             procedure_id,
@@ -305,7 +316,7 @@ impl Engine {
                 control: control_sender,
                 outcome,
                 outcome_sender,
-                events,
+                events: None,
                 task: None,
             },
         );
@@ -460,8 +471,11 @@ impl Engine {
         &self,
         procedure_id: Uuid,
     ) -> Result<broadcast::Receiver<ProcedureEvent>, EngineError> {
-        if let Some(running) = self.inner.running().get(&procedure_id) {
-            return Ok(running.events.subscribe());
+        if let Some(running) = self.inner.running().get_mut(&procedure_id) {
+            let events = running
+                .events
+                .get_or_insert_with(|| broadcast::channel(EVENTS_CHANNEL_CAPACITY).0);
+            return Ok(events.subscribe());
         }
         self.get(procedure_id)?;
         Err(EngineError::NotRunning { procedure_id })
