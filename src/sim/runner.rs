@@ -12,10 +12,10 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::cluster::{ClusterSetup, RegionSetup, SetupError, SimCluster, TableSetup};
-use super::datanode::{ScriptedReply, SimOptions};
+use super::datanode::SimOptions;
 use super::scenario::{
     check_expectations, sent_key, CrashTrigger, FaultSpec, InvariantsResult, MigrationResult,
-    ReplyToken, Scenario, ScenarioOutcome,
+    Scenario, ScenarioOutcome,
 };
 use crate::cluster::Clock;
 use crate::domain::{RegionId, RegionRoute};
@@ -92,19 +92,6 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> Result<Scenari
     let result = runtime.block_on(run(scenario, options));
     runtime.shutdown_background();
     result
-}
-
-fn scripted(token: &ReplyToken) -> ScriptedReply {
-    match token {
-        ReplyToken::Ok => ScriptedReply::Ok,
-        ReplyToken::OkWithLastEntryId(id) => ScriptedReply::OkWithLastEntryId(*id),
-        ReplyToken::Timeout => ScriptedReply::Timeout,
-        ReplyToken::Unreachable => ScriptedReply::Unreachable,
-        ReplyToken::Error(text) => ScriptedReply::Error(text.clone()),
-        ReplyToken::NotExists => ScriptedReply::NotExists,
-        ReplyToken::NotReady => ScriptedReply::NotReady,
-        ReplyToken::WrongReply => ScriptedReply::WrongReply,
-    }
 }
 
 fn cluster_setup(scenario: &Scenario) -> ClusterSetup {
@@ -239,7 +226,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         cluster.script_replies(
             script.peer,
             script.instruction,
-            script.replies.iter().map(scripted),
+            script.replies.iter().cloned(),
         );
     }
     let mut plan = CrashPlan::default();

@@ -163,26 +163,9 @@ pub struct ScriptSpec {
     pub replies: Vec<ReplyToken>,
 }
 
-/// A forced reply, as written in `[[script]].replies`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplyToken {
-    /// `ok`: succeeds.
-    Ok,
-    /// `ok(last_entry_id=N)`: downgrade only, succeeds and reports N.
-    OkWithLastEntryId(u64),
-    /// `timeout`: never answers; the mailbox times out.
-    Timeout,
-    /// `unreachable`: no channel to the datanode.
-    Unreachable,
-    /// `error:TEXT`: answers with an error.
-    Error(String),
-    /// `not_exists`: downgrade/upgrade, the datanode does not have the region.
-    NotExists,
-    /// `not_ready`: upgrade only, still replaying the WAL.
-    NotReady,
-    /// `wrong_reply`: answers with a reply of another instruction's kind.
-    WrongReply,
-}
+/// A forced reply, as written in `[[script]].replies`: the simulator's own scripted reply,
+/// so a parsed file needs no translation before it runs.
+pub use super::datanode::ScriptedReply as ReplyToken;
 
 impl ReplyToken {
     /// Whether the token may be scripted for `instruction`.
