@@ -263,6 +263,14 @@ pub enum Instruction {
         /// The region to close.
         region_id: RegionId,
     },
+    /// Flush the leader's memtable before it is marked Downgrading (revision 2, R2.2), so the
+    /// downgrade's own flush, during which it rejects writes, is short.
+    FlushRegion {
+        /// The region to flush.
+        region_id: RegionId,
+        /// How long the flush may take.
+        timeout_ms: u64,
+    },
 }
 
 /// The four instruction kinds, by their names in scenario files and CLI output.
@@ -277,12 +285,15 @@ pub enum InstructionKind {
     UpgradeRegion,
     /// `close_region`
     CloseRegion,
+    /// `flush_region` (revision 2)
+    FlushRegion,
 }
 
 impl InstructionKind {
     /// Every kind, in the order of a migration.
-    pub const ALL: [InstructionKind; 4] = [
+    pub const ALL: [InstructionKind; 5] = [
         InstructionKind::OpenRegion,
+        InstructionKind::FlushRegion,
         InstructionKind::DowngradeRegion,
         InstructionKind::UpgradeRegion,
         InstructionKind::CloseRegion,
@@ -295,6 +306,7 @@ impl InstructionKind {
             InstructionKind::DowngradeRegion => "downgrade_region",
             InstructionKind::UpgradeRegion => "upgrade_region",
             InstructionKind::CloseRegion => "close_region",
+            InstructionKind::FlushRegion => "flush_region",
         }
     }
 
@@ -320,6 +332,7 @@ impl Instruction {
             Instruction::DowngradeRegion { .. } => InstructionKind::DowngradeRegion,
             Instruction::UpgradeRegion { .. } => InstructionKind::UpgradeRegion,
             Instruction::CloseRegion { .. } => InstructionKind::CloseRegion,
+            Instruction::FlushRegion { .. } => InstructionKind::FlushRegion,
         }
     }
 
@@ -329,7 +342,8 @@ impl Instruction {
             Instruction::OpenRegion { region_id, .. }
             | Instruction::DowngradeRegion { region_id, .. }
             | Instruction::UpgradeRegion { region_id, .. }
-            | Instruction::CloseRegion { region_id } => *region_id,
+            | Instruction::CloseRegion { region_id }
+            | Instruction::FlushRegion { region_id, .. } => *region_id,
         }
     }
 }
@@ -369,6 +383,13 @@ pub enum Reply {
         /// Why not.
         error: Option<String>,
     },
+    /// Answer to `FlushRegion`.
+    FlushRegion {
+        /// Whether the region was flushed.
+        result: bool,
+        /// Why not.
+        error: Option<String>,
+    },
 }
 
 impl Reply {
@@ -379,6 +400,7 @@ impl Reply {
             Reply::DowngradeRegion { .. } => InstructionKind::DowngradeRegion,
             Reply::UpgradeRegion { .. } => InstructionKind::UpgradeRegion,
             Reply::CloseRegion { .. } => InstructionKind::CloseRegion,
+            Reply::FlushRegion { .. } => InstructionKind::FlushRegion,
         }
     }
 }

@@ -50,9 +50,10 @@ fn path(state: &MigrationState) -> Vec<&'static str> {
         .collect()
 }
 
-const FULL_PATH: [&str; 8] = [
+const FULL_PATH: [&str; 9] = [
     "Start",
     "OpenCandidateRegion",
+    "FlushLeaderRegion",
     "UpdateMetadata::Downgrade",
     "DowngradeLeaderRegion",
     "UpgradeCandidateRegion",
@@ -107,6 +108,7 @@ async fn whole_flow_from_start_opens_the_candidate_and_completes() {
         setup.mailbox.received_kinds(),
         vec![
             (2, InstructionKind::OpenRegion),
+            (1, InstructionKind::FlushRegion),
             (1, InstructionKind::DowngradeRegion),
             (2, InstructionKind::UpgradeRegion),
             (1, InstructionKind::CloseRegion),
@@ -197,6 +199,7 @@ async fn idempotent_flow_reruns_twice_from_update_metadata_downgrade() {
             path(&state),
             vec![
                 "Start",
+                "FlushLeaderRegion",
                 "UpdateMetadata::Downgrade",
                 "DowngradeLeaderRegion",
                 "UpgradeCandidateRegion",
@@ -270,6 +273,7 @@ async fn upgrade_failing_after_its_retries_rolls_back_and_aborts() {
         path(&state),
         vec![
             "Start",
+            "FlushLeaderRegion",
             "UpdateMetadata::Downgrade",
             "DowngradeLeaderRegion",
             "UpgradeCandidateRegion",
@@ -290,16 +294,13 @@ async fn upgrade_failing_after_its_retries_rolls_back_and_aborts() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn mailbox_timeouts_on_downgrade_and_upgrade_still_complete() {
+async fn a_downgrade_timeout_uses_the_whole_budget_and_rolls_back() {
+    // R2.1: the mailbox waits for a downgrade as long as the budget, so one timeout uses it
+    // up and the migration rolls back instead of trying again.
     let setup = setup(&[2]);
     setup.mailbox.script(
         1,
         InstructionKind::DowngradeRegion,
-        vec![MailboxOutcome::Timeout],
-    );
-    setup.mailbox.script(
-        2,
-        InstructionKind::UpgradeRegion,
         vec![MailboxOutcome::Timeout],
     );
     let engine = setup.engine().await;
@@ -307,13 +308,16 @@ async fn mailbox_timeouts_on_downgrade_and_upgrade_still_complete() {
     let state = engine.wait(id).await.expect("wait");
     assert_eq!(
         state.outcome,
-        Some(Outcome::Completed),
+        Some(Outcome::Aborted),
         "{:?}",
         state.final_error
     );
-    assert_eq!(state.counters.sent.get("1.downgrade_region"), Some(&2));
-    assert_eq!(state.counters.sent.get("2.upgrade_region"), Some(&2));
-    assert_eq!(region_route(&setup.metadata, REGION).leader_id(), Some(2));
+    assert_eq!(state.operations_elapsed_ms, 10_000);
+    assert_eq!(state.counters.sent.get("1.downgrade_region"), Some(&1));
+    assert_eq!(state.counters.sent.get("2.upgrade_region"), None);
+    let route = region_route(&setup.metadata, REGION);
+    assert_eq!(route.leader_id(), Some(1));
+    assert!(!route.is_leader_downgrading());
 }
 
 /// The first-sends (not re-sends) of a procedure, as (peer, instruction).

@@ -185,6 +185,10 @@ fn one_of_each() -> Vec<MigrationEvent> {
             outcome: Outcome::Aborted,
             error: Some("cancelled by alice: maintenance".to_string()),
         },
+        MigrationEvent::LastHeartbeatRead {
+            peer: 1,
+            last_heartbeat_ms: Some(1_767_225_600_000),
+        },
     ]
 }
 

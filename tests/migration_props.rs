@@ -196,6 +196,13 @@ fn failures_of(kind: InstructionKind) -> Vec<MailboxOutcome> {
             }),
             reply(ok_reply(InstructionKind::DowngradeRegion, Some(1))),
         ],
+        InstructionKind::FlushRegion => vec![
+            reply(Reply::FlushRegion {
+                result: false,
+                error: Some("flush failed".to_string()),
+            }),
+            reply(ok_reply(InstructionKind::CloseRegion, None)),
+        ],
     });
     failures
 }

@@ -58,6 +58,10 @@ fn happy_path_from_start_reaches_end() {
                 lock_keys,
                 waited_ms: 0,
             },
+            Action::ReadLastHeartbeat { peer } => Observation::LastHeartbeatRead {
+                peer,
+                last_heartbeat_ms: None,
+            },
             Action::ReadRoute { table_id } => Observation::RouteRead {
                 table_id,
                 route: Some(route.clone()),
@@ -95,6 +99,10 @@ fn happy_path_from_start_reaches_end() {
                         error: None,
                     },
                     Instruction::CloseRegion { .. } => Reply::CloseRegion {
+                        result: true,
+                        error: None,
+                    },
+                    Instruction::FlushRegion { .. } => Reply::FlushRegion {
                         result: true,
                         error: None,
                     },

@@ -85,6 +85,7 @@ fn completed_result() -> MigrationResult {
             ("1.downgrade_region".to_string(), 1),
         ]),
         virtual_time_ms: 1_520,
+        unwritable_ms: 0,
         events: 23,
     }
 }
@@ -122,6 +123,7 @@ mod scenario_examples {
                         },
                     ],
                 }],
+                flush_writes_per_second: 20_000,
             },
             workload: Some(WorkloadSpec {
                 writes_per_second: 200,
@@ -162,6 +164,8 @@ mod scenario_examples {
                 sent: Some(BTreeMap::from([("2.open_region".to_string(), 3)])),
                 max_virtual_time_ms: Some(40_000),
                 min_virtual_time_ms: None,
+                max_unwritable_ms: None,
+                settle_ms: None,
             }],
             source: "tests/scenario_parse/valid/open_candidate_retry.toml".to_string(),
         };
@@ -189,6 +193,7 @@ mod scenario_examples {
                         last_entry_id: 0,
                     }],
                 }],
+                flush_writes_per_second: 20_000,
             },
             workload: Some(WorkloadSpec {
                 writes_per_second: 100,
@@ -203,6 +208,7 @@ mod scenario_examples {
             scripts: vec![],
             faults: vec![FaultSpec::EngineCrash {
                 trigger: CrashTrigger::AfterEvents(4),
+                restart_after_ms: 0,
             }],
             expects: vec![Expectations {
                 outcome: Some(ExpectedOutcome::Completed),
@@ -237,6 +243,7 @@ mod scenario_examples {
                         last_entry_id: 40,
                     }],
                 }],
+                flush_writes_per_second: 20_000,
             },
             workload: None,
             migrations: vec![MigrationSpec {
@@ -418,6 +425,7 @@ sent = { "01.close_region" = 0, "2.upgrade_region" = 4 }
                 },
                 FaultSpec::EngineCrash {
                     trigger: CrashTrigger::AtMs(3_000),
+                    restart_after_ms: 0,
                 },
                 FaultSpec::DatanodeCrash {
                     peer: 3,
@@ -995,6 +1003,8 @@ mod scenario_expectations {
             ])),
             max_virtual_time_ms: Some(1_000),
             min_virtual_time_ms: Some(2_000),
+            max_unwritable_ms: None,
+            settle_ms: None,
         };
         assert_eq!(
         check_expectations(&expect, &completed_result(), 1),
@@ -1030,6 +1040,7 @@ mod scenario_expectations {
             leader_state: "none".to_string(),
             sent: BTreeMap::new(),
             virtual_time_ms: 0,
+            unwritable_ms: 0,
             events: 0,
         };
         let matching = Expectations {
@@ -1126,11 +1137,12 @@ mod scenario_results {
             leader_state: "none".to_string(),
             sent: BTreeMap::new(),
             virtual_time_ms: 0,
+            unwritable_ms: 0,
             events: 0,
         };
         assert_eq!(
             serde_json::to_string(&rejected).unwrap(),
-            r#"{"region":"1:9","procedure_id":null,"outcome":"rejected","error":"region_route_not_found: no route","rolled_back":false,"path":[],"leader":null,"followers":[],"leader_state":"none","sent":{},"virtual_time_ms":0,"events":0}"#
+            r#"{"region":"1:9","procedure_id":null,"outcome":"rejected","error":"region_route_not_found: no route","rolled_back":false,"path":[],"leader":null,"followers":[],"leader_state":"none","sent":{},"virtual_time_ms":0,"unwritable_ms":0,"events":0}"#
         );
     }
 

@@ -88,18 +88,24 @@ fn every_scenario_in_the_repository_passes() {
 /// left out because a crash point legitimately changes what they expect: with two
 /// migrations at once, a restart resends an instruction another migration left outstanding
 /// (its scripted reply is then not the one the file expects) or resumes them in another
-/// lock order (see the comments of `two_regions_of_one_table_serialize.toml` and
-/// `two_tables_migrate_in_parallel.toml`).
-const CRASH_SWEEP_FILES: [&str; 9] = [
+/// order (`two_tables_migrate_in_parallel.toml`); exact times that a re-sent flush or a
+/// re-read shifts (`flush_*.toml`); or a file whose own engine crash is the point
+/// (`engine_crash_downtime_is_not_charged.toml`).
+const CRASH_SWEEP_FILES: [&str; 14] = [
     "start_opens_candidate_and_completes.toml",
     "start_to_follower_skips_open.toml",
     "open_retries_exhausted_fails.toml",
     "downgrade_unreachable_takes_the_slow_path.toml",
     "upgrade_not_ready_three_times_aborts.toml",
     "update_upgrade_cas_conflicts_exhausted_fails.toml",
-    "datanode_crash_candidate_restarts_mid_upgrade_completes.toml",
-    "engine_crash_keeps_the_timeout_budget.toml",
+    "datanode_crash_candidate_restarts_mid_upgrade_waits_out_the_budget.toml",
     "submit_rejected_migration_running.toml",
+    "late_downgrade_reply_is_taken.toml",
+    "late_candidate_replies_are_taken.toml",
+    "partition_old_leader_waits_from_its_last_heartbeat.toml",
+    "rollback_retries_through_a_store_outage.toml",
+    "flush_timeout_waits_at_most_one_lease.toml",
+    "two_migrations_of_one_region_each_see_their_own_route.toml",
 ];
 
 #[test]
@@ -143,7 +149,8 @@ fn same_seed_and_scenario_give_byte_identical_logs() {
     let second = run(&scenario);
     assert!(first.outcome.ok, "{}", render_text(&first.outcome));
     assert!(first.log_fingerprint.len() > 1_000);
-    assert_eq!(first.first_migration_events, 41);
+    // Start, open (retried), FlushLeaderRegion, the downgrade's route read, ... End.
+    assert_eq!(first.first_migration_events, 45);
     assert!(
         first.log_fingerprint == second.log_fingerprint,
         "two runs of one seed wrote different logs"
@@ -246,9 +253,9 @@ fn broken_datanode_model_is_caught_by_the_invariant_checker_in_an_engine_run() {
     assert_eq!(
         first_lines,
         vec![
-            "invariant violated at 1500 ms, region 1024:1: 50 of 250 acknowledged writes are \
-             missing from the final leader (peer 2, Leader, last entry 200); first missing \
-             entry 201"
+            "invariant violated at 1506 ms, region 1024:1: 50 of 251 acknowledged writes are \
+             missing from the final leader (peer 2, Leader, last entry 201); first missing \
+             entry 202"
         ]
     );
     let violation = &broken.outcome.invariants.violations[0];
@@ -267,6 +274,7 @@ fn a_submit_due_right_after_an_engine_crash_reaches_the_reopened_engine() {
         .faults
         .push(regmig::sim::scenario::FaultSpec::EngineCrash {
             trigger: regmig::sim::scenario::CrashTrigger::AfterEvents(3),
+            restart_after_ms: 0,
         });
     let run = run(&scenario);
     assert!(run.outcome.ok, "{}", render_text(&run.outcome));

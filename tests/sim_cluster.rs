@@ -53,6 +53,7 @@ mod sim {
                 regions,
             }],
             writes_per_second,
+            flush_writes_per_second: None,
             epoch_base_ms: EPOCH_BASE_MS,
         }
     }

@@ -11,8 +11,8 @@ use crate::cluster::{new_procedure_id, MetadataStore, Ports};
 use crate::domain::{MailboxOutcome, Peer, RegionId};
 use crate::engine::LockTable;
 use crate::migration::{
-    decide, Action, Input, MigrationEvent, MigrationState, MigrationTask, Observation, RetryPolicy,
-    DEFAULT_TIMEOUT_MS,
+    decide, table_lock_key, Action, Input, MigrationEvent, MigrationState, MigrationTask,
+    Observation, RetryPolicy, DEFAULT_TIMEOUT_MS,
 };
 
 /// Whether the driver goes on after a batch.
@@ -116,6 +116,7 @@ async fn drive_locked(
         return Ok(state);
     }
     let mut input = Input::new(Observation::Begin);
+    let mut table_lock = None;
     loop {
         let now_ms = ports.clock.now_ms();
         let decision = decide(&state, now_ms, input).map_err(|error| BenchError::Decide {
@@ -136,7 +137,7 @@ async fn drive_locked(
         }
         let observation = match decision.action {
             Action::Finish { .. } => return Ok(state),
-            action => act(ports, locks, procedure_id, action).await,
+            action => act(ports, locks, procedure_id, action, &mut table_lock).await,
         };
         input = Input {
             observation,
@@ -145,8 +146,50 @@ async fn drive_locked(
     }
 }
 
-/// Performs an action as the engine's procedure task does.
-async fn act(ports: &Ports, locks: &LockTable, procedure_id: Uuid, action: Action) -> Observation {
+/// Performs an action as the engine's procedure task does, the table lock included: taken
+/// at a route read, held through the compare-and-swap after it, released before any other
+/// action (R2.6). `table_lock` is the key held, if any.
+async fn act(
+    ports: &Ports,
+    locks: &LockTable,
+    procedure_id: Uuid,
+    action: Action,
+    table_lock: &mut Option<String>,
+) -> Observation {
+    let needed = match &action {
+        Action::ReadRoute { table_id } | Action::CasRoute { table_id, .. } => {
+            Some(table_lock_key(*table_id))
+        }
+        _ => None,
+    };
+    if table_lock.is_some() && *table_lock != needed {
+        if let Some(key) = table_lock.take() {
+            locks.release(procedure_id, &[key]);
+        }
+    }
+    if let (Some(key), None) = (&needed, &table_lock) {
+        let keys = [key.clone()];
+        if locks.try_acquire(procedure_id, &keys).is_err() {
+            locks.acquire(procedure_id, &keys, |_| {}).await;
+        }
+        *table_lock = needed.clone();
+    }
+    let is_cas = matches!(action, Action::CasRoute { .. });
+    let observation = act_unlocked(ports, locks, procedure_id, action).await;
+    if is_cas {
+        if let Some(key) = table_lock.take() {
+            locks.release(procedure_id, &[key]);
+        }
+    }
+    observation
+}
+
+async fn act_unlocked(
+    ports: &Ports,
+    locks: &LockTable,
+    procedure_id: Uuid,
+    action: Action,
+) -> Observation {
     match action {
         Action::AcquireLocks { lock_keys } => {
             let started_ms = ports.clock.now_ms();
@@ -158,6 +201,10 @@ async fn act(ports: &Ports, locks: &LockTable, procedure_id: Uuid, action: Actio
                 waited_ms: ports.clock.now_ms().saturating_sub(started_ms),
             }
         }
+        Action::ReadLastHeartbeat { peer } => Observation::LastHeartbeatRead {
+            peer,
+            last_heartbeat_ms: ports.lease_renewals.last_heartbeat_ms(peer).await,
+        },
         Action::ReadRoute { table_id } => match ports.metadata.table_route(table_id).await {
             Ok(route) => Observation::RouteRead { table_id, route },
             Err(error) => Observation::MetadataFailed {

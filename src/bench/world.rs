@@ -67,6 +67,10 @@ pub fn success_reply(instruction: &Instruction) -> Reply {
             result: true,
             error: None,
         },
+        Instruction::FlushRegion { .. } => Reply::FlushRegion {
+            result: true,
+            error: None,
+        },
     }
 }
 

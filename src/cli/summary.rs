@@ -611,12 +611,12 @@ pub fn reply_result(asked: Option<&'static str>, reply: &Reply) -> (&'static str
         );
     }
     match reply {
-        Reply::OpenRegion { result, error } | Reply::CloseRegion { result, error } => {
-            match (result, error) {
-                (true, None) => ("ok", None),
-                (_, error) => ("error", Some(error.clone().unwrap_or_default())),
-            }
-        }
+        Reply::OpenRegion { result, error }
+        | Reply::CloseRegion { result, error }
+        | Reply::FlushRegion { result, error } => match (result, error) {
+            (true, None) => ("ok", None),
+            (_, error) => ("error", Some(error.clone().unwrap_or_default())),
+        },
         Reply::DowngradeRegion {
             last_entry_id,
             exists,

@@ -183,6 +183,7 @@ fn state_color(state: &str) -> &'static str {
     match StateName::from_name(state) {
         Some(StateName::Start) => "#9e9e9e",
         Some(StateName::OpenCandidateRegion) => "#4e79a7",
+        Some(StateName::FlushLeaderRegion) => "#9c755f",
         Some(StateName::UpdateMetadataDowngrade) => "#f28e2b",
         Some(StateName::DowngradeLeaderRegion) => "#e15759",
         Some(StateName::UpgradeCandidateRegion) => "#76b7b2",

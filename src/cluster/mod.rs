@@ -114,6 +114,26 @@ impl ClusterHooks for NoopHooks {
     async fn invalidate_table_cache(&self, _table_id: TableId) {}
 }
 
+/// When datanodes last renewed their leases, as the control plane saw their heartbeats
+/// (revision 2, R2.3): the slow path waits one lease from then, not from now.
+#[async_trait]
+pub trait LeaseRenewals: Send + Sync {
+    /// When `peer` last heartbeated (ms since the epoch); `None` when unknown.
+    async fn last_heartbeat_ms(&self, peer: PeerId) -> Option<u64>;
+}
+
+/// No heartbeat knowledge: the slow path waits a full lease from the downgrade (the
+/// revision 1 behaviour), for embedders that do not track heartbeats.
+#[derive(Debug, Default, Clone)]
+pub struct NoLeaseRenewals;
+
+#[async_trait]
+impl LeaseRenewals for NoLeaseRenewals {
+    async fn last_heartbeat_ms(&self, _peer: PeerId) -> Option<u64> {
+        None
+    }
+}
+
 /// Wall-clock time, as the engine sees it.
 #[async_trait]
 pub trait Clock: Send + Sync {
@@ -268,6 +288,8 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// Randomness.
     pub entropy: Arc<dyn Entropy>,
+    /// When datanodes last heartbeated (R2.3).
+    pub lease_renewals: Arc<dyn LeaseRenewals>,
 }
 
 impl Ports {
@@ -286,6 +308,13 @@ impl Ports {
             hooks,
             clock,
             entropy,
+            lease_renewals: Arc::new(NoLeaseRenewals),
         }
+    }
+
+    /// The same ports with `lease_renewals` telling when datanodes last heartbeated.
+    pub fn with_lease_renewals(mut self, lease_renewals: Arc<dyn LeaseRenewals>) -> Self {
+        self.lease_renewals = lease_renewals;
+        self
     }
 }

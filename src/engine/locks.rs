@@ -118,6 +118,29 @@ impl LockTable {
         });
     }
 
+    /// Releases `keys` held by `owner` (the others it holds stay held).
+    pub fn release(&self, owner: Uuid, keys: &[String]) {
+        let mut entries = self.lock();
+        for key in keys {
+            let Some(entry) = entries.get_mut(key) else {
+                continue;
+            };
+            let held = entry.shared.remove(&owner) | (entry.exclusive == Some(owner));
+            if entry.exclusive == Some(owner) {
+                entry.exclusive = None;
+            }
+            if held {
+                entry.released.notify_waiters();
+            }
+            let unused = entry.shared.is_empty()
+                && entry.exclusive.is_none()
+                && Arc::strong_count(&entry.released) == 1;
+            if unused {
+                entries.remove(key);
+            }
+        }
+    }
+
     /// How many keys are held (for tests and memory checks).
     pub fn held_keys(&self) -> usize {
         self.lock()
@@ -150,6 +173,31 @@ mod tests {
         assert!(locks.try_acquire(c, &keys(2, 1)).is_ok());
         locks.release_all(a);
         assert!(locks.try_acquire(b, &keys(1, 2)).is_ok());
+    }
+
+    #[test]
+    fn a_table_lock_taken_and_released_alone_leaves_the_region_lock_held() {
+        let locks = LockTable::new();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let region_a = vec!["region/1:1:exclusive".to_string()];
+        let table = vec!["table/1:exclusive".to_string()];
+        assert!(locks.try_acquire(a, &region_a).is_ok());
+        assert!(locks.try_acquire(a, &table).is_ok());
+        assert_eq!(
+            locks.try_acquire(b, &table).err().map(|c| c.key).as_deref(),
+            Some("table/1:exclusive")
+        );
+        locks.release(a, &table);
+        assert!(locks.try_acquire(b, &table).is_ok());
+        assert_eq!(
+            locks
+                .try_acquire(b, &region_a)
+                .err()
+                .map(|c| c.key)
+                .as_deref(),
+            Some("region/1:1:exclusive")
+        );
+        assert_eq!(locks.held_keys(), 2);
     }
 
     #[tokio::test]

@@ -326,6 +326,7 @@ impl Engine {
             state,
             next_seq,
             control,
+            table_lock: None,
         };
         let handle = tokio::spawn(runner.run(first));
         if let Some(running) = self.inner.running().get_mut(&procedure_id) {

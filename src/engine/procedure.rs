@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::{EngineError, Inner, ProcedureEvent};
 use crate::log::OpenProcedure;
 use crate::migration::{
-    check_cancel, decide, Action, Hook, Input, MigrationEvent, MigrationState, Observation,
+    check_cancel, decide, table_lock_key, Action, Hook, Input, MigrationEvent, MigrationState,
+    Observation,
 };
 
 /// A request to a running procedure.
@@ -37,6 +38,8 @@ pub(crate) struct Runner {
     pub(crate) state: MigrationState,
     pub(crate) next_seq: u64,
     pub(crate) control: mpsc::Receiver<Control>,
+    /// The table lock, while held across a route read and the compare-and-swap after it.
+    pub(crate) table_lock: Option<Vec<String>>,
 }
 
 impl Runner {
@@ -150,6 +153,9 @@ impl Runner {
     /// Performs an action and returns what came of it.
     async fn act(&mut self, action: Action) -> Result<Observation, Stop> {
         let ports = self.inner.ports.clone();
+        if !matches!(action, Action::ReadRoute { .. } | Action::CasRoute { .. }) {
+            self.release_table_lock();
+        }
         match action {
             Action::AcquireLocks { lock_keys } => {
                 let started_ms = ports.clock.now_ms();
@@ -172,6 +178,7 @@ impl Runner {
                 })
             }
             Action::ReadRoute { table_id } => {
+                self.take_table_lock(table_id).await?;
                 Ok(match ports.metadata.table_route(table_id).await {
                     Ok(route) => Observation::RouteRead { table_id, route },
                     Err(error) => Observation::MetadataFailed {
@@ -180,6 +187,10 @@ impl Runner {
                     },
                 })
             }
+            Action::ReadLastHeartbeat { peer } => Ok(Observation::LastHeartbeatRead {
+                peer,
+                last_heartbeat_ms: ports.lease_renewals.last_heartbeat_ms(peer).await,
+            }),
             Action::ReadDatanodeTable {
                 datanode_id,
                 table_id,
@@ -204,8 +215,9 @@ impl Runner {
                 route,
                 change,
                 region_move,
-            } => Ok(
-                match ports
+            } => {
+                self.take_table_lock(table_id).await?;
+                let observation = match ports
                     .metadata
                     .cas_table_route(table_id, expected_version, route, region_move)
                     .await
@@ -226,8 +238,10 @@ impl Runner {
                         operation: format!("write the route of table {table_id}"),
                         error: error.reason,
                     },
-                },
-            ),
+                };
+                self.release_table_lock();
+                Ok(observation)
+            }
             Action::Send {
                 peer,
                 instruction,
@@ -258,6 +272,34 @@ impl Runner {
             Action::Finish { .. } => Err(Stop::LogFailed(
                 "internal error: Finish is handled by the loop".to_string(),
             )),
+        }
+    }
+
+    /// Takes the table's exclusive lock for a route read and the compare-and-swap that may
+    /// follow it (R2.6); it is released after the compare-and-swap, or before any other
+    /// action, so a lease wait or a datanode's answer never holds it.
+    async fn take_table_lock(&mut self, table_id: crate::domain::TableId) -> Result<(), Stop> {
+        let keys = vec![table_lock_key(table_id)];
+        if self.table_lock.as_ref() == Some(&keys) {
+            return Ok(());
+        }
+        self.release_table_lock();
+        if self.inner.locks.try_acquire(self.id, &keys).is_err() {
+            let inner = self.inner.clone();
+            let acquire = inner.locks.acquire(self.id, &keys, |_| {});
+            tokio::select! {
+                biased;
+                () = until_halted(inner.halt_signal()) => return Err(Stop::Halted),
+                () = acquire => {}
+            }
+        }
+        self.table_lock = Some(keys);
+        Ok(())
+    }
+
+    fn release_table_lock(&mut self) {
+        if let Some(keys) = self.table_lock.take() {
+            self.inner.locks.release(self.id, &keys);
         }
     }
 
@@ -330,6 +372,7 @@ fn action_name(action: &Action) -> &'static str {
         Action::ReadDatanodeTable { .. } => "read_datanode_table",
         Action::Send { .. } => "send",
         Action::CasRoute { .. } => "cas_route",
+        Action::ReadLastHeartbeat { .. } => "read_last_heartbeat",
         Action::WaitUntil { .. } => "wait",
         Action::Finish { .. } => "finish",
     }

@@ -17,12 +17,16 @@ use crate::domain::{
 pub const REGION_LEASE_MS: u64 = 10_000;
 /// Mailbox timeout of the candidate's open: one region lease.
 pub const OPEN_CANDIDATE_TIMEOUT_MS: u64 = REGION_LEASE_MS;
-/// One mailbox round trip: the mailbox timeout of a close, and the most a downgrade or an
-/// upgrade waits for its answer (less when the remaining budget is smaller). The datanode
-/// keeps flushing or replaying after the mailbox gives up; the next attempt finds it further.
+/// One mailbox round trip: the mailbox timeout of a close. (Revision 1 also capped the
+/// downgrade and upgrade waits at it; revision 2 waits the whole remaining budget, R2.1.)
 pub const MAILBOX_RTT_MS: u64 = 1_000;
+/// Mailbox timeout of the leader's pre-flush (R2.2): at most one region lease, not charged to
+/// the budget, and sent as the flush's own timeout.
+pub const FLUSH_LEADER_TIMEOUT_MS: u64 = REGION_LEASE_MS;
 /// Mailbox timeout of the old leader's close.
 pub const CLOSE_REGION_TIMEOUT_MS: u64 = MAILBOX_RTT_MS;
+/// The longest backoff between two attempts of a rollback (R2.4: it retries without limit).
+pub const ROLLBACK_BACKOFF_MAX_MS: u64 = 30_000;
 /// A bound on the events one decision may produce, so a bug cannot loop forever.
 const STEPS_PER_DECISION_MAX: usize = 64;
 
@@ -89,6 +93,13 @@ pub enum Observation {
     },
     /// The wait is over.
     WaitElapsed,
+    /// The old leader's last heartbeat was read (R2.3).
+    LastHeartbeatRead {
+        /// The old leader.
+        peer: PeerId,
+        /// Its last heartbeat (ms since the epoch), if known.
+        last_heartbeat_ms: Option<u64>,
+    },
     /// An operator cancels the procedure.
     Cancel {
         /// Who.
@@ -158,6 +169,11 @@ pub enum Action {
         change: RouteChange,
         /// The datanode-table move written with it (upgrade only).
         region_move: Option<RegionMove>,
+    },
+    /// Ask when a datanode last heartbeated (R2.3).
+    ReadLastHeartbeat {
+        /// The datanode.
+        peer: PeerId,
     },
     /// Sleep until a time, then report `WaitElapsed`.
     WaitUntil {
@@ -230,7 +246,10 @@ pub fn check_cancel(state: &MigrationState) -> Result<(), String> {
     Ok(())
 }
 
-/// The lock keys of a procedure: catalog and schema shared, table and region exclusive.
+/// The lock keys a procedure holds from start to end: catalog and schema shared, region
+/// exclusive. Its table's exclusive lock ([`table_lock_key`]) is taken only around each route
+/// read and compare-and-swap (revision 2, R2.6), so a lease wait or a slow upgrade of one
+/// region does not hold up the other regions of its table.
 pub fn lock_keys(state: &MigrationState) -> Vec<String> {
     let Some(task) = &state.task else {
         return Vec::new();
@@ -238,9 +257,13 @@ pub fn lock_keys(state: &MigrationState) -> Vec<String> {
     vec![
         format!("catalog/{}:shared", state.catalog),
         format!("schema/{}.{}:shared", state.catalog, state.schema),
-        format!("table/{}:exclusive", task.region_id.table_id()),
         format!("region/{}:exclusive", task.region_id),
     ]
+}
+
+/// A table's exclusive lock, held around each read and compare-and-swap of its route.
+pub fn table_lock_key(table_id: TableId) -> String {
+    format!("table/{table_id}:exclusive")
 }
 
 /// Decides the next action from the folded state, the time and an input.
@@ -381,10 +404,7 @@ impl Stepper {
                         instruction: asked,
                     },
                 });
-                if matches!(
-                    asked,
-                    InstructionKind::DowngradeRegion | InstructionKind::UpgradeRegion
-                ) {
+                if super::state::is_budgeted(asked) {
                     self.emit(MigrationEvent::OperationTimed {
                         operation: asked,
                         elapsed_ms: self.now_ms.saturating_sub(outstanding.first_sent_at_ms),
@@ -419,6 +439,13 @@ impl Stepper {
                 }
                 self.emit(MigrationEvent::WaitElapsed)
             }
+            Observation::LastHeartbeatRead {
+                peer,
+                last_heartbeat_ms,
+            } => self.emit(MigrationEvent::LastHeartbeatRead {
+                peer,
+                last_heartbeat_ms,
+            }),
             Observation::Cancel { actor, reason } => {
                 check_cancel(&self.state).map_err(DecideError::CancelRefused)?;
                 self.emit(MigrationEvent::OperatorCancelled { actor, reason })
@@ -455,6 +482,7 @@ impl Stepper {
                 match self.state.state {
                     StateName::Start => self.start(),
                     StateName::OpenCandidateRegion => self.open_candidate_region(),
+                    StateName::FlushLeaderRegion => self.flush_leader_region(),
                     StateName::UpdateMetadataDowngrade => self.update_metadata_downgrade(),
                     StateName::DowngradeLeaderRegion => self.downgrade_leader_region(),
                     StateName::UpgradeCandidateRegion => self.upgrade_candidate_region(),
@@ -514,13 +542,21 @@ impl Stepper {
         (delay_ms, self.now_ms + delay_ms)
     }
 
+    /// The backoff before rollback retry `retry_index + 1`: doubling, jitter included, at
+    /// most [`ROLLBACK_BACKOFF_MAX_MS`].
+    fn rollback_backoff(&self, retry_index: u32) -> (u64, u64) {
+        let (delay_ms, _) = self.backoff(retry_index);
+        let delay_ms = delay_ms.min(ROLLBACK_BACKOFF_MAX_MS);
+        (delay_ms, self.now_ms + delay_ms)
+    }
+
     /// A step failed: retry the state, or roll back, or (in a rollback) retry it or give up.
     fn fail(&mut self, error: StepError) {
         if let Some(cause) = self.state.rollback.clone() {
-            if error.retryable
-                && self.state.rollback_retries_used < self.state.policy.rollback_retries_max
-            {
-                let (delay_ms, due_at_ms) = self.backoff(self.state.rollback_retries_used);
+            // R2.4: a rollback whose route read or write fails retries without limit, so no
+            // region is left Downgrading; it fails only when it cannot apply at all.
+            if error.retryable {
+                let (delay_ms, due_at_ms) = self.rollback_backoff(self.state.rollback_retries_used);
                 self.emit(MigrationEvent::RetryScheduled {
                     attempt: self.state.rollback_retries_used + 1,
                     delay_ms,
@@ -655,17 +691,17 @@ impl Stepper {
         )
     }
 
-    /// Re-sends the outstanding instruction after a restart, with what is left of its
-    /// deadline. A downgrade or an upgrade never waits past its deadline, even when it passed
-    /// during the restart (a zero timeout reports a timeout at once): that time comes out of
-    /// the migration's timeout budget, which a restart must not lengthen. An open or a close
-    /// whose deadline passed gets a fresh timeout.
+    /// Re-sends the outstanding instruction after a restart. A downgrade or an upgrade gets
+    /// a fresh wait of what is left of the budget (R2.7: the time before the crash was charged
+    /// at the resume, the downtime is not; with no budget left, a zero timeout reports a
+    /// timeout at once). An open, a flush or a close keeps what is left of its deadline, or
+    /// gets a fresh timeout when it passed.
     fn resend(&mut self, outstanding: Outstanding) -> Flow {
-        let budgeted = matches!(
-            outstanding.instruction.kind(),
-            InstructionKind::DowngradeRegion | InstructionKind::UpgradeRegion
-        );
-        let (timeout_ms, deadline_ms) = if outstanding.deadline_ms > self.now_ms || budgeted {
+        let budgeted = super::state::is_budgeted(outstanding.instruction.kind());
+        let (timeout_ms, deadline_ms) = if budgeted {
+            let remaining_ms = self.state.remaining_budget_ms();
+            (remaining_ms, self.now_ms + remaining_ms)
+        } else if outstanding.deadline_ms > self.now_ms {
             (
                 outstanding.deadline_ms.saturating_sub(self.now_ms),
                 outstanding.deadline_ms,
@@ -739,7 +775,7 @@ impl Stepper {
             .iter()
             .any(|peer| peer.id == task.to_peer.id)
         {
-            self.enter(StateName::UpdateMetadataDowngrade, None);
+            self.enter(StateName::FlushLeaderRegion, None);
         } else {
             self.enter(StateName::OpenCandidateRegion, None);
         }
@@ -752,7 +788,7 @@ impl Stepper {
             let to = task.to_peer.id;
             return match answered.answer {
                 Answer::Reply(Reply::OpenRegion { result: true, .. }) => {
-                    self.enter(StateName::UpdateMetadataDowngrade, None);
+                    self.enter(StateName::FlushLeaderRegion, None);
                     Flow::Continue
                 }
                 Answer::Reply(Reply::OpenRegion {
@@ -824,6 +860,25 @@ impl Stepper {
         self.send(task.to_peer, instruction, OPEN_CANDIDATE_TIMEOUT_MS)
     }
 
+    /// FlushLeaderRegion (R2.2): asks the leader to flush before it is marked Downgrading.
+    /// Best effort: whatever comes back (a reply of any kind, a timeout, unreachable), the
+    /// migration goes on; the wait is one lease at most and is not charged to the budget.
+    fn flush_leader_region(&mut self) -> Flow {
+        if self.state.step.answered.is_some() {
+            self.enter(StateName::UpdateMetadataDowngrade, None);
+            return Flow::Continue;
+        }
+        if let Some(outstanding) = self.state.outstanding.clone() {
+            return self.resend(outstanding);
+        }
+        let task = self.task().clone();
+        let instruction = Instruction::FlushRegion {
+            region_id: task.region_id,
+            timeout_ms: FLUSH_LEADER_TIMEOUT_MS,
+        };
+        self.send(task.from_peer, instruction, FLUSH_LEADER_TIMEOUT_MS)
+    }
+
     fn update_metadata_downgrade(&mut self) -> Flow {
         match self.state.step.cas {
             Some(CasResult::Applied) => {
@@ -891,8 +946,21 @@ impl Stepper {
         }
     }
 
-    /// Waits out the old leader's lease, then goes on to the upgrade.
+    /// Waits out the old leader's lease, then goes on to the upgrade. The lease ends one
+    /// lease after the old leader's last heartbeat (R2.3), read first and recorded; with no
+    /// heartbeat known, the deadline set when the downgrade began stands.
     fn slow_path(&mut self) -> Flow {
+        let Some(last_heartbeat_ms) = self.state.step.last_heartbeat else {
+            return Flow::Act(Action::ReadLastHeartbeat {
+                peer: self.task().from_peer.id,
+            });
+        };
+        if let Some(last_heartbeat_ms) = last_heartbeat_ms {
+            let deadline_ms = last_heartbeat_ms.saturating_add(REGION_LEASE_MS);
+            if self.state.lease_deadline_ms != Some(deadline_ms) {
+                self.emit(MigrationEvent::LeaseDeadlineSet { deadline_ms });
+            }
+        }
         match self.state.lease_deadline_ms {
             Some(deadline_ms) if deadline_ms > self.now_ms => {
                 self.emit(MigrationEvent::WaitStarted {
@@ -943,7 +1011,8 @@ impl Stepper {
 
     /// The next downgrade or upgrade attempt: the outstanding one again after a restart, or
     /// a new one with what is left of the budget, or, with none left (exceeded deadline),
-    /// UpdateMetadata::Rollback. The mailbox waits one round trip at most.
+    /// UpdateMetadata::Rollback. The mailbox waits for the whole remaining budget (R2.1): a
+    /// late reply within the budget is taken, and a timeout uses the budget up.
     fn timed_attempt(&mut self, peer: Peer, instruction: impl FnOnce(u64) -> Instruction) -> Flow {
         if let Some(outstanding) = self.state.outstanding.clone() {
             return self.resend(outstanding);
@@ -954,7 +1023,7 @@ impl Stepper {
             return Flow::Continue;
         }
         let instruction = instruction(remaining_ms);
-        self.send(peer, instruction, remaining_ms.min(MAILBOX_RTT_MS))
+        self.send(peer, instruction, remaining_ms)
     }
 
     fn upgrade_candidate_region(&mut self) -> Flow {
@@ -1139,11 +1208,28 @@ impl Stepper {
                             table_id: task.region_id.table_id(),
                         });
                     };
-                    let downgrading = cached
-                        .route
-                        .as_ref()
-                        .and_then(|route| route.region_route(task.region_id))
-                        .is_some_and(RegionRoute::is_leader_downgrading);
+                    let table_id = task.region_id.table_id();
+                    let region_route = match &cached.route {
+                        None => {
+                            return Flow::Fail(fatal(
+                                ErrorKind::TableRouteNotFound,
+                                format!("the rollback cannot apply: table route not found: table {table_id}"),
+                            ))
+                        }
+                        Some(route) => match route.region_route(task.region_id) {
+                            Some(region_route) => region_route,
+                            None => {
+                                return Flow::Fail(fatal(
+                                    ErrorKind::RegionRouteNotFound,
+                                    format!(
+                                        "the rollback cannot apply: region route not found: region {}",
+                                        task.region_id
+                                    ),
+                                ))
+                            }
+                        },
+                    };
+                    let downgrading = region_route.is_leader_downgrading();
                     if downgrading {
                         return self.cas_with(
                             RouteChange::ClearDowngrading,

@@ -39,7 +39,9 @@ pub struct RetryPolicy {
     pub in_state_attempts_max: u32,
     /// Pause between two such attempts.
     pub in_state_retry_interval_ms: u64,
-    /// Retries of the rollback itself.
+    /// Retries of the rollback itself. Revision 1 only: since revision 2 (R2.4) a rollback
+    /// retries without limit, with its backoff capped at 30 s, so that no region is left
+    /// Downgrading. Kept so that older logs decode.
     pub rollback_retries_max: u32,
     /// Whether an upgrade must report `ready` (the candidate caught up) to succeed.
     pub require_ready: bool,
@@ -82,13 +84,17 @@ pub enum StateName {
     End,
     /// The state machine gave up; the procedure rolls back.
     Abort,
+    /// Flushes the leader before it is marked Downgrading (revision 2, R2.2). Declared last
+    /// so the older variants keep their positions.
+    FlushLeaderRegion,
 }
 
 impl StateName {
     /// Every state.
-    pub const ALL: [StateName; 10] = [
+    pub const ALL: [StateName; 11] = [
         StateName::Start,
         StateName::OpenCandidateRegion,
+        StateName::FlushLeaderRegion,
         StateName::UpdateMetadataDowngrade,
         StateName::DowngradeLeaderRegion,
         StateName::UpgradeCandidateRegion,
@@ -104,6 +110,7 @@ impl StateName {
         match self {
             StateName::Start => "Start",
             StateName::OpenCandidateRegion => "OpenCandidateRegion",
+            StateName::FlushLeaderRegion => "FlushLeaderRegion",
             StateName::UpdateMetadataDowngrade => "UpdateMetadata::Downgrade",
             StateName::DowngradeLeaderRegion => "DowngradeLeaderRegion",
             StateName::UpgradeCandidateRegion => "UpgradeCandidateRegion",
@@ -468,6 +475,14 @@ pub enum MigrationEvent {
         /// The final error (none when completed).
         error: Option<String>,
     },
+    /// When the old leader last renewed its leases, as the control plane saw its heartbeats
+    /// (revision 2, R2.3); read when the downgrade gives up, so replay decides the same.
+    LastHeartbeatRead {
+        /// The old leader.
+        peer: PeerId,
+        /// Its last heartbeat (ms since the epoch); `None` when unknown.
+        last_heartbeat_ms: Option<u64>,
+    },
 }
 
 /// The role an event plays when a log is replayed against today's decision logic.
@@ -511,6 +526,7 @@ impl MigrationEvent {
             MigrationEvent::RollbackStarted { .. } => 24,
             MigrationEvent::RollbackFinished { .. } => 25,
             MigrationEvent::Finished { .. } => 26,
+            MigrationEvent::LastHeartbeatRead { .. } => 27,
         }
     }
 
@@ -536,6 +552,7 @@ impl MigrationEvent {
             | MigrationEvent::RouteCasApplied { .. }
             | MigrationEvent::RouteCasRefused { .. }
             | MigrationEvent::WaitElapsed
+            | MigrationEvent::LastHeartbeatRead { .. }
             | MigrationEvent::OperatorCancelled { .. } => EventRole::Input,
             _ => EventRole::Decision,
         }
@@ -604,6 +621,7 @@ pub fn kind_name(kind: u16) -> Option<&'static str> {
         24 => "RollbackStarted",
         25 => "RollbackFinished",
         26 => "Finished",
+        27 => "LastHeartbeatRead",
         _ => return None,
     })
 }

@@ -12,7 +12,8 @@ pub mod replay;
 pub mod state;
 
 pub use decide::{
-    check_cancel, decide, lock_keys, Action, DecideError, Decision, Input, Observation,
+    check_cancel, decide, lock_keys, table_lock_key, Action, DecideError, Decision, Input,
+    Observation,
 };
 pub use events::{
     ErrorKind, EventRole, Hook, MigrationEvent, MigrationTask, Outcome, RetryPolicy, RouteChange,

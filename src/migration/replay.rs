@@ -91,6 +91,13 @@ pub fn observation_of(event: &MigrationEvent) -> Option<Observation> {
             actual_version,
         },
         MigrationEvent::WaitElapsed => Observation::WaitElapsed,
+        MigrationEvent::LastHeartbeatRead {
+            peer,
+            last_heartbeat_ms,
+        } => Observation::LastHeartbeatRead {
+            peer,
+            last_heartbeat_ms,
+        },
         MigrationEvent::OperatorCancelled { actor, reason } => {
             Observation::Cancel { actor, reason }
         }

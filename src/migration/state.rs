@@ -67,8 +67,11 @@ pub struct Outstanding {
     pub timeout_ms: u64,
     /// When the answer is due at the latest.
     pub deadline_ms: u64,
-    /// When it was first sent (operation time counts from here).
+    /// When it was first sent (operation time counts from here); after a resume, when it
+    /// was re-sent.
     pub first_sent_at_ms: u64,
+    /// Set by a resume: the time before the crash is charged, the re-send counts afresh.
+    pub interrupted: bool,
     /// The attempt within the state visit.
     pub attempt: u32,
 }
@@ -124,6 +127,8 @@ pub struct StepProgress {
     pub slow_path: bool,
     /// Whether the hooks after a route change have been called.
     pub hooks_called: bool,
+    /// The old leader's last heartbeat, once read in this visit (`Some(None)`: unknown).
+    pub last_heartbeat: Option<Option<u64>>,
 }
 
 /// A cached route read, dropped whenever it may be stale.
@@ -191,6 +196,8 @@ pub struct MigrationState {
     pub retries_used: u32,
     /// Rollback retries used.
     pub rollback_retries_used: u32,
+    /// The error of the last rollback attempt that failed (it is being retried).
+    pub rollback_last_error: Option<String>,
     /// The old leader's last entry id, from its downgrade reply.
     pub last_entry_id: Option<u64>,
     /// The instruction sent and not answered, if any.
@@ -243,6 +250,7 @@ impl Default for MigrationState {
             operations_elapsed_ms: 0,
             retries_used: 0,
             rollback_retries_used: 0,
+            rollback_last_error: None,
             last_entry_id: None,
             outstanding: None,
             waiting: None,
@@ -309,6 +317,7 @@ impl MigrationState {
 
     /// Folds one event into the state.
     pub fn apply(&mut self, at_ms: u64, event: &MigrationEvent) {
+        let previous_event_at_ms = self.last_event_at_ms;
         self.last_event_at_ms = at_ms;
         self.counters.events += 1;
         match event {
@@ -345,6 +354,16 @@ impl MigrationState {
                 self.step.cas = None;
                 self.step.metadata_error = None;
                 self.counters.resumes += 1;
+                // R2.7: a downgrade or upgrade outstanding at the crash is charged up to the
+                // last event before the crash; the downtime is not charged, and its re-send
+                // counts afresh from when it is sent.
+                if let Some(outstanding) = &mut self.outstanding {
+                    if is_budgeted(outstanding.instruction.kind()) {
+                        self.operations_elapsed_ms +=
+                            previous_event_at_ms.saturating_sub(outstanding.first_sent_at_ms);
+                        outstanding.interrupted = true;
+                    }
+                }
             }
             MigrationEvent::StateEntered { state, reason } => {
                 self.state = *state;
@@ -354,6 +373,16 @@ impl MigrationState {
                 self.path.push(*state);
                 self.state_times.push((*state, at_ms));
                 self.step = StepProgress::default();
+                // R2.6: the table lock is not held between states, so a route write reads
+                // the route afresh (under the lock) instead of trusting an older read.
+                if matches!(
+                    state,
+                    StateName::UpdateMetadataDowngrade
+                        | StateName::UpdateMetadataUpgrade
+                        | StateName::UpdateMetadataRollback
+                ) {
+                    self.route = None;
+                }
             }
             MigrationEvent::RouteRead { version, route, .. } => {
                 self.route = Some(CachedRoute {
@@ -377,8 +406,10 @@ impl MigrationState {
                 attempt,
                 resend,
             } => {
+                // A re-send after a resume counts from now (its earlier part was charged at
+                // the resume); any other keeps the first send's time.
                 let first_sent_at_ms = match (&self.outstanding, resend) {
-                    (Some(previous), true) => previous.first_sent_at_ms,
+                    (Some(previous), true) if !previous.interrupted => previous.first_sent_at_ms,
                     _ => at_ms,
                 };
                 if *resend {
@@ -398,6 +429,7 @@ impl MigrationState {
                     timeout_ms: *timeout_ms,
                     deadline_ms: *deadline_ms,
                     first_sent_at_ms,
+                    interrupted: false,
                     attempt: *attempt,
                 });
             }
@@ -453,10 +485,12 @@ impl MigrationState {
             MigrationEvent::RetryScheduled {
                 due_at_ms,
                 rollback,
+                error,
                 ..
             } => {
                 if *rollback {
                     self.rollback_retries_used += 1;
+                    self.rollback_last_error = Some(error.message.clone());
                     self.waiting = Some((*due_at_ms, WaitReason::RollbackBackoff));
                 } else {
                     self.retries_used += 1;
@@ -485,6 +519,9 @@ impl MigrationState {
                 self.rolled_back = *succeeded;
                 self.step = StepProgress::default();
             }
+            MigrationEvent::LastHeartbeatRead {
+                last_heartbeat_ms, ..
+            } => self.step.last_heartbeat = Some(*last_heartbeat_ms),
             MigrationEvent::Finished { outcome, error } => {
                 self.outcome = Some(*outcome);
                 self.final_error = error.clone();
@@ -510,6 +547,14 @@ impl MigrationState {
             answer,
         });
     }
+}
+
+/// Whether an instruction's time is charged to the migration's timeout budget.
+pub fn is_budgeted(kind: InstructionKind) -> bool {
+    matches!(
+        kind,
+        InstructionKind::DowngradeRegion | InstructionKind::UpgradeRegion
+    )
 }
 
 /// Folds a procedure's events, in order, into its state.

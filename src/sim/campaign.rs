@@ -323,6 +323,7 @@ pub async fn cluster_setup(
             peers: (1..=config.datanodes).collect(),
             tables,
             writes_per_second: Some(config.writes_per_second).filter(|w| *w > 0),
+            flush_writes_per_second: None,
             epoch_base_ms,
         },
         routes,

@@ -37,11 +37,11 @@ use super::datanode::{
     Completion, DataPlane, Received, RegionWal, Replica, ScriptedReply, SimOptions, WriteOutcome,
     WriteRejection, HEARTBEAT_INTERVAL_MS, REGION_LEASE_MS,
 };
-use super::invariants::{EventTrace, InvariantChecker, TraceEvent, Violation};
+use super::invariants::{EventTrace, InvariantChecker, TraceEvent, Violation, WriteAvailability};
 use crate::cluster::memory::MemoryMetadataStore;
 use crate::cluster::{
-    CasConflict, Clock, ClusterHooks, Entropy, Mailbox, MetadataError, MetadataStore, Ports,
-    RegionMove, SeededEntropy, TokioClock,
+    CasConflict, Clock, ClusterHooks, Entropy, LeaseRenewals, Mailbox, MetadataError,
+    MetadataStore, Ports, RegionMove, SeededEntropy, TokioClock,
 };
 use crate::domain::{
     DatanodeTable, Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, RegionId,
@@ -77,6 +77,8 @@ pub struct ClusterSetup {
     pub tables: Vec<TableSetup>,
     /// Writes per second to each region, in virtual time; `None` for no workload.
     pub writes_per_second: Option<u64>,
+    /// How fast datanodes flush, writes per second (`None`: the default, 20000).
+    pub flush_writes_per_second: Option<u64>,
     /// The epoch ms the cluster's clock reads at virtual time 0.
     pub epoch_base_ms: u64,
 }
@@ -237,6 +239,11 @@ struct Shared {
     /// The last traced workload outcome per region: only changes are traced.
     write_summary: BTreeMap<RegionId, String>,
     hook_calls: Vec<HookCall>,
+    availability: WriteAvailability,
+    /// When the control plane last received each datanode's heartbeat (virtual ms).
+    last_heartbeats: BTreeMap<PeerId, u64>,
+    /// Partitions per peer: (from, until), virtual ms; `None`: never healed.
+    partitions: BTreeMap<PeerId, Vec<(u64, Option<u64>)>>,
 }
 
 impl Shared {
@@ -245,9 +252,20 @@ impl Shared {
             plane,
             trace,
             checker,
+            availability,
             ..
         } = self;
         checker.observe(plane, now_ms, trace);
+        availability.observe(plane, now_ms);
+    }
+
+    /// Whether the control plane is cut off from `peer` at `at_ms`.
+    fn partitioned(&self, peer: PeerId, at_ms: u64) -> bool {
+        self.partitions.get(&peer).is_some_and(|windows| {
+            windows.iter().any(|&(from_ms, until_ms)| {
+                from_ms <= at_ms && until_ms.is_none_or(|until| at_ms < until)
+            })
+        })
     }
 
     fn trace_all(&mut self, now_ms: u64, notes: Vec<String>) {
@@ -286,6 +304,9 @@ pub fn describe_instruction(instruction: &Instruction) -> String {
     match instruction {
         Instruction::OpenRegion { .. } | Instruction::CloseRegion { .. } => {
             format!("{} {region_id}", instruction.kind())
+        }
+        Instruction::FlushRegion { timeout_ms, .. } => {
+            format!("flush_region {region_id} timeout={timeout_ms}ms")
         }
         Instruction::DowngradeRegion {
             flush_timeout_ms,
@@ -415,6 +436,9 @@ impl SimCluster {
         let clock = TokioClock::new(setup.epoch_base_ms);
         let memory = Arc::new(MemoryMetadataStore::new());
         let mut plane = DataPlane::new(options);
+        if let Some(rate) = setup.flush_writes_per_second {
+            plane.flush_writes_per_second = rate;
+        }
         let mut peers = setup.peers.clone();
         peers.sort_unstable();
         for &peer in &peers {
@@ -502,6 +526,10 @@ impl SimCluster {
                     format_regions(&regions)
                 ),
             );
+            // Setup hands out leases as a heartbeat at time 0 would.
+            for &peer in &peers {
+                state.last_heartbeats.insert(peer, 0);
+            }
             state.observe(0);
         }
         let metadata = Arc::new(SimMetadataStore {
@@ -579,6 +607,10 @@ impl SimCluster {
             hooks: self.hooks(),
             clock: Arc::new(self.clock()),
             entropy: self.entropy(),
+            lease_renewals: Arc::new(SimLeaseRenewals {
+                shared: Arc::clone(&self.shared),
+                epoch_base_ms: self.clock.epoch_base_ms(),
+            }),
         }
     }
 
@@ -719,6 +751,14 @@ impl SimCluster {
         if !alive {
             return;
         }
+        if state.partitioned(peer, now_ms) {
+            state.trace.push(
+                now_ms,
+                format!("heartbeat {peer}: lost (partitioned from the control plane)"),
+            );
+            return;
+        }
+        state.last_heartbeats.insert(peer, now_ms);
         let (renewed, notes) = state.plane.heartbeat(peer, &routes, now_ms);
         let line = if renewed.is_empty() {
             format!("heartbeat {peer}: no lease renewed")
@@ -815,6 +855,49 @@ impl SimCluster {
     /// From `at_ms` on, the next `count` metadata reads or writes fail with a store error.
     pub fn inject_metadata_unavailable(&self, count: u64, at_ms: u64) {
         self.metadata.inject_unavailable(count, at_ms);
+    }
+
+    /// Every table-route CAS between `at_ms` and `until_ms` fails with a conflict.
+    pub fn inject_cas_conflicts_until(&self, at_ms: u64, until_ms: u64) {
+        self.metadata.inject_cas_conflicts_until(at_ms, until_ms);
+    }
+
+    /// Every metadata read or write between `at_ms` and `until_ms` fails with a store error.
+    pub fn inject_metadata_unavailable_until(&self, at_ms: u64, until_ms: u64) {
+        self.metadata.inject_unavailable_until(at_ms, until_ms);
+    }
+
+    /// From `at_ms` (until `at_ms + heal_after_ms`, if given) the control plane cannot reach
+    /// `peer` and receives no heartbeat from it; the datanode keeps running.
+    pub fn partition(&self, peer: PeerId, at_ms: u64, heal_after_ms: Option<u64>) {
+        let until_ms = heal_after_ms.map(|after_ms| at_ms.saturating_add(after_ms));
+        let mut state = self.state();
+        state
+            .partitions
+            .entry(peer)
+            .or_default()
+            .push((at_ms, until_ms));
+        let line = match until_ms {
+            Some(until_ms) => format!("partition {peer}: from {at_ms} ms until {until_ms} ms"),
+            None => format!("partition {peer}: from {at_ms} ms, never healed"),
+        };
+        state.trace.push(self.now_ms(), line);
+    }
+
+    /// When the control plane last received `peer`'s heartbeat (virtual ms), if ever.
+    pub fn last_heartbeat_ms(&self, peer: PeerId) -> Option<u64> {
+        self.state().last_heartbeats.get(&peer).copied()
+    }
+
+    /// The longest stretch within `[from_ms, to_ms]` (virtual ms) during which no datanode
+    /// would have accepted a write for `region_id`.
+    pub fn unwritable_ms(&self, region_id: RegionId, from_ms: u64, to_ms: u64) -> u64 {
+        let now_ms = self.now_ms();
+        let mut state = self.state();
+        state.observe(now_ms);
+        state
+            .availability
+            .longest_unwritable_ms(region_id, from_ms, to_ms)
     }
 
     /// From `at_ms` on, every reply of `peer` is late by `delay_ms` (replaces an earlier
@@ -1000,6 +1083,16 @@ impl SimCluster {
             }
             Some(datanode) => (datanode.alive, datanode.incarnation),
         };
+        if state.partitioned(peer, now_ms) {
+            state.trace.push(
+                now_ms,
+                format!(
+                    "send {peer}.{}: unreachable (partitioned)",
+                    describe_instruction(instruction)
+                ),
+            );
+            return Plan::Unreachable;
+        }
         if !alive {
             state.trace.push(
                 now_ms,
@@ -1085,6 +1178,7 @@ impl SimCluster {
             plane,
             trace,
             checker,
+            availability,
             pending,
             ..
         } = &mut *state;
@@ -1106,6 +1200,7 @@ impl SimCluster {
                     trace.push(now_ms, note);
                 }
                 checker.observe(plane, now_ms, trace);
+                availability.observe(plane, now_ms);
                 Some(reply)
             }
         };
@@ -1247,6 +1342,16 @@ struct FaultBudget {
 struct MetadataFaults {
     cas_conflicts: Vec<FaultBudget>,
     unavailable: Vec<FaultBudget>,
+    /// Every CAS in one of these `[from, until)` windows fails.
+    cas_conflict_windows: Vec<(u64, u64)>,
+    /// Every operation in one of these `[from, until)` windows fails.
+    unavailable_windows: Vec<(u64, u64)>,
+}
+
+fn in_window(windows: &[(u64, u64)], now_ms: u64) -> bool {
+    windows
+        .iter()
+        .any(|&(from_ms, until_ms)| from_ms <= now_ms && now_ms < until_ms)
 }
 
 /// Takes one fault from the first budget that has started and is not used up.
@@ -1312,6 +1417,16 @@ impl SimMetadataStore {
         });
     }
 
+    /// Every table-route CAS between `at_ms` and `until_ms` fails with a conflict.
+    pub fn inject_cas_conflicts_until(&self, at_ms: u64, until_ms: u64) {
+        self.faults().cas_conflict_windows.push((at_ms, until_ms));
+    }
+
+    /// Every read or write between `at_ms` and `until_ms` fails with a store error.
+    pub fn inject_unavailable_until(&self, at_ms: u64, until_ms: u64) {
+        self.faults().unavailable_windows.push((at_ms, until_ms));
+    }
+
     /// Injected faults not used yet: (CAS conflicts, unavailable operations).
     pub fn faults_left(&self) -> (u64, u64) {
         let faults = self.faults();
@@ -1352,7 +1467,12 @@ impl SimMetadataStore {
 
     fn check_available(&self, operation: &str) -> Result<(), MetadataError> {
         let now_ms = self.clock.elapsed_ms();
-        if take_fault(&mut self.faults().unavailable, now_ms) {
+        let failed = {
+            let mut faults = self.faults();
+            in_window(&faults.unavailable_windows, now_ms)
+                || take_fault(&mut faults.unavailable, now_ms)
+        };
+        if failed {
             self.trace(format!("metadata {operation}: injected store error"));
             return Err(MetadataError {
                 reason: format!("injected fault: metadata store unavailable ({operation})"),
@@ -1413,7 +1533,12 @@ impl MetadataStore for SimMetadataStore {
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         self.check_available("cas_table_route")?;
         let now_ms = self.clock.elapsed_ms();
-        if take_fault(&mut self.faults().cas_conflicts, now_ms) {
+        let conflict = {
+            let mut faults = self.faults();
+            in_window(&faults.cas_conflict_windows, now_ms)
+                || take_fault(&mut faults.cas_conflicts, now_ms)
+        };
+        if conflict {
             // A concurrent writer won: same content, newer version.
             let actual_version = self
                 .inner
@@ -1458,6 +1583,28 @@ impl MetadataStore for SimMetadataStore {
     async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
         self.check_available("table_info")?;
         self.inner.table_info(table_id).await
+    }
+}
+
+/// When datanodes last heartbeated, as the simulated control plane saw it (epoch ms).
+pub struct SimLeaseRenewals {
+    shared: Arc<Mutex<Shared>>,
+    epoch_base_ms: u64,
+}
+
+impl std::fmt::Debug for SimLeaseRenewals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimLeaseRenewals").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl LeaseRenewals for SimLeaseRenewals {
+    async fn last_heartbeat_ms(&self, peer: PeerId) -> Option<u64> {
+        lock(&self.shared)
+            .last_heartbeats
+            .get(&peer)
+            .map(|at_ms| self.epoch_base_ms.saturating_add(*at_ms))
     }
 }
 

@@ -26,10 +26,16 @@
 //! # Instructions (normal behaviour; every one idempotent)
 //! - `OpenRegion`: a Candidate replica holding the flushed entries (skip_wal_replay); an
 //!   existing replica is left as it is. result=true.
-//! - `DowngradeRegion`: absent → exists=false. A Leader flushes (instant: the flushed
-//!   watermark becomes its last entry) and becomes DowngradingLeader, rejecting writes when
-//!   `reject_write`; a DowngradingLeader stays one (reject_write only adds rejection); a
-//!   Follower or Candidate is unchanged. Reports the replica's last entry id.
+//! - `FlushRegion` (revision 2): absent → result=false. Otherwise the flushed watermark
+//!   becomes the replica's last entry, and the answer comes once the flush is done: its
+//!   unflushed entries (above the watermark) / the flush rate
+//!   ([`DataPlane::flush_writes_per_second`]). It keeps accepting writes meanwhile.
+//! - `DowngradeRegion`: absent → exists=false. A Leader first stops accepting writes (when
+//!   `reject_write`) and becomes DowngradingLeader, then flushes (the flushed watermark
+//!   becomes its last entry; it answers when the flush is done, timed as `FlushRegion`'s, so
+//!   the flush is part of the write pause); a DowngradingLeader stays one (reject_write only
+//!   adds rejection); a Follower or Candidate is unchanged but flushes. Reports the
+//!   replica's last entry id.
 //! - `UpgradeRegion`: absent → exists=false; a Leader → ready at once. Otherwise it replays
 //!   from the newest of its own progress and the flushed watermark up to `last_entry_id` (or,
 //!   when `None`, the WAL's end when received) at [`REPLAY_ENTRIES_PER_MS`]. Caught up within
@@ -51,6 +57,9 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 3_000;
 
 /// How long a leader lease lasts from the heartbeat that renewed it (3 heartbeats + 1 s).
 pub const REGION_LEASE_MS: u64 = 10_000;
+
+/// How fast a datanode flushes its memtable by default: writes per virtual second.
+pub const FLUSH_WRITES_PER_SECOND_DEFAULT: u64 = 20_000;
 
 /// How fast a candidate replays the WAL: entries per virtual ms.
 pub const REPLAY_ENTRIES_PER_MS: u64 = 1;
@@ -446,6 +455,9 @@ pub struct DataPlane {
     pub regions: BTreeMap<RegionId, RegionWal>,
     /// Model switches.
     pub options: SimOptions,
+    /// How fast a flush writes the unflushed entries out, per virtual second (0: the
+    /// default, [`FLUSH_WRITES_PER_SECOND_DEFAULT`]).
+    pub flush_writes_per_second: u64,
 }
 
 /// A reply of `kind` that reports `text` as an error.
@@ -469,6 +481,10 @@ fn error_reply(kind: InstructionKind, text: String) -> Reply {
             result: false,
             error: Some(text),
         },
+        InstructionKind::FlushRegion => Reply::FlushRegion {
+            result: false,
+            error: Some(text),
+        },
     }
 }
 
@@ -489,7 +505,7 @@ fn wrong_reply(kind: InstructionKind) -> Reply {
             result: true,
             error: None,
         },
-        InstructionKind::CloseRegion => Reply::OpenRegion {
+        InstructionKind::CloseRegion | InstructionKind::FlushRegion => Reply::OpenRegion {
             result: true,
             error: None,
         },
@@ -812,11 +828,29 @@ impl DataPlane {
                     error: None,
                 })
             }
+            Instruction::FlushRegion { region_id, .. } => {
+                let Some(flush_ms) = self.flush(peer, *region_id, notes) else {
+                    return Received::now(Reply::FlushRegion {
+                        result: forced_ok,
+                        error: (!forced_ok)
+                            .then(|| format!("region {region_id} not found on datanode {peer}")),
+                    });
+                };
+                Received::Answer {
+                    after_ms: if forced_ok { 0 } else { flush_ms },
+                    reply: Reply::FlushRegion {
+                        result: true,
+                        error: None,
+                    },
+                    completion: None,
+                }
+            }
             Instruction::DowngradeRegion {
                 region_id,
                 reject_write,
                 ..
             } => {
+                let flush_ms = self.flush_duration_ms(peer, *region_id);
                 let last_entry_id = self.downgrade(peer, *region_id, *reject_write, notes);
                 match (last_entry_id, forced_ok) {
                     (None, false) => Received::now(Reply::DowngradeRegion {
@@ -824,11 +858,15 @@ impl DataPlane {
                         exists: false,
                         error: None,
                     }),
-                    (last_entry_id, _) => Received::now(Reply::DowngradeRegion {
-                        last_entry_id: reported_entry_id.or(last_entry_id),
-                        exists: true,
-                        error: None,
-                    }),
+                    (last_entry_id, _) => Received::Answer {
+                        after_ms: if forced_ok { 0 } else { flush_ms },
+                        reply: Reply::DowngradeRegion {
+                            last_entry_id: reported_entry_id.or(last_entry_id),
+                            exists: true,
+                            error: None,
+                        },
+                        completion: None,
+                    },
                 }
             }
             Instruction::UpgradeRegion {
@@ -906,7 +944,45 @@ impl DataPlane {
             .insert(region_id, Replica::new(Role::Candidate, flushed));
     }
 
-    /// Flushes and downgrades; returns the replica's last entry id, `None` when absent.
+    /// How long a flush of `peer`'s replica takes now: its entries above the flushed
+    /// watermark at the flush rate, rounded up to a whole ms (0 when absent).
+    pub fn flush_duration_ms(&self, peer: PeerId, region_id: RegionId) -> u64 {
+        let (Some(replica), Some(region)) =
+            (self.replica(peer, region_id), self.regions.get(&region_id))
+        else {
+            return 0;
+        };
+        let unflushed = replica
+            .history
+            .last()
+            .unwrap_or(0)
+            .saturating_sub(region.flushed_entry_id);
+        let rate = match self.flush_writes_per_second {
+            0 => FLUSH_WRITES_PER_SECOND_DEFAULT,
+            rate => rate,
+        };
+        u64::try_from((u128::from(unflushed) * 1000).div_ceil(u128::from(rate))).unwrap_or(u64::MAX)
+    }
+
+    /// Flushes `peer`'s replica without changing its role; returns how long the flush takes,
+    /// `None` when the replica is absent.
+    fn flush(&mut self, peer: PeerId, region_id: RegionId, notes: &mut Vec<String>) -> Option<u64> {
+        let flush_ms = self.flush_duration_ms(peer, region_id);
+        let last_entry_id = self.replica(peer, region_id)?.history.last().unwrap_or(0);
+        if let Some(region) = self.regions.get_mut(&region_id) {
+            if last_entry_id > region.flushed_entry_id {
+                notes.push(format!(
+                    "flush {peer} {region_id}: entries {}..={last_entry_id} ({flush_ms} ms)",
+                    region.flushed_entry_id + 1
+                ));
+                region.flushed_entry_id = last_entry_id;
+            }
+        }
+        Some(flush_ms)
+    }
+
+    /// Downgrades (writes rejected first) and flushes; returns the replica's last entry id,
+    /// `None` when absent.
     fn downgrade(
         &mut self,
         peer: PeerId,

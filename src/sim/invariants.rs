@@ -237,6 +237,87 @@ impl InvariantChecker {
     }
 }
 
+/// When each region could take no write: the stretches during which no datanode would have
+/// accepted one (the write-availability measure of revision 2).
+///
+/// The data plane only changes when the cluster observes it (instructions, heartbeats, write
+/// ticks, crashes), except for leases, which run out on their own: between two observations
+/// a region stays writable until the latest lease of its writers ends.
+#[derive(Debug, Clone, Default)]
+pub struct WriteAvailability {
+    regions: BTreeMap<RegionId, RegionAvailability>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RegionAvailability {
+    /// While writable: until when (the latest lease deadline of its writers).
+    writable_until_ms: Option<u64>,
+    /// While unwritable: since when.
+    unwritable_since_ms: Option<u64>,
+    /// Finished unwritable stretches, `(start, end)`, in order.
+    stretches: Vec<(u64, u64)>,
+}
+
+impl WriteAvailability {
+    /// An availability that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the regions' writability at `now_ms` (after a change of the data plane).
+    pub fn observe(&mut self, plane: &DataPlane, now_ms: u64) {
+        for &region_id in plane.regions.keys() {
+            let writable_until_ms = plane
+                .writers(region_id, now_ms)
+                .into_iter()
+                .filter_map(|peer| plane.replica(peer, region_id)?.lease_deadline_ms)
+                .max();
+            let region = self.regions.entry(region_id).or_default();
+            if let Some(until_ms) = region.writable_until_ms {
+                if until_ms <= now_ms {
+                    region.unwritable_since_ms = Some(until_ms);
+                    region.writable_until_ms = None;
+                }
+            }
+            match writable_until_ms {
+                Some(until_ms) => {
+                    if let Some(since_ms) = region.unwritable_since_ms.take() {
+                        region.stretches.push((since_ms, now_ms));
+                    }
+                    region.writable_until_ms = Some(until_ms);
+                }
+                None => {
+                    region.writable_until_ms = None;
+                    if region.unwritable_since_ms.is_none() {
+                        region.unwritable_since_ms = Some(now_ms);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The longest stretch within `[from_ms, to_ms]` during which `region_id` could take no
+    /// write, as far as observed (a stretch still going on is counted up to `to_ms`).
+    pub fn longest_unwritable_ms(&self, region_id: RegionId, from_ms: u64, to_ms: u64) -> u64 {
+        let Some(region) = self.regions.get(&region_id) else {
+            return 0;
+        };
+        let open = match (region.unwritable_since_ms, region.writable_until_ms) {
+            (Some(since_ms), _) => Some((since_ms, u64::MAX)),
+            (None, Some(until_ms)) => Some((until_ms, u64::MAX)),
+            (None, None) => None,
+        };
+        region
+            .stretches
+            .iter()
+            .copied()
+            .chain(open)
+            .map(|(start_ms, end_ms)| end_ms.min(to_ms).saturating_sub(start_ms.max(from_ms)))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 fn record(violations: &mut Vec<Violation>, violation: Violation) {
     if violations.len() < VIOLATIONS_MAX {
         violations.push(violation);
@@ -295,6 +376,40 @@ mod tests {
                 "[5 ms] something".to_string(),
                 "[10 ms] writers 7:1: [1] -> [1, 2]".to_string(),
             ]
+        );
+    }
+
+    #[test]
+    fn sim_write_availability_counts_lease_expiry_and_clips_to_the_window() {
+        let region_id = RegionId::new(7, 1);
+        let mut plane = DataPlane::new(SimOptions::default());
+        plane.add_region(region_id, WalKind::Local, 5, 1, &[2], 10_000);
+        let mut availability = WriteAvailability::new();
+        availability.observe(&plane, 0);
+        assert_eq!(availability.longest_unwritable_ms(region_id, 0, 9_000), 0);
+        // The lease runs out at 10 s with nobody observing; peer 2 leads from 13 s.
+        if let Some(replica) = plane
+            .datanodes
+            .get_mut(&2)
+            .and_then(|datanode| datanode.replicas.get_mut(&region_id))
+        {
+            replica.role = Role::Leader;
+            replica.lease_deadline_ms = Some(23_000);
+        }
+        availability.observe(&plane, 13_000);
+        assert_eq!(
+            availability.longest_unwritable_ms(region_id, 0, 20_000),
+            3_000
+        );
+        assert_eq!(
+            availability.longest_unwritable_ms(region_id, 11_000, 20_000),
+            2_000
+        );
+        // Peer 2's lease is never renewed: unwritable from 23 s on, counted to the window's end.
+        availability.observe(&plane, 30_000);
+        assert_eq!(
+            availability.longest_unwritable_ms(region_id, 0, 40_000),
+            17_000
         );
     }
 

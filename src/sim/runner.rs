@@ -4,8 +4,9 @@
 //! inline (no background thread decides any order), and all randomness comes from the
 //! scenario's seed: the same file gives a byte-identical log.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -121,17 +122,18 @@ fn cluster_setup(scenario: &Scenario) -> ClusterSetup {
             })
             .collect(),
         writes_per_second: scenario.workload.as_ref().map(|w| w.writes_per_second),
+        flush_writes_per_second: Some(scenario.cluster.flush_writes_per_second),
         epoch_base_ms: SIM_EPOCH_BASE_MS,
     }
 }
 
-/// Engine crashes still to come.
+/// Engine crashes still to come, each with how long the engine then stays down.
 #[derive(Default)]
 struct CrashPlan {
-    /// Crash once any procedure's event count reaches k (each fires once).
-    after_events: Vec<u64>,
-    /// Crash at these virtual times (ms from the start).
-    at_ms: Vec<u64>,
+    /// Crash once any procedure's event count reaches k (each fires once): (k, down ms).
+    after_events: Vec<(u64, u64)>,
+    /// Crash at these virtual times (ms from the start): (at, down ms).
+    at_ms: Vec<(u64, u64)>,
 }
 
 /// What became of a migration's submit.
@@ -151,6 +153,10 @@ struct Sim {
     crash_pending: Arc<AtomicBool>,
     /// Wakes the run loop when the observer halts the engine.
     crash: Arc<Notify>,
+    /// How long the engine the observer halted stays down (virtual ms).
+    crash_down_ms: Arc<AtomicU64>,
+    /// The routes when each procedure finished (route expectations are read then).
+    routes_at_end: Arc<Mutex<BTreeMap<Uuid, BTreeMap<RegionId, RegionRoute>>>>,
 }
 
 impl Sim {
@@ -178,11 +184,23 @@ impl Sim {
         let plan = self.plan.clone();
         let crash = self.crash.clone();
         let crash_pending = self.crash_pending.clone();
+        let crash_down_ms = self.crash_down_ms.clone();
+        let routes_at_end = self.routes_at_end.clone();
+        let cluster = Arc::downgrade(&self.cluster);
         engine.set_observer(Box::new(move |event| {
+            if event.event.is_terminal() {
+                if let Some(cluster) = cluster.upgrade() {
+                    routes_at_end
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(event.procedure_id, cluster.region_routes_now());
+                }
+            }
             let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(position) = plan.after_events.iter().position(|k| event.seq >= *k) {
-                plan.after_events.remove(position);
+            if let Some(position) = plan.after_events.iter().position(|(k, _)| event.seq >= *k) {
+                let (_, down_ms) = plan.after_events.remove(position);
                 halt.halt();
+                crash_down_ms.store(down_ms, Ordering::SeqCst);
                 crash_pending.store(true, Ordering::SeqCst);
                 crash.notify_one();
             }
@@ -190,11 +208,17 @@ impl Sim {
         Ok(engine)
     }
 
-    /// Stops the engine as a crash would, and opens it again on the same data directory.
-    async fn restart(&self, engine: Engine) -> Result<Engine, RunError> {
+    /// Stops the engine as a crash would, keeps it down `down_ms` of virtual time (the
+    /// cluster runs on), and opens it again on the same data directory.
+    async fn restart(&self, engine: Engine, down_ms: u64) -> Result<Engine, RunError> {
         engine.halt();
         engine.shutdown().await;
         drop(engine);
+        if down_ms > 0 {
+            let clock = self.cluster.clock();
+            let until_ms = clock.now_ms().saturating_add(down_ms);
+            clock.sleep_until_ms(until_ms).await;
+        }
         self.open_engine(true).await
     }
 }
@@ -238,6 +262,17 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             FaultSpec::MetadataUnavailable { count, at_ms } => {
                 cluster.inject_metadata_unavailable(*count, *at_ms)
             }
+            FaultSpec::MetadataCasConflictUntil { at_ms, until_ms } => {
+                cluster.inject_cas_conflicts_until(*at_ms, *until_ms)
+            }
+            FaultSpec::MetadataUnavailableUntil { at_ms, until_ms } => {
+                cluster.inject_metadata_unavailable_until(*at_ms, *until_ms)
+            }
+            FaultSpec::Partition {
+                peer,
+                at_ms,
+                heal_after_ms,
+            } => cluster.partition(*peer, *at_ms, *heal_after_ms),
             FaultSpec::DatanodeCrash {
                 peer,
                 at_ms,
@@ -248,15 +283,18 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                 delay_ms,
                 at_ms,
             } => cluster.inject_message_delay(*peer, *delay_ms, *at_ms),
-            FaultSpec::EngineCrash { trigger } => match trigger {
-                CrashTrigger::AfterEvents(k) => plan.after_events.push(*k),
-                CrashTrigger::AtMs(at_ms) => plan.at_ms.push(*at_ms),
+            FaultSpec::EngineCrash {
+                trigger,
+                restart_after_ms,
+            } => match trigger {
+                CrashTrigger::AfterEvents(k) => plan.after_events.push((*k, *restart_after_ms)),
+                CrashTrigger::AtMs(at_ms) => plan.at_ms.push((*at_ms, *restart_after_ms)),
             },
         }
     }
     plan.after_events.sort_unstable();
     plan.at_ms.sort_unstable();
-    let mut time_crashes: Vec<u64> = plan.at_ms.clone();
+    let mut time_crashes: Vec<(u64, u64)> = plan.at_ms.clone();
     cluster.start();
     let clock = cluster.clock();
     let sim = Sim {
@@ -277,6 +315,8 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         plan: Arc::new(Mutex::new(plan)),
         crash_pending: Arc::new(AtomicBool::new(false)),
         crash: Arc::new(Notify::new()),
+        crash_down_ms: Arc::new(AtomicU64::new(0)),
+        routes_at_end: Arc::new(Mutex::new(BTreeMap::new())),
     };
     let mut engine = sim.open_engine(false).await?;
 
@@ -296,7 +336,8 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             // A crash while the previous submit ran: the next submit goes to the reopened
             // engine, as it would after a real crash (never to the halted one).
             if sim.crash_pending.swap(false, Ordering::SeqCst) {
-                engine = sim.restart(engine).await?;
+                let down_ms = sim.crash_down_ms.load(Ordering::SeqCst);
+                engine = sim.restart(engine, down_ms).await?;
             }
             let index = order[next_submit];
             let spec = &scenario.migrations[index];
@@ -326,7 +367,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         let next_submit_at = order
             .get(next_submit)
             .map(|&index| SIM_EPOCH_BASE_MS + scenario.migrations[index].at_ms);
-        let next_crash_at = time_crashes.first().map(|at| SIM_EPOCH_BASE_MS + at);
+        let next_crash_at = time_crashes.first().map(|(at, _)| SIM_EPOCH_BASE_MS + at);
         let limit_at = SIM_EPOCH_BASE_MS + SIM_VIRTUAL_TIME_MAX_MS;
         let everything_submitted = next_submit_at.is_none();
         tokio::select! {
@@ -334,12 +375,13 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             () = sim.crash.notified() => {
                 // Already restarted by the submit loop when the flag is clear.
                 if sim.crash_pending.swap(false, Ordering::SeqCst) {
-                    engine = sim.restart(engine).await?;
+                    let down_ms = sim.crash_down_ms.load(Ordering::SeqCst);
+                    engine = sim.restart(engine, down_ms).await?;
                 }
             }
             () = clock.sleep_until_ms(next_crash_at.unwrap_or(u64::MAX)), if next_crash_at.is_some() => {
-                time_crashes.remove(0);
-                engine = sim.restart(engine).await?;
+                let (_, down_ms) = time_crashes.remove(0);
+                engine = sim.restart(engine, down_ms).await?;
             }
             () = clock.sleep_until_ms(next_submit_at.unwrap_or(u64::MAX)), if next_submit_at.is_some() => {}
             () = all_finished(&engine, &ids), if everything_submitted => break,
@@ -353,13 +395,37 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         }
     }
     let end_ms = clock.elapsed_ms();
+    // `settle`: the cluster runs on (heartbeats, workload, invariant checks) after the last
+    // migration ends, so what happens next is checked too.
+    let settle_ms = scenario
+        .expects
+        .iter()
+        .filter_map(|expect| expect.settle_ms)
+        .max()
+        .unwrap_or(0);
+    if settle_ms > 0 && failures.is_empty() {
+        let until_ms = clock.now_ms().saturating_add(settle_ms);
+        clock.sleep_until_ms(until_ms).await;
+    }
     cluster.stop();
+    let routes_at_end = sim
+        .routes_at_end
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
 
     let mut migrations = Vec::new();
     let mut first_migration_events = 0;
     let mut ended_regions = Vec::new();
     for (index, spec) in scenario.migrations.iter().enumerate() {
-        let route = cluster.metadata().region_route_now(spec.region);
+        // A finished migration's route is the one it left (read when it ended).
+        let route = match &submitted[index] {
+            Submitted::Started { id, .. } => match routes_at_end.get(id) {
+                Some(routes) => routes.get(&spec.region).cloned(),
+                None => cluster.metadata().region_route_now(spec.region),
+            },
+            _ => cluster.metadata().region_route_now(spec.region),
+        };
         let mut result = route_result(spec.region, route.as_ref());
         match &submitted[index] {
             Submitted::Pending => {
@@ -377,6 +443,11 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                     first_migration_events = events.len() as u64;
                 }
                 fill_from_log(&mut result, *id, &state, &events, *at_ms, end_ms);
+                result.unwritable_ms = cluster.unwritable_ms(
+                    spec.region,
+                    *at_ms,
+                    at_ms.saturating_add(result.virtual_time_ms),
+                );
                 if state.is_finished() {
                     ended_regions.push(spec.region);
                 } else {
@@ -455,6 +526,7 @@ fn route_result(region: RegionId, route: Option<&RegionRoute>) -> MigrationResul
         },
         sent: Default::default(),
         virtual_time_ms: 0,
+        unwritable_ms: 0,
         events: 0,
     }
 }
@@ -548,6 +620,7 @@ pub fn run_crash_at_every_event(
         let mut crashing = scenario.clone();
         crashing.faults.push(FaultSpec::EngineCrash {
             trigger: CrashTrigger::AfterEvents(k),
+            restart_after_ms: 0,
         });
         let run = run_scenario(
             &crashing,

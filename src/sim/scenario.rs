@@ -30,9 +30,10 @@ pub const DEFAULT_CATALOG: &str = "greptime";
 pub const DEFAULT_SCHEMA: &str = "public";
 
 /// The names of the migration's states, as written in `path` and reported in results.
-pub const STATE_NAMES: [&str; 10] = [
+pub const STATE_NAMES: [&str; 11] = [
     "Start",
     "OpenCandidateRegion",
+    "FlushLeaderRegion",
     "UpdateMetadata::Downgrade",
     "DowngradeLeaderRegion",
     "UpgradeCandidateRegion",
@@ -54,13 +55,17 @@ pub const REJECTION_KINDS: [&str; 6] = [
 ];
 
 /// The names of the fault kinds, as written in `[[faults]].kind`.
-pub const FAULT_KINDS: [&str; 5] = [
+pub const FAULT_KINDS: [&str; 6] = [
     "metadata_cas_conflict",
     "metadata_unavailable",
     "engine_crash",
     "datanode_crash",
     "message_delay",
+    "partition",
 ];
+
+/// How fast simulated datanodes flush when `[cluster]` gives no `flush_writes_per_second`.
+pub const DEFAULT_FLUSH_WRITES_PER_SECOND: u64 = 20_000;
 
 // ---------------------------------------------------------------------------------------------
 // The validated model.
@@ -98,6 +103,9 @@ pub struct ClusterSpec {
     pub peers: Vec<PeerId>,
     /// `[[cluster.tables]]`, in file order, with distinct ids.
     pub tables: Vec<TableSpec>,
+    /// `flush_writes_per_second` (default 20000, at least 1): how fast a flush writes the
+    /// entries written since the region's last flush.
+    pub flush_writes_per_second: u64,
 }
 
 /// One `[[cluster.tables]]`.
@@ -256,10 +264,28 @@ pub enum FaultSpec {
         /// `at`.
         at_ms: u64,
     },
+    /// `metadata_cas_conflict` with `until`: every route CAS between `at` and `until` loses
+    /// a race.
+    MetadataCasConflictUntil {
+        /// `at`.
+        at_ms: u64,
+        /// `until` (after `at`).
+        until_ms: u64,
+    },
+    /// `metadata_unavailable` with `until`: every metadata read or write between `at` and
+    /// `until` fails.
+    MetadataUnavailableUntil {
+        /// `at`.
+        at_ms: u64,
+        /// `until` (after `at`).
+        until_ms: u64,
+    },
     /// `engine_crash`: the engine stops abruptly and is reopened from its data directory.
     EngineCrash {
         /// `after_events` or `at`: exactly one is given.
         trigger: CrashTrigger,
+        /// `restart_after` (default 0s): how long the engine stays down, in virtual time.
+        restart_after_ms: u64,
     },
     /// `datanode_crash`: the datanode stops answering, and restarts if asked to.
     DatanodeCrash {
@@ -279,17 +305,32 @@ pub enum FaultSpec {
         /// `at`.
         at_ms: u64,
     },
+    /// `partition`: the control plane cannot reach the peer and gets no heartbeat from it;
+    /// the datanode keeps running and takes writes while its leases last.
+    Partition {
+        /// `peer`: a cluster peer.
+        peer: PeerId,
+        /// `at`.
+        at_ms: u64,
+        /// `heal_after`: how long after `at` the partition ends, if it does.
+        heal_after_ms: Option<u64>,
+    },
 }
 
 impl FaultSpec {
     /// The kind's name, as written in `[[faults]].kind`.
     pub fn kind_name(&self) -> &'static str {
         match self {
-            FaultSpec::MetadataCasConflict { .. } => "metadata_cas_conflict",
-            FaultSpec::MetadataUnavailable { .. } => "metadata_unavailable",
+            FaultSpec::MetadataCasConflict { .. } | FaultSpec::MetadataCasConflictUntil { .. } => {
+                "metadata_cas_conflict"
+            }
+            FaultSpec::MetadataUnavailable { .. } | FaultSpec::MetadataUnavailableUntil { .. } => {
+                "metadata_unavailable"
+            }
             FaultSpec::EngineCrash { .. } => "engine_crash",
             FaultSpec::DatanodeCrash { .. } => "datanode_crash",
             FaultSpec::MessageDelay { .. } => "message_delay",
+            FaultSpec::Partition { .. } => "partition",
         }
     }
 }
@@ -324,6 +365,11 @@ pub struct Expectations {
     pub max_virtual_time_ms: Option<u64>,
     /// `min_virtual_time`: the migration did not end before then.
     pub min_virtual_time_ms: Option<u64>,
+    /// `max_unwritable`: the longest stretch, between the submit and the end, during which
+    /// no datanode would have accepted a write for the region.
+    pub max_unwritable_ms: Option<u64>,
+    /// `settle`: how long the cluster keeps running after the last migration ends.
+    pub settle_ms: Option<u64>,
 }
 
 /// How a migration ended, as written in `outcome`.
@@ -1004,7 +1050,7 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
 }
 
 fn parse_cluster(field: &Field<'_>) -> Result<ClusterSpec, ScenarioError> {
-    let record = field.record(&["peers", "tables"])?;
+    let record = field.record(&["peers", "tables", "flush_writes_per_second"])?;
     let peers_field = record.required("peers")?;
     let mut peers = Vec::new();
     for element in peers_field.list()? {
@@ -1034,7 +1080,15 @@ fn parse_cluster(field: &Field<'_>) -> Result<ClusterSpec, ScenarioError> {
             tables.push(table);
         }
     }
-    Ok(ClusterSpec { peers, tables })
+    let flush_writes_per_second = match record.get("flush_writes_per_second") {
+        Some(field) => field.u64_at_least(1)?,
+        None => DEFAULT_FLUSH_WRITES_PER_SECOND,
+    };
+    Ok(ClusterSpec {
+        peers,
+        tables,
+        flush_writes_per_second,
+    })
 }
 
 /// Refuses a peer that is not in `cluster.peers`.
@@ -1214,7 +1268,7 @@ fn parse_script(field: &Field<'_>, cluster: &ClusterSpec) -> Result<ScriptSpec, 
     })
 }
 
-const FAULT_KEYS: [&str; 7] = [
+const FAULT_KEYS: [&str; 9] = [
     "kind",
     "count",
     "at",
@@ -1222,14 +1276,17 @@ const FAULT_KEYS: [&str; 7] = [
     "peer",
     "restart_after",
     "delay",
+    "until",
+    "heal_after",
 ];
 
 /// The keys each fault kind takes, in the order of [`FAULT_KINDS`].
 fn fault_keys(kind: &str) -> &'static [&'static str] {
     match kind {
-        "metadata_cas_conflict" | "metadata_unavailable" => &["kind", "count", "at"],
-        "engine_crash" => &["kind", "after_events", "at"],
+        "metadata_cas_conflict" | "metadata_unavailable" => &["kind", "count", "until", "at"],
+        "engine_crash" => &["kind", "after_events", "at", "restart_after"],
         "datanode_crash" => &["kind", "peer", "at", "restart_after"],
+        "partition" => &["kind", "peer", "at", "heal_after"],
         _ => &["kind", "peer", "delay", "at"],
     }
 }
@@ -1250,14 +1307,44 @@ fn parse_fault(field: &Field<'_>, cluster: &ClusterSpec) -> Result<FaultSpec, Sc
         None => None,
     };
     let fault = match kind {
-        "metadata_cas_conflict" => FaultSpec::MetadataCasConflict {
-            count: record.required("count")?.u64_at_least(1)?,
-            at_ms: at_ms.unwrap_or(0),
-        },
-        "metadata_unavailable" => FaultSpec::MetadataUnavailable {
-            count: record.required("count")?.u64_at_least(1)?,
-            at_ms: at_ms.unwrap_or(0),
-        },
+        "metadata_cas_conflict" | "metadata_unavailable" => {
+            let at_ms = at_ms.unwrap_or(0);
+            match (record.get("count"), record.get("until")) {
+                (Some(count), None) => {
+                    let count = count.u64_at_least(1)?;
+                    if kind == "metadata_cas_conflict" {
+                        FaultSpec::MetadataCasConflict { count, at_ms }
+                    } else {
+                        FaultSpec::MetadataUnavailable { count, at_ms }
+                    }
+                }
+                (None, Some(until)) => {
+                    let until_ms = until.duration_ms()?;
+                    if until_ms <= at_ms {
+                        return Err(until.error(format!(
+                            "until ({}) must be after at ({})",
+                            millis_text(until_ms),
+                            millis_text(at_ms)
+                        )));
+                    }
+                    if kind == "metadata_cas_conflict" {
+                        FaultSpec::MetadataCasConflictUntil { at_ms, until_ms }
+                    } else {
+                        FaultSpec::MetadataUnavailableUntil { at_ms, until_ms }
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    return Err(field.error(format!(
+                        "{kind} takes exactly one of `count` and `until`, not both"
+                    )))
+                }
+                (None, None) => {
+                    return Err(field.error(format!(
+                        "{kind} needs exactly one of `count` and `until`, found neither"
+                    )))
+                }
+            }
+        }
         "engine_crash" => {
             let after_events = match record.get("after_events") {
                 Some(field) => Some(field.u64_at_least(1)?),
@@ -1276,8 +1363,23 @@ fn parse_fault(field: &Field<'_>, cluster: &ClusterSpec) -> Result<FaultSpec, Sc
                         "engine_crash needs exactly one of `after_events` and `at`, found neither",
                     )),
                 };
-            FaultSpec::EngineCrash { trigger }
+            let restart_after_ms = match record.get("restart_after") {
+                Some(field) => field.duration_ms()?,
+                None => 0,
+            };
+            FaultSpec::EngineCrash {
+                trigger,
+                restart_after_ms,
+            }
         }
+        "partition" => FaultSpec::Partition {
+            peer: cluster_peer(&record.required("peer")?, &cluster.peers)?,
+            at_ms: at_ms.unwrap_or(0),
+            heal_after_ms: match record.get("heal_after") {
+                Some(field) => Some(field.duration_ms()?),
+                None => None,
+            },
+        },
         "datanode_crash" => FaultSpec::DatanodeCrash {
             peer: cluster_peer(&record.required("peer")?, &cluster.peers)?,
             at_ms: at_ms.unwrap_or(0),
@@ -1295,7 +1397,7 @@ fn parse_fault(field: &Field<'_>, cluster: &ClusterSpec) -> Result<FaultSpec, Sc
     Ok(fault)
 }
 
-const EXPECT_KEYS: [&str; 9] = [
+const EXPECT_KEYS: [&str; 11] = [
     "outcome",
     "error",
     "path",
@@ -1305,6 +1407,8 @@ const EXPECT_KEYS: [&str; 9] = [
     "sent",
     "max_virtual_time",
     "min_virtual_time",
+    "max_unwritable",
+    "settle",
 ];
 
 fn parse_expectations(field: &Field<'_>) -> Result<Expectations, ScenarioError> {
@@ -1366,6 +1470,12 @@ fn parse_expectations(field: &Field<'_>) -> Result<Expectations, ScenarioError> 
             )));
         }
         expect.min_virtual_time_ms = Some(min_ms);
+    }
+    if let Some(field) = record.get("max_unwritable") {
+        expect.max_unwritable_ms = Some(field.duration_ms()?);
+    }
+    if let Some(field) = record.get("settle") {
+        expect.settle_ms = Some(field.duration_ms()?);
     }
     Ok(expect)
 }
@@ -1460,6 +1570,10 @@ pub struct MigrationResult {
     pub sent: BTreeMap<String, u64>,
     /// From the submit to the terminal state, in virtual time.
     pub virtual_time_ms: u64,
+    /// The longest stretch, between the submit and the end, during which no datanode would
+    /// have accepted a write for the region (0 for a refused or no-op submit).
+    #[serde(default)]
+    pub unwritable_ms: u64,
     /// The events the procedure appended.
     pub events: u64,
 }
@@ -1591,6 +1705,18 @@ pub fn check_expectations(
             );
         }
     }
+    if let Some(max_ms) = expect.max_unwritable_ms {
+        if result.unwritable_ms > max_ms {
+            fail(
+                "max_unwritable",
+                format!(
+                    "expected the region unwritable for at most {}, it was for {}",
+                    millis_text(max_ms),
+                    millis_text(result.unwritable_ms)
+                ),
+            );
+        }
+    }
     if let Some(min_ms) = expect.min_virtual_time_ms {
         if result.virtual_time_ms < min_ms {
             fail(
@@ -1616,11 +1742,12 @@ pub fn render_text(outcome: &ScenarioOutcome) -> String {
     );
     for (index, migration) in outcome.migrations.iter().enumerate() {
         text.push_str(&format!(
-            "  migration {index} {}: {} in {} ({} events): {}\n",
+            "  migration {index} {}: {} in {} ({} events, unwritable {}): {}\n",
             migration.region,
             migration.outcome,
             millis_text(migration.virtual_time_ms),
             migration.events,
+            millis_text(migration.unwritable_ms),
             path_text(&migration.path)
         ));
         if let Some(error) = &migration.error {

@@ -181,6 +181,10 @@ pub fn ok_reply(kind: InstructionKind, last_entry_id: Option<u64>) -> Reply {
             result: true,
             error: None,
         },
+        InstructionKind::FlushRegion => Reply::FlushRegion {
+            result: true,
+            error: None,
+        },
     }
 }
 
@@ -366,6 +370,8 @@ pub struct World {
     pub sent: Vec<Sent>,
     /// Every hook the decisions asked for, in order.
     pub hooks: Vec<Hook>,
+    /// What a read of a datanode's last heartbeat answers (R2.3); `None`: unknown.
+    pub last_heartbeat_ms: Option<u64>,
 }
 
 impl Default for World {
@@ -410,6 +416,7 @@ impl World {
             steps_max: 500,
             sent: Vec::new(),
             hooks: Vec::new(),
+            last_heartbeat_ms: None,
         }
     }
 
@@ -581,6 +588,13 @@ impl World {
                 Observation::LocksAcquired {
                     lock_keys,
                     waited_ms: 0,
+                }
+            }
+            Action::ReadLastHeartbeat { peer } => {
+                self.now_ms += self.io_delay_ms;
+                Observation::LastHeartbeatRead {
+                    peer,
+                    last_heartbeat_ms: self.last_heartbeat_ms,
                 }
             }
             Action::ReadRoute { table_id } => {

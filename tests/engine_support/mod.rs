@@ -73,6 +73,10 @@ impl ScriptedMailbox {
                 result: true,
                 error: None,
             },
+            Instruction::FlushRegion { .. } => Reply::FlushRegion {
+                result: true,
+                error: None,
+            },
         }
     }
 }
