@@ -146,6 +146,7 @@ fn happy_path_from_start_reaches_end() {
         vec![
             "Start",
             "OpenCandidateRegion",
+            "FlushLeaderRegion",
             "UpdateMetadata::Downgrade",
             "DowngradeLeaderRegion",
             "UpgradeCandidateRegion",

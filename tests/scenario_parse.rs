@@ -508,7 +508,7 @@ mod scenario_invalid_files {
         invalid_fixture_error("typo_fault_kind.toml"),
         "tests/scenario_parse/invalid/typo_fault_kind.toml:17: field `faults[1].kind`: unknown \
          fault kind \"metadata_cas_conflct\" (expected one of metadata_cas_conflict, \
-         metadata_unavailable, engine_crash, datanode_crash, message_delay)"
+         metadata_unavailable, engine_crash, datanode_crash, message_delay, partition)"
     );
     }
 
@@ -556,7 +556,7 @@ mod scenario_invalid_files {
             invalid_fixture_error("unknown_state_in_path.toml"),
             "tests/scenario_parse/invalid/unknown_state_in_path.toml:14: field `expect.path[1]`: \
          unknown state \"OpenCandidate\" (expected one of Start, OpenCandidateRegion, \
-         UpdateMetadata::Downgrade, DowngradeLeaderRegion, UpgradeCandidateRegion, \
+         FlushLeaderRegion, UpdateMetadata::Downgrade, DowngradeLeaderRegion, UpgradeCandidateRegion, \
          UpdateMetadata::Upgrade, UpdateMetadata::Rollback, CloseDowngradedRegion, End, Abort)"
         );
     }
@@ -567,7 +567,7 @@ mod scenario_invalid_files {
         invalid_fixture_error("bad_sent_key.toml"),
         "tests/scenario_parse/invalid/bad_sent_key.toml:14: field `expect.sent.\"1.downgrade\"`: \
          invalid key \"1.downgrade\": unknown instruction \"downgrade\" (expected one of \
-         open_region, downgrade_region, upgrade_region, close_region)"
+         open_region, flush_region, downgrade_region, upgrade_region, close_region)"
     );
     }
 
@@ -774,7 +774,7 @@ mod scenario_invalid_files {
         assert_eq!(
         inline_error(&text),
         "inline.toml:18: field `faults[0].count`: not a key of fault kind engine_crash (expected \
-         one of kind, after_events, at)"
+         one of kind, after_events, at, restart_after)"
     );
     }
 
@@ -946,7 +946,7 @@ mod scenario_invalid_files {
         assert_eq!(
             inline_error(&text),
             "inline.toml:22: field `expect_more[0].outcom`: unknown key (expected one of outcome, \
-         error, path, leader, followers, leader_state, sent, max_virtual_time, min_virtual_time)"
+         error, path, leader, followers, leader_state, sent, max_virtual_time, min_virtual_time, max_unwritable, settle)"
         );
     }
 }
@@ -1115,7 +1115,7 @@ mod scenario_results {
                 r#""DowngradeLeaderRegion","UpgradeCandidateRegion","UpdateMetadata::Upgrade","#,
                 r#""CloseDowngradedRegion","End"],"leader":2,"followers":[],"#,
                 r#""leader_state":"none","sent":{"2.open_region":3},"#,
-                r#""virtual_time_ms":1520,"events":23}],"#,
+                r#""virtual_time_ms":1520,"unwritable_ms":0,"events":23}],"#,
                 r#""invariants":{"ok":true,"violations":[]},"data_dir":"/tmp/regmig-sim-7"}"#
             )
         );
@@ -1151,7 +1151,7 @@ mod scenario_results {
         assert_eq!(
             render_text(&outcome_with(completed_result())),
             "scenario \"open candidate fails twice, then succeeds\": OK\n\
-         \x20 migration 0 1024:1: completed in 1s 520ms (23 events): Start > OpenCandidateRegion \
+         \x20 migration 0 1024:1: completed in 1s 520ms (23 events, unwritable 0s): Start > OpenCandidateRegion \
          (x3) > UpdateMetadata::Downgrade > DowngradeLeaderRegion > UpgradeCandidateRegion > \
          UpdateMetadata::Upgrade > CloseDowngradedRegion > End\n\
          \x20 invariants: ok\n\
@@ -1176,7 +1176,7 @@ mod scenario_results {
         assert_eq!(
             render_text(&outcome),
             "scenario \"open candidate fails twice, then succeeds\": FAILED\n\
-         \x20 migration 0 1024:1: aborted in 1s 520ms (23 events): Start > Abort\n\
+         \x20 migration 0 1024:1: aborted in 1s 520ms (23 events, unwritable 0s): Start > Abort\n\
          \x20   error: upgrade: region not ready\n\
          \x20 failed: migration 0 (1024:1): outcome: expected completed, got aborted\n\
          \x20 invariant violated: region 1024:1 has two writable leaders at 1200ms\n\

@@ -253,7 +253,7 @@ fn broken_datanode_model_is_caught_by_the_invariant_checker_in_an_engine_run() {
     assert_eq!(
         first_lines,
         vec![
-            "invariant violated at 1506 ms, region 1024:1: 50 of 251 acknowledged writes are \
+            "invariant violated at 1505 ms, region 1024:1: 49 of 250 acknowledged writes are \
              missing from the final leader (peer 2, Leader, last entry 201); first missing \
              entry 202"
         ]

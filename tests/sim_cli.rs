@@ -180,6 +180,7 @@ fn sim_run_json_prints_exactly_the_fields_of_the_spec() {
             "region",
             "rolled_back",
             "sent",
+            "unwritable_ms",
             "virtual_time_ms"
         ]
     );
@@ -204,6 +205,7 @@ fn sim_run_json_prints_exactly_the_fields_of_the_spec() {
             "leader_state": "none",
             "sent": {"2.open_region": 1},
             "virtual_time_ms": 0,
+            "unwritable_ms": 0,
             "events": 13
         }],
         "invariants": {"ok": true, "violations": []},

@@ -53,7 +53,9 @@ mod sim {
                 regions,
             }],
             writes_per_second,
-            flush_writes_per_second: None,
+            // Instant flushes: these tests time leases, replays and writes; the flush's own
+            // timing has its tests (`flush_*`).
+            flush_writes_per_second: Some(u64::MAX),
             epoch_base_ms: EPOCH_BASE_MS,
         }
     }
@@ -1427,5 +1429,146 @@ mod sim {
             .any(|line| line.starts_with("invariant violated")));
         let (_, other_entropy) = busy_run(12);
         assert_ne!(first_entropy, other_entropy);
+    }
+
+    fn flush(region_id: RegionId) -> Instruction {
+        Instruction::FlushRegion {
+            region_id,
+            timeout_ms: 10_000,
+        }
+    }
+
+    fn flush_reply(result: bool) -> MailboxOutcome {
+        MailboxOutcome::Reply(Reply::FlushRegion {
+            result,
+            error: None,
+        })
+    }
+
+    /// 1000 writes/s flushed at 10000 writes/s: a flush of N writes takes N / 10 ms.
+    fn flushing_cluster() -> Arc<SimCluster> {
+        cluster(ClusterSetup {
+            flush_writes_per_second: Some(10_000),
+            ..setup(WalKind::Local, Some(1_000), vec![region_on(1, 1, 100)])
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_takes_unflushed_writes_over_the_flush_rate_and_keeps_accepting_writes() {
+        let region_id = region(1);
+        let cluster = flushing_cluster();
+        cluster.start();
+        sleep_to(&cluster, 2_000).await;
+        // 2000 writes since the start: 200 ms, during which the leader still takes writes.
+        assert_eq!(
+            send(&cluster, 1, flush(region_id), 10_000).await,
+            flush_reply(true)
+        );
+        assert_eq!(cluster.now_ms(), 2_200);
+        assert_eq!(cluster.writers(region_id), vec![1]);
+        assert_eq!(
+            cluster
+                .region_wal(region_id)
+                .map(|wal| wal.flushed_entry_id),
+            Some(2_100)
+        );
+        assert_eq!(cluster.unwritable_ms(region_id, 0, 2_200), 0);
+        // The downgrade right after flushes only the 200 writes that came meanwhile (20 ms),
+        // rejecting writes from its receipt: the region is unwritable from then on.
+        mark_downgrading(&cluster, region_id).await;
+        assert_eq!(
+            send(&cluster, 1, downgrade(region_id, true), 1_000).await,
+            downgrade_reply(Some(2_300), true, None)
+        );
+        assert_eq!(cluster.now_ms(), 2_220);
+        assert_eq!(cluster.writers(region_id), Vec::<PeerId>::new());
+        assert_eq!(cluster.unwritable_ms(region_id, 0, 2_220), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_of_a_region_the_datanode_lacks_is_an_error_and_a_downgrade_without_preflush_is_slow(
+    ) {
+        let region_id = region(1);
+        let cluster = flushing_cluster();
+        cluster.start();
+        sleep_to(&cluster, 2_000).await;
+        assert_eq!(
+            send(&cluster, 2, flush(region_id), 10_000).await,
+            MailboxOutcome::Reply(Reply::FlushRegion {
+                result: false,
+                error: Some("region 1024:1 not found on datanode 2".to_string()),
+            })
+        );
+        mark_downgrading(&cluster, region_id).await;
+        // No pre-flush: all 2000 writes are flushed inside the write pause.
+        assert_eq!(
+            send(&cluster, 1, downgrade(region_id, true), 1_000).await,
+            downgrade_reply(Some(2_100), true, None)
+        );
+        assert_eq!(cluster.now_ms(), 2_200);
+        assert_eq!(cluster.unwritable_ms(region_id, 0, 2_200), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partition_cuts_heartbeats_and_sends_until_it_heals() {
+        let region_id = region(1);
+        let cluster = cluster(setup(WalKind::Local, Some(100), vec![region_on(1, 1, 100)]));
+        cluster.partition(1, 500, Some(9_000));
+        cluster.start();
+        sleep_to(&cluster, 4_000).await;
+        // Peer 1 beat at 0 ms, then its 3000 ms beat was lost; it still takes writes.
+        assert_eq!(cluster.last_heartbeat_ms(1), Some(0));
+        assert_eq!(cluster.writers(region_id), vec![1]);
+        assert_eq!(
+            send(&cluster, 1, flush(region_id), 10_000).await,
+            MailboxOutcome::Unreachable
+        );
+        // Its lease (from the 0 ms beat) ends at 10 s; the 9 s beat is lost too.
+        sleep_to(&cluster, 10_001).await;
+        assert_eq!(cluster.writers(region_id), Vec::<PeerId>::new());
+        // Healed at 9.5 s: the 12 s beat renews it.
+        sleep_to(&cluster, 12_001).await;
+        assert_eq!(cluster.last_heartbeat_ms(1), Some(12_000));
+        assert_eq!(cluster.writers(region_id), vec![1]);
+        assert_eq!(cluster.unwritable_ms(region_id, 0, 12_001), 2_000);
+        assert_eq!(
+            send(&cluster, 1, flush(region_id), 10_000).await,
+            flush_reply(true)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timed_metadata_outage_fails_every_operation_in_its_window() {
+        let cluster = cluster(setup(WalKind::Local, None, vec![region_on(1, 1, 100)]));
+        cluster.inject_metadata_unavailable_until(1_000, 2_000);
+        cluster.inject_cas_conflicts_until(3_000, 4_000);
+        let metadata = cluster.metadata();
+        assert!(metadata.table_route(TABLE).await.is_ok());
+        sleep_to(&cluster, 1_000).await;
+        assert!(metadata.table_route(TABLE).await.is_err());
+        assert!(metadata.table_route(TABLE).await.is_err());
+        sleep_to(&cluster, 2_000).await;
+        let current = metadata
+            .table_route(TABLE)
+            .await
+            .expect("store up")
+            .expect("route");
+        sleep_to(&cluster, 3_500).await;
+        let refused = metadata
+            .cas_table_route(TABLE, current.version, current.route.clone(), None)
+            .await
+            .expect("store up");
+        assert!(refused.is_err(), "a CAS inside the window loses");
+        sleep_to(&cluster, 4_000).await;
+        let latest = metadata
+            .table_route(TABLE)
+            .await
+            .expect("store up")
+            .expect("route");
+        let applied = metadata
+            .cas_table_route(TABLE, latest.version, latest.route, None)
+            .await
+            .expect("store up");
+        assert_eq!(applied, Ok(latest.version + 1));
     }
 }

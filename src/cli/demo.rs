@@ -104,6 +104,33 @@ fn figures<'a>(states: impl IntoIterator<Item = &'a MigrationState>) -> Figures 
     figures
 }
 
+/// How long regions could take no writes during this run's migrations, as the simulator
+/// measured it (no datanode would have accepted a write), between each submit and end.
+#[derive(Debug, Default, Serialize)]
+struct WritePause {
+    migrations: u64,
+    p50_ms: u64,
+    p99_ms: u64,
+    max_ms: u64,
+}
+
+fn write_pause(mut pauses: Vec<u64>) -> WritePause {
+    pauses.sort_unstable();
+    let percentile = |p: usize| -> u64 {
+        if pauses.is_empty() {
+            0
+        } else {
+            pauses[((pauses.len() - 1) * p) / 100]
+        }
+    };
+    WritePause {
+        migrations: pauses.len() as u64,
+        p50_ms: percentile(50),
+        p99_ms: percentile(99),
+        max_ms: pauses.last().copied().unwrap_or(0),
+    }
+}
+
 /// What one run of the demo did.
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -115,6 +142,7 @@ struct Summary {
     phases: Vec<(String, u64)>,
     this_run: Figures,
     all_time: Figures,
+    write_pause: WritePause,
     invariant_violations: Vec<String>,
     virtual_time_ms: u64,
     real_time_ms: u64,
@@ -380,6 +408,19 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         bar.finish_and_clear();
     }
     let virtual_time_ms = cluster.clock().elapsed_ms();
+    let epoch_base_ms = cluster.clock().epoch_base_ms();
+    let mut pauses = Vec::new();
+    for id in &run_ids {
+        let state = fold(&load_procedure(&log, *id)?);
+        if let (Some(task), Some(finished_at_ms)) = (&state.task, state.finished_at_ms) {
+            pauses.push(cluster.unwritable_ms(
+                task.region_id,
+                state.submitted_at_ms.saturating_sub(epoch_base_ms),
+                finished_at_ms.saturating_sub(epoch_base_ms),
+            ));
+        }
+    }
+    let write_pause = write_pause(pauses);
     let invariant_violations: Vec<String> = cluster
         .final_check()
         .into_iter()
@@ -418,6 +459,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         phases,
         this_run,
         all_time,
+        write_pause,
         invariant_violations,
         virtual_time_ms,
         real_time_ms: started.elapsed().as_millis() as u64,
@@ -473,6 +515,13 @@ fn print_summary(summary: &Summary) {
             figures.slow_path_waits
         );
     }
+    println!(
+        "write pause (no datanode taking writes for the region), this run's {} finished migrations: p50 {}, p99 {}, max {}",
+        summary.write_pause.migrations,
+        format_ms(summary.write_pause.p50_ms),
+        format_ms(summary.write_pause.p99_ms),
+        format_ms(summary.write_pause.max_ms)
+    );
     println!();
     if summary.invariant_violations.is_empty() {
         println!("invariants: ok (never two writers for a region, no acknowledged write lost)");

@@ -282,7 +282,7 @@ fn render_list(summaries: &[&Summary]) -> String {
             summary.region.clone(),
             format!("{}→{}", summary.from_peer, summary.to_peer),
             summary.state.to_string(),
-            summary.status.to_string(),
+            status_text(summary),
             summary.submitted_at.clone(),
             format_duration(summary.duration_ms),
         ]);
@@ -294,6 +294,18 @@ fn render_list(summaries: &[&Summary]) -> String {
         plural(summaries.len(), "migration")
     ));
     out
+}
+
+/// The status column: a rollback being retried shows its attempts and last error.
+fn status_text(summary: &Summary) -> String {
+    match &summary.rollback_last_error {
+        Some(error) if summary.status == "rolling_back" => format!(
+            "rolling_back ({} {}, last error: {error})",
+            summary.rollback_attempts,
+            plural(summary.rollback_attempts as usize, "attempt")
+        ),
+        _ => summary.status.to_string(),
+    }
 }
 
 fn plural(count: usize, word: &str) -> String {
@@ -380,6 +392,20 @@ pub fn render_show(detail: &Detail) -> String {
             .map_or_else(|| format!("- ({})", summary.status), str::to_string),
     );
     field("final error", or_dash(summary.final_error.as_ref()));
+    if let Some(error) = &summary.rollback_last_error {
+        field(
+            "rolling back",
+            format!(
+                "{} {} so far, last error: {error}",
+                summary.rollback_attempts,
+                if summary.rollback_attempts == 1 {
+                    "retry"
+                } else {
+                    "retries"
+                }
+            ),
+        );
+    }
     if let Some(reason) = &detail.abort_reason {
         field("abort reason", reason.clone());
     }
@@ -419,6 +445,18 @@ pub fn render_show(detail: &Detail) -> String {
         ),
     );
     field("last_entry_id", or_dash(summary.last_entry_id));
+    field(
+        "write pause",
+        summary.write_pause_ms.map_or_else(
+            || "-".to_string(),
+            |pause_ms| {
+                format!(
+                    "{} (downgrade sent to route switch or rollback, from the log)",
+                    format_duration(pause_ms)
+                )
+            },
+        ),
+    );
     field("events", summary.events.to_string());
     field("route before", render_route(&detail.route_before));
     field("route after", render_route(&detail.route_after));

@@ -9,7 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::common::{format_time, CliError};
-use crate::domain::{PeerId, RegionId, RegionRoute, Reply, TableId};
+use crate::domain::{Instruction, PeerId, RegionId, RegionRoute, Reply, TableId};
 use crate::log::keys::{parse_audit_key, region_audit_key, PREFIX_REGION_AUDIT, TREE_NAME};
 use crate::log::{EventLog, LogError};
 use crate::migration::events::kind_name;
@@ -72,6 +72,15 @@ pub struct Summary {
     pub last_entry_id: Option<u64>,
     /// Whether a rollback ran to completion.
     pub rolled_back: bool,
+    /// Retries of the rollback so far (it retries without limit while the region is
+    /// Downgrading).
+    pub rollback_attempts: u32,
+    /// Why the last rollback attempt failed, while it is being retried.
+    pub rollback_last_error: Option<String>,
+    /// The write pause the log shows: from the first downgrade sent with reject_write to the
+    /// route switch or the rollback's clearing (the new leader takes writes from its next
+    /// lease); null when no downgrade was sent.
+    pub write_pause_ms: Option<u64>,
     /// Events in its history.
     pub events: u64,
     /// The states entered, each consecutive repeat collapsed into one.
@@ -125,6 +134,13 @@ pub fn summary_of(
         budget_left_ms: state.remaining_budget_ms(),
         last_entry_id: state.last_entry_id,
         rolled_back: state.rolled_back,
+        rollback_attempts: state.rollback_retries_used,
+        rollback_last_error: if state.outcome.is_none() {
+            state.rollback_last_error.clone()
+        } else {
+            None
+        },
+        write_pause_ms: write_pause_ms(events),
         events: state.counters.events,
         path: state
             .collapsed_path()
@@ -132,6 +148,39 @@ pub fn summary_of(
             .map(|state| state.name())
             .collect(),
     })
+}
+
+/// The write pause a log shows: from the first downgrade sent with reject_write (the old
+/// leader stops taking writes when it receives it) to the route write that ends it (the
+/// upgrade's, or the rollback's clearing of Downgrading), or to the last event.
+pub fn write_pause_ms(events: &[TimedEvent]) -> Option<u64> {
+    let start = events.iter().position(|timed| {
+        matches!(
+            &timed.event,
+            MigrationEvent::InstructionSent {
+                instruction: Instruction::DowngradeRegion {
+                    reject_write: true,
+                    ..
+                },
+                ..
+            }
+        )
+    })?;
+    let started_ms = events[start].at_ms;
+    let ended_ms = events[start..]
+        .iter()
+        .find(|timed| {
+            matches!(
+                timed.event,
+                MigrationEvent::RouteCasApplied {
+                    change: RouteChange::Upgrade | RouteChange::ClearDowngrading,
+                    ..
+                } | MigrationEvent::Finished { .. }
+            )
+        })
+        .or(events.last())
+        .map_or(started_ms, |timed| timed.at_ms);
+    Some(ended_ms.saturating_sub(started_ms))
 }
 
 // ---------------------------------------------------------------------------------------------

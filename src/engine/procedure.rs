@@ -283,6 +283,10 @@ impl Runner {
         if self.table_lock.as_ref() == Some(&keys) {
             return Ok(());
         }
+        // A revision 1 procedure holds its table's lock for the whole migration.
+        if crate::migration::lock_keys(&self.state).contains(&keys[0]) {
+            return Ok(());
+        }
         self.release_table_lock();
         if self.inner.locks.try_acquire(self.id, &keys).is_err() {
             let inner = self.inner.clone();

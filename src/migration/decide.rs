@@ -254,6 +254,15 @@ pub fn lock_keys(state: &MigrationState) -> Vec<String> {
     let Some(task) = &state.task else {
         return Vec::new();
     };
+    if !state.policy.revision_two() {
+        // Revision 1 held the table's lock for the whole migration.
+        return vec![
+            format!("catalog/{}:shared", state.catalog),
+            format!("schema/{}.{}:shared", state.catalog, state.schema),
+            table_lock_key(task.region_id.table_id()),
+            format!("region/{}:exclusive", task.region_id),
+        ];
+    }
     vec![
         format!("catalog/{}:shared", state.catalog),
         format!("schema/{}.{}:shared", state.catalog, state.schema),
@@ -545,6 +554,9 @@ impl Stepper {
     /// The backoff before rollback retry `retry_index + 1`: doubling, jitter included, at
     /// most [`ROLLBACK_BACKOFF_MAX_MS`].
     fn rollback_backoff(&self, retry_index: u32) -> (u64, u64) {
+        if !self.state.policy.revision_two() {
+            return self.backoff(retry_index);
+        }
         let (delay_ms, _) = self.backoff(retry_index);
         let delay_ms = delay_ms.min(ROLLBACK_BACKOFF_MAX_MS);
         (delay_ms, self.now_ms + delay_ms)
@@ -555,7 +567,13 @@ impl Stepper {
         if let Some(cause) = self.state.rollback.clone() {
             // R2.4: a rollback whose route read or write fails retries without limit, so no
             // region is left Downgrading; it fails only when it cannot apply at all.
-            if error.retryable {
+            let retry = if self.state.policy.revision_two() {
+                error.retryable
+            } else {
+                error.retryable
+                    && self.state.rollback_retries_used < self.state.policy.rollback_retries_max
+            };
+            if retry {
                 let (delay_ms, due_at_ms) = self.rollback_backoff(self.state.rollback_retries_used);
                 self.emit(MigrationEvent::RetryScheduled {
                     attempt: self.state.rollback_retries_used + 1,
@@ -698,7 +716,13 @@ impl Stepper {
     /// gets a fresh timeout when it passed.
     fn resend(&mut self, outstanding: Outstanding) -> Flow {
         let budgeted = super::state::is_budgeted(outstanding.instruction.kind());
-        let (timeout_ms, deadline_ms) = if budgeted {
+        let (timeout_ms, deadline_ms) = if budgeted && !self.state.policy.revision_two() {
+            // Revision 1: never past the old deadline, even when it passed during the restart.
+            (
+                outstanding.deadline_ms.saturating_sub(self.now_ms),
+                outstanding.deadline_ms,
+            )
+        } else if budgeted {
             let remaining_ms = self.state.remaining_budget_ms();
             (remaining_ms, self.now_ms + remaining_ms)
         } else if outstanding.deadline_ms > self.now_ms {
@@ -775,7 +799,7 @@ impl Stepper {
             .iter()
             .any(|peer| peer.id == task.to_peer.id)
         {
-            self.enter(StateName::FlushLeaderRegion, None);
+            self.enter(self.after_the_candidate_opens(), None);
         } else {
             self.enter(StateName::OpenCandidateRegion, None);
         }
@@ -788,7 +812,7 @@ impl Stepper {
             let to = task.to_peer.id;
             return match answered.answer {
                 Answer::Reply(Reply::OpenRegion { result: true, .. }) => {
-                    self.enter(StateName::FlushLeaderRegion, None);
+                    self.enter(self.after_the_candidate_opens(), None);
                     Flow::Continue
                 }
                 Answer::Reply(Reply::OpenRegion {
@@ -858,6 +882,16 @@ impl Stepper {
             skip_wal_replay: true,
         };
         self.send(task.to_peer, instruction, OPEN_CANDIDATE_TIMEOUT_MS)
+    }
+
+    /// The state after the candidate is open: FlushLeaderRegion (revision 2), else straight
+    /// to UpdateMetadata::Downgrade.
+    fn after_the_candidate_opens(&self) -> StateName {
+        if self.state.policy.revision_two() {
+            StateName::FlushLeaderRegion
+        } else {
+            StateName::UpdateMetadataDowngrade
+        }
     }
 
     /// FlushLeaderRegion (R2.2): asks the leader to flush before it is marked Downgrading.
@@ -950,7 +984,12 @@ impl Stepper {
     /// lease after the old leader's last heartbeat (R2.3), read first and recorded; with no
     /// heartbeat known, the deadline set when the downgrade began stands.
     fn slow_path(&mut self) -> Flow {
-        let Some(last_heartbeat_ms) = self.state.step.last_heartbeat else {
+        let last_heartbeat = if self.state.policy.revision_two() {
+            self.state.step.last_heartbeat
+        } else {
+            Some(None)
+        };
+        let Some(last_heartbeat_ms) = last_heartbeat else {
             return Flow::Act(Action::ReadLastHeartbeat {
                 peer: self.task().from_peer.id,
             });
@@ -1023,7 +1062,12 @@ impl Stepper {
             return Flow::Continue;
         }
         let instruction = instruction(remaining_ms);
-        self.send(peer, instruction, remaining_ms)
+        let wait_ms = if self.state.policy.revision_two() {
+            remaining_ms
+        } else {
+            remaining_ms.min(MAILBOX_RTT_MS)
+        };
+        self.send(peer, instruction, wait_ms)
     }
 
     fn upgrade_candidate_region(&mut self) -> Flow {
@@ -1210,6 +1254,8 @@ impl Stepper {
                     };
                     let table_id = task.region_id.table_id();
                     let region_route = match &cached.route {
+                        // Revision 1: a missing route has nothing Downgrading to clear.
+                        _ if !self.state.policy.revision_two() => None,
                         None => {
                             return Flow::Fail(fatal(
                                 ErrorKind::TableRouteNotFound,
@@ -1217,7 +1263,7 @@ impl Stepper {
                             ))
                         }
                         Some(route) => match route.region_route(task.region_id) {
-                            Some(region_route) => region_route,
+                            Some(region_route) => Some(region_route),
                             None => {
                                 return Flow::Fail(fatal(
                                     ErrorKind::RegionRouteNotFound,
@@ -1229,7 +1275,14 @@ impl Stepper {
                             }
                         },
                     };
-                    let downgrading = region_route.is_leader_downgrading();
+                    let downgrading = match region_route {
+                        Some(region_route) => region_route.is_leader_downgrading(),
+                        None => cached
+                            .route
+                            .as_ref()
+                            .and_then(|route| route.region_route(task.region_id))
+                            .is_some_and(RegionRoute::is_leader_downgrading),
+                    };
                     if downgrading {
                         return self.cas_with(
                             RouteChange::ClearDowngrading,

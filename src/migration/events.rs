@@ -45,6 +45,27 @@ pub struct RetryPolicy {
     pub rollback_retries_max: u32,
     /// Whether an upgrade must report `ready` (the candidate caught up) to succeed.
     pub require_ready: bool,
+    /// The behaviour revision the procedure follows ([`BEHAVIOUR_REVISION`] for new ones).
+    /// A procedure submitted by an older version (its log has no such field: revision 1)
+    /// keeps the rules it started with, so replaying its log decides exactly as recorded.
+    #[serde(default = "revision_one")]
+    pub revision: u32,
+}
+
+/// The behaviour revision of this version: `shared/spec/region-migration.md` "Revision 2"
+/// (late replies taken, FlushLeaderRegion, lease waits from the last heartbeat, endless
+/// rollback, the table lock only around route writes, downtime not charged).
+pub const BEHAVIOUR_REVISION: u32 = 2;
+
+fn revision_one() -> u32 {
+    1
+}
+
+impl RetryPolicy {
+    /// Whether the procedure follows revision 2 of the behaviour.
+    pub fn revision_two(&self) -> bool {
+        self.revision >= 2
+    }
 }
 
 impl Default for RetryPolicy {
@@ -57,6 +78,7 @@ impl Default for RetryPolicy {
             in_state_retry_interval_ms: 500,
             rollback_retries_max: 3,
             require_ready: true,
+            revision: BEHAVIOUR_REVISION,
         }
     }
 }

@@ -17,6 +17,6 @@ pub use decide::{
 };
 pub use events::{
     ErrorKind, EventRole, Hook, MigrationEvent, MigrationTask, Outcome, RetryPolicy, RouteChange,
-    StateName, StepError, TimedEvent, WaitReason, DEFAULT_TIMEOUT_MS,
+    StateName, StepError, TimedEvent, WaitReason, BEHAVIOUR_REVISION, DEFAULT_TIMEOUT_MS,
 };
 pub use state::{fold, MigrationState, Status};

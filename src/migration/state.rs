@@ -357,8 +357,9 @@ impl MigrationState {
                 // R2.7: a downgrade or upgrade outstanding at the crash is charged up to the
                 // last event before the crash; the downtime is not charged, and its re-send
                 // counts afresh from when it is sent.
+                let revision_two = self.policy.revision_two();
                 if let Some(outstanding) = &mut self.outstanding {
-                    if is_budgeted(outstanding.instruction.kind()) {
+                    if revision_two && is_budgeted(outstanding.instruction.kind()) {
                         self.operations_elapsed_ms +=
                             previous_event_at_ms.saturating_sub(outstanding.first_sent_at_ms);
                         outstanding.interrupted = true;
@@ -375,12 +376,14 @@ impl MigrationState {
                 self.step = StepProgress::default();
                 // R2.6: the table lock is not held between states, so a route write reads
                 // the route afresh (under the lock) instead of trusting an older read.
-                if matches!(
-                    state,
-                    StateName::UpdateMetadataDowngrade
-                        | StateName::UpdateMetadataUpgrade
-                        | StateName::UpdateMetadataRollback
-                ) {
+                if self.policy.revision_two()
+                    && matches!(
+                        state,
+                        StateName::UpdateMetadataDowngrade
+                            | StateName::UpdateMetadataUpgrade
+                            | StateName::UpdateMetadataRollback
+                    )
+                {
                     self.route = None;
                 }
             }

@@ -945,7 +945,8 @@ impl DataPlane {
     }
 
     /// How long a flush of `peer`'s replica takes now: its entries above the flushed
-    /// watermark at the flush rate, rounded up to a whole ms (0 when absent).
+    /// watermark at the flush rate, in whole ms (a flush under 1 ms is instant; 0 when
+    /// absent).
     pub fn flush_duration_ms(&self, peer: PeerId, region_id: RegionId) -> u64 {
         let (Some(replica), Some(region)) =
             (self.replica(peer, region_id), self.regions.get(&region_id))
@@ -961,7 +962,7 @@ impl DataPlane {
             0 => FLUSH_WRITES_PER_SECOND_DEFAULT,
             rate => rate,
         };
-        u64::try_from((u128::from(unflushed) * 1000).div_ceil(u128::from(rate))).unwrap_or(u64::MAX)
+        u64::try_from(u128::from(unflushed) * 1000 / u128::from(rate)).unwrap_or(u64::MAX)
     }
 
     /// Flushes `peer`'s replica without changing its role; returns how long the flush takes,
