@@ -135,6 +135,7 @@ pub fn scenario_text(seed: u64) -> String {
     }
     let instructions = [
         "open_region",
+        "flush_region",
         "downgrade_region",
         "upgrade_region",
         "close_region",
@@ -174,7 +175,7 @@ pub fn scenario_text(seed: u64) -> String {
         );
     }
     for _ in 0..rng.gen_range(0..=3) {
-        match rng.gen_range(0..5) {
+        match rng.gen_range(0..8) {
             0 => {
                 let _ = writeln!(
                     out,
@@ -220,6 +221,40 @@ pub fn scenario_text(seed: u64) -> String {
                     );
                 }
                 out.push('\n');
+            }
+            5 => {
+                // A timed metadata outage (revision 2's `until`).
+                let kind = if rng.gen_bool(0.5) {
+                    "metadata_unavailable"
+                } else {
+                    "metadata_cas_conflict"
+                };
+                let at_ms = rng.gen_range(0..10_000);
+                let _ = writeln!(
+                    out,
+                    "[[faults]]\nkind = \"{kind}\"\nat = \"{at_ms}ms\"\nuntil = \"{}ms\"\n",
+                    at_ms + rng.gen_range(1..40_000)
+                );
+            }
+            6 => {
+                let peer = *pick(&mut rng, &peers);
+                let _ = write!(
+                    out,
+                    "[[faults]]\nkind = \"partition\"\npeer = {peer}\nat = \"{}ms\"\n",
+                    rng.gen_range(0..10_000)
+                );
+                if rng.gen_bool(0.7) {
+                    let _ = writeln!(out, "heal_after = \"{}ms\"", rng.gen_range(500..20_000));
+                }
+                out.push('\n');
+            }
+            7 => {
+                let _ = writeln!(
+                    out,
+                    "[[faults]]\nkind = \"engine_crash\"\nat = \"{}ms\"\nrestart_after = \"{}ms\"\n",
+                    rng.gen_range(0..20_000),
+                    rng.gen_range(0..15_000)
+                );
             }
             _ => {
                 let _ = writeln!(
