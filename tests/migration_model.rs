@@ -4134,3 +4134,102 @@ fn flow_with_a_slow_flush_and_replay_completes_on_the_fast_path() {
     );
     assert_eq!(run.state().operations_elapsed_ms, 2_400);
 }
+
+// ---- Behaviour revisions ---------------------------------------------------------------
+
+/// A procedure submitted by revision 1 (its policy says so; an old log has no revision and
+/// reads as 1) keeps the revision 1 rules: no pre-flush, the table lock for the whole
+/// migration, one mailbox round trip per downgrade or upgrade, the lease wait from the
+/// downgrade's start, and a rollback budget.
+#[test]
+fn a_revision_one_procedure_keeps_the_revision_one_rules() {
+    let setup = Setup {
+        policy: RetryPolicy {
+            revision: 1,
+            ..RetryPolicy::default()
+        },
+        ..Setup::default()
+    };
+    let mut world = World::with_candidate_follower();
+    world.script(
+        InstructionKind::DowngradeRegion,
+        [MailboxOutcome::Timeout, MailboxOutcome::Unreachable],
+    );
+    let log = world.submit(&setup);
+    let run = world.run(log, Observation::Begin, Stop::Never);
+    assert_eq!(run.outcome, Some(Outcome::Completed));
+    assert_eq!(
+        path(&run),
+        vec![
+            StateName::Start,
+            StateName::UpdateMetadataDowngrade,
+            StateName::DowngradeLeaderRegion,
+            StateName::UpgradeCandidateRegion,
+            StateName::UpdateMetadataUpgrade,
+            StateName::CloseDowngradedRegion,
+            StateName::End,
+        ]
+    );
+    let state = run.state();
+    assert!(state
+        .counters
+        .sent
+        .keys()
+        .all(|key| !key.ends_with("flush_region")));
+    assert!(run.events().iter().any(|event| matches!(
+        event,
+        MigrationEvent::LocksAcquired { lock_keys, .. }
+            if lock_keys.contains(&"table/1024:exclusive".to_string())
+    )));
+    // The timeout cost one round trip, not the budget; the unreachable leader was waited
+    // out from the downgrade's start, with no heartbeat read.
+    assert_eq!(
+        sent_instructions(&world)[..2].to_vec(),
+        vec![
+            (FROM, downgrade_instruction(10_000), MAILBOX_RTT_MS),
+            (FROM, downgrade_instruction(9_000), MAILBOX_RTT_MS),
+        ]
+    );
+    assert!(!run
+        .events()
+        .iter()
+        .any(|event| matches!(event, MigrationEvent::LastHeartbeatRead { .. })));
+    assert_eq!(state.counters.slow_path_waits, 1);
+    assert_replays(&run.log);
+}
+
+#[test]
+fn a_policy_without_a_revision_reads_as_revision_one() {
+    let policy = RetryPolicy::default();
+    assert_eq!(policy.revision, regmig::migration::BEHAVIOUR_REVISION);
+    // An old log's policy: the same map without `revision`.
+    #[derive(serde::Serialize)]
+    struct OldPolicy {
+        retries_max: u32,
+        initial_backoff_ms: u64,
+        jitter_percent_max: u32,
+        in_state_attempts_max: u32,
+        in_state_retry_interval_ms: u64,
+        rollback_retries_max: u32,
+        require_ready: bool,
+    }
+    let bytes = rmp_serde::to_vec_named(&OldPolicy {
+        retries_max: 3,
+        initial_backoff_ms: 500,
+        jitter_percent_max: 25,
+        in_state_attempts_max: 3,
+        in_state_retry_interval_ms: 500,
+        rollback_retries_max: 3,
+        require_ready: true,
+    })
+    .expect("encodes");
+    let read: RetryPolicy = rmp_serde::from_slice(&bytes).expect("decodes");
+    assert_eq!(
+        read,
+        RetryPolicy {
+            revision: 1,
+            ..RetryPolicy::default()
+        }
+    );
+    assert!(!read.revision_two());
+}
