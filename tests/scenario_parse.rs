@@ -134,6 +134,8 @@ mod scenario_examples {
                 to: 2,
                 timeout_ms: 10_000,
                 at_ms: 0,
+                actor: None,
+                reason: None,
             }],
             scripts: vec![ScriptSpec {
                 peer: 2,
@@ -145,6 +147,7 @@ mod scenario_examples {
                 ],
             }],
             faults: vec![FaultSpec::MetadataCasConflict { count: 1, at_ms: 0 }],
+            cancels: vec![],
             expects: vec![Expectations {
                 outcome: Some(ExpectedOutcome::Completed),
                 error: None,
@@ -204,12 +207,15 @@ mod scenario_examples {
                 to: 1,
                 timeout_ms: 10_000,
                 at_ms: 0,
+                actor: None,
+                reason: None,
             }],
             scripts: vec![],
             faults: vec![FaultSpec::EngineCrash {
                 trigger: CrashTrigger::AfterEvents(4),
                 restart_after_ms: 0,
             }],
+            cancels: vec![],
             expects: vec![Expectations {
                 outcome: Some(ExpectedOutcome::Completed),
                 leader: Some(1),
@@ -252,6 +258,8 @@ mod scenario_examples {
                 to: 2,
                 timeout_ms: 5_000,
                 at_ms: 0,
+                actor: None,
+                reason: None,
             }],
             scripts: vec![ScriptSpec {
                 peer: 2,
@@ -259,6 +267,7 @@ mod scenario_examples {
                 replies: vec![ReplyToken::NotReady; 4],
             }],
             faults: vec![],
+            cancels: vec![],
             expects: vec![Expectations {
                 outcome: Some(ExpectedOutcome::Aborted),
                 path: Some(strings(&[
@@ -389,6 +398,8 @@ sent = { "01.close_region" = 0, "2.upgrade_region" = 4 }
                     to: 1,
                     timeout_ms: 90_000,
                     at_ms: 250,
+                    actor: None,
+                    reason: None,
                 },
                 MigrationSpec {
                     region: RegionId::new(5, 4),
@@ -396,6 +407,8 @@ sent = { "01.close_region" = 0, "2.upgrade_region" = 4 }
                     to: 1,
                     timeout_ms: 10_000,
                     at_ms: 0,
+                    actor: None,
+                    reason: None,
                 },
                 MigrationSpec {
                     region: RegionId::new(99, 1),
@@ -403,6 +416,8 @@ sent = { "01.close_region" = 0, "2.upgrade_region" = 4 }
                     to: 8,
                     timeout_ms: 10_000,
                     at_ms: 0,
+                    actor: None,
+                    reason: None,
                 },
             ]
         );
@@ -487,7 +502,7 @@ mod scenario_invalid_files {
         assert_eq!(
             invalid_fixture_error("unknown_top_level_key.toml"),
             "tests/scenario_parse/invalid/unknown_top_level_key.toml:3: field `sede`: unknown key \
-         (expected one of name, seed, cluster, workload, migrations, script, faults, expect, \
+         (expected one of name, seed, cluster, workload, migrations, script, faults, cancels, expect, \
          expect_more)"
         );
     }
@@ -1221,5 +1236,142 @@ mod scenario_garbage {
                 prop_assert!(error.to_string().starts_with("damaged.toml:"));
             }
         }
+    }
+}
+
+/// The revision 2 additions of the scenario format.
+mod scenario_revision_two {
+    use super::*;
+
+    fn parse(text: &str) -> Scenario {
+        parse_scenario(text, "inline.toml").expect("valid scenario")
+    }
+
+    #[test]
+    fn revision_two_keys_parse_into_the_model() {
+        let text = format!(
+            "{}actor = \"bob\"\nreason = \"rebalance\"\n\n\
+             [[faults]]\nkind = \"metadata_unavailable\"\nat = \"1s\"\nuntil = \"3s\"\n\n\
+             [[faults]]\nkind = \"metadata_cas_conflict\"\nuntil = \"2s\"\n\n\
+             [[faults]]\nkind = \"engine_crash\"\nat = \"5s\"\nrestart_after = \"12s\"\n\n\
+             [[faults]]\nkind = \"partition\"\npeer = 1\nat = \"500ms\"\nheal_after = \"9s\"\n\n\
+             [[faults]]\nkind = \"partition\"\npeer = 2\n\n\
+             [[cancels]]\nmigration = 1\nat = \"2s\"\nactor = \"alice\"\nreason = \"late\"\n\n\
+             [expect]\nmax_unwritable = \"3s\"\nsettle = \"20s\"\n",
+            MINIMAL.replace(
+                "peers = [1, 2]",
+                "peers = [1, 2]\nflush_writes_per_second = 500"
+            )
+        );
+        let scenario = parse(&text);
+        assert_eq!(scenario.cluster.flush_writes_per_second, 500);
+        assert_eq!(scenario.migrations[0].actor.as_deref(), Some("bob"));
+        assert_eq!(scenario.migrations[0].reason.as_deref(), Some("rebalance"));
+        assert_eq!(
+            scenario.faults,
+            vec![
+                FaultSpec::MetadataUnavailableUntil {
+                    at_ms: 1_000,
+                    until_ms: 3_000
+                },
+                FaultSpec::MetadataCasConflictUntil {
+                    at_ms: 0,
+                    until_ms: 2_000
+                },
+                FaultSpec::EngineCrash {
+                    trigger: CrashTrigger::AtMs(5_000),
+                    restart_after_ms: 12_000,
+                },
+                FaultSpec::Partition {
+                    peer: 1,
+                    at_ms: 500,
+                    heal_after_ms: Some(9_000),
+                },
+                FaultSpec::Partition {
+                    peer: 2,
+                    at_ms: 0,
+                    heal_after_ms: None,
+                },
+            ]
+        );
+        assert_eq!(
+            scenario.cancels,
+            vec![regmig::sim::scenario::CancelSpec {
+                migration: 0,
+                at_ms: 2_000,
+                actor: "alice".to_string(),
+                reason: "late".to_string(),
+            }]
+        );
+        assert_eq!(scenario.expects[0].max_unwritable_ms, Some(3_000));
+        assert_eq!(scenario.expects[0].settle_ms, Some(20_000));
+    }
+
+    #[test]
+    fn defaults_of_the_revision_two_keys() {
+        let scenario = parse(MINIMAL);
+        assert_eq!(scenario.cluster.flush_writes_per_second, 20_000);
+        assert_eq!(scenario.migrations[0].actor, None);
+        assert!(scenario.cancels.is_empty());
+        let crash = parse(&format!(
+            "{MINIMAL}\n[[faults]]\nkind = \"engine_crash\"\nat = \"1s\"\n"
+        ));
+        assert_eq!(
+            crash.faults,
+            vec![FaultSpec::EngineCrash {
+                trigger: CrashTrigger::AtMs(1_000),
+                restart_after_ms: 0,
+            }]
+        );
+    }
+
+    #[test]
+    fn flush_region_takes_its_reply_tokens() {
+        let text = format!(
+            "{MINIMAL}\n[[script]]\npeer = 1\ninstruction = \"flush_region\"\n\
+             replies = [\"ok\", \"error:busy\", \"timeout\", \"unreachable\", \"wrong_reply\"]\n"
+        );
+        assert_eq!(parse(&text).scripts[0].replies.len(), 5);
+        let not_ready = format!(
+            "{MINIMAL}\n[[script]]\npeer = 1\ninstruction = \"flush_region\"\nreplies = [\"not_ready\"]\n"
+        );
+        assert_eq!(
+            inline_error(&not_ready),
+            "inline.toml:19: field `script[0].replies[0]`: reply \"not_ready\" is only valid for \
+             upgrade_region, not flush_region"
+        );
+    }
+
+    #[test]
+    fn invalid_revision_two_keys_are_refused() {
+        let both = format!(
+            "{MINIMAL}\n[[faults]]\nkind = \"metadata_unavailable\"\ncount = 2\nuntil = \"2s\"\n"
+        );
+        assert_eq!(
+            inline_error(&both),
+            "inline.toml:16: field `faults[0]`: metadata_unavailable takes exactly one of `count` \
+             and `until`, not both"
+        );
+        let backwards = format!(
+            "{MINIMAL}\n[[faults]]\nkind = \"metadata_unavailable\"\nat = \"3s\"\nuntil = \"2s\"\n"
+        );
+        assert_eq!(
+            inline_error(&backwards),
+            "inline.toml:19: field `faults[0].until`: until (2s) must be after at (3s)"
+        );
+        let cancel = format!(
+            "{MINIMAL}\n[[cancels]]\nmigration = 2\nat = \"1s\"\nactor = \"a\"\nreason = \"r\"\n"
+        );
+        assert_eq!(
+            inline_error(&cancel),
+            "inline.toml:17: field `cancels[0].migration`: migration 2 does not exist: the file \
+             has 1 migration(s), counted from 1 in file order"
+        );
+        let heal = format!("{MINIMAL}\n[[faults]]\nkind = \"partition\"\npeer = 1\ncount = 1\n");
+        assert_eq!(
+            inline_error(&heal),
+            "inline.toml:19: field `faults[0].count`: not a key of fault kind partition (expected \
+             one of kind, peer, at, heal_after)"
+        );
     }
 }

@@ -330,8 +330,25 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         .map(|_| Submitted::Pending)
         .collect();
     let mut failures = Vec::new();
+    // Cancels in time order (equal times in file order).
+    let mut cancels: Vec<&super::scenario::CancelSpec> = scenario.cancels.iter().collect();
+    cancels.sort_by_key(|cancel| cancel.at_ms);
+    let mut next_cancel = 0;
     loop {
         let now_ms = clock.elapsed_ms();
+        while next_cancel < cancels.len() && cancels[next_cancel].at_ms <= now_ms {
+            let cancel = cancels[next_cancel];
+            next_cancel += 1;
+            if sim.crash_pending.swap(false, Ordering::SeqCst) {
+                let down_ms = sim.crash_down_ms.load(Ordering::SeqCst);
+                engine = sim.restart(engine, down_ms).await?;
+            }
+            // A cancel of a migration not started (refused, no-op, not yet submitted) or
+            // already finished does nothing; one the engine refuses is recorded by it.
+            if let Some(Submitted::Started { id, .. }) = submitted.get(cancel.migration) {
+                let _ = engine.cancel(*id, &cancel.actor, &cancel.reason).await;
+            }
+        }
         while next_submit < order.len() && scenario.migrations[order[next_submit]].at_ms <= now_ms {
             // A crash while the previous submit ran: the next submit goes to the reopened
             // engine, as it would after a real crash (never to the halted one).
@@ -343,7 +360,8 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             let spec = &scenario.migrations[index];
             let request = MigrationRequest {
                 timeout_ms: spec.timeout_ms,
-                trigger: "scenario".to_string(),
+                trigger: spec.actor.clone().unwrap_or_else(|| "scenario".to_string()),
+                reason: spec.reason.clone(),
                 ..MigrationRequest::new(
                     spec.region,
                     crate::domain::Peer::sim(spec.from),
@@ -368,6 +386,9 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             .get(next_submit)
             .map(|&index| SIM_EPOCH_BASE_MS + scenario.migrations[index].at_ms);
         let next_crash_at = time_crashes.first().map(|(at, _)| SIM_EPOCH_BASE_MS + at);
+        let next_cancel_at = cancels
+            .get(next_cancel)
+            .map(|cancel| SIM_EPOCH_BASE_MS + cancel.at_ms);
         let limit_at = SIM_EPOCH_BASE_MS + SIM_VIRTUAL_TIME_MAX_MS;
         let everything_submitted = next_submit_at.is_none();
         tokio::select! {
@@ -384,6 +405,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                 engine = sim.restart(engine, down_ms).await?;
             }
             () = clock.sleep_until_ms(next_submit_at.unwrap_or(u64::MAX)), if next_submit_at.is_some() => {}
+            () = clock.sleep_until_ms(next_cancel_at.unwrap_or(u64::MAX)), if next_cancel_at.is_some() => {}
             () = all_finished(&engine, &ids), if everything_submitted => break,
             () = clock.sleep_until_ms(limit_at) => {
                 failures.push(format!(

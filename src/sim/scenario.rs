@@ -88,6 +88,8 @@ pub struct Scenario {
     pub scripts: Vec<ScriptSpec>,
     /// `[[faults]]`, in file order.
     pub faults: Vec<FaultSpec>,
+    /// `[[cancels]]`, in file order.
+    pub cancels: Vec<CancelSpec>,
     /// One per migration: `expects[i]` applies to `migrations[i]`. `[expect]` is the first,
     /// each `[[expect_more]]` the next in file order; a migration the file says nothing about
     /// gets an empty [`Expectations`] (only the invariants are checked).
@@ -146,7 +148,7 @@ pub struct WorkloadSpec {
 }
 
 /// One `[[migrations]]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationSpec {
     /// `region`: need not exist in the cluster (a scenario may expect a rejection).
     pub region: RegionId,
@@ -158,6 +160,23 @@ pub struct MigrationSpec {
     pub timeout_ms: u64,
     /// `at` (default 0s): the virtual time of the submit.
     pub at_ms: u64,
+    /// `actor` (optional): who asked for it, recorded with the submit.
+    pub actor: Option<String>,
+    /// `reason` (optional): why, recorded with the submit.
+    pub reason: Option<String>,
+}
+
+/// One `[[cancels]]`: an operator's cancel of a migration at a virtual time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelSpec {
+    /// `migration`: which one, 0-based here (the file counts from 1, in file order).
+    pub migration: usize,
+    /// `at`: the virtual time of the cancel.
+    pub at_ms: u64,
+    /// `actor`: who cancels.
+    pub actor: String,
+    /// `reason`: why.
+    pub reason: String,
 }
 
 /// One `[[script]]`: replies forced on a datanode, consumed in order.
@@ -955,7 +974,7 @@ fn one_of<T: Copy>(
 // The sections of a scenario.
 // ---------------------------------------------------------------------------------------------
 
-const ROOT_KEYS: [&str; 9] = [
+const ROOT_KEYS: [&str; 10] = [
     "name",
     "seed",
     "cluster",
@@ -963,6 +982,7 @@ const ROOT_KEYS: [&str; 9] = [
     "migrations",
     "script",
     "faults",
+    "cancels",
     "expect",
     "expect_more",
 ];
@@ -1018,6 +1038,13 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
         None => Vec::new(),
     };
 
+    let mut cancels = Vec::new();
+    if let Some(field) = record.get("cancels") {
+        for element in field.list()? {
+            cancels.push(parse_cancel(&element, migrations.len())?);
+        }
+    }
+
     let mut expects = vec![Expectations::default(); migrations.len()];
     if let Some(field) = record.get("expect") {
         expects[0] = parse_expectations(&field)?;
@@ -1044,6 +1071,7 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
         migrations,
         scripts: scripts.into_iter().map(|(script, _)| script).collect(),
         faults,
+        cancels,
         expects,
         source: file_name.to_string(),
     })
@@ -1196,7 +1224,7 @@ fn parse_region<'a>(
 }
 
 fn parse_migration(field: &Field<'_>) -> Result<MigrationSpec, ScenarioError> {
-    let record = field.record(&["region", "from", "to", "timeout", "at"])?;
+    let record = field.record(&["region", "from", "to", "timeout", "at", "actor", "reason"])?;
     let region_field = record.required("region")?;
     let region = match region_field.node {
         Node::Value(Value::String(text)) => text
@@ -1219,12 +1247,43 @@ fn parse_migration(field: &Field<'_>) -> Result<MigrationSpec, ScenarioError> {
         Some(field) => field.duration_ms()?,
         None => 0,
     };
+    let actor = match record.get("actor") {
+        Some(field) => Some(field.non_empty_string()?.to_string()),
+        None => None,
+    };
+    let reason = match record.get("reason") {
+        Some(field) => Some(field.non_empty_string()?.to_string()),
+        None => None,
+    };
     Ok(MigrationSpec {
         region,
         from,
         to,
         timeout_ms,
         at_ms,
+        actor,
+        reason,
+    })
+}
+
+fn parse_cancel(field: &Field<'_>, migrations: usize) -> Result<CancelSpec, ScenarioError> {
+    let record = field.record(&["migration", "at", "actor", "reason"])?;
+    let migration_field = record.required("migration")?;
+    let number = migration_field.u64_at_least(1)?;
+    let migration = usize::try_from(number)
+        .ok()
+        .filter(|number| *number <= migrations)
+        .ok_or_else(|| {
+            migration_field.error(format!(
+                "migration {number} does not exist: the file has {migrations} migration(s), \
+                 counted from 1 in file order"
+            ))
+        })?;
+    Ok(CancelSpec {
+        migration: migration - 1,
+        at_ms: record.required("at")?.duration_ms()?,
+        actor: record.required("actor")?.non_empty_string()?.to_string(),
+        reason: record.required("reason")?.non_empty_string()?.to_string(),
     })
 }
 
