@@ -412,6 +412,11 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     let mut pauses = Vec::new();
     for id in &run_ids {
         let state = fold(&load_procedure(&log, *id)?);
+        // Only migrations submitted by this run: the simulated cluster knows nothing of
+        // the time before it started (a resumed migration's first part).
+        if state.submitted_at_ms < epoch_base_ms {
+            continue;
+        }
         if let (Some(task), Some(finished_at_ms)) = (&state.task, state.finished_at_ms) {
             pauses.push(cluster.unwritable_ms(
                 task.region_id,
@@ -516,7 +521,7 @@ fn print_summary(summary: &Summary) {
         );
     }
     println!(
-        "write pause (no datanode taking writes for the region), this run's {} finished migrations: p50 {}, p99 {}, max {}",
+        "write pause (no datanode taking writes for the region), over the {} migrations this run submitted and finished: p50 {}, p99 {}, max {}",
         summary.write_pause.migrations,
         format_ms(summary.write_pause.p50_ms),
         format_ms(summary.write_pause.p99_ms),
