@@ -11,7 +11,8 @@
 //!   commit with fdatasync, verification. Its format is `migrations-log-format.md`.
 //! - [`migration`]: the migration model, pure: events, `fold` and `decide`. No I/O, no clock.
 //! - [`cluster`]: the ports the engine talks through: datanode mailbox, metadata store,
-//!   hooks, clock, entropy; with in-memory and sled-backed metadata stores.
+//!   hooks, clock, entropy, lease renewals (heartbeats); with in-memory and sled-backed
+//!   metadata stores.
 //! - [`engine`]: the async shell (tokio): runs many procedures, appends their events, acts on
 //!   their decisions, resumes them after a crash.
 //! - [`sim`]: a deterministic simulated cluster, scenario files and the fuzzer.

@@ -5,6 +5,8 @@
 //! - [`ClusterHooks`]: failure-detector registration and table-cache invalidation.
 //! - [`Clock`]: wall-clock time in ms since the epoch, and sleeping until a deadline.
 //! - [`Entropy`]: random values (jitter, procedure ids), seeded in the simulator.
+//! - [`LeaseRenewals`]: when a datanode last heartbeated (revision 2's slow path waits one
+//!   lease from then); [`NoLeaseRenewals`] when the embedder does not track heartbeats.
 //!
 //! Implementations: [`memory::MemoryMetadataStore`] for tests and the simulator,
 //! [`sled_store::SledMetadataStore`] for production, [`SystemClock`], [`TokioClock`].
