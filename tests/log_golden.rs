@@ -150,6 +150,7 @@ fn expected_records() -> Vec<Record> {
                 global_seq,
                 recorded_at_ms: event.recorded_at_ms,
                 payload: event.payload,
+                prev_hash: None,
             });
         }
     }

@@ -109,6 +109,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing();
+    crate::log::quiet_sled_panics();
     let code = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::List(args) => inspect::list(args),
