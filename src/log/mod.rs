@@ -270,8 +270,11 @@ impl EventLog {
     /// that lost acknowledged history, or whose mark is missing or damaged, is refused
     /// ([`LogError::LostHistory`]).
     pub fn open(dir: &Path, options: LogOptions) -> Result<EventLog, LogError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| LogError::io("create the data directory", dir, error))?;
+        if let Err(error) = std::fs::create_dir_all(dir) {
+            // "File exists" says less than what is in the way.
+            open::check_data_dir(dir)?;
+            return Err(LogError::io("create the data directory", dir, error));
+        }
         Self::open_dir(dir, options)
     }
 
