@@ -35,6 +35,7 @@ pub mod keys;
 pub mod mark;
 mod open;
 mod record;
+pub mod salvage;
 mod tail;
 mod verify;
 
