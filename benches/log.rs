@@ -6,7 +6,9 @@
 //!   beside the raw rate of this disk (a loop of a 64-byte write + fdatasync on a temporary
 //!   file) measured just before it, and the ratio;
 //! - the single-writer median latency of `append` and `append_blocking` against the raw
-//!   fdatasync median, their samples interleaved so all three see the same (shared) disk.
+//!   fdatasync median, their samples interleaved so all three see the same (shared) disk,
+//!   and the floor of what the high-water mark adds: two files written and fdatasynced at
+//!   once, as each group commit syncs sled's file and the mark.
 //!
 //! Criterion then measures the raw write + fdatasync and a single-writer `append_blocking`.
 
@@ -268,8 +270,15 @@ fn print_table() {
         "| raw 64 B write + fdatasync | {:.1} | 1.00 |",
         micros(raw_median)
     );
+    let pair =
+        regmig::bench::appends::raw_fdatasync_pair(&dir.path().join("pair"), LATENCY_SAMPLES)
+            .expect("raw fdatasync of two files");
     for (name, latency) in [
-        ("append (async, group commit)", async_median),
+        (
+            "raw: two files written + fdatasynced at once (sled's + the mark)",
+            pair.median,
+        ),
+        ("append (async, group commit, mark included)", async_median),
         ("append_blocking", blocking_median),
     ] {
         println!(

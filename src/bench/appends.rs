@@ -58,6 +58,74 @@ pub fn raw_fdatasync(dir: &Path, samples: usize) -> Result<RawSync, BenchError> 
     })
 }
 
+/// Like [`raw_fdatasync`], on two files at once: each sample writes 64 bytes to both and
+/// fdatasyncs one on a second thread while this one fdatasyncs the other, as a group commit
+/// syncs sled's file and the high-water mark. The floor of what the mark costs.
+pub fn raw_fdatasync_pair(dir: &Path, samples: usize) -> Result<RawSync, BenchError> {
+    std::fs::create_dir_all(dir).map_err(|error| BenchError::io("create directory", dir, error))?;
+    let open = |name: &str| {
+        let path = dir.join(name);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map(|file| (file, path.clone()))
+            .map_err(|error| BenchError::io("create", &path, error))
+    };
+    let (mut first, first_path) = open("raw-pair-data")?;
+    let (second, second_path) = open("raw-pair-mark")?;
+    let block = [0x5au8; RAW_WRITE_BYTES];
+    let samples = samples.max(1);
+    let (jobs, job_receiver) = std::sync::mpsc::channel::<()>();
+    let (done_sender, done) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let helper = std::thread::spawn(move || {
+        let mut second = second;
+        for () in job_receiver {
+            let result = second.write_all(&block).and_then(|()| second.sync_data());
+            if done_sender.send(result).is_err() {
+                return;
+            }
+        }
+    });
+    let mut latencies = Vec::with_capacity(samples);
+    let started = Instant::now();
+    let mut failure = None;
+    for _ in 0..samples {
+        let one = Instant::now();
+        if jobs.send(()).is_err() {
+            failure = Some(BenchError::Task(
+                "the pair's helper thread stopped".to_string(),
+            ));
+            break;
+        }
+        let synced = first.write_all(&block).and_then(|()| first.sync_data());
+        let helper_synced = done
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the helper thread stopped")));
+        if let Err(error) = synced {
+            failure = Some(BenchError::io("fdatasync", &first_path, error));
+            break;
+        }
+        if let Err(error) = helper_synced {
+            failure = Some(BenchError::io("fdatasync", &second_path, error));
+            break;
+        }
+        latencies.push(one.elapsed());
+    }
+    let elapsed = started.elapsed();
+    drop(jobs);
+    let _ = helper.join();
+    let _ = std::fs::remove_file(&first_path);
+    let _ = std::fs::remove_file(&second_path);
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    Ok(RawSync {
+        per_second: samples as f64 / elapsed.as_secs_f64(),
+        median: median(&mut latencies),
+    })
+}
+
 /// The median of some durations (zero when empty).
 pub fn median(durations: &mut [Duration]) -> Duration {
     if durations.is_empty() {
