@@ -333,6 +333,55 @@ fn golden_v1_data_directory_opens_and_reads_back_every_event() {
     );
 }
 
+/// A version-1 log read without a writer has no chain, and reading it writes nothing; a
+/// writer gives it a mark and chains its first version-2 record onto the last version-1 one.
+#[test]
+fn golden_v1_log_has_no_chain_until_a_writer_continues_it() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let data = work.path().join("data");
+    copy_dir(&PathBuf::from(FIXTURE_DIR).join("data"), &data);
+    {
+        let reader = EventLog::open_read_only(&data).expect("read the v1 fixture");
+        assert!(reader.damage().is_none(), "{:?}", reader.damage());
+        let report = reader.verify().expect("verify");
+        assert!(report.is_clean(), "{:#?}", report.problems);
+        assert_eq!(report.chain.chained_from_global_seq, None);
+        assert_eq!(report.chain.records, 10);
+        let last = reader.events_from(10, 1).expect("read")[0].clone();
+        assert_eq!(
+            report.chain.head_hash,
+            regmig::log::chain_hash(&encode_record(&last))
+        );
+    }
+    assert!(!data.join(regmig::log::MARK_FILE_NAME).exists());
+    assert!(!data.join(regmig::log::LOCK_FILE_NAME).exists());
+
+    let log = EventLog::open_existing(&data, LogOptions::default()).expect("open the v1 fixture");
+    assert!(data.join(regmig::log::MARK_FILE_NAME).exists());
+    let v1_head =
+        regmig::log::chain_hash(&encode_record(&log.events_from(10, 1).expect("read")[0]));
+    log.append_blocking(AppendRequest {
+        procedure_id: procedure(2),
+        expected_next_seq: log.next_seq(procedure(2)).expect("next seq"),
+        events: vec![NewEvent {
+            kind: 5,
+            recorded_at_ms: 1_720_000_009_000,
+            payload: vec![0x80],
+        }],
+        opens: None,
+        closes: true,
+    })
+    .expect("append")
+    .expect("no conflict");
+    let appended = log.events_from(11, 1).expect("read")[0].clone();
+    assert_eq!(appended.format_version, regmig::log::FORMAT_VERSION);
+    assert_eq!(appended.prev_hash, Some(v1_head));
+    let report = log.verify().expect("verify");
+    assert!(report.is_clean(), "{:#?}", report.problems);
+    assert_eq!(report.chain.chained_from_global_seq, Some(11));
+    assert_eq!(report.chain.head_global_seq, 11);
+}
+
 /// Writes the fixture. Run only to create it, once per format version:
 /// `REGMIG_WRITE_LOG_FIXTURE=1 cargo test --test log_golden -- --ignored write_golden_fixture_v1`
 #[test]
