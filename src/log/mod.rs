@@ -3,7 +3,8 @@
 //!
 //! # Files
 //! A data directory holds `regmig.lock` (an exclusive, non-blocking `flock`: one owner at a
-//! time) and `sled/`, one sled 0.34.7 database. The log is the sled tree `regmig.log`;
+//! time), `regmig.mark` (the high-water mark, [`mark`]) and `sled/`, one sled 0.34.7
+//! database. The log is the sled tree `regmig.log`;
 //! other components (the metadata store) keep their own trees in the same database
 //! ([`EventLog::db`]) and make their writes durable with [`EventLog::sync`].
 //!
@@ -27,6 +28,16 @@
 //! Reads go to the tree, check every record ([`decode_record`]) and every sequence, and
 //! return damage as a typed [`LogError`]. A read never sees half of a batch. A read may
 //! see a batch that is written but not yet synced (its append has not returned yet).
+//!
+//! # Damage
+//! Every record carries the chain hash of its predecessor in global order (format version
+//! 2), and every group commit writes the mark (last global seq, chain hash) beside sled,
+//! synced on a second thread while sled's files are synced. Every open checks the log's
+//! end against the mark: a writer ([`EventLog::open`]) refuses a log that lost
+//! acknowledged history ([`LogError::LostHistory`]); a reader ([`EventLog::open_read_only`],
+//! which opens a private copy of the database and writes nothing into the directory) reads
+//! it and reports the damage ([`EventLog::damage`]). sled's panics and errors become errors
+//! that name `<dir>/sled/db`. [`salvage`] copies what still checks out into a new log.
 
 mod commit;
 mod durable;
