@@ -287,6 +287,41 @@ fn print_table() {
             latency.as_secs_f64() / raw_median.as_secs_f64()
         );
     }
+    let (mut with_mark, mut without_mark) =
+        regmig::bench::appends::single_writer_latencies_with_and_without_mark(
+            &dir.path().join("mark-cost"),
+            LATENCY_SAMPLES,
+        )
+        .expect("latencies with and without the mark");
+    let (with_mark, without_mark) = (median(&mut with_mark), median(&mut without_mark));
+    let rate_with = regmig::bench::appends::durable_throughput_of(
+        &dir.path().join("mark-256-with"),
+        256,
+        THROUGHPUT_RUN,
+        true,
+    )
+    .expect("256-way with the mark");
+    let rate_without = regmig::bench::appends::durable_throughput_of(
+        &dir.path().join("mark-256-without"),
+        256,
+        THROUGHPUT_RUN,
+        false,
+    )
+    .expect("256-way without the mark");
+    println!();
+    println!("what the high-water mark costs (same run; latency samples interleaved)");
+    println!("| figure | with the mark | without | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| single-writer append, median µs | {:.1} | {:.1} | {:.2} |",
+        micros(with_mark),
+        micros(without_mark),
+        with_mark.as_secs_f64() / without_mark.as_secs_f64()
+    );
+    println!(
+        "| 256-way events/s | {rate_with:.0} | {rate_without:.0} | {:.2} |",
+        rate_with / rate_without
+    );
     println!();
 }
 

@@ -160,8 +160,22 @@ fn request(
 /// Events per second with `procedures` tasks each appending 1-event batches durably for
 /// `run`, on a new log in `dir` (group commit shares each fdatasync among them).
 pub fn durable_throughput(dir: &Path, procedures: usize, run: Duration) -> Result<f64, BenchError> {
+    durable_throughput_of(dir, procedures, run, true)
+}
+
+/// [`durable_throughput`], with the high-water mark written (`with_mark`) or not: the
+/// difference is what the mark costs.
+pub fn durable_throughput_of(
+    dir: &Path,
+    procedures: usize,
+    run: Duration,
+    with_mark: bool,
+) -> Result<f64, BenchError> {
     let runtime = runtime::multi_thread()?;
     let log = EventLog::open(dir, LogOptions::default())?;
+    if !with_mark {
+        log.stop_writing_the_mark_for_benchmarks();
+    }
     let appended = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let elapsed = runtime.block_on(async {
@@ -233,6 +247,44 @@ pub fn single_writer_latencies(dir: &Path, samples: usize) -> Result<Vec<Duratio
                 .await?
                 .map_err(|conflict| BenchError::Task(conflict.to_string()))?;
             latencies.push(started.elapsed());
+        }
+        Ok(latencies)
+    })
+}
+
+/// Single-writer durable append latencies on two logs at once, one writing the mark and one
+/// not, their samples interleaved so both see the same (shared) disk: `(with, without)`.
+pub fn single_writer_latencies_with_and_without_mark(
+    dir: &Path,
+    samples: usize,
+) -> Result<(Vec<Duration>, Vec<Duration>), BenchError> {
+    let runtime = runtime::multi_thread()?;
+    let with_mark = EventLog::open(&dir.join("with-mark"), LogOptions::default())?;
+    let without_mark = EventLog::open(&dir.join("without-mark"), LogOptions::default())?;
+    without_mark.stop_writing_the_mark_for_benchmarks();
+    runtime.block_on(async {
+        let procedure_id = Uuid::now_v7();
+        for log in [&with_mark, &without_mark] {
+            let opens = OpenProcedure {
+                region_id: 1,
+                peers: vec![1, 2],
+            };
+            log.append(request(procedure_id, 1, Some(opens)))
+                .await?
+                .map_err(|conflict| BenchError::Task(conflict.to_string()))?;
+        }
+        let mut latencies = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+        for next_seq in 2..(samples as u64 + 2) {
+            for (log, into) in [
+                (&with_mark, &mut latencies.0),
+                (&without_mark, &mut latencies.1),
+            ] {
+                let started = Instant::now();
+                log.append(request(procedure_id, next_seq, None))
+                    .await?
+                    .map_err(|conflict| BenchError::Task(conflict.to_string()))?;
+                into.push(started.elapsed());
+            }
         }
         Ok(latencies)
     })

@@ -381,6 +381,38 @@ fn appends_section(
         .check(Check::RatioAtMost(2.0))
         .target_from("issue 2"),
     );
+    progress("1: what the mark costs: single writer and 256-way, with and without it");
+    let (mut with_mark, mut without_mark) = appends::single_writer_latencies_with_and_without_mark(
+        &dir.join("mark-cost"),
+        sizes.latency_samples,
+    )?;
+    let (with_median, without_median) = (
+        appends::median(&mut with_mark),
+        appends::median(&mut without_mark),
+    );
+    let widest = sizes.append_concurrency.iter().copied().max().unwrap_or(1);
+    let rate_with = appends::durable_throughput_of(
+        &dir.join("mark-cost-with"),
+        widest,
+        sizes.append_run,
+        true,
+    )?;
+    let rate_without = appends::durable_throughput_of(
+        &dir.join("mark-cost-without"),
+        widest,
+        sizes.append_run,
+        false,
+    )?;
+    notes.push(format!(
+        "1: what the high-water mark costs (same run, samples interleaved): single-writer median {:.1} µs with it, {:.1} µs without ({:+.1} µs, {:.2}×); {widest}-way {} events/s with it, {} without ({:.2}×)",
+        with_median.as_secs_f64() * 1e6,
+        without_median.as_secs_f64() * 1e6,
+        (with_median.as_secs_f64() - without_median.as_secs_f64()) * 1e6,
+        with_median.as_secs_f64() / without_median.as_secs_f64().max(1e-9),
+        rate_with.round(),
+        rate_without.round(),
+        rate_with / rate_without.max(1e-9),
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -673,6 +673,18 @@ impl EventLog {
             .guarded("verify the log", || verify::verify(self.core()))
     }
 
+    /// Stops writing the high-water mark for the rest of this open, so a benchmark can
+    /// measure what the mark costs against the same log without it. The mark stays where it
+    /// was, behind the log, which the next open accepts. Never for anything but measuring.
+    #[doc(hidden)]
+    pub fn stop_writing_the_mark_for_benchmarks(&self) {
+        self.core()
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .mark_writer = None;
+    }
+
     /// Makes the next fdatasync fail as an I/O error would, to test what callers do then.
     #[doc(hidden)]
     pub fn fail_next_fdatasync_for_tests(&self) {

@@ -156,7 +156,7 @@ pub(crate) fn check_against_mark(
             return match tail.last_format_version {
                 None | Some(FORMAT_VERSION_V1) => Ok(()),
                 Some(_) => Err(lost(
-                    None,
+                    Some(end),
                     None,
                     format!(
                         "the mark file {} is missing from a log that holds {end} events, so nobody can tell how many it should hold",
@@ -170,7 +170,7 @@ pub(crate) fn check_against_mark(
                 Err(lost(None, None, error.to_string()))
             } else {
                 Err(lost(
-                    None,
+                    Some(end),
                     None,
                     format!("{error}, so nobody can tell how many events the log should hold (it holds {end})"),
                 ))
