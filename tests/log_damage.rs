@@ -501,3 +501,28 @@ fn an_unreadable_database_is_named_by_every_command_without_a_panic() {
         assert!(!text.contains("panicked"), "{args:?}: {text}");
     }
 }
+
+/// A deleted database under a mark that vouches for events: the writer refuses it before
+/// sled could create an empty database in its place.
+#[test]
+fn a_deleted_database_is_refused_without_creating_an_empty_one() {
+    let fixture = fixture();
+    let case = tempfile::tempdir().unwrap();
+    let dir = case.path().join("data");
+    copy_dir(&fixture.finished, &dir);
+    std::fs::remove_dir_all(dir.join("sled")).unwrap();
+    std::fs::create_dir(dir.join("sled")).unwrap();
+    let error = EventLog::open_existing(&dir, LogOptions::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(error, LogError::LostHistory(_)), "{error}");
+    assert!(
+        error.to_string().contains("global seqs up to 36"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_dir(dir.join("sled")).unwrap().count(), 0);
+    let reader = EventLog::open_read_only(&dir)
+        .err()
+        .expect("nothing to read");
+    assert!(matches!(reader, LogError::NoLog { .. }), "{reader}");
+}

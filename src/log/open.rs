@@ -151,6 +151,30 @@ pub(super) fn open_writer(dir: &Path, options: LogOptions) -> Result<Core, LogEr
     let lock_file = lock(dir, true)?.ok_or_else(|| LogError::InUse {
         dir: dir.to_path_buf(),
     })?;
+    if shape.mark_exists && shape.sled != SledShape::Database {
+        // The mark says there was a log; sled would create an empty one in its place.
+        let vouched = match read_mark(dir) {
+            Ok(Some(mark)) => Some(mark.last_global_seq),
+            Ok(None) => Some(0),
+            Err(_) => None,
+        };
+        if vouched != Some(0) {
+            return Err(LogError::LostHistory(Box::new(super::error::LostHistory {
+                dir: dir.to_path_buf(),
+                last_good_global_seq: Some(0),
+                first_missing_global_seq: Some(1),
+                procedures: Vec::new(),
+                reason: format!(
+                    "{} holds no sled database, but the mark vouches for {}",
+                    dir.join(SLED_SUBDIR).display(),
+                    vouched.map_or_else(
+                        || "a log (it is damaged itself)".to_string(),
+                        |seq| format!("global seqs up to {seq}")
+                    )
+                ),
+            })));
+        }
+    }
     if new_log {
         create_mark(dir, &Mark::empty())?;
     }

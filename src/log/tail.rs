@@ -181,7 +181,20 @@ pub(crate) fn check_against_mark(
         let hash = if end == mark.last_global_seq {
             tail.last_hash
         } else {
-            chain_hash_at(tree, mark.last_global_seq)?
+            match chain_hash_at(tree, mark.last_global_seq) {
+                Ok(hash) => hash,
+                Err(LogError::Sled(error)) => return Err(LogError::Sled(error)),
+                Err(error) => {
+                    return Err(lost(
+                        None,
+                        Some(mark.last_global_seq),
+                        format!(
+                            "the record at global seq {} that the mark vouches for does not check out: {error}",
+                            mark.last_global_seq
+                        ),
+                    ))
+                }
+            }
         };
         if hash != mark.hash_at_last {
             return Err(lost(
