@@ -4,8 +4,9 @@
 //! mark is how the log notices that history it acknowledged is gone.
 //!
 //! Every group commit writes the mark (the group's first and last global seq and the chain
-//! hashes before and at its end) and fdatasyncs it on a second thread while sled's files
-//! are synced, so an append still waits about one device round trip. Since the two syncs
+//! hashes before and at its end) and fdatasyncs it on a second thread, from the moment the
+//! group is planned, while the commit thread applies the batch and syncs sled's files; so
+//! an append still waits about one device round trip. Since the two syncs
 //! race, a power cut may leave the mark naming a group sled never made durable: that group
 //! was not acknowledged, and the check accepts a log that ends exactly before it. A clean
 //! close writes a mark with no group in flight.

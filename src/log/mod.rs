@@ -756,6 +756,9 @@ impl Core {
         let mut accepted = 0usize;
         let first_global_seq = writer.next_global_seq();
         let hash_before_group = writer.last_hash;
+        let durable = self.options.durability == Durability::Durable;
+        let mut mark = None;
+        let mut pending_mark = None;
         {
             let mut batch = sled::Batch::default();
             let mut runs = Vec::new();
@@ -767,6 +770,25 @@ impl Core {
                 appends.push(outcome);
             }
             commit::add_global_entries(&mut batch, first_global_seq, &runs);
+            if accepted > 0 && durable {
+                // The mark vouches for this group before any append of it is acknowledged.
+                // It is written and synced on the mark thread from now on, while this thread
+                // applies the batch and syncs sled's files: a lone writer waits about one
+                // device round trip, and a large group hides it behind `apply_batch`. The
+                // mark may so run one group ahead of sled, which the open check allows.
+                let group_mark = Mark {
+                    generation: writer.mark.generation + 1,
+                    group_first_global_seq: first_global_seq,
+                    last_global_seq: writer.next_global_seq() - 1,
+                    hash_before_group,
+                    hash_at_last: writer.last_hash,
+                };
+                pending_mark = writer
+                    .mark_writer
+                    .as_mut()
+                    .map(|mark_writer| mark_writer.start(&group_mark, true));
+                mark = Some(group_mark);
+            }
             if accepted > 0 {
                 let applied = {
                     let _exclusive = self
@@ -778,6 +800,9 @@ impl Core {
                 if let Err(error) = applied {
                     // The writer state already counts the batch: only a reopen, which
                     // reads the disk, can tell what is really there.
+                    if let Some(pending) = pending_mark.take() {
+                        let _ = pending.wait();
+                    }
                     let reason = format!("sled apply_batch failed: {error}");
                     self.set_poison(&reason);
                     fail_accepted(&mut appends, &reason);
@@ -789,26 +814,12 @@ impl Core {
             }
             writer.evict_if_over_bound();
         }
-        let durable = self.options.durability == Durability::Durable;
         let sync = if durable && (accepted > 0 || sync_requested) {
-            // The mark vouches for this group before any append of it is acknowledged; it
-            // is written and synced on the mark thread while sled's files are synced here.
-            let mark = (accepted > 0).then(|| Mark {
-                generation: writer.mark.generation + 1,
-                group_first_global_seq: first_global_seq,
-                last_global_seq: writer.next_global_seq() - 1,
-                hash_before_group,
-                hash_at_last: writer.last_hash,
-            });
-            let pending = match (&mark, writer.mark_writer.as_mut()) {
-                (Some(mark), Some(mark_writer)) => Some(mark_writer.start(mark, true)),
-                _ => None,
-            };
             let synced = match &self.syncer {
                 Some(syncer) => syncer.sync(&self.db),
                 None => Ok(()),
             };
-            let marked = pending.map_or(Ok(()), |pending| pending.wait());
+            let marked = pending_mark.map_or(Ok(()), |pending| pending.wait());
             if let (Ok(()), Some(mark)) = (&marked, mark) {
                 writer.mark = mark;
             }
