@@ -130,3 +130,59 @@ fn salvage_refuses_a_target_that_holds_anything() {
     assert!(error.to_string().contains("not empty"), "{error}");
     assert_eq!(std::fs::read(to.join("keep-me")).unwrap(), b"x");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_log_that_lost_its_tail_marks_the_migrations_open_at_the_loss() {
+    let root = tempfile::tempdir().unwrap();
+    let (from, to) = (root.path().join("from"), root.path().join("to"));
+    write_log(&from);
+    wait_released();
+    let older = root.path().join("older-sled");
+    copy_dir(&from.join("sled"), &older);
+    {
+        let log = EventLog::open_existing(&from, LogOptions::default()).unwrap();
+        log.append_blocking(next_append(procedure(2), 6, 3, false))
+            .unwrap()
+            .unwrap();
+    }
+    wait_released();
+    // The disk serves the older state; the mark vouches for three more events.
+    std::fs::remove_dir_all(from.join("sled")).unwrap();
+    copy_dir(&older, &from.join("sled"));
+    let report = salvage(&from, &to).unwrap();
+    assert!(
+        report
+            .source_damage
+            .as_deref()
+            .is_some_and(|damage| damage.contains("first missing: 13")),
+        "{:?}",
+        report.source_damage
+    );
+    assert_eq!(report.procedures_whole, 1);
+    assert_eq!(report.procedures_with_gap, vec![(procedure(2), 6)]);
+    wait_released();
+    let copy = EventLog::open_read_only(&to).unwrap();
+    assert!(copy.verify().unwrap().is_clean());
+    let second = copy.procedure_events(procedure(2), 1).unwrap();
+    assert_eq!(second.last().unwrap().kind, HISTORY_GAP_KIND);
+    let gap: HistoryGap = rmp_serde::from_slice(&second.last().unwrap().payload).unwrap();
+    assert!(
+        gap.reason.contains("lost acknowledged history"),
+        "{}",
+        gap.reason
+    );
+    assert!(copy.open_procedures().unwrap().is_empty());
+}
