@@ -263,13 +263,18 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, LogError> {
         let last_seq = batch[batch.len() - 1].seq;
         let plan = &plans[&procedure_id];
         let ends_procedure = last_seq == plan.copy_through_seq;
-        let opens = (first_seq == 1).then(|| OpenProcedure {
-            region_id: region_of.get(&procedure_id).copied().unwrap_or(0),
-            peers: peers_of
-                .get(&procedure_id)
-                .map(|peers| peers.iter().copied().take(OPEN_PEERS_MAX).collect())
-                .unwrap_or_default(),
-        });
+        // Without its region (an audit entry the damage took), a procedure is copied
+        // without index entries: no engine resumes it, and `verify` stays clean.
+        let opens = region_of
+            .get(&procedure_id)
+            .filter(|_| first_seq == 1)
+            .map(|region_id| OpenProcedure {
+                region_id: *region_id,
+                peers: peers_of
+                    .get(&procedure_id)
+                    .map(|peers| peers.iter().copied().take(OPEN_PEERS_MAX).collect())
+                    .unwrap_or_default(),
+            });
         let mut events: Vec<NewEvent> = batch
             .iter()
             .map(|record| NewEvent {
@@ -300,19 +305,25 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, LogError> {
         let closes = ends_procedure
             && (plan.gap_reason.is_some() || !open_in_source.contains(&procedure_id));
         report.events_copied += batch.len() as u64;
-        let appended = target.append_blocking(AppendRequest {
+        let mut request = AppendRequest {
             procedure_id,
             expected_next_seq: first_seq,
             events,
             opens,
             closes,
-        })?;
-        if let Err(conflict) = appended {
-            // Two procedures on one region in the source (an index it lost): keep the
+        };
+        if let Err(conflict) = target.append_blocking(request.clone())? {
+            // Two open procedures on one region (the source's indexes disagreed): keep the
             // events, without the region's open entry.
-            return Err(LogError::WriteFailed {
-                reason: format!("salvage could not append: {conflict}"),
-            });
+            report.damaged_records.push(format!(
+                "procedure {procedure_id} copied without its region's open entry: {conflict}"
+            ));
+            request.opens = None;
+            if let Err(conflict) = target.append_blocking(request)? {
+                return Err(LogError::WriteFailed {
+                    reason: format!("salvage could not append: {conflict}"),
+                });
+            }
         }
         index = end;
     }
