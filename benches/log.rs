@@ -6,7 +6,9 @@
 //!   beside the raw rate of this disk (a loop of a 64-byte write + fdatasync on a temporary
 //!   file) measured just before it, and the ratio;
 //! - the single-writer median latency of `append` and `append_blocking` against the raw
-//!   fdatasync median, their samples interleaved so all three see the same (shared) disk.
+//!   fdatasync median, their samples interleaved so all three see the same (shared) disk,
+//!   and the floor of what the high-water mark adds: two files written and fdatasynced at
+//!   once, as each group commit syncs sled's file and the mark.
 //!
 //! Criterion then measures the raw write + fdatasync and a single-writer `append_blocking`.
 
@@ -268,8 +270,15 @@ fn print_table() {
         "| raw 64 B write + fdatasync | {:.1} | 1.00 |",
         micros(raw_median)
     );
+    let pair =
+        regmig::bench::appends::raw_fdatasync_pair(&dir.path().join("pair"), LATENCY_SAMPLES)
+            .expect("raw fdatasync of two files");
     for (name, latency) in [
-        ("append (async, group commit)", async_median),
+        (
+            "raw: two files written + fdatasynced at once (sled's + the mark)",
+            pair.median,
+        ),
+        ("append (async, group commit, mark included)", async_median),
         ("append_blocking", blocking_median),
     ] {
         println!(
@@ -278,6 +287,41 @@ fn print_table() {
             latency.as_secs_f64() / raw_median.as_secs_f64()
         );
     }
+    let (mut with_mark, mut without_mark) =
+        regmig::bench::appends::single_writer_latencies_with_and_without_mark(
+            &dir.path().join("mark-cost"),
+            LATENCY_SAMPLES,
+        )
+        .expect("latencies with and without the mark");
+    let (with_mark, without_mark) = (median(&mut with_mark), median(&mut without_mark));
+    let rate_with = regmig::bench::appends::durable_throughput_of(
+        &dir.path().join("mark-256-with"),
+        256,
+        THROUGHPUT_RUN,
+        true,
+    )
+    .expect("256-way with the mark");
+    let rate_without = regmig::bench::appends::durable_throughput_of(
+        &dir.path().join("mark-256-without"),
+        256,
+        THROUGHPUT_RUN,
+        false,
+    )
+    .expect("256-way without the mark");
+    println!();
+    println!("what the high-water mark costs (same run; latency samples interleaved)");
+    println!("| figure | with the mark | without | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| single-writer append, median µs | {:.1} | {:.1} | {:.2} |",
+        micros(with_mark),
+        micros(without_mark),
+        with_mark.as_secs_f64() / without_mark.as_secs_f64()
+    );
+    println!(
+        "| 256-way events/s | {rate_with:.0} | {rate_without:.0} | {:.2} |",
+        rate_with / rate_without
+    );
     println!();
 }
 

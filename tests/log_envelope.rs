@@ -2,7 +2,9 @@
 
 use proptest::prelude::*;
 use regmig::log::keys::event_key;
-use regmig::log::{decode_record, encode_record, LogError, Record, FORMAT_VERSION};
+use regmig::log::{
+    decode_record, encode_record, LogError, Record, FORMAT_VERSION, FORMAT_VERSION_V1,
+};
 use uuid::Uuid;
 
 fn arbitrary_record() -> impl Strategy<Value = Record> {
@@ -13,10 +15,16 @@ fn arbitrary_record() -> impl Strategy<Value = Record> {
         1..=u64::MAX,
         any::<u64>(),
         proptest::collection::vec(any::<u8>(), 0..512),
+        proptest::option::of(any::<[u8; 32]>()),
     )
         .prop_map(
-            |(kind, id_bytes, seq, global_seq, recorded_at_ms, payload)| Record {
-                format_version: FORMAT_VERSION,
+            |(kind, id_bytes, seq, global_seq, recorded_at_ms, payload, prev_hash)| Record {
+                // Both envelope versions: version 1 has no chain field.
+                format_version: if prev_hash.is_some() {
+                    FORMAT_VERSION
+                } else {
+                    FORMAT_VERSION_V1
+                },
                 kind,
                 // Force the version and variant bits of a uuid v7.
                 procedure_id: uuid::Builder::from_random_bytes(id_bytes)
@@ -26,6 +34,7 @@ fn arbitrary_record() -> impl Strategy<Value = Record> {
                 global_seq,
                 recorded_at_ms,
                 payload,
+                prev_hash,
             },
         )
 }
@@ -80,16 +89,17 @@ fn a_newer_format_version_with_a_valid_checksum_is_unknown_not_damage_of_another
         global_seq: 9,
         recorded_at_ms: 1,
         payload: vec![1, 2, 3],
+        prev_hash: Some([7; 32]),
     };
     let mut bytes = encode_record(&record);
-    bytes[0] = 2;
+    bytes[0] = 3;
     let body_len = bytes.len() - 4;
     let crc = crc32fast::hash(&bytes[..body_len]).to_be_bytes();
     bytes[body_len..].copy_from_slice(&crc);
     let error =
-        decode_record(&event_key(procedure_id, 5), &bytes).expect_err("version 2 is unknown");
+        decode_record(&event_key(procedure_id, 5), &bytes).expect_err("version 3 is unknown");
     assert!(
-        matches!(error, LogError::UnknownFormatVersion { procedure_id: id, seq: 5, version: 2, .. } if id == procedure_id),
+        matches!(error, LogError::UnknownFormatVersion { procedure_id: id, seq: 5, version: 3, .. } if id == procedure_id),
         "{error:?}"
     );
 }
@@ -111,6 +121,7 @@ fn a_record_of_a_non_v7_procedure_id_is_malformed() {
         global_seq: 1,
         recorded_at_ms: 1,
         payload: vec![],
+        prev_hash: Some([0; 32]),
     };
     let bytes = encode_record(&record);
     let error = decode_record(&event_key(procedure_id, 1), &bytes).expect_err("not a v7 id");

@@ -150,6 +150,7 @@ fn expected_records() -> Vec<Record> {
                 global_seq,
                 recorded_at_ms: event.recorded_at_ms,
                 payload: event.payload,
+                prev_hash: None,
             });
         }
     }
@@ -332,6 +333,55 @@ fn golden_v1_data_directory_opens_and_reads_back_every_event() {
     );
 }
 
+/// A version-1 log read without a writer has no chain, and reading it writes nothing; a
+/// writer gives it a mark and chains its first version-2 record onto the last version-1 one.
+#[test]
+fn golden_v1_log_has_no_chain_until_a_writer_continues_it() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let data = work.path().join("data");
+    copy_dir(&PathBuf::from(FIXTURE_DIR).join("data"), &data);
+    {
+        let reader = EventLog::open_read_only(&data).expect("read the v1 fixture");
+        assert!(reader.damage().is_none(), "{:?}", reader.damage());
+        let report = reader.verify().expect("verify");
+        assert!(report.is_clean(), "{:#?}", report.problems);
+        assert_eq!(report.chain.chained_from_global_seq, None);
+        assert_eq!(report.chain.records, 10);
+        let last = reader.events_from(10, 1).expect("read")[0].clone();
+        assert_eq!(
+            report.chain.head_hash,
+            regmig::log::chain_hash(&encode_record(&last))
+        );
+    }
+    assert!(!data.join(regmig::log::MARK_FILE_NAME).exists());
+    assert!(!data.join(regmig::log::LOCK_FILE_NAME).exists());
+
+    let log = EventLog::open_existing(&data, LogOptions::default()).expect("open the v1 fixture");
+    assert!(data.join(regmig::log::MARK_FILE_NAME).exists());
+    let v1_head =
+        regmig::log::chain_hash(&encode_record(&log.events_from(10, 1).expect("read")[0]));
+    log.append_blocking(AppendRequest {
+        procedure_id: procedure(2),
+        expected_next_seq: log.next_seq(procedure(2)).expect("next seq"),
+        events: vec![NewEvent {
+            kind: 5,
+            recorded_at_ms: 1_720_000_009_000,
+            payload: vec![0x80],
+        }],
+        opens: None,
+        closes: true,
+    })
+    .expect("append")
+    .expect("no conflict");
+    let appended = log.events_from(11, 1).expect("read")[0].clone();
+    assert_eq!(appended.format_version, regmig::log::FORMAT_VERSION);
+    assert_eq!(appended.prev_hash, Some(v1_head));
+    let report = log.verify().expect("verify");
+    assert!(report.is_clean(), "{:#?}", report.problems);
+    assert_eq!(report.chain.chained_from_global_seq, Some(11));
+    assert_eq!(report.chain.head_global_seq, 11);
+}
+
 /// Writes the fixture. Run only to create it, once per format version:
 /// `REGMIG_WRITE_LOG_FIXTURE=1 cargo test --test log_golden -- --ignored write_golden_fixture_v1`
 #[test]
@@ -364,5 +414,84 @@ fn write_golden_fixture_v1() {
     std::fs::write(fixture.join("tree.bin"), dump).expect("write tree.bin");
     drop(tree);
     drop(log);
+    let _ = std::fs::remove_file(data.join(regmig::log::LOCK_FILE_NAME));
+}
+
+const FIXTURE_DIR_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/log_v2");
+/// The chain hash of the fixture's last record (global seq 10): pins the envelope, the
+/// chain's definition and SHA-256 for every later regmig.
+const GOLDEN_V2_HEAD_HASH: &str =
+    "26f51e3cc688da6942dfd37b0f5a66e0291a73f382cb1e5f75e6b697a7d1e23f";
+
+/// The golden appends as version-2 records: each chained onto the one before it.
+fn expected_records_v2() -> Vec<Record> {
+    let mut prev_hash = regmig::log::CHAIN_START;
+    expected_records()
+        .into_iter()
+        .map(|record| {
+            let record = Record {
+                format_version: regmig::log::FORMAT_VERSION,
+                prev_hash: Some(prev_hash),
+                ..record
+            };
+            prev_hash = regmig::log::chain_hash(&encode_record(&record));
+            record
+        })
+        .collect()
+}
+
+#[test]
+fn golden_v2_data_directory_reads_back_with_its_chain_and_mark() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let data = work.path().join("data");
+    copy_dir(&PathBuf::from(FIXTURE_DIR_V2).join("data"), &data);
+    let log = EventLog::open_read_only(&data).expect("read the v2 fixture");
+    assert!(log.damage().is_none(), "{:?}", log.damage());
+    assert_eq!(
+        log.events_from(1, usize::MAX).expect("global order"),
+        expected_records_v2()
+    );
+    let report = log.verify().expect("verify");
+    assert!(report.is_clean(), "{:#?}", report.problems);
+    assert_eq!(report.chain.chained_from_global_seq, Some(1));
+    assert_eq!(report.chain.head_global_seq, 10);
+    assert_eq!(
+        regmig::log::keys::hex(&report.chain.head_hash),
+        GOLDEN_V2_HEAD_HASH
+    );
+    let mark = regmig::log::mark::read_mark(&data)
+        .expect("the mark reads")
+        .expect("a mark");
+    assert_eq!(
+        (mark.group_first_global_seq, mark.last_global_seq),
+        (11, 10)
+    );
+    assert_eq!(mark.hash_at_last, report.chain.head_hash);
+}
+
+/// Writes the version-2 fixture. Run only to create it, once:
+/// `REGMIG_WRITE_LOG_FIXTURE=1 cargo test --test log_golden -- --ignored write_golden_fixture_v2`
+#[test]
+#[ignore = "writes tests/fixtures/log_v2; run by hand, once"]
+fn write_golden_fixture_v2() {
+    if std::env::var_os("REGMIG_WRITE_LOG_FIXTURE").is_none() {
+        return;
+    }
+    let data = PathBuf::from(FIXTURE_DIR_V2).join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).expect("remove the old fixture");
+    }
+    let log = EventLog::open(&data, LogOptions::default()).expect("open");
+    for append in golden_appends() {
+        log.append_blocking(append)
+            .expect("append")
+            .expect("no conflict");
+    }
+    println!(
+        "head hash: {}",
+        regmig::log::keys::hex(&log.verify().expect("verify").chain.head_hash)
+    );
+    drop(log);
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let _ = std::fs::remove_file(data.join(regmig::log::LOCK_FILE_NAME));
 }

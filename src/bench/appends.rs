@@ -58,6 +58,74 @@ pub fn raw_fdatasync(dir: &Path, samples: usize) -> Result<RawSync, BenchError> 
     })
 }
 
+/// Like [`raw_fdatasync`], on two files at once: each sample writes 64 bytes to both and
+/// fdatasyncs one on a second thread while this one fdatasyncs the other, as a group commit
+/// syncs sled's file and the high-water mark. The floor of what the mark costs.
+pub fn raw_fdatasync_pair(dir: &Path, samples: usize) -> Result<RawSync, BenchError> {
+    std::fs::create_dir_all(dir).map_err(|error| BenchError::io("create directory", dir, error))?;
+    let open = |name: &str| {
+        let path = dir.join(name);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map(|file| (file, path.clone()))
+            .map_err(|error| BenchError::io("create", &path, error))
+    };
+    let (mut first, first_path) = open("raw-pair-data")?;
+    let (second, second_path) = open("raw-pair-mark")?;
+    let block = [0x5au8; RAW_WRITE_BYTES];
+    let samples = samples.max(1);
+    let (jobs, job_receiver) = std::sync::mpsc::channel::<()>();
+    let (done_sender, done) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let helper = std::thread::spawn(move || {
+        let mut second = second;
+        for () in job_receiver {
+            let result = second.write_all(&block).and_then(|()| second.sync_data());
+            if done_sender.send(result).is_err() {
+                return;
+            }
+        }
+    });
+    let mut latencies = Vec::with_capacity(samples);
+    let started = Instant::now();
+    let mut failure = None;
+    for _ in 0..samples {
+        let one = Instant::now();
+        if jobs.send(()).is_err() {
+            failure = Some(BenchError::Task(
+                "the pair's helper thread stopped".to_string(),
+            ));
+            break;
+        }
+        let synced = first.write_all(&block).and_then(|()| first.sync_data());
+        let helper_synced = done
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the helper thread stopped")));
+        if let Err(error) = synced {
+            failure = Some(BenchError::io("fdatasync", &first_path, error));
+            break;
+        }
+        if let Err(error) = helper_synced {
+            failure = Some(BenchError::io("fdatasync", &second_path, error));
+            break;
+        }
+        latencies.push(one.elapsed());
+    }
+    let elapsed = started.elapsed();
+    drop(jobs);
+    let _ = helper.join();
+    let _ = std::fs::remove_file(&first_path);
+    let _ = std::fs::remove_file(&second_path);
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    Ok(RawSync {
+        per_second: samples as f64 / elapsed.as_secs_f64(),
+        median: median(&mut latencies),
+    })
+}
+
 /// The median of some durations (zero when empty).
 pub fn median(durations: &mut [Duration]) -> Duration {
     if durations.is_empty() {
@@ -92,8 +160,22 @@ fn request(
 /// Events per second with `procedures` tasks each appending 1-event batches durably for
 /// `run`, on a new log in `dir` (group commit shares each fdatasync among them).
 pub fn durable_throughput(dir: &Path, procedures: usize, run: Duration) -> Result<f64, BenchError> {
+    durable_throughput_of(dir, procedures, run, true)
+}
+
+/// [`durable_throughput`], with the high-water mark written (`with_mark`) or not: the
+/// difference is what the mark costs.
+pub fn durable_throughput_of(
+    dir: &Path,
+    procedures: usize,
+    run: Duration,
+    with_mark: bool,
+) -> Result<f64, BenchError> {
     let runtime = runtime::multi_thread()?;
     let log = EventLog::open(dir, LogOptions::default())?;
+    if !with_mark {
+        log.stop_writing_the_mark_for_benchmarks();
+    }
     let appended = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let elapsed = runtime.block_on(async {
@@ -165,6 +247,44 @@ pub fn single_writer_latencies(dir: &Path, samples: usize) -> Result<Vec<Duratio
                 .await?
                 .map_err(|conflict| BenchError::Task(conflict.to_string()))?;
             latencies.push(started.elapsed());
+        }
+        Ok(latencies)
+    })
+}
+
+/// Single-writer durable append latencies on two logs at once, one writing the mark and one
+/// not, their samples interleaved so both see the same (shared) disk: `(with, without)`.
+pub fn single_writer_latencies_with_and_without_mark(
+    dir: &Path,
+    samples: usize,
+) -> Result<(Vec<Duration>, Vec<Duration>), BenchError> {
+    let runtime = runtime::multi_thread()?;
+    let with_mark = EventLog::open(&dir.join("with-mark"), LogOptions::default())?;
+    let without_mark = EventLog::open(&dir.join("without-mark"), LogOptions::default())?;
+    without_mark.stop_writing_the_mark_for_benchmarks();
+    runtime.block_on(async {
+        let procedure_id = Uuid::now_v7();
+        for log in [&with_mark, &without_mark] {
+            let opens = OpenProcedure {
+                region_id: 1,
+                peers: vec![1, 2],
+            };
+            log.append(request(procedure_id, 1, Some(opens)))
+                .await?
+                .map_err(|conflict| BenchError::Task(conflict.to_string()))?;
+        }
+        let mut latencies = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+        for next_seq in 2..(samples as u64 + 2) {
+            for (log, into) in [
+                (&with_mark, &mut latencies.0),
+                (&without_mark, &mut latencies.1),
+            ] {
+                let started = Instant::now();
+                log.append(request(procedure_id, next_seq, None))
+                    .await?
+                    .map_err(|conflict| BenchError::Task(conflict.to_string()))?;
+                into.push(started.elapsed());
+            }
         }
         Ok(latencies)
     })

@@ -38,7 +38,7 @@ use crate::log::{AppendRequest, Durability, EventLog, LogOptions, NewEvent, Open
 use crate::migration::{MigrationEvent, MigrationState};
 
 /// Bumped whenever the fixture's content changes, so a cached one is rebuilt.
-pub const FIXTURE_VERSION: u32 = 2;
+pub const FIXTURE_VERSION: u32 = 3;
 /// The file in a fixture's data directory that says it is complete, and what it holds.
 pub const SUMMARY_FILE: &str = "bench-fixture.json";
 /// Finished procedures per region of history.

@@ -267,7 +267,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Repor
     for section in sections {
         let started = Instant::now();
         match section {
-            Section::Appends => appends_section(options, progress, &mut figures)?,
+            Section::Appends => appends_section(options, progress, &mut figures, &mut notes)?,
             Section::Migrations => migrations_section(options, progress, &mut figures, &mut notes)?,
             Section::RecoveryAndAudit => {
                 recovery_section(options, progress, &mut figures, &mut notes)?
@@ -320,12 +320,21 @@ fn appends_section(
     options: &RunOptions,
     progress: &mut dyn FnMut(&str),
     figures: &mut Vec<Figure>,
+    notes: &mut Vec<String>,
 ) -> Result<(), BenchError> {
     let sizes = &options.sizes;
     let dir = options.work_dir.join("appends");
     progress("1: raw write + fdatasync loop");
     let raw = appends::raw_fdatasync(&dir, sizes.raw_samples)?;
     let raw_rate = Quantity::new(raw.per_second, Unit::WritesPerSecond);
+    progress("1: raw write + fdatasync of two files at once (the log's data and its mark)");
+    let pair = appends::raw_fdatasync_pair(&dir, sizes.raw_samples)?;
+    notes.push(format!(
+        "1: the high-water mark's floor: a 64 B write + fdatasync of two files at once (sled's and the mark, as a group commit does), median {:.1} µs, against {:.1} µs for one file ({:.2}×)",
+        pair.median.as_secs_f64() * 1e6,
+        raw.median.as_secs_f64() * 1e6,
+        pair.median.as_secs_f64() / raw.median.as_secs_f64().max(1e-9)
+    ));
     let letters = ["a", "b", "c", "d", "e", "f"];
     let last = sizes.append_concurrency.iter().copied().max().unwrap_or(0);
     for (index, procedures) in sizes.append_concurrency.iter().copied().enumerate() {
@@ -372,6 +381,38 @@ fn appends_section(
         .check(Check::RatioAtMost(2.0))
         .target_from("issue 2"),
     );
+    progress("1: what the mark costs: single writer and 256-way, with and without it");
+    let (mut with_mark, mut without_mark) = appends::single_writer_latencies_with_and_without_mark(
+        &dir.join("mark-cost"),
+        sizes.latency_samples,
+    )?;
+    let (with_median, without_median) = (
+        appends::median(&mut with_mark),
+        appends::median(&mut without_mark),
+    );
+    let widest = sizes.append_concurrency.iter().copied().max().unwrap_or(1);
+    let rate_with = appends::durable_throughput_of(
+        &dir.join("mark-cost-with"),
+        widest,
+        sizes.append_run,
+        true,
+    )?;
+    let rate_without = appends::durable_throughput_of(
+        &dir.join("mark-cost-without"),
+        widest,
+        sizes.append_run,
+        false,
+    )?;
+    notes.push(format!(
+        "1: what the high-water mark costs (same run, samples interleaved): single-writer median {:.1} µs with it, {:.1} µs without ({:+.1} µs, {:.2}×); {widest}-way {} events/s with it, {} without ({:.2}×)",
+        with_median.as_secs_f64() * 1e6,
+        without_median.as_secs_f64() * 1e6,
+        (with_median.as_secs_f64() - without_median.as_secs_f64()) * 1e6,
+        with_median.as_secs_f64() / without_median.as_secs_f64().max(1e-9),
+        rate_with.round(),
+        rate_without.round(),
+        rate_with / rate_without.max(1e-9),
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

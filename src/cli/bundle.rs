@@ -77,7 +77,7 @@ pub enum BundleError {
         found: u16,
     },
     /// The records' envelope version is one this build does not read.
-    #[error("bundle {}: its records have format version {found}; this regmig reads format version {FORMAT_VERSION} only", path.display())]
+    #[error("bundle {}: its records have format version {found}; this regmig reads format versions 1 to {FORMAT_VERSION}", path.display())]
     UnsupportedRecordFormat {
         /// The file.
         path: PathBuf,
@@ -171,7 +171,14 @@ pub fn encode_bundle(procedure_id: Uuid, records: &[Record]) -> Vec<u8> {
     let mut bytes = Vec::new();
     bytes.extend_from_slice(&BUNDLE_MAGIC);
     bytes.extend_from_slice(&BUNDLE_VERSION.to_be_bytes());
-    bytes.push(FORMAT_VERSION);
+    // The newest record version inside (a log an older regmig wrote has version 1 only).
+    bytes.push(
+        records
+            .iter()
+            .map(|record| record.format_version)
+            .max()
+            .unwrap_or(FORMAT_VERSION),
+    );
     bytes.push(0);
     bytes.extend_from_slice(procedure_id.as_bytes());
     let record_count = u32::try_from(records.len()).expect("at most u32::MAX records");
@@ -267,7 +274,8 @@ pub fn decode_bundle(path: &Path, bytes: &[u8]) -> Result<Bundle, BundleError> {
         });
     }
     let record_format = fixed[10];
-    if record_format != FORMAT_VERSION {
+    // Records of every version up to ours are read (a log may hold version-1 records).
+    if record_format == 0 || record_format > FORMAT_VERSION {
         return Err(BundleError::UnsupportedRecordFormat {
             path: path_buf(),
             found: record_format,
@@ -333,6 +341,7 @@ mod tests {
                 global_seq: seq + 10,
                 recorded_at_ms: 1_767_225_600_000 + seq,
                 payload: vec![0x80 + seq as u8],
+                prev_hash: Some([seq as u8; 32]),
             })
             .collect();
         (procedure_id, records)

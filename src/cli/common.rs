@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::bundle::BundleError;
 use super::{EXIT_FAILED, EXIT_USAGE};
 use crate::engine::store::{load_procedure, LoadError, UndecodableEvent};
-use crate::log::{EventLog, LogError, LogOptions, SLED_SUBDIR};
+use crate::log::{EventLog, LogError, SLED_SUBDIR};
 use crate::migration::TimedEvent;
 
 /// Why an inspect, replay, audit or timeline command failed. Every variant names the thing
@@ -133,22 +133,17 @@ pub fn finish(result: Result<u8, CliError>, json: bool) -> u8 {
     }
 }
 
-/// Opens an existing data directory's event log for reading. A missing directory, a
-/// directory without a log and a directory another process holds are errors that say so
-/// (the last at once: the log's lock is never waited for).
+/// Opens an existing data directory's event log for reading, without writing anything
+/// into it (the log reads a private copy of the database). A missing directory, a
+/// directory without a regmig log and a directory another process holds are errors that
+/// say so (the last at once: the log's lock is never waited for). A damaged log is still
+/// read, after one warning line on stderr that says what is wrong and from where.
 pub fn open_log(data_dir: &Path) -> Result<EventLog, CliError> {
-    if !data_dir.exists() {
-        return Err(CliError::Log(LogError::MissingDataDir {
-            dir: data_dir.to_path_buf(),
-        }));
+    let log = EventLog::open_read_only(data_dir)?;
+    if let Some(damage) = log.damage() {
+        eprintln!("warning: the event log is damaged; showing what still reads back: {damage}");
     }
-    // Opening creates an empty log where there is none: a read must not.
-    if data_dir.is_dir() && !data_dir.join(SLED_SUBDIR).is_dir() {
-        return Err(CliError::NoLog {
-            dir: data_dir.to_path_buf(),
-        });
-    }
-    Ok(EventLog::open_existing(data_dir, LogOptions::default())?)
+    Ok(log)
 }
 
 /// Parses a migration id (a uuid, with or without dashes).

@@ -6,7 +6,7 @@
 //! - [`replay`]: `replay` (with `--check`, `--until`, `--file`) and `export`;
 //! - [`timeline`]: an SVG picture of a migration or of a region's history;
 //! - [`sim_cmd`]: `sim run` (scenario files) and `sim fuzz`;
-//! - [`log_verify`]: `log verify`;
+//! - [`log_verify`]: `log verify`; [`log_salvage`]: `log salvage`;
 //! - [`bench_cmd`]: `bench`, the benchmark table.
 //!
 //! Conventions: tables on a terminal, `--json` for one JSON document with stable field
@@ -18,6 +18,7 @@ pub mod bundle;
 pub mod common;
 pub mod demo;
 pub mod inspect;
+pub mod log_salvage;
 pub mod log_verify;
 pub mod replay;
 pub mod sim_cmd;
@@ -86,6 +87,19 @@ pub enum LogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy every event of a damaged log that still reads back and checks out into a new
+    /// log, with a marker where a migration's history is missing; DIR is left untouched.
+    Salvage {
+        /// The damaged data directory (only read).
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// The new data directory (must not exist, or be empty).
+        #[arg(long)]
+        to: std::path::PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Logs to stderr; `RUST_LOG` sets the filter (default: warnings).
@@ -109,6 +123,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing();
+    crate::log::quiet_sled_panics();
     let code = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::List(args) => inspect::list(args),
@@ -120,6 +135,9 @@ pub fn main() -> ExitCode {
         Command::Timeline(args) => timeline::run(args),
         Command::Sim(command) => sim_cmd::run(command),
         Command::Log(LogCommand::Verify { data_dir, json }) => log_verify::run(&data_dir, json),
+        Command::Log(LogCommand::Salvage { data_dir, to, json }) => {
+            log_salvage::run(&data_dir, &to, json)
+        }
         Command::Bench(args) => bench_cmd::run(args),
     };
     ExitCode::from(code)

@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use crate::log::salvage::HISTORY_GAP_KIND;
 use crate::log::{EventLog, LogError, NewEvent, Record};
 use crate::migration::events::DecodeError;
 use crate::migration::{MigrationEvent, TimedEvent};
@@ -56,11 +57,17 @@ pub fn decode_record(record: &Record) -> Result<TimedEvent, UndecodableEvent> {
     })
 }
 
-/// Reads and decodes a procedure's whole history; empty when the procedure is unknown.
+/// Reads and decodes a procedure's whole history; empty when the procedure is unknown. A
+/// salvage marker ends it: the events after it are missing.
 pub fn load_procedure(log: &EventLog, procedure_id: Uuid) -> Result<Vec<TimedEvent>, LoadError> {
     let records = log.procedure_events(procedure_id, 1)?;
     let mut events = Vec::with_capacity(records.len());
     for record in &records {
+        if record.kind == HISTORY_GAP_KIND {
+            // `regmig log salvage` marked the rest of this history missing (and closed the
+            // procedure, so no engine resumes it): what is known ends here.
+            break;
+        }
         events.push(decode_record(record)?);
     }
     Ok(events)

@@ -16,8 +16,12 @@ use super::keys::{
     peer_audit_key, region_audit_key, region_open_key, GlobalRun, GLOBAL_RUNS_PER_ENTRY_MAX,
     PREFIX_EVENT, PREFIX_GLOBAL, PREFIX_OPEN,
 };
+use super::mark::{Mark, MarkWriter};
 use super::record::decode_record;
-use super::record::{encode_record, envelope_violation, Record, FORMAT_VERSION, PAYLOAD_MAX_BYTES};
+use super::record::{
+    chain_hash, encode_record, envelope_violation, ChainHash, Record, CHAIN_START, FORMAT_VERSION,
+    PAYLOAD_MAX_BYTES,
+};
 use super::{AppendConflict, AppendReceipt, AppendRequest, Core};
 
 /// The most events one append may carry.
@@ -44,6 +48,12 @@ pub(crate) struct WriterState {
     next_seq_by_procedure: HashMap<Uuid, u64>,
     open_region_by_procedure: HashMap<Uuid, u64>,
     open_procedure_by_region: HashMap<u64, Uuid>,
+    /// The chain hash of the last record (global seq `next_global_seq - 1`).
+    pub(crate) last_hash: ChainHash,
+    /// Writes the high-water mark; `None` for a log opened for reading.
+    pub(crate) mark_writer: Option<MarkWriter>,
+    /// The last mark written (or read at open).
+    pub(crate) mark: Mark,
 }
 
 impl WriterState {
@@ -55,6 +65,9 @@ impl WriterState {
             next_seq_by_procedure: HashMap::new(),
             open_region_by_procedure: HashMap::new(),
             open_procedure_by_region: HashMap::new(),
+            last_hash: CHAIN_START,
+            mark_writer: None,
+            mark: Mark::empty(),
         };
         for item in tree.scan_prefix([PREFIX_OPEN]) {
             let (key, value) = item?;
@@ -84,6 +97,19 @@ impl WriterState {
         let next_seq = next_seq_on_disk(tree, procedure_id)?;
         self.next_seq_by_procedure.insert(procedure_id, next_seq);
         Ok(next_seq)
+    }
+
+    /// The state of a log opened for reading: it never writes.
+    pub(crate) fn read_only() -> Self {
+        WriterState {
+            next_global_seq: 1,
+            next_seq_by_procedure: HashMap::new(),
+            open_region_by_procedure: HashMap::new(),
+            open_procedure_by_region: HashMap::new(),
+            last_hash: CHAIN_START,
+            mark_writer: None,
+            mark: Mark::empty(),
+        }
     }
 
     /// The global seq the next accepted event gets.
@@ -132,6 +158,7 @@ impl WriterState {
                 global_seq: first_global_seq + offset,
                 recorded_at_ms: event.recorded_at_ms,
                 payload: event.payload,
+                prev_hash: Some(self.last_hash),
             };
             // validate() checked everything the caller controls; what is left is ours.
             assert_eq!(
@@ -140,6 +167,7 @@ impl WriterState {
                 "the writer built a bad record"
             );
             let bytes = encode_record(&record);
+            self.last_hash = chain_hash(&bytes);
             batch.insert(&event_key(procedure_id, record.seq)[..], bytes);
         }
         runs.push(GlobalRun {

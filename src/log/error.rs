@@ -181,6 +181,63 @@ pub enum LogError {
         reason: String,
     },
 
+    /// A file of the database is damaged: sled refused it, or panicked reading it.
+    #[error("`{}` is damaged: could not {action}: {reason}; run `regmig log verify`, and `regmig log salvage` to copy out what still reads back", path.display())]
+    Damaged {
+        /// The damaged file (or the database directory, when sled does not say which file).
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// What sled reported.
+        reason: String,
+    },
+
+    /// The directory exists but holds no regmig event log (an empty `sled/`, a sled
+    /// database of another program): nothing was written to it.
+    #[error("data directory {} holds no regmig event log ({reason})", dir.display())]
+    NoLog {
+        /// The data directory.
+        dir: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+
+    /// The high-water mark file exists but neither of its slots holds a valid mark.
+    #[error("the mark file `{}` is damaged: {reason}", path.display())]
+    MarkDamaged {
+        /// The mark file.
+        path: PathBuf,
+        /// Why it does not read.
+        reason: String,
+    },
+
+    /// The log lost history it had acknowledged, or the mark and the log disagree: the
+    /// writers refuse it, the readers warn.
+    #[error("{0}")]
+    LostHistory(Box<LostHistory>),
+
+    /// A record's `prev_hash` is not the chain hash of the record before it in global order.
+    #[error("the hash chain breaks at global seq {global_seq} (event {seq} of procedure {procedure_id}, key {key}): {reason}")]
+    ChainBroken {
+        /// The global seq of the record whose link is wrong.
+        global_seq: u64,
+        /// Its procedure.
+        procedure_id: Uuid,
+        /// Its seq.
+        seq: u64,
+        /// Its key, hex.
+        key: String,
+        /// What disagrees.
+        reason: String,
+    },
+
+    /// A write to a log opened for reading.
+    #[error("the event log in {} is open for reading only", dir.display())]
+    ReadOnly {
+        /// The data directory.
+        dir: PathBuf,
+    },
+
     /// The group-commit thread is gone (the log is being dropped, or it panicked).
     #[error("the event log's commit thread has stopped")]
     ShutDown,
@@ -199,6 +256,10 @@ impl LogError {
                 | LogError::GlobalSequenceGap { .. }
                 | LogError::IndexMismatch { .. }
                 | LogError::MalformedKey { .. }
+                | LogError::Damaged { .. }
+                | LogError::MarkDamaged { .. }
+                | LogError::LostHistory(_)
+                | LogError::ChainBroken { .. }
         )
     }
 
@@ -221,6 +282,12 @@ impl LogError {
             LogError::InvalidAppend { .. } => "invalid_append",
             LogError::Poisoned { .. } => "poisoned",
             LogError::WriteFailed { .. } => "write_failed",
+            LogError::Damaged { .. } => "damaged",
+            LogError::NoLog { .. } => "no_log",
+            LogError::MarkDamaged { .. } => "mark_damaged",
+            LogError::LostHistory(_) => "lost_history",
+            LogError::ChainBroken { .. } => "chain_broken",
+            LogError::ReadOnly { .. } => "read_only",
             LogError::ShutDown => "shut_down",
         }
     }
@@ -233,6 +300,7 @@ impl LogError {
             | LogError::Truncated { procedure_id, .. }
             | LogError::Malformed { procedure_id, .. }
             | LogError::SequenceGap { procedure_id, .. }
+            | LogError::ChainBroken { procedure_id, .. }
             | LogError::InvalidAppend { procedure_id, .. } => Some(*procedure_id),
             LogError::IndexMismatch { procedure_id, .. } => *procedure_id,
             _ => None,
@@ -246,7 +314,8 @@ impl LogError {
             | LogError::UnknownFormatVersion { seq, .. }
             | LogError::Truncated { seq, .. }
             | LogError::Malformed { seq, .. }
-            | LogError::SequenceGap { seq, .. } => Some(*seq),
+            | LogError::SequenceGap { seq, .. }
+            | LogError::ChainBroken { seq, .. } => Some(*seq),
             LogError::IndexMismatch { seq, .. } => *seq,
             _ => None,
         }
@@ -262,7 +331,8 @@ impl LogError {
             | LogError::SequenceGap { key, .. }
             | LogError::GlobalSequenceGap { key, .. }
             | LogError::IndexMismatch { key, .. }
-            | LogError::MalformedKey { key, .. } => Some(key),
+            | LogError::MalformedKey { key, .. }
+            | LogError::ChainBroken { key, .. } => Some(key),
             _ => None,
         }
     }
@@ -278,4 +348,41 @@ impl LogError {
             source,
         }
     }
+}
+
+/// What [`LogError::LostHistory`] says: the directory, how far the log still checks out,
+/// where the loss starts and whose events are gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the event log in {} has lost acknowledged history: {reason}; last good global seq: {}; first missing: {}; procedures whose events are gone: {}. Writers refuse this log: run `regmig log verify --data-dir {}`, then `regmig log salvage`", dir.display(), last_good_global_seq.map_or_else(|| "unknown".to_string(), |seq| seq.to_string()), first_missing_global_seq.map_or_else(|| "unknown".to_string(), |seq| seq.to_string()), describe_lost_procedures(procedures), dir.display())]
+pub struct LostHistory {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// The last global seq that still checks out, when known.
+    pub last_good_global_seq: Option<u64>,
+    /// The first global seq that is gone, when known.
+    pub first_missing_global_seq: Option<u64>,
+    /// The procedures open at the last good global seq: their later events are gone
+    /// (procedures started after it cannot be named: their events are gone entirely).
+    pub procedures: Vec<Uuid>,
+    /// What disagrees.
+    pub reason: String,
+}
+
+/// The procedures of a [`LogError::LostHistory`], for its message.
+fn describe_lost_procedures(procedures: &[Uuid]) -> String {
+    const LISTED_MAX: usize = 20;
+    if procedures.is_empty() {
+        return "none open at the last good global seq (any procedure started after it is gone entirely)".to_string();
+    }
+    let mut text = procedures
+        .iter()
+        .take(LISTED_MAX)
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if procedures.len() > LISTED_MAX {
+        text.push_str(&format!(" and {} more", procedures.len() - LISTED_MAX));
+    }
+    text.push_str(" (later events gone; any procedure started after the last good global seq is gone entirely)");
+    text
 }

@@ -3,7 +3,8 @@
 //!
 //! # Files
 //! A data directory holds `regmig.lock` (an exclusive, non-blocking `flock`: one owner at a
-//! time) and `sled/`, one sled 0.34.7 database. The log is the sled tree `regmig.log`;
+//! time), `regmig.mark` (the high-water mark, [`mark`]) and `sled/`, one sled 0.34.7
+//! database. The log is the sled tree `regmig.log`;
 //! other components (the metadata store) keep their own trees in the same database
 //! ([`EventLog::db`]) and make their writes durable with [`EventLog::sync`].
 //!
@@ -27,40 +28,56 @@
 //! Reads go to the tree, check every record ([`decode_record`]) and every sequence, and
 //! return damage as a typed [`LogError`]. A read never sees half of a batch. A read may
 //! see a batch that is written but not yet synced (its append has not returned yet).
+//!
+//! # Damage
+//! Every record carries the chain hash of its predecessor in global order (format version
+//! 2), and every group commit writes the mark (last global seq, chain hash) beside sled,
+//! synced on a second thread while sled's files are synced. Every open checks the log's
+//! end against the mark: a writer ([`EventLog::open`]) refuses a log that lost
+//! acknowledged history ([`LogError::LostHistory`]); a reader ([`EventLog::open_read_only`],
+//! which opens a private copy of the database and writes nothing into the directory) reads
+//! it and reports the damage ([`EventLog::damage`]). sled's panics and errors become errors
+//! that name `<dir>/sled/db`. [`salvage`] copies what still checks out into a new log.
 
 mod commit;
 mod durable;
 mod error;
 pub mod keys;
+pub mod mark;
+mod open;
 mod record;
+pub mod salvage;
+mod tail;
 mod verify;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, TryLockError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use commit::{APPEND_EVENTS_MAX, OPEN_PEERS_MAX};
-pub use error::LogError;
+pub use error::{LogError, LostHistory};
+pub use mark::MARK_FILE_NAME;
+pub use open::quiet_sled_panics;
 pub use record::{
-    decode_record, encode_record, Record, ENVELOPE_OVERHEAD_BYTES, FORMAT_VERSION,
-    PAYLOAD_MAX_BYTES,
+    chain_hash, decode_record, encode_record, ChainHash, Record, CHAIN_START,
+    ENVELOPE_OVERHEAD_BYTES, FORMAT_VERSION, FORMAT_VERSION_V1, PAYLOAD_MAX_BYTES,
 };
-pub use verify::{VerifyReport, VERIFY_PROBLEMS_MAX};
+pub use verify::{ChainReport, VerifyReport, VERIFY_PROBLEMS_MAX};
 
 use commit::{run_committer, AppendOutcome, CommitMessage, CommitOutcome, WriterState};
 use durable::FileSyncer;
 use keys::{
     event_key, global_key, hex, parse_audit_key, parse_event_key, parse_global_key,
-    parse_global_runs, parse_open_key, parse_u64, parse_uuid, region_open_key, LAYOUT_KEY,
-    LAYOUT_VERSION, PREFIX_EVENT, PREFIX_OPEN, PREFIX_PEER_AUDIT, PREFIX_REGION_AUDIT, TREE_NAME,
+    parse_global_runs, parse_open_key, parse_u64, parse_uuid, region_open_key, PREFIX_EVENT,
+    PREFIX_OPEN, PREFIX_PEER_AUDIT, PREFIX_REGION_AUDIT,
 };
+use mark::Mark;
 
 /// The subdirectory of the data directory that holds the sled database.
 pub const SLED_SUBDIR: &str = "sled";
@@ -68,8 +85,6 @@ pub const SLED_SUBDIR: &str = "sled";
 pub const LOCK_FILE_NAME: &str = "regmig.lock";
 /// The default bound on the events of one group commit (and on queued requests).
 pub const GROUP_COMMIT_MAX_EVENTS_DEFAULT: usize = 4096;
-/// How long an open waits for sled's own lock once it holds `regmig.lock`.
-const SLED_LOCK_WAIT_MAX: Duration = Duration::from_secs(2);
 /// How many entries a long walk (verify) reads under one hold of the read lock.
 const WALK_CHUNK_ENTRIES: usize = 1024;
 
@@ -205,27 +220,6 @@ impl Drop for QueuedCount<'_> {
     }
 }
 
-/// Opens the sled database of a data directory whose `regmig.lock` we hold. sled locks
-/// `db` too; since no other owner can exist, a held sled lock is a previous owner's last
-/// threads letting go (or a clone of its `db()` still alive): waited for, within a bound.
-fn open_sled(sled_dir: &Path, data_dir: &Path) -> Result<sled::Db, LogError> {
-    let started = Instant::now();
-    loop {
-        match sled::Config::new().path(sled_dir).open() {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
-                if started.elapsed() >= SLED_LOCK_WAIT_MAX {
-                    return Err(LogError::InUse {
-                        dir: data_dir.to_path_buf(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(error) => return Err(LogError::Sled(error)),
-        }
-    }
-}
-
 /// Whether the caller runs on a multi-thread tokio runtime (where `block_in_place` works).
 fn in_multi_thread_runtime() -> bool {
     tokio::runtime::Handle::try_current()
@@ -251,6 +245,7 @@ impl Drop for Shared {
                 tracing::error!("the event log's commit thread panicked");
             }
         }
+        self.core.close_cleanly();
     }
 }
 
@@ -265,104 +260,74 @@ pub(crate) struct Core {
     /// Written around `apply_batch`, read around scans: sled applies a batch key by key,
     /// so without it a scan could see part of a batch (and report a false gap).
     visibility: RwLock<()>,
-    syncer: FileSyncer,
+    /// `None` for a log opened for reading (it never syncs).
+    syncer: Option<FileSyncer>,
     /// Set by the first failed write or sync; every later write is refused.
     poison: Mutex<Option<String>>,
-    /// Holds the directory's flock; dropped last (fields drop in order).
-    _lock_file: File,
+    /// Opened for reading: on a private copy of the database, never written back.
+    read_only: bool,
+    /// What the open found wrong with the log (readers only: a writer refuses it).
+    damage: Option<LogError>,
+    /// Holds the directory's flock; dropped after the database (fields drop in order).
+    _lock_file: Option<File>,
+    /// The private copy a reader opened, removed last.
+    _copy: Option<tempfile::TempDir>,
 }
 
 impl EventLog {
-    /// Opens the log in `dir`, creating the directory and an empty log if needed. A
-    /// directory another `EventLog` holds (in this process or another) is
-    /// [`LogError::InUse`] at once.
+    /// Opens the log in `dir` for writing, creating the directory and an empty log if
+    /// needed. A directory another `EventLog` holds (in this process or another) is
+    /// [`LogError::InUse`] at once. A directory that holds something else (an empty `sled/`,
+    /// another program's sled database) is [`LogError::NoLog`], with nothing written; a log
+    /// that lost acknowledged history, or whose mark is missing or damaged, is refused
+    /// ([`LogError::LostHistory`]).
     pub fn open(dir: &Path, options: LogOptions) -> Result<EventLog, LogError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| LogError::io("create directory", dir, error))?;
+        if let Err(error) = std::fs::create_dir_all(dir) {
+            // "File exists" says less than what is in the way.
+            open::check_data_dir(dir)?;
+            return Err(LogError::io("create the data directory", dir, error));
+        }
         Self::open_dir(dir, options)
     }
 
     /// Like [`EventLog::open`], but a missing `dir` is [`LogError::MissingDataDir`].
     pub fn open_existing(dir: &Path, options: LogOptions) -> Result<EventLog, LogError> {
-        match std::fs::metadata(dir) {
-            Ok(metadata) if metadata.is_dir() => Self::open_dir(dir, options),
-            Ok(_) => Err(LogError::io(
-                "open data directory",
-                dir,
-                std::io::Error::other("not a directory"),
-            )),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Err(LogError::MissingDataDir {
-                    dir: dir.to_path_buf(),
-                })
-            }
-            Err(error) => Err(LogError::io("open data directory", dir, error)),
-        }
+        open::check_data_dir(dir)?;
+        Self::open_dir(dir, options)
+    }
+
+    /// Opens the log in `dir` for reading, without writing anything into `dir`: sled has
+    /// no read-only mode, so the database is copied to a private temporary directory and
+    /// opened there. Damage the open finds does not stop the reader: [`EventLog::damage`]
+    /// says what it is. A directory without a regmig log is [`LogError::NoLog`].
+    pub fn open_read_only(dir: &Path) -> Result<EventLog, LogError> {
+        open::check_data_dir(dir)?;
+        Ok(Self::from_core(open::open_reader(dir)?))
     }
 
     fn open_dir(dir: &Path, options: LogOptions) -> Result<EventLog, LogError> {
-        let lock_path = dir.join(LOCK_FILE_NAME);
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|error| LogError::io("open lock file", &lock_path, error))?;
-        // flock locks belong to the open file description, so a second open in this very
-        // process is refused as well.
-        if let Err(error) = fs2::FileExt::try_lock_exclusive(&lock_file) {
-            if error.raw_os_error() == fs2::lock_contended_error().raw_os_error() {
-                return Err(LogError::InUse {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            return Err(LogError::io("lock", &lock_path, error));
-        }
+        Ok(Self::from_core(open::open_writer(dir, options)?))
+    }
 
-        let sled_dir = dir.join(SLED_SUBDIR);
-        let db = open_sled(&sled_dir, dir)?;
-        let tree = db.open_tree(TREE_NAME)?;
-        match tree.get(LAYOUT_KEY)? {
-            Some(layout) if layout.as_ref() == [LAYOUT_VERSION] => {}
-            Some(layout) => {
-                return Err(LogError::UnsupportedLayout {
-                    dir: dir.to_path_buf(),
-                    found: layout.first().copied().unwrap_or(0),
-                    supported: LAYOUT_VERSION,
-                })
-            }
-            None => {
-                // A log with events but no marker is damage that verify() reports; only
-                // an empty log gets a marker.
-                if tree.first()?.is_none() {
-                    tree.insert(LAYOUT_KEY, &[LAYOUT_VERSION][..])?;
-                }
-            }
-        }
-        let syncer = FileSyncer::open(&sled_dir)?;
-        if options.durability == Durability::Durable {
-            syncer.sync_all_at_open(&db, dir)?;
-        }
-        let writer = WriterState::load(&tree)?;
-        let core = Core {
-            data_dir: dir.to_path_buf(),
-            options,
-            db,
-            tree,
-            writer: Mutex::new(writer),
-            visibility: RwLock::new(()),
-            syncer,
-            poison: Mutex::new(None),
-            _lock_file: lock_file,
-        };
-        Ok(EventLog {
+    fn from_core(core: Core) -> EventLog {
+        EventLog {
             shared: Arc::new(Shared {
                 core: Arc::new(core),
                 committer: Mutex::new(None),
                 queued: AtomicUsize::new(0),
             }),
-        })
+        }
+    }
+
+    /// What the open found wrong with the log, for a log opened with
+    /// [`EventLog::open_read_only`] (a writer's open refuses a damaged log instead).
+    pub fn damage(&self) -> Option<&LogError> {
+        self.core().damage.as_ref()
+    }
+
+    /// Whether the log was opened for reading only.
+    pub fn is_read_only(&self) -> bool {
+        self.core().read_only
     }
 
     /// Appends one batch of events to a procedure, all or nothing. With
@@ -453,152 +418,162 @@ impl EventLog {
         procedure_id: Uuid,
         from_seq: u64,
     ) -> Result<Vec<Record>, LogError> {
-        let core = self.core();
-        let mut expected_seq = from_seq.max(1);
-        let _visible = core.read_visible();
-        let range = core
-            .tree
-            .range(event_key(procedure_id, expected_seq)..=event_key(procedure_id, u64::MAX));
-        let mut records = Vec::new();
-        for item in range {
-            let (key, value) = item?;
-            let record = decode_record(&key, &value)?;
-            if record.seq != expected_seq {
-                return Err(LogError::SequenceGap {
-                    procedure_id,
-                    seq: expected_seq,
-                    key: hex(&key),
-                    found_seq: record.seq,
-                });
+        self.core().guarded("read a procedure", || {
+            let core = self.core();
+            let mut expected_seq = from_seq.max(1);
+            let _visible = core.read_visible();
+            let range = core
+                .tree
+                .range(event_key(procedure_id, expected_seq)..=event_key(procedure_id, u64::MAX));
+            let mut records = Vec::new();
+            for item in range {
+                let (key, value) = item?;
+                let record = decode_record(&key, &value)?;
+                if record.seq != expected_seq {
+                    return Err(LogError::SequenceGap {
+                        procedure_id,
+                        seq: expected_seq,
+                        key: hex(&key),
+                        found_seq: record.seq,
+                    });
+                }
+                expected_seq = record.seq.saturating_add(1);
+                records.push(record);
             }
-            expected_seq = record.seq.saturating_add(1);
-            records.push(record);
-        }
-        Ok(records)
+            Ok(records)
+        })
     }
 
     /// The seq the next event of `procedure_id` will get (1 for a procedure never seen).
     pub fn next_seq(&self, procedure_id: Uuid) -> Result<u64, LogError> {
-        let core = self.core();
-        let _visible = core.read_visible();
-        commit::next_seq_on_disk(&core.tree, procedure_id)
+        self.core().guarded("read a procedure", || {
+            let core = self.core();
+            let _visible = core.read_visible();
+            commit::next_seq_on_disk(&core.tree, procedure_id)
+        })
     }
 
     /// At most `limit` events in global order, from `from_global_seq` on (1 when 0),
     /// checked against the global-order index.
     pub fn events_from(&self, from_global_seq: u64, limit: usize) -> Result<Vec<Record>, LogError> {
-        let core = self.core();
-        let from_global_seq = from_global_seq.max(1);
-        let mut records = Vec::with_capacity(limit.min(4096));
-        if limit == 0 {
-            return Ok(records);
-        }
-        let _visible = core.read_visible();
-        // The entry that holds `from_global_seq` is the last one starting at or before it.
-        let start = match core
-            .tree
-            .range(global_key(0)..=global_key(from_global_seq))
-            .next_back()
-        {
-            Some(item) => item?.0.to_vec(),
-            None => global_key(from_global_seq).to_vec(),
-        };
-        // Where the next entry must start; None until the first entry is read.
-        let mut expected_first_global_seq: Option<u64> = None;
-        for item in core.tree.range(start..=global_key(u64::MAX).to_vec()) {
-            let (key, value) = item?;
-            let Some(first_global_seq) = parse_global_key(&key) else {
-                return Err(LogError::MalformedKey {
-                    key: hex(&key),
-                    reason: "a global-order key of the wrong length".to_string(),
-                });
-            };
-            let expected = expected_first_global_seq.unwrap_or(from_global_seq);
-            if first_global_seq > expected {
-                return Err(LogError::GlobalSequenceGap {
-                    global_seq: expected,
-                    key: hex(&key),
-                    found_global_seq: first_global_seq,
-                });
+        self.core().guarded("read the global order", || {
+            let core = self.core();
+            let from_global_seq = from_global_seq.max(1);
+            let mut records = Vec::with_capacity(limit.min(4096));
+            if limit == 0 {
+                return Ok(records);
             }
-            if expected_first_global_seq.is_some() && first_global_seq < expected {
-                return Err(LogError::IndexMismatch {
-                    procedure_id: None,
-                    seq: None,
-                    key: hex(&key),
-                    reason: format!("the entry starts at global seq {first_global_seq}, inside the previous entry (which ends before {expected})"),
-                });
-            }
-            let Some(runs) = parse_global_runs(&value) else {
-                return Err(malformed_global_entry(&key, &value));
+            let _visible = core.read_visible();
+            // The entry that holds `from_global_seq` is the last one starting at or before it.
+            let start = match core
+                .tree
+                .range(global_key(0)..=global_key(from_global_seq))
+                .next_back()
+            {
+                Some(item) => item?.0.to_vec(),
+                None => global_key(from_global_seq).to_vec(),
             };
-            let mut global_seq = first_global_seq;
-            for run in &runs {
-                for offset in 0..u64::from(run.event_count) {
-                    if global_seq >= from_global_seq {
-                        records.push(core.record_at_global_seq(
-                            &key,
-                            global_seq,
-                            run.procedure_id,
-                            run.first_seq + offset,
-                        )?);
-                        if records.len() == limit {
-                            return Ok(records);
-                        }
-                    }
-                    global_seq += 1;
+            // Where the next entry must start; None until the first entry is read.
+            let mut expected_first_global_seq: Option<u64> = None;
+            for item in core.tree.range(start..=global_key(u64::MAX).to_vec()) {
+                let (key, value) = item?;
+                let Some(first_global_seq) = parse_global_key(&key) else {
+                    return Err(LogError::MalformedKey {
+                        key: hex(&key),
+                        reason: "a global-order key of the wrong length".to_string(),
+                    });
+                };
+                let expected = expected_first_global_seq.unwrap_or(from_global_seq);
+                if first_global_seq > expected {
+                    return Err(LogError::GlobalSequenceGap {
+                        global_seq: expected,
+                        key: hex(&key),
+                        found_global_seq: first_global_seq,
+                    });
                 }
+                if expected_first_global_seq.is_some() && first_global_seq < expected {
+                    return Err(LogError::IndexMismatch {
+                        procedure_id: None,
+                        seq: None,
+                        key: hex(&key),
+                        reason: format!("the entry starts at global seq {first_global_seq}, inside the previous entry (which ends before {expected})"),
+                    });
+                }
+                let Some(runs) = parse_global_runs(&value) else {
+                    return Err(malformed_global_entry(&key, &value));
+                };
+                let mut global_seq = first_global_seq;
+                for run in &runs {
+                    for offset in 0..u64::from(run.event_count) {
+                        if global_seq >= from_global_seq {
+                            records.push(core.record_at_global_seq(
+                                &key,
+                                global_seq,
+                                run.procedure_id,
+                                run.first_seq + offset,
+                            )?);
+                            if records.len() == limit {
+                                return Ok(records);
+                            }
+                        }
+                        global_seq += 1;
+                    }
+                }
+                expected_first_global_seq = Some(global_seq);
             }
-            expected_first_global_seq = Some(global_seq);
-        }
-        Ok(records)
+            Ok(records)
+        })
     }
 
     /// The procedures that are not finished, with their region, in id order. Reads only the
     /// open index: recovery never scans the history.
     pub fn open_procedures(&self) -> Result<Vec<(Uuid, u64)>, LogError> {
-        let core = self.core();
-        let _visible = core.read_visible();
-        let mut open = Vec::new();
-        for item in core.tree.scan_prefix([PREFIX_OPEN]) {
-            let (key, value) = item?;
-            match (parse_open_key(&key), parse_u64(&value)) {
-                (Some(procedure_id), Some(region_id)) => open.push((procedure_id, region_id)),
-                (procedure_id, _) => {
-                    return Err(LogError::IndexMismatch {
-                        procedure_id,
-                        seq: None,
-                        key: hex(&key),
-                        reason: format!(
-                            "a malformed open-procedure entry ({} key bytes, {} value bytes)",
-                            key.len(),
-                            value.len()
-                        ),
-                    })
+        self.core().guarded("read the open procedures", || {
+            let core = self.core();
+            let _visible = core.read_visible();
+            let mut open = Vec::new();
+            for item in core.tree.scan_prefix([PREFIX_OPEN]) {
+                let (key, value) = item?;
+                match (parse_open_key(&key), parse_u64(&value)) {
+                    (Some(procedure_id), Some(region_id)) => open.push((procedure_id, region_id)),
+                    (procedure_id, _) => {
+                        return Err(LogError::IndexMismatch {
+                            procedure_id,
+                            seq: None,
+                            key: hex(&key),
+                            reason: format!(
+                                "a malformed open-procedure entry ({} key bytes, {} value bytes)",
+                                key.len(),
+                                value.len()
+                            ),
+                        })
+                    }
                 }
             }
-        }
-        Ok(open)
+            Ok(open)
+        })
     }
 
     /// The open procedure of a region, if it has one.
     pub fn open_procedure_of_region(&self, region_id: u64) -> Result<Option<Uuid>, LogError> {
-        let key = region_open_key(region_id);
-        match self.core().tree.get(key)? {
-            None => Ok(None),
-            Some(value) => match parse_uuid(&value) {
-                Some(procedure_id) => Ok(Some(procedure_id)),
-                None => Err(LogError::IndexMismatch {
-                    procedure_id: None,
-                    seq: None,
-                    key: hex(&key),
-                    reason: format!(
-                        "the value is {} bytes, expected 16 (a procedure id)",
-                        value.len()
-                    ),
-                }),
-            },
-        }
+        self.core().guarded("read the open procedures", || {
+            let key = region_open_key(region_id);
+            match self.core().tree.get(key)? {
+                None => Ok(None),
+                Some(value) => match parse_uuid(&value) {
+                    Some(procedure_id) => Ok(Some(procedure_id)),
+                    None => Err(LogError::IndexMismatch {
+                        procedure_id: None,
+                        seq: None,
+                        key: hex(&key),
+                        reason: format!(
+                            "the value is {} bytes, expected 16 (a procedure id)",
+                            value.len()
+                        ),
+                    }),
+                },
+            }
+        })
     }
 
     /// The procedures opened on a region with event 1 recorded in
@@ -630,73 +605,92 @@ impl EventLog {
         since_ms: u64,
         until_ms: u64,
     ) -> Result<Vec<(u64, Uuid)>, LogError> {
-        if since_ms > until_ms {
-            return Ok(Vec::new());
-        }
-        let audit_key = |recorded_at_ms: u64, procedure_id: Uuid| {
-            if prefix == PREFIX_REGION_AUDIT {
-                keys::region_audit_key(owner_id, recorded_at_ms, procedure_id)
-            } else {
-                keys::peer_audit_key(owner_id, recorded_at_ms, procedure_id)
+        self.core().guarded("read the audit index", || {
+            if since_ms > until_ms {
+                return Ok(Vec::new());
             }
-        };
-        let start = audit_key(since_ms, Uuid::nil());
-        let end = audit_key(until_ms, Uuid::max());
-        let core = self.core();
-        let _visible = core.read_visible();
-        let mut found = Vec::new();
-        for item in core.tree.range(start..=end) {
-            let (key, _) = item?;
-            let Some((_, recorded_at_ms, procedure_id)) = parse_audit_key(prefix, &key) else {
-                return Err(LogError::MalformedKey {
-                    key: hex(&key),
-                    reason: "an audit key of the wrong length".to_string(),
-                });
+            let audit_key = |recorded_at_ms: u64, procedure_id: Uuid| {
+                if prefix == PREFIX_REGION_AUDIT {
+                    keys::region_audit_key(owner_id, recorded_at_ms, procedure_id)
+                } else {
+                    keys::peer_audit_key(owner_id, recorded_at_ms, procedure_id)
+                }
             };
-            found.push((recorded_at_ms, procedure_id));
-        }
-        Ok(found)
+            let start = audit_key(since_ms, Uuid::nil());
+            let end = audit_key(until_ms, Uuid::max());
+            let core = self.core();
+            let _visible = core.read_visible();
+            let mut found = Vec::new();
+            for item in core.tree.range(start..=end) {
+                let (key, _) = item?;
+                let Some((_, recorded_at_ms, procedure_id)) = parse_audit_key(prefix, &key) else {
+                    return Err(LogError::MalformedKey {
+                        key: hex(&key),
+                        reason: "an audit key of the wrong length".to_string(),
+                    });
+                };
+                found.push((recorded_at_ms, procedure_id));
+            }
+            Ok(found)
+        })
     }
 
     /// Every procedure that has an event, in id order (uuid v7: creation order).
     pub fn procedures(&self) -> Result<Vec<Uuid>, LogError> {
-        let core = self.core();
-        let mut procedures = Vec::new();
-        let mut start = Bound::Included(vec![PREFIX_EVENT]);
-        let end = Bound::Excluded(vec![PREFIX_EVENT + 1]);
-        loop {
-            let next = {
-                let _visible = core.read_visible();
-                core.tree
-                    .range::<Vec<u8>, _>((start.clone(), end.clone()))
-                    .next()
-            };
-            let Some(item) = next else {
-                return Ok(procedures);
-            };
-            let (key, _) = item?;
-            let Some((procedure_id, _)) = parse_event_key(&key) else {
-                return Err(LogError::MalformedKey {
-                    key: hex(&key),
-                    reason: "an event-prefixed key of the wrong length".to_string(),
-                });
-            };
-            procedures.push(procedure_id);
-            // Skip the rest of this procedure's events: the next key is the next procedure.
-            start = Bound::Excluded(event_key(procedure_id, u64::MAX).to_vec());
-        }
+        self.core().guarded("list the procedures", || {
+            let core = self.core();
+            let mut procedures = Vec::new();
+            let mut start = Bound::Included(vec![PREFIX_EVENT]);
+            let end = Bound::Excluded(vec![PREFIX_EVENT + 1]);
+            loop {
+                let next = {
+                    let _visible = core.read_visible();
+                    core.tree
+                        .range::<Vec<u8>, _>((start.clone(), end.clone()))
+                        .next()
+                };
+                let Some(item) = next else {
+                    return Ok(procedures);
+                };
+                let (key, _) = item?;
+                let Some((procedure_id, _)) = parse_event_key(&key) else {
+                    return Err(LogError::MalformedKey {
+                        key: hex(&key),
+                        reason: "an event-prefixed key of the wrong length".to_string(),
+                    });
+                };
+                procedures.push(procedure_id);
+                // Skip the rest of this procedure's events: the next key is the next procedure.
+                start = Bound::Excluded(event_key(procedure_id, u64::MAX).to_vec());
+            }
+        })
     }
 
     /// Walks the whole log and reports every problem: records that fail their checks,
     /// sequence gaps, index entries that disagree with the events.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        verify::verify(self.core())
+        self.core()
+            .guarded("verify the log", || verify::verify(self.core()))
+    }
+
+    /// Stops writing the high-water mark for the rest of this open, so a benchmark can
+    /// measure what the mark costs against the same log without it. The mark stays where it
+    /// was, behind the log, which the next open accepts. Never for anything but measuring.
+    #[doc(hidden)]
+    pub fn stop_writing_the_mark_for_benchmarks(&self) {
+        self.core()
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .mark_writer = None;
     }
 
     /// Makes the next fdatasync fail as an I/O error would, to test what callers do then.
     #[doc(hidden)]
     pub fn fail_next_fdatasync_for_tests(&self) {
-        self.core().syncer.fail_next_fdatasync();
+        if let Some(syncer) = &self.core().syncer {
+            syncer.fail_next_fdatasync();
+        }
     }
 
     fn core(&self) -> &Core {
@@ -760,10 +754,14 @@ impl Core {
         }
         let mut appends = Vec::with_capacity(requests.len());
         let mut accepted = 0usize;
+        let first_global_seq = writer.next_global_seq();
+        let hash_before_group = writer.last_hash;
+        let durable = self.options.durability == Durability::Durable;
+        let mut mark = None;
+        let mut pending_mark = None;
         {
             let mut batch = sled::Batch::default();
             let mut runs = Vec::new();
-            let first_global_seq = writer.next_global_seq();
             for request in requests {
                 let outcome = writer.plan(&self.tree, request, &mut batch, &mut runs);
                 if matches!(outcome, Ok(Ok(_))) {
@@ -772,6 +770,25 @@ impl Core {
                 appends.push(outcome);
             }
             commit::add_global_entries(&mut batch, first_global_seq, &runs);
+            if accepted > 0 && durable {
+                // The mark vouches for this group before any append of it is acknowledged.
+                // It is written and synced on the mark thread from now on, while this thread
+                // applies the batch and syncs sled's files: a lone writer waits about one
+                // device round trip, and a large group hides it behind `apply_batch`. The
+                // mark may so run one group ahead of sled, which the open check allows.
+                let group_mark = Mark {
+                    generation: writer.mark.generation + 1,
+                    group_first_global_seq: first_global_seq,
+                    last_global_seq: writer.next_global_seq() - 1,
+                    hash_before_group,
+                    hash_at_last: writer.last_hash,
+                };
+                pending_mark = writer
+                    .mark_writer
+                    .as_mut()
+                    .map(|mark_writer| mark_writer.start(&group_mark, true));
+                mark = Some(group_mark);
+            }
             if accepted > 0 {
                 let applied = {
                     let _exclusive = self
@@ -783,6 +800,9 @@ impl Core {
                 if let Err(error) = applied {
                     // The writer state already counts the batch: only a reopen, which
                     // reads the disk, can tell what is really there.
+                    if let Some(pending) = pending_mark.take() {
+                        let _ = pending.wait();
+                    }
                     let reason = format!("sled apply_batch failed: {error}");
                     self.set_poison(&reason);
                     fail_accepted(&mut appends, &reason);
@@ -794,12 +814,19 @@ impl Core {
             }
             writer.evict_if_over_bound();
         }
-        let sync =
-            if self.options.durability == Durability::Durable && (accepted > 0 || sync_requested) {
-                self.syncer.sync(&self.db)
-            } else {
-                Ok(())
+        let sync = if durable && (accepted > 0 || sync_requested) {
+            let synced = match &self.syncer {
+                Some(syncer) => syncer.sync(&self.db),
+                None => Ok(()),
             };
+            let marked = pending_mark.map_or(Ok(()), |pending| pending.wait());
+            if let (Ok(()), Some(mark)) = (&marked, mark) {
+                writer.mark = mark;
+            }
+            synced.and(marked)
+        } else {
+            Ok(())
+        };
         drop(writer);
         if let Err(error) = &sync {
             // After a failed fsync the kernel may have dropped the dirty pages: retrying
@@ -846,6 +873,11 @@ impl Core {
     }
 
     fn check_poison(&self) -> Result<(), LogError> {
+        if self.read_only {
+            return Err(LogError::ReadOnly {
+                dir: self.data_dir.clone(),
+            });
+        }
         match self
             .poison
             .lock()
@@ -868,6 +900,55 @@ impl Core {
         if poison.is_none() {
             *poison = Some(reason.to_string());
         }
+    }
+
+    /// On the last drop of a writer: a mark with no group in flight, so a later open can
+    /// tell the loss of the last group from a crash during it. An unsynced log flushes
+    /// sled first (the mark must never claim more than sled has handed to the OS).
+    fn close_cleanly(&self) {
+        if self.read_only || self.check_poison().is_err() {
+            return;
+        }
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let last_global_seq = writer.next_global_seq() - 1;
+        let settled = Mark::settled(
+            writer.mark.generation + 1,
+            last_global_seq,
+            writer.last_hash,
+        );
+        if writer.mark.group_first_global_seq == settled.group_first_global_seq
+            && writer.mark.last_global_seq == last_global_seq
+            && writer.mark.hash_at_last == settled.hash_at_last
+        {
+            return;
+        }
+        if self.options.durability != Durability::Durable {
+            if let Err(error) = self.db.flush() {
+                tracing::warn!(%error, "could not flush the event log at close; its mark stays behind");
+                return;
+            }
+        }
+        let written = match &writer.mark_writer {
+            Some(mark_writer) => mark_writer.write_now(&settled),
+            None => return,
+        };
+        match written {
+            Ok(()) => writer.mark = settled,
+            Err(error) => tracing::warn!(%error, "could not write the event log's mark at close"),
+        }
+    }
+
+    /// Runs a read of the database, turning a sled panic or a bare sled error into an
+    /// error that names the file.
+    fn guarded<T>(
+        &self,
+        action: &'static str,
+        read: impl FnOnce() -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        open::guarded(&self.data_dir, action, read)
     }
 
     fn read_visible(&self) -> RwLockReadGuard<'_, ()> {

@@ -1,32 +1,51 @@
 //! The record envelope: a fixed, big-endian layout ending in a crc32 over every byte before
 //! it. `migrations-log-format.md` documents it byte by byte.
 //!
+//! Version 2 (written by this build):
+//!
 //! ```text
 //! offset  size  field
-//!      0     1  format_version   (1)
+//!      0     1  format_version   (2)
 //!      1     2  kind             u16 BE
 //!      3    16  procedure_id     uuid v7, RFC 4122 byte order
 //!     19     8  seq              u64 BE, from 1, no gaps within a procedure
 //!     27     8  global_seq       u64 BE, from 1, no gaps across the log
 //!     35     8  recorded_at_ms   u64 BE, ms since the Unix epoch
-//!     43     4  payload_len      u32 BE
-//!     47     n  payload          rmp-serde (named) bytes, opaque to the log
-//!   47+n     4  crc32            u32 BE, CRC-32/ISO-HDLC of bytes [0, 47+n)
+//!     43    32  prev_hash        the chain hash of the record at global_seq - 1 (zeros at 1)
+//!     75     4  payload_len      u32 BE
+//!     79     n  payload          rmp-serde (named) bytes, opaque to the log
+//!   79+n     4  crc32            u32 BE, CRC-32/ISO-HDLC of bytes [0, 79+n)
 //! ```
+//!
+//! Version 1 is the same without `prev_hash` (`payload_len` at 43, the payload at 47). It is
+//! read forever and never written. A record's chain hash is the SHA-256 of its whole
+//! encoding ([`chain_hash`]), so each record's hash covers its predecessor's.
 
 use uuid::Uuid;
 
 use super::error::LogError;
 use super::keys::{hex, parse_event_key};
 
-/// The envelope version this build writes (and the only one it reads).
-pub const FORMAT_VERSION: u8 = 1;
-/// Bytes before the payload.
-pub const HEADER_LEN: usize = 47;
+/// The envelope version this build writes. It reads this one and [`FORMAT_VERSION_V1`].
+pub const FORMAT_VERSION: u8 = 2;
+/// The first envelope version: no chain field. Read forever, never written.
+pub const FORMAT_VERSION_V1: u8 = 1;
+/// Bytes of a chain hash (SHA-256).
+pub const CHAIN_HASH_LEN: usize = 32;
+/// A chain hash: the SHA-256 of a record's encoding.
+pub type ChainHash = [u8; CHAIN_HASH_LEN];
+/// The `prev_hash` of the record at global seq 1: nothing comes before it.
+pub const CHAIN_START: ChainHash = [0u8; CHAIN_HASH_LEN];
+/// Bytes before the payload (version 2).
+pub const HEADER_LEN: usize = 79;
+/// Bytes before the payload in a version-1 record.
+pub const HEADER_LEN_V1: usize = 47;
 /// Bytes of the trailing checksum.
 pub const CRC_LEN: usize = 4;
-/// Envelope bytes around the payload: the smallest possible record.
+/// Envelope bytes around the payload: the smallest possible record (version 2).
 pub const ENVELOPE_OVERHEAD_BYTES: usize = HEADER_LEN + CRC_LEN;
+/// Envelope bytes around the payload of a version-1 record.
+pub const ENVELOPE_OVERHEAD_BYTES_V1: usize = HEADER_LEN_V1 + CRC_LEN;
 /// The largest payload the log accepts on append. Readers accept any length the
 /// `payload_len` field can express.
 pub const PAYLOAD_MAX_BYTES: usize = 1 << 20;
@@ -36,12 +55,15 @@ const OFFSET_PROCEDURE_ID: usize = 3;
 const OFFSET_SEQ: usize = 19;
 const OFFSET_GLOBAL_SEQ: usize = 27;
 const OFFSET_RECORDED_AT_MS: usize = 35;
-const OFFSET_PAYLOAD_LEN: usize = 43;
+const OFFSET_PREV_HASH: usize = 43;
+const OFFSET_PAYLOAD_LEN_V1: usize = 43;
+const OFFSET_PAYLOAD_LEN: usize = 75;
 
 /// One event as stored: the envelope's fields and the opaque payload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Record {
-    /// The envelope version ([`FORMAT_VERSION`] for every record this build reads).
+    /// The envelope version: [`FORMAT_VERSION`], or [`FORMAT_VERSION_V1`] for a record an
+    /// older regmig wrote.
     pub format_version: u8,
     /// The event kind; the log does not interpret it (see `src/migration/events.rs`).
     pub kind: u16,
@@ -55,34 +77,61 @@ pub struct Record {
     pub recorded_at_ms: u64,
     /// The event, rmp-serde encoded with field names; the log does not interpret it.
     pub payload: Vec<u8>,
+    /// The chain hash of the record at `global_seq - 1` ([`CHAIN_START`] at 1); `None` in
+    /// a version-1 record, which has no chain field.
+    pub prev_hash: Option<ChainHash>,
 }
 
 impl Record {
     /// The byte length of this record's envelope.
     pub fn encoded_len(&self) -> usize {
-        ENVELOPE_OVERHEAD_BYTES + self.payload.len()
+        let overhead = if self.format_version == FORMAT_VERSION_V1 {
+            ENVELOPE_OVERHEAD_BYTES_V1
+        } else {
+            ENVELOPE_OVERHEAD_BYTES
+        };
+        overhead + self.payload.len()
     }
 }
 
-/// Encodes `record` in the version-1 layout.
+/// The chain hash of a record: the SHA-256 of its whole encoding (checksum included).
+pub fn chain_hash(encoded: &[u8]) -> ChainHash {
+    use sha2::Digest;
+    sha2::Sha256::digest(encoded).into()
+}
+
+/// Encodes `record` in the layout of its `format_version`: version 2 with its `prev_hash`,
+/// or version 1 (no chain field), so a record read back re-encodes to the same bytes.
 ///
 /// # Panics
-/// If `record.format_version` is not [`FORMAT_VERSION`] or the payload does not fit the
-/// u32 length field: both are bugs in the caller, never data read from disk.
+/// If the version is neither, if `prev_hash` is absent from a version-2 record or present
+/// in a version-1 one, or if the payload does not fit the u32 length field: all bugs in
+/// the caller, never data read from disk.
 pub fn encode_record(record: &Record) -> Vec<u8> {
-    assert_eq!(
-        record.format_version, FORMAT_VERSION,
-        "encode_record writes format version {FORMAT_VERSION} only"
-    );
+    let prev_hash = match (record.format_version, record.prev_hash) {
+        (FORMAT_VERSION, Some(prev_hash)) => Some(prev_hash),
+        (FORMAT_VERSION_V1, None) => None,
+        (version, prev_hash) => panic!(
+            "encode_record: format version {version} with prev_hash {}",
+            if prev_hash.is_some() {
+                "present"
+            } else {
+                "absent"
+            }
+        ),
+    };
     let payload_len = u32::try_from(record.payload.len())
         .expect("payload length must fit the u32 payload_len field");
     let mut bytes = Vec::with_capacity(record.encoded_len());
-    bytes.push(FORMAT_VERSION);
+    bytes.push(record.format_version);
     bytes.extend_from_slice(&record.kind.to_be_bytes());
     bytes.extend_from_slice(record.procedure_id.as_bytes());
     bytes.extend_from_slice(&record.seq.to_be_bytes());
     bytes.extend_from_slice(&record.global_seq.to_be_bytes());
     bytes.extend_from_slice(&record.recorded_at_ms.to_be_bytes());
+    if let Some(prev_hash) = prev_hash {
+        bytes.extend_from_slice(&prev_hash);
+    }
     bytes.extend_from_slice(&payload_len.to_be_bytes());
     bytes.extend_from_slice(&record.payload);
     let crc = crc32fast::hash(&bytes);
@@ -123,16 +172,20 @@ pub fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, LogError> {
     // Every format version ends in a crc32 over all the bytes before it, so the checksum
     // is checked before the version: a flipped bit anywhere reads as damage, and a valid
     // record of a newer version reads as UnknownFormatVersion.
+    let min_len = match bytes.first() {
+        Some(&FORMAT_VERSION_V1) => ENVELOPE_OVERHEAD_BYTES_V1,
+        _ => ENVELOPE_OVERHEAD_BYTES,
+    };
     if bytes.len() < CRC_LEN + 1 {
-        return Err(truncated(ENVELOPE_OVERHEAD_BYTES));
+        return Err(truncated(min_len));
     }
     let (body, crc_bytes) = bytes.split_at(bytes.len() - CRC_LEN);
-    let stored_crc = read_u32(crc_bytes, 0).ok_or_else(|| truncated(ENVELOPE_OVERHEAD_BYTES))?;
+    let stored_crc = read_u32(crc_bytes, 0).ok_or_else(|| truncated(min_len))?;
     let computed_crc = crc32fast::hash(body);
-    let declared_len = declared_len_v1(bytes);
+    let declared_len = declared_len(bytes);
     if stored_crc != computed_crc {
         return match declared_len {
-            _ if bytes.len() < ENVELOPE_OVERHEAD_BYTES => Err(truncated(ENVELOPE_OVERHEAD_BYTES)),
+            _ if bytes.len() < min_len => Err(truncated(min_len)),
             Some(expected_len) if expected_len > bytes.len() => Err(truncated(expected_len)),
             _ => Err(LogError::BadChecksum {
                 procedure_id,
@@ -144,7 +197,7 @@ pub fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, LogError> {
         };
     }
     let version = bytes[0];
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_V1 {
         return Err(LogError::UnknownFormatVersion {
             procedure_id,
             seq,
@@ -153,7 +206,7 @@ pub fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, LogError> {
         });
     }
     let Some(expected_len) = declared_len else {
-        return Err(truncated(ENVELOPE_OVERHEAD_BYTES));
+        return Err(truncated(min_len));
     };
     if expected_len > bytes.len() {
         return Err(truncated(expected_len));
@@ -165,7 +218,16 @@ pub fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, LogError> {
         )));
     }
 
-    let field_error = || truncated(ENVELOPE_OVERHEAD_BYTES);
+    let field_error = || truncated(min_len);
+    let (header_len, prev_hash) = if version == FORMAT_VERSION_V1 {
+        (HEADER_LEN_V1, None)
+    } else {
+        let prev_hash: ChainHash = bytes
+            .get(OFFSET_PREV_HASH..OFFSET_PREV_HASH + CHAIN_HASH_LEN)
+            .and_then(|slice| slice.try_into().ok())
+            .ok_or_else(field_error)?;
+        (HEADER_LEN, Some(prev_hash))
+    };
     let kind = read_u16(bytes, OFFSET_KIND).ok_or_else(field_error)?;
     let stored_id_bytes: [u8; 16] = bytes
         .get(OFFSET_PROCEDURE_ID..OFFSET_PROCEDURE_ID + 16)
@@ -179,9 +241,10 @@ pub fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, LogError> {
         global_seq: read_u64(bytes, OFFSET_GLOBAL_SEQ).ok_or_else(field_error)?,
         recorded_at_ms: read_u64(bytes, OFFSET_RECORDED_AT_MS).ok_or_else(field_error)?,
         payload: bytes
-            .get(HEADER_LEN..bytes.len() - CRC_LEN)
+            .get(header_len..bytes.len() - CRC_LEN)
             .ok_or_else(field_error)?
             .to_vec(),
+        prev_hash,
     };
     if record.procedure_id != procedure_id || record.seq != seq {
         return Err(malformed(format!(
@@ -198,11 +261,23 @@ pub fn decode_record(key: &[u8], bytes: &[u8]) -> Result<Record, LogError> {
 /// The invariant a record breaks, if any: checked before a record is written and after
 /// it is read. (The payload bound is a writer's rule only; see [`PAYLOAD_MAX_BYTES`].)
 pub(crate) fn envelope_violation(record: &Record) -> Option<String> {
-    if record.format_version != FORMAT_VERSION {
-        return Some(format!(
-            "format version {} is not {FORMAT_VERSION}",
-            record.format_version
-        ));
+    match (record.format_version, record.prev_hash) {
+        (FORMAT_VERSION, Some(_)) | (FORMAT_VERSION_V1, None) => {}
+        (FORMAT_VERSION, None) => {
+            return Some(format!(
+                "a format version {FORMAT_VERSION} record without prev_hash"
+            ))
+        }
+        (FORMAT_VERSION_V1, Some(_)) => {
+            return Some(format!(
+                "a format version {FORMAT_VERSION_V1} record cannot carry prev_hash"
+            ))
+        }
+        (version, _) => {
+            return Some(format!(
+                "format version {version} is neither {FORMAT_VERSION} nor {FORMAT_VERSION_V1}"
+            ))
+        }
     }
     if record.seq == 0 {
         return Some("seq is 0; sequences start at 1".to_string());
@@ -223,15 +298,16 @@ pub(crate) fn envelope_violation(record: &Record) -> Option<String> {
     None
 }
 
-/// The record length a version-1 envelope declares, when the header is there to say it.
-fn declared_len_v1(bytes: &[u8]) -> Option<usize> {
-    if bytes.first() != Some(&FORMAT_VERSION) {
-        return None;
-    }
-    let payload_len = read_u32(bytes, OFFSET_PAYLOAD_LEN)?;
-    usize::try_from(payload_len)
-        .ok()?
-        .checked_add(ENVELOPE_OVERHEAD_BYTES)
+/// The record length an envelope of a known version declares, when the header is there to
+/// say it.
+fn declared_len(bytes: &[u8]) -> Option<usize> {
+    let (offset, overhead) = match *bytes.first()? {
+        FORMAT_VERSION => (OFFSET_PAYLOAD_LEN, ENVELOPE_OVERHEAD_BYTES),
+        FORMAT_VERSION_V1 => (OFFSET_PAYLOAD_LEN_V1, ENVELOPE_OVERHEAD_BYTES_V1),
+        _ => return None,
+    };
+    let payload_len = read_u32(bytes, offset)?;
+    usize::try_from(payload_len).ok()?.checked_add(overhead)
 }
 
 fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
@@ -266,12 +342,42 @@ mod tests {
             global_seq: 9,
             recorded_at_ms: 1_700_000_000_000,
             payload: vec![0x81, 0xa1, b'a', 0x01],
+            prev_hash: Some([0xab; CHAIN_HASH_LEN]),
+        }
+    }
+
+    fn sample_v1() -> Record {
+        Record {
+            format_version: FORMAT_VERSION_V1,
+            prev_hash: None,
+            ..sample()
         }
     }
 
     #[test]
     fn layout_matches_the_documented_offsets() {
         let record = sample();
+        let bytes = encode_record(&record);
+        assert_eq!(bytes.len(), 83 + 4);
+        assert_eq!(bytes[0], 2);
+        assert_eq!(&bytes[1..3], &[0x01, 0x02]);
+        assert_eq!(&bytes[3..19], record.procedure_id.as_bytes());
+        assert_eq!(&bytes[19..27], &3u64.to_be_bytes());
+        assert_eq!(&bytes[27..35], &9u64.to_be_bytes());
+        assert_eq!(&bytes[35..43], &1_700_000_000_000u64.to_be_bytes());
+        assert_eq!(&bytes[43..75], &[0xab; 32]);
+        assert_eq!(&bytes[75..79], &4u32.to_be_bytes());
+        assert_eq!(&bytes[79..83], &record.payload[..]);
+        assert_eq!(&bytes[83..87], &crc32fast::hash(&bytes[..83]).to_be_bytes());
+        assert_eq!(
+            decode_record(&event_key(record.procedure_id, 3), &bytes).unwrap(),
+            record
+        );
+    }
+
+    #[test]
+    fn version_1_layout_still_decodes_and_re_encodes() {
+        let record = sample_v1();
         let bytes = encode_record(&record);
         assert_eq!(bytes.len(), 51 + 4);
         assert_eq!(bytes[0], 1);
@@ -283,6 +389,10 @@ mod tests {
         assert_eq!(&bytes[43..47], &4u32.to_be_bytes());
         assert_eq!(&bytes[47..51], &record.payload[..]);
         assert_eq!(&bytes[51..55], &crc32fast::hash(&bytes[..51]).to_be_bytes());
+        assert_eq!(
+            decode_record(&event_key(record.procedure_id, 3), &bytes).unwrap(),
+            record
+        );
     }
 
     #[test]
@@ -298,7 +408,7 @@ mod tests {
 
     #[test]
     fn decode_reports_a_cut_record_as_truncated() {
-        let record = sample();
+        let record = sample_v1();
         let bytes = encode_record(&record);
         let key = event_key(record.procedure_id, record.seq);
         assert!(matches!(

@@ -11,7 +11,9 @@ use super::keys::{
     LAYOUT_KEY, LAYOUT_VERSION, PREFIX_EVENT, PREFIX_GLOBAL, PREFIX_META, PREFIX_OPEN,
     PREFIX_PEER_AUDIT, PREFIX_REGION_AUDIT, PREFIX_REGION_OPEN,
 };
-use super::record::{decode_record, Record};
+use super::mark::read_mark;
+use super::record::{chain_hash, decode_record, ChainHash, Record, CHAIN_START, FORMAT_VERSION_V1};
+use super::tail::{check_against_mark, read_tail};
 use super::{malformed_global_entry, Core};
 
 /// The most problems a report lists; past it they are only counted.
@@ -30,6 +32,23 @@ pub struct VerifyReport {
     pub problems: Vec<LogError>,
     /// Problems found past [`VERIFY_PROBLEMS_MAX`], not listed.
     pub problems_omitted: u64,
+    /// The hash chain, walked in global order.
+    pub chain: ChainReport,
+}
+
+/// The hash chain as `verify()` walked it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// The global seq of the first record that carries a chain link; `None` when no record
+    /// does (an empty log, or a log of version-1 records only: it has no chain).
+    pub chained_from_global_seq: Option<u64>,
+    /// The global seq of the last record walked (0: none).
+    pub head_global_seq: u64,
+    /// The chain hash of that record: whoever writes it down can later check that the
+    /// history up to it is unchanged ([`CHAIN_START`] for an empty log).
+    pub head_hash: ChainHash,
+    /// Records walked in global order.
+    pub records: u64,
 }
 
 impl VerifyReport {
@@ -63,6 +82,38 @@ pub(crate) fn verify(core: &Core) -> Result<VerifyReport, LogError> {
         layout_seen: false,
     };
     core.walk(None, |key, value| walker.visit(key, value))?;
+    let mut chain = ChainWalker {
+        tree: &core.tree,
+        chain: ChainReport {
+            head_hash: CHAIN_START,
+            ..ChainReport::default()
+        },
+        prev_hash: Some(CHAIN_START),
+        problems: Vec::new(),
+    };
+    core.walk(Some(PREFIX_GLOBAL), |key, value| chain.visit(key, value))?;
+    walker.report.chain = chain.chain;
+    for problem in chain.problems {
+        walker.report.push(problem);
+    }
+    {
+        // Under the writer lock: no group moves the end or the mark meanwhile.
+        let _writer = core
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let checked = read_tail(&core.tree).and_then(|tail| {
+            check_against_mark(
+                &core.data_dir,
+                &core.tree,
+                &tail,
+                &read_mark(&core.data_dir),
+            )
+        });
+        if let Err(problem) = checked {
+            walker.report.push(problem);
+        }
+    }
     let mut report = walker.report;
     if !walker.layout_seen && report.events > 0 {
         report.push(LogError::MalformedKey {
@@ -447,5 +498,90 @@ impl Walker<'_> {
     ) -> Result<Option<Result<Record, LogError>>, LogError> {
         let key = event_key(procedure_id, 1);
         Ok(self.tree.get(key)?.map(|bytes| decode_record(&key, &bytes)))
+    }
+}
+
+/// Walks the global order and checks every record's link to the one before it.
+struct ChainWalker<'a> {
+    tree: &'a sled::Tree,
+    chain: ChainReport,
+    /// The chain hash of the record before the next one; `None` after a record that does
+    /// not read (its problem is reported by the key walk), so the next link is not judged.
+    prev_hash: Option<ChainHash>,
+    problems: Vec<LogError>,
+}
+
+impl ChainWalker<'_> {
+    fn visit(&mut self, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        // Malformed entries and gaps are reported by the key walk.
+        let (Some(first_global_seq), Some(runs)) =
+            (parse_global_key(key), parse_global_runs(value))
+        else {
+            self.prev_hash = None;
+            return Ok(());
+        };
+        if first_global_seq != self.chain.head_global_seq + 1 {
+            self.prev_hash = None;
+        }
+        let mut global_seq = first_global_seq;
+        for run in &runs {
+            for offset in 0..u64::from(run.event_count) {
+                self.visit_record(global_seq, run.procedure_id, run.first_seq + offset)?;
+                global_seq += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_record(
+        &mut self,
+        global_seq: u64,
+        procedure_id: Uuid,
+        seq: u64,
+    ) -> Result<(), LogError> {
+        self.chain.head_global_seq = global_seq;
+        let record_key = event_key(procedure_id, seq);
+        let bytes = self.tree.get(record_key)?;
+        let record = bytes
+            .as_ref()
+            .and_then(|bytes| decode_record(&record_key, bytes).ok())
+            .filter(|record| record.global_seq == global_seq);
+        let (Some(bytes), Some(record)) = (bytes, record) else {
+            self.prev_hash = None;
+            return Ok(());
+        };
+        self.chain.records += 1;
+        let broken = |reason: String| LogError::ChainBroken {
+            global_seq,
+            procedure_id,
+            seq,
+            key: hex(&record_key),
+            reason,
+        };
+        match record.prev_hash {
+            None if self.chain.chained_from_global_seq.is_some() => {
+                self.problems.push(broken(format!(
+                    "a format version {FORMAT_VERSION_V1} record (no chain field) after chained ones: a version-{FORMAT_VERSION_V1} writer never follows a newer one"
+                )));
+            }
+            None => {}
+            Some(stored) => {
+                self.chain.chained_from_global_seq.get_or_insert(global_seq);
+                if let Some(expected) = self.prev_hash {
+                    if stored != expected {
+                        self.problems.push(broken(format!(
+                            "its prev_hash is {}, but the chain hash of global seq {} is {}: a record before it was removed, replaced or reordered",
+                            hex(&stored),
+                            global_seq - 1,
+                            hex(&expected)
+                        )));
+                    }
+                }
+            }
+        }
+        let hash = chain_hash(&bytes);
+        self.prev_hash = Some(hash);
+        self.chain.head_hash = hash;
+        Ok(())
     }
 }

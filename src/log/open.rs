@@ -1,0 +1,514 @@
+//! Opening a data directory: telling a regmig log from anything else before a byte is
+//! written, opening sled without letting a damaged file panic the process, and the checks
+//! against the mark. A writer opens the database in place and refuses a damaged log; a
+//! reader opens a private copy (sled has no read-only mode) and reports the damage.
+
+use std::fs::{File, OpenOptions};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once, RwLock};
+use std::time::{Duration, Instant};
+
+use super::commit::WriterState;
+use super::durable::FileSyncer;
+use super::error::LogError;
+use super::keys::{LAYOUT_KEY, LAYOUT_VERSION, TREE_NAME};
+use super::mark::{create_mark, read_mark, Mark, MarkWriter, MARK_FILE_NAME};
+use super::tail::{check_against_mark, read_tail};
+use super::{Core, Durability, LogOptions, LOCK_FILE_NAME, SLED_SUBDIR};
+
+/// How long an open waits for sled's own lock once it holds `regmig.lock`.
+const SLED_LOCK_WAIT_MAX: Duration = Duration::from_secs(2);
+/// The most entries a database directory may hold for a reader to copy it.
+const COPY_ENTRIES_MAX: usize = 65_536;
+
+/// What a data directory holds, looked at without writing anything.
+struct Shape {
+    mark_exists: bool,
+    sled: SledShape,
+}
+
+#[derive(PartialEq, Eq)]
+enum SledShape {
+    Missing,
+    /// A directory without sled's `db` file (empty, or a stray file or two).
+    NoDatabase,
+    Database,
+}
+
+/// `dir` must exist and be a directory; every failure names it and says what was tried.
+pub(super) fn check_data_dir(dir: &Path) -> Result<(), LogError> {
+    match std::fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err(LogError::io(
+            "open the data directory",
+            dir,
+            std::io::Error::other("it is a file, not a directory"),
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(LogError::MissingDataDir {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(error) => Err(LogError::io("open the data directory", dir, error)),
+    }
+}
+
+fn inspect(dir: &Path) -> Result<Shape, LogError> {
+    let mark_path = dir.join(MARK_FILE_NAME);
+    let mark_exists = match std::fs::symlink_metadata(&mark_path) {
+        Ok(_) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+        Err(error) => return Err(LogError::io("look for the mark file", &mark_path, error)),
+    };
+    let sled_dir = dir.join(SLED_SUBDIR);
+    let sled = match std::fs::metadata(&sled_dir) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => SledShape::Missing,
+        Err(error) => {
+            return Err(LogError::io(
+                "open the database directory",
+                &sled_dir,
+                error,
+            ))
+        }
+        Ok(metadata) if !metadata.is_dir() => {
+            return Err(LogError::io(
+                "open the database directory",
+                &sled_dir,
+                std::io::Error::other("it is a file, not a directory"),
+            ))
+        }
+        Ok(_) => {
+            let db_path = sled_dir.join("db");
+            match std::fs::metadata(&db_path) {
+                Ok(metadata) if metadata.is_file() => SledShape::Database,
+                Ok(_) => {
+                    return Err(LogError::io(
+                        "open the database file",
+                        &db_path,
+                        std::io::Error::other("it is not a regular file"),
+                    ))
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    // Listing also tells an unreadable directory from an empty one.
+                    std::fs::read_dir(&sled_dir)
+                        .map_err(|error| LogError::io("list", &sled_dir, error))?;
+                    SledShape::NoDatabase
+                }
+                Err(error) => return Err(LogError::io("open the database file", &db_path, error)),
+            }
+        }
+    };
+    Ok(Shape { mark_exists, sled })
+}
+
+fn no_database(dir: &Path) -> LogError {
+    LogError::NoLog {
+        dir: dir.to_path_buf(),
+        reason: format!(
+            "{} holds no sled database: it has no `db` file",
+            dir.join(SLED_SUBDIR).display()
+        ),
+    }
+}
+
+fn foreign_database(dir: &Path) -> LogError {
+    LogError::NoLog {
+        dir: dir.to_path_buf(),
+        reason: format!(
+            "{} is a sled database without the `regmig.log` tree: another program's database",
+            dir.join(SLED_SUBDIR).display()
+        ),
+    }
+}
+
+/// Opens the log for writing, in place.
+pub(super) fn open_writer(dir: &Path, options: LogOptions) -> Result<Core, LogError> {
+    let shape = inspect(dir)?;
+    let new_log = match (shape.mark_exists, &shape.sled) {
+        (false, SledShape::Missing) => true,
+        (false, SledShape::NoDatabase) => return Err(no_database(dir)),
+        (false, SledShape::Database) => {
+            // A log an older regmig wrote (no mark yet), a log whose mark is gone, or
+            // another program's database: look at a copy, so the last is left untouched.
+            let copy = copy_database(dir)?;
+            let db = open_sled(&copy.path().join(SLED_SUBDIR), dir, false)?;
+            let ours = guarded(dir, "list the trees", || {
+                Ok(db
+                    .tree_names()
+                    .iter()
+                    .any(|name| name.as_ref() == TREE_NAME))
+            })?;
+            drop(db);
+            if !ours {
+                return Err(foreign_database(dir));
+            }
+            false
+        }
+        (true, _) => false,
+    };
+
+    let lock_file = lock(dir, true)?.ok_or_else(|| LogError::InUse {
+        dir: dir.to_path_buf(),
+    })?;
+    if shape.mark_exists && shape.sled != SledShape::Database {
+        // The mark says there was a log; sled would create an empty one in its place.
+        let vouched = match read_mark(dir) {
+            Ok(Some(mark)) => Some(mark.last_global_seq),
+            Ok(None) => Some(0),
+            Err(_) => None,
+        };
+        if vouched != Some(0) {
+            return Err(LogError::LostHistory(Box::new(super::error::LostHistory {
+                dir: dir.to_path_buf(),
+                last_good_global_seq: Some(0),
+                first_missing_global_seq: Some(1),
+                procedures: Vec::new(),
+                reason: format!(
+                    "{} holds no sled database, but the mark vouches for {}",
+                    dir.join(SLED_SUBDIR).display(),
+                    vouched.map_or_else(
+                        || "a log (it is damaged itself)".to_string(),
+                        |seq| format!("global seqs up to {seq}")
+                    )
+                ),
+            })));
+        }
+    }
+    if new_log {
+        create_mark(dir, &Mark::empty())?;
+    }
+    let sled_dir = dir.join(SLED_SUBDIR);
+    remove_unfinished_snapshots(&sled_dir)?;
+    let db = open_sled(&sled_dir, dir, true)?;
+    let tree = guarded(dir, "open the log tree", || {
+        let tree = db.open_tree(TREE_NAME)?;
+        check_layout(dir, &tree, true)?;
+        Ok(tree)
+    })?;
+    let syncer = FileSyncer::open(&sled_dir)?;
+    if options.durability == Durability::Durable {
+        syncer.sync_all_at_open(&db, dir)?;
+    }
+    let (mut writer, tail) = guarded(dir, "read the end of the log", || {
+        Ok((WriterState::load(&tree)?, read_tail(&tree)))
+    })?;
+    let tail = tail.map_err(|error| {
+        LogError::LostHistory(Box::new(super::error::LostHistory {
+            dir: dir.to_path_buf(),
+            last_good_global_seq: None,
+            first_missing_global_seq: None,
+            procedures: Vec::new(),
+            reason: format!("the last event in global order does not check out: {error}"),
+        }))
+    })?;
+    let mark = read_mark(dir);
+    guarded(dir, "check the log against its mark", || {
+        check_against_mark(dir, &tree, &tail, &mark)
+    })?;
+    let mark = match mark {
+        Ok(Some(mark)) => mark,
+        // An empty log, or one an older regmig wrote: it gets its first mark now.
+        _ => {
+            let mark = Mark::settled(1, tail.last_global_seq, tail.last_hash);
+            create_mark(dir, &mark)?;
+            mark
+        }
+    };
+    writer.last_hash = tail.last_hash;
+    writer.mark = mark;
+    writer.mark_writer = Some(MarkWriter::open(dir)?);
+    Ok(Core {
+        data_dir: dir.to_path_buf(),
+        options,
+        db,
+        tree,
+        writer: Mutex::new(writer),
+        visibility: RwLock::new(()),
+        syncer: Some(syncer),
+        poison: Mutex::new(None),
+        read_only: false,
+        damage: None,
+        _lock_file: Some(lock_file),
+        _copy: None,
+    })
+}
+
+/// Opens a private copy of the log for reading.
+pub(super) fn open_reader(dir: &Path) -> Result<Core, LogError> {
+    let shape = inspect(dir)?;
+    match shape.sled {
+        SledShape::Missing => {
+            return Err(LogError::NoLog {
+                dir: dir.to_path_buf(),
+                reason: format!("{} does not exist", dir.join(SLED_SUBDIR).display()),
+            })
+        }
+        SledShape::NoDatabase => return Err(no_database(dir)),
+        SledShape::Database => {}
+    }
+    let lock_file = lock(dir, false)?;
+    let copy = copy_database(dir)?;
+    let db = open_sled(&copy.path().join(SLED_SUBDIR), dir, false)?;
+    let tree = guarded(dir, "open the log tree", || {
+        if !db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == TREE_NAME)
+        {
+            return Err(foreign_database(dir));
+        }
+        let tree = db.open_tree(TREE_NAME)?;
+        check_layout(dir, &tree, false)?;
+        Ok(tree)
+    })?;
+    let damage = guarded(dir, "read the end of the log", || {
+        let tail = read_tail(&tree)?;
+        check_against_mark(dir, &tree, &tail, &read_mark(dir))
+    })
+    .err();
+    Ok(Core {
+        data_dir: dir.to_path_buf(),
+        options: LogOptions {
+            durability: Durability::UnsyncedForTestsOnly,
+            ..LogOptions::default()
+        },
+        db,
+        tree,
+        writer: Mutex::new(WriterState::read_only()),
+        visibility: RwLock::new(()),
+        syncer: None,
+        poison: Mutex::new(None),
+        read_only: true,
+        damage,
+        _lock_file: lock_file,
+        _copy: Some(copy),
+    })
+}
+
+/// The layout marker must be ours; a writer gives an empty tree one.
+fn check_layout(dir: &Path, tree: &sled::Tree, writer: bool) -> Result<(), LogError> {
+    match tree.get(LAYOUT_KEY)? {
+        Some(layout) if layout.as_ref() == [LAYOUT_VERSION] => Ok(()),
+        Some(layout) => Err(LogError::UnsupportedLayout {
+            dir: dir.to_path_buf(),
+            found: layout.first().copied().unwrap_or(0),
+            supported: LAYOUT_VERSION,
+        }),
+        None => {
+            // A log with events but no marker is damage that verify() reports; only an
+            // empty log gets a marker.
+            if writer && tree.first()?.is_none() {
+                tree.insert(LAYOUT_KEY, &[LAYOUT_VERSION][..])?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Takes the directory's exclusive flock, creating the lock file when `create` (a writer);
+/// a reader locks it only if it exists (a log no regmig ever opened has none).
+fn lock(dir: &Path, create: bool) -> Result<Option<File>, LogError> {
+    let lock_path = dir.join(LOCK_FILE_NAME);
+    let opened = if create {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+    } else {
+        File::open(&lock_path)
+    };
+    let lock_file = match opened {
+        Ok(file) => file,
+        Err(error) if !create && error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(LogError::io("open the lock file", &lock_path, error)),
+    };
+    // flock locks belong to the open file description, so a second open in this very
+    // process is refused as well.
+    if let Err(error) = fs2::FileExt::try_lock_exclusive(&lock_file) {
+        if error.raw_os_error() == fs2::lock_contended_error().raw_os_error() {
+            return Err(LogError::InUse {
+                dir: dir.to_path_buf(),
+            });
+        }
+        return Err(LogError::io("lock", &lock_path, error));
+    }
+    Ok(Some(lock_file))
+}
+
+/// Removes `snap.*.generating`: a snapshot sled was writing when the process or the
+/// machine stopped. It is never read (sled writes it under this name and renames it when
+/// done), and a stale one can make sled's open fail.
+fn remove_unfinished_snapshots(sled_dir: &Path) -> Result<(), LogError> {
+    let entries = match std::fs::read_dir(sled_dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(LogError::io("list", sled_dir, error)),
+    };
+    for entry in entries.take(COPY_ENTRIES_MAX) {
+        let entry = entry.map_err(|error| LogError::io("list", sled_dir, error))?;
+        if is_unfinished_snapshot(&entry.file_name()) {
+            let path = entry.path();
+            tracing::warn!(path = %path.display(), "removing an unfinished sled snapshot left by a crash");
+            std::fs::remove_file(&path)
+                .map_err(|error| LogError::io("remove the unfinished snapshot", &path, error))?;
+        }
+    }
+    Ok(())
+}
+
+fn is_unfinished_snapshot(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with("snap.") && name.ends_with(".generating")
+}
+
+/// Copies `<dir>/sled` into a new temporary directory (as `<tmp>/sled`), leaving out
+/// unfinished snapshots. Every failure names the file.
+fn copy_database(dir: &Path) -> Result<tempfile::TempDir, LogError> {
+    let copy = tempfile::Builder::new()
+        .prefix("regmig-read-")
+        .tempdir()
+        .map_err(|error| {
+            LogError::io(
+                "create a temporary directory in",
+                std::env::temp_dir(),
+                error,
+            )
+        })?;
+    copy_tree(&dir.join(SLED_SUBDIR), &copy.path().join(SLED_SUBDIR))?;
+    Ok(copy)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), LogError> {
+    std::fs::create_dir(to).map_err(|error| LogError::io("create", to, error))?;
+    let entries = std::fs::read_dir(from).map_err(|error| LogError::io("list", from, error))?;
+    for entry in entries.take(COPY_ENTRIES_MAX) {
+        let entry = entry.map_err(|error| LogError::io("list", from, error))?;
+        let name = entry.file_name();
+        if is_unfinished_snapshot(&name) {
+            continue;
+        }
+        let source = entry.path();
+        let target = to.join(&name);
+        let file_type = entry
+            .file_type()
+            .map_err(|error| LogError::io("inspect", &source, error))?;
+        if file_type.is_dir() {
+            copy_tree(&source, &target)?;
+        } else {
+            std::fs::copy(&source, &target)
+                .map_err(|error| LogError::io("copy", &source, error))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens sled at `sled_dir` (the data directory's own, or a reader's copy), naming
+/// `<dir>/sled/db` in any error and turning a panic into [`LogError::Damaged`]. In place,
+/// sled's lock is waited for within a bound: we hold `regmig.lock`, so a held sled lock is
+/// a previous owner's last threads letting go.
+fn open_sled(sled_dir: &Path, dir: &Path, in_place: bool) -> Result<sled::Db, LogError> {
+    let started = Instant::now();
+    loop {
+        let config = sled::Config::new().path(sled_dir);
+        // A copy is thrown away: no background flushes into it.
+        let config = if in_place {
+            config
+        } else {
+            config.flush_every_ms(None)
+        };
+        let opened = catch_unwind(AssertUnwindSafe(|| config.open()));
+        match opened {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(sled::Error::Io(io)))
+                if in_place && io.to_string().contains("could not acquire lock") =>
+            {
+                if started.elapsed() >= SLED_LOCK_WAIT_MAX {
+                    return Err(LogError::InUse {
+                        dir: dir.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(Err(error)) => return Err(sled_error(dir, "open the database", error)),
+            Err(panic) => {
+                return Err(LogError::Damaged {
+                    path: db_path(dir),
+                    action: "open the database",
+                    reason: format!("sled panicked: {}", panic_text(panic.as_ref())),
+                })
+            }
+        }
+    }
+}
+
+/// `<dir>/sled/db`, the file sled's damage is in.
+pub(super) fn db_path(dir: &Path) -> PathBuf {
+    dir.join(SLED_SUBDIR).join("db")
+}
+
+/// A sled error as a [`LogError`] that names the file and what was being done.
+pub(super) fn sled_error(dir: &Path, action: &'static str, error: sled::Error) -> LogError {
+    match error {
+        sled::Error::Io(io) => LogError::Io {
+            action,
+            path: dir.join(SLED_SUBDIR),
+            source: io,
+        },
+        other => LogError::Damaged {
+            path: db_path(dir),
+            action,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Runs `read` (which reads the sled database of `dir`), turning a sled panic into
+/// [`LogError::Damaged`] and a bare sled error into one that names the file.
+pub(super) fn guarded<T>(
+    dir: &Path,
+    action: &'static str,
+    read: impl FnOnce() -> Result<T, LogError>,
+) -> Result<T, LogError> {
+    match catch_unwind(AssertUnwindSafe(read)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(LogError::Sled(error))) => Err(sled_error(dir, action, error)),
+        Ok(Err(error)) => Err(error),
+        Err(panic) => Err(LogError::Damaged {
+            path: db_path(dir),
+            action,
+            reason: format!("sled panicked: {}", panic_text(panic.as_ref())),
+        }),
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+/// Keeps the default panic message of a panic inside sled off stderr: the log turns it
+/// into a typed error that names the damaged file. Every other panic is printed as
+/// before. Call once, early (the CLI does).
+pub fn quiet_sled_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_sled = info.location().is_some_and(|location| {
+                let file = location.file();
+                file.contains("/sled-0.34") || file.contains("\\sled-0.34")
+            });
+            if !in_sled {
+                previous(info);
+            }
+        }));
+    });
+}
