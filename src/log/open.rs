@@ -179,6 +179,10 @@ pub(super) fn open_writer(dir: &Path, options: LogOptions) -> Result<Core, LogEr
         create_mark(dir, &Mark::empty())?;
     }
     let sled_dir = dir.join(SLED_SUBDIR);
+    if shape.sled == SledShape::Database && mark_vouches_for_events(dir) {
+        // sled would recreate it empty: look before it opens.
+        super::tail::missing_blobs_directory(dir)?;
+    }
     remove_unfinished_snapshots(&sled_dir)?;
     let db = open_sled(&sled_dir, dir, true)?;
     let tree = guarded(dir, "open the log tree", || {
@@ -232,6 +236,11 @@ pub(super) fn open_writer(dir: &Path, options: LogOptions) -> Result<Core, LogEr
         _lock_file: Some(lock_file),
         _copy: None,
     })
+}
+
+/// Whether the mark says the log holds events (a damaged mark is judged later).
+fn mark_vouches_for_events(dir: &Path) -> bool {
+    matches!(read_mark(dir), Ok(Some(mark)) if mark.last_global_seq > 0)
 }
 
 /// Opens a private copy of the log for reading.

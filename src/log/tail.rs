@@ -134,6 +134,28 @@ fn open_procedures(tree: &sled::Tree) -> Vec<Uuid> {
 /// Checks the log's end against the mark. `mark` is what [`super::mark::read_mark`] gave.
 /// A log without a mark is accepted when it is empty or ends in a version-1 record (a log
 /// an older regmig wrote, before there were marks).
+/// sled keeps pages too large for its page log in `sled/blobs/`, a directory it creates with
+/// the database and recreates, empty, when it is gone. Gone under a log that holds events,
+/// the pages in it are gone too, and sled reads their keys as absent: that is damage, said
+/// before sled hides it.
+pub(crate) fn missing_blobs_directory(dir: &Path) -> Result<(), LogError> {
+    let blobs = dir.join(super::SLED_SUBDIR).join("blobs");
+    match std::fs::symlink_metadata(&blobs) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err(LogError::Damaged {
+            path: blobs,
+            action: "check the log's files",
+            reason: "it is not a directory".to_string(),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(LogError::Damaged {
+            path: blobs,
+            action: "check the log's files",
+            reason: "sled's blob directory is missing from a log that holds events; the large pages it held are gone".to_string(),
+        }),
+        Err(error) => Err(LogError::io("inspect", blobs, error)),
+    }
+}
+
 pub(crate) fn check_against_mark(
     dir: &Path,
     tree: &sled::Tree,
@@ -177,6 +199,9 @@ pub(crate) fn check_against_mark(
             };
         }
     };
+    if mark.last_global_seq > 0 {
+        missing_blobs_directory(dir)?;
+    }
     if end >= mark.last_global_seq {
         let hash = if end == mark.last_global_seq {
             tail.last_hash
