@@ -14,7 +14,7 @@ use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{DEFAULT_DATA_DIR, EXIT_FAILED};
+use super::{DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
 use crate::cluster::sled_store::SledMetadataStore;
 use crate::domain::InstructionKind;
 use crate::engine::{
@@ -35,13 +35,15 @@ pub struct DemoArgs {
     /// Where the log and the durable routing metadata live.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// Datanodes in the simulated cluster (first run only).
+    /// Datanodes in the simulated cluster, 2..=64 (first run only; each is a simulated task,
+    /// and 64 keeps a run to seconds).
     #[arg(long, default_value_t = 5)]
     pub datanodes: u64,
-    /// Tables (first run only).
+    /// Tables, 1..=1000 (first run only). Tables × regions per table is at most 5000, which
+    /// keeps a run to about a minute.
     #[arg(long, default_value_t = 20)]
     pub tables: u32,
-    /// Regions per table (first run only).
+    /// Regions per table, 1..=1000 (first run only).
     #[arg(long, default_value_t = 10)]
     pub regions_per_table: u32,
     /// Seed of the simulated cluster (first run only).
@@ -121,8 +123,25 @@ struct Summary {
     example_ids: BTreeMap<String, String>,
 }
 
+/// The config a first run saves, from the arguments.
+fn config_of(args: &DemoArgs) -> CampaignConfig {
+    CampaignConfig {
+        datanodes: args.datanodes,
+        tables: args.tables,
+        regions_per_table: args.regions_per_table,
+        seed: args.seed,
+        faults: !args.no_faults,
+        ..CampaignConfig::default()
+    }
+}
+
 /// Runs the demo; returns the exit code.
 pub fn run(args: DemoArgs) -> u8 {
+    // Checked before anything is opened or written, even when a saved config will be used.
+    if let Err(error) = config_of(&args).check_bounds(|name| format!("--{name}")) {
+        eprintln!("error: {error}");
+        return EXIT_USAGE;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -210,16 +229,19 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     let store = SledMetadataStore::open(&log)?;
     let record = CampaignRecord::open(&log)?;
     let (config, fresh) = match record.config()? {
-        Some(config) => (config, false),
+        Some(config) => {
+            // A directory written by another version, or by hand, is input too.
+            if let Err(error) = config.check_bounds(|name| format!("the saved {name}")) {
+                eprintln!(
+                    "error: {}: {error}; use another --data-dir to start a new campaign",
+                    args.data_dir.display()
+                );
+                return Ok(EXIT_USAGE);
+            }
+            (config, false)
+        }
         None => {
-            let config = CampaignConfig {
-                datanodes: args.datanodes.max(2),
-                tables: args.tables.max(1),
-                regions_per_table: args.regions_per_table.max(1),
-                seed: args.seed,
-                faults: !args.no_faults,
-                ..CampaignConfig::default()
-            };
+            let config = config_of(args);
             write_initial_layout(&store, &config).await?;
             record.set_config(&config).await?;
             record.set_phase(Phase::Rebalance).await?;

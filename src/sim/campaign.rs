@@ -59,6 +59,84 @@ pub struct CampaignConfig {
     pub faults: bool,
 }
 
+/// The fewest datanodes a campaign can run on: evacuating one needs another to move to.
+pub const DATANODES_MIN: u64 = 2;
+/// The most datanodes: each one is a simulated task with heartbeats and leases, and the
+/// planner weighs every region against every datanode; 64 keeps a run to seconds.
+pub const DATANODES_MAX: u64 = 64;
+/// The most tables.
+pub const TABLES_MAX: u32 = 1_000;
+/// The most regions per table.
+pub const REGIONS_PER_TABLE_MAX: u32 = 1_000;
+/// The most regions in all (tables × regions per table): the layout is built in memory and
+/// every region is written to every second, so 5,000 (25 times the default) keeps a run to
+/// about a minute and its memory to tens of megabytes.
+pub const REGIONS_MAX: u64 = 5_000;
+
+/// A campaign size outside its bounds: names the setting, the value and the allowed range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} is {value}, outside the allowed range {range}")]
+pub struct ConfigBoundsError {
+    /// The setting, as the command line spells it (`--datanodes`).
+    pub setting: String,
+    /// The value given.
+    pub value: String,
+    /// The allowed range, e.g. `2..=64`.
+    pub range: String,
+}
+
+impl CampaignConfig {
+    /// Checks every size against its bound; `flag` turns a field name into how the caller
+    /// spells it (`--datanodes` on the command line, `datanodes` in a saved config).
+    pub fn check_bounds(&self, flag: impl Fn(&str) -> String) -> Result<(), ConfigBoundsError> {
+        let error = |name: &str, value: String, range: String| ConfigBoundsError {
+            setting: flag(name),
+            value,
+            range,
+        };
+        if !(DATANODES_MIN..=DATANODES_MAX).contains(&self.datanodes) {
+            return Err(error(
+                "datanodes",
+                self.datanodes.to_string(),
+                format!("{DATANODES_MIN}..={DATANODES_MAX}"),
+            ));
+        }
+        if !(1..=TABLES_MAX).contains(&self.tables) {
+            return Err(error(
+                "tables",
+                self.tables.to_string(),
+                format!("1..={TABLES_MAX}"),
+            ));
+        }
+        if !(1..=REGIONS_PER_TABLE_MAX).contains(&self.regions_per_table) {
+            return Err(error(
+                "regions-per-table",
+                self.regions_per_table.to_string(),
+                format!("1..={REGIONS_PER_TABLE_MAX}"),
+            ));
+        }
+        let regions = u64::from(self.tables) * u64::from(self.regions_per_table);
+        if regions > REGIONS_MAX {
+            return Err(ConfigBoundsError {
+                setting: format!("{} × {}", flag("tables"), flag("regions-per-table")),
+                value: format!("{} × {} = {regions}", self.tables, self.regions_per_table),
+                range: format!("1..={REGIONS_MAX} regions"),
+            });
+        }
+        if self.writes_per_second > WRITES_PER_SECOND_MAX {
+            return Err(error(
+                "writes_per_second",
+                self.writes_per_second.to_string(),
+                format!("0..={WRITES_PER_SECOND_MAX}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The most writes per second to each region (not a flag; bounds a saved config).
+pub const WRITES_PER_SECOND_MAX: u64 = 1_000;
+
 impl Default for CampaignConfig {
     fn default() -> Self {
         CampaignConfig {

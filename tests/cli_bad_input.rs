@@ -1,0 +1,99 @@
+//! Issue 13, "every bad input gets a clear error": one test per finding, each with the
+//! exact exit code and message, and nothing written when the input is refused.
+
+mod cli_support;
+
+use std::path::Path;
+
+use cli_support::{regmig, Run};
+use regmig::sim::campaign::{CampaignConfig, CampaignRecord};
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+fn assert_no_panic(run: &Run) {
+    assert_ne!(run.code, 101, "a panic: {}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "a panic: {}", run.stderr);
+}
+
+fn demo_in(dir: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["demo", "--json", "--data-dir", path_str(dir)];
+    args.extend_from_slice(extra);
+    regmig(&args)
+}
+
+#[test]
+fn demo_sizes_out_of_bounds_are_refused_before_anything_is_written() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let dir = temp.path().join("demo");
+    for (extra, message) in [
+        (
+            vec!["--datanodes", "18446744073709551615"],
+            "error: --datanodes is 18446744073709551615, outside the allowed range 2..=64\n",
+        ),
+        (
+            vec!["--datanodes", "1000000"],
+            "error: --datanodes is 1000000, outside the allowed range 2..=64\n",
+        ),
+        (
+            vec!["--datanodes", "0"],
+            "error: --datanodes is 0, outside the allowed range 2..=64\n",
+        ),
+        (
+            vec!["--datanodes", "1"],
+            "error: --datanodes is 1, outside the allowed range 2..=64\n",
+        ),
+        (
+            vec!["--tables", "0"],
+            "error: --tables is 0, outside the allowed range 1..=1000\n",
+        ),
+        (
+            vec!["--regions-per-table", "0"],
+            "error: --regions-per-table is 0, outside the allowed range 1..=1000\n",
+        ),
+        (
+            vec!["--tables", "4294967295", "--regions-per-table", "4294967295"],
+            "error: --tables is 4294967295, outside the allowed range 1..=1000\n",
+        ),
+        (
+            vec!["--tables", "100", "--regions-per-table", "51"],
+            "error: --tables × --regions-per-table is 100 × 51 = 5100, outside the allowed range 1..=5000 regions\n",
+        ),
+    ] {
+        let run = demo_in(&dir, &extra).expect_code(2);
+        assert_eq!(run.stderr, message, "{extra:?}");
+        assert_eq!(run.stdout, "", "{extra:?}");
+        assert!(!dir.exists(), "{extra:?}: the data directory was created");
+    }
+}
+
+#[test]
+fn a_saved_demo_config_out_of_bounds_is_refused_not_a_panic() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let dir = temp.path().join("demo");
+    {
+        let log = regmig::log::EventLog::open(&dir, regmig::log::LogOptions::default())
+            .expect("open a log");
+        let record = CampaignRecord::open(&log).expect("open the record");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let saved = CampaignConfig {
+            datanodes: u64::MAX,
+            ..CampaignConfig::default()
+        };
+        runtime
+            .block_on(record.set_config(&saved))
+            .expect("save a config");
+    }
+    let run = demo_in(&dir, &[]).expect_code(2);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: {}: the saved datanodes is 18446744073709551615, outside the allowed range 2..=64; use another --data-dir to start a new campaign\n",
+            dir.display()
+        )
+    );
+    assert_no_panic(&run);
+}
