@@ -14,20 +14,20 @@ use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::demo_faults::{self, faults_used, FaultsUsed};
 use super::{DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
 use crate::cluster::sled_store::SledMetadataStore;
-use crate::domain::InstructionKind;
 use crate::engine::{
     load_procedure, AppendMode, Engine, EngineConfig, MigrationRequest, SubmitOutcome,
 };
 use crate::log::{EventLog, LogOptions};
 use crate::migration::{fold, MigrationEvent, MigrationState, Outcome};
 use crate::sim::campaign::{
-    cluster_setup, plan, restore_routes, write_initial_layout, CampaignConfig, CampaignError,
-    CampaignRecord, MirroredMetadataStore, Phase,
+    cluster_setup, remaining_moves, restore_routes, submitted_moves, write_initial_layout,
+    CampaignConfig, CampaignError, CampaignRecord, MirroredMetadataStore, Phase,
 };
 use crate::sim::cluster::SimCluster;
-use crate::sim::datanode::{ScriptedReply, SimOptions};
+use crate::sim::datanode::SimOptions;
 
 /// Arguments of `regmig demo`.
 #[derive(Debug, Args)]
@@ -188,41 +188,6 @@ fn last_recorded_ms(log: &EventLog) -> Result<u64, CampaignError> {
     Ok(latest)
 }
 
-fn inject_faults(cluster: &Arc<SimCluster>, config: &CampaignConfig) {
-    let last = config.datanodes;
-    // A candidate that needs two tries to open.
-    cluster.script_replies(2, InstructionKind::OpenRegion, [ScriptedReply::Timeout]);
-    // An old leader whose first flush fails.
-    cluster.script_replies(
-        1,
-        InstructionKind::DowngradeRegion,
-        [ScriptedReply::Error("flush failed: disk busy".to_string())],
-    );
-    // An old leader that cannot be reached: the slow path waits out its lease.
-    cluster.script_replies(
-        1,
-        InstructionKind::DowngradeRegion,
-        [ScriptedReply::Ok, ScriptedReply::Unreachable],
-    );
-    // Candidates still replaying their WAL: upgrades retried 500 ms later.
-    cluster.script_replies(
-        3,
-        InstructionKind::UpgradeRegion,
-        [ScriptedReply::NotReady, ScriptedReply::NotReady],
-    );
-    // A candidate whose region vanished: rolled back and aborted.
-    cluster.script_replies(
-        4,
-        InstructionKind::UpgradeRegion,
-        [ScriptedReply::NotExists],
-    );
-    // Concurrent writers to the routing metadata.
-    cluster.inject_cas_conflicts(2, 2_000);
-    cluster.inject_metadata_unavailable(1, 5_000);
-    // A slow datanode.
-    cluster.inject_message_delay(last.saturating_sub(1).max(1), 150, 0);
-}
-
 async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     let started = Instant::now();
     let log = EventLog::open(&args.data_dir, LogOptions::default())?;
@@ -253,9 +218,6 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     let regions: u64 = setup.tables.iter().map(|t| t.regions.len() as u64).sum();
     let cluster = SimCluster::new(setup, SimOptions::default())?;
     restore_routes(&cluster, &routes);
-    if fresh && config.faults {
-        inject_faults(&cluster, &config);
-    }
     if !fresh {
         // The simulated datanodes died with the previous run: they come back holding no
         // lease, and heartbeats grant leases from the durable routes again (none to a leader
@@ -271,6 +233,14 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         cluster.metadata(),
         store.clone(),
     ));
+    if config.faults {
+        let used = if fresh {
+            FaultsUsed::default()
+        } else {
+            faults_used(&log)?
+        };
+        demo_faults::inject(&cluster, &mut ports, &config, &used);
+    }
     let engine_config = EngineConfig {
         append_mode: AppendMode::Inline,
         ..EngineConfig::default()
@@ -345,7 +315,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                 }
                 break;
             }
-            let moves = plan(phase, &config, &cluster.region_routes_now());
+            let submitted = submitted_moves(&log, phase, &config)?;
+            let moves = remaining_moves(phase, &config, &cluster.region_routes_now(), &submitted);
             let trigger = phase.trigger(&config);
             say(format!("{trigger}: {} migrations", moves.len()));
             if let Some(bar) = &progress {

@@ -17,6 +17,7 @@ pub mod bench_cmd;
 pub mod bundle;
 pub mod common;
 pub mod demo;
+pub mod demo_faults;
 pub mod inspect;
 pub mod log_verify;
 pub mod replay;

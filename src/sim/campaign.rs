@@ -278,6 +278,18 @@ pub fn initial_routes(config: &CampaignConfig) -> Vec<(TableId, TableRoute)> {
         .collect()
 }
 
+/// The first layout's region routes, by region (what the first phase plans from).
+pub fn initial_routes_by_region(config: &CampaignConfig) -> BTreeMap<RegionId, RegionRoute> {
+    initial_routes(config)
+        .into_iter()
+        .flat_map(|(_, route)| match route {
+            TableRoute::Physical { region_routes } => region_routes,
+            TableRoute::Logical { .. } => Vec::new(),
+        })
+        .map(|route| (route.region_id, route))
+        .collect()
+}
+
 /// Writes the first layout to the durable store: routes, datanode tables, table infos.
 pub async fn write_initial_layout(
     store: &SledMetadataStore,
@@ -534,19 +546,77 @@ pub fn plan(
     moves
 }
 
+/// A migration a phase already submitted, as its log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmittedMove {
+    /// The region.
+    pub region_id: RegionId,
+    /// Its leader when the migration was planned.
+    pub from: PeerId,
+    /// Where it was to go.
+    pub to: PeerId,
+    /// Whether it completed (the only outcome that moves the leader).
+    pub completed: bool,
+}
+
+/// The moves of a phase still to submit, given the routes now and the migrations the phase
+/// already submitted (in submit order, all of them finished).
+///
+/// The phase's plan is the one made from the routes it started with: those are the routes
+/// now with the phase's completed moves undone. Planning from the routes now instead would
+/// plan a region whose migration was aborted a second time after a restart, so a resumed
+/// campaign would not end as an uninterrupted one does.
+pub fn remaining_moves(
+    phase: Phase,
+    config: &CampaignConfig,
+    routes_now: &BTreeMap<RegionId, RegionRoute>,
+    submitted: &[SubmittedMove],
+) -> Vec<PlannedMove> {
+    let mut routes_at_start = routes_now.clone();
+    for done in submitted.iter().rev().filter(|done| done.completed) {
+        if let Some(route) = routes_at_start.get_mut(&done.region_id) {
+            if route.leader_id() == Some(done.to) {
+                route.leader_peer = Some(crate::domain::Peer::sim(done.from));
+            }
+        }
+    }
+    plan(phase, config, &routes_at_start)
+        .into_iter()
+        .filter(|(region_id, _, _)| !submitted.iter().any(|done| done.region_id == *region_id))
+        .collect()
+}
+
+/// The migrations of `phase` in the log, in submit order (procedure ids are time-ordered).
+pub fn submitted_moves(
+    log: &EventLog,
+    phase: Phase,
+    config: &CampaignConfig,
+) -> Result<Vec<SubmittedMove>, CampaignError> {
+    let trigger = phase.trigger(config);
+    let mut moves = Vec::new();
+    for procedure_id in log.procedures()? {
+        let state = fold(&crate::engine::load_procedure(log, procedure_id)?);
+        if state.trigger != trigger {
+            continue;
+        }
+        if let Some(task) = &state.task {
+            moves.push(SubmittedMove {
+                region_id: task.region_id,
+                from: task.from_peer.id,
+                to: task.to_peer.id,
+                completed: state.outcome == Some(crate::migration::Outcome::Completed),
+            });
+        }
+    }
+    Ok(moves)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn routes_of(config: &CampaignConfig) -> BTreeMap<RegionId, RegionRoute> {
-        initial_routes(config)
-            .into_iter()
-            .flat_map(|(_, route)| match route {
-                TableRoute::Physical { region_routes } => region_routes,
-                TableRoute::Logical { .. } => Vec::new(),
-            })
-            .map(|route| (route.region_id, route))
-            .collect()
+        initial_routes_by_region(config)
     }
 
     fn apply(routes: &mut BTreeMap<RegionId, RegionRoute>, moves: &[PlannedMove]) {
@@ -587,5 +657,46 @@ mod tests {
             BTreeMap::from([(1, 50), (2, 50), (3, 50), (4, 50)])
         );
         assert!(plan(Phase::Evacuate, &config, &routes).is_empty());
+    }
+
+    #[test]
+    fn a_resumed_phase_plans_what_an_uninterrupted_one_would_have_left() {
+        let config = CampaignConfig::default();
+        let start = routes_of(&config);
+        let full = plan(Phase::Rebalance, &config, &start);
+        assert_eq!(full.len(), 80);
+        // The first ten were submitted before a kill: the first aborted, the rest completed.
+        let submitted: Vec<SubmittedMove> = full[..10]
+            .iter()
+            .enumerate()
+            .map(|(index, &(region_id, from, to))| SubmittedMove {
+                region_id,
+                from,
+                to,
+                completed: index != 0,
+            })
+            .collect();
+        let mut now = start.clone();
+        apply(&mut now, &full[1..10]);
+        let remaining = remaining_moves(Phase::Rebalance, &config, &now, &submitted);
+        assert_eq!(remaining, full[10..].to_vec());
+        // Planning from the routes now would move the aborted region again.
+        let naive = plan(Phase::Rebalance, &config, &now);
+        assert!(naive
+            .iter()
+            .any(|(region_id, _, _)| *region_id == full[0].0));
+        // Once everything was submitted, nothing is left, whatever the outcomes.
+        let all: Vec<SubmittedMove> = full
+            .iter()
+            .map(|&(region_id, from, to)| SubmittedMove {
+                region_id,
+                from,
+                to,
+                completed: region_id != full[0].0,
+            })
+            .collect();
+        let mut end = start;
+        apply(&mut end, &full[1..]);
+        assert!(remaining_moves(Phase::Rebalance, &config, &end, &all).is_empty());
     }
 }
