@@ -97,3 +97,90 @@ fn a_saved_demo_config_out_of_bounds_is_refused_not_a_panic() {
     );
     assert_no_panic(&run);
 }
+
+fn scenario_file(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(name)
+}
+
+/// Every file under `dir`, with its length, to show nothing was written.
+fn tree(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(tree(&path));
+        } else {
+            let length = entry.metadata().map_or(0, |metadata| metadata.len());
+            files.push((path, length));
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn sim_run_refuses_a_data_dir_that_already_holds_a_log() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = temp.path().join("log");
+    let scenario = scenario_file("start_opens_candidate_and_completes.toml");
+    regmig(&[
+        "sim",
+        "run",
+        path_str(&scenario),
+        "--data-dir",
+        path_str(&data_dir),
+    ])
+    .expect_code(0);
+    let before = tree(&data_dir);
+    let run = regmig(&[
+        "sim",
+        "run",
+        path_str(&scenario),
+        "--data-dir",
+        path_str(&data_dir),
+    ])
+    .expect_code(2);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: --data-dir {} already holds a log; sim run writes a new one: give a new or empty directory\n",
+            data_dir.display()
+        )
+    );
+    assert_eq!(run.stdout, "");
+    assert_eq!(tree(&data_dir), before, "the log was changed");
+    // A directory with other files is refused too; an empty one is fine.
+    let other = temp.path().join("other");
+    std::fs::create_dir_all(&other).expect("create a directory");
+    std::fs::write(other.join("notes.txt"), "keep me").expect("write a file");
+    let run = regmig(&[
+        "sim",
+        "run",
+        path_str(&scenario),
+        "--data-dir",
+        path_str(&other),
+    ])
+    .expect_code(2);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: --data-dir {} is not empty; sim run writes a new log: give a new or empty directory\n",
+            other.display()
+        )
+    );
+    let empty = temp.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("create a directory");
+    regmig(&[
+        "sim",
+        "run",
+        path_str(&scenario),
+        "--data-dir",
+        path_str(&empty),
+    ])
+    .expect_code(0);
+}
