@@ -184,3 +184,20 @@ fn sim_run_refuses_a_data_dir_that_already_holds_a_log() {
     ])
     .expect_code(0);
 }
+
+#[test]
+fn a_bundle_that_never_ends_is_read_only_to_the_limit() {
+    for device in ["/dev/zero", "/dev/urandom"] {
+        if !Path::new(device).exists() {
+            continue;
+        }
+        let run = regmig(&["replay", "--file", device]).expect_code(1);
+        assert_eq!(
+            run.stderr,
+            format!(
+                "error: bundle {device}: at least 268435457 bytes, more than the 268435456 bytes a bundle may hold\n"
+            )
+        );
+        assert_eq!(run.stdout, "");
+    }
+}
