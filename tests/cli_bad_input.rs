@@ -201,3 +201,66 @@ fn a_bundle_that_never_ends_is_read_only_to_the_limit() {
         assert_eq!(run.stdout, "");
     }
 }
+
+#[test]
+fn output_that_cannot_be_written_exits_1_with_the_error() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let copy = cli_support::fixture_copy();
+    let data_dir = copy.data_dir();
+    for args in [
+        vec!["list"],
+        vec!["list", "--json"],
+        vec!["show", cli_support::COMPLETED_ID],
+        vec!["audit", "--format", "csv"],
+        vec!["log", "verify"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("open /dev/full");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_regmig"))
+            .args(&args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .stdout(full)
+            .output()
+            .expect("run regmig");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            "error: cannot write the output to stdout: No space left on device (os error 28)\n",
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let copy = cli_support::fixture_copy();
+    for args in [
+        vec!["list"],
+        vec!["events", cli_support::COMPLETED_ID],
+        vec!["log", "verify"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_regmig"))
+            .args(&args)
+            .arg("--data-dir")
+            .arg(copy.data_dir())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run regmig");
+        // The reader goes away before the first byte is written.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait for regmig");
+        assert!(
+            output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}",
+            output.status
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{args:?}");
+    }
+}

@@ -2,7 +2,7 @@
 //! for reading, the errors they report (each with its exit code), parsing ids and times,
 //! and writing times, durations, tables and JSON.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -181,11 +181,9 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) {
     print_text(&format!("{text}\n"));
 }
 
-/// Prints text on stdout; a closed pipe (`| head`) is not an error worth a panic.
+/// Prints text on stdout; a write error makes the command exit 1 ([`super::output`]).
 pub fn print_text(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.flush();
+    super::output::write_stdout(text);
 }
 
 // ---------------------------------------------------------------------------------------------

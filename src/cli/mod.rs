@@ -11,7 +11,8 @@
 //!
 //! Conventions: tables on a terminal, `--json` for one JSON document with stable field
 //! names, no progress bars or colours when stdout is not a terminal. Exit codes: 0 ok,
-//! 1 the operation failed, 2 bad usage.
+//! 1 the operation failed, 2 bad usage. Output that cannot be written (a full disk) is a
+//! failure, exit 1; a closed pipe (`| head`) ends the command quietly ([`output`]).
 
 pub mod bench_cmd;
 pub mod bundle;
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod demo_faults;
 pub mod inspect;
 pub mod log_verify;
+pub mod output;
 pub mod replay;
 pub mod sim_cmd;
 pub mod summary;
@@ -110,6 +112,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing();
+    output::install();
     let code = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::List(args) => inspect::list(args),
@@ -123,5 +126,5 @@ pub fn main() -> ExitCode {
         Command::Log(LogCommand::Verify { data_dir, json }) => log_verify::run(&data_dir, json),
         Command::Bench(args) => bench_cmd::run(args),
     };
-    ExitCode::from(code)
+    ExitCode::from(output::final_exit_code(code))
 }
