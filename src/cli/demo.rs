@@ -60,6 +60,12 @@ pub struct DemoArgs {
     pub exit_after_events: Option<u64>,
 }
 
+/// The budget of each demo migration's downgrade and upgrade. A kill costs an open
+/// migration the wait for its outstanding instruction's deadline (a mailbox timeout) before
+/// it is sent again; six times the default keeps that from using up the budget, so a resumed
+/// campaign ends with the outcomes an uninterrupted one has.
+const MIGRATION_TIMEOUT_MS: u64 = 60_000;
+
 /// Figures of a set of migrations.
 #[derive(Debug, Default, Serialize)]
 struct Figures {
@@ -328,6 +334,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
             for (region_id, from, to) in &moves {
                 let request = MigrationRequest {
                     trigger: trigger.clone(),
+                    timeout_ms: MIGRATION_TIMEOUT_MS,
                     ..MigrationRequest::new(
                         *region_id,
                         crate::domain::Peer::sim(*from),
