@@ -264,3 +264,137 @@ fn a_closed_pipe_ends_the_command_quietly() {
         assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{args:?}");
     }
 }
+
+/// A datanode error that tries to forge lines and colour the terminal.
+const HOSTILE_ERROR: &str = "disk full\\noutcome:         completed\\u001b[31m";
+
+/// Runs a scenario whose candidate answers every open with [`HOSTILE_ERROR`]; returns the
+/// data directory (inside `temp`) with the failed migration.
+fn hostile_log(temp: &Path) -> std::path::PathBuf {
+    let file = temp.join("hostile.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"hostile\"\nseed = 15\n\n[cluster]\npeers = [1, 2, 3]\n\n[[cluster.tables]]\n\
+             id = 1024\nregions = [ {{ number = 1, leader = 1 }} ]\n\n[[migrations]]\n\
+             region = \"1024:1\"\nfrom = 1\nto = 2\n\n[[script]]\npeer = 2\n\
+             instruction = \"open_region\"\nreplies = [\"error:{HOSTILE_ERROR}\", \
+             \"error:{HOSTILE_ERROR}\", \"error:{HOSTILE_ERROR}\", \"error:{HOSTILE_ERROR}\"]\n\n\
+             [expect]\noutcome = \"failed\"\n"
+        ),
+    )
+    .expect("write the scenario");
+    let data_dir = temp.join("log");
+    regmig(&[
+        "sim",
+        "run",
+        path_str(&file),
+        "--data-dir",
+        path_str(&data_dir),
+    ])
+    .expect_code(0);
+    data_dir
+}
+
+fn only_id(data_dir: &Path) -> String {
+    let run = regmig(&["list", "--json", "--data-dir", path_str(data_dir)]).expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    document["migrations"][0]["procedure_id"]
+        .as_str()
+        .expect("an id")
+        .to_string()
+}
+
+#[test]
+fn text_from_a_datanode_is_escaped_in_tables_and_plain_output() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = hostile_log(temp.path());
+    let id = only_id(&data_dir);
+    let escaped = "disk full\\noutcome:         completed\\u{1b}[31m";
+    let show = regmig(&["show", &id, "--data-dir", path_str(&data_dir)]).expect_code(0);
+    assert!(!show.stdout.contains('\u{1b}'), "{}", show.stdout);
+    let outcome_lines: Vec<&str> = show
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("outcome:"))
+        .collect();
+    assert_eq!(outcome_lines, ["outcome:         failed"]);
+    assert!(
+        show.stdout.lines().any(|line| line
+            == format!("final error:     retry budget exhausted after 3 retries: region 1024:1 is not opened by datanode 2: {escaped}")),
+        "{}",
+        show.stdout
+    );
+    // Every detail cell stays on its row.
+    let error_rows = show
+        .stdout
+        .lines()
+        .filter(|line| line.contains(escaped))
+        .count();
+    assert!(error_rows >= 5, "{}", show.stdout);
+    for args in [
+        vec!["events", id.as_str()],
+        vec!["replay", id.as_str()],
+        vec!["audit"],
+        vec!["list"],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--data-dir", path_str(&data_dir)]);
+        let run = regmig(&all).expect_code(0);
+        assert!(!run.stdout.contains('\u{1b}'), "{args:?}: {}", run.stdout);
+        assert!(
+            !run.stdout.lines().any(|line| line.starts_with("outcome:")),
+            "{args:?}: {}",
+            run.stdout
+        );
+    }
+    // JSON keeps the text exactly.
+    let json = regmig(&["show", &id, "--json", "--data-dir", path_str(&data_dir)]).expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert!(document["final_error"]
+        .as_str()
+        .expect("a final error")
+        .ends_with("disk full\noutcome:         completed\u{1b}[31m"));
+}
+
+#[test]
+fn a_divergence_only_in_time_shows_both_times() {
+    use regmig::engine::store::decode_record;
+    use regmig::migration::EventRole;
+    let copy = cli_support::fixture_copy();
+    let id: uuid::Uuid = cli_support::COMPLETED_ID.parse().expect("an id");
+    let mut records = {
+        let log = regmig::log::EventLog::open(&copy.data_dir(), regmig::log::LogOptions::default())
+            .expect("open the fixture copy");
+        log.procedure_events(id, 1).expect("read the events")
+    };
+    // The first decision event right after an input: it must carry the input's time.
+    let roles: Vec<EventRole> = records
+        .iter()
+        .map(|record| decode_record(record).expect("decodable").event.role())
+        .collect();
+    let index = (1..records.len())
+        .find(|&index| roles[index] == EventRole::Decision && roles[index - 1] == EventRole::Input)
+        .expect("a decision after an input");
+    let input_ms = records[index - 1].recorded_at_ms;
+    records[index].recorded_at_ms = input_ms + 7;
+    let bundle = copy.path("shifted.bundle");
+    std::fs::write(&bundle, regmig::cli::bundle::encode_bundle(id, &records))
+        .expect("write the bundle");
+    let run = regmig(&["replay", "--file", path_str(&bundle), "--check"]).expect_code(1);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(
+        lines[1].ends_with(&format!(" at recorded_at_ms {}", input_ms + 7)),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[2].ends_with(&format!(
+            " at recorded_at_ms {input_ms} (the time of input event {index})"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_ne!(lines[1][24..], lines[2][24..], "{}", run.stdout);
+}

@@ -393,9 +393,13 @@ impl Table {
         self
     }
 
-    /// Adds a row (missing cells are empty, extra ones are dropped).
+    /// Adds a row (missing cells are empty, extra ones are dropped). Control characters in
+    /// a cell are escaped ([`super::escape`]): a cell stays on its line.
     pub fn row(&mut self, cells: Vec<String>) {
-        let mut cells = cells;
+        let mut cells: Vec<String> = cells
+            .into_iter()
+            .map(|cell| super::escape::escape_text(&cell).into_owned())
+            .collect();
         cells.resize(self.header.len(), String::new());
         self.rows.push(cells);
     }

@@ -353,6 +353,7 @@ pub fn render_show(detail: &Detail) -> String {
     let start_ms = summary.submitted_at_ms;
     let mut out = String::new();
     let mut field = |name: &str, value: String| {
+        let value = super::escape::escape_text(&value);
         out.push_str(&format!("{:<17}{value}\n", format!("{name}:")));
     };
     field("migration", summary.procedure_id.clone());
@@ -548,7 +549,7 @@ pub fn render_show(detail: &Detail) -> String {
             "  started {} (#{}): {}\n",
             format_offset(rollback.started_at_ms, start_ms),
             rollback.seq,
-            rollback.error
+            super::escape::escape_text(&rollback.error)
         ));
         match (rollback.finished_at_ms, rollback.succeeded) {
             (Some(at_ms), Some(succeeded)) => out.push_str(&format!(

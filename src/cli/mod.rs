@@ -19,6 +19,7 @@ pub mod bundle;
 pub mod common;
 pub mod demo;
 pub mod demo_faults;
+pub mod escape;
 pub mod inspect;
 pub mod log_verify;
 pub mod output;
