@@ -398,3 +398,27 @@ fn a_divergence_only_in_time_shows_both_times() {
     );
     assert_ne!(lines[1][24..], lines[2][24..], "{}", run.stdout);
 }
+
+#[test]
+fn since_later_than_until_is_bad_usage() {
+    let copy = cli_support::fixture_copy();
+    for command in ["list", "audit"] {
+        let run = cli_support::regmig_in(
+            &copy.data_dir(),
+            &[command, "--since", "2026-02-01", "--until", "2026-01-01"],
+        )
+        .expect_code(2);
+        assert_eq!(
+            run.stderr,
+            "error: --since 2026-02-01T00:00:00.000Z is later than --until 2026-01-01T00:00:00.000Z: no migration can match\n",
+            "{command}"
+        );
+        assert_eq!(run.stdout, "", "{command}");
+        // The same instant on both sides is a valid (narrow) window.
+        cli_support::regmig_in(
+            &copy.data_dir(),
+            &[command, "--since", "2026-01-01", "--until", "2026-01-01"],
+        )
+        .expect_code(0);
+    }
+}
