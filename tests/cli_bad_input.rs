@@ -422,3 +422,111 @@ fn since_later_than_until_is_bad_usage() {
         .expect_code(0);
     }
 }
+
+/// A valid scenario; the tests below change one line of it.
+const SCENARIO: &str = "name = \"gaps\"\nseed = 7\n\n[cluster]\npeers = [1, 2, 3]\n\n\
+[[cluster.tables]]\nid = 1024\nregions = [ { number = 1, leader = 1 } ]\n\n\
+[[migrations]]\nregion = \"1024:1\"\nfrom = 1\nto = 2\ntimeout = \"10s\"\nat = \"0s\"\n";
+
+#[test]
+fn scenario_validation_gaps_are_bad_usage_naming_file_line_and_field() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let file = temp.path().join("gaps.toml");
+    let data_dir = temp.path().join("log");
+    let file_name = file.display().to_string();
+    for (from, to, message) in [
+        (
+            "to = 2",
+            "to = 9",
+            "14: field `migrations[0].to`: peer 9 is not in cluster.peers [1, 2, 3]",
+        ),
+        (
+            "at = \"0s\"",
+            "at = \"100000y\"",
+            "16: field `migrations[0].at`: duration \"100000y\" is longer than 1h, the virtual time a run may last",
+        ),
+        (
+            "seed = 7",
+            "seed = 99999999999999999999",
+            "2: field `seed`: invalid value: number too large to fit in target type (an integer is at most 9223372036854775807)",
+        ),
+        (
+            "timeout = \"10s\"",
+            "timeout = \"0s\"",
+            "15: field `migrations[0].timeout`: must be at least 1ms, found 0ms",
+        ),
+    ] {
+        assert!(SCENARIO.contains(from), "{from}");
+        std::fs::write(&file, SCENARIO.replace(from, to)).expect("write the scenario");
+        let run = regmig(&[
+            "sim",
+            "run",
+            path_str(&file),
+            "--data-dir",
+            path_str(&data_dir),
+        ])
+        .expect_code(2);
+        assert_eq!(run.stderr, format!("error: {file_name}:{message}\n"), "{to}");
+        assert_eq!(run.stdout, "", "{to}");
+        assert!(!data_dir.exists(), "{to}: a log was written");
+    }
+    // The unchanged scenario runs.
+    std::fs::write(&file, SCENARIO).expect("write the scenario");
+    regmig(&[
+        "sim",
+        "run",
+        path_str(&file),
+        "--data-dir",
+        path_str(&data_dir),
+    ])
+    .expect_code(0);
+}
+
+#[test]
+fn fuzz_seeds_stop_at_the_largest_seed_a_scenario_file_can_hold() {
+    let run = regmig(&[
+        "sim",
+        "fuzz",
+        "--seeds",
+        "9223372036854775806..9223372036854775809",
+    ])
+    .expect_code(2);
+    assert_eq!(
+        run.stderr,
+        "error: --seeds: the range \"9223372036854775806..9223372036854775809\" goes past the largest seed, 9223372036854775807: a seed is written into its scenario file, where an integer is at most 9223372036854775807\n"
+    );
+    assert_eq!(run.stdout, "");
+    // The largest seed itself runs, and its scenario file parses.
+    let run = regmig(&[
+        "sim",
+        "fuzz",
+        "--seeds",
+        "9223372036854775806..9223372036854775808",
+    ])
+    .expect_code(0);
+    assert!(run.stdout.ends_with(": 0 failed\n"), "{}", run.stdout);
+    let run = regmig(&["sim", "fuzz", "--seeds", "0..1000001"]).expect_code(2);
+    assert_eq!(
+        run.stderr,
+        "error: --seeds: the range \"0..1000001\" holds 1000001 seeds, more than the 1000000 one run may take\n"
+    );
+}
+
+#[test]
+fn an_integer_too_large_names_its_field_under_its_table() {
+    let text = format!(
+        "{SCENARIO}\n[[migrations]]\nregion = \"1024:1\"\nfrom = 18446744073709551616\nto = 2\n"
+    );
+    let error = regmig::sim::scenario::parse_scenario(&text, "big.toml").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "big.toml:20: field `migrations[1].from`: invalid value: number too large to fit in target type (an integer is at most 9223372036854775807)"
+    );
+    // A syntax error outside a value is still a syntax error.
+    let error =
+        regmig::sim::scenario::parse_scenario("name = \"x\"\n[cluster\n", "bad.toml").unwrap_err();
+    assert!(
+        error.to_string().starts_with("bad.toml:2: invalid TOML: "),
+        "{error}"
+    );
+}

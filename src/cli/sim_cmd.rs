@@ -37,7 +37,8 @@ pub struct SimRunArgs {
 /// Arguments of `sim fuzz`.
 #[derive(Debug, Args)]
 pub struct SimFuzzArgs {
-    /// Seeds to run, as A..B (B excluded).
+    /// Seeds to run, as A..B (B excluded): at most 1,000,000 seeds, none above
+    /// 9223372036854775807 (a seed must fit its scenario file's TOML integer).
     #[arg(long, default_value = "0..200")]
     pub seeds: String,
     /// Print the generated scenario of each seed (TOML) instead of running it.
