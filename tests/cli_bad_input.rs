@@ -530,3 +530,167 @@ fn an_integer_too_large_names_its_field_under_its_table() {
         "{error}"
     );
 }
+
+/// The values every option is fed: empty, negative, overflowing, not UTF-8, huge, and
+/// text with control characters.
+fn bad_values() -> Vec<(&'static str, std::ffi::OsString)> {
+    use std::os::unix::ffi::OsStringExt;
+    vec![
+        ("empty", "".into()),
+        ("negative", "-1".into()),
+        ("overflowing", "18446744073709551616".into()),
+        // 2^128: too large for any integer, and too long to be a uuid.
+        (
+            "far overflowing",
+            "340282366920938463463374607431768211456".into(),
+        ),
+        (
+            "not UTF-8",
+            std::ffi::OsString::from_vec(vec![b'1', 0xff, 0xfe]),
+        ),
+        ("huge number", "9".repeat(5_000).into()),
+        ("huge text", "x".repeat(100_000).into()),
+        ("control characters", "1\n\u{1b}[31m".into()),
+    ]
+}
+
+/// Runs `regmig` with `args` in `cwd`; returns the exit code and stderr.
+fn run_os(cwd: &Path, args: &[std::ffi::OsString]) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_regmig"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run regmig");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_option_refuses_bad_values_without_a_panic_or_a_write() {
+    let cwd = tempfile::tempdir().expect("a temporary directory");
+    let absent = cwd.path().join("absent");
+    let id = cli_support::COMPLETED_ID;
+    // `V` marks where the bad value goes.
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["demo", "--datanodes", "V"],
+        vec!["demo", "--tables", "V"],
+        vec!["demo", "--regions-per-table", "V"],
+        vec!["demo", "--seed", "V"],
+        vec!["demo", "--exit-after-events", "V"],
+        vec!["list", "--region", "V"],
+        vec!["list", "--peer", "V"],
+        vec!["list", "--table", "V"],
+        vec!["list", "--since", "V"],
+        vec!["list", "--until", "V"],
+        vec!["list", "--state", "V"],
+        vec!["list", "--outcome", "V"],
+        vec!["audit", "--format", "V"],
+        vec!["audit", "--region", "V"],
+        vec!["audit", "--peer", "V"],
+        vec!["audit", "--since", "V"],
+        vec!["show", "V"],
+        vec!["events", "V"],
+        vec!["replay", "V"],
+        vec!["replay", id, "--until", "V"],
+        vec!["export", "V", "-o", "b.bundle"],
+        vec!["timeline", "V", "-o", "t.svg"],
+        vec!["timeline", "--region", "V", "-o", "t.svg"],
+        vec!["sim", "fuzz", "--seeds", "V"],
+    ];
+    for command in &commands {
+        for (label, value) in bad_values() {
+            let mut args: Vec<std::ffi::OsString> = command
+                .iter()
+                .map(|arg| {
+                    if *arg == "V" {
+                        value.clone()
+                    } else {
+                        std::ffi::OsString::from(arg)
+                    }
+                })
+                .collect();
+            if command[0] != "sim" {
+                args.push("--data-dir".into());
+                args.push(absent.clone().into_os_string());
+            }
+            let (code, stderr) = run_os(cwd.path(), &args);
+            assert_eq!(code, 2, "{command:?} with {label}: {stderr}");
+            assert!(
+                !stderr.contains("panicked"),
+                "{command:?} with {label}: {stderr}"
+            );
+            assert!(
+                stderr.starts_with("error: "),
+                "{command:?} with {label}: {stderr}"
+            );
+            assert_eq!(
+                tree(cwd.path()),
+                Vec::new(),
+                "{command:?} with {label} wrote something"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_path_option_refuses_bad_paths_without_a_panic_or_a_write() {
+    let cwd = tempfile::tempdir().expect("a temporary directory");
+    let copy = cli_support::fixture_copy();
+    let fixture = copy.data_dir();
+    let id = cli_support::COMPLETED_ID;
+    let bad_paths: Vec<(&str, std::ffi::OsString)> = vec![
+        ("huge name", "x".repeat(5_000).into()),
+        ("under a file", "/dev/null/x".into()),
+        (
+            "under a regular file",
+            copy.path("file").join("x").into_os_string(),
+        ),
+    ];
+    std::fs::write(copy.path("file"), "a regular file").expect("write a file");
+    let fixture_arg = fixture.to_str().expect("a UTF-8 path");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["demo", "--data-dir", "V"],
+        vec!["list", "--data-dir", "V"],
+        vec!["show", id, "--data-dir", "V"],
+        vec!["audit", "--data-dir", "V"],
+        vec!["replay", "--file", "V"],
+        vec!["sim", "run", "V"],
+        vec!["export", id, "-o", "V", "--data-dir", fixture_arg],
+        vec!["timeline", id, "-o", "V", "--data-dir", fixture_arg],
+    ];
+    for command in &commands {
+        for (label, value) in &bad_paths {
+            let args: Vec<std::ffi::OsString> = command
+                .iter()
+                .map(|arg| {
+                    if *arg == "V" {
+                        value.clone()
+                    } else {
+                        std::ffi::OsString::from(arg)
+                    }
+                })
+                .collect();
+            let (code, stderr) = run_os(cwd.path(), &args);
+            assert!(
+                code == 1 || code == 2,
+                "{command:?} with {label}: exit {code}: {stderr}"
+            );
+            assert!(
+                !stderr.contains("panicked"),
+                "{command:?} with {label}: {stderr}"
+            );
+            assert!(
+                stderr.starts_with("error: "),
+                "{command:?} with {label}: {stderr}"
+            );
+            assert_eq!(
+                tree(cwd.path()),
+                Vec::new(),
+                "{command:?} with {label} wrote something"
+            );
+        }
+    }
+}
