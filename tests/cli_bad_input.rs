@@ -694,3 +694,29 @@ fn every_path_option_refuses_bad_paths_without_a_panic_or_a_write() {
         }
     }
 }
+
+#[test]
+fn the_demo_refuses_a_log_that_is_not_a_demo_campaigns() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = temp.path().join("log");
+    let scenario = scenario_file("start_opens_candidate_and_completes.toml");
+    regmig(&[
+        "sim",
+        "run",
+        path_str(&scenario),
+        "--data-dir",
+        path_str(&data_dir),
+    ])
+    .expect_code(0);
+    let run = demo_in(&data_dir, &[]).expect_code(2);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: {} holds a log that is not a demo campaign's; use another --data-dir\n",
+            data_dir.display()
+        )
+    );
+    let list = regmig(&["list", "--json", "--data-dir", path_str(&data_dir)]).expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&list.stdout).expect("JSON");
+    assert_eq!(document["count"], 1, "the demo added migrations");
+}

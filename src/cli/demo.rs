@@ -211,6 +211,14 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
             }
             (config, false)
         }
+        None if !log.procedures()?.is_empty() => {
+            // Another history (a `sim run`, an embedder's): the demo must not join it.
+            eprintln!(
+                "error: {} holds a log that is not a demo campaign's; use another --data-dir",
+                args.data_dir.display()
+            );
+            return Ok(EXIT_USAGE);
+        }
         None => {
             let config = config_of(args);
             write_initial_layout(&store, &config).await?;
