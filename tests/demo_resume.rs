@@ -119,3 +119,30 @@ fn a_demo_killed_after_any_event_ends_as_an_uninterrupted_one() {
         );
     }
 }
+
+#[test]
+fn a_demo_killed_by_a_signal_at_several_moments_ends_as_an_uninterrupted_one() {
+    let expected = uninterrupted();
+    for delay_ms in [40, 120, 250, 500] {
+        let temp = tempfile::tempdir().expect("a temporary directory");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_regmig"))
+            .args(["demo", "--json"])
+            .args(SIZE)
+            .arg("--data-dir")
+            .arg(temp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start regmig demo");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        // SIGKILL: no handler runs, as when an operator kills -9 it.
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(demo(temp.path(), None), 0);
+        assert_eq!(
+            migrations(temp.path()),
+            expected,
+            "killed after {delay_ms} ms"
+        );
+    }
+}

@@ -227,7 +227,15 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
             (config, true)
         }
     };
-    let epoch_base_ms = now_wall_ms().max(last_recorded_ms(&log)? + 1);
+    // A first run starts at the wall clock. A resumed one continues the virtual clock where
+    // the log stopped: the simulated cluster was down for no time, so how long the restart
+    // took in real time (seconds, or a day) changes no deadline, budget or outcome.
+    let last_ms = last_recorded_ms(&log)?;
+    let epoch_base_ms = if last_ms == 0 {
+        now_wall_ms()
+    } else {
+        last_ms + 1
+    };
     let (setup, routes) = cluster_setup(&store, &log, &config, epoch_base_ms).await?;
     let regions: u64 = setup.tables.iter().map(|t| t.regions.len() as u64).sum();
     let cluster = SimCluster::new(setup, SimOptions::default())?;

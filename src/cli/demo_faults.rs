@@ -143,10 +143,18 @@ pub fn faults_used(log: &EventLog) -> Result<FaultsUsed, CampaignError> {
                     last_sent = Some(instruction.kind());
                     None
                 }
-                MigrationEvent::ReplyReceived { peer, .. } => last_sent.map(|kind| (*peer, kind)),
+                // An instruction sent before a restart never reached the datanode of this
+                // run: the timeout recorded for it after the restart used no scripted reply.
+                MigrationEvent::Resumed => {
+                    last_sent = None;
+                    None
+                }
+                MigrationEvent::ReplyReceived { peer, .. } => {
+                    last_sent.take().map(|kind| (*peer, kind))
+                }
                 MigrationEvent::MailboxTimedOut { peer, instruction }
                 | MigrationEvent::PeerUnreachable { peer, instruction } => {
-                    Some((*peer, *instruction))
+                    last_sent.take().map(|_| (*peer, *instruction))
                 }
                 MigrationEvent::RouteCasRefused { .. } => {
                     *used
