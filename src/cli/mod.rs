@@ -9,6 +9,10 @@
 //! - [`log_verify`]: `log verify`;
 //! - [`bench_cmd`]: `bench`, the benchmark table.
 //!
+//! And what they share: [`common`] (opening a data directory, errors, tables, times),
+//! [`output`] (stdout that fails loudly), [`escape`] (outside text on a terminal),
+//! [`demo_faults`] (the demo's faults, tied to regions so a resumed campaign ends the same).
+//!
 //! Conventions: tables on a terminal, `--json` for one JSON document with stable field
 //! names, no progress bars or colours when stdout is not a terminal. Exit codes: 0 ok,
 //! 1 the operation failed, 2 bad usage. Output that cannot be written (a full disk) is a
