@@ -57,8 +57,8 @@ fn demo_sizes_out_of_bounds_are_refused_before_anything_is_written() {
             "error: --tables is 4294967295, outside the allowed range 1..=1000\n",
         ),
         (
-            vec!["--tables", "100", "--regions-per-table", "51"],
-            "error: --tables × --regions-per-table is 100 × 51 = 5100, outside the allowed range 1..=5000 regions\n",
+            vec!["--tables", "100", "--regions-per-table", "21"],
+            "error: --tables × --regions-per-table is 100 × 21 = 2100, outside the allowed range 1..=2000 regions\n",
         ),
     ] {
         let run = demo_in(&dir, &extra).expect_code(2);
@@ -230,6 +230,29 @@ fn output_that_cannot_be_written_exits_1_with_the_error() {
         assert_eq!(output.status.code(), Some(1), "{args:?}");
         assert_eq!(
             String::from_utf8_lossy(&output.stderr),
+            "error: cannot write the output to stdout: No space left on device (os error 28)\n",
+            "{args:?}"
+        );
+    }
+    // Commands that print with println! fail the same way, not with a panic.
+    for args in [
+        vec!["sim", "fuzz", "--seeds", "0..1"],
+        vec!["--version"],
+        vec!["--help"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("open /dev/full");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_regmig"))
+            .args(&args)
+            .stdout(full)
+            .output()
+            .expect("run regmig");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr,
             "error: cannot write the output to stdout: No space left on device (os error 28)\n",
             "{args:?}"
         );

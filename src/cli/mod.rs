@@ -112,7 +112,13 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let code = if error.use_stderr() { EXIT_USAGE } else { 0 };
-            let _ = error.print();
+            // --help and --version go to stdout: one that cannot be written is a failure.
+            if let Err(write_error) = error.print() {
+                if !error.use_stderr() && write_error.kind() != std::io::ErrorKind::BrokenPipe {
+                    eprintln!("error: cannot write the output to stdout: {write_error}");
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            }
             return ExitCode::from(code);
         }
     };
