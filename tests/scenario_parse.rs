@@ -324,7 +324,7 @@ to = 1
 [[migrations]]
 region = "99:1"
 from = 7
-to = 8
+to = 3
 
 [[script]]
 peer = 2
@@ -413,7 +413,7 @@ sent = { "01.close_region" = 0, "2.upgrade_region" = 4 }
                 MigrationSpec {
                     region: RegionId::new(99, 1),
                     from: 7,
-                    to: 8,
+                    to: 3,
                     timeout_ms: 10_000,
                     at_ms: 0,
                     actor: None,

@@ -134,11 +134,11 @@ pub enum BundleError {
         extra_bytes: usize,
     },
     /// The file is larger than [`BUNDLE_SIZE_MAX_BYTES`].
-    #[error("bundle {}: {size_bytes} bytes, more than the {BUNDLE_SIZE_MAX_BYTES} bytes a bundle may hold", path.display())]
+    #[error("bundle {}: at least {size_bytes} bytes, more than the {BUNDLE_SIZE_MAX_BYTES} bytes a bundle may hold", path.display())]
     TooLarge {
         /// The file.
         path: PathBuf,
-        /// Its size.
+        /// Its size, or for a stream (a pipe, `/dev/zero`) the bytes read before stopping.
         size_bytes: u64,
     },
 }
@@ -230,8 +230,27 @@ pub fn read_bundle(path: &Path) -> Result<Bundle, BundleError> {
             size_bytes,
         });
     }
-    let bytes = std::fs::read(path).map_err(io_error)?;
+    // The length above is 0 for a pipe or a device: read at most one byte past the limit.
+    let bytes = read_at_most(path, BUNDLE_SIZE_MAX_BYTES).map_err(io_error)?;
+    let read_bytes = bytes.len() as u64;
+    if read_bytes > BUNDLE_SIZE_MAX_BYTES {
+        return Err(BundleError::TooLarge {
+            path: path.to_path_buf(),
+            size_bytes: read_bytes,
+        });
+    }
     decode_bundle(path, &bytes)
+}
+
+/// Reads a file up to `limit_bytes + 1` bytes: one more than the limit shows it is exceeded
+/// without reading a stream that never ends.
+fn read_at_most(path: &Path, limit_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Decodes and checks bundle bytes; `path` only names the file in errors.

@@ -2,7 +2,7 @@
 //! for reading, the errors they report (each with its exit code), parsing ids and times,
 //! and writing times, durations, tables and JSON.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -176,11 +176,9 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) {
     print_text(&format!("{text}\n"));
 }
 
-/// Prints text on stdout; a closed pipe (`| head`) is not an error worth a panic.
+/// Prints text on stdout; a write error makes the command exit 1 ([`super::output`]).
 pub fn print_text(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.flush();
+    super::output::write_stdout(text);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,9 +388,13 @@ impl Table {
         self
     }
 
-    /// Adds a row (missing cells are empty, extra ones are dropped).
+    /// Adds a row (missing cells are empty, extra ones are dropped). Control characters in
+    /// a cell are escaped ([`super::escape`]): a cell stays on its line.
     pub fn row(&mut self, cells: Vec<String>) {
-        let mut cells = cells;
+        let mut cells: Vec<String> = cells
+            .into_iter()
+            .map(|cell| super::escape::escape_text(&cell).into_owned())
+            .collect();
         cells.resize(self.header.len(), String::new());
         self.rows.push(cells);
     }

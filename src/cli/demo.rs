@@ -14,20 +14,20 @@ use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{DEFAULT_DATA_DIR, EXIT_FAILED};
+use super::demo_faults::{self, faults_used, FaultsUsed};
+use super::{DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
 use crate::cluster::sled_store::SledMetadataStore;
-use crate::domain::InstructionKind;
 use crate::engine::{
     load_procedure, AppendMode, Engine, EngineConfig, MigrationRequest, SubmitOutcome,
 };
 use crate::log::{EventLog, LogOptions};
 use crate::migration::{fold, MigrationEvent, MigrationState, Outcome};
 use crate::sim::campaign::{
-    cluster_setup, plan, restore_routes, write_initial_layout, CampaignConfig, CampaignError,
-    CampaignRecord, MirroredMetadataStore, Phase,
+    cluster_setup, remaining_moves, restore_routes, submitted_moves, write_initial_layout,
+    CampaignConfig, CampaignError, CampaignRecord, MirroredMetadataStore, Phase,
 };
 use crate::sim::cluster::SimCluster;
-use crate::sim::datanode::{ScriptedReply, SimOptions};
+use crate::sim::datanode::SimOptions;
 
 /// Arguments of `regmig demo`.
 #[derive(Debug, Args)]
@@ -35,13 +35,15 @@ pub struct DemoArgs {
     /// Where the log and the durable routing metadata live.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// Datanodes in the simulated cluster (first run only).
+    /// Datanodes in the simulated cluster, 2..=64 (first run only; each is a simulated task,
+    /// and 64 keeps a run to seconds).
     #[arg(long, default_value_t = 5)]
     pub datanodes: u64,
-    /// Tables (first run only).
+    /// Tables, 1..=1000 (first run only). Tables × regions per table is at most 2000, which
+    /// keeps a run to about half a minute (release build).
     #[arg(long, default_value_t = 20)]
     pub tables: u32,
-    /// Regions per table (first run only).
+    /// Regions per table, 1..=1000 (first run only).
     #[arg(long, default_value_t = 10)]
     pub regions_per_table: u32,
     /// Seed of the simulated cluster (first run only).
@@ -57,6 +59,12 @@ pub struct DemoArgs {
     #[arg(long, hide = true)]
     pub exit_after_events: Option<u64>,
 }
+
+/// The budget of each demo migration's downgrade and upgrade. A kill costs an open
+/// migration the wait for its outstanding instruction's deadline (a mailbox timeout) before
+/// it is sent again; six times the default keeps that from using up the budget, so a resumed
+/// campaign ends with the outcomes an uninterrupted one has.
+const MIGRATION_TIMEOUT_MS: u64 = 60_000;
 
 /// Figures of a set of migrations.
 #[derive(Debug, Default, Serialize)]
@@ -149,8 +157,25 @@ struct Summary {
     example_ids: BTreeMap<String, String>,
 }
 
+/// The config a first run saves, from the arguments.
+fn config_of(args: &DemoArgs) -> CampaignConfig {
+    CampaignConfig {
+        datanodes: args.datanodes,
+        tables: args.tables,
+        regions_per_table: args.regions_per_table,
+        seed: args.seed,
+        faults: !args.no_faults,
+        ..CampaignConfig::default()
+    }
+}
+
 /// Runs the demo; returns the exit code.
 pub fn run(args: DemoArgs) -> u8 {
+    // Checked before anything is opened or written, even when a saved config will be used.
+    if let Err(error) = config_of(&args).check_bounds(|name| format!("--{name}")) {
+        eprintln!("error: {error}");
+        return EXIT_USAGE;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -197,71 +222,52 @@ fn last_recorded_ms(log: &EventLog) -> Result<u64, CampaignError> {
     Ok(latest)
 }
 
-fn inject_faults(cluster: &Arc<SimCluster>, config: &CampaignConfig) {
-    let last = config.datanodes;
-    // A candidate that needs two tries to open.
-    cluster.script_replies(2, InstructionKind::OpenRegion, [ScriptedReply::Timeout]);
-    // An old leader whose first flush fails.
-    cluster.script_replies(
-        1,
-        InstructionKind::DowngradeRegion,
-        [ScriptedReply::Error("flush failed: disk busy".to_string())],
-    );
-    // An old leader that cannot be reached: the slow path waits out its lease.
-    cluster.script_replies(
-        1,
-        InstructionKind::DowngradeRegion,
-        [ScriptedReply::Ok, ScriptedReply::Unreachable],
-    );
-    // Candidates still replaying their WAL: upgrades retried 500 ms later.
-    cluster.script_replies(
-        3,
-        InstructionKind::UpgradeRegion,
-        [ScriptedReply::NotReady, ScriptedReply::NotReady],
-    );
-    // A candidate whose region vanished: rolled back and aborted.
-    cluster.script_replies(
-        4,
-        InstructionKind::UpgradeRegion,
-        [ScriptedReply::NotExists],
-    );
-    // Concurrent writers to the routing metadata.
-    cluster.inject_cas_conflicts(2, 2_000);
-    cluster.inject_metadata_unavailable(1, 5_000);
-    // A slow datanode.
-    cluster.inject_message_delay(last.saturating_sub(1).max(1), 150, 0);
-}
-
 async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     let started = Instant::now();
     let log = EventLog::open(&args.data_dir, LogOptions::default())?;
     let store = SledMetadataStore::open(&log)?;
     let record = CampaignRecord::open(&log)?;
     let (config, fresh) = match record.config()? {
-        Some(config) => (config, false),
+        Some(config) => {
+            // A directory written by another version, or by hand, is input too.
+            if let Err(error) = config.check_bounds(|name| format!("the saved {name}")) {
+                eprintln!(
+                    "error: {}: {error}; use another --data-dir to start a new campaign",
+                    args.data_dir.display()
+                );
+                return Ok(EXIT_USAGE);
+            }
+            (config, false)
+        }
+        None if !log.procedures()?.is_empty() => {
+            // Another history (a `sim run`, an embedder's): the demo must not join it.
+            eprintln!(
+                "error: {} holds a log that is not a demo campaign's; use another --data-dir",
+                args.data_dir.display()
+            );
+            return Ok(EXIT_USAGE);
+        }
         None => {
-            let config = CampaignConfig {
-                datanodes: args.datanodes.max(2),
-                tables: args.tables.max(1),
-                regions_per_table: args.regions_per_table.max(1),
-                seed: args.seed,
-                faults: !args.no_faults,
-                ..CampaignConfig::default()
-            };
+            let config = config_of(args);
             write_initial_layout(&store, &config).await?;
             record.set_config(&config).await?;
             record.set_phase(Phase::Rebalance).await?;
             (config, true)
         }
     };
-    let epoch_base_ms = now_wall_ms().max(last_recorded_ms(&log)? + 1);
+    // A first run starts at the wall clock. A resumed one continues the virtual clock where
+    // the log stopped: the simulated cluster was down for no time, so how long the restart
+    // took in real time (seconds, or a day) changes no deadline, budget or outcome.
+    let last_ms = last_recorded_ms(&log)?;
+    let epoch_base_ms = if last_ms == 0 {
+        now_wall_ms()
+    } else {
+        last_ms + 1
+    };
     let (setup, routes) = cluster_setup(&store, &log, &config, epoch_base_ms).await?;
     let regions: u64 = setup.tables.iter().map(|t| t.regions.len() as u64).sum();
     let cluster = SimCluster::new(setup, SimOptions::default())?;
     restore_routes(&cluster, &routes);
-    if fresh && config.faults {
-        inject_faults(&cluster, &config);
-    }
     if !fresh {
         // The simulated datanodes died with the previous run: they come back holding no
         // lease, and heartbeats grant leases from the durable routes again (none to a leader
@@ -277,6 +283,14 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         cluster.metadata(),
         store.clone(),
     ));
+    if config.faults {
+        let used = if fresh {
+            FaultsUsed::default()
+        } else {
+            faults_used(&log)?
+        };
+        demo_faults::inject(&cluster, &mut ports, &config, &used);
+    }
     let engine_config = EngineConfig {
         append_mode: AppendMode::Inline,
         ..EngineConfig::default()
@@ -351,7 +365,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                 }
                 break;
             }
-            let moves = plan(phase, &config, &cluster.region_routes_now());
+            let submitted = submitted_moves(&log, phase, &config)?;
+            let moves = remaining_moves(phase, &config, &cluster.region_routes_now(), &submitted);
             let trigger = phase.trigger(&config);
             say(format!("{trigger}: {} migrations", moves.len()));
             if let Some(bar) = &progress {
@@ -363,6 +378,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
             for (region_id, from, to) in &moves {
                 let request = MigrationRequest {
                     trigger: trigger.clone(),
+                    timeout_ms: MIGRATION_TIMEOUT_MS,
                     ..MigrationRequest::new(
                         *region_id,
                         crate::domain::Peer::sim(*from),

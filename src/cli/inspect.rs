@@ -54,14 +54,24 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
-    fn selection(&self) -> Selection {
-        Selection {
+    /// The selection; `--since` after `--until` selects nothing ever, so it is bad usage.
+    fn selection(&self) -> Result<Selection, CliError> {
+        if let (Some(since_ms), Some(until_ms)) = (self.since, self.until) {
+            if since_ms > until_ms {
+                return Err(CliError::Usage(format!(
+                    "--since {} is later than --until {}: no migration can match",
+                    format_time(since_ms),
+                    format_time(until_ms)
+                )));
+            }
+        }
+        Ok(Selection {
             region: self.region,
             peer: self.peer,
             table: self.table,
             since_ms: self.since,
             until_ms: self.until,
-        }
+        })
     }
 
     fn keeps(&self, summary: &Summary) -> bool {
@@ -243,14 +253,14 @@ struct ListDocument<'a> {
 }
 
 fn run_list(args: &ListArgs) -> Result<u8, CliError> {
+    let selection = args.filter.selection()?;
     let log = open_log(&args.output.data_dir)?;
-    let selected: Vec<(Summary, MigrationState)> =
-        select_summaries(&log, &args.filter.selection())?
-            .into_iter()
-            .filter(|(summary, state)| {
-                args.filter.keeps(summary) && args.state.is_none_or(|filter| filter.keeps(state))
-            })
-            .collect();
+    let selected: Vec<(Summary, MigrationState)> = select_summaries(&log, &selection)?
+        .into_iter()
+        .filter(|(summary, state)| {
+            args.filter.keeps(summary) && args.state.is_none_or(|filter| filter.keeps(state))
+        })
+        .collect();
     let summaries: Vec<&Summary> = selected.iter().map(|(summary, _)| summary).collect();
     if args.output.json {
         print_json(&ListDocument {
@@ -365,6 +375,7 @@ pub fn render_show(detail: &Detail) -> String {
     let start_ms = summary.submitted_at_ms;
     let mut out = String::new();
     let mut field = |name: &str, value: String| {
+        let value = super::escape::escape_text(&value);
         out.push_str(&format!("{:<17}{value}\n", format!("{name}:")));
     };
     field("migration", summary.procedure_id.clone());
@@ -586,7 +597,7 @@ pub fn render_show(detail: &Detail) -> String {
             "  started {} (#{}): {}\n",
             format_offset(rollback.started_at_ms, start_ms),
             rollback.seq,
-            rollback.error
+            super::escape::escape_text(&rollback.error)
         ));
         match (rollback.finished_at_ms, rollback.succeeded) {
             (Some(at_ms), Some(succeeded)) => out.push_str(&format!(
@@ -769,8 +780,9 @@ struct AuditDocument {
 }
 
 fn run_audit(args: &AuditArgs, format: AuditFormat) -> Result<u8, CliError> {
+    let selection = args.filter.selection()?;
     let log = open_log(&args.data_dir)?;
-    let rows: Vec<AuditRow> = select_summaries(&log, &args.filter.selection())?
+    let rows: Vec<AuditRow> = select_summaries(&log, &selection)?
         .iter()
         .filter(|(summary, _)| args.filter.keeps(summary))
         .map(|(summary, _)| AuditRow::of(summary))

@@ -9,17 +9,25 @@
 //! - [`log_verify`]: `log verify`; [`log_salvage`]: `log salvage`;
 //! - [`bench_cmd`]: `bench`, the benchmark table.
 //!
+//! And what they share: [`common`] (opening a data directory, errors, tables, times),
+//! [`output`] (stdout that fails loudly), [`escape`] (outside text on a terminal),
+//! [`demo_faults`] (the demo's faults, tied to regions so a resumed campaign ends the same).
+//!
 //! Conventions: tables on a terminal, `--json` for one JSON document with stable field
 //! names, no progress bars or colours when stdout is not a terminal. Exit codes: 0 ok,
-//! 1 the operation failed, 2 bad usage.
+//! 1 the operation failed, 2 bad usage. Output that cannot be written (a full disk) is a
+//! failure, exit 1; a closed pipe (`| head`) ends the command quietly ([`output`]).
 
 pub mod bench_cmd;
 pub mod bundle;
 pub mod common;
 pub mod demo;
+pub mod demo_faults;
+pub mod escape;
 pub mod inspect;
 pub mod log_salvage;
 pub mod log_verify;
+pub mod output;
 pub mod replay;
 pub mod sim_cmd;
 pub mod summary;
@@ -118,11 +126,18 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let code = if error.use_stderr() { EXIT_USAGE } else { 0 };
-            let _ = error.print();
+            // --help and --version go to stdout: one that cannot be written is a failure.
+            if let Err(write_error) = error.print() {
+                if !error.use_stderr() && write_error.kind() != std::io::ErrorKind::BrokenPipe {
+                    eprintln!("error: cannot write the output to stdout: {write_error}");
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            }
             return ExitCode::from(code);
         }
     };
     init_tracing();
+    output::install();
     crate::log::quiet_sled_panics();
     let code = match cli.command {
         Command::Demo(args) => demo::run(args),
@@ -140,5 +155,5 @@ pub fn main() -> ExitCode {
         }
         Command::Bench(args) => bench_cmd::run(args),
     };
-    ExitCode::from(code)
+    ExitCode::from(output::final_exit_code(code))
 }

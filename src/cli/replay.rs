@@ -345,7 +345,7 @@ fn render_replay(
         out.push_str(&format!(
             "derived state after event {}: {}\n",
             last.seq,
-            fields.join(", ")
+            super::escape::escape_text(&fields.join(", "))
         ));
     }
     out
@@ -447,12 +447,13 @@ fn run_check(args: &ReplayArgs, procedure_id: Uuid, events: &[TimedEvent]) -> Re
                     "replay check of migration {procedure_id}: today's logic DIVERGES from the log at event {} (deciding on input event {}, {})\n",
                     report.seq, report.input_seq, report.input_kind
                 ));
+                let (recorded_time, decided_time) = divergent_times(checked, divergence);
                 out.push_str(&format!(
-                    "  the log has:           {}\n",
+                    "  the log has:           {}{recorded_time}\n",
                     EventJson::text(divergence.recorded.as_ref())
                 ));
                 out.push_str(&format!(
-                    "  today's logic decides: {}\n",
+                    "  today's logic decides: {}{decided_time}\n",
                     EventJson::text(divergence.decided.as_ref())
                 ));
             }
@@ -460,6 +461,28 @@ fn run_check(args: &ReplayArgs, procedure_id: Uuid, events: &[TimedEvent]) -> Re
         print_text(&out);
     }
     Ok(if agrees { 0 } else { EXIT_FAILED })
+}
+
+/// When the two events of a divergence are equal, what differs is when the log recorded
+/// it: a decision's events take its input's time. Returns the texts that show both times
+/// then (empty otherwise).
+fn divergent_times(events: &[TimedEvent], divergence: &Divergence) -> (String, String) {
+    let same_event = divergence.recorded.is_some() && divergence.recorded == divergence.decided;
+    match (
+        same_event,
+        events.get(divergence.event_index),
+        events.get(divergence.input_index),
+    ) {
+        (true, Some(recorded), Some(input)) => (
+            format!(" at recorded_at_ms {}", recorded.at_ms),
+            format!(
+                " at recorded_at_ms {} (the time of input event {})",
+                input.at_ms,
+                divergence.input_index + 1
+            ),
+        ),
+        _ => (String::new(), String::new()),
+    }
 }
 
 fn divergence_json(events: &[TimedEvent], divergence: &Divergence) -> DivergenceJson {

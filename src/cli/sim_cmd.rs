@@ -1,6 +1,6 @@
 //! `regmig sim run FILE` and `regmig sim fuzz --seeds A..B`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
@@ -37,7 +37,8 @@ pub struct SimRunArgs {
 /// Arguments of `sim fuzz`.
 #[derive(Debug, Args)]
 pub struct SimFuzzArgs {
-    /// Seeds to run, as A..B (B excluded).
+    /// Seeds to run, as A..B (B excluded): at most 1,000,000 seeds, none above
+    /// 9223372036854775807 (a seed must fit its scenario file's TOML integer).
     #[arg(long, default_value = "0..200")]
     pub seeds: String,
     /// Print the generated scenario of each seed (TOML) instead of running it.
@@ -61,6 +62,12 @@ fn sim_run(args: SimRunArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if let Some(dir) = &args.data_dir {
+        if let Err(message) = check_fresh_data_dir(dir) {
+            eprintln!("error: {message}");
+            return EXIT_USAGE;
+        }
+    }
     let options = RunOptions {
         data_dir: args.data_dir.clone(),
         ..RunOptions::default()
@@ -128,6 +135,34 @@ fn sim_run(args: SimRunArgs) -> u8 {
             EXIT_FAILED
         }
     }
+}
+
+/// `sim run --data-dir` writes a new history: a directory that already holds a log (or
+/// anything else) is refused, so a scenario's made-up migrations never join a real history.
+fn check_fresh_data_dir(dir: &Path) -> Result<(), String> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => {
+            return Err(format!(
+                "--data-dir {}: cannot read the directory: {error}",
+                dir.display()
+            ))
+        }
+    };
+    if dir.join(crate::log::SLED_SUBDIR).exists() || dir.join(crate::log::LOCK_FILE_NAME).exists() {
+        return Err(format!(
+            "--data-dir {} already holds a log; sim run writes a new one: give a new or empty directory",
+            dir.display()
+        ));
+    }
+    if entries.next().is_some() {
+        return Err(format!(
+            "--data-dir {} is not empty; sim run writes a new log: give a new or empty directory",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 fn sim_fuzz(args: SimFuzzArgs) -> u8 {

@@ -88,6 +88,8 @@ fn row_of(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Row, CliError> {
 }
 
 fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
+    // A bad id is bad usage, whatever the data directory holds: checked before it is opened.
+    let procedure_id = args.id.as_deref().map(parse_procedure_id).transpose()?;
     let log = open_log(&args.data_dir)?;
     let mut rows = Vec::new();
     let mut rows_omitted = 0;
@@ -115,12 +117,11 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
             }
         );
     } else {
-        let Some(id) = &args.id else {
+        let Some(procedure_id) = procedure_id else {
             return Err(CliError::Usage(
                 "timeline needs a migration id or --region REGION".to_string(),
             ));
         };
-        let procedure_id = parse_procedure_id(id)?;
         let events = load_history(&log, procedure_id)?;
         let row = row_of(procedure_id, &events)?;
         title = format!("migration {procedure_id}");

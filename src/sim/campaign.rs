@@ -59,6 +59,84 @@ pub struct CampaignConfig {
     pub faults: bool,
 }
 
+/// The fewest datanodes a campaign can run on: evacuating one needs another to move to.
+pub const DATANODES_MIN: u64 = 2;
+/// The most datanodes: each one is a simulated task with heartbeats and leases, and the
+/// planner weighs every region against every datanode; 64 keeps a run to seconds.
+pub const DATANODES_MAX: u64 = 64;
+/// The most tables.
+pub const TABLES_MAX: u32 = 1_000;
+/// The most regions per table.
+pub const REGIONS_PER_TABLE_MAX: u32 = 1_000;
+/// The most regions in all (tables × regions per table): every region is written to every
+/// virtual second and the run's time grows faster than the region count, so 2,000 (10 times
+/// the default) keeps a run to about half a minute in a release build (5,000 took minutes).
+pub const REGIONS_MAX: u64 = 2_000;
+
+/// A campaign size outside its bounds: names the setting, the value and the allowed range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} is {value}, outside the allowed range {range}")]
+pub struct ConfigBoundsError {
+    /// The setting, as the command line spells it (`--datanodes`).
+    pub setting: String,
+    /// The value given.
+    pub value: String,
+    /// The allowed range, e.g. `2..=64`.
+    pub range: String,
+}
+
+impl CampaignConfig {
+    /// Checks every size against its bound; `flag` turns a field name into how the caller
+    /// spells it (`--datanodes` on the command line, `datanodes` in a saved config).
+    pub fn check_bounds(&self, flag: impl Fn(&str) -> String) -> Result<(), ConfigBoundsError> {
+        let error = |name: &str, value: String, range: String| ConfigBoundsError {
+            setting: flag(name),
+            value,
+            range,
+        };
+        if !(DATANODES_MIN..=DATANODES_MAX).contains(&self.datanodes) {
+            return Err(error(
+                "datanodes",
+                self.datanodes.to_string(),
+                format!("{DATANODES_MIN}..={DATANODES_MAX}"),
+            ));
+        }
+        if !(1..=TABLES_MAX).contains(&self.tables) {
+            return Err(error(
+                "tables",
+                self.tables.to_string(),
+                format!("1..={TABLES_MAX}"),
+            ));
+        }
+        if !(1..=REGIONS_PER_TABLE_MAX).contains(&self.regions_per_table) {
+            return Err(error(
+                "regions-per-table",
+                self.regions_per_table.to_string(),
+                format!("1..={REGIONS_PER_TABLE_MAX}"),
+            ));
+        }
+        let regions = u64::from(self.tables) * u64::from(self.regions_per_table);
+        if regions > REGIONS_MAX {
+            return Err(ConfigBoundsError {
+                setting: format!("{} × {}", flag("tables"), flag("regions-per-table")),
+                value: format!("{} × {} = {regions}", self.tables, self.regions_per_table),
+                range: format!("1..={REGIONS_MAX} regions"),
+            });
+        }
+        if self.writes_per_second > WRITES_PER_SECOND_MAX {
+            return Err(error(
+                "writes_per_second",
+                self.writes_per_second.to_string(),
+                format!("0..={WRITES_PER_SECOND_MAX}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The most writes per second to each region (not a flag; bounds a saved config).
+pub const WRITES_PER_SECOND_MAX: u64 = 1_000;
+
 impl Default for CampaignConfig {
     fn default() -> Self {
         CampaignConfig {
@@ -197,6 +275,18 @@ pub fn initial_routes(config: &CampaignConfig) -> Vec<(TableId, TableRoute)> {
                 .collect();
             (table_id, TableRoute::Physical { region_routes })
         })
+        .collect()
+}
+
+/// The first layout's region routes, by region (what the first phase plans from).
+pub fn initial_routes_by_region(config: &CampaignConfig) -> BTreeMap<RegionId, RegionRoute> {
+    initial_routes(config)
+        .into_iter()
+        .flat_map(|(_, route)| match route {
+            TableRoute::Physical { region_routes } => region_routes,
+            TableRoute::Logical { .. } => Vec::new(),
+        })
+        .map(|route| (route.region_id, route))
         .collect()
 }
 
@@ -457,19 +547,77 @@ pub fn plan(
     moves
 }
 
+/// A migration a phase already submitted, as its log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmittedMove {
+    /// The region.
+    pub region_id: RegionId,
+    /// Its leader when the migration was planned.
+    pub from: PeerId,
+    /// Where it was to go.
+    pub to: PeerId,
+    /// Whether it completed (the only outcome that moves the leader).
+    pub completed: bool,
+}
+
+/// The moves of a phase still to submit, given the routes now and the migrations the phase
+/// already submitted (in submit order, all of them finished).
+///
+/// The phase's plan is the one made from the routes it started with: those are the routes
+/// now with the phase's completed moves undone. Planning from the routes now instead would
+/// plan a region whose migration was aborted a second time after a restart, so a resumed
+/// campaign would not end as an uninterrupted one does.
+pub fn remaining_moves(
+    phase: Phase,
+    config: &CampaignConfig,
+    routes_now: &BTreeMap<RegionId, RegionRoute>,
+    submitted: &[SubmittedMove],
+) -> Vec<PlannedMove> {
+    let mut routes_at_start = routes_now.clone();
+    for done in submitted.iter().rev().filter(|done| done.completed) {
+        if let Some(route) = routes_at_start.get_mut(&done.region_id) {
+            if route.leader_id() == Some(done.to) {
+                route.leader_peer = Some(crate::domain::Peer::sim(done.from));
+            }
+        }
+    }
+    plan(phase, config, &routes_at_start)
+        .into_iter()
+        .filter(|(region_id, _, _)| !submitted.iter().any(|done| done.region_id == *region_id))
+        .collect()
+}
+
+/// The migrations of `phase` in the log, in submit order (procedure ids are time-ordered).
+pub fn submitted_moves(
+    log: &EventLog,
+    phase: Phase,
+    config: &CampaignConfig,
+) -> Result<Vec<SubmittedMove>, CampaignError> {
+    let trigger = phase.trigger(config);
+    let mut moves = Vec::new();
+    for procedure_id in log.procedures()? {
+        let state = fold(&crate::engine::load_procedure(log, procedure_id)?);
+        if state.trigger != trigger {
+            continue;
+        }
+        if let Some(task) = &state.task {
+            moves.push(SubmittedMove {
+                region_id: task.region_id,
+                from: task.from_peer.id,
+                to: task.to_peer.id,
+                completed: state.outcome == Some(crate::migration::Outcome::Completed),
+            });
+        }
+    }
+    Ok(moves)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn routes_of(config: &CampaignConfig) -> BTreeMap<RegionId, RegionRoute> {
-        initial_routes(config)
-            .into_iter()
-            .flat_map(|(_, route)| match route {
-                TableRoute::Physical { region_routes } => region_routes,
-                TableRoute::Logical { .. } => Vec::new(),
-            })
-            .map(|route| (route.region_id, route))
-            .collect()
+        initial_routes_by_region(config)
     }
 
     fn apply(routes: &mut BTreeMap<RegionId, RegionRoute>, moves: &[PlannedMove]) {
@@ -510,5 +658,46 @@ mod tests {
             BTreeMap::from([(1, 50), (2, 50), (3, 50), (4, 50)])
         );
         assert!(plan(Phase::Evacuate, &config, &routes).is_empty());
+    }
+
+    #[test]
+    fn a_resumed_phase_plans_what_an_uninterrupted_one_would_have_left() {
+        let config = CampaignConfig::default();
+        let start = routes_of(&config);
+        let full = plan(Phase::Rebalance, &config, &start);
+        assert_eq!(full.len(), 80);
+        // The first ten were submitted before a kill: the first aborted, the rest completed.
+        let submitted: Vec<SubmittedMove> = full[..10]
+            .iter()
+            .enumerate()
+            .map(|(index, &(region_id, from, to))| SubmittedMove {
+                region_id,
+                from,
+                to,
+                completed: index != 0,
+            })
+            .collect();
+        let mut now = start.clone();
+        apply(&mut now, &full[1..10]);
+        let remaining = remaining_moves(Phase::Rebalance, &config, &now, &submitted);
+        assert_eq!(remaining, full[10..].to_vec());
+        // Planning from the routes now would move the aborted region again.
+        let naive = plan(Phase::Rebalance, &config, &now);
+        assert!(naive
+            .iter()
+            .any(|(region_id, _, _)| *region_id == full[0].0));
+        // Once everything was submitted, nothing is left, whatever the outcomes.
+        let all: Vec<SubmittedMove> = full
+            .iter()
+            .map(|&(region_id, from, to)| SubmittedMove {
+                region_id,
+                from,
+                to,
+                completed: region_id != full[0].0,
+            })
+            .collect();
+        let mut end = start;
+        apply(&mut end, &full[1..]);
+        assert!(remaining_moves(Phase::Rebalance, &config, &end, &all).is_empty());
     }
 }

@@ -45,7 +45,14 @@ impl fmt::Display for FuzzFailure {
     }
 }
 
-/// Parses "A..B" (B excluded).
+/// The largest seed: a seed is written into its scenario file, whose integers are TOML's
+/// (at most `i64::MAX`), so every seed can be reproduced as a file.
+pub const SEED_MAX: u64 = i64::MAX as u64;
+
+/// The most seeds one `sim fuzz` run takes (several hours at a few thousand seeds a minute).
+pub const SEEDS_PER_RUN_MAX: u64 = 1_000_000;
+
+/// Parses "A..B" (B excluded), within [`SEED_MAX`] and [`SEEDS_PER_RUN_MAX`].
 pub fn parse_seed_range(text: &str) -> Result<Range<u64>, String> {
     let (start, end) = text
         .split_once("..")
@@ -60,6 +67,18 @@ pub fn parse_seed_range(text: &str) -> Result<Range<u64>, String> {
         .map_err(|_| format!("{end:?} is not a seed (a whole number)"))?;
     if end <= start {
         return Err(format!("the range {text:?} is empty"));
+    }
+    if end - 1 > SEED_MAX {
+        return Err(format!(
+            "the range {text:?} goes past the largest seed, {SEED_MAX}: a seed is written into its \
+             scenario file, where an integer is at most {SEED_MAX}"
+        ));
+    }
+    if end - start > SEEDS_PER_RUN_MAX {
+        return Err(format!(
+            "the range {text:?} holds {} seeds, more than the {SEEDS_PER_RUN_MAX} one run may take",
+            end - start
+        ));
     }
     Ok(start..end)
 }

@@ -20,6 +20,10 @@ use crate::domain::{InstructionKind, PeerId, RegionId, TableId, WalKind};
 /// The largest scenario file [`load_scenario`] reads.
 pub const SCENARIO_FILE_SIZE_MAX_BYTES: u64 = 1 << 20;
 
+/// The longest duration a file may give (an `at`, a timeout, a delay): the virtual time
+/// after which a run is stopped, so a longer one could only time out.
+pub const DURATION_MAX_MS: u64 = super::runner::SIM_VIRTUAL_TIME_MAX_MS;
+
 /// A migration's timeout when the file gives none (`timeout = "10s"`).
 pub const DEFAULT_MIGRATION_TIMEOUT_MS: u64 = 10_000;
 
@@ -154,7 +158,7 @@ pub struct MigrationSpec {
     pub region: RegionId,
     /// `from`: any peer id (a scenario may expect a rejection).
     pub from: PeerId,
-    /// `to`: any peer id.
+    /// `to`: a cluster peer.
     pub to: PeerId,
     /// `timeout` (default 10s).
     pub timeout_ms: u64,
@@ -556,6 +560,23 @@ pub fn parse_scenario(text: &str, file_name: &str) -> Result<Scenario, ScenarioE
     let document = ImDocument::parse(text).map_err(|error| {
         let offset = error.span().map_or(0, |span| span.start);
         let (line, column) = source.position(offset);
+        if let Some(field) = value_field_at(text, offset) {
+            return ScenarioError::Invalid {
+                file: file_name.to_string(),
+                line,
+                column,
+                field,
+                message: if error.message().contains("number") {
+                    format!(
+                        "invalid value: {} (an integer is at most {})",
+                        one_line(error.message()),
+                        i64::MAX
+                    )
+                } else {
+                    format!("invalid value: {}", one_line(error.message()))
+                },
+            };
+        }
         ScenarioError::Syntax {
             file: file_name.to_string(),
             line,
@@ -570,6 +591,52 @@ pub fn parse_scenario(text: &str, file_name: &str) -> Result<Scenario, ScenarioE
         offset: 0,
     };
     parse_root(&root, file_name)
+}
+
+/// The field whose value holds byte `offset`, when its line is a plain `key = value` and the
+/// offset is in the value: a TOML error there (an integer too large) is about that field.
+/// The path is the key under the table header above it, e.g. `seed` or `migrations[1].to`.
+fn value_field_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text
+        .get(..offset)?
+        .rfind('\n')
+        .map_or(0, |newline| newline + 1);
+    let line = text.get(line_start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let is_bare = |name: &str| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if !is_bare(key) || offset <= line_start + line.find('=')? {
+        return None;
+    }
+    // The header above: `[name]` or the n-th `[[name]]`.
+    let mut header: Option<String> = None;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for above in text[..line_start].lines() {
+        let above = above.trim();
+        if let Some(name) = above
+            .strip_prefix("[[")
+            .and_then(|rest| rest.strip_suffix("]]"))
+        {
+            let count = counts.entry(name.trim()).or_insert(0);
+            header = Some(format!("{}[{}]", name.trim(), *count));
+            *count += 1;
+        } else if let Some(name) = above
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            header = Some(name.trim().to_string());
+        }
+    }
+    Some(match header {
+        Some(header) => format!("{header}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -801,8 +868,23 @@ impl<'a> Field<'a> {
                 "duration {text:?} is not a whole number of milliseconds"
             )));
         }
-        u64::try_from(duration.as_millis())
-            .map_err(|_| self.error(format!("duration {text:?} is too long")))
+        let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        if millis > DURATION_MAX_MS {
+            return Err(self.error(format!(
+                "duration {text:?} is longer than {}, the virtual time a run may last",
+                millis_text(DURATION_MAX_MS)
+            )));
+        }
+        Ok(millis)
+    }
+
+    /// A duration that must not be zero (a timeout).
+    fn positive_duration_ms(&self) -> Result<u64, ScenarioError> {
+        let millis = self.duration_ms()?;
+        if millis == 0 {
+            return Err(self.error("must be at least 1ms, found 0ms"));
+        }
+        Ok(millis)
     }
 
     /// The elements of an array or an array of tables, each with its path `path[i]`.
@@ -1006,7 +1088,7 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
     let migrations = migrations_field
         .list()?
         .iter()
-        .map(parse_migration)
+        .map(|element| parse_migration(element, &cluster))
         .collect::<Result<Vec<_>, _>>()?;
     if migrations.is_empty() {
         return Err(migrations_field.error("at least one migration is required"));
@@ -1223,7 +1305,10 @@ fn parse_region<'a>(
     Ok((region, number_field))
 }
 
-fn parse_migration(field: &Field<'_>) -> Result<MigrationSpec, ScenarioError> {
+fn parse_migration(
+    field: &Field<'_>,
+    cluster: &ClusterSpec,
+) -> Result<MigrationSpec, ScenarioError> {
     let record = field.record(&["region", "from", "to", "timeout", "at", "actor", "reason"])?;
     let region_field = record.required("region")?;
     let region = match region_field.node {
@@ -1238,9 +1323,10 @@ fn parse_migration(field: &Field<'_>) -> Result<MigrationSpec, ScenarioError> {
         }
     };
     let from = record.required("from")?.u64()?;
-    let to = record.required("to")?.u64()?;
+    // A migration may come from anywhere (a rejection to test) but must go to the cluster.
+    let to = cluster_peer(&record.required("to")?, &cluster.peers)?;
     let timeout_ms = match record.get("timeout") {
-        Some(field) => field.duration_ms()?,
+        Some(field) => field.positive_duration_ms()?,
         None => DEFAULT_MIGRATION_TIMEOUT_MS,
     };
     let at_ms = match record.get("at") {
