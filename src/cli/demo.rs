@@ -60,12 +60,6 @@ pub struct DemoArgs {
     pub exit_after_events: Option<u64>,
 }
 
-/// The budget of each demo migration's downgrade and upgrade. A kill costs an open
-/// migration the wait for its outstanding instruction's deadline (a mailbox timeout) before
-/// it is sent again; six times the default keeps that from using up the budget, so a resumed
-/// campaign ends with the outcomes an uninterrupted one has.
-const MIGRATION_TIMEOUT_MS: u64 = 60_000;
-
 /// Figures of a set of migrations.
 #[derive(Debug, Default, Serialize)]
 struct Figures {
@@ -207,6 +201,46 @@ fn now_wall_ms() -> u64 {
 }
 
 /// The latest event time in the log, so virtual time never runs backwards across runs.
+/// What the datanodes of the previous run did for the migrations still open, in order: each
+/// open, downgrade and upgrade whose success the log recorded. A real datanode keeps a
+/// candidate it opened while the control plane restarts; the new simulated cluster is built
+/// from the routes alone, so it is told again, or a resumed migration would find its
+/// candidate gone and abort where an uninterrupted run completes.
+fn datanode_work_of_open_migrations(
+    log: &EventLog,
+) -> Result<Vec<(crate::domain::PeerId, crate::domain::Instruction)>, CampaignError> {
+    use crate::domain::{Instruction, Reply};
+    let mut work = Vec::new();
+    for (id, _) in log.open_procedures()? {
+        let mut sent: Option<Instruction> = None;
+        for timed in crate::engine::load_procedure(log, id)? {
+            match timed.event {
+                MigrationEvent::InstructionSent { instruction, .. } => sent = Some(instruction),
+                MigrationEvent::ReplyReceived { peer, reply } => {
+                    let succeeded = match &reply {
+                        Reply::OpenRegion { result, .. } => *result,
+                        Reply::DowngradeRegion { exists, error, .. } => *exists && error.is_none(),
+                        Reply::UpgradeRegion {
+                            ready,
+                            exists,
+                            error,
+                        } => *ready && *exists && error.is_none(),
+                        _ => false,
+                    };
+                    match sent.take() {
+                        Some(instruction) if succeeded && instruction.kind() == reply.kind() => {
+                            work.push((peer, instruction));
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(work)
+}
+
 fn last_recorded_ms(log: &EventLog) -> Result<u64, CampaignError> {
     let mut ids = log.procedures()?;
     let recent = ids.split_off(ids.len().saturating_sub(64));
@@ -275,6 +309,11 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         for peer in 1..=config.datanodes {
             cluster.crash_now(peer);
             cluster.restart_now(peer);
+        }
+    }
+    if !fresh {
+        for (peer, instruction) in datanode_work_of_open_migrations(&log)? {
+            cluster.apply_instruction_now(peer, &instruction);
         }
     }
     cluster.start();
@@ -378,7 +417,6 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
             for (region_id, from, to) in &moves {
                 let request = MigrationRequest {
                     trigger: trigger.clone(),
-                    timeout_ms: MIGRATION_TIMEOUT_MS,
                     ..MigrationRequest::new(
                         *region_id,
                         crate::domain::Peer::sim(*from),

@@ -63,9 +63,9 @@ fn sim_run(args: SimRunArgs) -> u8 {
         }
     };
     if let Some(dir) = &args.data_dir {
-        if let Err(message) = check_fresh_data_dir(dir) {
+        if let Err((code, message)) = check_fresh_data_dir(dir) {
             eprintln!("error: {message}");
-            return EXIT_USAGE;
+            return code;
         }
     }
     let options = RunOptions {
@@ -139,27 +139,45 @@ fn sim_run(args: SimRunArgs) -> u8 {
 
 /// `sim run --data-dir` writes a new history: a directory that already holds a log (or
 /// anything else) is refused, so a scenario's made-up migrations never join a real history.
-fn check_fresh_data_dir(dir: &Path) -> Result<(), String> {
+/// The refusal is bad usage (exit 2), except where the directory's database is no regmig
+/// log, or a damaged one: that is the log's own error (exit 1), named as every command names it.
+fn check_fresh_data_dir(dir: &Path) -> Result<(), (u8, String)> {
     let mut entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(error) => {
-            return Err(format!(
-                "--data-dir {}: cannot read the directory: {error}",
-                dir.display()
+            return Err((
+                EXIT_USAGE,
+                format!(
+                    "--data-dir {}: cannot read the directory: {error}",
+                    dir.display()
+                ),
             ))
         }
     };
+    if dir.join(crate::log::SLED_SUBDIR).exists() {
+        match crate::log::EventLog::open_read_only(dir) {
+            Err(error) => return Err((EXIT_FAILED, error.to_string())),
+            Ok(log) => {
+                if let Some(damage) = log.damage() {
+                    return Err((EXIT_FAILED, damage.to_string()));
+                }
+            }
+        }
+    }
     if dir.join(crate::log::SLED_SUBDIR).exists() || dir.join(crate::log::LOCK_FILE_NAME).exists() {
-        return Err(format!(
+        return Err((EXIT_USAGE, format!(
             "--data-dir {} already holds a log; sim run writes a new one: give a new or empty directory",
             dir.display()
-        ));
+        )));
     }
     if entries.next().is_some() {
-        return Err(format!(
-            "--data-dir {} is not empty; sim run writes a new log: give a new or empty directory",
-            dir.display()
+        return Err((
+            EXIT_USAGE,
+            format!(
+                "--data-dir {} is not empty; sim run writes a new log: give a new or empty directory",
+                dir.display()
+            ),
         ));
     }
     Ok(())

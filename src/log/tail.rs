@@ -150,7 +150,7 @@ pub(crate) fn missing_blobs_directory(dir: &Path) -> Result<(), LogError> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(LogError::Damaged {
             path: blobs,
             action: "check the log's files",
-            reason: "sled's blob directory is missing from a log that holds events; the large pages it held are gone".to_string(),
+            reason: "sled's blob directory is missing from a log that holds events, so the large pages it held are gone (if it was empty, as in a copy that drops empty directories, create it again)".to_string(),
         }),
         Err(error) => Err(LogError::io("inspect", blobs, error)),
     }

@@ -962,6 +962,18 @@ impl SimCluster {
         state.observe(now_ms);
     }
 
+    /// Has `peer` apply `instruction` now, as if the mailbox had delivered it, and drops the
+    /// answer: how a new simulated cluster is brought back to what the datanodes of a
+    /// previous run had done (a candidate opened, a region upgraded) before the control
+    /// plane stopped. Not counted as sent.
+    pub fn apply_instruction_now(&self, peer: PeerId, instruction: &Instruction) {
+        let now_ms = self.now_ms();
+        let mut state = self.state();
+        let (_, notes) = state.plane.receive(peer, instruction, None, now_ms);
+        state.trace_all(now_ms, notes);
+        state.observe(now_ms);
+    }
+
     /// Instructions sent so far, by "PEER.instruction_name", counts above zero only.
     pub fn sent_counts(&self) -> BTreeMap<String, u64> {
         self.state()
