@@ -50,7 +50,6 @@ pub mod salvage;
 mod tail;
 mod verify;
 
-use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -269,7 +268,7 @@ pub(crate) struct Core {
     /// What the open found wrong with the log (readers only: a writer refuses it).
     damage: Option<LogError>,
     /// Holds the directory's flock; dropped after the database (fields drop in order).
-    _lock_file: Option<File>,
+    _lock_file: Option<open::DirLock>,
     /// The private copy a reader opened, removed last.
     _copy: Option<tempfile::TempDir>,
 }

@@ -233,7 +233,10 @@ pub(super) fn open_writer(dir: &Path, options: LogOptions) -> Result<Core, LogEr
         poison: Mutex::new(None),
         read_only: false,
         damage: None,
-        _lock_file: Some(lock_file),
+        _lock_file: Some(DirLock {
+            _file: lock_file,
+            sled_db: Some(db_path(dir)),
+        }),
         _copy: None,
     })
 }
@@ -290,7 +293,10 @@ pub(super) fn open_reader(dir: &Path) -> Result<Core, LogError> {
         poison: Mutex::new(None),
         read_only: true,
         damage,
-        _lock_file: lock_file,
+        _lock_file: lock_file.map(|file| DirLock {
+            _file: file,
+            sled_db: None,
+        }),
         _copy: Some(copy),
     })
 }
@@ -345,6 +351,46 @@ fn lock(dir: &Path, create: bool) -> Result<Option<File>, LogError> {
         return Err(LogError::io("lock", &lock_path, error));
     }
     Ok(Some(lock_file))
+}
+
+/// How long closing a log waits for sled's own threads to let go of `sled/db`.
+const SLED_RELEASE_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// The directory's `regmig.lock`, held while a log is open. A writer's is let go only once
+/// sled has let go of `sled/db` too: sled's threads outlive the `Db` handle for a moment
+/// (longer on a loaded machine), and a next owner — another process, or this one reopening —
+/// must find the directory closed when the previous owner's drop has returned, not a moment
+/// later (else its open sees the database in use, or a reader copies it mid-write).
+pub(crate) struct DirLock {
+    /// Holds the flock.
+    _file: File,
+    /// A writer's `sled/db`, waited for at drop; `None` for a reader (it opened a copy).
+    sled_db: Option<PathBuf>,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let Some(sled_db) = &self.sled_db else {
+            return;
+        };
+        let started = Instant::now();
+        while started.elapsed() < SLED_RELEASE_WAIT_MAX {
+            match File::open(sled_db) {
+                Ok(file) => {
+                    if fs2::FileExt::try_lock_exclusive(&file).is_ok() {
+                        return; // Dropping `file` releases the probe's lock.
+                    }
+                }
+                Err(_) => return,
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        tracing::warn!(
+            path = %sled_db.display(),
+            "sled still held its database {}s after the log closed",
+            SLED_RELEASE_WAIT_MAX.as_secs()
+        );
+    }
 }
 
 /// Removes `snap.*.generating`: a snapshot sled was writing when the process or the
