@@ -21,7 +21,9 @@ use uuid::Uuid;
 
 pub use locks::LockTable;
 pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
-pub use submit::{MigrationRequest, SubmitError, SubmitOutcome};
+pub use submit::{
+    BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitError, SubmitOutcome,
+};
 
 use crate::cluster::Ports;
 use crate::domain::RegionId;
@@ -343,6 +345,60 @@ impl Engine {
         let Some(submitted) = validated else {
             return Ok(SubmitOutcome::AlreadyMigrated);
         };
+        self.start(&request, submitted, None).await
+    }
+
+    /// Submits a batch (spec R2.5): many regions from one peer to one peer. The whole batch
+    /// is refused when a region is listed twice, when from and to are one peer, or when any
+    /// region already has an open migration (alone or in another batch). Otherwise each
+    /// region is validated on its own: one already led by `to_peer` counts as done, one whose
+    /// leader is not `from_peer` (or that cannot be validated) is refused alone, and every
+    /// other region starts as a procedure of the batch, with its own events, deadline,
+    /// budget and retries, so a region whose step fails is rolled back alone.
+    pub async fn submit_batch(&self, batch: BatchRequest) -> Result<BatchSubmitted, SubmitError> {
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        submit::validate_batch(&self.inner, &batch)?;
+        let now_ms = self.inner.ports.clock.now_ms();
+        let batch_id = crate::cluster::new_procedure_id(now_ms, self.inner.ports.entropy.as_ref());
+        let mut regions = Vec::with_capacity(batch.regions.len());
+        for &region_id in &batch.regions {
+            let request = batch.request(region_id);
+            let start = match submit::validate(&self.inner, &request).await {
+                Ok(None) => BatchRegionStart::AlreadyMigrated,
+                Ok(Some(submitted)) => {
+                    match self
+                        .start(&request, submitted, Some((batch_id, &batch.regions)))
+                        .await
+                    {
+                        Ok(SubmitOutcome::Started(id)) => BatchRegionStart::Started(id),
+                        Ok(SubmitOutcome::AlreadyMigrated) => BatchRegionStart::AlreadyMigrated,
+                        Err(error) => BatchRegionStart::Refused(error),
+                    }
+                }
+                Err(error) => BatchRegionStart::Refused(error),
+            };
+            regions.push((region_id, start));
+        }
+        info!(%batch_id, regions = batch.regions.len(), from = batch.from_peer.id, to = batch.to_peer.id, "batch submitted");
+        Ok(BatchSubmitted { batch_id, regions })
+    }
+
+    /// Records a validated submission (with its batch, if any) and starts the procedure.
+    async fn start(
+        &self,
+        request: &MigrationRequest,
+        submitted: MigrationEvent,
+        batch: Option<(Uuid, &[RegionId])>,
+    ) -> Result<SubmitOutcome, SubmitError> {
+        let mut recorded = vec![submitted];
+        if let Some((batch_id, regions)) = batch {
+            recorded.push(MigrationEvent::BatchJoined {
+                batch_id,
+                regions: regions.to_vec(),
+            });
+        }
         let now_ms = self.inner.ports.clock.now_ms();
         let procedure_id =
             crate::cluster::new_procedure_id(now_ms, self.inner.ports.entropy.as_ref());
@@ -350,7 +406,7 @@ impl Engine {
         let append = AppendRequest {
             procedure_id,
             expected_next_seq: 1,
-            events: encode_events(now_ms, std::slice::from_ref(&submitted)),
+            events: encode_events(now_ms, &recorded),
             opens: Some(OpenProcedure {
                 region_id: region_id.as_u64(),
                 peers: vec![request.from_peer.id, request.to_peer.id],
@@ -375,10 +431,17 @@ impl Engine {
             Err(conflict) => return Err(SubmitError::AppendConflict(conflict)),
         }
         let mut state = MigrationState::default();
-        state.apply(now_ms, &submitted);
-        self.inner.after_append(procedure_id, 1, now_ms, &submitted);
+        for (seq, event) in (1..).zip(&recorded) {
+            state.apply(now_ms, event);
+            self.inner.after_append(procedure_id, seq, now_ms, event);
+        }
         info!(%procedure_id, region = %region_id, from = request.from_peer.id, to = request.to_peer.id, "migration submitted");
-        self.spawn(procedure_id, state, 2, Observation::Begin);
+        self.spawn(
+            procedure_id,
+            state,
+            recorded.len() as u64 + 1,
+            Observation::Begin,
+        );
         Ok(SubmitOutcome::Started(procedure_id))
     }
 

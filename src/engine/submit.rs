@@ -39,6 +39,70 @@ impl MigrationRequest {
     }
 }
 
+/// A batch to submit (spec R2.5): many regions, of one or more tables, all moving from one
+/// peer to one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRequest {
+    /// The regions to move, each at most once.
+    pub regions: Vec<RegionId>,
+    /// Their current leader.
+    pub from_peer: Peer,
+    /// Their new leader.
+    pub to_peer: Peer,
+    /// Budget for downgrade and upgrade together, per region (default 10 s).
+    pub timeout_ms: u64,
+    /// What asked for it (e.g. "evacuate peer 3").
+    pub trigger: String,
+    /// The operator's reason, if any.
+    pub reason: Option<String>,
+}
+
+impl BatchRequest {
+    /// A batch with the default timeout, triggered by an operator.
+    pub fn new(regions: Vec<RegionId>, from_peer: Peer, to_peer: Peer) -> Self {
+        BatchRequest {
+            regions,
+            from_peer,
+            to_peer,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            trigger: "operator".to_string(),
+            reason: None,
+        }
+    }
+
+    /// The single-region request of one of its regions.
+    pub fn request(&self, region_id: RegionId) -> MigrationRequest {
+        MigrationRequest {
+            region_id,
+            from_peer: self.from_peer.clone(),
+            to_peer: self.to_peer.clone(),
+            timeout_ms: self.timeout_ms,
+            trigger: self.trigger.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// How one region of a batch started.
+#[derive(Debug)]
+pub enum BatchRegionStart {
+    /// Its procedure was created and started.
+    Started(Uuid),
+    /// It is already led by `to_peer`: done, no procedure.
+    AlreadyMigrated,
+    /// It was refused alone (e.g. its leader is not `from_peer`); the others went on.
+    Refused(SubmitError),
+}
+
+/// What a batch submit came to.
+#[derive(Debug)]
+pub struct BatchSubmitted {
+    /// The batch's id, recorded in each of its procedures.
+    pub batch_id: Uuid,
+    /// Each region, in the order submitted.
+    pub regions: Vec<(RegionId, BatchRegionStart)>,
+}
+
 /// What a submit came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubmitOutcome {
@@ -189,4 +253,39 @@ pub(crate) async fn validate(
         trigger: request.trigger.clone(),
         reason: request.reason.clone(),
     }))
+}
+
+/// The checks that refuse a whole batch: no region, a region listed twice, one peer as both
+/// ends, or a region that already has an open migration (alone or in another batch).
+pub(crate) fn validate_batch(inner: &Inner, batch: &BatchRequest) -> Result<(), SubmitError> {
+    if batch.regions.is_empty() {
+        return Err(SubmitError::InvalidArgument {
+            message: "a batch needs at least one region".to_string(),
+        });
+    }
+    for (index, region_id) in batch.regions.iter().enumerate() {
+        if batch.regions[..index].contains(region_id) {
+            return Err(SubmitError::InvalidArgument {
+                message: format!("region {region_id} is listed twice in the batch"),
+            });
+        }
+    }
+    if batch.from_peer.id == batch.to_peer.id {
+        return Err(SubmitError::InvalidArgument {
+            message: format!(
+                "from_peer and to_peer are both datanode {} (batch of {} regions)",
+                batch.from_peer.id,
+                batch.regions.len()
+            ),
+        });
+    }
+    for region_id in &batch.regions {
+        if let Some(procedure_id) = inner.log.open_procedure_of_region(region_id.as_u64())? {
+            return Err(SubmitError::MigrationRunning {
+                region_id: *region_id,
+                procedure_id,
+            });
+        }
+    }
+    Ok(())
 }
