@@ -91,6 +91,28 @@ fn a_partial_batch_shows_each_region_in_every_command() {
         "{out}"
     );
 
+    let svg = dir.path().join("batch.svg");
+    let (ok, out) = regmig(&[
+        "timeline",
+        &id,
+        "-o",
+        svg.to_str().expect("utf-8 path"),
+        "--json",
+        "--data-dir",
+        data,
+    ]);
+    assert!(ok, "{out}");
+    let timeline: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        timeline["rows"], 3,
+        "one row per region of the batch: {out}"
+    );
+    let picture = std::fs::read_to_string(&svg).expect("the SVG was written");
+    assert!(
+        picture.contains(&format!("batch {batch_id}: 3 regions")),
+        "the title names the batch"
+    );
+
     for migration in list_ids(data) {
         let (ok, out) = regmig(&["replay", &migration, "--check", "--data-dir", data]);
         assert!(ok, "{out}");

@@ -1954,8 +1954,8 @@ fn check_region(expect: &Expectations, actual: &RegionResult) -> Vec<(&'static s
     failures
 }
 
-/// The result for a terminal: the verdict, one line per migration, the failures, the
-/// invariant violations and the data directory.
+/// The result for a terminal: the verdict, one line per migration (and per region of a
+/// batch), the failures, the invariant violations and the data directory.
 pub fn render_text(outcome: &ScenarioOutcome) -> String {
     let mut text = format!(
         "scenario {:?}: {}\n",
@@ -1974,6 +1974,18 @@ pub fn render_text(outcome: &ScenarioOutcome) -> String {
         ));
         if let Some(error) = &migration.error {
             text.push_str(&format!("    error: {error}\n"));
+        }
+        for region in &migration.regions {
+            let leader = region
+                .leader
+                .map_or_else(|| "none".to_string(), |leader| leader.to_string());
+            text.push_str(&format!(
+                "    region {}: {}, leader {leader} ({}), unwritable {}\n",
+                region.region,
+                region.outcome,
+                region.leader_state,
+                millis_text(region.unwritable_ms)
+            ));
         }
     }
     for failure in &outcome.failures {
