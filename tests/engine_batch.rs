@@ -218,7 +218,7 @@ async fn a_region_open_alone_or_in_another_batch_refuses_the_whole_batch() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_region_already_on_the_target_is_done_and_one_of_another_leader_is_refused_alone() {
+async fn start_ends_a_region_already_on_the_target_and_aborts_one_of_another_leader() {
     let setup = setup();
     let engine = setup.engine().await;
     // Move region 1 to peer 2 and region 2 to peer 3 first.
@@ -241,27 +241,66 @@ async fn a_region_already_on_the_target_is_done_and_one_of_another_leader_is_ref
         .submit_batch(batch(&[1, 2, 3], 1, 2))
         .await
         .expect("accepted");
-    assert!(matches!(
-        submitted.regions[0],
-        (r, BatchRegionStart::AlreadyMigrated) if r == region(1)
-    ));
-    match &submitted.regions[1] {
-        (r, BatchRegionStart::Refused(error)) => {
-            assert_eq!(*r, region(2));
+    let mut outcomes = Vec::new();
+    let mut paths = Vec::new();
+    for (_, start) in &submitted.regions {
+        let state = engine.wait(started(start)).await.expect("finishes");
+        outcomes.push(state.outcome);
+        paths.push(
+            state
+                .collapsed_path()
+                .into_iter()
+                .map(|state| state.name())
+                .collect::<Vec<_>>(),
+        );
+        if state.outcome == Some(Outcome::Aborted) {
             assert_eq!(
-                error.to_string(),
-                "invalid argument: incorrect from_peer: region 1024:2 is led by datanode 3, not \
-                 datanode 1"
+                state.final_error.as_deref(),
+                Some("migration aborted: invalid region leader peer: expected 1, found 3")
             );
         }
-        other => panic!("expected region 2 refused, got {other:?}"),
     }
-    let id = started(&submitted.regions[2].1);
-    let state = engine.wait(id).await.expect("finishes");
-    assert_eq!(state.outcome, Some(Outcome::Completed));
+    assert_eq!(
+        outcomes,
+        vec![
+            Some(Outcome::Completed),
+            Some(Outcome::Aborted),
+            Some(Outcome::Completed)
+        ]
+    );
+    assert_eq!(paths[0], vec!["Start", "End"]);
+    assert_eq!(paths[1], vec!["Start", "Abort"]);
+    assert_eq!(BatchOutcome::of(&outcomes), Some(BatchOutcome::Partial));
+    assert_eq!(
+        region_route(&setup.metadata, region(2)).leader_id(),
+        Some(3)
+    );
     assert_eq!(
         region_route(&setup.metadata, region(3)).leader_id(),
         Some(2)
     );
+    engine.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_region_without_a_route_is_refused_alone_and_the_others_move() {
+    let setup = setup();
+    let engine = setup.engine().await;
+    let submitted = engine
+        .submit_batch(batch(&[1, 9], 1, 2))
+        .await
+        .expect("accepted");
+    match &submitted.regions[1] {
+        (r, BatchRegionStart::Refused(error)) => {
+            assert_eq!(*r, region(9));
+            assert_eq!(error.kind(), "region_route_not_found");
+        }
+        other => panic!("expected region 9 refused, got {other:?}"),
+    }
+    let state = engine
+        .wait(started(&submitted.regions[0].1))
+        .await
+        .expect("finishes");
+    assert_eq!(state.outcome, Some(Outcome::Completed));
     engine.shutdown().await;
 }

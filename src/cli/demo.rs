@@ -390,7 +390,6 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                             for (region_id, start) in submitted.regions {
                                 match start {
                                     BatchRegionStart::Started(id) => ids.push(id),
-                                    BatchRegionStart::AlreadyMigrated => {}
                                     BatchRegionStart::Refused(error) => {
                                         say(format!("  {region_id}: not submitted: {error}"))
                                     }

@@ -345,16 +345,19 @@ impl Engine {
         let Some(submitted) = validated else {
             return Ok(SubmitOutcome::AlreadyMigrated);
         };
-        self.start(&request, submitted, None).await
+        self.start(&request, submitted, None)
+            .await
+            .map(SubmitOutcome::Started)
     }
 
     /// Submits a batch (spec R2.5): many regions from one peer to one peer. The whole batch
-    /// is refused when a region is listed twice, when from and to are one peer, or when any
-    /// region already has an open migration (alone or in another batch). Otherwise each
-    /// region is validated on its own: one already led by `to_peer` counts as done, one whose
-    /// leader is not `from_peer` (or that cannot be validated) is refused alone, and every
-    /// other region starts as a procedure of the batch, with its own events, deadline,
-    /// budget and retries, so a region whose step fails is rolled back alone.
+    /// is refused when it is empty, a region is listed twice, from and to are one peer, or
+    /// any region already has an open migration (alone or in another batch). Otherwise each
+    /// region whose route and table exist starts as a procedure of the batch, with its own
+    /// events, deadline, budget and retries, so a region whose step fails is rolled back
+    /// alone; its Start ends it at once when it is already on `to_peer` (done) and aborts it
+    /// when its leader is not `from_peer`, both recorded in its log. A region whose table or
+    /// route is missing is refused alone.
     pub async fn submit_batch(&self, batch: BatchRequest) -> Result<BatchSubmitted, SubmitError> {
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
@@ -365,18 +368,15 @@ impl Engine {
         let mut regions = Vec::with_capacity(batch.regions.len());
         for &region_id in &batch.regions {
             let request = batch.request(region_id);
-            let start = match submit::validate(&self.inner, &request).await {
-                Ok(None) => BatchRegionStart::AlreadyMigrated,
-                Ok(Some(submitted)) => {
-                    match self
-                        .start(&request, submitted, Some((batch_id, &batch.regions)))
+            let started = match submit::validate_batch_region(&self.inner, &request).await {
+                Ok(submitted) => {
+                    self.start(&request, submitted, Some((batch_id, &batch.regions)))
                         .await
-                    {
-                        Ok(SubmitOutcome::Started(id)) => BatchRegionStart::Started(id),
-                        Ok(SubmitOutcome::AlreadyMigrated) => BatchRegionStart::AlreadyMigrated,
-                        Err(error) => BatchRegionStart::Refused(error),
-                    }
                 }
+                Err(error) => Err(error),
+            };
+            let start = match started {
+                Ok(id) => BatchRegionStart::Started(id),
                 Err(error) => BatchRegionStart::Refused(error),
             };
             regions.push((region_id, start));
@@ -391,7 +391,7 @@ impl Engine {
         request: &MigrationRequest,
         submitted: MigrationEvent,
         batch: Option<(Uuid, &[RegionId])>,
-    ) -> Result<SubmitOutcome, SubmitError> {
+    ) -> Result<Uuid, SubmitError> {
         let mut recorded = vec![submitted];
         if let Some((batch_id, regions)) = batch {
             recorded.push(MigrationEvent::BatchJoined {
@@ -442,7 +442,7 @@ impl Engine {
             recorded.len() as u64 + 1,
             Observation::Begin,
         );
-        Ok(SubmitOutcome::Started(procedure_id))
+        Ok(procedure_id)
     }
 
     /// Asks a running procedure to cancel; it rolls back unless the new route is written.

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::Inner;
 use crate::cluster::MetadataError;
-use crate::domain::{Peer, RegionId, TableId, TableRoute};
+use crate::domain::{Peer, RegionId, RegionRoute, TableId, TableRoute};
 use crate::log::{AppendConflict, LogError};
 use crate::migration::{MigrationEvent, MigrationTask, DEFAULT_TIMEOUT_MS};
 
@@ -88,9 +88,9 @@ impl BatchRequest {
 pub enum BatchRegionStart {
     /// Its procedure was created and started.
     Started(Uuid),
-    /// It is already led by `to_peer`: done, no procedure.
-    AlreadyMigrated,
-    /// It was refused alone (e.g. its leader is not `from_peer`); the others went on.
+    /// It was refused alone (its table or region route, or its table info, is missing, or
+    /// the metadata store failed); the others went on. A region already on `to_peer` or led
+    /// by another peer is not refused: its procedure's Start ends or aborts it.
     Refused(SubmitError),
 }
 
@@ -191,6 +191,43 @@ pub(crate) async fn validate(
     inner: &Inner,
     request: &MigrationRequest,
 ) -> Result<Option<MigrationEvent>, SubmitError> {
+    let region_route = checked_route(inner, request).await?;
+    let region_id = request.region_id;
+    // 4.
+    let leader = region_route.leader_id();
+    if leader == Some(request.to_peer.id) && !region_route.is_leader_downgrading() {
+        return Ok(None);
+    }
+    // 5.
+    if leader != Some(request.from_peer.id) {
+        return Err(SubmitError::InvalidArgument {
+            message: format!(
+                "incorrect from_peer: region {region_id} is led by {}, not datanode {}",
+                leader.map_or("no datanode".to_string(), |id| format!("datanode {id}")),
+                request.from_peer.id
+            ),
+        });
+    }
+    submitted_event(inner, request).await.map(Some)
+}
+
+/// The validations of one region of a batch: those of [`validate`] but the leader's (4 and
+/// 5). Its procedure's Start ends it when the region is already on `to_peer` and aborts it
+/// when its leader is not `from_peer` (spec R2.5), both recorded in its log.
+pub(crate) async fn validate_batch_region(
+    inner: &Inner,
+    request: &MigrationRequest,
+) -> Result<MigrationEvent, SubmitError> {
+    checked_route(inner, request).await?;
+    submitted_event(inner, request).await
+}
+
+/// Validations 1 to 3: no open migration of the region, two peers, a physical table route
+/// with the region; returns the region's route.
+async fn checked_route(
+    inner: &Inner,
+    request: &MigrationRequest,
+) -> Result<RegionRoute, SubmitError> {
     let region_id = request.region_id;
     let table_id = region_id.table_id();
     // 1. One open migration per region, from the log: it holds across restarts.
@@ -217,31 +254,25 @@ pub(crate) async fn validate(
     if let TableRoute::Logical { .. } = route.route {
         return Err(SubmitError::LogicalTable { table_id });
     }
-    let Some(region_route) = route.route.region_route(region_id) else {
-        return Err(SubmitError::RegionRouteNotFound { region_id });
-    };
-    // 4.
-    let leader = region_route.leader_id();
-    if leader == Some(request.to_peer.id) && !region_route.is_leader_downgrading() {
-        return Ok(None);
-    }
-    // 5.
-    if leader != Some(request.from_peer.id) {
-        return Err(SubmitError::InvalidArgument {
-            message: format!(
-                "incorrect from_peer: region {region_id} is led by {}, not datanode {}",
-                leader.map_or("no datanode".to_string(), |id| format!("datanode {id}")),
-                request.from_peer.id
-            ),
-        });
-    }
-    // 6.
-    let Some(info) = metadata.table_info(table_id).await? else {
+    route
+        .route
+        .region_route(region_id)
+        .cloned()
+        .ok_or(SubmitError::RegionRouteNotFound { region_id })
+}
+
+/// Validation 6 (the table info) and the submitted event.
+async fn submitted_event(
+    inner: &Inner,
+    request: &MigrationRequest,
+) -> Result<MigrationEvent, SubmitError> {
+    let table_id = request.region_id.table_id();
+    let Some(info) = inner.ports.submit_metadata.table_info(table_id).await? else {
         return Err(SubmitError::TableInfoNotFound { table_id });
     };
-    Ok(Some(MigrationEvent::Submitted {
+    Ok(MigrationEvent::Submitted {
         task: MigrationTask {
-            region_id,
+            region_id: request.region_id,
             from_peer: request.from_peer.clone(),
             to_peer: request.to_peer.clone(),
             timeout_ms: request.timeout_ms,
@@ -252,7 +283,7 @@ pub(crate) async fn validate(
         policy: inner.config.retry_policy.clone(),
         trigger: request.trigger.clone(),
         reason: request.reason.clone(),
-    }))
+    })
 }
 
 /// The checks that refuse a whole batch: no region, a region listed twice, one peer as both

@@ -642,18 +642,10 @@ impl BatchResults<'_> {
         let mut max_events = 0;
         for (region, start) in regions {
             let (outcome, route, unwritable_ms) = match start {
-                BatchRegionStart::AlreadyMigrated => (
-                    Some(Outcome::Completed),
-                    cluster.metadata().region_route_now(*region),
-                    0,
-                ),
+                // Refused alone (its table or route is missing): it did not complete.
                 BatchRegionStart::Refused(error) => {
                     errors.push(format!("region {region}: {}: {error}", error.kind()));
-                    (
-                        Some(Outcome::Aborted),
-                        cluster.metadata().region_route_now(*region),
-                        0,
-                    )
+                    (None, cluster.metadata().region_route_now(*region), 0)
                 }
                 BatchRegionStart::Started(id) => {
                     let events = load_procedure(engine.log(), *id).map_err(EngineError::from)?;
@@ -696,15 +688,26 @@ impl BatchResults<'_> {
             };
             let route_part = route_result(*region, route.as_ref());
             result.unwritable_ms = result.unwritable_ms.max(unwritable_ms);
+            let refused = matches!(start, BatchRegionStart::Refused(_));
             result.regions.push(RegionResult {
                 region: region.to_string(),
-                outcome: outcome.map_or("running", Outcome::name).to_string(),
+                outcome: match outcome {
+                    Some(outcome) => outcome.name(),
+                    None if refused => "rejected",
+                    None => "running",
+                }
+                .to_string(),
                 leader: route_part.leader,
                 followers: route_part.followers,
                 leader_state: route_part.leader_state,
                 unwritable_ms,
             });
-            outcomes.push(outcome);
+            // For the batch's outcome a refused region counts as not completed.
+            outcomes.push(if refused {
+                Some(Outcome::Aborted)
+            } else {
+                outcome
+            });
         }
         result.outcome = BatchOutcome::of(&outcomes)
             .map_or("running", BatchOutcome::name)
