@@ -189,6 +189,10 @@ fn one_of_each() -> Vec<MigrationEvent> {
             peer: 1,
             last_heartbeat_ms: Some(1_767_225_600_000),
         },
+        MigrationEvent::BatchJoined {
+            batch_id: uuid::Uuid::from_u128(0x0190_a1b2_c3d4_7e5f_8a9b_0c1d_2e3f_4a5b),
+            regions: vec![RegionId::new(1024, 1), RegionId::new(1024, 2)],
+        },
     ]
 }
 

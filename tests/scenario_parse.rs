@@ -87,6 +87,7 @@ fn completed_result() -> MigrationResult {
         virtual_time_ms: 1_520,
         unwritable_ms: 0,
         events: 23,
+        regions: Vec::new(),
     }
 }
 
@@ -130,6 +131,7 @@ mod scenario_examples {
             }),
             migrations: vec![MigrationSpec {
                 region: RegionId::new(1024, 1),
+                regions: Vec::new(),
                 from: 1,
                 to: 2,
                 timeout_ms: 10_000,
@@ -139,6 +141,7 @@ mod scenario_examples {
             }],
             scripts: vec![ScriptSpec {
                 peer: 2,
+                region: None,
                 instruction: InstructionKind::OpenRegion,
                 replies: vec![
                     ReplyToken::Timeout,
@@ -169,6 +172,7 @@ mod scenario_examples {
                 min_virtual_time_ms: None,
                 max_unwritable_ms: None,
                 settle_ms: None,
+                regions: Default::default(),
             }],
             source: "tests/scenario_parse/valid/open_candidate_retry.toml".to_string(),
         };
@@ -203,6 +207,7 @@ mod scenario_examples {
             }),
             migrations: vec![MigrationSpec {
                 region: RegionId::new(1, 1),
+                regions: Vec::new(),
                 from: 3,
                 to: 1,
                 timeout_ms: 10_000,
@@ -254,6 +259,7 @@ mod scenario_examples {
             workload: None,
             migrations: vec![MigrationSpec {
                 region: RegionId::new(7, 3),
+                regions: Vec::new(),
                 from: 1,
                 to: 2,
                 timeout_ms: 5_000,
@@ -263,6 +269,7 @@ mod scenario_examples {
             }],
             scripts: vec![ScriptSpec {
                 peer: 2,
+                region: None,
                 instruction: InstructionKind::UpgradeRegion,
                 replies: vec![ReplyToken::NotReady; 4],
             }],
@@ -394,6 +401,7 @@ sent = { "01.close_region" = 0, "2.upgrade_region" = 4 }
             vec![
                 MigrationSpec {
                     region: RegionId::new(5, 4),
+                    regions: Vec::new(),
                     from: 2,
                     to: 1,
                     timeout_ms: 90_000,
@@ -403,6 +411,7 @@ sent = { "01.close_region" = 0, "2.upgrade_region" = 4 }
                 },
                 MigrationSpec {
                     region: RegionId::new(5, 4),
+                    regions: Vec::new(),
                     from: 1,
                     to: 1,
                     timeout_ms: 10_000,
@@ -412,6 +421,7 @@ sent = { "01.close_region" = 0, "2.upgrade_region" = 4 }
                 },
                 MigrationSpec {
                     region: RegionId::new(99, 1),
+                    regions: Vec::new(),
                     from: 7,
                     to: 3,
                     timeout_ms: 10_000,
@@ -865,7 +875,7 @@ mod scenario_invalid_files {
         assert_eq!(
         inline_error(&text),
         "inline.toml:17: field `expect.outcome`: unknown outcome \"complete\" (expected one of \
-         completed, aborted, failed, noop, rejected)"
+         completed, aborted, failed, noop, rejected, partial)"
     );
         let text = format!("{MINIMAL}\n[expect]\nleader_state = \"Downgrading\"\n");
         assert_eq!(
@@ -961,7 +971,7 @@ mod scenario_invalid_files {
         assert_eq!(
             inline_error(&text),
             "inline.toml:22: field `expect_more[0].outcom`: unknown key (expected one of outcome, \
-         error, path, leader, followers, leader_state, sent, max_virtual_time, min_virtual_time, max_unwritable, settle)"
+         error, path, leader, followers, leader_state, sent, max_virtual_time, min_virtual_time, max_unwritable, settle, regions)"
         );
     }
 }
@@ -1020,6 +1030,7 @@ mod scenario_expectations {
             min_virtual_time_ms: Some(2_000),
             max_unwritable_ms: None,
             settle_ms: None,
+            regions: Default::default(),
         };
         assert_eq!(
         check_expectations(&expect, &completed_result(), 1),
@@ -1057,6 +1068,7 @@ mod scenario_expectations {
             virtual_time_ms: 0,
             unwritable_ms: 0,
             events: 0,
+            regions: Vec::new(),
         };
         let matching = Expectations {
             outcome: Some(ExpectedOutcome::Rejected),
@@ -1154,6 +1166,7 @@ mod scenario_results {
             virtual_time_ms: 0,
             unwritable_ms: 0,
             events: 0,
+            regions: Vec::new(),
         };
         assert_eq!(
             serde_json::to_string(&rejected).unwrap(),

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`table`]: figures, targets, and the one table they print as.
 //! - [`appends`]: figure 1, durable appends beside the raw write + fdatasync loop.
+//! - [`batch`]: issue 12, evacuating a datanode as single migrations and as one batch.
 //! - [`world`]: the zero-latency cluster: a mailbox that answers at once, one table per
 //!   region in a metadata store.
 //! - [`driver`]: runs `migration::decide` against that cluster with a pluggable recorder.
@@ -20,6 +21,7 @@
 //! - [`runtime`]: the tokio runtimes measurements run on.
 
 pub mod appends;
+pub mod batch;
 pub mod campaign;
 pub mod child;
 pub mod driver;

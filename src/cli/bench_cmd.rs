@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Build the recovery fixtures afresh in the scratch directory.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+    /// Only issue 12's measurement: evacuate a datanode leading this many regions of one
+    /// table as single migrations and as one batch (e.g. 100).
+    #[arg(long, conflicts_with = "only")]
+    pub batch_evacuation: Option<u32>,
 }
 
 /// The default fixture cache: `target/regmig-bench-cache` under the current directory, when
@@ -46,6 +50,28 @@ pub fn run(args: BenchArgs) -> u8 {
     // A measurement that needs a process of its own (see `bench::child`).
     if let Some(code) = child::run_from_env() {
         return code;
+    }
+    if let Some(regions) = args.batch_evacuation {
+        return match bench::batch::evacuation(regions.max(1)) {
+            Ok(figures) if args.json => match serde_json::to_string_pretty(&figures) {
+                Ok(json) => {
+                    println!("{json}");
+                    0
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    super::EXIT_FAILED
+                }
+            },
+            Ok(figures) => {
+                print!("{}", bench::batch::render(&figures));
+                0
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                super::EXIT_FAILED
+            }
+        };
     }
     let mut sections = Vec::new();
     for number in &args.only {

@@ -185,6 +185,9 @@ pub struct ListArgs {
     /// open or finished.
     #[arg(long, value_parser = parse_state_filter, value_name = "STATE")]
     pub state: Option<StateFilter>,
+    /// Only the regions of this batch (its id, as `show` prints it): one row per region.
+    #[arg(long, value_name = "BATCH_ID")]
+    pub batch: Option<uuid::Uuid>,
 }
 
 /// Arguments of `show`.
@@ -258,7 +261,14 @@ fn run_list(args: &ListArgs) -> Result<u8, CliError> {
     let selected: Vec<(Summary, MigrationState)> = select_summaries(&log, &selection)?
         .into_iter()
         .filter(|(summary, state)| {
-            args.filter.keeps(summary) && args.state.is_none_or(|filter| filter.keeps(state))
+            args.filter.keeps(summary)
+                && args.state.is_none_or(|filter| filter.keeps(state))
+                && args.batch.is_none_or(|batch_id| {
+                    state
+                        .batch
+                        .as_ref()
+                        .is_some_and(|batch| batch.batch_id == batch_id)
+                })
         })
         .collect();
     let summaries: Vec<&Summary> = selected.iter().map(|(summary, _)| summary).collect();
@@ -392,6 +402,17 @@ pub fn render_show(detail: &Detail) -> String {
     );
     field("trigger", summary.trigger.clone());
     field("reason", or_dash(summary.reason.as_ref()));
+    if let Some(batch) = &summary.batch {
+        field(
+            "batch",
+            format!(
+                "{} ({} regions: {})",
+                batch.batch_id,
+                batch.regions.len(),
+                batch.regions.join(", ")
+            ),
+        );
+    }
     field("submitted", summary.submitted_at.clone());
     field("finished", or_dash(summary.finished_at.as_ref()));
     field("duration", format_duration(summary.duration_ms));

@@ -15,6 +15,15 @@ use crate::log::{EventLog, LogError};
 use crate::migration::events::kind_name;
 use crate::migration::{fold, MigrationEvent, MigrationState, RouteChange, TimedEvent};
 
+/// The batch a migration belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchSummary {
+    /// The batch's id (shared by the procedures of all its regions).
+    pub batch_id: String,
+    /// Every region the batch moves, "TABLE:NUMBER".
+    pub regions: Vec<String>,
+}
+
 /// One migration in a line: what, when, why, how it ended. A row of `list` and `audit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Summary {
@@ -34,6 +43,10 @@ pub struct Summary {
     pub trigger: String,
     /// The operator's reason, if one was given.
     pub reason: Option<String>,
+    /// The batch this region's migration belongs to (spec R2.5): its id and every region
+    /// it moves; absent for a single-region migration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSummary>,
     /// The state the migration is in (its last state entered).
     pub state: &'static str,
     /// running, waiting, retrying, rolling_back, completed, aborted or failed.
@@ -115,6 +128,10 @@ pub fn summary_of(
         to_peer: task.to_peer.id,
         trigger: state.trigger.clone(),
         reason: state.reason.clone(),
+        batch: state.batch.as_ref().map(|batch| BatchSummary {
+            batch_id: batch.batch_id.to_string(),
+            regions: batch.regions.iter().map(ToString::to_string).collect(),
+        }),
         state: state.state.name(),
         status: state.status().name(),
         outcome: state.outcome.map(|outcome| outcome.name()),

@@ -6,6 +6,8 @@
 //! intervals, the slow path's lease wait, backoffs) with each retry as a red line across
 //! the row and each resume after a restart as a dashed one. A legend explains the colours.
 //!
+//! The id of a region's migration inside a batch draws the batch: one row per region.
+//!
 //! `--region R` draws the region's whole history, one row per migration, all on the same
 //! relative axis so their durations compare at a glance (each row's label gives its
 //! submit time).
@@ -123,9 +125,32 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
             ));
         };
         let events = load_history(&log, procedure_id)?;
-        let row = row_of(procedure_id, &events)?;
-        title = format!("migration {procedure_id}");
-        rows.push(row);
+        match crate::migration::fold(&events).batch {
+            // A region of a batch: one row per region of the batch (spec R2.5).
+            Some(batch) => {
+                for region in &batch.regions {
+                    for (_, member) in log.procedures_by_region(region.as_u64(), 0, u64::MAX)? {
+                        let member_events = load_history(&log, member)?;
+                        let joined = crate::migration::fold(&member_events)
+                            .batch
+                            .is_some_and(|of| of.batch_id == batch.batch_id);
+                        if joined {
+                            rows.push(row_of(member, &member_events)?);
+                        }
+                    }
+                }
+                title = format!(
+                    "batch {}: {} regions ({} migrations drawn)",
+                    batch.batch_id,
+                    batch.regions.len(),
+                    rows.len()
+                );
+            }
+            None => {
+                rows.push(row_of(procedure_id, &events)?);
+                title = format!("migration {procedure_id}");
+            }
+        }
     }
     let picture = render_svg(&title, &rows, rows_omitted);
     std::fs::write(&args.output_file, &picture.svg).map_err(|source| CliError::Write {

@@ -21,7 +21,9 @@ use uuid::Uuid;
 
 pub use locks::LockTable;
 pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
-pub use submit::{MigrationRequest, SubmitError, SubmitOutcome};
+pub use submit::{
+    BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitError, SubmitOutcome,
+};
 
 use crate::cluster::Ports;
 use crate::domain::RegionId;
@@ -343,6 +345,60 @@ impl Engine {
         let Some(submitted) = validated else {
             return Ok(SubmitOutcome::AlreadyMigrated);
         };
+        self.start(&request, submitted, None)
+            .await
+            .map(SubmitOutcome::Started)
+    }
+
+    /// Submits a batch (spec R2.5): many regions from one peer to one peer. The whole batch
+    /// is refused when it is empty, a region is listed twice, from and to are one peer, or
+    /// any region already has an open migration (alone or in another batch). Otherwise each
+    /// region whose route and table exist starts as a procedure of the batch, with its own
+    /// events, deadline, budget and retries, so a region whose step fails is rolled back
+    /// alone; its Start ends it at once when it is already on `to_peer` (done) and aborts it
+    /// when its leader is not `from_peer`, both recorded in its log. A region whose table or
+    /// route is missing is refused alone.
+    pub async fn submit_batch(&self, batch: BatchRequest) -> Result<BatchSubmitted, SubmitError> {
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        submit::validate_batch(&self.inner, &batch)?;
+        let now_ms = self.inner.ports.clock.now_ms();
+        let batch_id = crate::cluster::new_procedure_id(now_ms, self.inner.ports.entropy.as_ref());
+        let mut regions = Vec::with_capacity(batch.regions.len());
+        for &region_id in &batch.regions {
+            let request = batch.request(region_id);
+            let started = match submit::validate_batch_region(&self.inner, &request).await {
+                Ok(submitted) => {
+                    self.start(&request, submitted, Some((batch_id, &batch.regions)))
+                        .await
+                }
+                Err(error) => Err(error),
+            };
+            let start = match started {
+                Ok(id) => BatchRegionStart::Started(id),
+                Err(error) => BatchRegionStart::Refused(error),
+            };
+            regions.push((region_id, start));
+        }
+        info!(%batch_id, regions = batch.regions.len(), from = batch.from_peer.id, to = batch.to_peer.id, "batch submitted");
+        Ok(BatchSubmitted { batch_id, regions })
+    }
+
+    /// Records a validated submission (with its batch, if any) and starts the procedure.
+    async fn start(
+        &self,
+        request: &MigrationRequest,
+        submitted: MigrationEvent,
+        batch: Option<(Uuid, &[RegionId])>,
+    ) -> Result<Uuid, SubmitError> {
+        let mut recorded = vec![submitted];
+        if let Some((batch_id, regions)) = batch {
+            recorded.push(MigrationEvent::BatchJoined {
+                batch_id,
+                regions: regions.to_vec(),
+            });
+        }
         let now_ms = self.inner.ports.clock.now_ms();
         let procedure_id =
             crate::cluster::new_procedure_id(now_ms, self.inner.ports.entropy.as_ref());
@@ -350,7 +406,7 @@ impl Engine {
         let append = AppendRequest {
             procedure_id,
             expected_next_seq: 1,
-            events: encode_events(now_ms, std::slice::from_ref(&submitted)),
+            events: encode_events(now_ms, &recorded),
             opens: Some(OpenProcedure {
                 region_id: region_id.as_u64(),
                 peers: vec![request.from_peer.id, request.to_peer.id],
@@ -375,11 +431,18 @@ impl Engine {
             Err(conflict) => return Err(SubmitError::AppendConflict(conflict)),
         }
         let mut state = MigrationState::default();
-        state.apply(now_ms, &submitted);
-        self.inner.after_append(procedure_id, 1, now_ms, &submitted);
+        for (seq, event) in (1..).zip(&recorded) {
+            state.apply(now_ms, event);
+            self.inner.after_append(procedure_id, seq, now_ms, event);
+        }
         info!(%procedure_id, region = %region_id, from = request.from_peer.id, to = request.to_peer.id, "migration submitted");
-        self.spawn(procedure_id, state, 2, Observation::Begin);
-        Ok(SubmitOutcome::Started(procedure_id))
+        self.spawn(
+            procedure_id,
+            state,
+            recorded.len() as u64 + 1,
+            Observation::Begin,
+        );
+        Ok(procedure_id)
     }
 
     /// Asks a running procedure to cancel; it rolls back unless the new route is written.

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::Inner;
 use crate::cluster::MetadataError;
-use crate::domain::{Peer, RegionId, TableId, TableRoute};
+use crate::domain::{Peer, RegionId, RegionRoute, TableId, TableRoute};
 use crate::log::{AppendConflict, LogError};
 use crate::migration::{MigrationEvent, MigrationTask, DEFAULT_TIMEOUT_MS};
 
@@ -37,6 +37,70 @@ impl MigrationRequest {
             reason: None,
         }
     }
+}
+
+/// A batch to submit (spec R2.5): many regions, of one or more tables, all moving from one
+/// peer to one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRequest {
+    /// The regions to move, each at most once.
+    pub regions: Vec<RegionId>,
+    /// Their current leader.
+    pub from_peer: Peer,
+    /// Their new leader.
+    pub to_peer: Peer,
+    /// Budget for downgrade and upgrade together, per region (default 10 s).
+    pub timeout_ms: u64,
+    /// What asked for it (e.g. "evacuate peer 3").
+    pub trigger: String,
+    /// The operator's reason, if any.
+    pub reason: Option<String>,
+}
+
+impl BatchRequest {
+    /// A batch with the default timeout, triggered by an operator.
+    pub fn new(regions: Vec<RegionId>, from_peer: Peer, to_peer: Peer) -> Self {
+        BatchRequest {
+            regions,
+            from_peer,
+            to_peer,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            trigger: "operator".to_string(),
+            reason: None,
+        }
+    }
+
+    /// The single-region request of one of its regions.
+    pub fn request(&self, region_id: RegionId) -> MigrationRequest {
+        MigrationRequest {
+            region_id,
+            from_peer: self.from_peer.clone(),
+            to_peer: self.to_peer.clone(),
+            timeout_ms: self.timeout_ms,
+            trigger: self.trigger.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// How one region of a batch started.
+#[derive(Debug)]
+pub enum BatchRegionStart {
+    /// Its procedure was created and started.
+    Started(Uuid),
+    /// It was refused alone (its table or region route, or its table info, is missing, or
+    /// the metadata store failed); the others went on. A region already on `to_peer` or led
+    /// by another peer is not refused: its procedure's Start ends or aborts it.
+    Refused(SubmitError),
+}
+
+/// What a batch submit came to.
+#[derive(Debug)]
+pub struct BatchSubmitted {
+    /// The batch's id, recorded in each of its procedures.
+    pub batch_id: Uuid,
+    /// Each region, in the order submitted.
+    pub regions: Vec<(RegionId, BatchRegionStart)>,
 }
 
 /// What a submit came to.
@@ -127,6 +191,43 @@ pub(crate) async fn validate(
     inner: &Inner,
     request: &MigrationRequest,
 ) -> Result<Option<MigrationEvent>, SubmitError> {
+    let region_route = checked_route(inner, request).await?;
+    let region_id = request.region_id;
+    // 4.
+    let leader = region_route.leader_id();
+    if leader == Some(request.to_peer.id) && !region_route.is_leader_downgrading() {
+        return Ok(None);
+    }
+    // 5.
+    if leader != Some(request.from_peer.id) {
+        return Err(SubmitError::InvalidArgument {
+            message: format!(
+                "incorrect from_peer: region {region_id} is led by {}, not datanode {}",
+                leader.map_or("no datanode".to_string(), |id| format!("datanode {id}")),
+                request.from_peer.id
+            ),
+        });
+    }
+    submitted_event(inner, request).await.map(Some)
+}
+
+/// The validations of one region of a batch: those of [`validate`] but the leader's (4 and
+/// 5). Its procedure's Start ends it when the region is already on `to_peer` and aborts it
+/// when its leader is not `from_peer` (spec R2.5), both recorded in its log.
+pub(crate) async fn validate_batch_region(
+    inner: &Inner,
+    request: &MigrationRequest,
+) -> Result<MigrationEvent, SubmitError> {
+    checked_route(inner, request).await?;
+    submitted_event(inner, request).await
+}
+
+/// Validations 1 to 3: no open migration of the region, two peers, a physical table route
+/// with the region; returns the region's route.
+async fn checked_route(
+    inner: &Inner,
+    request: &MigrationRequest,
+) -> Result<RegionRoute, SubmitError> {
     let region_id = request.region_id;
     let table_id = region_id.table_id();
     // 1. One open migration per region, from the log: it holds across restarts.
@@ -153,31 +254,25 @@ pub(crate) async fn validate(
     if let TableRoute::Logical { .. } = route.route {
         return Err(SubmitError::LogicalTable { table_id });
     }
-    let Some(region_route) = route.route.region_route(region_id) else {
-        return Err(SubmitError::RegionRouteNotFound { region_id });
-    };
-    // 4.
-    let leader = region_route.leader_id();
-    if leader == Some(request.to_peer.id) && !region_route.is_leader_downgrading() {
-        return Ok(None);
-    }
-    // 5.
-    if leader != Some(request.from_peer.id) {
-        return Err(SubmitError::InvalidArgument {
-            message: format!(
-                "incorrect from_peer: region {region_id} is led by {}, not datanode {}",
-                leader.map_or("no datanode".to_string(), |id| format!("datanode {id}")),
-                request.from_peer.id
-            ),
-        });
-    }
-    // 6.
-    let Some(info) = metadata.table_info(table_id).await? else {
+    route
+        .route
+        .region_route(region_id)
+        .cloned()
+        .ok_or(SubmitError::RegionRouteNotFound { region_id })
+}
+
+/// Validation 6 (the table info) and the submitted event.
+async fn submitted_event(
+    inner: &Inner,
+    request: &MigrationRequest,
+) -> Result<MigrationEvent, SubmitError> {
+    let table_id = request.region_id.table_id();
+    let Some(info) = inner.ports.submit_metadata.table_info(table_id).await? else {
         return Err(SubmitError::TableInfoNotFound { table_id });
     };
-    Ok(Some(MigrationEvent::Submitted {
+    Ok(MigrationEvent::Submitted {
         task: MigrationTask {
-            region_id,
+            region_id: request.region_id,
             from_peer: request.from_peer.clone(),
             to_peer: request.to_peer.clone(),
             timeout_ms: request.timeout_ms,
@@ -188,5 +283,40 @@ pub(crate) async fn validate(
         policy: inner.config.retry_policy.clone(),
         trigger: request.trigger.clone(),
         reason: request.reason.clone(),
-    }))
+    })
+}
+
+/// The checks that refuse a whole batch: no region, a region listed twice, one peer as both
+/// ends, or a region that already has an open migration (alone or in another batch).
+pub(crate) fn validate_batch(inner: &Inner, batch: &BatchRequest) -> Result<(), SubmitError> {
+    if batch.regions.is_empty() {
+        return Err(SubmitError::InvalidArgument {
+            message: "a batch needs at least one region".to_string(),
+        });
+    }
+    for (index, region_id) in batch.regions.iter().enumerate() {
+        if batch.regions[..index].contains(region_id) {
+            return Err(SubmitError::InvalidArgument {
+                message: format!("region {region_id} is listed twice in the batch"),
+            });
+        }
+    }
+    if batch.from_peer.id == batch.to_peer.id {
+        return Err(SubmitError::InvalidArgument {
+            message: format!(
+                "from_peer and to_peer are both datanode {} (batch of {} regions)",
+                batch.from_peer.id,
+                batch.regions.len()
+            ),
+        });
+    }
+    for region_id in &batch.regions {
+        if let Some(procedure_id) = inner.log.open_procedure_of_region(region_id.as_u64())? {
+            return Err(SubmitError::MigrationRunning {
+                region_id: *region_id,
+                procedure_id,
+            });
+        }
+    }
+    Ok(())
 }

@@ -505,6 +505,16 @@ pub enum MigrationEvent {
         /// Its last heartbeat (ms since the epoch); `None` when unknown.
         last_heartbeat_ms: Option<u64>,
     },
+    /// The procedure moves one region of a batch (spec R2.5); recorded with the submit, right
+    /// after [`MigrationEvent::Submitted`]. Every region of a batch is its own procedure with
+    /// its own events, deadline, budget and retries, so each resumes where its events end and
+    /// each is rolled back alone; this event ties them together.
+    BatchJoined {
+        /// The batch's id (shared by all its procedures).
+        batch_id: uuid::Uuid,
+        /// Every region the batch was asked to move, in the order submitted.
+        regions: Vec<RegionId>,
+    },
 }
 
 /// The role an event plays when a log is replayed against today's decision logic.
@@ -549,6 +559,7 @@ impl MigrationEvent {
             MigrationEvent::RollbackFinished { .. } => 25,
             MigrationEvent::Finished { .. } => 26,
             MigrationEvent::LastHeartbeatRead { .. } => 27,
+            MigrationEvent::BatchJoined { .. } => 28,
         }
     }
 
@@ -562,6 +573,7 @@ impl MigrationEvent {
         match self {
             MigrationEvent::Submitted { .. }
             | MigrationEvent::LockWaitStarted { .. }
+            | MigrationEvent::BatchJoined { .. }
             | MigrationEvent::CancelRefused { .. } => EventRole::Note,
             MigrationEvent::LocksAcquired { .. }
             | MigrationEvent::Resumed
@@ -644,6 +656,7 @@ pub fn kind_name(kind: u16) -> Option<&'static str> {
         25 => "RollbackFinished",
         26 => "Finished",
         27 => "LastHeartbeatRead",
+        28 => "BatchJoined",
         _ => return None,
     })
 }

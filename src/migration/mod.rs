@@ -19,4 +19,4 @@ pub use events::{
     ErrorKind, EventRole, Hook, MigrationEvent, MigrationTask, Outcome, RetryPolicy, RouteChange,
     StateName, StepError, TimedEvent, WaitReason, BEHAVIOUR_REVISION, DEFAULT_TIMEOUT_MS,
 };
-pub use state::{fold, MigrationState, Status};
+pub use state::{fold, BatchMembership, BatchOutcome, MigrationState, Status};

@@ -228,6 +228,65 @@ pub struct MigrationState {
     pub last_event_at_ms: u64,
     /// Summary figures.
     pub counters: Counters,
+    /// The batch this procedure's region belongs to (spec R2.5); `None` for a single
+    /// migration.
+    pub batch: Option<BatchMembership>,
+}
+
+/// A procedure's place in a batch, from its [`MigrationEvent::BatchJoined`] event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchMembership {
+    /// The batch's id.
+    pub batch_id: uuid::Uuid,
+    /// Every region the batch was asked to move.
+    pub regions: Vec<crate::domain::RegionId>,
+}
+
+/// How a batch ended as a whole, from the outcomes of its regions (spec R2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchOutcome {
+    /// Every region completed (or was already on the target).
+    Completed,
+    /// Some regions completed and some did not.
+    Partial,
+    /// No region completed and at least one was aborted (and none failed).
+    Aborted,
+    /// No region completed and at least one failed.
+    Failed,
+}
+
+impl BatchOutcome {
+    /// The name used in scenario files and CLI output.
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchOutcome::Completed => "completed",
+            BatchOutcome::Partial => "partial",
+            BatchOutcome::Aborted => "aborted",
+            BatchOutcome::Failed => "failed",
+        }
+    }
+
+    /// The batch's outcome once every region has one; `None` while any region is open
+    /// (`None` in `regions`) or when the batch has no region at all.
+    pub fn of(regions: &[Option<Outcome>]) -> Option<BatchOutcome> {
+        if regions.is_empty() || regions.iter().any(Option::is_none) {
+            return None;
+        }
+        let completed = regions
+            .iter()
+            .filter(|outcome| **outcome == Some(Outcome::Completed))
+            .count();
+        Some(if completed == regions.len() {
+            BatchOutcome::Completed
+        } else if completed > 0 {
+            BatchOutcome::Partial
+        } else if regions.contains(&Some(Outcome::Failed)) {
+            BatchOutcome::Failed
+        } else {
+            BatchOutcome::Aborted
+        })
+    }
 }
 
 impl Default for MigrationState {
@@ -266,6 +325,7 @@ impl Default for MigrationState {
             finished_at_ms: None,
             last_event_at_ms: 0,
             counters: Counters::default(),
+            batch: None,
         }
     }
 }
@@ -525,6 +585,12 @@ impl MigrationState {
             MigrationEvent::LastHeartbeatRead {
                 last_heartbeat_ms, ..
             } => self.step.last_heartbeat = Some(*last_heartbeat_ms),
+            MigrationEvent::BatchJoined { batch_id, regions } => {
+                self.batch = Some(BatchMembership {
+                    batch_id: *batch_id,
+                    regions: regions.clone(),
+                });
+            }
             MigrationEvent::Finished { outcome, error } => {
                 self.outcome = Some(*outcome);
                 self.final_error = error.clone();

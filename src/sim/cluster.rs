@@ -230,6 +230,9 @@ struct Shared {
     trace: EventTrace,
     checker: InvariantChecker,
     scripts: BTreeMap<(PeerId, InstructionKind), VecDeque<ScriptedReply>>,
+    /// Scripts that answer only one region's part of an instruction (a batch); used before
+    /// the peer's scripts for every region.
+    region_scripts: BTreeMap<(PeerId, InstructionKind, RegionId), VecDeque<ScriptedReply>>,
     delays: BTreeMap<PeerId, Vec<MessageDelay>>,
     sent: BTreeMap<(PeerId, InstructionKind), u64>,
     mailbox_records: Vec<MailboxRecord>,
@@ -837,6 +840,22 @@ impl SimCluster {
             .extend(replies);
     }
 
+    /// Forces `replies` on `peer` for its next instructions of `kind` about `region` only
+    /// (its part of a batch); the other regions' parts behave normally.
+    pub fn script_region_replies(
+        &self,
+        peer: PeerId,
+        kind: InstructionKind,
+        region: RegionId,
+        replies: impl IntoIterator<Item = ScriptedReply>,
+    ) {
+        self.state()
+            .region_scripts
+            .entry((peer, kind, region))
+            .or_default()
+            .extend(replies);
+    }
+
     /// The scripted replies not consumed yet, per (peer, kind).
     pub fn scripts_left(&self) -> BTreeMap<(PeerId, InstructionKind), usize> {
         self.state()
@@ -1115,10 +1134,17 @@ impl SimCluster {
             );
             return Plan::NoAnswer;
         }
-        let script = state
-            .scripts
-            .get_mut(&(peer, kind))
+        let region_script = state
+            .region_scripts
+            .get_mut(&(peer, kind, instruction.region_id()))
             .and_then(VecDeque::pop_front);
+        let script = match region_script {
+            Some(reply) => Some(reply),
+            None => state
+                .scripts
+                .get_mut(&(peer, kind))
+                .and_then(VecDeque::pop_front),
+        };
         let scripted = match &script {
             Some(reply) => format!(" [scripted {reply:?}]"),
             None => String::new(),

@@ -16,16 +16,16 @@ use super::cluster::{ClusterSetup, RegionSetup, SetupError, SimCluster, TableSet
 use super::datanode::SimOptions;
 use super::scenario::{
     check_expectations, sent_key, CrashTrigger, FaultSpec, InvariantsResult, MigrationResult,
-    Scenario, ScenarioOutcome,
+    RegionResult, Scenario, ScenarioOutcome,
 };
 use crate::cluster::Clock;
 use crate::domain::{RegionId, RegionRoute};
 use crate::engine::{
-    load_procedure, AppendMode, Engine, EngineConfig, EngineError, MigrationRequest, SubmitError,
-    SubmitOutcome,
+    load_procedure, AppendMode, BatchRegionStart, BatchRequest, Engine, EngineConfig, EngineError,
+    MigrationRequest, SubmitError, SubmitOutcome,
 };
 use crate::log::{encode_record, Durability, EventLog, LogError, LogOptions};
-use crate::migration::{MigrationEvent, MigrationState, TimedEvent};
+use crate::migration::{BatchOutcome, MigrationEvent, MigrationState, Outcome, TimedEvent};
 
 /// Virtual time 0 of every simulation: 2026-01-01T00:00:00Z.
 pub const SIM_EPOCH_BASE_MS: u64 = 1_767_225_600_000;
@@ -139,9 +139,35 @@ struct CrashPlan {
 /// What became of a migration's submit.
 enum Submitted {
     Pending,
-    Started { id: Uuid, at_ms: u64 },
+    Started {
+        id: Uuid,
+        at_ms: u64,
+    },
     Noop,
     Rejected(SubmitError),
+    /// A batch: each region's start, in the order of `regions`.
+    Batch {
+        batch_id: Uuid,
+        regions: Vec<(RegionId, BatchRegionStart)>,
+        at_ms: u64,
+    },
+}
+
+impl Submitted {
+    /// The procedures this submit started.
+    fn started_ids(&self) -> Vec<Uuid> {
+        match self {
+            Submitted::Started { id, .. } => vec![*id],
+            Submitted::Batch { regions, .. } => regions
+                .iter()
+                .filter_map(|(_, start)| match start {
+                    BatchRegionStart::Started(id) => Some(*id),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 struct Sim {
@@ -247,11 +273,19 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
     };
     let cluster = SimCluster::new(cluster_setup(scenario), options.sim_options)?;
     for script in &scenario.scripts {
-        cluster.script_replies(
-            script.peer,
-            script.instruction,
-            script.replies.iter().cloned(),
-        );
+        match script.region {
+            Some(region) => cluster.script_region_replies(
+                script.peer,
+                script.instruction,
+                region,
+                script.replies.iter().cloned(),
+            ),
+            None => cluster.script_replies(
+                script.peer,
+                script.instruction,
+                script.replies.iter().cloned(),
+            ),
+        }
     }
     let mut plan = CrashPlan::default();
     for fault in &scenario.faults {
@@ -345,8 +379,12 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             }
             // A cancel of a migration not started (refused, no-op, not yet submitted) or
             // already finished does nothing; one the engine refuses is recorded by it.
-            if let Some(Submitted::Started { id, .. }) = submitted.get(cancel.migration) {
-                let _ = engine.cancel(*id, &cancel.actor, &cancel.reason).await;
+            let ids = submitted
+                .get(cancel.migration)
+                .map(Submitted::started_ids)
+                .unwrap_or_default();
+            for id in ids {
+                let _ = engine.cancel(id, &cancel.actor, &cancel.reason).await;
             }
         }
         while next_submit < order.len() && scenario.migrations[order[next_submit]].at_ms <= now_ms {
@@ -358,6 +396,28 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             }
             let index = order[next_submit];
             let spec = &scenario.migrations[index];
+            if !spec.regions.is_empty() {
+                let batch = BatchRequest {
+                    timeout_ms: spec.timeout_ms,
+                    trigger: spec.actor.clone().unwrap_or_else(|| "scenario".to_string()),
+                    reason: spec.reason.clone(),
+                    ..BatchRequest::new(
+                        spec.regions.clone(),
+                        crate::domain::Peer::sim(spec.from),
+                        crate::domain::Peer::sim(spec.to),
+                    )
+                };
+                submitted[index] = match engine.submit_batch(batch).await {
+                    Ok(batch) => Submitted::Batch {
+                        batch_id: batch.batch_id,
+                        regions: batch.regions,
+                        at_ms: now_ms,
+                    },
+                    Err(error) => Submitted::Rejected(error),
+                };
+                next_submit += 1;
+                continue;
+            }
             let request = MigrationRequest {
                 timeout_ms: spec.timeout_ms,
                 trigger: spec.actor.clone().unwrap_or_else(|| "scenario".to_string()),
@@ -375,13 +435,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             };
             next_submit += 1;
         }
-        let ids: Vec<Uuid> = submitted
-            .iter()
-            .filter_map(|s| match s {
-                Submitted::Started { id, .. } => Some(*id),
-                _ => None,
-            })
-            .collect();
+        let ids: Vec<Uuid> = submitted.iter().flat_map(Submitted::started_ids).collect();
         let next_submit_at = order
             .get(next_submit)
             .map(|&index| SIM_EPOCH_BASE_MS + scenario.migrations[index].at_ms);
@@ -449,6 +503,14 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             _ => cluster.metadata().region_route_now(spec.region),
         };
         let mut result = route_result(spec.region, route.as_ref());
+        if !spec.regions.is_empty() {
+            result.region = spec
+                .regions
+                .iter()
+                .map(RegionId::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+        }
         match &submitted[index] {
             Submitted::Pending => {
                 result.outcome = "not_submitted".to_string();
@@ -457,6 +519,27 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             Submitted::Rejected(error) => {
                 result.outcome = "rejected".to_string();
                 result.error = Some(format!("{}: {error}", error.kind()));
+            }
+            Submitted::Batch {
+                batch_id,
+                regions,
+                at_ms,
+            } => {
+                let mut batch = BatchResults {
+                    result: &mut result,
+                    failures: &mut failures,
+                    ended_regions: &mut ended_regions,
+                };
+                let max_events = batch.fill(
+                    &engine,
+                    &cluster,
+                    &routes_at_end,
+                    (index, *batch_id, *at_ms, end_ms),
+                    regions,
+                )?;
+                if index == 0 {
+                    first_migration_events = max_events;
+                }
             }
             Submitted::Started { id, at_ms } => {
                 let events = load_procedure(engine.log(), *id).map_err(EngineError::from)?;
@@ -529,6 +612,115 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
     })
 }
 
+/// Where a batch's results go.
+struct BatchResults<'a> {
+    result: &'a mut MigrationResult,
+    failures: &'a mut Vec<String>,
+    ended_regions: &'a mut Vec<RegionId>,
+}
+
+impl BatchResults<'_> {
+    /// Fills a batch's result from its regions' logs; returns the most events a region's
+    /// procedure appended (the crash sweep crashes after each of them).
+    fn fill(
+        &mut self,
+        engine: &Engine,
+        cluster: &SimCluster,
+        routes_at_end: &BTreeMap<Uuid, BTreeMap<RegionId, RegionRoute>>,
+        (index, batch_id, at_ms, end_ms): (usize, Uuid, u64, u64),
+        regions: &[(RegionId, BatchRegionStart)],
+    ) -> Result<u64, RunError> {
+        let result = &mut *self.result;
+        result.region = regions
+            .iter()
+            .map(|(region, _)| region.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        result.procedure_id = Some(batch_id.to_string());
+        let mut outcomes = Vec::new();
+        let mut errors = Vec::new();
+        let mut max_events = 0;
+        for (region, start) in regions {
+            let (outcome, route, unwritable_ms) = match start {
+                // Refused alone (its table or route is missing): it did not complete.
+                BatchRegionStart::Refused(error) => {
+                    errors.push(format!("region {region}: {}: {error}", error.kind()));
+                    (None, cluster.metadata().region_route_now(*region), 0)
+                }
+                BatchRegionStart::Started(id) => {
+                    let events = load_procedure(engine.log(), *id).map_err(EngineError::from)?;
+                    let state = crate::migration::fold(&events);
+                    let mut member = route_result(*region, None);
+                    fill_from_log(&mut member, *id, &state, &events, at_ms, end_ms);
+                    max_events = max_events.max(member.events);
+                    result.events += member.events;
+                    result.virtual_time_ms = result.virtual_time_ms.max(member.virtual_time_ms);
+                    result.rolled_back |= member.rolled_back;
+                    if result.path.is_empty() {
+                        result.path = member.path;
+                    }
+                    for (key, count) in member.sent {
+                        *result.sent.entry(key).or_insert(0) += count;
+                    }
+                    if let Some(error) = member.error {
+                        errors.push(format!("region {region}: {error}"));
+                    }
+                    if state.is_finished() {
+                        self.ended_regions.push(*region);
+                    } else {
+                        self.failures.push(format!(
+                            "migration {index} (region {region} of a batch): did not finish \
+                             (status {})",
+                            state.status().name()
+                        ));
+                    }
+                    let route = match routes_at_end.get(id) {
+                        Some(routes) => routes.get(region).cloned(),
+                        None => cluster.metadata().region_route_now(*region),
+                    };
+                    let unwritable_ms = cluster.unwritable_ms(
+                        *region,
+                        at_ms,
+                        at_ms.saturating_add(member.virtual_time_ms),
+                    );
+                    (state.outcome, route, unwritable_ms)
+                }
+            };
+            let route_part = route_result(*region, route.as_ref());
+            result.unwritable_ms = result.unwritable_ms.max(unwritable_ms);
+            let refused = matches!(start, BatchRegionStart::Refused(_));
+            result.regions.push(RegionResult {
+                region: region.to_string(),
+                outcome: match outcome {
+                    Some(outcome) => outcome.name(),
+                    None if refused => "rejected",
+                    None => "running",
+                }
+                .to_string(),
+                leader: route_part.leader,
+                followers: route_part.followers,
+                leader_state: route_part.leader_state,
+                unwritable_ms,
+            });
+            // For the batch's outcome a refused region counts as not completed.
+            outcomes.push(if refused {
+                Some(Outcome::Aborted)
+            } else {
+                outcome
+            });
+        }
+        result.outcome = BatchOutcome::of(&outcomes)
+            .map_or("running", BatchOutcome::name)
+            .to_string();
+        result.error = if errors.is_empty() {
+            None
+        } else {
+            Some(errors.join("; "))
+        };
+        Ok(max_events)
+    }
+}
+
 fn route_result(region: RegionId, route: Option<&RegionRoute>) -> MigrationResult {
     MigrationResult {
         region: region.to_string(),
@@ -550,6 +742,7 @@ fn route_result(region: RegionId, route: Option<&RegionRoute>) -> MigrationResul
         virtual_time_ms: 0,
         unwritable_ms: 0,
         events: 0,
+        regions: Vec::new(),
     }
 }
 
@@ -614,6 +807,9 @@ pub struct CrashSweep {
     pub baseline: ScenarioOutcome,
     /// One run per k: crash after event k of the first migration.
     pub runs: Vec<(u64, ScenarioOutcome)>,
+    /// The crash points tried: the first migration's events (for a batch, the most events
+    /// one of its regions appended; a crash after event k stops every region at its k-th).
+    pub crash_points: u64,
 }
 
 impl CrashSweep {
@@ -657,5 +853,6 @@ pub fn run_crash_at_every_event(
     Ok(CrashSweep {
         baseline: baseline.outcome,
         runs,
+        crash_points: baseline.first_migration_events,
     })
 }

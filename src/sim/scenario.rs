@@ -154,8 +154,12 @@ pub struct WorkloadSpec {
 /// One `[[migrations]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationSpec {
-    /// `region`: need not exist in the cluster (a scenario may expect a rejection).
+    /// `region`: need not exist in the cluster (a scenario may expect a rejection). For a
+    /// batch, its first region.
     pub region: RegionId,
+    /// `regions` (revision 2, a batch): every region the one procedure moves; empty for a
+    /// single-region migration.
+    pub regions: Vec<RegionId>,
     /// `from`: any peer id (a scenario may expect a rejection).
     pub from: PeerId,
     /// `to`: a cluster peer.
@@ -190,6 +194,8 @@ pub struct ScriptSpec {
     pub peer: PeerId,
     /// `instruction`: the instruction whose replies are forced.
     pub instruction: InstructionKind,
+    /// `region` (optional): the replies answer only this region's part of an instruction.
+    pub region: Option<RegionId>,
     /// `replies`: at least one, each valid for `instruction`.
     pub replies: Vec<ReplyToken>,
 }
@@ -393,6 +399,9 @@ pub struct Expectations {
     pub max_unwritable_ms: Option<u64>,
     /// `settle`: how long the cluster keeps running after the last migration ends.
     pub settle_ms: Option<u64>,
+    /// `[expect.regions."T:N"]` (a batch): per-region expectations (keys `outcome`,
+    /// `leader`, `followers`, `leader_state`, `max_unwritable`).
+    pub regions: BTreeMap<RegionId, Expectations>,
 }
 
 /// How a migration ended, as written in `outcome`.
@@ -409,16 +418,19 @@ pub enum ExpectedOutcome {
     Noop,
     /// The submit was refused.
     Rejected,
+    /// A batch: some regions completed and some did not.
+    Partial,
 }
 
 impl ExpectedOutcome {
     /// Every outcome, in the order of the spec.
-    pub const ALL: [ExpectedOutcome; 5] = [
+    pub const ALL: [ExpectedOutcome; 6] = [
         ExpectedOutcome::Completed,
         ExpectedOutcome::Aborted,
         ExpectedOutcome::Failed,
         ExpectedOutcome::Noop,
         ExpectedOutcome::Rejected,
+        ExpectedOutcome::Partial,
     ];
 
     /// The name used in files and in results' `outcome`.
@@ -429,6 +441,7 @@ impl ExpectedOutcome {
             ExpectedOutcome::Failed => "failed",
             ExpectedOutcome::Noop => "noop",
             ExpectedOutcome::Rejected => "rejected",
+            ExpectedOutcome::Partial => "partial",
         }
     }
 }
@@ -1099,11 +1112,17 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
         for element in field.list()? {
             let script = parse_script(&element, &cluster)?;
             if let Some((_, earlier)) = scripts.iter().find(|(other, _)| {
-                other.peer == script.peer && other.instruction == script.instruction
+                other.peer == script.peer
+                    && other.instruction == script.instruction
+                    && other.region == script.region
             }) {
                 let (line, _) = element.source.position(earlier.offset);
+                let region = match script.region {
+                    Some(region) => format!(" (region {region})"),
+                    None => String::new(),
+                };
                 return Err(element.error(format!(
-                    "a script for peer {} and {} is already given at line {line}",
+                    "a script for peer {} and {}{region} is already given at line {line}",
                     script.peer, script.instruction
                 )));
             }
@@ -1309,17 +1328,33 @@ fn parse_migration(
     field: &Field<'_>,
     cluster: &ClusterSpec,
 ) -> Result<MigrationSpec, ScenarioError> {
-    let record = field.record(&["region", "from", "to", "timeout", "at", "actor", "reason"])?;
-    let region_field = record.required("region")?;
-    let region = match region_field.node {
-        Node::Value(Value::String(text)) => text
-            .value()
-            .parse::<RegionId>()
-            .map_err(|error| region_field.error(error.to_string()))?,
-        Node::Value(Value::Integer(_)) => RegionId(region_field.u64()?),
-        _ => {
-            return Err(region_field
-                .wrong_type("a region, \"TABLE:NUMBER\" (e.g. \"1024:1\") or the packed u64"))
+    let record = field.record(&[
+        "region", "regions", "from", "to", "timeout", "at", "actor", "reason",
+    ])?;
+    let (region, regions) = match (record.get("region"), record.get("regions")) {
+        (Some(_), Some(regions_field)) => {
+            return Err(regions_field.error("give either region or regions, not both"))
+        }
+        (Some(region_field), None) => (region_value(&region_field)?, Vec::new()),
+        (None, Some(regions_field)) => {
+            let mut regions = Vec::new();
+            for element in regions_field.list()? {
+                let region = region_value(&element)?;
+                if regions.contains(&region) {
+                    return Err(element.error(format!("region {region} is listed twice")));
+                }
+                regions.push(region);
+            }
+            let Some(first) = regions.first().copied() else {
+                return Err(regions_field.error("a batch needs at least one region"));
+            };
+            (first, regions)
+        }
+        (None, None) => {
+            return Err(record
+                .required("region")
+                .err()
+                .unwrap_or_else(|| field.error("region or regions is required")))
         }
     };
     let from = record.required("from")?.u64()?;
@@ -1343,6 +1378,7 @@ fn parse_migration(
     };
     Ok(MigrationSpec {
         region,
+        regions,
         from,
         to,
         timeout_ms,
@@ -1350,6 +1386,19 @@ fn parse_migration(
         actor,
         reason,
     })
+}
+
+fn region_value(field: &Field<'_>) -> Result<RegionId, ScenarioError> {
+    match field.node {
+        Node::Value(Value::String(text)) => text
+            .value()
+            .parse::<RegionId>()
+            .map_err(|error| field.error(error.to_string())),
+        Node::Value(Value::Integer(_)) => Ok(RegionId(field.u64()?)),
+        _ => {
+            Err(field.wrong_type("a region, \"TABLE:NUMBER\" (e.g. \"1024:1\") or the packed u64"))
+        }
+    }
 }
 
 fn parse_cancel(field: &Field<'_>, migrations: usize) -> Result<CancelSpec, ScenarioError> {
@@ -1382,8 +1431,12 @@ fn instruction_kind(field: &Field<'_>, name: &str) -> Result<InstructionKind, Sc
 }
 
 fn parse_script(field: &Field<'_>, cluster: &ClusterSpec) -> Result<ScriptSpec, ScenarioError> {
-    let record = field.record(&["peer", "instruction", "replies"])?;
+    let record = field.record(&["peer", "instruction", "replies", "region"])?;
     let peer = cluster_peer(&record.required("peer")?, &cluster.peers)?;
+    let region = match record.get("region") {
+        Some(field) => Some(region_value(&field)?),
+        None => None,
+    };
     let instruction_field = record.required("instruction")?;
     let instruction = instruction_kind(&instruction_field, instruction_field.string()?)?;
     let replies_field = record.required("replies")?;
@@ -1409,6 +1462,7 @@ fn parse_script(field: &Field<'_>, cluster: &ClusterSpec) -> Result<ScriptSpec, 
     Ok(ScriptSpec {
         peer,
         instruction,
+        region,
         replies,
     })
 }
@@ -1542,7 +1596,7 @@ fn parse_fault(field: &Field<'_>, cluster: &ClusterSpec) -> Result<FaultSpec, Sc
     Ok(fault)
 }
 
-const EXPECT_KEYS: [&str; 11] = [
+const EXPECT_KEYS: [&str; 12] = [
     "outcome",
     "error",
     "path",
@@ -1554,6 +1608,15 @@ const EXPECT_KEYS: [&str; 11] = [
     "min_virtual_time",
     "max_unwritable",
     "settle",
+    "regions",
+];
+
+const REGION_EXPECT_KEYS: [&str; 5] = [
+    "outcome",
+    "leader",
+    "followers",
+    "leader_state",
+    "max_unwritable",
 ];
 
 fn parse_expectations(field: &Field<'_>) -> Result<Expectations, ScenarioError> {
@@ -1621,6 +1684,15 @@ fn parse_expectations(field: &Field<'_>) -> Result<Expectations, ScenarioError> 
     }
     if let Some(field) = record.get("settle") {
         expect.settle_ms = Some(field.duration_ms()?);
+    }
+    if let Some(field) = record.get("regions") {
+        for (key, entry) in field.table()?.entries() {
+            let region = key
+                .parse::<RegionId>()
+                .map_err(|error| entry.error(format!("invalid region {key:?}: {error}")))?;
+            entry.record(&REGION_EXPECT_KEYS)?;
+            expect.regions.insert(region, parse_expectations(&entry)?);
+        }
     }
     Ok(expect)
 }
@@ -1721,6 +1793,26 @@ pub struct MigrationResult {
     pub unwritable_ms: u64,
     /// The events the procedure appended.
     pub events: u64,
+    /// A batch: each of its regions, in the order of `regions` (empty for a single region).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionResult>,
+}
+
+/// How one region of a batch ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionResult {
+    /// The region, "TABLE:NUMBER".
+    pub region: String,
+    /// completed | aborted | failed | noop | rejected (or the status when unfinished).
+    pub outcome: String,
+    /// The region's leader when its part of the batch ended.
+    pub leader: Option<PeerId>,
+    /// Its followers then.
+    pub followers: Vec<PeerId>,
+    /// "none" | "downgrading".
+    pub leader_state: String,
+    /// The longest stretch during which no datanode would have accepted a write for it.
+    pub unwritable_ms: u64,
 }
 
 /// The simulator's invariants over a whole run.
@@ -1862,6 +1954,19 @@ pub fn check_expectations(
             );
         }
     }
+    for (region, region_expect) in &expect.regions {
+        let name = region.to_string();
+        let Some(actual) = result.regions.iter().find(|r| r.region == name) else {
+            fail(
+                &format!("regions.\"{name}\""),
+                "expected a region of this batch, the migration does not move it".to_string(),
+            );
+            continue;
+        };
+        for failure in check_region(region_expect, actual) {
+            fail(&format!("regions.\"{name}\".{}", failure.0), failure.1);
+        }
+    }
     if let Some(min_ms) = expect.min_virtual_time_ms {
         if result.virtual_time_ms < min_ms {
             fail(
@@ -1877,8 +1982,66 @@ pub fn check_expectations(
     failures
 }
 
-/// The result for a terminal: the verdict, one line per migration, the failures, the
-/// invariant violations and the data directory.
+/// The failed keys of one region's expectations, each with what was expected and found.
+fn check_region(expect: &Expectations, actual: &RegionResult) -> Vec<(&'static str, String)> {
+    let mut failures = Vec::new();
+    if let Some(outcome) = expect.outcome {
+        if actual.outcome != outcome.name() {
+            failures.push((
+                "outcome",
+                format!("expected {}, got {}", outcome.name(), actual.outcome),
+            ));
+        }
+    }
+    if let Some(expected) = expect.leader {
+        if actual.leader != Some(expected) {
+            let found = actual
+                .leader
+                .map_or_else(|| "no leader".to_string(), |leader| leader.to_string());
+            failures.push(("leader", format!("expected {expected}, got {found}")));
+        }
+    }
+    if let Some(expected) = &expect.followers {
+        let mut expected_sorted = expected.clone();
+        expected_sorted.sort_unstable();
+        let mut actual_sorted = actual.followers.clone();
+        actual_sorted.sort_unstable();
+        if expected_sorted != actual_sorted {
+            failures.push((
+                "followers",
+                format!(
+                    "expected {}, got {}",
+                    list_text(expected),
+                    list_text(&actual.followers)
+                ),
+            ));
+        }
+    }
+    if let Some(expected) = expect.leader_state {
+        if actual.leader_state != expected.name() {
+            failures.push((
+                "leader_state",
+                format!("expected {}, got {}", expected.name(), actual.leader_state),
+            ));
+        }
+    }
+    if let Some(max_ms) = expect.max_unwritable_ms {
+        if actual.unwritable_ms > max_ms {
+            failures.push((
+                "max_unwritable",
+                format!(
+                    "expected the region unwritable for at most {}, it was for {}",
+                    millis_text(max_ms),
+                    millis_text(actual.unwritable_ms)
+                ),
+            ));
+        }
+    }
+    failures
+}
+
+/// The result for a terminal: the verdict, one line per migration (and per region of a
+/// batch), the failures, the invariant violations and the data directory.
 pub fn render_text(outcome: &ScenarioOutcome) -> String {
     let mut text = format!(
         "scenario {:?}: {}\n",
@@ -1897,6 +2060,18 @@ pub fn render_text(outcome: &ScenarioOutcome) -> String {
         ));
         if let Some(error) = &migration.error {
             text.push_str(&format!("    error: {error}\n"));
+        }
+        for region in &migration.regions {
+            let leader = region
+                .leader
+                .map_or_else(|| "none".to_string(), |leader| leader.to_string());
+            text.push_str(&format!(
+                "    region {}: {}, leader {leader} ({}), unwritable {}\n",
+                region.region,
+                region.outcome,
+                region.leader_state,
+                millis_text(region.unwritable_ms)
+            ));
         }
     }
     for failure in &outcome.failures {
