@@ -282,3 +282,27 @@ fn sim_fuzz_print_scenario_gives_a_file_sim_run_accepts() {
         "{stdout}"
     );
 }
+
+#[test]
+fn crash_at_every_event_refuses_a_data_dir_since_each_run_writes_its_own_log() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let file = scenario("crash_then_resume.toml");
+    let output = regmig(&[
+        "sim",
+        "run",
+        path_arg(&file),
+        "--crash-at-every-event",
+        "--data-dir",
+        path_arg(&dir),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains(
+            "the argument '--crash-at-every-event' cannot be used with '--data-dir <DATA_DIR>'"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(!dir.exists());
+}
