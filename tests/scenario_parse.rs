@@ -1380,6 +1380,15 @@ mod scenario_revision_two {
             "inline.toml:17: field `cancels[0].migration`: migration 2 does not exist: the file \
              has 1 migration(s), counted from 1 in file order"
         );
+        let early = format!(
+            "{}\n[[cancels]]\nmigration = 1\nat = \"1s\"\nactor = \"a\"\nreason = \"r\"\n",
+            MINIMAL.replace("to = 2", "to = 2\nat = \"2s\"")
+        );
+        assert_eq!(
+            inline_error(&early),
+            "inline.toml:19: field `cancels[0].at`: the cancel at 1000ms comes before migration 1 \
+             is submitted (at 2000ms): there is nothing to cancel yet"
+        );
         let heal = format!("{MINIMAL}\n[[faults]]\nkind = \"partition\"\npeer = 1\ncount = 1\n");
         assert_eq!(
             inline_error(&heal),

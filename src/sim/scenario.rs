@@ -1142,7 +1142,7 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
     let mut cancels = Vec::new();
     if let Some(field) = record.get("cancels") {
         for element in field.list()? {
-            cancels.push(parse_cancel(&element, migrations.len())?);
+            cancels.push(parse_cancel(&element, &migrations)?);
         }
     }
 
@@ -1401,22 +1401,35 @@ fn region_value(field: &Field<'_>) -> Result<RegionId, ScenarioError> {
     }
 }
 
-fn parse_cancel(field: &Field<'_>, migrations: usize) -> Result<CancelSpec, ScenarioError> {
+fn parse_cancel(
+    field: &Field<'_>,
+    migrations: &[MigrationSpec],
+) -> Result<CancelSpec, ScenarioError> {
     let record = field.record(&["migration", "at", "actor", "reason"])?;
     let migration_field = record.required("migration")?;
     let number = migration_field.u64_at_least(1)?;
     let migration = usize::try_from(number)
         .ok()
-        .filter(|number| *number <= migrations)
+        .filter(|number| *number <= migrations.len())
         .ok_or_else(|| {
             migration_field.error(format!(
-                "migration {number} does not exist: the file has {migrations} migration(s), \
-                 counted from 1 in file order"
+                "migration {number} does not exist: the file has {} migration(s), \
+                 counted from 1 in file order",
+                migrations.len()
             ))
         })?;
+    let at_field = record.required("at")?;
+    let at_ms = at_field.duration_ms()?;
+    let submitted_at_ms = migrations[migration - 1].at_ms;
+    if at_ms < submitted_at_ms {
+        return Err(at_field.error(format!(
+            "the cancel at {at_ms}ms comes before migration {number} is submitted (at \
+             {submitted_at_ms}ms): there is nothing to cancel yet"
+        )));
+    }
     Ok(CancelSpec {
         migration: migration - 1,
-        at_ms: record.required("at")?.duration_ms()?,
+        at_ms,
         actor: record.required("actor")?.non_empty_string()?.to_string(),
         reason: record.required("reason")?.non_empty_string()?.to_string(),
     })
