@@ -306,3 +306,40 @@ fn crash_at_every_event_refuses_a_data_dir_since_each_run_writes_its_own_log() {
     );
     assert!(!dir.exists());
 }
+
+#[test]
+fn sim_run_escapes_a_datanode_error_in_its_text_output() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("escape.toml");
+    std::fs::write(
+        &file,
+        r#"name = "escape"
+seed = 1
+[cluster]
+peers = [1, 2]
+[[cluster.tables]]
+id = 1024
+regions = [ { number = 1, leader = 1, followers = [] } ]
+[[migrations]]
+region = "1024:1"
+from = 1
+to = 2
+[[script]]
+peer = 2
+instruction = "open_region"
+replies = ["error:x", "error:y", "error:z", "error:a\u001b[31mb\noutcome: completed"]
+"#,
+    )
+    .unwrap();
+    let output = regmig(&["sim", "run", path_arg(&file)]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "    error: retry budget exhausted after 3 retries: region 1024:1 is not opened by \
+             datanode 2: a\\u{1b}[31mb\\noutcome: completed\n"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\u{1b}'), "{stdout}");
+}

@@ -2056,6 +2056,7 @@ fn check_region(expect: &Expectations, actual: &RegionResult) -> Vec<(&'static s
 /// The result for a terminal: the verdict, one line per migration (and per region of a
 /// batch), the failures, the invariant violations and the data directory.
 pub fn render_text(outcome: &ScenarioOutcome) -> String {
+    use crate::cli::escape::escape_text;
     let mut text = format!(
         "scenario {:?}: {}\n",
         outcome.name,
@@ -2072,7 +2073,8 @@ pub fn render_text(outcome: &ScenarioOutcome) -> String {
             path_text(&migration.path)
         ));
         if let Some(error) = &migration.error {
-            text.push_str(&format!("    error: {error}\n"));
+            // A datanode's or an operator's words: one line, no terminal escapes.
+            text.push_str(&format!("    error: {}\n", escape_text(error)));
         }
         for region in &migration.regions {
             let leader = region
@@ -2088,7 +2090,7 @@ pub fn render_text(outcome: &ScenarioOutcome) -> String {
         }
     }
     for failure in &outcome.failures {
-        text.push_str(&format!("  failed: {failure}\n"));
+        text.push_str(&format!("  failed: {}\n", escape_text(failure)));
     }
     if outcome.invariants.ok {
         text.push_str("  invariants: ok\n");
