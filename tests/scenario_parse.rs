@@ -1389,6 +1389,15 @@ mod scenario_revision_two {
             "inline.toml:19: field `cancels[0].at`: the cancel at 1000ms comes before migration 1 \
              is submitted (at 2000ms): there is nothing to cancel yet"
         );
+        let many = format!(
+            "{MINIMAL}{}",
+            "\n[[migrations]]\nregion = \"1:1\"\nfrom = 1\nto = 2\n".repeat(1000)
+        );
+        assert_eq!(
+            inline_error(&many),
+            "inline.toml:11: field `migrations`: 1001 migrations; a scenario runs at most 1000 (a \
+             run's cost grows faster than their number)"
+        );
         let heal = format!("{MINIMAL}\n[[faults]]\nkind = \"partition\"\npeer = 1\ncount = 1\n");
         assert_eq!(
             inline_error(&heal),

@@ -1098,8 +1098,22 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
     };
 
     let migrations_field = record.required("migrations")?;
-    let migrations = migrations_field
-        .list()?
+    let migration_fields = migrations_field.list()?;
+    if migration_fields.len() > MIGRATIONS_MAX {
+        return Err(migrations_field.error(format!(
+            "{} migrations; a scenario runs at most {MIGRATIONS_MAX} (a run's cost grows faster \
+             than their number)",
+            migration_fields.len()
+        )));
+    }
+    let regions_in_cluster: usize = cluster.tables.iter().map(|table| table.regions.len()).sum();
+    if regions_in_cluster > CLUSTER_REGIONS_MAX {
+        return Err(record.required("cluster")?.error(format!(
+            "{regions_in_cluster} regions; a scenario's cluster holds at most \
+             {CLUSTER_REGIONS_MAX}"
+        )));
+    }
+    let migrations = migration_fields
         .iter()
         .map(|element| parse_migration(element, &cluster))
         .collect::<Result<Vec<_>, _>>()?;
@@ -1177,6 +1191,12 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
         source: file_name.to_string(),
     })
 }
+
+/// At most this many `[[migrations]]` in one file (400 already take about 20 s).
+pub const MIGRATIONS_MAX: usize = 1000;
+
+/// At most this many regions in a scenario's cluster, over all its tables.
+pub const CLUSTER_REGIONS_MAX: usize = 10_000;
 
 fn parse_cluster(field: &Field<'_>) -> Result<ClusterSpec, ScenarioError> {
     let record = field.record(&["peers", "tables", "flush_writes_per_second"])?;
