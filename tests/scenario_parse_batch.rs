@@ -192,14 +192,14 @@ leader = 1
 "#,
     )
     .expect("valid");
-    let failures = check_expectations(&scenario.expects[0], &batch_result(), 0);
+    let failures = check_expectations(&scenario.expects[0], &batch_result(), 1);
     assert_eq!(
         failures,
         vec![
-            "migration 0 (1024:1,1024:2): regions.\"1024:1\".max_unwritable: expected the region \
+            "migration 1 (1024:1,1024:2): regions.\"1024:1\".max_unwritable: expected the region \
              unwritable for at most 1s, it was for 1s 500ms"
                 .to_string(),
-            "migration 0 (1024:1,1024:2): regions.\"1024:2\".outcome: expected completed, got \
+            "migration 1 (1024:1,1024:2): regions.\"1024:2\".outcome: expected completed, got \
              failed"
                 .to_string(),
         ]

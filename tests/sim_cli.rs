@@ -88,7 +88,7 @@ fn sim_run_exits_1_and_names_the_key_when_an_expectation_fails() {
         .collect();
     assert_eq!(
         failures,
-        vec!["  failed: migration 0 (1024:1): leader: expected 3, got 2"]
+        vec!["  failed: migration 1 (1024:1): leader: expected 3, got 2"]
     );
 }
 

@@ -557,14 +557,15 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                     ended_regions.push(spec.region);
                 } else {
                     failures.push(format!(
-                        "migration {index} ({}): did not finish (status {})",
+                        "migration {} ({}): did not finish (status {})",
+                        index + 1,
                         spec.region,
                         state.status().name()
                     ));
                 }
             }
         }
-        for failure in check_expectations(&scenario.expects[index], &result, index) {
+        for failure in check_expectations(&scenario.expects[index], &result, index + 1) {
             failures.push(failure);
         }
         migrations.push(result);
@@ -669,8 +670,9 @@ impl BatchResults<'_> {
                         self.ended_regions.push(*region);
                     } else {
                         self.failures.push(format!(
-                            "migration {index} (region {region} of a batch): did not finish \
+                            "migration {} (region {region} of a batch): did not finish \
                              (status {})",
+                            index + 1,
                             state.status().name()
                         ));
                     }

@@ -1869,16 +1869,17 @@ pub fn collapse_path(states: &[String]) -> Vec<String> {
 }
 
 /// Every expectation `result` fails, each as a sentence naming the key, what was expected
-/// and what happened; empty when all hold.
+/// and what happened; empty when all hold. `migration_number` counts from 1 in file order,
+/// as `[[cancels]]` do.
 pub fn check_expectations(
     expect: &Expectations,
     result: &MigrationResult,
-    migration_index: usize,
+    migration_number: usize,
 ) -> Vec<String> {
     let mut failures = Vec::new();
     let mut fail = |key: &str, message: String| {
         failures.push(format!(
-            "migration {migration_index} ({}): {key}: {message}",
+            "migration {migration_number} ({}): {key}: {message}",
             result.region
         ));
     };
@@ -2084,7 +2085,8 @@ pub fn render_text(outcome: &ScenarioOutcome) -> String {
     );
     for (index, migration) in outcome.migrations.iter().enumerate() {
         text.push_str(&format!(
-            "  migration {index} {}: {} in {} ({} events, unwritable {}): {}\n",
+            "  migration {} {}: {} in {} ({} events, unwritable {}): {}\n",
+            index + 1,
             migration.region,
             migration.outcome,
             millis_text(migration.virtual_time_ms),
