@@ -343,3 +343,28 @@ replies = ["error:x", "error:y", "error:z", "error:a\u001b[31mb\noutcome: comple
     );
     assert!(!stdout.contains('\u{1b}'), "{stdout}");
 }
+
+/// A refused cancel is part of the story an auditor reads: `show` names who asked, why,
+/// and why it was refused, in its text and its JSON.
+#[test]
+fn show_names_a_refused_cancel() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let file = scenario("cancel_after_the_new_route_is_refused.toml");
+    let run = regmig(&["sim", "run", "--data-dir", path_arg(&dir), path_arg(&file)]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let listed = regmig(&["list", "--json", "--data-dir", path_arg(&dir)]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = listed["migrations"][0]["procedure_id"].as_str().unwrap();
+    let refused = "alice: too late (refused: the new route is already written (state \
+                   CloseDowngradedRegion): the migration can only go forward)";
+    let show = regmig(&["show", id, "--data-dir", path_arg(&dir)]);
+    assert!(
+        text(&show.stdout).contains(&format!("\ncancel refused:  {refused}\n")),
+        "{}",
+        text(&show.stdout)
+    );
+    let show = regmig(&["show", id, "--json", "--data-dir", path_arg(&dir)]);
+    let show: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(show["cancels_refused"], serde_json::json!([refused]));
+}
