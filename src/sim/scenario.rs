@@ -1125,6 +1125,17 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
     if let Some(field) = record.get("script") {
         for element in field.list()? {
             let script = parse_script(&element, &cluster)?;
+            if let Some(region) = script.region {
+                if !migrations
+                    .iter()
+                    .any(|migration| migration.regions.contains(&region))
+                {
+                    return Err(element.error(format!(
+                        "region {region} is in no batch (`regions`) of this file: a script's \
+                         region answers only that region's part of a batch instruction"
+                    )));
+                }
+            }
             if let Some((_, earlier)) = scripts.iter().find(|(other, _)| {
                 other.peer == script.peer
                     && other.instruction == script.instruction
@@ -1162,7 +1173,7 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
 
     let mut expects = vec![Expectations::default(); migrations.len()];
     if let Some(field) = record.get("expect") {
-        expects[0] = parse_expectations(&field)?;
+        expects[0] = parse_expectations(&field, &migrations[0].regions)?;
     }
     if let Some(field) = record.get("expect_more") {
         for (index, element) in field.list()?.iter().enumerate() {
@@ -1174,7 +1185,7 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
                     migrations.len() - 1
                 )));
             };
-            *slot = parse_expectations(element)?;
+            *slot = parse_expectations(element, &migrations[index + 1].regions)?;
         }
     }
 
@@ -1652,7 +1663,12 @@ const REGION_EXPECT_KEYS: [&str; 5] = [
     "max_unwritable",
 ];
 
-fn parse_expectations(field: &Field<'_>) -> Result<Expectations, ScenarioError> {
+/// `batch`: the regions of the migration these expectations are for (empty for a single
+/// region); `[expect.regions."T:N"]` must name one of them.
+fn parse_expectations(
+    field: &Field<'_>,
+    batch: &[RegionId],
+) -> Result<Expectations, ScenarioError> {
     let record = field.record(&EXPECT_KEYS)?;
     let mut expect = Expectations::default();
     if let Some(field) = record.get("outcome") {
@@ -1723,8 +1739,24 @@ fn parse_expectations(field: &Field<'_>) -> Result<Expectations, ScenarioError> 
             let region = key
                 .parse::<RegionId>()
                 .map_err(|error| entry.error(format!("invalid region {key:?}: {error}")))?;
+            if batch.is_empty() {
+                return Err(entry.error(
+                    "per-region expectations are for a batch: this migration names one region \
+                     (`region`), not `regions`",
+                ));
+            }
+            if !batch.contains(&region) {
+                return Err(entry.error(format!(
+                    "region {region} is not one of this migration's regions"
+                )));
+            }
+            if expect.regions.contains_key(&region) {
+                return Err(entry.error(format!("region {region} is given twice")));
+            }
             entry.record(&REGION_EXPECT_KEYS)?;
-            expect.regions.insert(region, parse_expectations(&entry)?);
+            expect
+                .regions
+                .insert(region, parse_expectations(&entry, &[])?);
         }
     }
     Ok(expect)
