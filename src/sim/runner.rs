@@ -654,11 +654,14 @@ impl BatchResults<'_> {
         let mut outcomes = Vec::new();
         let mut errors = Vec::new();
         let mut max_events = 0;
+        // The first refusal, "KIND: message", as a rejected submit reports it.
+        let mut first_refusal: Option<String> = None;
         for (region, start) in regions {
             let (outcome, route, unwritable_ms) = match start {
                 // Refused alone (its table or route is missing): it did not complete.
                 BatchRegionStart::Refused(error) => {
                     errors.push(format!("region {region}: {}: {error}", error.kind()));
+                    first_refusal.get_or_insert_with(|| format!("{}: {error}", error.kind()));
                     (None, cluster.metadata().region_route_now(*region), 0)
                 }
                 BatchRegionStart::Started(id) => {
@@ -732,6 +735,15 @@ impl BatchResults<'_> {
         } else {
             Some(errors.join("; "))
         };
+        let all_refused = regions
+            .iter()
+            .all(|(_, start)| matches!(start, BatchRegionStart::Refused(_)));
+        if all_refused {
+            // No region started: the batch is a refused submit, not an aborted procedure.
+            result.outcome = "rejected".to_string();
+            result.error = first_refusal;
+            result.procedure_id = None;
+        }
         Ok(max_events)
     }
 }
