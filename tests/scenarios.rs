@@ -294,3 +294,26 @@ fn a_submit_due_right_after_an_engine_crash_reaches_the_reopened_engine() {
         second.error
     );
 }
+
+/// A run that fails keeps its log (its path is in the result) so it can be inspected and
+/// replayed; a run that passes leaves nothing behind.
+#[test]
+fn a_failing_crash_point_keeps_its_log_and_a_passing_one_does_not() {
+    let mut scenario = load("crash_then_resume.toml");
+    scenario.expects[0].leader = Some(99);
+    let sweep = run_crash_at_every_event(&scenario, &options(true)).expect("sweep runs");
+    assert!(!sweep.runs.is_empty());
+    std::fs::remove_dir_all(&sweep.baseline.data_dir).expect("the failing baseline's log");
+    for (k, outcome) in &sweep.runs {
+        assert!(!outcome.ok, "crash after event {k} passed a wrong leader");
+        let dir = PathBuf::from(&outcome.data_dir);
+        assert!(
+            dir.join("sled").is_dir(),
+            "crash after event {k}: {dir:?} is gone"
+        );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+    let passing = run_scenario(&load("crash_then_resume.toml"), &options(true)).expect("runs");
+    assert!(passing.outcome.ok);
+    assert!(!PathBuf::from(&passing.outcome.data_dir).exists());
+}

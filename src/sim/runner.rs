@@ -43,7 +43,8 @@ pub const REOPEN_RETRY_DELAY_MS: u64 = 10;
 pub struct RunOptions {
     /// Where the log goes; a fresh kept temporary directory when `None`.
     pub data_dir: Option<PathBuf>,
-    /// Delete the data directory after the run (fuzzing, sweeps).
+    /// Delete the data directory after a run that passed (fuzzing, sweeps); a failing run's
+    /// log is kept, at the path its result names, to be inspected and replayed.
     pub discard_data_dir: bool,
     /// Skip fdatasync (fuzzing only; crashes here are engine halts, never machine crashes).
     pub unsynced_log: bool,
@@ -616,7 +617,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         },
         data_dir: data_dir.display().to_string(),
     };
-    if options.discard_data_dir {
+    if options.discard_data_dir && outcome.ok {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
     Ok(ScenarioRun {
