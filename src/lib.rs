@@ -20,6 +20,7 @@
 //!   `cargo bench --bench engine`; results in `BENCHMARKS.md`.
 //! - [`cli`]: the `regmig` command: demo, inspect, replay, audit; `src/main.rs` only calls it.
 
+pub mod archive;
 pub mod bench;
 pub mod cli;
 pub mod cluster;

@@ -256,7 +256,9 @@ pub(crate) fn add_global_entries(
 /// When that entry is damaged (verify() reports it), the records themselves are scanned.
 fn next_global_seq_on_disk(tree: &sled::Tree) -> Result<u64, LogError> {
     let Some(item) = tree.scan_prefix([PREFIX_GLOBAL]).next_back() else {
-        return Ok(1);
+        // Everything archived: the log goes on after the cut.
+        return Ok(super::archive::read_checkpoint(tree)?
+            .map_or(1, |checkpoint| checkpoint.cut_global_seq + 1));
     };
     let (key, value) = item?;
     if let (Some(first_global_seq), Some(runs)) =
