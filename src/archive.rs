@@ -126,7 +126,7 @@ pub fn archive_before(
         });
     }
     let (manifest, manifest_sha256) = write_archive_files(&plan, before_ms, dir)?;
-    let checkpoint = log.apply_archive(&plan, manifest_sha256)?;
+    let checkpoint = log.apply_archive(&plan, manifest_sha256, dir)?;
     Ok(ArchiveReport {
         manifest: Some(manifest),
         migrations: plan.procedures.len() as u64,

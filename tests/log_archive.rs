@@ -216,7 +216,8 @@ fn a_crash_at_every_step_of_an_archive_leaves_the_old_state_or_the_new_one() {
             let (_, sha256) =
                 write_archive_files(&plan, BEFORE_ALL_MS, archive.path()).expect("files");
             if crash_after == "cut" {
-                log.apply_archive(&plan, sha256).expect("cut");
+                log.apply_archive(&plan, sha256, archive.path())
+                    .expect("cut");
             }
         }
         drop(log);
@@ -261,7 +262,7 @@ fn a_plan_the_log_moved_past_is_refused_and_removes_nothing() {
     write_history(&log);
     let plan = log.plan_archive(BEFORE_ALL_MS).expect("plan");
     archive_before(&log, BEFORE_ALL_MS, archive.path()).expect("another archive runs first");
-    let stale = log.apply_archive(&plan, [0u8; 32]);
+    let stale = log.apply_archive(&plan, [0u8; 32], archive.path());
     assert!(
         matches!(&stale, Err(LogError::ArchiveStale { reason }) if reason == "another archive ran since the plan"),
         "{stale:?}"

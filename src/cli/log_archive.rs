@@ -76,7 +76,8 @@ fn report_json(data_dir: &Path, to: &Path, report: &ArchiveReport) -> serde_json
         "manifest": report.manifest.as_ref().map(|path| path.display().to_string()),
         "migrations": report.migrations,
         "events": report.events,
-        "checkpoint": report.checkpoint.map(|checkpoint| json!({
+        "checkpoint": report.checkpoint.as_ref().map(|checkpoint| json!({
+            "archive_dir": checkpoint.archive_dir,
             "cut_global_seq": checkpoint.cut_global_seq,
             "hash_at_cut": hex(&checkpoint.hash_at_cut),
             "manifest_sha256": hex(&checkpoint.manifest_sha256),

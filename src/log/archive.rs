@@ -20,11 +20,14 @@ use super::{Core, EventLog};
 
 /// The checkpoint layout this build writes and reads.
 pub const CHECKPOINT_VERSION: u8 = 1;
-/// Bytes of an encoded checkpoint: version, cut, hash at cut, manifest sha256, crc32.
-pub const CHECKPOINT_LEN: usize = 1 + 8 + CHAIN_HASH_LEN + 32 + 4;
+/// Bytes of a checkpoint before the archive directory: version, cut, hash at cut,
+/// manifest SHA-256, directory length.
+const CHECKPOINT_FIXED_LEN: usize = 1 + 8 + CHAIN_HASH_LEN + 32 + 2;
+/// The longest archive directory a checkpoint names, in bytes of UTF-8.
+pub const CHECKPOINT_DIR_MAX_BYTES: usize = 4096;
 
 /// What the live log keeps of the history it archived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The last global seq archived: the live log starts at the next one.
     pub cut_global_seq: u64,
@@ -32,27 +35,38 @@ pub struct Checkpoint {
     pub hash_at_cut: ChainHash,
     /// The SHA-256 of the manifest of the archive that ends at the cut.
     pub manifest_sha256: [u8; 32],
+    /// Where the archive was written (as given then, made absolute): informative, so
+    /// readers can say where older history went.
+    pub archive_dir: String,
 }
 
 impl Checkpoint {
-    /// The stored bytes (see migrations-log-format.md, "Archives").
-    pub fn encode(&self) -> [u8; CHECKPOINT_LEN] {
-        let mut bytes = [0u8; CHECKPOINT_LEN];
-        bytes[0] = CHECKPOINT_VERSION;
-        bytes[1..9].copy_from_slice(&self.cut_global_seq.to_be_bytes());
-        bytes[9..41].copy_from_slice(&self.hash_at_cut);
-        bytes[41..73].copy_from_slice(&self.manifest_sha256);
-        let crc = crc32fast::hash(&bytes[..73]);
-        bytes[73..].copy_from_slice(&crc.to_be_bytes());
+    /// The stored bytes (see migrations-log-format.md, "Archives"). A directory longer
+    /// than [`CHECKPOINT_DIR_MAX_BYTES`] is cut there (at a character boundary).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut dir_len = self.archive_dir.len().min(CHECKPOINT_DIR_MAX_BYTES);
+        while !self.archive_dir.is_char_boundary(dir_len) {
+            dir_len -= 1;
+        }
+        let mut bytes = Vec::with_capacity(CHECKPOINT_FIXED_LEN + dir_len + 4);
+        bytes.push(CHECKPOINT_VERSION);
+        bytes.extend_from_slice(&self.cut_global_seq.to_be_bytes());
+        bytes.extend_from_slice(&self.hash_at_cut);
+        bytes.extend_from_slice(&self.manifest_sha256);
+        bytes.extend_from_slice(&(dir_len as u16).to_be_bytes());
+        bytes.extend_from_slice(&self.archive_dir.as_bytes()[..dir_len]);
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
         bytes
     }
 
     /// Reads the stored bytes, checked; the error says what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-        if bytes.len() != CHECKPOINT_LEN {
+        if bytes.len() < CHECKPOINT_FIXED_LEN + 4 {
             return Err(format!(
-                "{} bytes, a checkpoint is {CHECKPOINT_LEN}",
-                bytes.len()
+                "{} bytes, a checkpoint is at least {}",
+                bytes.len(),
+                CHECKPOINT_FIXED_LEN + 4
             ));
         }
         if bytes[0] != CHECKPOINT_VERSION {
@@ -61,21 +75,41 @@ impl Checkpoint {
                 bytes[0]
             ));
         }
-        let stored = u32::from_be_bytes(bytes[73..].try_into().unwrap_or_default());
-        let computed = crc32fast::hash(&bytes[..73]);
+        let dir_len = usize::from(u16::from_be_bytes([
+            bytes[CHECKPOINT_FIXED_LEN - 2],
+            bytes[CHECKPOINT_FIXED_LEN - 1],
+        ]));
+        if bytes.len() != CHECKPOINT_FIXED_LEN + dir_len + 4 {
+            return Err(format!(
+                "{} bytes, but its directory length {dir_len} makes {}",
+                bytes.len(),
+                CHECKPOINT_FIXED_LEN + dir_len + 4
+            ));
+        }
+        let body = &bytes[..bytes.len() - 4];
+        let mut stored = [0u8; 4];
+        stored.copy_from_slice(&bytes[bytes.len() - 4..]);
+        let stored = u32::from_be_bytes(stored);
+        let computed = crc32fast::hash(body);
         if stored != computed {
             return Err(format!(
                 "bad checksum: stored {stored:#010x}, computed {computed:#010x}"
             ));
         }
+        let mut cut = [0u8; 8];
+        cut.copy_from_slice(&body[1..9]);
         let mut hash_at_cut = [0u8; CHAIN_HASH_LEN];
-        hash_at_cut.copy_from_slice(&bytes[9..41]);
+        hash_at_cut.copy_from_slice(&body[9..41]);
         let mut manifest_sha256 = [0u8; 32];
-        manifest_sha256.copy_from_slice(&bytes[41..73]);
+        manifest_sha256.copy_from_slice(&body[41..73]);
+        let archive_dir = std::str::from_utf8(&body[CHECKPOINT_FIXED_LEN..])
+            .map_err(|_| "the archive directory is not UTF-8".to_string())?
+            .to_string();
         Ok(Checkpoint {
-            cut_global_seq: u64::from_be_bytes(bytes[1..9].try_into().unwrap_or_default()),
+            cut_global_seq: u64::from_be_bytes(cut),
             hash_at_cut,
             manifest_sha256,
+            archive_dir,
         })
     }
 }
@@ -144,13 +178,15 @@ impl EventLog {
 
     /// Removes what `plan` archives, in one sled batch that deletes its events, their
     /// global-order and audit entries and writes the checkpoint naming `manifest_sha256`,
-    /// then syncs. Call it only after the archive's files are durable. Refused
+    /// then syncs. `archive_dir` is only recorded, so readers can say where the history
+    /// went. Call it only after the archive's files are durable. Refused
     /// ([`LogError::ArchiveStale`]) when the log moved since the plan in a way that
     /// touches it.
     pub fn apply_archive(
         &self,
         plan: &ArchivePlan,
         manifest_sha256: [u8; 32],
+        archive_dir: &std::path::Path,
     ) -> Result<Checkpoint, LogError> {
         let core = self.core();
         if core.read_only {
@@ -167,6 +203,10 @@ impl EventLog {
             cut_global_seq: plan.cut_global_seq,
             hash_at_cut: plan.hash_at_cut,
             manifest_sha256,
+            archive_dir: std::path::absolute(archive_dir)
+                .unwrap_or_else(|_| archive_dir.to_path_buf())
+                .to_string_lossy()
+                .into_owned(),
         };
         let batch = core.guarded("prepare the archive cut", || {
             cut_batch(core, plan, &checkpoint)
@@ -197,9 +237,11 @@ fn plan(core: &Core, before_ms: u64) -> Result<ArchivePlan, LogError> {
     let _visible = core.read_visible();
     let tree = &core.tree;
     let previous = read_checkpoint(tree)?;
-    let (from_global_seq, hash_before) = previous.map_or((1, super::CHAIN_START), |checkpoint| {
-        (checkpoint.cut_global_seq + 1, checkpoint.hash_at_cut)
-    });
+    let (from_global_seq, hash_before) = previous
+        .as_ref()
+        .map_or((1, super::CHAIN_START), |checkpoint| {
+            (checkpoint.cut_global_seq + 1, checkpoint.hash_at_cut)
+        });
     let open: HashSet<Uuid> = tree
         .scan_prefix([PREFIX_OPEN])
         .filter_map(|item| item.ok().and_then(|(key, _)| parse_open_key(&key)))
@@ -372,6 +414,6 @@ fn cut_batch(
             }
         }
     }
-    batch.insert(CHECKPOINT_KEY, checkpoint.encode().to_vec());
+    batch.insert(CHECKPOINT_KEY, checkpoint.encode());
     Ok(batch)
 }
