@@ -92,6 +92,15 @@ fn an_archived_fixture_verifies_audits_lists_and_replays_as_before() {
         assert_eq!(&replay.stdout, before, "replay {id}");
     }
 
+    // The archived log compacts into a new directory that still joins the archive.
+    let compacted = copy.path("compacted");
+    regmig_in(&data, &["log", "compact", "--to", path_str(&compacted)]).expect_code(0);
+    regmig_in(
+        &compacted,
+        &["log", "verify", "--archive", path_str(&archive)],
+    )
+    .expect_code(0);
+
     // A changed bundle does not join: verify says so and fails.
     let bundle = archive.join(format!("{}.rgmb", ALL_IDS[0]));
     let mut bytes = std::fs::read(&bundle).expect("read");

@@ -300,3 +300,114 @@ fn a_changed_bundle_or_a_missing_manifest_does_not_join() {
         other => panic!("expected a missing manifest, got {other:?}"),
     }
 }
+
+fn dir_size_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).expect("list") {
+        let entry = entry.expect("entry");
+        let metadata = entry.metadata().expect("metadata");
+        total += if metadata.is_dir() {
+            dir_size_bytes(&entry.path())
+        } else {
+            metadata.len()
+        };
+    }
+    total
+}
+
+/// The measurement behind BENCHMARKS.md, "Archiving": 1,000 migrations of 30 events (about
+/// 400 bytes of payload each), 90% archived. Run with `--ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, about 10 s: run it by hand"]
+fn disk_space_after_archiving_ninety_percent() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let archive = tempfile::tempdir().expect("temp dir");
+    let log = EventLog::open(data.path(), unsynced()).expect("open");
+    let payload = vec![7u8; 400];
+    for index in 0..1000u64 {
+        let id = Uuid::now_v7();
+        let events = (1..=30)
+            .map(|seq| regmig::log::NewEvent {
+                kind: 1,
+                recorded_at_ms: 1_700_000_000_000 + index * 1000 + seq,
+                payload: payload.clone(),
+            })
+            .collect();
+        log.append_blocking(regmig::log::AppendRequest {
+            procedure_id: id,
+            expected_next_seq: 1,
+            events,
+            opens: Some(regmig::log::OpenProcedure {
+                region_id: index,
+                peers: vec![1, 2],
+            }),
+            closes: true,
+        })
+        .expect("append")
+        .expect("no conflict");
+    }
+    log.sync_blocking().expect("sync");
+    drop(log);
+    let before = dir_size_bytes(data.path());
+    let log = EventLog::open(data.path(), LogOptions::default()).expect("open");
+    let report =
+        archive_before(&log, 1_700_000_000_000 + 900 * 1000, archive.path()).expect("archive");
+    assert_eq!(report.migrations, 900);
+    drop(log);
+    let after = dir_size_bytes(data.path());
+    let log = EventLog::open(data.path(), LogOptions::default()).expect("reopen");
+    log.sync_blocking().expect("sync");
+    drop(log);
+    let reopened = dir_size_bytes(data.path());
+    let compacted_dir = tempfile::tempdir().expect("temp dir");
+    let compacted = compacted_dir.path().join("data");
+    let report = regmig::log::archive::compact(data.path(), &compacted).expect("compact");
+    println!(
+        "before {before} B, after archive {after} B, after reopen {reopened} B, archive {} B, compacted {} B ({} entries)",
+        dir_size_bytes(archive.path()),
+        report.bytes_after,
+        report.entries
+    );
+    assert!(
+        report.bytes_after * 5 <= before,
+        "at most 20% of the former size"
+    );
+    let log = EventLog::open(&compacted, LogOptions::default()).expect("open the compacted log");
+    let verified = log.verify().expect("verify");
+    assert!(verified.is_clean(), "{:#?}", verified.problems);
+    assert_eq!(verified.events, 3000);
+    assert_eq!(verified.archived_to_global_seq, 27_000);
+    verify_archive(&log, archive.path()).expect("the archive joins the compacted log");
+}
+
+#[test]
+fn a_compacted_log_keeps_every_entry_the_checkpoint_and_the_mark() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let archive = tempfile::tempdir().expect("temp dir");
+    let log = EventLog::open(data.path(), LogOptions::default()).expect("open");
+    let history = write_history(&log);
+    archive_before(&log, BEFORE_ALL_MS, archive.path()).expect("archive");
+    let live_before = log.events_from(0, usize::MAX).expect("read");
+    drop(log);
+    let target = tempfile::tempdir().expect("temp dir");
+    let to = target.path().join("data");
+    let report = regmig::log::archive::compact(data.path(), &to).expect("compact");
+    assert!(report.entries > 0);
+    let log = EventLog::open(&to, LogOptions::default()).expect("open the compacted log");
+    assert_eq!(log.events_from(0, usize::MAX).expect("read"), live_before);
+    assert_eq!(
+        log.open_procedures().expect("read"),
+        vec![(history.open, 4)]
+    );
+    verify_archive(&log, archive.path()).expect("the archive joins the compacted log");
+    let receipt = log
+        .append_blocking(next_append(history.open, 3, 1, true))
+        .expect("append")
+        .expect("no conflict");
+    assert_eq!(receipt.first_global_seq, 12);
+    assert!(log.verify().expect("verify").is_clean());
+    // The target must be new.
+    drop(log);
+    let refused = regmig::log::archive::compact(data.path(), &to);
+    assert!(matches!(refused, Err(LogError::Io { .. })), "{refused:?}");
+}

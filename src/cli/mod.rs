@@ -116,6 +116,19 @@ pub enum LogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the log into a new data directory whose files hold only what is live (after
+    /// an archive: sled reuses freed space but never shrinks its files); DIR is only read.
+    Compact {
+        /// The data directory (held and only read).
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// The new data directory (must not exist, or be empty).
+        #[arg(long)]
+        to: std::path::PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy every event of a damaged log that still reads back and checks out into a new
     /// log, with a marker where a migration's history is missing; DIR is left untouched.
     Salvage {
@@ -181,6 +194,9 @@ pub fn main() -> ExitCode {
             to,
             json,
         }) => log_archive::run(&data_dir, before, &to, json),
+        Command::Log(LogCommand::Compact { data_dir, to, json }) => {
+            log_archive::run_compact(&data_dir, &to, json)
+        }
         Command::Log(LogCommand::Salvage { data_dir, to, json }) => {
             log_salvage::run(&data_dir, &to, json)
         }

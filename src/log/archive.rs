@@ -417,3 +417,123 @@ fn cut_batch(
     batch.insert(CHECKPOINT_KEY, checkpoint.encode());
     Ok(batch)
 }
+
+/// What [`compact`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Entries copied, over every tree.
+    pub entries: u64,
+    /// Bytes of the data directory before (sled's files and the mark).
+    pub bytes_before: u64,
+    /// Bytes of the new data directory.
+    pub bytes_after: u64,
+}
+
+/// Copies the log in `from` (and every other tree of its database) into a new data
+/// directory `to` (absent or empty), entry by entry, so the new files hold only what is
+/// live: sled reuses the space an archive frees but does not give it back to the file
+/// system. `from` is held (its lock) and only read; the new log gets a mark for the same
+/// end and is reopened (which fsyncs its files) and verified before this returns. Swap
+/// the directories by hand while nothing runs.
+pub fn compact(from: &std::path::Path, to: &std::path::Path) -> Result<CompactReport, LogError> {
+    match std::fs::read_dir(to) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(LogError::io(
+                    "compact into",
+                    to,
+                    std::io::Error::other("the directory is not empty: compact writes a new log"),
+                ));
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(LogError::io("compact into", to, error)),
+    }
+    let source = EventLog::open_existing(from, super::LogOptions::default())?;
+    let core = source.core();
+    let bytes_before = dir_size_bytes(from);
+    std::fs::create_dir_all(to).map_err(|error| LogError::io("create", to, error))?;
+    let sled_dir = to.join(super::SLED_SUBDIR);
+    let target = sled::Config::new()
+        .path(&sled_dir)
+        .open()
+        .map_err(|error| {
+            LogError::io(
+                "create the new database",
+                &sled_dir,
+                std::io::Error::other(error.to_string()),
+            )
+        })?;
+    let mut entries = 0u64;
+    // Under the writer lock: nothing is appended while the copy runs.
+    let writer = core
+        .writer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tail = core.guarded("copy the database", || {
+        for name in core.db.tree_names() {
+            let tree = core.db.open_tree(&name)?;
+            let into = target.open_tree(&name)?;
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0usize;
+            for item in tree.iter() {
+                let (key, value) = item?;
+                batch.insert(key, value);
+                in_batch += 1;
+                entries += 1;
+                if in_batch == 4096 {
+                    into.apply_batch(std::mem::take(&mut batch))?;
+                    in_batch = 0;
+                }
+            }
+            into.apply_batch(batch)?;
+        }
+        target.flush()?;
+        super::tail::read_tail(&core.tree)
+    })?;
+    drop(writer);
+    drop(target);
+    drop(source);
+    super::mark::create_mark(
+        to,
+        &super::mark::Mark::settled(1, tail.last_global_seq, tail.last_hash),
+    )?;
+    // Reopen durable: its open fsyncs every file of the new log and checks it against
+    // the mark; then verify it.
+    let mut attempts = 0;
+    let log = loop {
+        match EventLog::open(to, super::LogOptions::default()) {
+            Ok(log) => break log,
+            Err(LogError::InUse { .. }) if attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let report = log.verify()?;
+    if let Some(problem) = report.problems.into_iter().next() {
+        return Err(problem);
+    }
+    drop(log);
+    Ok(CompactReport {
+        entries,
+        bytes_before,
+        bytes_after: dir_size_bytes(to),
+    })
+}
+
+/// The bytes of the files under `dir` (0 for what does not read).
+pub fn dir_size_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(metadata) if metadata.is_dir() => dir_size_bytes(&entry.path()),
+            Ok(metadata) => metadata.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
