@@ -445,3 +445,36 @@ pub fn verify_archive(log: &EventLog, dir: &Path) -> Result<ArchiveContents, Arc
     }
     Ok(contents)
 }
+
+/// The retention setting for embedders: archive migrations that finished more than
+/// `archive_after_ms` ago into `archive_dir`. Off by default (`archive_after_ms: None`):
+/// regmig never removes history unless asked. The embedder calls [`apply_retention`] when
+/// it suits it (say, daily); the engine does not call it on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// How long a finished migration stays in the live log; `None`: forever (the default).
+    pub archive_after_ms: Option<u64>,
+    /// Where archives go (required when `archive_after_ms` is set).
+    pub archive_dir: Option<PathBuf>,
+}
+
+/// Applies `retention` at `now_ms`: `Ok(None)` when it is off, else what the archive did.
+/// A setting with an age but no directory is [`ArchiveError::Broken`] naming it.
+pub fn apply_retention(
+    log: &EventLog,
+    retention: &Retention,
+    now_ms: u64,
+) -> Result<Option<ArchiveReport>, ArchiveError> {
+    let Some(after_ms) = retention.archive_after_ms else {
+        return Ok(None);
+    };
+    let Some(dir) = &retention.archive_dir else {
+        return Err(ArchiveError::Broken {
+            path: PathBuf::new(),
+            reason: format!(
+                "the retention setting archives after {after_ms} ms but names no archive directory"
+            ),
+        });
+    };
+    archive_before(log, now_ms.saturating_sub(after_ms), dir).map(Some)
+}

@@ -411,3 +411,35 @@ fn a_compacted_log_keeps_every_entry_the_checkpoint_and_the_mark() {
     let refused = regmig::log::archive::compact(data.path(), &to);
     assert!(matches!(refused, Err(LogError::Io { .. })), "{refused:?}");
 }
+
+#[test]
+fn retention_is_off_by_default_and_archives_by_age_when_set() {
+    use regmig::archive::{apply_retention, Retention};
+    let data = tempfile::tempdir().expect("temp dir");
+    let archive = tempfile::tempdir().expect("temp dir");
+    let log = EventLog::open(data.path(), unsynced()).expect("open");
+    write_history(&log);
+    assert_eq!(Retention::default().archive_after_ms, None);
+    let off = apply_retention(&log, &Retention::default(), BEFORE_ALL_MS).expect("off");
+    assert_eq!(off, None);
+    assert_eq!(total_events(&log), 11);
+    let no_dir = Retention {
+        archive_after_ms: Some(1000),
+        archive_dir: None,
+    };
+    assert!(matches!(
+        apply_retention(&log, &no_dir, BEFORE_ALL_MS),
+        Err(ArchiveError::Broken { .. })
+    ));
+    let week_ms = 7 * 24 * 3600 * 1000;
+    let retention = Retention {
+        archive_after_ms: Some(week_ms),
+        archive_dir: Some(archive.path().to_path_buf()),
+    };
+    // Every helper event is at about 1_700_000_010_000 ms: a week later, a, b, c go.
+    let report = apply_retention(&log, &retention, 1_700_000_010_000 + week_ms)
+        .expect("retention")
+        .expect("on");
+    assert_eq!(report.migrations, 3);
+    assert_eq!(total_events(&log), 4);
+}
