@@ -195,7 +195,7 @@ impl EventLog {
             });
         }
         core.check_poison()?;
-        let writer = core
+        let mut writer = core
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -221,6 +221,9 @@ impl EventLog {
                 core.set_poison(&reason);
                 return Err(LogError::WriteFailed { reason });
             }
+        }
+        for (procedure_id, _) in &plan.procedures {
+            writer.forget(*procedure_id);
         }
         if let Some(syncer) = &core.syncer {
             if let Err(error) = syncer.sync(&core.db) {

@@ -99,6 +99,12 @@ impl WriterState {
         Ok(next_seq)
     }
 
+    /// Forgets what is cached of `procedure_id` (its events were archived): its next seq
+    /// is read from the disk again.
+    pub(crate) fn forget(&mut self, procedure_id: Uuid) {
+        self.next_seq_by_procedure.remove(&procedure_id);
+    }
+
     /// The state of a log opened for reading: it never writes.
     pub(crate) fn read_only() -> Self {
         WriterState {
