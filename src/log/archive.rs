@@ -540,3 +540,44 @@ pub fn dir_size_bytes(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            cut_global_seq: 149,
+            hash_at_cut: [7u8; CHAIN_HASH_LEN],
+            manifest_sha256: [9u8; 32],
+            archive_dir: "/var/lib/regmig/archive".to_string(),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_every_flipped_bit_is_refused() {
+        let bytes = sample().encode();
+        assert_eq!(bytes.len(), CHECKPOINT_FIXED_LEN + 23 + 4);
+        assert_eq!(Checkpoint::decode(&bytes), Ok(sample()));
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(Checkpoint::decode(&flipped).is_err(), "bit {bit} accepted");
+        }
+        for cut in 0..bytes.len() {
+            assert!(
+                Checkpoint::decode(&bytes[..cut]).is_err(),
+                "cut at {cut} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_directory_is_cut_at_a_character_boundary() {
+        let mut checkpoint = sample();
+        checkpoint.archive_dir = "é".repeat(CHECKPOINT_DIR_MAX_BYTES);
+        let decoded = Checkpoint::decode(&checkpoint.encode()).expect("decodes");
+        assert_eq!(decoded.archive_dir.len(), CHECKPOINT_DIR_MAX_BYTES);
+        assert!(checkpoint.archive_dir.starts_with(&decoded.archive_dir));
+    }
+}
