@@ -189,3 +189,24 @@ fn regenerate_the_fixture_log() {
     ]);
     println!("{}", listed.stdout);
 }
+
+#[test]
+fn log_verify_of_the_v1_fixture_says_it_has_no_chain_and_no_mark_yet() {
+    let copy = fixture_copy();
+    let run = regmig_in(&copy.data_dir(), &["log", "verify"]).expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "chain:           none: format version 1 records only (written before the chain existed)"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.ends_with(
+            "ok: every record and index entry checks out; the log has no mark yet (an older \
+             regmig wrote it; the next writer adds one)\n"
+        ),
+        "{}",
+        run.stdout
+    );
+}

@@ -531,3 +531,84 @@ fn a_deleted_database_is_refused_without_creating_an_empty_one() {
         .expect("nothing to read");
     assert!(matches!(reader, LogError::NoLog { .. }), "{reader}");
 }
+
+/// Damage that makes sled lose the log's tree (a cut or scribbled start of `sled/db`) is
+/// lost history for every command, as the mark vouches for events: never "another
+/// program's database", which would send the operator nowhere.
+#[test]
+fn a_database_that_lost_the_log_tree_under_a_mark_is_lost_history_for_every_command() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let expected = write_finished_log(&dir, 0);
+    {
+        let db = sled::open(dir.join("sled")).unwrap();
+        assert!(db.drop_tree(regmig::log::keys::TREE_NAME).unwrap());
+        db.flush().unwrap();
+    }
+    wait_for_sled_to_let_go(&dir);
+    let dir_text = dir.to_str().unwrap();
+    for args in [
+        vec!["log", "verify", "--data-dir", dir_text],
+        vec!["list", "--data-dir", dir_text],
+        vec!["audit", "--data-dir", dir_text],
+    ] {
+        let output = regmig(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("has lost acknowledged history")
+                && stderr.contains(&format!(
+                    "no longer holds the `regmig.log` tree, but the mark vouches for global seqs up to {}",
+                    expected.len()
+                )),
+            "{args:?}: {stderr}"
+        );
+    }
+    let writer = EventLog::open_existing(&dir, LogOptions::default());
+    assert!(
+        matches!(writer, Err(LogError::LostHistory(_))),
+        "{:?}",
+        writer.err()
+    );
+}
+
+/// A `sled/db` cut to nothing: every reader exits 1 naming the damage or the loss.
+#[test]
+fn a_database_cut_to_nothing_is_named_by_every_reader() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    write_finished_log(&dir, 0);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("sled/db"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let dir_text = dir.to_str().unwrap();
+    for args in [
+        vec!["log", "verify", "--data-dir", dir_text],
+        vec!["list", "--data-dir", dir_text],
+    ] {
+        let output = regmig(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("another program")
+                && (stderr.contains("has lost acknowledged history")
+                    || stderr.contains("sled/db` is damaged")),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// sled's threads let go of the directory a moment after its handle is dropped.
+fn wait_for_sled_to_let_go(dir: &Path) {
+    for _ in 0..5000 {
+        let file = std::fs::File::open(dir.join("sled/db")).unwrap();
+        if fs2::FileExt::try_lock_exclusive(&file).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    panic!("sled still holds {}", dir.display());
+}

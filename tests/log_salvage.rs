@@ -131,6 +131,26 @@ fn salvage_refuses_a_target_that_holds_anything() {
     assert_eq!(std::fs::read(to.join("keep-me")).unwrap(), b"x");
 }
 
+#[test]
+fn salvage_refuses_a_target_inside_the_damaged_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let from = root.path().join("from");
+    write_log(&from);
+    let before = snapshot(&from);
+    for to in [from.join("sub"), from.join("a/b"), from.join("sled/x")] {
+        let error = salvage(&from, &to).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "could not salvage into {}: it is inside the damaged data directory {}, which salvage leaves untouched",
+                to.display(),
+                from.display()
+            )
+        );
+    }
+    assert_eq!(snapshot(&from), before);
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

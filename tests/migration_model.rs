@@ -902,14 +902,13 @@ fn flush_leader_region_wrong_reply_is_best_effort() {
 }
 
 #[test]
-fn resume_after_a_flush_sent_resends_it_with_what_is_left_of_its_lease_wait() {
+fn resume_after_a_flush_sent_resends_it_with_a_fresh_lease_wait() {
     let mut world = World::with_candidate_follower();
     let mut point = drive(
         &mut world,
         &Setup::default(),
         sending(InstructionKind::FlushRegion),
     );
-    let sent_at_ms = world.now_ms;
     world.now_ms += 4_000;
     let decision = point.decide(&mut world, Observation::Resumed);
     assert_eq!(decision.events, vec![MigrationEvent::Resumed]);
@@ -931,8 +930,9 @@ fn resume_after_a_flush_sent_resends_it_with_what_is_left_of_its_lease_wait() {
             MigrationEvent::InstructionSent {
                 peer: Peer::sim(FROM),
                 instruction: flush_instruction(),
-                timeout_ms: 6_000,
-                deadline_ms: sent_at_ms + FLUSH_LEADER_TIMEOUT_MS,
+                // R2.7: a fresh wait, not what was left of the old one.
+                timeout_ms: FLUSH_LEADER_TIMEOUT_MS,
+                deadline_ms: world.now_ms + FLUSH_LEADER_TIMEOUT_MS,
                 attempt: 1,
                 resend: true,
             },
@@ -3207,14 +3207,13 @@ fn resume_after_instruction_sent_resends_it_with_the_same_attempt_and_a_fresh_wa
 }
 
 #[test]
-fn resume_after_an_open_region_sent_resends_it() {
+fn resume_after_an_open_region_sent_resends_it_with_a_fresh_wait() {
     let mut world = World::default();
     let mut point = drive(
         &mut world,
         &Setup::default(),
         sending(InstructionKind::OpenRegion),
     );
-    let sent_at_ms = world.now_ms;
     world.now_ms += 1_000;
     let decision = resume_and_lock(&mut point, &mut world);
     assert_eq!(
@@ -3224,8 +3223,9 @@ fn resume_after_an_open_region_sent_resends_it() {
             MigrationEvent::InstructionSent {
                 peer: Peer::sim(TO),
                 instruction: open_instruction(),
-                timeout_ms: 9_000,
-                deadline_ms: sent_at_ms + OPEN_CANDIDATE_TIMEOUT_MS,
+                // R2.7: the downtime does not shorten the wait.
+                timeout_ms: OPEN_CANDIDATE_TIMEOUT_MS,
+                deadline_ms: world.now_ms + OPEN_CANDIDATE_TIMEOUT_MS,
                 attempt: 1,
                 resend: true,
             },

@@ -986,7 +986,7 @@ mod scenario_expectations {
         let mut result = completed_result();
         result.followers = vec![];
         assert_eq!(
-            check_expectations(&scenario.expects[0], &result, 0),
+            check_expectations(&scenario.expects[0], &result, 1),
             Vec::<String>::new()
         );
     }
@@ -1004,11 +1004,11 @@ mod scenario_expectations {
             ..Expectations::default()
         };
         assert_eq!(
-            check_expectations(&expect, &completed_result(), 0),
+            check_expectations(&expect, &completed_result(), 1),
             Vec::<String>::new()
         );
         assert_eq!(
-            check_expectations(&Expectations::default(), &completed_result(), 0),
+            check_expectations(&Expectations::default(), &completed_result(), 1),
             Vec::<String>::new()
         );
     }
@@ -1076,7 +1076,7 @@ mod scenario_expectations {
             ..Expectations::default()
         };
         assert_eq!(
-            check_expectations(&matching, &result, 0),
+            check_expectations(&matching, &result, 1),
             Vec::<String>::new()
         );
         let other = Expectations {
@@ -1086,13 +1086,13 @@ mod scenario_expectations {
             ..Expectations::default()
         };
         assert_eq!(
-            check_expectations(&other, &result, 0),
+            check_expectations(&other, &result, 1),
             strings(&[
-                "migration 0 (1024:9): outcome: expected completed, got rejected (error: \
+                "migration 1 (1024:9): outcome: expected completed, got rejected (error: \
              region_route_not_found: region 1024:9 has no route)",
-                "migration 0 (1024:9): error: expected an error containing \"migration_running\", \
+                "migration 1 (1024:9): error: expected an error containing \"migration_running\", \
              got \"region_route_not_found: region 1024:9 has no route\"",
-                "migration 0 (1024:9): leader: expected 2, got no leader",
+                "migration 1 (1024:9): leader: expected 2, got no leader",
             ])
         );
     }
@@ -1179,7 +1179,7 @@ mod scenario_results {
         assert_eq!(
             render_text(&outcome_with(completed_result())),
             "scenario \"open candidate fails twice, then succeeds\": OK\n\
-         \x20 migration 0 1024:1: completed in 1s 520ms (23 events, unwritable 0s): Start > OpenCandidateRegion \
+         \x20 migration 1 1024:1: completed in 1s 520ms (23 events, unwritable 0s): Start > OpenCandidateRegion \
          (x3) > UpdateMetadata::Downgrade > DowngradeLeaderRegion > UpgradeCandidateRegion > \
          UpdateMetadata::Upgrade > CloseDowngradedRegion > End\n\
          \x20 invariants: ok\n\
@@ -1196,7 +1196,7 @@ mod scenario_results {
         let mut outcome = outcome_with(migration);
         outcome.ok = false;
         outcome.failures =
-            strings(&["migration 0 (1024:1): outcome: expected completed, got aborted"]);
+            strings(&["migration 1 (1024:1): outcome: expected completed, got aborted"]);
         outcome.invariants = InvariantsResult {
             ok: false,
             violations: strings(&["region 1024:1 has two writable leaders at 1200ms"]),
@@ -1204,9 +1204,9 @@ mod scenario_results {
         assert_eq!(
             render_text(&outcome),
             "scenario \"open candidate fails twice, then succeeds\": FAILED\n\
-         \x20 migration 0 1024:1: aborted in 1s 520ms (23 events, unwritable 0s): Start > Abort\n\
+         \x20 migration 1 1024:1: aborted in 1s 520ms (23 events, unwritable 0s): Start > Abort\n\
          \x20   error: upgrade: region not ready\n\
-         \x20 failed: migration 0 (1024:1): outcome: expected completed, got aborted\n\
+         \x20 failed: migration 1 (1024:1): outcome: expected completed, got aborted\n\
          \x20 invariant violated: region 1024:1 has two writable leaders at 1200ms\n\
          \x20 data dir: /tmp/regmig-sim-7\n"
         );
@@ -1379,6 +1379,24 @@ mod scenario_revision_two {
             inline_error(&cancel),
             "inline.toml:17: field `cancels[0].migration`: migration 2 does not exist: the file \
              has 1 migration(s), counted from 1 in file order"
+        );
+        let early = format!(
+            "{}\n[[cancels]]\nmigration = 1\nat = \"1s\"\nactor = \"a\"\nreason = \"r\"\n",
+            MINIMAL.replace("to = 2", "to = 2\nat = \"2s\"")
+        );
+        assert_eq!(
+            inline_error(&early),
+            "inline.toml:19: field `cancels[0].at`: the cancel at 1000ms comes before migration 1 \
+             is submitted (at 2000ms): there is nothing to cancel yet"
+        );
+        let many = format!(
+            "{MINIMAL}{}",
+            "\n[[migrations]]\nregion = \"1:1\"\nfrom = 1\nto = 2\n".repeat(1000)
+        );
+        assert_eq!(
+            inline_error(&many),
+            "inline.toml:11: field `migrations`: 1001 migrations; a scenario runs at most 1000 (a \
+             run's cost grows faster than their number)"
         );
         let heal = format!("{MINIMAL}\n[[faults]]\nkind = \"partition\"\npeer = 1\ncount = 1\n");
         assert_eq!(

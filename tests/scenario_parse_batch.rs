@@ -192,14 +192,14 @@ leader = 1
 "#,
     )
     .expect("valid");
-    let failures = check_expectations(&scenario.expects[0], &batch_result(), 0);
+    let failures = check_expectations(&scenario.expects[0], &batch_result(), 1);
     assert_eq!(
         failures,
         vec![
-            "migration 0 (1024:1,1024:2): regions.\"1024:1\".max_unwritable: expected the region \
+            "migration 1 (1024:1,1024:2): regions.\"1024:1\".max_unwritable: expected the region \
              unwritable for at most 1s, it was for 1s 500ms"
                 .to_string(),
-            "migration 0 (1024:1,1024:2): regions.\"1024:2\".outcome: expected completed, got \
+            "migration 1 (1024:1,1024:2): regions.\"1024:2\".outcome: expected completed, got \
              failed"
                 .to_string(),
         ]
@@ -221,4 +221,77 @@ fn the_json_result_of_a_batch_lists_its_regions_and_a_single_migration_has_none(
     };
     let json = serde_json::to_value(single).expect("serializes");
     assert!(json.get("regions").is_none());
+}
+
+#[test]
+fn a_script_or_expectation_naming_a_region_outside_the_batch_is_refused() {
+    let script = parse(
+        r#"
+[[migrations]]
+regions = ["1024:1"]
+from = 1
+to = 2
+
+[[script]]
+peer = 2
+instruction = "open_region"
+region = "1024:2"
+replies = ["timeout"]
+"#,
+    );
+    assert_eq!(
+        script.unwrap_err(),
+        "batch.toml:20: field `script[0]`: region 1024:2 is in no batch (`regions`) of this file: \
+         a script's region answers only that region's part of a batch instruction"
+    );
+    let outside = parse(
+        r#"
+[[migrations]]
+regions = ["1024:1"]
+from = 1
+to = 2
+
+[expect.regions."1024:2"]
+leader = 2
+"#,
+    );
+    assert_eq!(
+        outside.unwrap_err(),
+        "batch.toml:20: field `expect.regions.\"1024:2\"`: region 1024:2 is not one of this \
+         migration's regions"
+    );
+    let single = parse(
+        r#"
+[[migrations]]
+region = "1024:1"
+from = 1
+to = 2
+
+[expect.regions."1024:1"]
+leader = 2
+"#,
+    );
+    assert_eq!(
+        single.unwrap_err(),
+        "batch.toml:20: field `expect.regions.\"1024:1\"`: per-region expectations are for a \
+         batch: this migration names one region (`region`), not `regions`"
+    );
+    let twice = parse(
+        r#"
+[[migrations]]
+regions = ["1024:1", "1024:2"]
+from = 1
+to = 2
+
+[expect.regions."1024:1"]
+leader = 2
+
+[expect.regions."4398046511105"]
+leader = 2
+"#,
+    );
+    assert_eq!(
+        twice.unwrap_err(),
+        "batch.toml:23: field `expect.regions.4398046511105`: region 1024:1 is given twice"
+    );
 }

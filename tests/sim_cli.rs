@@ -88,7 +88,7 @@ fn sim_run_exits_1_and_names_the_key_when_an_expectation_fails() {
         .collect();
     assert_eq!(
         failures,
-        vec!["  failed: migration 0 (1024:1): leader: expected 3, got 2"]
+        vec!["  failed: migration 1 (1024:1): leader: expected 3, got 2"]
     );
 }
 
@@ -281,4 +281,90 @@ fn sim_fuzz_print_scenario_gives_a_file_sim_run_accepts() {
         stdout.starts_with("scenario \"fuzz seed 7\": OK\n"),
         "{stdout}"
     );
+}
+
+#[test]
+fn crash_at_every_event_refuses_a_data_dir_since_each_run_writes_its_own_log() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let file = scenario("crash_then_resume.toml");
+    let output = regmig(&[
+        "sim",
+        "run",
+        path_arg(&file),
+        "--crash-at-every-event",
+        "--data-dir",
+        path_arg(&dir),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains(
+            "the argument '--crash-at-every-event' cannot be used with '--data-dir <DATA_DIR>'"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(!dir.exists());
+}
+
+#[test]
+fn sim_run_escapes_a_datanode_error_in_its_text_output() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("escape.toml");
+    std::fs::write(
+        &file,
+        r#"name = "escape"
+seed = 1
+[cluster]
+peers = [1, 2]
+[[cluster.tables]]
+id = 1024
+regions = [ { number = 1, leader = 1, followers = [] } ]
+[[migrations]]
+region = "1024:1"
+from = 1
+to = 2
+[[script]]
+peer = 2
+instruction = "open_region"
+replies = ["error:x", "error:y", "error:z", "error:a\u001b[31mb\noutcome: completed"]
+"#,
+    )
+    .unwrap();
+    let output = regmig(&["sim", "run", path_arg(&file)]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "    error: retry budget exhausted after 3 retries: region 1024:1 is not opened by \
+             datanode 2: a\\u{1b}[31mb\\noutcome: completed\n"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\u{1b}'), "{stdout}");
+}
+
+/// A refused cancel is part of the story an auditor reads: `show` names who asked, why,
+/// and why it was refused, in its text and its JSON.
+#[test]
+fn show_names_a_refused_cancel() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let file = scenario("cancel_after_the_new_route_is_refused.toml");
+    let run = regmig(&["sim", "run", "--data-dir", path_arg(&dir), path_arg(&file)]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let listed = regmig(&["list", "--json", "--data-dir", path_arg(&dir)]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = listed["migrations"][0]["procedure_id"].as_str().unwrap();
+    let refused = "alice: too late (refused: the new route is already written (state \
+                   CloseDowngradedRegion): the migration can only go forward)";
+    let show = regmig(&["show", id, "--data-dir", path_arg(&dir)]);
+    assert!(
+        text(&show.stdout).contains(&format!("\ncancel refused:  {refused}\n")),
+        "{}",
+        text(&show.stdout)
+    );
+    let show = regmig(&["show", id, "--json", "--data-dir", path_arg(&dir)]);
+    let show: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(show["cancels_refused"], serde_json::json!([refused]));
 }

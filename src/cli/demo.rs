@@ -648,7 +648,7 @@ fn print_summary(summary: &Summary) {
         format_ms(summary.virtual_time_ms),
         format_ms(summary.real_time_ms)
     );
-    let dir = &summary.data_dir;
+    let dir = shell_word(&summary.data_dir);
     let pick = |labels: &[&str]| {
         labels
             .iter()
@@ -669,10 +669,33 @@ fn print_summary(summary: &Summary) {
     println!("  regmig log verify --data-dir {dir}");
 }
 
+/// `text` as one word a POSIX shell reads back as `text`: as is when it holds only safe
+/// characters, else in single quotes (a `'` written `'\''`), so a suggested command that
+/// is pasted never runs what a directory's name holds.
+fn shell_word(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 fn format_ms(ms: u64) -> String {
     if ms >= 10_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else {
         format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_data_dir_is_quoted_for_the_shell_only_when_it_needs_it() {
+        assert_eq!(super::shell_word("./regmig-data"), "./regmig-data");
+        assert_eq!(super::shell_word("/tmp/my dir;rm x"), "'/tmp/my dir;rm x'");
+        assert_eq!(super::shell_word("it's"), "'it'\\''s'");
+        assert_eq!(super::shell_word(""), "''");
     }
 }

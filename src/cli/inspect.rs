@@ -456,6 +456,9 @@ pub fn render_show(detail: &Detail) -> String {
     if let Some(cancelled_by) = &detail.cancelled_by {
         field("cancelled by", cancelled_by.clone());
     }
+    for refused in &detail.cancels_refused {
+        field("cancel refused", refused.clone());
+    }
     field(
         "retries",
         format!("{} ({} left)", summary.retries, summary.retries_left),

@@ -30,7 +30,8 @@ pub struct SimRunArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Run once per event k of the uninterrupted run, crashing the engine after event k.
-    #[arg(long)]
+    /// Each run writes its own temporary log, so `--data-dir` cannot go with it.
+    #[arg(long, conflicts_with = "data_dir")]
     pub crash_at_every_event: bool,
 }
 

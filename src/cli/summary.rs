@@ -394,6 +394,10 @@ pub struct Detail {
     pub abort_reason: Option<String>,
     /// Who cancelled, if anyone.
     pub cancelled_by: Option<String>,
+    /// Cancels that were refused (after the new route was written): "ACTOR: REASON
+    /// (refused: WHY)", in the order asked. Left out of JSON when there were none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cancels_refused: Vec<String>,
     /// The first route read.
     pub route_before: Option<RouteView>,
     /// The last route known: read, or derived from the compare-and-swaps after the last read.
@@ -439,6 +443,7 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
     let mut lock_waits: Vec<LockWaitView> = Vec::new();
     let mut route_changes = Vec::new();
     let mut rollback: Option<RollbackView> = None;
+    let mut cancels_refused = Vec::new();
 
     for (index, timed) in events.iter().enumerate() {
         let seq = index as u64 + 1;
@@ -491,6 +496,11 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
                     to_version: Some(*to_version),
                 });
             }
+            MigrationEvent::CancelRefused {
+                actor,
+                reason,
+                refusal,
+            } => cancels_refused.push(format!("{actor}: {reason} (refused: {refusal})")),
             MigrationEvent::RouteCasRefused {
                 change,
                 expected_version,
@@ -631,6 +641,7 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
             .cancelled_by
             .as_ref()
             .map(|(actor, reason)| format!("{actor}: {reason}")),
+        cancels_refused,
         route_before,
         route_after,
         states,

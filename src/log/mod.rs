@@ -850,30 +850,8 @@ impl Core {
         procedure_id: Uuid,
         seq: u64,
     ) -> Result<Record, LogError> {
-        let record_key = event_key(procedure_id, seq);
-        let Some(bytes) = self.tree.get(record_key)? else {
-            return Err(LogError::IndexMismatch {
-                procedure_id: Some(procedure_id),
-                seq: Some(seq),
-                key: hex(entry_key),
-                reason: format!(
-                    "global seq {global_seq} is listed as this event, which does not exist"
-                ),
-            });
-        };
-        let record = decode_record(&record_key, &bytes)?;
-        if record.global_seq != global_seq {
-            return Err(LogError::IndexMismatch {
-                procedure_id: Some(procedure_id),
-                seq: Some(seq),
-                key: hex(entry_key),
-                reason: format!(
-                    "global seq {global_seq} is listed as this event, whose global seq is {}",
-                    record.global_seq
-                ),
-            });
-        }
-        Ok(record)
+        listed_record(&self.tree, entry_key, global_seq, procedure_id, seq)
+            .map(|(record, _)| record)
     }
 
     fn check_poison(&self) -> Result<(), LogError> {
@@ -1034,4 +1012,39 @@ fn fail_accepted(appends: &mut [AppendOutcome], reason: &str) {
             });
         }
     }
+}
+
+/// The event a global-order entry (`entry_key`) lists at `global_seq`, checked to exist and
+/// to carry that global seq; with its stored bytes (what the chain hashes).
+fn listed_record(
+    tree: &sled::Tree,
+    entry_key: &[u8],
+    global_seq: u64,
+    procedure_id: Uuid,
+    seq: u64,
+) -> Result<(Record, sled::IVec), LogError> {
+    let record_key = event_key(procedure_id, seq);
+    let Some(bytes) = tree.get(record_key)? else {
+        return Err(LogError::IndexMismatch {
+            procedure_id: Some(procedure_id),
+            seq: Some(seq),
+            key: hex(entry_key),
+            reason: format!(
+                "global seq {global_seq} is listed as this event, which does not exist"
+            ),
+        });
+    };
+    let record = decode_record(&record_key, &bytes)?;
+    if record.global_seq != global_seq {
+        return Err(LogError::IndexMismatch {
+            procedure_id: Some(procedure_id),
+            seq: Some(seq),
+            key: hex(entry_key),
+            reason: format!(
+                "global seq {global_seq} is listed as this event, whose global seq is {}",
+                record.global_seq
+            ),
+        });
+    }
+    Ok((record, bytes))
 }

@@ -122,6 +122,27 @@ fn foreign_database(dir: &Path) -> LogError {
     }
 }
 
+/// A database without the log's tree beside a mark: regmig wrote here, and sled lost the
+/// tree (damage at the start of `sled/db` does that), so this is lost history, not another
+/// program's database.
+fn tree_lost(dir: &Path) -> LogError {
+    let vouched = match read_mark(dir) {
+        Ok(Some(mark)) => format!("global seqs up to {}", mark.last_global_seq),
+        Ok(None) => "a log".to_string(),
+        Err(error) => format!("a log (the mark is damaged too: {error})"),
+    };
+    LogError::LostHistory(Box::new(super::error::LostHistory {
+        dir: dir.to_path_buf(),
+        last_good_global_seq: Some(0),
+        first_missing_global_seq: Some(1),
+        procedures: Vec::new(),
+        reason: format!(
+            "{} no longer holds the `regmig.log` tree, but the mark vouches for {vouched}: the database is damaged",
+            db_path(dir).display()
+        ),
+    }))
+}
+
 /// Opens the log for writing, in place.
 pub(super) fn open_writer(dir: &Path, options: LogOptions) -> Result<Core, LogError> {
     let shape = inspect(dir)?;
@@ -268,7 +289,11 @@ pub(super) fn open_reader(dir: &Path) -> Result<Core, LogError> {
             .iter()
             .any(|name| name.as_ref() == TREE_NAME)
         {
-            return Err(foreign_database(dir));
+            return Err(if shape.mark_exists {
+                tree_lost(dir)
+            } else {
+                foreign_database(dir)
+            });
         }
         let tree = db.open_tree(TREE_NAME)?;
         check_layout(dir, &tree, false)?;

@@ -7,11 +7,11 @@ use uuid::Uuid;
 
 use super::error::LogError;
 use super::keys::{
-    event_key, global_key, global_runs_event_count, hex, locate_in_global_runs, parse_global_key,
+    global_key, global_runs_event_count, hex, locate_in_global_runs, parse_global_key,
     parse_global_runs, parse_open_key, PREFIX_EVENT, PREFIX_GLOBAL, PREFIX_OPEN,
 };
 use super::mark::{Mark, MARK_FILE_NAME};
-use super::record::{chain_hash, decode_record, ChainHash, CHAIN_START, FORMAT_VERSION_V1};
+use super::record::{chain_hash, ChainHash, CHAIN_START, FORMAT_VERSION_V1};
 
 /// The last record of the log in global order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,29 +121,7 @@ fn hash_listed(
             reason: format!("no global-order entry lists global seq {global_seq}"),
         });
     };
-    let record_key = event_key(procedure_id, seq);
-    let Some(bytes) = tree.get(record_key)? else {
-        return Err(LogError::IndexMismatch {
-            procedure_id: Some(procedure_id),
-            seq: Some(seq),
-            key: hex(entry_key),
-            reason: format!(
-                "global seq {global_seq} is listed as this event, which does not exist"
-            ),
-        });
-    };
-    let record = decode_record(&record_key, &bytes)?;
-    if record.global_seq != global_seq {
-        return Err(LogError::IndexMismatch {
-            procedure_id: Some(procedure_id),
-            seq: Some(seq),
-            key: hex(entry_key),
-            reason: format!(
-                "global seq {global_seq} is listed as this event, whose global seq is {}",
-                record.global_seq
-            ),
-        });
-    }
+    let (record, bytes) = super::listed_record(tree, entry_key, global_seq, procedure_id, seq)?;
     Ok((chain_hash(&bytes), record.format_version))
 }
 

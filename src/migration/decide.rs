@@ -709,14 +709,17 @@ impl Stepper {
         )
     }
 
-    /// Re-sends the outstanding instruction after a restart. A downgrade or an upgrade gets
-    /// a fresh wait of what is left of the budget (R2.7: the time before the crash was charged
-    /// at the resume, the downtime is not; with no budget left, a zero timeout reports a
-    /// timeout at once). An open, a flush or a close keeps what is left of its deadline, or
-    /// gets a fresh timeout when it passed.
+    /// Re-sends the outstanding instruction after a restart with a fresh wait (R2.7: the
+    /// downtime is not charged, and an instruction is never re-sent with its old deadline). A
+    /// downgrade or an upgrade waits for what is left of the budget (the time before the crash
+    /// was charged at the resume; with none left, a zero timeout reports a timeout at once);
+    /// an open, a flush or a close waits its whole timeout again. Revision 1 procedures keep
+    /// what was left of the deadline, as they were recorded deciding.
     fn resend(&mut self, outstanding: Outstanding) -> Flow {
         let budgeted = super::state::is_budgeted(outstanding.instruction.kind());
-        let (timeout_ms, deadline_ms) = if budgeted && !self.state.policy.revision_two() {
+        let (timeout_ms, deadline_ms) = if !budgeted && self.state.policy.revision_two() {
+            (outstanding.timeout_ms, self.now_ms + outstanding.timeout_ms)
+        } else if budgeted && !self.state.policy.revision_two() {
             // Revision 1: never past the old deadline, even when it passed during the restart.
             (
                 outstanding.deadline_ms.saturating_sub(self.now_ms),

@@ -370,23 +370,6 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
     let mut next_cancel = 0;
     loop {
         let now_ms = clock.elapsed_ms();
-        while next_cancel < cancels.len() && cancels[next_cancel].at_ms <= now_ms {
-            let cancel = cancels[next_cancel];
-            next_cancel += 1;
-            if sim.crash_pending.swap(false, Ordering::SeqCst) {
-                let down_ms = sim.crash_down_ms.load(Ordering::SeqCst);
-                engine = sim.restart(engine, down_ms).await?;
-            }
-            // A cancel of a migration not started (refused, no-op, not yet submitted) or
-            // already finished does nothing; one the engine refuses is recorded by it.
-            let ids = submitted
-                .get(cancel.migration)
-                .map(Submitted::started_ids)
-                .unwrap_or_default();
-            for id in ids {
-                let _ = engine.cancel(id, &cancel.actor, &cancel.reason).await;
-            }
-        }
         while next_submit < order.len() && scenario.migrations[order[next_submit]].at_ms <= now_ms {
             // A crash while the previous submit ran: the next submit goes to the reopened
             // engine, as it would after a real crash (never to the halted one).
@@ -434,6 +417,36 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                 Err(error) => Submitted::Rejected(error),
             };
             next_submit += 1;
+        }
+        // After the submits of the same instant: a cancel at a migration's own `at` finds it.
+        while next_cancel < cancels.len() && cancels[next_cancel].at_ms <= now_ms {
+            let cancel = cancels[next_cancel];
+            next_cancel += 1;
+            if sim.crash_pending.swap(false, Ordering::SeqCst) {
+                let down_ms = sim.crash_down_ms.load(Ordering::SeqCst);
+                engine = sim.restart(engine, down_ms).await?;
+            }
+            // A cancel of a migration not started (refused, no-op, not yet submitted) or
+            // already finished does nothing; one the engine refuses is recorded by it.
+            let ids = submitted
+                .get(cancel.migration)
+                .map(Submitted::started_ids)
+                .unwrap_or_default();
+            for id in ids {
+                for _ in 0..2 {
+                    if sim.crash_pending.swap(false, Ordering::SeqCst) {
+                        let down_ms = sim.crash_down_ms.load(Ordering::SeqCst);
+                        engine = sim.restart(engine, down_ms).await?;
+                    }
+                    let answered = engine.cancel(id, &cancel.actor, &cancel.reason).await;
+                    // The engine crashed while taking it: the operator, never answered,
+                    // asks the reopened engine again.
+                    if answered.is_err() && sim.crash_pending.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    break;
+                }
+            }
         }
         let ids: Vec<Uuid> = submitted.iter().flat_map(Submitted::started_ids).collect();
         let next_submit_at = order
@@ -557,14 +570,15 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                     ended_regions.push(spec.region);
                 } else {
                     failures.push(format!(
-                        "migration {index} ({}): did not finish (status {})",
+                        "migration {} ({}): did not finish (status {})",
+                        index + 1,
                         spec.region,
                         state.status().name()
                     ));
                 }
             }
         }
-        for failure in check_expectations(&scenario.expects[index], &result, index) {
+        for failure in check_expectations(&scenario.expects[index], &result, index + 1) {
             failures.push(failure);
         }
         migrations.push(result);
@@ -669,8 +683,9 @@ impl BatchResults<'_> {
                         self.ended_regions.push(*region);
                     } else {
                         self.failures.push(format!(
-                            "migration {index} (region {region} of a batch): did not finish \
+                            "migration {} (region {region} of a batch): did not finish \
                              (status {})",
+                            index + 1,
                             state.status().name()
                         ));
                     }

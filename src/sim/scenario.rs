@@ -1098,8 +1098,22 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
     };
 
     let migrations_field = record.required("migrations")?;
-    let migrations = migrations_field
-        .list()?
+    let migration_fields = migrations_field.list()?;
+    if migration_fields.len() > MIGRATIONS_MAX {
+        return Err(migrations_field.error(format!(
+            "{} migrations; a scenario runs at most {MIGRATIONS_MAX} (a run's cost grows faster \
+             than their number)",
+            migration_fields.len()
+        )));
+    }
+    let regions_in_cluster: usize = cluster.tables.iter().map(|table| table.regions.len()).sum();
+    if regions_in_cluster > CLUSTER_REGIONS_MAX {
+        return Err(record.required("cluster")?.error(format!(
+            "{regions_in_cluster} regions; a scenario's cluster holds at most \
+             {CLUSTER_REGIONS_MAX}"
+        )));
+    }
+    let migrations = migration_fields
         .iter()
         .map(|element| parse_migration(element, &cluster))
         .collect::<Result<Vec<_>, _>>()?;
@@ -1111,6 +1125,17 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
     if let Some(field) = record.get("script") {
         for element in field.list()? {
             let script = parse_script(&element, &cluster)?;
+            if let Some(region) = script.region {
+                if !migrations
+                    .iter()
+                    .any(|migration| migration.regions.contains(&region))
+                {
+                    return Err(element.error(format!(
+                        "region {region} is in no batch (`regions`) of this file: a script's \
+                         region answers only that region's part of a batch instruction"
+                    )));
+                }
+            }
             if let Some((_, earlier)) = scripts.iter().find(|(other, _)| {
                 other.peer == script.peer
                     && other.instruction == script.instruction
@@ -1142,13 +1167,13 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
     let mut cancels = Vec::new();
     if let Some(field) = record.get("cancels") {
         for element in field.list()? {
-            cancels.push(parse_cancel(&element, migrations.len())?);
+            cancels.push(parse_cancel(&element, &migrations)?);
         }
     }
 
     let mut expects = vec![Expectations::default(); migrations.len()];
     if let Some(field) = record.get("expect") {
-        expects[0] = parse_expectations(&field)?;
+        expects[0] = parse_expectations(&field, &migrations[0].regions)?;
     }
     if let Some(field) = record.get("expect_more") {
         for (index, element) in field.list()?.iter().enumerate() {
@@ -1160,7 +1185,7 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
                     migrations.len() - 1
                 )));
             };
-            *slot = parse_expectations(element)?;
+            *slot = parse_expectations(element, &migrations[index + 1].regions)?;
         }
     }
 
@@ -1177,6 +1202,12 @@ fn parse_root(root: &Field<'_>, file_name: &str) -> Result<Scenario, ScenarioErr
         source: file_name.to_string(),
     })
 }
+
+/// At most this many `[[migrations]]` in one file (400 already take about 20 s).
+pub const MIGRATIONS_MAX: usize = 1000;
+
+/// At most this many regions in a scenario's cluster, over all its tables.
+pub const CLUSTER_REGIONS_MAX: usize = 10_000;
 
 fn parse_cluster(field: &Field<'_>) -> Result<ClusterSpec, ScenarioError> {
     let record = field.record(&["peers", "tables", "flush_writes_per_second"])?;
@@ -1401,22 +1432,35 @@ fn region_value(field: &Field<'_>) -> Result<RegionId, ScenarioError> {
     }
 }
 
-fn parse_cancel(field: &Field<'_>, migrations: usize) -> Result<CancelSpec, ScenarioError> {
+fn parse_cancel(
+    field: &Field<'_>,
+    migrations: &[MigrationSpec],
+) -> Result<CancelSpec, ScenarioError> {
     let record = field.record(&["migration", "at", "actor", "reason"])?;
     let migration_field = record.required("migration")?;
     let number = migration_field.u64_at_least(1)?;
     let migration = usize::try_from(number)
         .ok()
-        .filter(|number| *number <= migrations)
+        .filter(|number| *number <= migrations.len())
         .ok_or_else(|| {
             migration_field.error(format!(
-                "migration {number} does not exist: the file has {migrations} migration(s), \
-                 counted from 1 in file order"
+                "migration {number} does not exist: the file has {} migration(s), \
+                 counted from 1 in file order",
+                migrations.len()
             ))
         })?;
+    let at_field = record.required("at")?;
+    let at_ms = at_field.duration_ms()?;
+    let submitted_at_ms = migrations[migration - 1].at_ms;
+    if at_ms < submitted_at_ms {
+        return Err(at_field.error(format!(
+            "the cancel at {at_ms}ms comes before migration {number} is submitted (at \
+             {submitted_at_ms}ms): there is nothing to cancel yet"
+        )));
+    }
     Ok(CancelSpec {
         migration: migration - 1,
-        at_ms: record.required("at")?.duration_ms()?,
+        at_ms,
         actor: record.required("actor")?.non_empty_string()?.to_string(),
         reason: record.required("reason")?.non_empty_string()?.to_string(),
     })
@@ -1619,7 +1663,12 @@ const REGION_EXPECT_KEYS: [&str; 5] = [
     "max_unwritable",
 ];
 
-fn parse_expectations(field: &Field<'_>) -> Result<Expectations, ScenarioError> {
+/// `batch`: the regions of the migration these expectations are for (empty for a single
+/// region); `[expect.regions."T:N"]` must name one of them.
+fn parse_expectations(
+    field: &Field<'_>,
+    batch: &[RegionId],
+) -> Result<Expectations, ScenarioError> {
     let record = field.record(&EXPECT_KEYS)?;
     let mut expect = Expectations::default();
     if let Some(field) = record.get("outcome") {
@@ -1690,8 +1739,24 @@ fn parse_expectations(field: &Field<'_>) -> Result<Expectations, ScenarioError> 
             let region = key
                 .parse::<RegionId>()
                 .map_err(|error| entry.error(format!("invalid region {key:?}: {error}")))?;
+            if batch.is_empty() {
+                return Err(entry.error(
+                    "per-region expectations are for a batch: this migration names one region \
+                     (`region`), not `regions`",
+                ));
+            }
+            if !batch.contains(&region) {
+                return Err(entry.error(format!(
+                    "region {region} is not one of this migration's regions"
+                )));
+            }
+            if expect.regions.contains_key(&region) {
+                return Err(entry.error(format!("region {region} is given twice")));
+            }
             entry.record(&REGION_EXPECT_KEYS)?;
-            expect.regions.insert(region, parse_expectations(&entry)?);
+            expect
+                .regions
+                .insert(region, parse_expectations(&entry, &[])?);
         }
     }
     Ok(expect)
@@ -1836,16 +1901,17 @@ pub fn collapse_path(states: &[String]) -> Vec<String> {
 }
 
 /// Every expectation `result` fails, each as a sentence naming the key, what was expected
-/// and what happened; empty when all hold.
+/// and what happened; empty when all hold. `migration_number` counts from 1 in file order,
+/// as `[[cancels]]` do.
 pub fn check_expectations(
     expect: &Expectations,
     result: &MigrationResult,
-    migration_index: usize,
+    migration_number: usize,
 ) -> Vec<String> {
     let mut failures = Vec::new();
     let mut fail = |key: &str, message: String| {
         failures.push(format!(
-            "migration {migration_index} ({}): {key}: {message}",
+            "migration {migration_number} ({}): {key}: {message}",
             result.region
         ));
     };
@@ -2043,6 +2109,7 @@ fn check_region(expect: &Expectations, actual: &RegionResult) -> Vec<(&'static s
 /// The result for a terminal: the verdict, one line per migration (and per region of a
 /// batch), the failures, the invariant violations and the data directory.
 pub fn render_text(outcome: &ScenarioOutcome) -> String {
+    use crate::cli::escape::escape_text;
     let mut text = format!(
         "scenario {:?}: {}\n",
         outcome.name,
@@ -2050,7 +2117,8 @@ pub fn render_text(outcome: &ScenarioOutcome) -> String {
     );
     for (index, migration) in outcome.migrations.iter().enumerate() {
         text.push_str(&format!(
-            "  migration {index} {}: {} in {} ({} events, unwritable {}): {}\n",
+            "  migration {} {}: {} in {} ({} events, unwritable {}): {}\n",
+            index + 1,
             migration.region,
             migration.outcome,
             millis_text(migration.virtual_time_ms),
@@ -2059,7 +2127,8 @@ pub fn render_text(outcome: &ScenarioOutcome) -> String {
             path_text(&migration.path)
         ));
         if let Some(error) = &migration.error {
-            text.push_str(&format!("    error: {error}\n"));
+            // A datanode's or an operator's words: one line, no terminal escapes.
+            text.push_str(&format!("    error: {}\n", escape_text(error)));
         }
         for region in &migration.regions {
             let leader = region
@@ -2075,7 +2144,7 @@ pub fn render_text(outcome: &ScenarioOutcome) -> String {
         }
     }
     for failure in &outcome.failures {
-        text.push_str(&format!("  failed: {failure}\n"));
+        text.push_str(&format!("  failed: {}\n", escape_text(failure)));
     }
     if outcome.invariants.ok {
         text.push_str("  invariants: ok\n");
