@@ -8,7 +8,11 @@
 //! # Layout
 //! - [`domain`]: the shared vocabulary: regions, peers, routes, instructions, replies.
 //! - [`log`]: the append-only event log on sled: record envelope, keys and indexes, group
-//!   commit with fdatasync, verification. Its format is `migrations-log-format.md`.
+//!   commit with fdatasync, verification, the archive cut and its checkpoint, compaction.
+//!   Its format is `migrations-log-format.md`.
+//! - [`archive`](mod@archive): archives of finished migrations: bundles and a manifest
+//!   written durably before the log's cut, the proof that an archive joins the live log,
+//!   and the retention setting for embedders (format: `migrations-log-format.md` 9.6).
 //! - [`migration`]: the migration model, pure: events, `fold` and `decide`. No I/O, no clock.
 //! - [`cluster`]: the ports the engine talks through: datanode mailbox, metadata store,
 //!   hooks, clock, entropy, lease renewals (heartbeats); with in-memory and sled-backed
@@ -20,6 +24,7 @@
 //!   `cargo bench --bench engine`; results in `BENCHMARKS.md`.
 //! - [`cli`]: the `regmig` command: demo, inspect, replay, audit; `src/main.rs` only calls it.
 
+pub mod archive;
 pub mod bench;
 pub mod cli;
 pub mod cluster;

@@ -74,6 +74,9 @@ pub enum CliError {
     /// The arguments are valid one by one but not together, or out of range.
     #[error("{0}")]
     Usage(String),
+    /// An archive (`--archive DIR`) does not read or does not prove what it should.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 impl From<LoadError> for CliError {
@@ -107,6 +110,7 @@ impl CliError {
             CliError::Bundle(error) => error.kind_name(),
             CliError::Write { .. } => "write",
             CliError::Usage(_) => "usage",
+            CliError::Archive(_) => "archive",
         }
     }
 }
@@ -144,6 +148,21 @@ pub fn open_log(data_dir: &Path) -> Result<EventLog, CliError> {
         eprintln!("warning: the event log is damaged; showing what still reads back: {damage}");
     }
     Ok(log)
+}
+
+/// Says on stderr, when the log was archived and the command reads the live log only,
+/// that older history is archived and where (`--archive DIR` reads it too).
+pub fn note_archived_history(log: &EventLog, archive_given: bool) -> Result<(), CliError> {
+    if archive_given {
+        return Ok(());
+    }
+    if let Some(checkpoint) = log.checkpoint()? {
+        eprintln!(
+            "note: this log's history up to global seq {} is archived in {}; pass --archive DIR to include it",
+            checkpoint.cut_global_seq, checkpoint.archive_dir
+        );
+    }
+    Ok(())
 }
 
 /// Parses a migration id (a uuid, with or without dashes).

@@ -8,11 +8,13 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::common::{
-    finish, format_duration, format_offset, format_time, load_history, open_log, or_dash,
-    parse_procedure_id, parse_time_ms, print_json, print_text, CliError, ParseTimeError, Table,
+    finish, format_duration, format_offset, format_time, load_history, note_archived_history,
+    open_log, or_dash, parse_procedure_id, parse_time_ms, print_json, print_text, CliError,
+    ParseTimeError, Table,
 };
 use super::summary::{
-    detail, kind_label, payload_json, select_summaries, Detail, RouteView, Selection, Summary,
+    detail, kind_label, payload_json, select_summaries_with_archive, Detail, RouteView, Selection,
+    Summary,
 };
 use super::DEFAULT_DATA_DIR;
 use crate::domain::{ParseRegionIdError, PeerId, RegionId, TableId};
@@ -188,6 +190,10 @@ pub struct ListArgs {
     /// Only the regions of this batch (its id, as `show` prints it): one row per region.
     #[arg(long, value_name = "BATCH_ID")]
     pub batch: Option<uuid::Uuid>,
+    /// Also the archived migrations in this directory (`regmig log archive`), after
+    /// proving that it joins the live log.
+    #[arg(long, value_name = "ARCHIVE_DIR")]
+    pub archive: Option<PathBuf>,
 }
 
 /// Arguments of `show`.
@@ -225,6 +231,10 @@ pub struct AuditArgs {
     /// Same as `--format json`.
     #[arg(long)]
     pub json: bool,
+    /// Also the archived migrations in this directory (`regmig log archive`), after
+    /// proving that it joins the live log.
+    #[arg(long, value_name = "ARCHIVE_DIR")]
+    pub archive: Option<PathBuf>,
 }
 
 /// How `audit` prints.
@@ -258,19 +268,21 @@ struct ListDocument<'a> {
 fn run_list(args: &ListArgs) -> Result<u8, CliError> {
     let selection = args.filter.selection()?;
     let log = open_log(&args.output.data_dir)?;
-    let selected: Vec<(Summary, MigrationState)> = select_summaries(&log, &selection)?
-        .into_iter()
-        .filter(|(summary, state)| {
-            args.filter.keeps(summary)
-                && args.state.is_none_or(|filter| filter.keeps(state))
-                && args.batch.is_none_or(|batch_id| {
-                    state
-                        .batch
-                        .as_ref()
-                        .is_some_and(|batch| batch.batch_id == batch_id)
-                })
-        })
-        .collect();
+    note_archived_history(&log, args.archive.is_some())?;
+    let selected: Vec<(Summary, MigrationState)> =
+        select_summaries_with_archive(&log, &selection, args.archive.as_deref())?
+            .into_iter()
+            .filter(|(summary, state)| {
+                args.filter.keeps(summary)
+                    && args.state.is_none_or(|filter| filter.keeps(state))
+                    && args.batch.is_none_or(|batch_id| {
+                        state
+                            .batch
+                            .as_ref()
+                            .is_some_and(|batch| batch.batch_id == batch_id)
+                    })
+            })
+            .collect();
     let summaries: Vec<&Summary> = selected.iter().map(|(summary, _)| summary).collect();
     if args.output.json {
         print_json(&ListDocument {
@@ -806,11 +818,13 @@ struct AuditDocument {
 fn run_audit(args: &AuditArgs, format: AuditFormat) -> Result<u8, CliError> {
     let selection = args.filter.selection()?;
     let log = open_log(&args.data_dir)?;
-    let rows: Vec<AuditRow> = select_summaries(&log, &selection)?
-        .iter()
-        .filter(|(summary, _)| args.filter.keeps(summary))
-        .map(|(summary, _)| AuditRow::of(summary))
-        .collect();
+    note_archived_history(&log, args.archive.is_some())?;
+    let rows: Vec<AuditRow> =
+        select_summaries_with_archive(&log, &selection, args.archive.as_deref())?
+            .iter()
+            .filter(|(summary, _)| args.filter.keeps(summary))
+            .map(|(summary, _)| AuditRow::of(summary))
+            .collect();
     match format {
         AuditFormat::Json => print_json(&AuditDocument {
             count: rows.len(),

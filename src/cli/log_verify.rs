@@ -1,21 +1,27 @@
 //! `regmig log verify --data-dir DIR [--json]`: checks every record and index entry of a
 //! data directory's event log and names every problem. Exit 0 when clean, 1 otherwise.
+//! With `--archive ARCHIVE_DIR` it also proves that the archive joins the live log without
+//! a gap ([`crate::archive::verify_archive`]); an archive that does not is a problem.
 
 use std::path::Path;
 
 use serde_json::json;
 
+use crate::archive::{verify_archive, ArchiveError};
 use crate::log::keys::hex;
 use crate::log::{EventLog, LogError, VerifyReport};
 
 use super::EXIT_FAILED;
 
 /// Runs the command; returns the exit code.
-pub fn run(data_dir: &Path, json: bool) -> u8 {
-    let report = open_and_verify(data_dir);
+pub fn run(data_dir: &Path, archive: Option<&Path>, json: bool) -> u8 {
+    let report = open_and_verify(data_dir, archive);
     match (&report, json) {
-        (Ok(report), false) => print_text(data_dir, report),
-        (Ok(report), true) => println!("{}", report_json(data_dir, report)),
+        (Ok((report, joined)), false) => print_text(data_dir, report, archive, joined.as_ref()),
+        (Ok((report, joined)), true) => println!(
+            "{}",
+            report_json(data_dir, report, archive, joined.as_ref())
+        ),
         (Err(error), false) => eprintln!("error: {error}"),
         (Err(error), true) => println!(
             "{}",
@@ -27,21 +33,52 @@ pub fn run(data_dir: &Path, json: bool) -> u8 {
         ),
     }
     match report {
-        Ok(report) if report.is_clean() => 0,
+        Ok((report, None | Some(Ok(_)))) if report.is_clean() => 0,
         _ => EXIT_FAILED,
     }
 }
 
-fn open_and_verify(data_dir: &Path) -> Result<VerifyReport, LogError> {
+/// What `--archive` found: the archive's records and manifests, or why it does not join.
+type Joined = Result<(usize, usize), ArchiveError>;
+
+fn open_and_verify(
+    data_dir: &Path,
+    archive: Option<&Path>,
+) -> Result<(VerifyReport, Option<Joined>), LogError> {
     // A private copy: verifying writes nothing into the directory.
     let log = EventLog::open_read_only(data_dir)?;
-    log.verify()
+    let report = log.verify()?;
+    let joined = archive.map(|dir| {
+        verify_archive(&log, dir).map(|contents| (contents.manifests.len(), contents.records.len()))
+    });
+    Ok((report, joined))
+}
+
+fn archive_text(report: &VerifyReport, archive: Option<&Path>, joined: Option<&Joined>) -> String {
+    match (archive, joined) {
+        (Some(dir), Some(Ok((manifests, records)))) => format!(
+            "{}: {manifests} manifests, {records} records, chained from global seq 1 and joined to the live log at global seq {}",
+            dir.display(),
+            report.archived_to_global_seq
+        ),
+        (Some(dir), Some(Err(error))) => format!("{}: DOES NOT JOIN: {error}", dir.display()),
+        _ if report.archived_to_global_seq > 0 => format!(
+            "global seqs 1 to {} are archived (not checked: pass --archive DIR)",
+            report.archived_to_global_seq
+        ),
+        _ => "none".to_string(),
+    }
 }
 
 /// How the chain reads, in one line.
 fn chain_text(report: &VerifyReport) -> String {
     let chain = &report.chain;
     match chain.chained_from_global_seq {
+        None if chain.records == 0 && report.archived_to_global_seq > 0 => format!(
+            "no live records: everything up to global seq {} is archived, chain hash there {}",
+            report.archived_to_global_seq,
+            hex(&chain.head_hash)
+        ),
         None if chain.records == 0 => "empty log, no chain yet".to_string(),
         None => format!(
             "none: format version 1 records only (written before the chain existed), {} records",
@@ -55,12 +92,18 @@ fn chain_text(report: &VerifyReport) -> String {
     }
 }
 
-fn print_text(data_dir: &Path, report: &VerifyReport) {
+fn print_text(
+    data_dir: &Path,
+    report: &VerifyReport,
+    archive: Option<&Path>,
+    joined: Option<&Joined>,
+) {
     println!("event log:       {}", data_dir.display());
     println!("events:          {}", report.events);
     println!("procedures:      {}", report.procedures);
     println!("open procedures: {}", report.open_procedures);
     println!("chain:           {}", chain_text(report));
+    println!("archive:         {}", archive_text(report, archive, joined));
     println!("problems:        {}", report.problem_count());
     for problem in &report.problems {
         println!("  - {}: {problem}", problem.kind_name());
@@ -71,7 +114,9 @@ fn print_text(data_dir: &Path, report: &VerifyReport) {
             report.problems_omitted
         );
     }
-    if report.is_clean() && !data_dir.join(crate::log::MARK_FILE_NAME).exists() {
+    if let Some(Err(_)) = joined {
+        println!("DAMAGED: the archive does not join the live log");
+    } else if report.is_clean() && !data_dir.join(crate::log::MARK_FILE_NAME).exists() {
         println!("ok: every record and index entry checks out; the log has no mark yet (an older regmig wrote it; the next writer adds one)");
     } else if report.is_clean() {
         println!("ok: every record, index entry and chain link checks out, and the log ends where its mark says");
@@ -80,7 +125,12 @@ fn print_text(data_dir: &Path, report: &VerifyReport) {
     }
 }
 
-fn report_json(data_dir: &Path, report: &VerifyReport) -> serde_json::Value {
+fn report_json(
+    data_dir: &Path,
+    report: &VerifyReport,
+    archive: Option<&Path>,
+    joined: Option<&Joined>,
+) -> serde_json::Value {
     let problems: Vec<serde_json::Value> = report
         .problems
         .iter()
@@ -96,7 +146,13 @@ fn report_json(data_dir: &Path, report: &VerifyReport) -> serde_json::Value {
         .collect();
     json!({
         "data_dir": data_dir.display().to_string(),
-        "ok": report.is_clean(),
+        "ok": report.is_clean() && !matches!(joined, Some(Err(_))),
+        "archived_to_global_seq": report.archived_to_global_seq,
+        "archive": archive.map(|dir| json!({
+            "dir": dir.display().to_string(),
+            "joins": matches!(joined, Some(Ok(_))),
+            "text": archive_text(report, archive, joined),
+        })),
         "events": report.events,
         "procedures": report.procedures,
         "open_procedures": report.open_procedures,

@@ -6,7 +6,7 @@
 //! - [`replay`]: `replay` (with `--check`, `--until`, `--file`) and `export`;
 //! - [`timeline`]: an SVG picture of a migration or of a region's history;
 //! - [`sim_cmd`]: `sim run` (scenario files) and `sim fuzz`;
-//! - [`log_verify`]: `log verify`; [`log_salvage`]: `log salvage`;
+//! - [`log_verify`]: `log verify`; [`log_archive`]: `log archive`; [`log_salvage`]: `log salvage`;
 //! - [`bench_cmd`]: `bench`, the benchmark table.
 //!
 //! And what they share: [`common`] (opening a data directory, errors, tables, times),
@@ -25,6 +25,7 @@ pub mod demo;
 pub mod demo_faults;
 pub mod escape;
 pub mod inspect;
+pub mod log_archive;
 pub mod log_salvage;
 pub mod log_verify;
 pub mod output;
@@ -91,6 +92,39 @@ pub enum LogCommand {
         /// The data directory.
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
+        /// Also prove that the archive in this directory joins the live log without a gap.
+        #[arg(long, value_name = "DIR")]
+        archive: Option<std::path::PathBuf>,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every migration that finished before a time into bundles and a manifest in
+    /// an archive directory, and remove them from the live log, leaving a checkpoint.
+    Archive {
+        /// The data directory.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// Archive migrations whose last event is before this time (RFC 3339, or ms
+        /// since the Unix epoch).
+        #[arg(long, value_parser = common::parse_time_ms, value_name = "TIME")]
+        before: u64,
+        /// The archive directory (created if needed; several archives may share it).
+        #[arg(long, value_name = "DIR")]
+        to: std::path::PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the log into a new data directory whose files hold only what is live (after
+    /// an archive: sled reuses freed space but never shrinks its files); DIR is only read.
+    Compact {
+        /// The data directory (held and only read).
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// The new data directory (must not exist, or be empty).
+        #[arg(long)]
+        to: std::path::PathBuf,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -149,7 +183,20 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => inspect::audit(args),
         Command::Timeline(args) => timeline::run(args),
         Command::Sim(command) => sim_cmd::run(command),
-        Command::Log(LogCommand::Verify { data_dir, json }) => log_verify::run(&data_dir, json),
+        Command::Log(LogCommand::Verify {
+            data_dir,
+            archive,
+            json,
+        }) => log_verify::run(&data_dir, archive.as_deref(), json),
+        Command::Log(LogCommand::Archive {
+            data_dir,
+            before,
+            to,
+            json,
+        }) => log_archive::run(&data_dir, before, &to, json),
+        Command::Log(LogCommand::Compact { data_dir, to, json }) => {
+            log_archive::run_compact(&data_dir, &to, json)
+        }
         Command::Log(LogCommand::Salvage { data_dir, to, json }) => {
             log_salvage::run(&data_dir, &to, json)
         }

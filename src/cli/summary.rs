@@ -840,6 +840,16 @@ pub fn select_summaries(
     log: &EventLog,
     selection: &Selection,
 ) -> Result<Vec<(Summary, MigrationState)>, CliError> {
+    select_summaries_with_archive(log, selection, None)
+}
+
+/// [`select_summaries`] over the live log and, with `archive`, the archived migrations
+/// in that directory too (the archive is checked to join the live log first).
+pub fn select_summaries_with_archive(
+    log: &EventLog,
+    selection: &Selection,
+    archive: Option<&std::path::Path>,
+) -> Result<Vec<(Summary, MigrationState)>, CliError> {
     let mut selected = Vec::new();
     for procedure_id in candidates(log, selection)? {
         let events = super::common::load_history(log, procedure_id)?;
@@ -847,6 +857,32 @@ pub fn select_summaries(
         let summary = summary_of(procedure_id, &state, &events)?;
         if selection.matches(&summary) {
             selected.push((summary, state));
+        }
+    }
+    if let Some(dir) = archive {
+        let contents = crate::archive::verify_archive(log, dir)?;
+        let mut by_procedure: std::collections::BTreeMap<Uuid, Vec<crate::log::Record>> =
+            std::collections::BTreeMap::new();
+        for record in contents.records {
+            by_procedure
+                .entry(record.procedure_id)
+                .or_default()
+                .push(record);
+        }
+        for (procedure_id, mut records) in by_procedure {
+            records.sort_by_key(|record| record.seq);
+            let mut events = Vec::with_capacity(records.len());
+            for record in &records {
+                if record.kind == crate::log::salvage::HISTORY_GAP_KIND {
+                    break;
+                }
+                events.push(crate::engine::store::decode_record(record)?);
+            }
+            let state = fold(&events);
+            let summary = summary_of(procedure_id, &state, &events)?;
+            if selection.matches(&summary) {
+                selected.push((summary, state));
+            }
         }
     }
     selected.sort_by(|(a, _), (b, _)| {

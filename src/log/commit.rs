@@ -99,6 +99,12 @@ impl WriterState {
         Ok(next_seq)
     }
 
+    /// Forgets what is cached of `procedure_id` (its events were archived): its next seq
+    /// is read from the disk again.
+    pub(crate) fn forget(&mut self, procedure_id: Uuid) {
+        self.next_seq_by_procedure.remove(&procedure_id);
+    }
+
     /// The state of a log opened for reading: it never writes.
     pub(crate) fn read_only() -> Self {
         WriterState {
@@ -256,7 +262,9 @@ pub(crate) fn add_global_entries(
 /// When that entry is damaged (verify() reports it), the records themselves are scanned.
 fn next_global_seq_on_disk(tree: &sled::Tree) -> Result<u64, LogError> {
     let Some(item) = tree.scan_prefix([PREFIX_GLOBAL]).next_back() else {
-        return Ok(1);
+        // Everything archived: the log goes on after the cut.
+        return Ok(super::archive::read_checkpoint(tree)?
+            .map_or(1, |checkpoint| checkpoint.cut_global_seq + 1));
     };
     let (key, value) = item?;
     if let (Some(first_global_seq), Some(runs)) =

@@ -181,6 +181,14 @@ pub enum LogError {
         reason: String,
     },
 
+    /// An archive cut was refused because the log no longer holds what its plan saw
+    /// (nothing was removed; plan again).
+    #[error("the archive cut was refused, nothing was removed: {reason}")]
+    ArchiveStale {
+        /// What changed.
+        reason: String,
+    },
+
     /// A file of the database is damaged: sled refused it, or panicked reading it.
     #[error("`{}` is damaged: could not {action}: {reason}; run `regmig log verify`, and `regmig log salvage` to copy out what still reads back", path.display())]
     Damaged {
@@ -282,6 +290,7 @@ impl LogError {
             LogError::InvalidAppend { .. } => "invalid_append",
             LogError::Poisoned { .. } => "poisoned",
             LogError::WriteFailed { .. } => "write_failed",
+            LogError::ArchiveStale { .. } => "archive_stale",
             LogError::Damaged { .. } => "damaged",
             LogError::NoLog { .. } => "no_log",
             LogError::MarkDamaged { .. } => "mark_damaged",

@@ -24,6 +24,8 @@ pub const PREFIX_PEER_AUDIT: u8 = b'P';
 
 /// The layout marker key: its value is one byte, the layout version.
 pub const LAYOUT_KEY: &[u8] = b"Mlayout";
+/// The archive checkpoint (see [`super::archive::Checkpoint`]); absent until an archive.
+pub const CHECKPOINT_KEY: &[u8] = b"Mcheckpoint";
 /// The key layout version this build writes and reads.
 pub const LAYOUT_VERSION: u8 = 1;
 

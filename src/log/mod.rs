@@ -39,6 +39,7 @@
 //! it and reports the damage ([`EventLog::damage`]). sled's panics and errors become errors
 //! that name `<dir>/sled/db`. [`salvage`] copies what still checks out into a new log.
 
+pub mod archive;
 mod commit;
 mod durable;
 mod error;
@@ -59,6 +60,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+pub use archive::{ArchivePlan, Checkpoint};
 pub use commit::{APPEND_EVENTS_MAX, OPEN_PEERS_MAX};
 pub use error::{LogError, LostHistory};
 pub use mark::MARK_FILE_NAME;
@@ -457,7 +459,10 @@ impl EventLog {
     pub fn events_from(&self, from_global_seq: u64, limit: usize) -> Result<Vec<Record>, LogError> {
         self.core().guarded("read the global order", || {
             let core = self.core();
-            let from_global_seq = from_global_seq.max(1);
+            // Archived events are gone from the live log: read from the first live one.
+            let archived_to = archive::read_checkpoint(&core.tree)?
+                .map_or(0, |checkpoint| checkpoint.cut_global_seq);
+            let from_global_seq = from_global_seq.max(1).max(archived_to + 1);
             let mut records = Vec::with_capacity(limit.min(4096));
             if limit == 0 {
                 return Ok(records);

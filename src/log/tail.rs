@@ -36,6 +36,14 @@ pub(crate) fn read_tail(tree: &sled::Tree) -> Result<Tail, LogError> {
                 reason: "the log holds events but its global order is empty".to_string(),
             });
         }
+        // Everything archived: the log ends at the checkpoint.
+        if let Some(checkpoint) = super::archive::read_checkpoint(tree)? {
+            return Ok(Tail {
+                last_global_seq: checkpoint.cut_global_seq,
+                last_hash: checkpoint.hash_at_cut,
+                last_format_version: Some(super::record::FORMAT_VERSION),
+            });
+        }
         return Ok(Tail {
             last_global_seq: 0,
             last_hash: CHAIN_START,
@@ -60,6 +68,22 @@ pub(crate) fn read_tail(tree: &sled::Tree) -> Result<Tail, LogError> {
 pub(crate) fn chain_hash_at(tree: &sled::Tree, global_seq: u64) -> Result<ChainHash, LogError> {
     if global_seq == 0 {
         return Ok(CHAIN_START);
+    }
+    if let Some(checkpoint) = super::archive::read_checkpoint(tree)? {
+        if global_seq == checkpoint.cut_global_seq {
+            return Ok(checkpoint.hash_at_cut);
+        }
+        if global_seq < checkpoint.cut_global_seq {
+            return Err(LogError::IndexMismatch {
+                procedure_id: None,
+                seq: None,
+                key: hex(super::keys::CHECKPOINT_KEY),
+                reason: format!(
+                    "global seq {global_seq} was archived (the live log starts after global seq {})",
+                    checkpoint.cut_global_seq
+                ),
+            });
+        }
     }
     let missing = |key: &[u8]| LogError::IndexMismatch {
         procedure_id: None,

@@ -3,7 +3,9 @@
 
 use uuid::Uuid;
 
+use super::archive::read_checkpoint;
 use super::error::LogError;
+use super::keys::CHECKPOINT_KEY;
 use super::keys::{
     event_key, global_key, global_runs_event_count, hex, locate_in_global_runs, open_key,
     parse_audit_key, parse_event_key, parse_global_key, parse_global_runs, parse_open_key,
@@ -34,6 +36,8 @@ pub struct VerifyReport {
     pub problems_omitted: u64,
     /// The hash chain, walked in global order.
     pub chain: ChainReport,
+    /// The last global seq archived (0: never archived); the live log starts after it.
+    pub archived_to_global_seq: u64,
 }
 
 /// The hash chain as `verify()` walked it.
@@ -73,11 +77,23 @@ impl VerifyReport {
 
 /// Walks the whole tree once, in key order.
 pub(crate) fn verify(core: &Core) -> Result<VerifyReport, LogError> {
+    // After an archive the live history starts past the cut, chained to its hash.
+    let (checkpoint, checkpoint_problem) = match read_checkpoint(&core.tree) {
+        Ok(checkpoint) => (checkpoint, None),
+        Err(LogError::Sled(error)) => return Err(LogError::Sled(error)),
+        Err(problem) => (None, Some(problem)),
+    };
+    let (cut_global_seq, hash_at_cut) = checkpoint.map_or((0, CHAIN_START), |checkpoint| {
+        (checkpoint.cut_global_seq, checkpoint.hash_at_cut)
+    });
     let mut walker = Walker {
         tree: &core.tree,
-        report: VerifyReport::default(),
+        report: VerifyReport {
+            archived_to_global_seq: cut_global_seq,
+            ..VerifyReport::default()
+        },
         current_procedure: None,
-        next_global_seq: Some(1),
+        next_global_seq: Some(cut_global_seq + 1),
         last_global_entry: None,
         layout_seen: false,
     };
@@ -85,14 +101,18 @@ pub(crate) fn verify(core: &Core) -> Result<VerifyReport, LogError> {
     let mut chain = ChainWalker {
         tree: &core.tree,
         chain: ChainReport {
-            head_hash: CHAIN_START,
+            head_hash: hash_at_cut,
+            head_global_seq: cut_global_seq,
             ..ChainReport::default()
         },
-        prev_hash: Some(CHAIN_START),
+        prev_hash: Some(hash_at_cut),
         problems: Vec::new(),
     };
     core.walk(Some(PREFIX_GLOBAL), |key, value| chain.visit(key, value))?;
     walker.report.chain = chain.chain;
+    if let Some(problem) = checkpoint_problem {
+        walker.report.push(problem);
+    }
     for problem in chain.problems {
         walker.report.push(problem);
     }
@@ -182,7 +202,9 @@ impl Walker<'_> {
     }
 
     fn visit_meta(&mut self, key: &[u8], value: &[u8]) {
-        if key != LAYOUT_KEY {
+        if key == CHECKPOINT_KEY {
+            // Read (and judged) before the walk.
+        } else if key != LAYOUT_KEY {
             self.report.push(LogError::MalformedKey {
                 key: hex(key),
                 reason: "unknown meta key".to_string(),

@@ -1,0 +1,118 @@
+//! `regmig log archive` on the fixture: the live log keeps a checkpoint, `log verify
+//! --archive` proves the archive joins it, `audit`/`list --archive` give what they gave
+//! before archiving (and without `--archive` say where the history went), and every
+//! archived migration replays from its bundle with `--check` as it did from the log.
+
+mod cli_support;
+
+use std::path::Path;
+
+use cli_support::{fixture_copy, regmig, regmig_in, ALL_IDS};
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+#[test]
+fn an_archived_fixture_verifies_audits_lists_and_replays_as_before() {
+    let copy = fixture_copy();
+    let data = copy.data_dir();
+    let archive = copy.path("archive");
+    let audit_before = regmig_in(&data, &["audit", "--json"]).expect_code(0);
+    let list_before = regmig_in(&data, &["list", "--json"]).expect_code(0);
+    let replays_before: Vec<String> = ALL_IDS
+        .iter()
+        .map(|id| {
+            regmig_in(&data, &["replay", id, "--check", "--json"])
+                .expect_code(0)
+                .stdout
+        })
+        .collect();
+
+    let run = regmig_in(
+        &data,
+        &[
+            "log",
+            "archive",
+            "--before",
+            "2100-01-01",
+            "--to",
+            path_str(&archive),
+            "--json",
+        ],
+    )
+    .expect_code(0);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    assert_eq!(report["migrations"], 4);
+    assert_eq!(report["events"], 149);
+    assert_eq!(report["checkpoint"]["cut_global_seq"], 149);
+    assert_eq!(report["stopped_by"], serde_json::Value::Null);
+
+    let verified =
+        regmig_in(&data, &["log", "verify", "--archive", path_str(&archive)]).expect_code(0);
+    assert!(
+        verified.stdout.contains(&format!(
+            "archive:         {}: 1 manifests, 149 records, chained from global seq 1 and joined to the live log at global seq 149\n",
+            archive.display()
+        )),
+        "{}",
+        verified.stdout
+    );
+    let plain = regmig_in(&data, &["log", "verify"]).expect_code(0);
+    assert!(plain.stdout.contains(
+        "archive:         global seqs 1 to 149 are archived (not checked: pass --archive DIR)\n"
+    ));
+
+    // The live log alone is empty and says where its history went.
+    let audit_live = regmig_in(&data, &["audit", "--json"]).expect_code(0);
+    let live: serde_json::Value = serde_json::from_str(&audit_live.stdout).expect("json");
+    assert_eq!(live["count"], 0);
+    let absolute = std::path::absolute(&archive).expect("absolute");
+    assert_eq!(
+        audit_live.stderr,
+        format!(
+            "note: this log's history up to global seq 149 is archived in {}; pass --archive DIR to include it\n",
+            absolute.display()
+        )
+    );
+    // With the archive: exactly what they said before.
+    let audit_after =
+        regmig_in(&data, &["audit", "--json", "--archive", path_str(&archive)]).expect_code(0);
+    assert_eq!(audit_after.stdout, audit_before.stdout);
+    assert_eq!(audit_after.stderr, "");
+    let list_after =
+        regmig_in(&data, &["list", "--json", "--archive", path_str(&archive)]).expect_code(0);
+    assert_eq!(list_after.stdout, list_before.stdout);
+
+    // Every archived migration replays from its bundle as it did from the log.
+    for (id, before) in ALL_IDS.iter().zip(&replays_before) {
+        let bundle = archive.join(format!("{id}.rgmb"));
+        let replay =
+            regmig(&["replay", "--file", path_str(&bundle), "--check", "--json"]).expect_code(0);
+        assert_eq!(&replay.stdout, before, "replay {id}");
+    }
+
+    // The archived log compacts into a new directory that still joins the archive.
+    let compacted = copy.path("compacted");
+    regmig_in(&data, &["log", "compact", "--to", path_str(&compacted)]).expect_code(0);
+    regmig_in(
+        &compacted,
+        &["log", "verify", "--archive", path_str(&archive)],
+    )
+    .expect_code(0);
+
+    // A changed bundle does not join: verify says so and fails.
+    let bundle = archive.join(format!("{}.rgmb", ALL_IDS[0]));
+    let mut bytes = std::fs::read(&bundle).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&bundle, &bytes).expect("write");
+    let broken =
+        regmig_in(&data, &["log", "verify", "--archive", path_str(&archive)]).expect_code(1);
+    assert!(
+        broken.stdout.contains("DOES NOT JOIN") && broken.stdout.contains(path_str(&bundle)),
+        "{}",
+        broken.stdout
+    );
+    regmig_in(&data, &["audit", "--archive", path_str(&archive)]).expect_code(1);
+}
