@@ -22,10 +22,12 @@ const TABLE_INFOS_TREE: &str = "meta_table_infos";
 /// Table metadata in sled, durable on every write.
 #[derive(Clone)]
 pub struct SledMetadataStore {
-    log: EventLog,
     routes: sled::Tree,
     datanode_tables: sled::Tree,
     table_infos: sled::Tree,
+    /// Last: fields drop in order, and when this is the log's last handle, closing it waits
+    /// for sled to let go of the database, which these trees would still hold.
+    log: EventLog,
 }
 
 fn store_error(what: &str, error: impl std::fmt::Display) -> MetadataError {
@@ -81,10 +83,10 @@ impl SledMetadataStore {
                 .map_err(|error| store_error(&format!("cannot open tree {name}"), error))
         };
         Ok(SledMetadataStore {
-            log: log.clone(),
             routes: open(ROUTES_TREE)?,
             datanode_tables: open(DATANODE_TABLES_TREE)?,
             table_infos: open(TABLE_INFOS_TREE)?,
+            log: log.clone(),
         })
     }
 

@@ -378,8 +378,10 @@ fn lock(dir: &Path, create: bool) -> Result<Option<File>, LogError> {
     Ok(Some(lock_file))
 }
 
-/// How long closing a log waits for sled's own threads to let go of `sled/db`.
-const SLED_RELEASE_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How long closing a log waits for sled's own threads to let go of `sled/db`. Bounded
+/// short: a handle onto the same database that outlives the log (a `sled::Tree` of a
+/// metadata store dropped after it) holds the lock until it goes, and that must not stall.
+const SLED_RELEASE_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// The directory's `regmig.lock`, held while a log is open. A writer's is let go only once
 /// sled has let go of `sled/db` too: sled's threads outlive the `Db` handle for a moment
@@ -412,7 +414,7 @@ impl Drop for DirLock {
         }
         tracing::warn!(
             path = %sled_db.display(),
-            "sled still held its database {}s after the log closed",
+            "sled still held its database {}s after the log closed (is a tree or a metadata store on it still open?)",
             SLED_RELEASE_WAIT_MAX.as_secs()
         );
     }

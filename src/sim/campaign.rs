@@ -180,6 +180,8 @@ const PHASE_KEY: &[u8] = b"phase";
 /// The campaign's durable record: its config and phase, in their own sled tree.
 pub struct CampaignRecord {
     tree: sled::Tree,
+    /// Last: the tree must be gone before the log's last handle closes (see
+    /// `SledMetadataStore`).
     log: EventLog,
 }
 
