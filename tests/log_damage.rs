@@ -8,7 +8,7 @@ mod log_support;
 
 use std::path::{Path, PathBuf};
 
-use log_support::{first_append, next_append};
+use log_support::{copy_dir, first_append, next_append};
 use regmig::log::{encode_record, EventLog, LogError, LogOptions, MARK_FILE_NAME};
 use uuid::Uuid;
 
@@ -68,19 +68,6 @@ fn all_records(log: &EventLog) -> Result<Vec<Vec<u8>>, LogError> {
         .iter()
         .map(encode_record)
         .collect())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// One way to damage a data directory.

@@ -6,7 +6,7 @@ mod log_support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use log_support::{first_append, next_append};
+use log_support::{copy_dir, first_append, next_append};
 use regmig::log::keys::{event_key, TREE_NAME};
 use regmig::log::salvage::{salvage, HistoryGap, HISTORY_GAP_KIND};
 use regmig::log::{EventLog, LogOptions};
@@ -149,19 +149,6 @@ fn salvage_refuses_a_target_inside_the_damaged_directory() {
         );
     }
     assert_eq!(snapshot(&from), before);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]
