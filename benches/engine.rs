@@ -4,7 +4,7 @@
 //! event log and both snapshot baselines, fold, the region query, the raw fdatasync), then
 //! the table at quick sizes; `REGMIG_BENCH_FULL=1 cargo bench --bench engine` prints the
 //! table at issue 7's sizes instead (about as long as `regmig bench`). The measurements
-//! are those of `regmig::bench`, shared with `regmig bench`.
+//! are those of `regmig_tools::bench`, shared with `regmig bench`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -12,13 +12,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use regmig::bench::child::{self, Launcher};
-use regmig::bench::fixture::{self, FixtureSpec};
-use regmig::bench::migrations::{self, Design, RunLength};
-use regmig::bench::{recovery, world, RunOptions, Section, Sizes};
 use regmig::engine::load_procedure;
 use regmig::log::{EventLog, LogOptions};
 use regmig::migration::fold;
+use regmig_tools::bench::child::{self, Launcher};
+use regmig_tools::bench::fixture::{self, FixtureSpec};
+use regmig_tools::bench::migrations::{self, Design, RunLength};
+use regmig_tools::bench::{recovery, world, RunOptions, Section, Sizes};
 
 /// Migrations per worker are rounded up to at least this many per sample.
 const WORKERS: usize = 16;
@@ -88,7 +88,7 @@ fn replay_and_audit_group(c: &mut Criterion) {
     let (dir, _, _) =
         fixture::obtain(&spec, cache_dir().as_deref(), scratch.path()).expect("fixture");
     let copy = scratch.path().join("audit");
-    regmig::bench::memory::copy_dir(&dir, &copy).expect("copy");
+    regmig_tools::bench::memory::copy_dir(&dir, &copy).expect("copy");
     let log = EventLog::open(&copy, LogOptions::default()).expect("open");
     let mut group = c.benchmark_group("audit");
     let region = world::region_of(0);
@@ -160,7 +160,7 @@ fn print_table() {
         },
     };
     let started = Instant::now();
-    let report = regmig::bench::run(&options, &mut |step| {
+    let report = regmig_tools::bench::run(&options, &mut |step| {
         eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64())
     })
     .expect("the benchmark table");
@@ -169,7 +169,7 @@ fn print_table() {
 }
 
 fn main() {
-    // A measurement that needs a process of its own (see `regmig::bench::child`).
+    // A measurement that needs a process of its own (see `regmig_tools::bench::child`).
     if let Some(code) = child::run_from_env() {
         std::process::exit(i32::from(code));
     }

@@ -271,7 +271,7 @@ fn print_table() {
         micros(raw_median)
     );
     let pair =
-        regmig::bench::appends::raw_fdatasync_pair(&dir.path().join("pair"), LATENCY_SAMPLES)
+        regmig_tools::bench::appends::raw_fdatasync_pair(&dir.path().join("pair"), LATENCY_SAMPLES)
             .expect("raw fdatasync of two files");
     for (name, latency) in [
         (
@@ -288,20 +288,20 @@ fn print_table() {
         );
     }
     let (mut with_mark, mut without_mark) =
-        regmig::bench::appends::single_writer_latencies_with_and_without_mark(
+        regmig_tools::bench::appends::single_writer_latencies_with_and_without_mark(
             &dir.path().join("mark-cost"),
             LATENCY_SAMPLES,
         )
         .expect("latencies with and without the mark");
     let (with_mark, without_mark) = (median(&mut with_mark), median(&mut without_mark));
-    let rate_with = regmig::bench::appends::durable_throughput_of(
+    let rate_with = regmig_tools::bench::appends::durable_throughput_of(
         &dir.path().join("mark-256-with"),
         256,
         THROUGHPUT_RUN,
         true,
     )
     .expect("256-way with the mark");
-    let rate_without = regmig::bench::appends::durable_throughput_of(
+    let rate_without = regmig_tools::bench::appends::durable_throughput_of(
         &dir.path().join("mark-256-without"),
         256,
         THROUGHPUT_RUN,

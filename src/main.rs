@@ -1,5 +1,5 @@
 //! The `regmig` binary: everything lives in the library's `cli` module.
 
 fn main() -> std::process::ExitCode {
-    regmig::cli::main()
+    regmig_tools::cli::main()
 }

@@ -4,16 +4,16 @@
 
 use std::sync::Arc;
 
-use regmig::bench::driver::{self, drive, CollectingRecorder};
-use regmig::bench::migrations::{self, snapshot_migration, Design, RunLength};
-use regmig::bench::snapshot::{state_key, PersistPoints, SnapshotStore};
-use regmig::bench::world::{self, InstantMailbox, FIRST_LEADER, OTHER_PEER};
 use regmig::cluster::sled_store::SledMetadataStore;
 use regmig::cluster::{MetadataStore, Ports};
 use regmig::domain::Peer;
 use regmig::engine::{load_procedure, AppendMode, Engine, EngineConfig, LockTable};
 use regmig::log::{EventLog, LogOptions};
 use regmig::migration::{MigrationEvent, Outcome};
+use regmig_tools::bench::driver::{self, drive, CollectingRecorder};
+use regmig_tools::bench::migrations::{self, snapshot_migration, Design, RunLength};
+use regmig_tools::bench::snapshot::{state_key, PersistPoints, SnapshotStore};
+use regmig_tools::bench::world::{self, InstantMailbox, FIRST_LEADER, OTHER_PEER};
 
 struct Cluster {
     _dir: tempfile::TempDir,

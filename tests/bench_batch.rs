@@ -1,6 +1,6 @@
 //! Issue 12's measurement runs and meets its target on a small evacuation.
 
-use regmig::bench::batch::{evacuation, render};
+use regmig_tools::bench::batch::{evacuation, render};
 
 #[test]
 fn a_batch_evacuation_takes_at_most_twice_one_migration() {

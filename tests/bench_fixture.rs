@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use regmig::bench::child::Launcher;
-use regmig::bench::fixture::{self, FixtureSpec};
-use regmig::bench::{recovery, world, BenchError, RunOptions, Section, Sizes};
 use regmig::log::{EventLog, LogOptions};
+use regmig_tools::bench::child::Launcher;
+use regmig_tools::bench::fixture::{self, FixtureSpec};
+use regmig_tools::bench::{recovery, world, BenchError, RunOptions, Section, Sizes};
 
 const SPEC: FixtureSpec = FixtureSpec {
     events: 700,
@@ -110,7 +110,7 @@ fn a_tiny_run_produces_every_figure() {
         cache_dir: None,
         launcher: Launcher::InProcess,
     };
-    let report = regmig::bench::run(&options, &mut |_| {}).expect("run");
+    let report = regmig_tools::bench::run(&options, &mut |_| {}).expect("run");
     let ids: Vec<&str> = report
         .figures
         .iter()

@@ -1,6 +1,6 @@
 //! The benchmark table: ratios, verdicts, and MISSED when a target is not met.
 
-use regmig::bench::table::{render_table, Check, Figure, Quantity, Unit, Verdict};
+use regmig_tools::bench::table::{render_table, Check, Figure, Quantity, Unit, Verdict};
 
 fn appends(value: f64) -> Figure {
     Figure::new(

@@ -6,7 +6,7 @@ mod cli_support;
 use std::path::Path;
 
 use cli_support::{regmig, Run};
-use regmig::sim::campaign::{CampaignConfig, CampaignRecord};
+use regmig_tools::sim::campaign::{CampaignConfig, CampaignRecord};
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
@@ -402,7 +402,7 @@ fn a_divergence_only_in_time_shows_both_times() {
     let input_ms = records[index - 1].recorded_at_ms;
     records[index].recorded_at_ms = input_ms + 7;
     let bundle = copy.path("shifted.bundle");
-    std::fs::write(&bundle, regmig::cli::bundle::encode_bundle(id, &records))
+    std::fs::write(&bundle, regmig::log::bundle::encode_bundle(id, &records))
         .expect("write the bundle");
     let run = regmig(&["replay", "--file", path_str(&bundle), "--check"]).expect_code(1);
     let lines: Vec<&str> = run.stdout.lines().collect();
@@ -540,14 +540,14 @@ fn an_integer_too_large_names_its_field_under_its_table() {
     let text = format!(
         "{SCENARIO}\n[[migrations]]\nregion = \"1024:1\"\nfrom = 18446744073709551616\nto = 2\n"
     );
-    let error = regmig::sim::scenario::parse_scenario(&text, "big.toml").unwrap_err();
+    let error = regmig_tools::sim::scenario::parse_scenario(&text, "big.toml").unwrap_err();
     assert_eq!(
         error.to_string(),
         "big.toml:20: field `migrations[1].from`: invalid value: number too large to fit in target type (an integer is at most 9223372036854775807)"
     );
     // A syntax error outside a value is still a syntax error.
-    let error =
-        regmig::sim::scenario::parse_scenario("name = \"x\"\n[cluster\n", "bad.toml").unwrap_err();
+    let error = regmig_tools::sim::scenario::parse_scenario("name = \"x\"\n[cluster\n", "bad.toml")
+        .unwrap_err();
     assert!(
         error.to_string().starts_with("bad.toml:2: invalid TOML: "),
         "{error}"

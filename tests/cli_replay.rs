@@ -9,7 +9,7 @@ use std::path::Path;
 use cli_support::{
     assert_snapshot, fixture_copy, regmig, regmig_in, ABORTED_ID, ALL_IDS, COMPLETED_ID, RESUMED_ID,
 };
-use regmig::cli::bundle::{encode_bundle, read_bundle};
+use regmig::log::bundle::{encode_bundle, read_bundle};
 use regmig::log::{
     encode_record, AppendRequest, Durability, EventLog, LogOptions, NewEvent, OpenProcedure, Record,
 };

@@ -1,13 +1,13 @@
 //! Revision 2 in `list` and `show`: a rollback being retried shows its attempts and last
 //! error, and `show` reports the write pause the log shows.
 
-use regmig::cli::inspect::render_show;
-use regmig::cli::summary::{detail, summarize, write_pause_ms};
 use regmig::domain::{Instruction, Peer, RegionId, WalKind};
 use regmig::migration::{
     ErrorKind, MigrationEvent, MigrationTask, RetryPolicy, RouteChange, StateName, StepError,
     TimedEvent,
 };
+use regmig_tools::cli::inspect::render_show;
+use regmig_tools::cli::summary::{detail, summarize, write_pause_ms};
 use uuid::Uuid;
 
 const T0: u64 = 1_767_225_600_000;

@@ -11,10 +11,10 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use regmig::cli::bundle::{decode_bundle, encode_bundle};
 use regmig::engine::store::decode_record;
+use regmig::log::bundle::{decode_bundle, encode_bundle};
 use regmig::log::Record;
-use regmig::sim::scenario::parse_scenario;
+use regmig_tools::sim::scenario::parse_scenario;
 
 /// Cases of a short run (every `cargo test`).
 const SHORT_CASES: u32 = 300;

@@ -4,6 +4,7 @@
 //! byte-identical, verify is clean, a writer opens) or detected both by a writer's open
 //! and by verify. Never a shorter log that verifies clean; never a panic.
 
+#[path = "../crates/regmig/tests/log_support/mod.rs"]
 mod log_support;
 
 use std::path::{Path, PathBuf};

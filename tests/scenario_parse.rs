@@ -7,7 +7,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use regmig::domain::{InstructionKind, RegionId, WalKind};
-use regmig::sim::scenario::{
+use regmig_tools::sim::scenario::{
     check_expectations, collapse_path, load_scenario, parse_scenario, render_text, ClusterSpec,
     CrashTrigger, Expectations, ExpectedOutcome, FaultSpec, InvariantsResult, LeaderStateExpect,
     MigrationResult, MigrationSpec, RegionSpec, ReplyToken, Scenario, ScenarioError,
@@ -1309,7 +1309,7 @@ mod scenario_revision_two {
         );
         assert_eq!(
             scenario.cancels,
-            vec![regmig::sim::scenario::CancelSpec {
+            vec![regmig_tools::sim::scenario::CancelSpec {
                 migration: 0,
                 at_ms: 2_000,
                 actor: "alice".to_string(),

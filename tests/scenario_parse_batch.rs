@@ -2,7 +2,7 @@
 //! `[[migrations]]`, `[expect.regions."T:N"]`, `region` in `[[script]]`, outcome `partial`.
 
 use regmig::domain::{InstructionKind, RegionId};
-use regmig::sim::scenario::{
+use regmig_tools::sim::scenario::{
     check_expectations, parse_scenario, ExpectedOutcome, LeaderStateExpect, MigrationResult,
     RegionResult,
 };
@@ -22,7 +22,7 @@ regions = [
 ]
 "#;
 
-fn parse(tail: &str) -> Result<regmig::sim::scenario::Scenario, String> {
+fn parse(tail: &str) -> Result<regmig_tools::sim::scenario::Scenario, String> {
     parse_scenario(&format!("{HEAD}{tail}"), "batch.toml").map_err(|error| error.to_string())
 }
 

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use regmig::sim::datanode::SimOptions;
-use regmig::sim::runner::{run_crash_at_every_event, run_scenario, RunOptions, ScenarioRun};
-use regmig::sim::scenario::{load_scenario, parse_scenario, render_text, Scenario};
+use regmig_tools::sim::datanode::SimOptions;
+use regmig_tools::sim::runner::{run_crash_at_every_event, run_scenario, RunOptions, ScenarioRun};
+use regmig_tools::sim::scenario::{load_scenario, parse_scenario, render_text, Scenario};
 
 fn scenarios_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios"))
@@ -277,8 +277,8 @@ fn a_submit_due_right_after_an_engine_crash_reaches_the_reopened_engine() {
     let mut scenario = load("submit_rejected_migration_running.toml");
     scenario
         .faults
-        .push(regmig::sim::scenario::FaultSpec::EngineCrash {
-            trigger: regmig::sim::scenario::CrashTrigger::AfterEvents(3),
+        .push(regmig_tools::sim::scenario::FaultSpec::EngineCrash {
+            trigger: regmig_tools::sim::scenario::CrashTrigger::AfterEvents(3),
             restart_after_ms: 0,
         });
     let run = run(&scenario);

@@ -13,10 +13,10 @@ mod sim {
         DatanodeTable, Instruction, InstructionKind, LeaderState, MailboxOutcome, Peer, PeerId,
         RegionId, RegionRoute, Reply, TableId, TableInfo, TableRoute, WalKind,
     };
-    use regmig::sim::cluster::{
+    use regmig_tools::sim::cluster::{
         ClusterSetup, HookCall, RegionSetup, SetupError, SimCluster, TableSetup, WriteStats,
     };
-    use regmig::sim::datanode::{
+    use regmig_tools::sim::datanode::{
         ReplaySession, Role, ScriptedReply, SimOptions, WriteOutcome, WriteRejection,
     };
 

@@ -13,8 +13,8 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
-use regmig::sim::fuzz::{fuzz_seed, parse_seed_range, scenario_text, FuzzFailure};
-use regmig::sim::scenario::parse_scenario;
+use regmig_tools::sim::fuzz::{fuzz_seed, parse_seed_range, scenario_text, FuzzFailure};
+use regmig_tools::sim::scenario::parse_scenario;
 
 /// Seeds every `cargo test` runs: about 7 s in a debug build on two cores.
 const CI_SEEDS: Range<u64> = 0..300;

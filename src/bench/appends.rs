@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::error::BenchError;
 use super::runtime;
-use crate::log::{AppendRequest, EventLog, LogOptions, NewEvent, OpenProcedure};
+use regmig::log::{AppendRequest, EventLog, LogOptions, NewEvent, OpenProcedure};
 
 /// The payload of each appended event: the size of a typical migration event.
 pub const PAYLOAD_BYTES: usize = 96;
@@ -292,18 +292,18 @@ pub fn single_writer_latencies_with_and_without_mark(
 
 /// An append that failed inside a task.
 enum AppendFailure {
-    Log(crate::log::LogError),
-    Conflict(crate::log::AppendConflict),
+    Log(regmig::log::LogError),
+    Conflict(regmig::log::AppendConflict),
 }
 
-impl From<crate::log::LogError> for AppendFailure {
-    fn from(error: crate::log::LogError) -> Self {
+impl From<regmig::log::LogError> for AppendFailure {
+    fn from(error: regmig::log::LogError) -> Self {
         AppendFailure::Log(error)
     }
 }
 
-impl From<crate::log::AppendConflict> for AppendFailure {
-    fn from(conflict: crate::log::AppendConflict) -> Self {
+impl From<regmig::log::AppendConflict> for AppendFailure {
+    fn from(conflict: regmig::log::AppendConflict) -> Self {
         AppendFailure::Conflict(conflict)
     }
 }
@@ -320,7 +320,7 @@ impl AppendFailure {
 }
 
 type Appended =
-    Result<Result<crate::log::AppendReceipt, crate::log::AppendConflict>, crate::log::LogError>;
+    Result<Result<regmig::log::AppendReceipt, regmig::log::AppendConflict>, regmig::log::LogError>;
 
 fn appended_ok(joined: Result<Appended, tokio::task::JoinError>) -> Result<(), BenchError> {
     match joined {

@@ -12,9 +12,9 @@ use super::memory;
 use super::migrations::engine_migration;
 use super::runtime;
 use super::world::{self, InstantMailbox, FIRST_LEADER, OTHER_PEER};
-use crate::cluster::sled_store::SledMetadataStore;
-use crate::engine::{AppendMode, Engine, EngineConfig};
-use crate::log::{EventLog, LogOptions, SLED_SUBDIR};
+use regmig::cluster::sled_store::SledMetadataStore;
+use regmig::engine::{AppendMode, Engine, EngineConfig};
+use regmig::log::{EventLog, LogOptions, SLED_SUBDIR};
 
 /// How long the process rests before RSS is read (freed memory, finished tasks).
 const SETTLE: Duration = Duration::from_millis(300);

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::campaign;
 use super::error::BenchError;
 use super::recovery;
-use crate::domain::RegionId;
+use regmig::domain::RegionId;
 
 /// The environment variable that carries a child's job (JSON).
 pub const CHILD_ENV: &str = "REGMIG_BENCH_CHILD";

@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::error::BenchError;
-use crate::cluster::{new_procedure_id, MetadataStore, Ports};
-use crate::domain::{MailboxOutcome, Peer, RegionId};
-use crate::engine::LockTable;
-use crate::migration::{
+use regmig::cluster::{new_procedure_id, MetadataStore, Ports};
+use regmig::domain::{MailboxOutcome, Peer, RegionId};
+use regmig::engine::LockTable;
+use regmig::migration::{
     decide, table_lock_key, Action, Input, MigrationEvent, MigrationState, MigrationTask,
     Observation, RetryPolicy, DEFAULT_TIMEOUT_MS,
 };

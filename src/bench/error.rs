@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 
-use crate::cluster::MetadataError;
-use crate::engine::{EngineError, LoadError, SubmitError};
-use crate::log::LogError;
-use crate::migration::DecideError;
+use regmig::cluster::MetadataError;
+use regmig::engine::{EngineError, LoadError, SubmitError};
+use regmig::log::LogError;
+use regmig::migration::DecideError;
 
 /// Why a measurement could not be taken (never a missed target: the table reports those).
 #[derive(Debug, thiserror::Error)]

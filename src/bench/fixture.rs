@@ -29,13 +29,13 @@ use super::driver::{self, drive, Next, Recorder};
 use super::error::BenchError;
 use super::runtime;
 use super::world::{self, InstantMailbox, FIRST_LEADER, OTHER_PEER};
-use crate::cluster::memory::MemoryMetadataStore;
-use crate::cluster::sled_store::SledMetadataStore;
-use crate::cluster::{Clock, Entropy, NoopHooks, Ports, SeededEntropy};
-use crate::domain::{Peer, PeerId, RegionId};
-use crate::engine::{encode_events, LockTable};
-use crate::log::{AppendRequest, Durability, EventLog, LogOptions, NewEvent, OpenProcedure};
-use crate::migration::{MigrationEvent, MigrationState};
+use regmig::cluster::memory::MemoryMetadataStore;
+use regmig::cluster::sled_store::SledMetadataStore;
+use regmig::cluster::{Clock, Entropy, NoopHooks, Ports, SeededEntropy};
+use regmig::domain::{Peer, PeerId, RegionId};
+use regmig::engine::{encode_events, LockTable};
+use regmig::log::{AppendRequest, Durability, EventLog, LogOptions, NewEvent, OpenProcedure};
+use regmig::migration::{MigrationEvent, MigrationState};
 
 /// Bumped whenever the fixture's content changes, so a cached one is rebuilt.
 pub const FIXTURE_VERSION: u32 = 3;

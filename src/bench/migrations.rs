@@ -17,12 +17,14 @@ use super::error::BenchError;
 use super::runtime;
 use super::snapshot::{PersistPoints, SnapshotRecorder, SnapshotStore};
 use super::world::{self, InstantMailbox, FIRST_LEADER, OTHER_PEER};
-use crate::cluster::sled_store::SledMetadataStore;
-use crate::cluster::{MetadataStore, Ports};
-use crate::domain::{Peer, PeerId, RegionId};
-use crate::engine::{AppendMode, Engine, EngineConfig, LockTable, MigrationRequest, SubmitOutcome};
-use crate::log::{EventLog, LogOptions};
-use crate::migration::{MigrationState, Outcome};
+use regmig::cluster::sled_store::SledMetadataStore;
+use regmig::cluster::{MetadataStore, Ports};
+use regmig::domain::{Peer, PeerId, RegionId};
+use regmig::engine::{
+    AppendMode, Engine, EngineConfig, LockTable, MigrationRequest, SubmitOutcome,
+};
+use regmig::log::{EventLog, LogOptions};
+use regmig::migration::{MigrationState, Outcome};
 
 /// Which design runs the migrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -15,11 +15,11 @@ use super::error::BenchError;
 use super::memory;
 use super::runtime;
 use super::world::{self, InstantMailbox};
-use crate::cluster::sled_store::SledMetadataStore;
-use crate::domain::RegionId;
-use crate::engine::{decode_record, load_procedure, AppendMode, Engine, EngineConfig};
-use crate::log::{EventLog, LogOptions};
-use crate::migration::{fold, MigrationEvent};
+use regmig::cluster::sled_store::SledMetadataStore;
+use regmig::domain::RegionId;
+use regmig::engine::{decode_record, load_procedure, AppendMode, Engine, EngineConfig};
+use regmig::log::{EventLog, LogOptions};
+use regmig::migration::{fold, MigrationEvent};
 
 /// The longest a resume may take before the bench gives up on it.
 const RESUME_TIMEOUT: Duration = Duration::from_secs(600);
@@ -102,7 +102,7 @@ pub fn region_query_by_scan(
                 continue;
             }
             let timed = decode_record(record)
-                .map_err(|error| BenchError::Load(crate::engine::LoadError::Undecodable(error)))?;
+                .map_err(|error| BenchError::Load(regmig::engine::LoadError::Undecodable(error)))?;
             if let MigrationEvent::Submitted { task, .. } = &timed.event {
                 if task.region_id == region {
                     matching.push(record.procedure_id);

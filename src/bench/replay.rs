@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::error::BenchError;
 use super::fixture;
-use crate::migration::{fold, MigrationEvent, TimedEvent};
+use regmig::migration::{fold, MigrationEvent, TimedEvent};
 
 /// What replaying came to.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

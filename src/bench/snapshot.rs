@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use super::driver::{Next, Recorder};
 use super::error::BenchError;
-use crate::log::{EventLog, SLED_SUBDIR};
-use crate::migration::{MigrationEvent, MigrationState, StateName};
+use regmig::log::{EventLog, SLED_SUBDIR};
+use regmig::migration::{MigrationEvent, MigrationState, StateName};
 
 /// The sled tree the snapshots live in (beside the metadata store's trees).
 pub const SNAPSHOT_TREE: &str = "bench_procedure_snapshots";

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::error::BenchError;
-use crate::cluster::memory::MemoryMetadataStore;
-use crate::cluster::sled_store::SledMetadataStore;
-use crate::cluster::{Clock, Entropy, Mailbox, NoopHooks, OsEntropy, Ports, SystemClock};
-use crate::domain::{
+use regmig::cluster::memory::MemoryMetadataStore;
+use regmig::cluster::sled_store::SledMetadataStore;
+use regmig::cluster::{Clock, Entropy, Mailbox, NoopHooks, OsEntropy, Ports, SystemClock};
+use regmig::domain::{
     DatanodeTable, Instruction, MailboxOutcome, Peer, PeerId, RegionId, RegionRoute, Reply,
     TableId, TableInfo, TableRoute, WalKind,
 };
@@ -171,7 +171,7 @@ pub async fn create_tables(store: &SledMetadataStore, count: u32) -> Result<(), 
 }
 
 fn joined(
-    done: Option<Result<Result<(), crate::cluster::MetadataError>, tokio::task::JoinError>>,
+    done: Option<Result<Result<(), regmig::cluster::MetadataError>, tokio::task::JoinError>>,
 ) -> Result<(), BenchError> {
     match done {
         None | Some(Ok(Ok(()))) => Ok(()),
@@ -182,7 +182,10 @@ fn joined(
 
 /// The engine's ports on the zero-latency cluster: the given mailbox and metadata store, no
 /// hooks, the system clock, OS entropy.
-pub fn ports(mailbox: Arc<dyn Mailbox>, metadata: Arc<dyn crate::cluster::MetadataStore>) -> Ports {
+pub fn ports(
+    mailbox: Arc<dyn Mailbox>,
+    metadata: Arc<dyn regmig::cluster::MetadataStore>,
+) -> Ports {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
     Ports::new(mailbox, metadata, Arc::new(NoopHooks), clock, entropy)

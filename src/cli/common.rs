@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::bundle::BundleError;
 use super::{EXIT_FAILED, EXIT_USAGE};
-use crate::engine::store::{load_procedure, LoadError, UndecodableEvent};
-use crate::log::{EventLog, LogError, SLED_SUBDIR};
-use crate::migration::TimedEvent;
+use regmig::engine::store::{load_procedure, LoadError, UndecodableEvent};
+use regmig::log::bundle::BundleError;
+use regmig::log::{EventLog, LogError, SLED_SUBDIR};
+use regmig::migration::TimedEvent;
 
 /// Why an inspect, replay, audit or timeline command failed. Every variant names the thing
 /// at fault; [`CliError::exit_code`] says whether it was bad usage (2) or a failure (1).
@@ -76,7 +76,11 @@ pub enum CliError {
     Usage(String),
     /// An archive (`--archive DIR`) does not read or does not prove what it should.
     #[error(transparent)]
-    Archive(#[from] crate::archive::ArchiveError),
+    Archive(#[from] regmig::archive::ArchiveError),
+    /// A history could not be loaded for a reason this version of the tools does not know
+    /// by name (the core's `LoadError` is non-exhaustive).
+    #[error(transparent)]
+    Load(LoadError),
 }
 
 impl From<LoadError> for CliError {
@@ -84,6 +88,7 @@ impl From<LoadError> for CliError {
         match error {
             LoadError::Log(error) => CliError::Log(error),
             LoadError::Undecodable(error) => CliError::Undecodable(error),
+            other => CliError::Load(other),
         }
     }
 }
@@ -111,6 +116,7 @@ impl CliError {
             CliError::Write { .. } => "write",
             CliError::Usage(_) => "usage",
             CliError::Archive(_) => "archive",
+            CliError::Load(_) => "load_failed",
         }
     }
 }

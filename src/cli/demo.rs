@@ -16,19 +16,19 @@ use uuid::Uuid;
 
 use super::demo_faults::{self, faults_used, FaultsUsed};
 use super::{DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
-use crate::cluster::sled_store::SledMetadataStore;
-use crate::engine::{
-    load_procedure, AppendMode, BatchRegionStart, BatchRequest, Engine, EngineConfig,
-    MigrationRequest, SubmitOutcome,
-};
-use crate::log::{EventLog, LogOptions};
-use crate::migration::{fold, MigrationEvent, MigrationState, Outcome};
 use crate::sim::campaign::{
     cluster_setup, remaining_moves, restore_routes, submitted_moves, write_initial_layout,
     CampaignConfig, CampaignError, CampaignRecord, MirroredMetadataStore, Phase,
 };
 use crate::sim::cluster::SimCluster;
 use crate::sim::datanode::SimOptions;
+use regmig::cluster::sled_store::SledMetadataStore;
+use regmig::engine::{
+    load_procedure, AppendMode, BatchRegionStart, BatchRequest, Engine, EngineConfig,
+    MigrationRequest, SubmitOutcome,
+};
+use regmig::log::{EventLog, LogOptions};
+use regmig::migration::{fold, MigrationEvent, MigrationState, Outcome};
 
 /// Arguments of `regmig demo`.
 #[derive(Debug, Args)]
@@ -209,12 +209,12 @@ fn now_wall_ms() -> u64 {
 /// candidate gone and abort where an uninterrupted run completes.
 fn datanode_work_of_open_migrations(
     log: &EventLog,
-) -> Result<Vec<(crate::domain::PeerId, crate::domain::Instruction)>, CampaignError> {
-    use crate::domain::{Instruction, Reply};
+) -> Result<Vec<(regmig::domain::PeerId, regmig::domain::Instruction)>, CampaignError> {
+    use regmig::domain::{Instruction, Reply};
     let mut work = Vec::new();
     for (id, _) in log.open_procedures()? {
         let mut sent: Option<Instruction> = None;
-        for timed in crate::engine::load_procedure(log, id)? {
+        for timed in regmig::engine::load_procedure(log, id)? {
             match timed.event {
                 MigrationEvent::InstructionSent { instruction, .. } => sent = Some(instruction),
                 MigrationEvent::ReplyReceived { peer, reply } => {
@@ -420,8 +420,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                 // One batch per source, destination and table (spec R2.5): the regions of a
                 // batch move together, so the evacuation takes about one migration's time.
                 let mut batches: BTreeMap<
-                    (u64, u64, crate::domain::TableId),
-                    Vec<crate::domain::RegionId>,
+                    (u64, u64, regmig::domain::TableId),
+                    Vec<regmig::domain::RegionId>,
                 > = BTreeMap::new();
                 for (region_id, from, to) in &moves {
                     batches
@@ -435,8 +435,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                         trigger: trigger.clone(),
                         ..BatchRequest::new(
                             regions,
-                            crate::domain::Peer::sim(from),
-                            crate::domain::Peer::sim(to),
+                            regmig::domain::Peer::sim(from),
+                            regmig::domain::Peer::sim(to),
                         )
                     };
                     match engine.submit_batch(batch).await {
@@ -461,8 +461,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                     trigger: trigger.clone(),
                     ..MigrationRequest::new(
                         *region_id,
-                        crate::domain::Peer::sim(*from),
-                        crate::domain::Peer::sim(*to),
+                        regmig::domain::Peer::sim(*from),
+                        regmig::domain::Peer::sim(*to),
                     )
                 };
                 match engine.submit(request).await {

@@ -14,17 +14,17 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::cluster::{CasConflict, Mailbox, MetadataError, MetadataStore, RegionMove};
-use crate::domain::{
-    DatanodeTable, Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, RegionId, TableId,
-    TableInfo, TableRoute, VersionedTableRoute,
-};
-use crate::engine::load_procedure;
-use crate::log::EventLog;
-use crate::migration::MigrationEvent;
 use crate::sim::campaign::{initial_routes_by_region, plan, CampaignConfig, CampaignError, Phase};
 use crate::sim::cluster::{SimCluster, SimMetadataStore};
 use crate::sim::datanode::ScriptedReply;
+use regmig::cluster::{CasConflict, Mailbox, MetadataError, MetadataStore, RegionMove};
+use regmig::domain::{
+    DatanodeTable, Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, RegionId, TableId,
+    TableInfo, TableRoute, VersionedTableRoute,
+};
+use regmig::engine::load_procedure;
+use regmig::log::EventLog;
+use regmig::migration::MigrationEvent;
 
 /// Where a scripted reply strikes: a region's instruction of one kind to one datanode.
 pub type FaultTarget = (RegionId, PeerId, InstructionKind);
@@ -220,7 +220,7 @@ pub fn faults_left(plan: FaultPlan, used: &FaultsUsed) -> FaultPlan {
 /// metadata store that deliver them.
 pub fn inject(
     cluster: &Arc<SimCluster>,
-    ports: &mut crate::cluster::Ports,
+    ports: &mut regmig::cluster::Ports,
     config: &CampaignConfig,
     used: &FaultsUsed,
 ) {

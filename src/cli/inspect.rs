@@ -17,9 +17,9 @@ use super::summary::{
     Summary,
 };
 use super::DEFAULT_DATA_DIR;
-use crate::domain::{ParseRegionIdError, PeerId, RegionId, TableId};
-use crate::engine::store::decode_record;
-use crate::migration::{MigrationState, StateName};
+use regmig::domain::{ParseRegionIdError, PeerId, RegionId, TableId};
+use regmig::engine::store::decode_record;
+use regmig::migration::{MigrationState, StateName};
 
 /// Where the log is, and how to print.
 #[derive(Debug, Clone, Args)]

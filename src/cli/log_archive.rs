@@ -7,16 +7,16 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::archive::{archive_before, ArchiveReport};
-use crate::log::keys::hex;
-use crate::log::{EventLog, LogOptions};
+use regmig::archive::{archive_before, ArchiveReport};
+use regmig::log::keys::hex;
+use regmig::log::{EventLog, LogOptions};
 
 use super::EXIT_FAILED;
 
 /// Runs the command; returns the exit code.
 pub fn run(data_dir: &Path, before_ms: u64, to: &Path, json: bool) -> u8 {
     let result = EventLog::open_existing(data_dir, LogOptions::default())
-        .map_err(crate::archive::ArchiveError::from)
+        .map_err(regmig::archive::ArchiveError::from)
         .and_then(|log| archive_before(&log, before_ms, to));
     match result {
         Ok(report) if json => {
@@ -90,7 +90,7 @@ fn report_json(data_dir: &Path, to: &Path, report: &ArchiveReport) -> serde_json
 /// directory whose files hold only what is live (sled does not shrink its files after an
 /// archive). D is held and only read. Exit 0 when the new log was written and verifies.
 pub fn run_compact(data_dir: &Path, to: &Path, json: bool) -> u8 {
-    match crate::log::archive::compact(data_dir, to) {
+    match regmig::log::archive::compact(data_dir, to) {
         Ok(report) if json => {
             println!(
                 "{}",

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::log::salvage::{salvage, SalvageReport};
+use regmig::log::salvage::{salvage, SalvageReport};
 
 use super::EXIT_FAILED;
 

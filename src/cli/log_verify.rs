@@ -1,15 +1,15 @@
 //! `regmig log verify --data-dir DIR [--json]`: checks every record and index entry of a
 //! data directory's event log and names every problem. Exit 0 when clean, 1 otherwise.
 //! With `--archive ARCHIVE_DIR` it also proves that the archive joins the live log without
-//! a gap ([`crate::archive::verify_archive`]); an archive that does not is a problem.
+//! a gap ([`regmig::archive::verify_archive`]); an archive that does not is a problem.
 
 use std::path::Path;
 
 use serde_json::json;
 
-use crate::archive::{verify_archive, ArchiveError};
-use crate::log::keys::hex;
-use crate::log::{EventLog, LogError, VerifyReport};
+use regmig::archive::{verify_archive, ArchiveError};
+use regmig::log::keys::hex;
+use regmig::log::{EventLog, LogError, VerifyReport};
 
 use super::EXIT_FAILED;
 
@@ -116,7 +116,7 @@ fn print_text(
     }
     if let Some(Err(_)) = joined {
         println!("DAMAGED: the archive does not join the live log");
-    } else if report.is_clean() && !data_dir.join(crate::log::MARK_FILE_NAME).exists() {
+    } else if report.is_clean() && !data_dir.join(regmig::log::MARK_FILE_NAME).exists() {
         println!("ok: every record and index entry checks out; the log has no mark yet (an older regmig wrote it; the next writer adds one)");
     } else if report.is_clean() {
         println!("ok: every record, index entry and chain link checks out, and the log ends where its mark says");

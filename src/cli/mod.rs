@@ -19,7 +19,6 @@
 //! failure, exit 1; a closed pipe (`| head`) ends the command quietly ([`output`]).
 
 pub mod bench_cmd;
-pub mod bundle;
 pub mod common;
 pub mod demo;
 pub mod demo_faults;
@@ -172,7 +171,7 @@ pub fn main() -> ExitCode {
     };
     init_tracing();
     output::install();
-    crate::log::quiet_sled_panics();
+    regmig::log::quiet_sled_panics();
     let code = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::List(args) => inspect::list(args),

@@ -2,9 +2,9 @@
 //!
 //! `replay ID` folds a migration's events one by one and prints, after each, what changed in
 //! the derived state; `--until SEQ` stops there. `--check` re-runs today's `decide` on the
-//! recorded inputs ([`crate::migration::replay::check`]) and reports the first event where
+//! recorded inputs ([`regmig::migration::replay::check`]) and reports the first event where
 //! it decides differently (exit 1), or that they agree. `export ID -o FILE` writes a bundle
-//! ([`super::bundle`]) that `replay --file FILE` replays with no data directory.
+//! ([`regmig::log::bundle`]) that `replay --file FILE` replays with no data directory.
 
 use std::path::PathBuf;
 
@@ -12,7 +12,6 @@ use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::bundle::{read_bundle, write_bundle};
 use super::common::{
     finish, format_duration, format_offset, load_history, open_log, or_dash, parse_procedure_id,
     print_json, print_text, CliError, Table,
@@ -20,9 +19,10 @@ use super::common::{
 use super::inspect::OutputArgs;
 use super::summary::payload_json;
 use super::{DEFAULT_DATA_DIR, EXIT_FAILED};
-use crate::engine::store::decode_record;
-use crate::migration::replay::{check, Divergence};
-use crate::migration::{EventRole, MigrationEvent, MigrationState, TimedEvent};
+use regmig::engine::store::decode_record;
+use regmig::log::bundle::{read_bundle, write_bundle};
+use regmig::migration::replay::{check, Divergence};
+use regmig::migration::{EventRole, MigrationEvent, MigrationState, TimedEvent};
 
 /// Arguments of `replay`.
 #[derive(Debug, Args)]
@@ -124,8 +124,8 @@ impl ReplayView {
     pub fn of(state: &MigrationState) -> Self {
         let status = state.status();
         let wait_until_ms = match status {
-            crate::migration::Status::Waiting { until_ms, .. }
-            | crate::migration::Status::Retrying { until_ms } => Some(until_ms),
+            regmig::migration::Status::Waiting { until_ms, .. }
+            | regmig::migration::Status::Retrying { until_ms } => Some(until_ms),
             _ => state.waiting.map(|(until_ms, _)| until_ms),
         };
         ReplayView {

@@ -156,8 +156,8 @@ fn check_fresh_data_dir(dir: &Path) -> Result<(), (u8, String)> {
             ))
         }
     };
-    if dir.join(crate::log::SLED_SUBDIR).exists() {
-        match crate::log::EventLog::open_read_only(dir) {
+    if dir.join(regmig::log::SLED_SUBDIR).exists() {
+        match regmig::log::EventLog::open_read_only(dir) {
             Err(error) => return Err((EXIT_FAILED, error.to_string())),
             Ok(log) => {
                 if let Some(damage) = log.damage() {
@@ -166,7 +166,8 @@ fn check_fresh_data_dir(dir: &Path) -> Result<(), (u8, String)> {
             }
         }
     }
-    if dir.join(crate::log::SLED_SUBDIR).exists() || dir.join(crate::log::LOCK_FILE_NAME).exists() {
+    if dir.join(regmig::log::SLED_SUBDIR).exists() || dir.join(regmig::log::LOCK_FILE_NAME).exists()
+    {
         return Err((EXIT_USAGE, format!(
             "--data-dir {} already holds a log; sim run writes a new one: give a new or empty directory",
             dir.display()

@@ -9,11 +9,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::common::{format_time, CliError};
-use crate::domain::{Instruction, PeerId, RegionId, RegionRoute, Reply, TableId};
-use crate::log::keys::{parse_audit_key, region_audit_key, PREFIX_REGION_AUDIT, TREE_NAME};
-use crate::log::{EventLog, LogError};
-use crate::migration::events::kind_name;
-use crate::migration::{fold, MigrationEvent, MigrationState, RouteChange, TimedEvent};
+use regmig::domain::{Instruction, PeerId, RegionId, RegionRoute, Reply, TableId};
+use regmig::log::keys::{parse_audit_key, region_audit_key, PREFIX_REGION_AUDIT, TREE_NAME};
+use regmig::log::{EventLog, LogError};
+use regmig::migration::events::kind_name;
+use regmig::migration::{fold, MigrationEvent, MigrationState, RouteChange, TimedEvent};
 
 /// The batch a migration belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -658,12 +658,12 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
 fn apply_change(
     route: &mut RegionRoute,
     change: RouteChange,
-    to_peer: &crate::domain::Peer,
+    to_peer: &regmig::domain::Peer,
     at_ms: u64,
 ) {
     match change {
         RouteChange::Downgrade => {
-            route.leader_state = Some(crate::domain::LeaderState::Downgrading);
+            route.leader_state = Some(regmig::domain::LeaderState::Downgrading);
             route.leader_down_since_ms = Some(at_ms);
         }
         RouteChange::Upgrade => {
@@ -824,7 +824,7 @@ fn procedures_by_table(
         let Some((_, recorded_at_ms, procedure_id)) = parse_audit_key(PREFIX_REGION_AUDIT, &key)
         else {
             return Err(CliError::Log(LogError::MalformedKey {
-                key: crate::log::keys::hex(&key),
+                key: regmig::log::keys::hex(&key),
                 reason: "an audit key of the wrong length".to_string(),
             }));
         };
@@ -860,8 +860,8 @@ pub fn select_summaries_with_archive(
         }
     }
     if let Some(dir) = archive {
-        let contents = crate::archive::verify_archive(log, dir)?;
-        let mut by_procedure: std::collections::BTreeMap<Uuid, Vec<crate::log::Record>> =
+        let contents = regmig::archive::verify_archive(log, dir)?;
+        let mut by_procedure: std::collections::BTreeMap<Uuid, Vec<regmig::log::Record>> =
             std::collections::BTreeMap::new();
         for record in contents.records {
             by_procedure
@@ -873,10 +873,10 @@ pub fn select_summaries_with_archive(
             records.sort_by_key(|record| record.seq);
             let mut events = Vec::with_capacity(records.len());
             for record in &records {
-                if record.kind == crate::log::salvage::HISTORY_GAP_KIND {
+                if record.kind == regmig::log::salvage::HISTORY_GAP_KIND {
                     break;
                 }
-                events.push(crate::engine::store::decode_record(record)?);
+                events.push(regmig::engine::store::decode_record(record)?);
             }
             let state = fold(&events);
             let summary = summary_of(procedure_id, &state, &events)?;

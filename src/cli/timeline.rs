@@ -25,8 +25,8 @@ use super::common::{
 };
 use super::summary::{detail, Detail};
 use super::DEFAULT_DATA_DIR;
-use crate::domain::{ParseRegionIdError, RegionId};
-use crate::migration::{MigrationEvent, StateName, TimedEvent};
+use regmig::domain::{ParseRegionIdError, RegionId};
+use regmig::migration::{MigrationEvent, StateName, TimedEvent};
 
 /// The most migrations one picture draws (the most recent ones of a long history).
 pub const TIMELINE_ROWS_MAX: usize = 200;
@@ -125,13 +125,13 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
             ));
         };
         let events = load_history(&log, procedure_id)?;
-        match crate::migration::fold(&events).batch {
+        match regmig::migration::fold(&events).batch {
             // A region of a batch: one row per region of the batch (spec R2.5).
             Some(batch) => {
                 for region in &batch.regions {
                     for (_, member) in log.procedures_by_region(region.as_u64(), 0, u64::MAX)? {
                         let member_events = load_history(&log, member)?;
-                        let joined = crate::migration::fold(&member_events)
+                        let joined = regmig::migration::fold(&member_events)
                             .batch
                             .is_some_and(|of| of.batch_id == batch.batch_id);
                         if joined {

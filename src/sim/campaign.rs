@@ -12,14 +12,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{ClusterSetup, RegionSetup, SimCluster, SimMetadataStore, TableSetup};
-use crate::cluster::sled_store::SledMetadataStore;
-use crate::cluster::{CasConflict, MetadataError, MetadataStore, RegionMove};
-use crate::domain::{
+use regmig::cluster::sled_store::SledMetadataStore;
+use regmig::cluster::{CasConflict, MetadataError, MetadataStore, RegionMove};
+use regmig::domain::{
     DatanodeTable, PeerId, RegionId, RegionRoute, TableId, TableInfo, TableRoute,
     VersionedTableRoute, WalKind,
 };
-use crate::log::EventLog;
-use crate::migration::{fold, StateName};
+use regmig::log::EventLog;
+use regmig::migration::{fold, StateName};
 
 /// Why the campaign cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +30,13 @@ pub enum CampaignError {
     Metadata(#[from] MetadataError),
     /// The log failed.
     #[error(transparent)]
-    Log(#[from] crate::log::LogError),
+    Log(#[from] regmig::log::LogError),
     /// A procedure's history could not be loaded.
     #[error(transparent)]
-    Load(#[from] crate::engine::LoadError),
+    Load(#[from] regmig::engine::LoadError),
     /// The engine failed.
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
+    Engine(#[from] regmig::engine::EngineError),
     /// The simulated cluster could not be built.
     #[error(transparent)]
     Setup(#[from] super::cluster::SetupError),
@@ -268,7 +268,7 @@ pub fn initial_routes(config: &CampaignConfig) -> Vec<(TableId, TableRoute)> {
                     };
                     RegionRoute {
                         region_id: RegionId::new(table_id, number),
-                        leader_peer: Some(crate::domain::Peer::sim(leader)),
+                        leader_peer: Some(regmig::domain::Peer::sim(leader)),
                         follower_peers: Vec::new(),
                         leader_state: None,
                         leader_down_since_ms: None,
@@ -360,7 +360,7 @@ pub async fn cluster_setup(
     let routes = durable_routes(store).await?;
     let mut candidates: BTreeMap<RegionId, PeerId> = BTreeMap::new();
     for (procedure_id, _) in log.open_procedures()? {
-        let state = fold(&crate::engine::load_procedure(log, procedure_id)?);
+        let state = fold(&regmig::engine::load_procedure(log, procedure_id)?);
         let opened = matches!(
             state.state,
             StateName::UpdateMetadataDowngrade
@@ -579,7 +579,7 @@ pub fn remaining_moves(
     for done in submitted.iter().rev().filter(|done| done.completed) {
         if let Some(route) = routes_at_start.get_mut(&done.region_id) {
             if route.leader_id() == Some(done.to) {
-                route.leader_peer = Some(crate::domain::Peer::sim(done.from));
+                route.leader_peer = Some(regmig::domain::Peer::sim(done.from));
             }
         }
     }
@@ -598,7 +598,7 @@ pub fn submitted_moves(
     let trigger = phase.trigger(config);
     let mut moves = Vec::new();
     for procedure_id in log.procedures()? {
-        let state = fold(&crate::engine::load_procedure(log, procedure_id)?);
+        let state = fold(&regmig::engine::load_procedure(log, procedure_id)?);
         if state.trigger != trigger {
             continue;
         }
@@ -607,7 +607,7 @@ pub fn submitted_moves(
                 region_id: task.region_id,
                 from: task.from_peer.id,
                 to: task.to_peer.id,
-                completed: state.outcome == Some(crate::migration::Outcome::Completed),
+                completed: state.outcome == Some(regmig::migration::Outcome::Completed),
             });
         }
     }
@@ -625,7 +625,7 @@ mod tests {
     fn apply(routes: &mut BTreeMap<RegionId, RegionRoute>, moves: &[PlannedMove]) {
         for (region, _, to) in moves {
             if let Some(route) = routes.get_mut(region) {
-                route.leader_peer = Some(crate::domain::Peer::sim(*to));
+                route.leader_peer = Some(regmig::domain::Peer::sim(*to));
             }
         }
     }

@@ -38,12 +38,12 @@ use super::datanode::{
     WriteRejection, HEARTBEAT_INTERVAL_MS, REGION_LEASE_MS,
 };
 use super::invariants::{EventTrace, InvariantChecker, TraceEvent, Violation, WriteAvailability};
-use crate::cluster::memory::MemoryMetadataStore;
-use crate::cluster::{
+use regmig::cluster::memory::MemoryMetadataStore;
+use regmig::cluster::{
     CasConflict, Clock, ClusterHooks, Entropy, LeaseRenewals, Mailbox, MetadataError,
     MetadataStore, Ports, RegionMove, SeededEntropy, TokioClock,
 };
-use crate::domain::{
+use regmig::domain::{
     DatanodeTable, Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, RegionId,
     RegionRoute, Reply, TableId, TableInfo, TableRoute, VersionedTableRoute, WalKind,
 };

@@ -50,7 +50,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::domain::{Instruction, InstructionKind, PeerId, RegionId, RegionRoute, Reply, WalKind};
+use regmig::domain::{Instruction, InstructionKind, PeerId, RegionId, RegionRoute, Reply, WalKind};
 
 /// How often each live datanode heartbeats.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 3_000;

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use super::datanode::DataPlane;
-use crate::domain::{PeerId, RegionId, RegionRoute};
+use regmig::domain::{PeerId, RegionId, RegionRoute};
 
 /// How many events the trace keeps; older ones are dropped (and counted).
 pub const TRACE_EVENTS_MAX: usize = 100_000;
@@ -327,8 +327,8 @@ fn record(violations: &mut Vec<Violation>, violation: Violation) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Peer, WalKind};
     use crate::sim::datanode::{Role, SimOptions};
+    use regmig::domain::{Peer, WalKind};
 
     fn route(region_id: RegionId, leader: PeerId) -> RegionRoute {
         RegionRoute {

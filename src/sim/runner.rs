@@ -18,14 +18,14 @@ use super::scenario::{
     check_expectations, sent_key, CrashTrigger, FaultSpec, InvariantsResult, MigrationResult,
     RegionResult, Scenario, ScenarioOutcome,
 };
-use crate::cluster::Clock;
-use crate::domain::{RegionId, RegionRoute};
-use crate::engine::{
+use regmig::cluster::Clock;
+use regmig::domain::{RegionId, RegionRoute};
+use regmig::engine::{
     load_procedure, AppendMode, BatchRegionStart, BatchRequest, Engine, EngineConfig, EngineError,
     MigrationRequest, SubmitError, SubmitOutcome,
 };
-use crate::log::{encode_record, Durability, EventLog, LogError, LogOptions};
-use crate::migration::{BatchOutcome, MigrationEvent, MigrationState, Outcome, TimedEvent};
+use regmig::log::{encode_record, Durability, EventLog, LogError, LogOptions};
+use regmig::migration::{BatchOutcome, MigrationEvent, MigrationState, Outcome, TimedEvent};
 
 /// Virtual time 0 of every simulation: 2026-01-01T00:00:00Z.
 pub const SIM_EPOCH_BASE_MS: u64 = 1_767_225_600_000;
@@ -387,8 +387,8 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                     reason: spec.reason.clone(),
                     ..BatchRequest::new(
                         spec.regions.clone(),
-                        crate::domain::Peer::sim(spec.from),
-                        crate::domain::Peer::sim(spec.to),
+                        regmig::domain::Peer::sim(spec.from),
+                        regmig::domain::Peer::sim(spec.to),
                     )
                 };
                 submitted[index] = match engine.submit_batch(batch).await {
@@ -408,8 +408,8 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                 reason: spec.reason.clone(),
                 ..MigrationRequest::new(
                     spec.region,
-                    crate::domain::Peer::sim(spec.from),
-                    crate::domain::Peer::sim(spec.to),
+                    regmig::domain::Peer::sim(spec.from),
+                    regmig::domain::Peer::sim(spec.to),
                 )
             };
             submitted[index] = match engine.submit(request).await {
@@ -557,7 +557,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             }
             Submitted::Started { id, at_ms } => {
                 let events = load_procedure(engine.log(), *id).map_err(EngineError::from)?;
-                let state = crate::migration::fold(&events);
+                let state = regmig::migration::fold(&events);
                 if index == 0 {
                     first_migration_events = events.len() as u64;
                 }
@@ -667,7 +667,7 @@ impl BatchResults<'_> {
                 }
                 BatchRegionStart::Started(id) => {
                     let events = load_procedure(engine.log(), *id).map_err(EngineError::from)?;
-                    let state = crate::migration::fold(&events);
+                    let state = regmig::migration::fold(&events);
                     let mut member = route_result(*region, None);
                     fill_from_log(&mut member, *id, &state, &events, at_ms, end_ms);
                     max_events = max_events.max(member.events);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml_edit::{ArrayOfTables, ImDocument, InlineTable, Item, Table, Value};
 
-use crate::domain::{InstructionKind, PeerId, RegionId, TableId, WalKind};
+use regmig::domain::{InstructionKind, PeerId, RegionId, TableId, WalKind};
 
 /// The largest scenario file [`load_scenario`] reads.
 pub const SCENARIO_FILE_SIZE_MAX_BYTES: u64 = 1 << 20;

@@ -420,7 +420,7 @@ fn process_kill_loses_no_acknowledged_event() {
 fn build_powerloss() -> Result<Powerloss, String> {
     let tool_dir = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/tools/powerloss"
+        "/../../../shared/tools/powerloss"
     ));
     if !tool_dir.join("build.sh").exists() {
         return Err(format!("{} not found", tool_dir.display()));

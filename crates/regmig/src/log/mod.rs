@@ -40,6 +40,7 @@
 //! that name `<dir>/sled/db`. [`salvage`] copies what still checks out into a new log.
 
 pub mod archive;
+pub mod bundle;
 mod commit;
 mod durable;
 mod error;
@@ -272,7 +273,7 @@ pub(crate) struct Core {
     /// Holds the directory's flock; dropped after the database (fields drop in order).
     _lock_file: Option<open::DirLock>,
     /// The private copy a reader opened, removed last.
-    _copy: Option<tempfile::TempDir>,
+    _copy: Option<open::ReadCopy>,
 }
 
 impl EventLog {

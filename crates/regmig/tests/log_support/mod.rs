@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use regmig::log::keys::{event_key, TREE_NAME};
 use regmig::log::{
     AppendRequest, Durability, EventLog, LogOptions, NewEvent, OpenProcedure, Record,
 };
@@ -172,5 +173,62 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         } else {
             std::fs::copy(entry.path(), &target).expect("copy");
         }
+    }
+}
+
+pub struct DamagedLog {
+    pub dir: tempfile::TempDir,
+    /// Its event 2 has a flipped payload byte.
+    pub bad_checksum: Uuid,
+    /// Its event 3 is cut to 30 bytes.
+    pub truncated: Uuid,
+    /// Its event 2 is deleted and its event 4 claims format version 9 (with a valid crc).
+    pub gap_and_version: Uuid,
+}
+
+/// Writes three procedures of five events, then damages them through the sled tree.
+pub fn damaged_log() -> DamagedLog {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let log = EventLog::open(dir.path(), unsynced()).expect("open");
+    for (index, procedure_id) in ids.iter().enumerate() {
+        log.append_blocking(first_append(*procedure_id, 2, index as u64, vec![1]))
+            .expect("append")
+            .expect("no conflict");
+        log.append_blocking(next_append(*procedure_id, 3, 3, false))
+            .expect("append")
+            .expect("no conflict");
+    }
+    let tree = log.db().open_tree(TREE_NAME).expect("log tree");
+    let stored = |procedure_id: Uuid, seq: u64| -> Vec<u8> {
+        tree.get(event_key(procedure_id, seq))
+            .expect("get")
+            .expect("the record is there")
+            .to_vec()
+    };
+
+    let mut flipped = stored(ids[0], 2);
+    let payload_byte = flipped.len() - 10;
+    flipped[payload_byte] ^= 0x40;
+    tree.insert(event_key(ids[0], 2), flipped).expect("damage");
+
+    let cut = stored(ids[1], 3)[..30].to_vec();
+    tree.insert(event_key(ids[1], 3), cut).expect("damage");
+
+    tree.remove(event_key(ids[2], 2)).expect("damage");
+    let mut newer = stored(ids[2], 4);
+    newer[0] = 9;
+    let body_len = newer.len() - 4;
+    let crc = crc32fast::hash(&newer[..body_len]).to_be_bytes();
+    newer[body_len..].copy_from_slice(&crc);
+    tree.insert(event_key(ids[2], 4), newer).expect("damage");
+    log.db().flush().expect("flush");
+    drop(tree);
+    drop(log);
+    DamagedLog {
+        dir,
+        bad_checksum: ids[0],
+        truncated: ids[1],
+        gap_and_version: ids[2],
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::cli::bundle::{encode_bundle, read_bundle, BundleError};
+use crate::log::bundle::{encode_bundle, read_bundle, BundleError};
 use crate::log::keys::hex;
 use crate::log::{chain_hash, encode_record, ArchivePlan, Checkpoint, EventLog, LogError, Record};
 

@@ -446,19 +446,35 @@ fn is_unfinished_snapshot(name: &std::ffi::OsStr) -> bool {
     name.starts_with("snap.") && name.ends_with(".generating")
 }
 
+/// A reader's private copy of a database, in a directory of its own under the system's
+/// temporary directory; removed when dropped (the core does not depend on `tempfile`).
+pub(crate) struct ReadCopy {
+    path: PathBuf,
+}
+
+impl ReadCopy {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ReadCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// Copies `<dir>/sled` into a new temporary directory (as `<tmp>/sled`), leaving out
 /// unfinished snapshots. Every failure names the file.
-fn copy_database(dir: &Path) -> Result<tempfile::TempDir, LogError> {
-    let copy = tempfile::Builder::new()
-        .prefix("regmig-read-")
-        .tempdir()
-        .map_err(|error| {
-            LogError::io(
-                "create a temporary directory in",
-                std::env::temp_dir(),
-                error,
-            )
-        })?;
+fn copy_database(dir: &Path) -> Result<ReadCopy, LogError> {
+    let path = std::env::temp_dir().join(format!(
+        "regmig-read-{}-{}",
+        std::process::id(),
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir(&path)
+        .map_err(|error| LogError::io("create a temporary directory at", &path, error))?;
+    let copy = ReadCopy { path };
     copy_tree(&dir.join(SLED_SUBDIR), &copy.path().join(SLED_SUBDIR))?;
     Ok(copy)
 }
