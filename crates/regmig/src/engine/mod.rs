@@ -6,6 +6,7 @@
 //! not kept in memory: their history is in the log.
 
 mod locks;
+pub mod metrics;
 mod procedure;
 pub mod store;
 mod submit;
@@ -20,6 +21,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 pub use locks::LockTable;
+use metrics::EngineMetrics;
 pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
 pub use submit::{
     BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitError, SubmitOutcome,
@@ -134,6 +136,8 @@ pub(crate) struct Inner {
     accepting: AtomicBool,
     halt: watch::Sender<bool>,
     observer: Mutex<Option<Observer>>,
+    /// Turns appended events into metrics (see [`metrics`]).
+    metrics: EngineMetrics,
 }
 
 /// Called after every appended event (the simulator uses it to crash after event k).
@@ -171,10 +175,12 @@ impl Inner {
             opens,
             closes,
         };
+        let started = std::time::Instant::now();
         let result = match self.config.append_mode {
             AppendMode::GroupCommit => self.log.append(request).await?,
             AppendMode::Inline => self.log.append_blocking(request)?,
         };
+        self.metrics.append_done(started.elapsed(), events.len());
         result
             .map(|_| ())
             .map_err(|conflict| EngineError::AppendConflict {
@@ -190,6 +196,7 @@ impl Inner {
         at_ms: u64,
         event: &MigrationEvent,
     ) {
+        self.metrics.observe(procedure_id, at_ms, event);
         let subscribers = self
             .running()
             .get(&procedure_id)
@@ -270,6 +277,7 @@ impl Engine {
                 accepting: AtomicBool::new(true),
                 halt,
                 observer: Mutex::new(None),
+                metrics: EngineMetrics::default(),
             }),
         };
         engine.resume_open_procedures()?;
