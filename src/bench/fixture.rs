@@ -31,7 +31,7 @@ use super::runtime;
 use super::world::{self, InstantMailbox, FIRST_LEADER, OTHER_PEER};
 use regmig::cluster::memory::MemoryMetadataStore;
 use regmig::cluster::sled_store::SledMetadataStore;
-use regmig::cluster::{Clock, Entropy, NoopHooks, Ports, SeededEntropy};
+use regmig::cluster::{Clock, Entropy, Ports, SeededEntropy};
 use regmig::domain::{Peer, PeerId, RegionId};
 use regmig::engine::{encode_events, LockTable};
 use regmig::log::{AppendRequest, Durability, EventLog, LogOptions, NewEvent, OpenProcedure};
@@ -181,13 +181,10 @@ impl World {
         world::create_tables_in_memory(&metadata, regions);
         let clock: Arc<dyn Clock> = Arc::new(SteppingClock::new(FIXTURE_EPOCH_MS));
         let entropy: Arc<dyn Entropy> = Arc::new(SeededEntropy::new(7));
-        let ports = Ports::new(
-            Arc::new(InstantMailbox::new()),
-            metadata.clone(),
-            Arc::new(NoopHooks),
-            clock,
-            entropy,
-        );
+        let ports = Ports::builder(Arc::new(InstantMailbox::new()), metadata.clone())
+            .clock(clock)
+            .entropy(entropy)
+            .build();
         World {
             ports,
             metadata,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::{ClusterSetup, RegionSetup, SimCluster, SimMetadataStore, TableSetup};
 use regmig::cluster::sled_store::SledMetadataStore;
-use regmig::cluster::{CasConflict, MetadataError, MetadataStore, RegionMove};
+use regmig::cluster::{CasConflict, MetadataError, MetadataErrorKind, MetadataStore, RegionMove};
 use regmig::domain::{
     DatanodeTable, PeerId, RegionId, RegionRoute, TableId, TableInfo, TableRoute,
     VersionedTableRoute, WalKind,
@@ -186,9 +186,10 @@ pub struct CampaignRecord {
 }
 
 fn record_error(what: &str, error: impl std::fmt::Display) -> MetadataError {
-    MetadataError {
-        reason: format!("demo campaign record: {what}: {error}"),
-    }
+    MetadataError::new(
+        MetadataErrorKind::Other,
+        format!("demo campaign record: {what}: {error}"),
+    )
 }
 
 impl CampaignRecord {

@@ -11,10 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use regmig::cluster::memory::apply_region_move;
-use regmig::cluster::{
-    CasConflict, Mailbox, MetadataError, MetadataStore, NoopHooks, OsEntropy, Ports, RegionMove,
-    SystemClock,
-};
+use regmig::cluster::{CasConflict, Mailbox, MetadataError, MetadataStore, Ports, RegionMove};
 use regmig::domain::*;
 use regmig::engine::{load_procedure, Engine, EngineConfig, MigrationRequest, SubmitOutcome};
 use regmig::migration::Outcome;
@@ -218,13 +215,8 @@ pub async fn run(data_dir: &std::path::Path) -> anyhow::Result<EmbedRun> {
     let catalog = Arc::new(MyCatalog::with_one_table());
     let datanodes = Arc::new(MyDatanodes::default());
     let ports = || {
-        Ports::new(
-            datanodes.clone(),
-            catalog.clone(),
-            Arc::new(NoopHooks),
-            Arc::new(SystemClock),
-            Arc::new(OsEntropy),
-        )
+        // The defaults: no hooks, the system clock, the OS's randomness.
+        Ports::builder(datanodes.clone(), catalog.clone()).build()
     };
     // Opening resumes every unfinished migration found in the log (none, the first time).
     let engine = Engine::open(data_dir, EngineConfig::default(), ports()).await?;

@@ -14,8 +14,7 @@ use async_trait::async_trait;
 use engine_support::*;
 use regmig::cluster::memory::MemoryMetadataStore;
 use regmig::cluster::{
-    CasConflict, MetadataError, MetadataStore, NoopHooks, Ports, RegionMove, SeededEntropy,
-    TokioClock,
+    CasConflict, MetadataError, MetadataStore, Ports, RegionMove, SeededEntropy, TokioClock,
 };
 use regmig::domain::*;
 use regmig::engine::{
@@ -146,15 +145,12 @@ async fn shutdown_is_bounded_while_a_metadata_call_hangs() {
         inner: one_table(),
         hang: std::sync::atomic::AtomicBool::new(true),
     });
-    let mut ports = Ports::new(
-        ScriptedMailbox::new(),
-        hanging.clone(),
-        Arc::new(NoopHooks),
-        Arc::new(TokioClock::new(EPOCH_BASE_MS)),
-        Arc::new(SeededEntropy::new(7)),
-    );
     // Submit validation reads the same routes: let it through, hang the procedure.
-    ports.submit_metadata = hanging.inner.clone();
+    let ports = Ports::builder(ScriptedMailbox::new(), hanging.clone())
+        .submit_metadata(hanging.inner.clone())
+        .clock(Arc::new(TokioClock::new(EPOCH_BASE_MS)))
+        .entropy(Arc::new(SeededEntropy::new(7)))
+        .build();
     let engine = Engine::open(dir.path(), config(), ports).await.unwrap();
     let id = submit(&engine, REGION).await;
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::memory::apply_region_move;
-use super::{CasConflict, MetadataError, MetadataStore, RegionMove};
+use super::{CasConflict, MetadataError, MetadataErrorKind, MetadataStore, RegionMove};
 use crate::domain::{DatanodeTable, PeerId, TableId, TableInfo, TableRoute, VersionedTableRoute};
 use crate::log::EventLog;
 
@@ -31,9 +31,7 @@ pub struct SledMetadataStore {
 }
 
 fn store_error(what: &str, error: impl std::fmt::Display) -> MetadataError {
-    MetadataError {
-        reason: format!("{what}: {error}"),
-    }
+    MetadataError::new(MetadataErrorKind::Other, format!("{what}: {error}"))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
