@@ -353,3 +353,61 @@ async fn a_dropped_engine_can_be_reopened_at_once() {
         Some(Outcome::Completed)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn history_and_audit_are_engine_methods_with_typed_ids() {
+    use regmig::engine::{AuditEntry, AuditQuery, AuditSubject};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(
+        dir.path(),
+        config(),
+        ports(
+            ScriptedMailbox::new(),
+            one_table(),
+            TokioClock::new(EPOCH_BASE_MS),
+        ),
+    )
+    .await
+    .unwrap();
+    let first = submit(&engine, REGION).await;
+    engine.wait(first).await.unwrap();
+    let second = submit(&engine, RegionId::new(1024, 2)).await;
+    engine.wait(second).await.unwrap();
+    let history = engine.history(first).await.unwrap();
+    assert_eq!(history, load_procedure(engine.log(), first).unwrap());
+    assert!(engine.history(Uuid::from_u128(9)).await.unwrap().is_empty());
+    let first_submitted_at_ms = history[0].at_ms;
+    let of_region = engine
+        .audit(AuditQuery::all_of(AuditSubject::Region(REGION)))
+        .await
+        .unwrap();
+    assert_eq!(
+        of_region,
+        vec![AuditEntry {
+            procedure_id: first,
+            submitted_at_ms: first_submitted_at_ms
+        }]
+    );
+    let of_peer = engine
+        .audit(AuditQuery::all_of(AuditSubject::Peer(2)))
+        .await
+        .unwrap();
+    // Both, ordered by submission time then id (virtual time stood still: same ms).
+    let mut expected = vec![
+        (engine.history(first).await.unwrap()[0].at_ms, first),
+        (engine.history(second).await.unwrap()[0].at_ms, second),
+    ];
+    expected.sort();
+    assert_eq!(
+        of_peer
+            .iter()
+            .map(|entry| (entry.submitted_at_ms, entry.procedure_id))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    let none = engine
+        .audit(AuditQuery::all_of(AuditSubject::Peer(3)))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}

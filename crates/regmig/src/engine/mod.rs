@@ -40,9 +40,11 @@ pub use submit::{
 };
 
 use crate::cluster::Ports;
-use crate::domain::RegionId;
+use crate::domain::{PeerId, RegionId};
 use crate::log::{AppendConflict, AppendRequest, EventLog, LogError, LogOptions, OpenProcedure};
-use crate::migration::{fold, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy};
+use crate::migration::{
+    fold, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy, TimedEvent,
+};
 use procedure::{Control, Runner};
 
 /// Events a procedure's subscribers may fall behind by before they miss some.
@@ -81,6 +83,46 @@ pub struct ProcedureEvent {
     pub at_ms: u64,
     /// The event.
     pub event: MigrationEvent,
+}
+
+/// Whose migrations an [`Engine::audit`] looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditSubject {
+    /// Every migration of this region.
+    Region(RegionId),
+    /// Every migration from or to this datanode.
+    Peer(PeerId),
+}
+
+/// An [`Engine::audit`] question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Whose migrations.
+    pub subject: AuditSubject,
+    /// Submitted at or after (ms since the epoch).
+    pub since_ms: u64,
+    /// Submitted at or before (ms since the epoch).
+    pub until_ms: u64,
+}
+
+impl AuditQuery {
+    /// Every migration of `subject`, at any time.
+    pub fn all_of(subject: AuditSubject) -> AuditQuery {
+        AuditQuery {
+            subject,
+            since_ms: 0,
+            until_ms: u64::MAX,
+        }
+    }
+}
+
+/// One migration an [`Engine::audit`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The migration.
+    pub procedure_id: Uuid,
+    /// When it was submitted (ms since the epoch).
+    pub submitted_at_ms: u64,
 }
 
 /// Errors of the engine's operator calls.
@@ -636,6 +678,40 @@ impl Engine {
             return Err(EngineError::UnknownProcedure { procedure_id });
         }
         Ok(fold(&events))
+    }
+
+    /// A procedure's history, decoded, in seq order (read off the async threads); empty
+    /// for a procedure the log does not know. A salvage marker ends it.
+    pub async fn history(&self, procedure_id: Uuid) -> Result<Vec<TimedEvent>, EngineError> {
+        let log = self.inner.log.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || load_procedure(&log, procedure_id))
+                .await
+                .map_err(|_| EngineError::ShuttingDown)??,
+        )
+    }
+
+    /// The migrations that touched a region or a datanode, submitted in
+    /// `[since_ms, until_ms]` (ms since the epoch), oldest first: what an auditor asks.
+    pub async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, EngineError> {
+        let log = self.inner.log.clone();
+        let found = tokio::task::spawn_blocking(move || match query.subject {
+            AuditSubject::Region(region_id) => {
+                log.procedures_by_region(region_id.as_u64(), query.since_ms, query.until_ms)
+            }
+            AuditSubject::Peer(peer_id) => {
+                log.procedures_by_peer(peer_id, query.since_ms, query.until_ms)
+            }
+        })
+        .await
+        .map_err(|_| EngineError::ShuttingDown)??;
+        Ok(found
+            .into_iter()
+            .map(|(submitted_at_ms, procedure_id)| AuditEntry {
+                procedure_id,
+                submitted_at_ms,
+            })
+            .collect())
     }
 
     /// The procedures that have not finished, with their regions.
