@@ -5,6 +5,7 @@ mod log_support;
 use std::time::{Duration, Instant};
 
 use log_support::*;
+use regmig::log::SledStore;
 use regmig::log::{
     AppendConflict, AppendReceipt, AppendRequest, EventLog, LogError, LogOptions, NewEvent,
     OpenProcedure, PAYLOAD_MAX_BYTES,
@@ -364,7 +365,10 @@ fn open_existing_of_a_missing_directory_is_missing_data_dir() {
     }
     assert!(!missing.exists(), "open_existing creates nothing");
     let log = EventLog::open(&missing, LogOptions::default()).expect("open creates it");
-    assert_eq!(log.data_dir(), missing.as_path());
+    assert_eq!(
+        SledStore::of(&log).expect("a sled-backed log").data_dir(),
+        missing.as_path()
+    );
 }
 
 #[test]
@@ -406,7 +410,11 @@ async fn async_append_and_sync_share_the_commit_thread() {
         .expect("append")
         .expect("no conflict");
     assert_eq!(receipt.last_seq, 2);
-    let other_tree = log.db().open_tree("test.other").expect("another tree");
+    let other_tree = SledStore::of(&log)
+        .expect("a sled-backed log")
+        .db()
+        .open_tree("test.other")
+        .expect("another tree");
     other_tree
         .insert(b"key", b"value".to_vec())
         .expect("insert");
@@ -426,7 +434,9 @@ fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
     log.append_blocking(first_append(procedure_id, 1, 1, vec![]))
         .expect("append")
         .expect("no conflict");
-    log.fail_next_fdatasync_for_tests();
+    SledStore::of(&log)
+        .expect("a sled-backed log")
+        .fail_next_fdatasync_for_tests();
     let failed = log.append_blocking(next_append(procedure_id, 2, 1, false));
     assert!(
         matches!(failed, Err(LogError::WriteFailed { .. })),

@@ -80,7 +80,7 @@ pub(crate) fn verify(core: &Core) -> Result<VerifyReport, LogError> {
     // After an archive the live history starts past the cut, chained to its hash.
     let (checkpoint, checkpoint_problem) = match read_checkpoint(&core.tree) {
         Ok(checkpoint) => (checkpoint, None),
-        Err(LogError::Sled(error)) => return Err(LogError::Sled(error)),
+        Err(error @ LogError::Storage { .. }) => return Err(error),
         Err(problem) => (None, Some(problem)),
     };
     let (cut_global_seq, hash_at_cut) = checkpoint.map_or((0, CHAIN_START), |checkpoint| {
