@@ -68,6 +68,7 @@ cases!(
     everything_survives_a_reopen,
     altered_bytes_from_the_store_are_damage,
     a_record_the_store_drops_is_a_sequence_gap,
+    verify_through_the_trait_agrees_with_the_store_and_finds_tampering,
 );
 
 /// The whole suite on one factory, as a backend that runs it in one test would.

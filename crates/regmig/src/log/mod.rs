@@ -402,10 +402,14 @@ impl EventLog {
     }
 
     /// Walks the whole log and reports every problem: records that fail their checks,
-    /// sequence gaps, index entries that disagree with the events, a broken chain, a log
-    /// behind its mark. Today the sled backend's (its checks read its key layout).
+    /// sequence gaps, a broken hash chain, open-index entries without events. On sled,
+    /// also every index entry against the events and the log's end against its mark
+    /// ([`SledStore::verify`]); on any other store, what the [`LogStore`] trait shows.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        self.sled("verify the log")?.verify()
+        match SledStore::of(self) {
+            Some(sled) => sled.verify(),
+            None => block_on(verify::verify_store(self.store.as_ref())),
+        }
     }
 }
 

@@ -270,12 +270,7 @@ impl SledStore {
             let mut events = Vec::new();
             for item in range {
                 let (key, value) = item?;
-                let Some((procedure_id, seq)) = parse_event_key(&key) else {
-                    return Err(LogError::MalformedKey {
-                        key: hex(&key),
-                        reason: "an event-prefixed key of the wrong length".to_string(),
-                    });
-                };
+                let (procedure_id, seq) = checked_event_key(&key)?;
                 events.push(StoredEvent {
                     procedure_id,
                     seq,
@@ -469,12 +464,7 @@ impl SledStore {
                     return Ok(procedures);
                 };
                 let (key, _) = item?;
-                let Some((procedure_id, _)) = parse_event_key(&key) else {
-                    return Err(LogError::MalformedKey {
-                        key: hex(&key),
-                        reason: "an event-prefixed key of the wrong length".to_string(),
-                    });
-                };
+                let (procedure_id, _) = checked_event_key(&key)?;
                 procedures.push(procedure_id);
                 // Skip the rest of this procedure's events: the next key is the next procedure.
                 start = Bound::Excluded(event_key(procedure_id, u64::MAX).to_vec());
@@ -923,5 +913,14 @@ fn listed_event(
         procedure_id,
         seq,
         bytes: bytes.to_vec(),
+    })
+}
+
+/// The procedure id and seq of a key read under the event prefix; a key of another length
+/// is [`LogError::MalformedKey`].
+pub(crate) fn checked_event_key(key: &[u8]) -> Result<(Uuid, u64), LogError> {
+    parse_event_key(key).ok_or_else(|| LogError::MalformedKey {
+        key: hex(key),
+        reason: "an event-prefixed key of the wrong length".to_string(),
     })
 }

@@ -46,6 +46,7 @@ pub fn run_all(factory: &mut dyn LogFactory) {
     everything_survives_a_reopen(factory);
     altered_bytes_from_the_store_are_damage(factory);
     a_record_the_store_drops_is_a_sequence_gap(factory);
+    verify_through_the_trait_agrees_with_the_store_and_finds_tampering(factory);
 }
 
 fn id() -> Uuid {
@@ -450,11 +451,7 @@ pub fn altered_bytes_from_the_store_are_damage(factory: &mut dyn LogFactory) {
     let log = factory.create();
     let a = id();
     append(&log, first_append(a, 3, 10, vec![]));
-    let tampered = EventLog::with_store(Arc::new(TamperingStore {
-        inner: Arc::clone(log.store()),
-        target: (a, 2),
-        tamper: Tamper::FlipLastByte,
-    }));
+    let tampered = tampered(&log, (a, 2), Tamper::FlipLastByte);
     match tampered.procedure_events(a, 1) {
         Err(LogError::BadChecksum {
             procedure_id, seq, ..
@@ -475,11 +472,7 @@ pub fn a_record_the_store_drops_is_a_sequence_gap(factory: &mut dyn LogFactory) 
     let log = factory.create();
     let a = id();
     append(&log, first_append(a, 3, 10, vec![]));
-    let tampered = EventLog::with_store(Arc::new(TamperingStore {
-        inner: Arc::clone(log.store()),
-        target: (a, 2),
-        tamper: Tamper::Drop,
-    }));
+    let tampered = tampered(&log, (a, 2), Tamper::Drop);
     match tampered.procedure_events(a, 1) {
         Err(LogError::SequenceGap {
             procedure_id,
@@ -489,6 +482,69 @@ pub fn a_record_the_store_drops_is_a_sequence_gap(factory: &mut dyn LogFactory) 
         }) => assert_eq!((procedure_id, seq, found_seq), (a, 2, 3)),
         other => panic!("expected a SequenceGap at seq 2, got {other:?}"),
     }
+}
+
+pub fn verify_through_the_trait_agrees_with_the_store_and_finds_tampering(
+    factory: &mut dyn LogFactory,
+) {
+    let log = factory.create();
+    let (a, b) = (id(), id());
+    append(&log, first_append(a, 3, 10, vec![1]));
+    append(&log, first_append(b, 2, 11, vec![2]));
+    append(&log, next_append(b, 3, 1, true));
+    let own = log.verify().expect("verify");
+    assert!(own.is_clean(), "{:#?}", own.problems);
+    assert_eq!((own.events, own.procedures, own.open_procedures), (6, 2, 1));
+    // A store that alters nothing, but is not the backend's own type: verified through the
+    // trait alone, with the same counts and the same chain head.
+    let untouched = tampered(&log, (a, 99), Tamper::Drop)
+        .verify()
+        .expect("verify");
+    assert!(untouched.is_clean(), "{:#?}", untouched.problems);
+    assert_eq!(
+        (
+            untouched.events,
+            untouched.procedures,
+            untouched.open_procedures
+        ),
+        (6, 2, 1)
+    );
+    assert_eq!(untouched.chain, own.chain);
+
+    let flipped = tampered(&log, (a, 2), Tamper::FlipLastByte)
+        .verify()
+        .expect("verify");
+    let found: Vec<(&str, Option<Uuid>, Option<u64>)> = flipped
+        .problems
+        .iter()
+        .map(|problem| (problem.kind_name(), problem.procedure_id(), problem.seq()))
+        .collect();
+    assert_eq!(found, vec![("bad_checksum", Some(a), Some(2))]);
+
+    let dropped = tampered(&log, (a, 2), Tamper::Drop)
+        .verify()
+        .expect("verify");
+    let found: Vec<(&str, Option<Uuid>, Option<u64>)> = dropped
+        .problems
+        .iter()
+        .map(|problem| (problem.kind_name(), problem.procedure_id(), problem.seq()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("sequence_gap", Some(a), Some(2)),
+            ("chain_broken", Some(a), Some(3)),
+        ]
+    );
+}
+
+/// `log` read through a [`TamperingStore`] that alters `target` (procedure, seq).
+fn tampered(log: &EventLog, target: (Uuid, u64), tamper: Tamper) -> EventLog {
+    EventLog::with_store(Arc::new(TamperingStore {
+        inner: Arc::clone(log.store()),
+        target,
+        tamper,
+    }))
 }
 
 /// What [`TamperingStore`] does to its target record on reads.
