@@ -76,3 +76,46 @@ cases!(
 fn the_whole_suite_runs_on_one_factory() {
     conformance::run_all(&mut SledFactory::new());
 }
+
+/// What still reads sled's own layout (archive, compaction, salvage, the sled metadata
+/// store) says so with a typed error on a log another store carries, and changes nothing.
+#[test]
+fn sled_only_operations_on_another_store_are_unsupported() {
+    let mut factory = SledFactory::new();
+    let log = factory.create();
+    let procedure_id = uuid::Uuid::now_v7();
+    log.append_blocking(log_support::first_append(procedure_id, 2, 10, vec![1]))
+        .expect("no fault")
+        .expect("no conflict");
+    let other = conformance::tampered(&log, (procedure_id, 99), conformance::Tamper::Drop);
+    assert!(SledStore::of(&other).is_none());
+    for (operation, outcome) in [
+        ("plan an archive", other.plan_archive(u64::MAX).map(|_| ())),
+        (
+            "read the archive checkpoint",
+            other.checkpoint().map(|_| ()),
+        ),
+    ] {
+        match outcome {
+            Err(regmig::log::LogError::Unsupported {
+                operation: named,
+                store,
+            }) => {
+                assert_eq!(named, operation);
+                assert!(store.ends_with("(tampered)"), "{store}");
+            }
+            other => panic!("{operation}: expected Unsupported, got {other:?}"),
+        }
+    }
+    let metadata = regmig::cluster::sled_store::SledMetadataStore::open(&other);
+    assert!(
+        matches!(&metadata, Err(error) if error.reason.starts_with("the sled metadata store needs a sled-backed log")),
+        "{:?}",
+        metadata.as_ref().err()
+    );
+    // Reads through the other store still work, checked above it.
+    assert_eq!(
+        other.procedure_events(procedure_id, 1).expect("read").len(),
+        2
+    );
+}

@@ -539,7 +539,7 @@ pub fn verify_through_the_trait_agrees_with_the_store_and_finds_tampering(
 }
 
 /// `log` read through a [`TamperingStore`] that alters `target` (procedure, seq).
-fn tampered(log: &EventLog, target: (Uuid, u64), tamper: Tamper) -> EventLog {
+pub fn tampered(log: &EventLog, target: (Uuid, u64), tamper: Tamper) -> EventLog {
     EventLog::with_store(Arc::new(TamperingStore {
         inner: Arc::clone(log.store()),
         target,
