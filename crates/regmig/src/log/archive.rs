@@ -298,14 +298,12 @@ fn plan(core: &Core, before_ms: u64) -> Result<ArchivePlan, LogError> {
                 let seq = run.first_seq + offset;
                 let record_key = event_key(run.procedure_id, seq);
                 let Some(bytes) = tree.get(record_key)? else {
-                    return Err(LogError::IndexMismatch {
-                        procedure_id: Some(run.procedure_id),
-                        seq: Some(seq),
-                        key: hex(&key),
-                        reason: format!(
-                            "global seq {global_seq} is listed as this event, which does not exist"
-                        ),
-                    });
+                    return Err(super::sled_store::listed_but_missing(
+                        &key,
+                        global_seq,
+                        run.procedure_id,
+                        seq,
+                    ));
                 };
                 let record = decode_record(&record_key, &bytes)?;
                 last_hash = super::record::chain_hash(&bytes);

@@ -453,16 +453,32 @@ fn check_procedure_events(
 /// Decodes and checks a record read in global order: it carries the global seq it is
 /// listed at.
 fn check_listed_event(listed: ListedEvent) -> Result<Record, LogError> {
-    let key = event_key(listed.event.procedure_id, listed.event.seq);
-    let record = decode_record(&key, &listed.event.bytes)?;
-    if record.global_seq != listed.global_seq {
+    check_listed_bytes(
+        listed.global_seq,
+        listed.event.procedure_id,
+        listed.event.seq,
+        &listed.event.bytes,
+    )
+}
+
+/// Decodes the bytes a store lists at `global_seq` as (`procedure_id`, `seq`) and checks
+/// that the record carries that global seq.
+pub(crate) fn check_listed_bytes(
+    global_seq: u64,
+    procedure_id: Uuid,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<Record, LogError> {
+    let key = event_key(procedure_id, seq);
+    let record = decode_record(&key, bytes)?;
+    if record.global_seq != global_seq {
         return Err(LogError::IndexMismatch {
-            procedure_id: Some(record.procedure_id),
-            seq: Some(record.seq),
+            procedure_id: Some(procedure_id),
+            seq: Some(seq),
             key: hex(&key),
             reason: format!(
-                "the store lists this event at global seq {}, but its global seq is {}",
-                listed.global_seq, record.global_seq
+                "the store lists this event at global seq {global_seq}, but its global seq is {}",
+                record.global_seq
             ),
         });
     }

@@ -876,14 +876,7 @@ pub(crate) fn listed_record(
 ) -> Result<(Record, sled::IVec), LogError> {
     let record_key = event_key(procedure_id, seq);
     let Some(bytes) = tree.get(record_key)? else {
-        return Err(LogError::IndexMismatch {
-            procedure_id: Some(procedure_id),
-            seq: Some(seq),
-            key: hex(entry_key),
-            reason: format!(
-                "global seq {global_seq} is listed as this event, which does not exist"
-            ),
-        });
+        return Err(listed_but_missing(entry_key, global_seq, procedure_id, seq));
     };
     let record = decode_record(&record_key, &bytes)?;
     if record.global_seq != global_seq {
@@ -900,7 +893,8 @@ pub(crate) fn listed_record(
     Ok((record, bytes))
 }
 
-/// [`listed_record`] as the store hands it up: the bytes, checked against the entry.
+/// The event a global-order entry (`entry_key`) lists at `global_seq`, as stored: it must
+/// exist; the log above decodes it and checks its global seq.
 fn listed_event(
     tree: &sled::Tree,
     entry_key: &[u8],
@@ -908,7 +902,9 @@ fn listed_event(
     procedure_id: Uuid,
     seq: u64,
 ) -> Result<StoredEvent, LogError> {
-    let (_, bytes) = listed_record(tree, entry_key, global_seq, procedure_id, seq)?;
+    let Some(bytes) = tree.get(event_key(procedure_id, seq))? else {
+        return Err(listed_but_missing(entry_key, global_seq, procedure_id, seq));
+    };
     Ok(StoredEvent {
         procedure_id,
         seq,
@@ -923,4 +919,19 @@ pub(crate) fn checked_event_key(key: &[u8]) -> Result<(Uuid, u64), LogError> {
         key: hex(key),
         reason: "an event-prefixed key of the wrong length".to_string(),
     })
+}
+
+/// The error for a global-order entry (`entry_key`) that lists an event that is not there.
+pub(crate) fn listed_but_missing(
+    entry_key: &[u8],
+    global_seq: u64,
+    procedure_id: Uuid,
+    seq: u64,
+) -> LogError {
+    LogError::IndexMismatch {
+        procedure_id: Some(procedure_id),
+        seq: Some(seq),
+        key: hex(entry_key),
+        reason: format!("global seq {global_seq} is listed as this event, which does not exist"),
+    }
 }

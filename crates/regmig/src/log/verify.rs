@@ -19,7 +19,7 @@ use super::mark::read_mark;
 use super::record::{chain_hash, decode_record, ChainHash, Record, CHAIN_START, FORMAT_VERSION_V1};
 use super::store::{ListedEvent, LogStore};
 use super::tail::{check_against_mark, read_tail};
-use super::{malformed_global_entry, Core};
+use super::{check_listed_bytes, malformed_global_entry, Core};
 
 /// The most problems a report lists; past it they are only counted.
 pub const VERIFY_PROBLEMS_MAX: usize = 10_000;
@@ -362,14 +362,12 @@ impl Walker<'_> {
     ) -> Result<(), LogError> {
         let record_key = event_key(procedure_id, seq);
         match self.tree.get(record_key)? {
-            None => self.report.push(LogError::IndexMismatch {
-                procedure_id: Some(procedure_id),
-                seq: Some(seq),
-                key: hex(key),
-                reason: format!(
-                    "global seq {global_seq} is listed as this event, which does not exist"
-                ),
-            }),
+            None => self.report.push(super::sled_store::listed_but_missing(
+                key,
+                global_seq,
+                procedure_id,
+                seq,
+            )),
             Some(bytes) => {
                 // A record that does not decode was reported when the events were walked.
                 if let Ok(record) = decode_record(&record_key, &bytes) {
@@ -669,20 +667,10 @@ pub(crate) async fn verify_store(store: &dyn LogStore) -> Result<VerifyReport, L
         for ListedEvent { global_seq, event } in listed {
             report.events += 1;
             let key = event_key(event.procedure_id, event.seq);
-            match decode_record(&key, &event.bytes) {
-                Ok(record) if record.global_seq != global_seq => {
-                    report.push(LogError::IndexMismatch {
-                        procedure_id: Some(event.procedure_id),
-                        seq: Some(event.seq),
-                        key: hex(&key),
-                        reason: format!(
-                            "the store lists this event at global seq {global_seq}, but its global seq is {}",
-                            record.global_seq
-                        ),
-                    });
-                }
-                Ok(_) => {}
-                Err(problem) => report.push(problem),
+            if let Err(problem) =
+                check_listed_bytes(global_seq, event.procedure_id, event.seq, &event.bytes)
+            {
+                report.push(problem);
             }
             let expected_seq = next_seq_by_procedure.entry(event.procedure_id).or_insert(1);
             if event.seq != *expected_seq {
