@@ -365,10 +365,7 @@ fn open_existing_of_a_missing_directory_is_missing_data_dir() {
     }
     assert!(!missing.exists(), "open_existing creates nothing");
     let log = EventLog::open(&missing, LogOptions::default()).expect("open creates it");
-    assert_eq!(
-        SledStore::of(&log).expect("a sled-backed log").data_dir(),
-        missing.as_path()
-    );
+    assert_eq!(log.data_dir(), missing.as_path());
 }
 
 #[test]

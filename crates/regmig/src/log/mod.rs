@@ -244,6 +244,13 @@ impl EventLog {
         Ok(self.sled(operation)?.core())
     }
 
+    /// The data directory of a sled-backed log (every log [`EventLog::open`] opens); an
+    /// empty path for a log on another store, which has none: name it by
+    /// [`LogStore::location`] instead. Kept for callers that key things by directory.
+    pub fn data_dir(&self) -> &Path {
+        SledStore::of(self).map_or(Path::new(""), SledStore::data_dir)
+    }
+
     /// What the open found wrong with the log, for a log opened with
     /// [`EventLog::open_read_only`] (a writer's open refuses a damaged log instead).
     pub fn damage(&self) -> Option<&LogError> {
