@@ -10,8 +10,7 @@ use uuid::Uuid;
 
 use super::common::{format_time, CliError};
 use regmig::domain::{PeerId, RegionId, RegionRoute, Reply, TableId};
-use regmig::log::keys::{parse_audit_key, region_audit_key, PREFIX_REGION_AUDIT, TREE_NAME};
-use regmig::log::{EventLog, LogError};
+use regmig::log::EventLog;
 use regmig::migration::events::kind_name;
 use regmig::migration::{
     fold, write_pause_ms, MigrationEvent, MigrationState, RouteChange, TimedEvent,
@@ -771,37 +770,17 @@ fn ids_of(found: Vec<(u64, Uuid)>) -> Vec<Uuid> {
 
 /// The procedures opened on any region of `table` within the time range, from the region
 /// audit index: a table's regions are one contiguous run of region ids (`table << 32 |
-/// number`), so this is one range scan of `A | region_id | ms | procedure_id` keys.
-///
-/// It reads the tree directly because `EventLog` offers the index per region only. That is
-/// safe here: the command holds the data directory's exclusive lock, so no append runs
-/// while it reads.
+/// number`), so this is one range read of the index.
 fn procedures_by_table(
     log: &EventLog,
     table: TableId,
     since_ms: u64,
     until_ms: u64,
 ) -> Result<Vec<Uuid>, CliError> {
-    let tree = log.db().open_tree(TREE_NAME).map_err(LogError::Sled)?;
     let first_region = RegionId::new(table, 0).as_u64();
     let last_region = RegionId::new(table, u32::MAX).as_u64();
-    let start = region_audit_key(first_region, 0, Uuid::nil());
-    let end = region_audit_key(last_region, u64::MAX, Uuid::max());
-    let mut found = Vec::new();
-    for item in tree.range(start..=end) {
-        let (key, _) = item.map_err(LogError::Sled)?;
-        let Some((_, recorded_at_ms, procedure_id)) = parse_audit_key(PREFIX_REGION_AUDIT, &key)
-        else {
-            return Err(CliError::Log(LogError::MalformedKey {
-                key: regmig::log::keys::hex(&key),
-                reason: "an audit key of the wrong length".to_string(),
-            }));
-        };
-        if (since_ms..=until_ms).contains(&recorded_at_ms) {
-            found.push(procedure_id);
-        }
-    }
-    Ok(found)
+    let found = log.procedures_by_regions(first_region..=last_region, since_ms, until_ms)?;
+    Ok(found.into_iter().map(|entry| entry.procedure_id).collect())
 }
 
 /// Loads, summarizes and filters the selected migrations, ordered by submit time then id.

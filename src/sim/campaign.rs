@@ -18,7 +18,7 @@ use regmig::domain::{
     DatanodeTable, PeerId, RegionId, RegionRoute, TableId, TableInfo, TableRoute,
     VersionedTableRoute, WalKind,
 };
-use regmig::log::EventLog;
+use regmig::log::{EventLog, SledStore};
 use regmig::migration::{fold, StateName};
 
 /// Why the campaign cannot go on.
@@ -195,7 +195,13 @@ fn record_error(what: &str, error: impl std::fmt::Display) -> MetadataError {
 impl CampaignRecord {
     /// Opens the record in the log's database.
     pub fn open(log: &EventLog) -> Result<Self, MetadataError> {
-        let tree = log
+        let Some(sled) = SledStore::of(log) else {
+            return Err(record_error(
+                "it needs a sled-backed log; the log is at",
+                log.store().location(),
+            ));
+        };
+        let tree = sled
             .db()
             .open_tree(CAMPAIGN_TREE)
             .map_err(|e| record_error("cannot open its tree", e))?;

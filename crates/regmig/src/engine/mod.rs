@@ -446,7 +446,10 @@ impl Engine {
             appended: Notify::new(),
             dropped: AtomicBool::new(false),
         });
-        open_engines().insert(registry_key(inner.log.data_dir()), Arc::downgrade(&inner));
+        open_engines().insert(
+            registry_key(Path::new(&inner.log.store().location())),
+            Arc::downgrade(&inner),
+        );
         let engine = Engine {
             _lifetime: Arc::new(Lifetime {
                 inner: inner.clone(),
@@ -856,7 +859,7 @@ fn procedures_to_resume(log: &EventLog) -> Result<Vec<(Uuid, MigrationState, u64
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let key = registry_key(self.log.data_dir());
+        let key = registry_key(Path::new(&self.log.store().location()));
         let mut open = open_engines();
         if open
             .get(&key)
