@@ -116,3 +116,40 @@ fn an_archived_fixture_verifies_audits_lists_and_replays_as_before() {
     );
     regmig_in(&data, &["audit", "--archive", path_str(&archive)]).expect_code(1);
 }
+
+/// A failed archive says what failed in its JSON error, with a stable `kind`: here the
+/// archive directory is a file, so the bundles cannot be written and the log is untouched.
+#[test]
+fn a_failed_archive_names_its_kind_in_json() {
+    let copy = fixture_copy();
+    let data = copy.data_dir();
+    let not_a_dir = copy.path("not-a-dir");
+    std::fs::write(&not_a_dir, b"a file").expect("write");
+    let run = regmig_in(
+        &data,
+        &[
+            "log",
+            "archive",
+            "--before",
+            "2100-01-01",
+            "--to",
+            path_str(&not_a_dir),
+            "--json",
+        ],
+    )
+    .expect_code(1);
+    let error: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    assert_eq!(error["ok"], false);
+    assert_eq!(error["error"]["kind"], "archive_io");
+    assert_eq!(
+        error["error"]["message"],
+        format!(
+            "archive {}: could not create the archive directory: File exists (os error 17)",
+            not_a_dir.display()
+        )
+    );
+    let verified = regmig_in(&data, &["log", "verify", "--json"]).expect_code(0);
+    let verified: serde_json::Value = serde_json::from_str(&verified.stdout).expect("json");
+    assert_eq!(verified["archived_to_global_seq"], 0);
+    assert_eq!(verified["events"], 149);
+}

@@ -425,7 +425,7 @@ fn retention_is_off_by_default_and_archives_by_age_when_set() {
     assert_eq!(total_events(&log), 11);
     let no_dir = Retention {
         archive_after_ms: Some(1000),
-        archive_dir: None,
+        ..Retention::default()
     };
     assert!(matches!(
         apply_retention(&log, &no_dir, BEFORE_ALL_MS),
@@ -435,6 +435,7 @@ fn retention_is_off_by_default_and_archives_by_age_when_set() {
     let retention = Retention {
         archive_after_ms: Some(week_ms),
         archive_dir: Some(archive.path().to_path_buf()),
+        ..Retention::default()
     };
     // Every helper event is at about 1_700_000_010_000 ms: a week later, a, b, c go.
     let report = apply_retention(&log, &retention, 1_700_000_010_000 + week_ms)
@@ -442,4 +443,58 @@ fn retention_is_off_by_default_and_archives_by_age_when_set() {
         .expect("on");
     assert_eq!(report.migrations, 3);
     assert_eq!(total_events(&log), 4);
+}
+
+/// Keep at most N finished: the four finished migrations of the history are a, b, c and
+/// e (d is open). Keeping 2 archives the oldest two, a and b, and the cut stops at c
+/// because the limit is reached; keeping 0 archives a, b and c, and the open d stops the
+/// cut (e stays live behind it); keeping 3 archives nothing, since a and b interleave and
+/// the cut cannot take a alone.
+#[test]
+fn retention_keeps_at_most_n_finished_migrations_as_far_as_a_prefix_reaches() {
+    use regmig::archive::{apply_retention, Retention};
+    for (keep, archived, stopped) in [
+        (
+            3,
+            0usize,
+            "the cut already holds 1 migrations, the most it may take",
+        ),
+        (
+            2,
+            2,
+            "the cut already holds 2 migrations, the most it may take",
+        ),
+        (0, 3, "it is still open"),
+    ] {
+        let data = tempfile::tempdir().expect("temp dir");
+        let archive = tempfile::tempdir().expect("temp dir");
+        let log = EventLog::open(data.path(), unsynced()).expect("open");
+        let history = write_history(&log);
+        let retention = Retention {
+            keep_finished: Some(keep),
+            archive_dir: Some(archive.path().to_path_buf()),
+            ..Retention::default()
+        };
+        let report = apply_retention(&log, &retention, BEFORE_ALL_MS)
+            .expect("retention")
+            .expect("on");
+        assert_eq!(report.migrations, archived as u64, "keep {keep}");
+        let (stopper, reason) = report.stopped_by.expect("the cut stops");
+        assert_eq!(reason, stopped, "keep {keep}");
+        let expected_stopper = match keep {
+            3 => history.finished[1],
+            2 => history.finished[2],
+            _ => history.open,
+        };
+        assert_eq!(stopper, expected_stopper, "keep {keep}");
+        let mut live = log.procedures().expect("list");
+        live.sort();
+        let mut expected: Vec<Uuid> = history.finished[archived..].to_vec();
+        expected.extend([history.open, history.late]);
+        expected.sort();
+        assert_eq!(live, expected, "keep {keep}");
+        if archived > 0 {
+            verify_archive(&log, archive.path()).expect("the archive joins");
+        }
+    }
 }

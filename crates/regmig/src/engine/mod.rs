@@ -7,6 +7,7 @@
 
 mod locks;
 mod procedure;
+mod retention;
 pub mod store;
 mod submit;
 
@@ -54,6 +55,9 @@ pub struct EngineConfig {
     pub append_mode: AppendMode,
     /// The retry policy recorded in every new procedure.
     pub retry_policy: RetryPolicy,
+    /// When finished migrations move out of the live log (off by default); checked after
+    /// a migration finishes.
+    pub retention: crate::archive::Retention,
 }
 
 /// One appended event, as subscribers see it.
@@ -134,6 +138,7 @@ pub(crate) struct Inner {
     accepting: AtomicBool,
     halt: watch::Sender<bool>,
     observer: Mutex<Option<Observer>>,
+    retention: retention::RetentionState,
 }
 
 /// Called after every appended event (the simulator uses it to crash after event k).
@@ -270,6 +275,7 @@ impl Engine {
                 accepting: AtomicBool::new(true),
                 halt,
                 observer: Mutex::new(None),
+                retention: retention::RetentionState::default(),
             }),
         };
         engine.resume_open_procedures()?;
