@@ -254,6 +254,40 @@ fn a_crash_at_every_step_of_an_archive_leaves_the_old_state_or_the_new_one() {
     }
 }
 
+/// A crash while the files are written: one bundle in place, the manifest still under its
+/// temporary name. Reopened, the log is the old one, the half-written archive proves
+/// nothing, and a rerun writes over it and cuts.
+#[test]
+fn a_crash_while_the_archive_files_are_written_leaves_the_old_state() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let archive = tempfile::tempdir().expect("temp dir");
+    let log = EventLog::open(data.path(), LogOptions::default()).expect("open");
+    let history = write_history(&log);
+    let plan = log.plan_archive(BEFORE_ALL_MS).expect("plan");
+    let mut first_only = plan.clone();
+    first_only.procedures.truncate(1);
+    let (manifest, _) =
+        write_archive_files(&first_only, BEFORE_ALL_MS, archive.path()).expect("files");
+    let mut partial = manifest.clone().into_os_string();
+    partial.push(".partial");
+    std::fs::rename(&manifest, &partial).expect("the manifest not yet renamed");
+    drop(log);
+    let log = EventLog::open(data.path(), LogOptions::default()).expect("reopen");
+    assert!(log.verify().expect("verify").is_clean());
+    assert_eq!(total_events(&log), 11);
+    assert_eq!(log.checkpoint().expect("read"), None);
+    let half = verify_archive(&log, archive.path()).expect("no manifest: nothing to join");
+    assert_eq!(half.records.len(), 0);
+    let rerun = archive_before(&log, BEFORE_ALL_MS, archive.path()).expect("rerun");
+    assert_eq!(rerun.migrations, 3);
+    let contents = verify_archive(&log, archive.path()).expect("the rerun joins");
+    assert_eq!(contents.records.len(), 7);
+    assert_eq!(
+        log.procedure_events(history.finished[0], 1).expect("read"),
+        vec![]
+    );
+}
+
 #[test]
 fn a_plan_the_log_moved_past_is_refused_and_removes_nothing() {
     let data = tempfile::tempdir().expect("temp dir");
