@@ -13,6 +13,25 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
+/// `regmig log archive --before BEFORE --to ARCHIVE --json` on `data`, expecting exit
+/// `code`; returns its JSON document.
+fn archive_json(data: &Path, before: &str, archive: &Path, code: i32) -> serde_json::Value {
+    let run = regmig_in(
+        data,
+        &[
+            "log",
+            "archive",
+            "--before",
+            before,
+            "--to",
+            path_str(archive),
+            "--json",
+        ],
+    )
+    .expect_code(code);
+    serde_json::from_str(&run.stdout).expect("json")
+}
+
 #[test]
 fn an_archived_fixture_verifies_audits_lists_and_replays_as_before() {
     let copy = fixture_copy();
@@ -29,20 +48,7 @@ fn an_archived_fixture_verifies_audits_lists_and_replays_as_before() {
         })
         .collect();
 
-    let run = regmig_in(
-        &data,
-        &[
-            "log",
-            "archive",
-            "--before",
-            "2100-01-01",
-            "--to",
-            path_str(&archive),
-            "--json",
-        ],
-    )
-    .expect_code(0);
-    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let report = archive_json(&data, "2100-01-01", &archive, 0);
     assert_eq!(report["migrations"], 4);
     assert_eq!(report["events"], 149);
     assert_eq!(report["checkpoint"]["cut_global_seq"], 149);
@@ -125,20 +131,7 @@ fn a_failed_archive_names_its_kind_in_json() {
     let data = copy.data_dir();
     let not_a_dir = copy.path("not-a-dir");
     std::fs::write(&not_a_dir, b"a file").expect("write");
-    let run = regmig_in(
-        &data,
-        &[
-            "log",
-            "archive",
-            "--before",
-            "2100-01-01",
-            "--to",
-            path_str(&not_a_dir),
-            "--json",
-        ],
-    )
-    .expect_code(1);
-    let error: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let error = archive_json(&data, "2100-01-01", &not_a_dir, 1);
     assert_eq!(error["ok"], false);
     assert_eq!(error["error"]["kind"], "archive_io");
     assert_eq!(
@@ -166,20 +159,7 @@ fn a_partly_archived_fixture_audits_across_the_live_log_and_the_archive_as_befor
     let csv_before = regmig_in(&data, &["audit", "--format", "csv"]).expect_code(0);
     let list_before = regmig_in(&data, &["list", "--json"]).expect_code(0);
 
-    let run = regmig_in(
-        &data,
-        &[
-            "log",
-            "archive",
-            "--before",
-            "2026-01-01T00:00:30Z",
-            "--to",
-            path_str(&archive),
-            "--json",
-        ],
-    )
-    .expect_code(0);
-    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let report = archive_json(&data, "2026-01-01T00:00:30Z", &archive, 0);
     assert_eq!(report["migrations"], 3);
     let stopped = report["stopped_by"].as_str().expect("the cut stops");
     assert!(

@@ -19,21 +19,28 @@ fn regmig(args: &[&str]) -> (bool, String) {
     )
 }
 
-#[test]
-fn a_partial_batch_shows_each_region_in_every_command() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data_dir = dir.path().join("data");
-    let data = data_dir.to_str().expect("utf-8 path");
+/// Runs the scenario of a 3-region batch whose second region fails into `dir/data`;
+/// returns the data directory and `sim run --json`'s result.
+fn run_partial_batch(dir: &std::path::Path) -> (String, serde_json::Value) {
+    let data_dir = dir.join("data");
+    let data = data_dir.to_str().expect("utf-8 path").to_string();
     let (ok, out) = regmig(&[
         "sim",
         "run",
         "--json",
         "--data-dir",
-        data,
+        &data,
         "tests/scenarios/batch_with_one_failing_region_is_partial.toml",
     ]);
     assert!(ok, "{out}");
-    let result: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    (data, serde_json::from_str(&out).expect("one JSON object"))
+}
+
+#[test]
+fn a_partial_batch_shows_each_region_in_every_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (data, result) = run_partial_batch(dir.path());
+    let data = data.as_str();
     let batch = &result["migrations"][0];
     assert_eq!(batch["outcome"], "partial");
     let batch_id = batch["procedure_id"]
@@ -155,18 +162,8 @@ fn ids_by_region(data: &str, batch_id: &str) -> Vec<String> {
 #[test]
 fn a_batch_id_shows_the_batch_and_each_region() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data_dir = dir.path().join("data");
-    let data = data_dir.to_str().expect("utf-8 path");
-    let (ok, out) = regmig(&[
-        "sim",
-        "run",
-        "--json",
-        "--data-dir",
-        data,
-        "tests/scenarios/batch_with_one_failing_region_is_partial.toml",
-    ]);
-    assert!(ok, "{out}");
-    let result: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    let (data, result) = run_partial_batch(dir.path());
+    let data = data.as_str();
     let batch_id = result["migrations"][0]["procedure_id"]
         .as_str()
         .expect("a batch id")
