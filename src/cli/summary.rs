@@ -9,11 +9,13 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::common::{format_time, CliError};
-use regmig::domain::{Instruction, PeerId, RegionId, RegionRoute, Reply, TableId};
+use regmig::domain::{PeerId, RegionId, RegionRoute, Reply, TableId};
 use regmig::log::keys::{parse_audit_key, region_audit_key, PREFIX_REGION_AUDIT, TREE_NAME};
 use regmig::log::{EventLog, LogError};
 use regmig::migration::events::kind_name;
-use regmig::migration::{fold, MigrationEvent, MigrationState, RouteChange, TimedEvent};
+use regmig::migration::{
+    fold, write_pause_ms, MigrationEvent, MigrationState, RouteChange, TimedEvent,
+};
 
 /// The batch a migration belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -165,39 +167,6 @@ pub fn summary_of(
             .map(|state| state.name())
             .collect(),
     })
-}
-
-/// The write pause a log shows: from the first downgrade sent with reject_write (the old
-/// leader stops taking writes when it receives it) to the route write that ends it (the
-/// upgrade's, or the rollback's clearing of Downgrading), or to the last event.
-pub fn write_pause_ms(events: &[TimedEvent]) -> Option<u64> {
-    let start = events.iter().position(|timed| {
-        matches!(
-            &timed.event,
-            MigrationEvent::InstructionSent {
-                instruction: Instruction::DowngradeRegion {
-                    reject_write: true,
-                    ..
-                },
-                ..
-            }
-        )
-    })?;
-    let started_ms = events[start].at_ms;
-    let ended_ms = events[start..]
-        .iter()
-        .find(|timed| {
-            matches!(
-                timed.event,
-                MigrationEvent::RouteCasApplied {
-                    change: RouteChange::Upgrade | RouteChange::ClearDowngrading,
-                    ..
-                } | MigrationEvent::Finished { .. }
-            )
-        })
-        .or(events.last())
-        .map_or(started_ms, |timed| timed.at_ms);
-    Some(ended_ms.saturating_sub(started_ms))
 }
 
 // ---------------------------------------------------------------------------------------------
