@@ -13,6 +13,25 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
+/// `regmig log archive --before BEFORE --to ARCHIVE --json` on `data`, expecting exit
+/// `code`; returns its JSON document.
+fn archive_json(data: &Path, before: &str, archive: &Path, code: i32) -> serde_json::Value {
+    let run = regmig_in(
+        data,
+        &[
+            "log",
+            "archive",
+            "--before",
+            before,
+            "--to",
+            path_str(archive),
+            "--json",
+        ],
+    )
+    .expect_code(code);
+    serde_json::from_str(&run.stdout).expect("json")
+}
+
 #[test]
 fn an_archived_fixture_verifies_audits_lists_and_replays_as_before() {
     let copy = fixture_copy();
@@ -29,20 +48,7 @@ fn an_archived_fixture_verifies_audits_lists_and_replays_as_before() {
         })
         .collect();
 
-    let run = regmig_in(
-        &data,
-        &[
-            "log",
-            "archive",
-            "--before",
-            "2100-01-01",
-            "--to",
-            path_str(&archive),
-            "--json",
-        ],
-    )
-    .expect_code(0);
-    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let report = archive_json(&data, "2100-01-01", &archive, 0);
     assert_eq!(report["migrations"], 4);
     assert_eq!(report["events"], 149);
     assert_eq!(report["checkpoint"]["cut_global_seq"], 149);
@@ -115,4 +121,71 @@ fn an_archived_fixture_verifies_audits_lists_and_replays_as_before() {
         broken.stdout
     );
     regmig_in(&data, &["audit", "--archive", path_str(&archive)]).expect_code(1);
+}
+
+/// A failed archive says what failed in its JSON error, with a stable `kind`: here the
+/// archive directory is a file, so the bundles cannot be written and the log is untouched.
+#[test]
+fn a_failed_archive_names_its_kind_in_json() {
+    let copy = fixture_copy();
+    let data = copy.data_dir();
+    let not_a_dir = copy.path("not-a-dir");
+    std::fs::write(&not_a_dir, b"a file").expect("write");
+    let error = archive_json(&data, "2100-01-01", &not_a_dir, 1);
+    assert_eq!(error["ok"], false);
+    assert_eq!(error["error"]["kind"], "archive_io");
+    assert_eq!(
+        error["error"]["message"],
+        format!(
+            "archive {}: could not create the archive directory: File exists (os error 17)",
+            not_a_dir.display()
+        )
+    );
+    let verified = regmig_in(&data, &["log", "verify", "--json"]).expect_code(0);
+    let verified: serde_json::Value = serde_json::from_str(&verified.stdout).expect("json");
+    assert_eq!(verified["archived_to_global_seq"], 0);
+    assert_eq!(verified["events"], 149);
+}
+
+/// Archive the three migrations that finished in the fixture's first 30 s and keep the
+/// fourth live: audit and list across the live log and the archive give exactly what they
+/// gave before, the live log alone lists the fourth only, and verify proves the join.
+#[test]
+fn a_partly_archived_fixture_audits_across_the_live_log_and_the_archive_as_before() {
+    let copy = fixture_copy();
+    let data = copy.data_dir();
+    let archive = copy.path("archive");
+    let audit_before = regmig_in(&data, &["audit", "--json"]).expect_code(0);
+    let csv_before = regmig_in(&data, &["audit", "--format", "csv"]).expect_code(0);
+    let list_before = regmig_in(&data, &["list", "--json"]).expect_code(0);
+
+    let report = archive_json(&data, "2026-01-01T00:00:30Z", &archive, 0);
+    assert_eq!(report["migrations"], 3);
+    let stopped = report["stopped_by"].as_str().expect("the cut stops");
+    assert!(
+        stopped.starts_with("migration 019b76db-9260-74c0-9eb3-424d02a6d161: it finished at "),
+        "{stopped}"
+    );
+
+    regmig_in(&data, &["log", "verify", "--archive", path_str(&archive)]).expect_code(0);
+    let live = regmig_in(&data, &["list", "--json"]).expect_code(0);
+    let live: serde_json::Value = serde_json::from_str(&live.stdout).expect("json");
+    assert_eq!(live["count"], 1);
+    assert_eq!(
+        live["migrations"][0]["procedure_id"],
+        "019b76db-9260-74c0-9eb3-424d02a6d161"
+    );
+
+    let audit_after =
+        regmig_in(&data, &["audit", "--json", "--archive", path_str(&archive)]).expect_code(0);
+    assert_eq!(audit_after.stdout, audit_before.stdout);
+    let csv_after = regmig_in(
+        &data,
+        &["audit", "--format", "csv", "--archive", path_str(&archive)],
+    )
+    .expect_code(0);
+    assert_eq!(csv_after.stdout, csv_before.stdout);
+    let list_after =
+        regmig_in(&data, &["list", "--json", "--archive", path_str(&archive)]).expect_code(0);
+    assert_eq!(list_after.stdout, list_before.stdout);
 }

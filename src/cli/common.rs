@@ -115,7 +115,7 @@ impl CliError {
             CliError::Bundle(error) => error.kind_name(),
             CliError::Write { .. } => "write",
             CliError::Usage(_) => "usage",
-            CliError::Archive(_) => "archive",
+            CliError::Archive(error) => error.kind_name(),
             CliError::Load(_) => "load_failed",
         }
     }

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use super::batch::{member_heading, migration_or_batch, Batch, BatchDocument, Found};
 use super::common::{
-    finish, format_duration, format_offset, format_time, load_history, note_archived_history,
-    open_log, or_dash, parse_procedure_id, parse_time_ms, print_json, print_text, CliError,
-    ParseTimeError, Table,
+    finish, format_duration, format_offset, format_time, note_archived_history, open_log, or_dash,
+    parse_procedure_id, parse_time_ms, print_json, print_text, CliError, ParseTimeError, Table,
 };
 use super::summary::{
     detail, kind_label, payload_json, select_summaries_with_archive, Detail, RouteView, Selection,
@@ -361,12 +361,27 @@ pub fn show(args: ShowArgs) -> u8 {
 fn run_show(args: &ShowArgs) -> Result<u8, CliError> {
     let procedure_id = parse_procedure_id(&args.id)?;
     let log = open_log(&args.output.data_dir)?;
-    let events = load_history(&log, procedure_id)?;
+    let events = match migration_or_batch(&log, procedure_id)? {
+        Found::Migration(events) => events,
+        Found::Batch(batch) => return show_batch(&batch, args.output.json),
+    };
     let detail = detail(procedure_id, &events)?;
     if args.output.json {
         print_json(&detail);
     } else {
         print_text(&render_show(&detail));
+    }
+    Ok(0)
+}
+
+/// `show BATCH_ID`: the batch and one row per region (`show` a region's migration for
+/// its details).
+fn show_batch(batch: &Batch, json: bool) -> Result<u8, CliError> {
+    let document = BatchDocument::of(batch)?;
+    if json {
+        print_json(&document);
+    } else {
+        print_text(&document.render());
     }
     Ok(0)
 }
@@ -682,14 +697,57 @@ struct EventsDocument {
     events: Vec<EventRow>,
 }
 
+/// The `events BATCH_ID --json` document: each region's migration's events.
+#[derive(Debug, Serialize)]
+struct BatchEventsDocument {
+    batch_id: String,
+    regions: Vec<String>,
+    migrations: Vec<EventsDocument>,
+}
+
 fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
     let procedure_id = parse_procedure_id(&args.id)?;
     let log = open_log(&args.output.data_dir)?;
     let records = log.procedure_events(procedure_id, 1)?;
     if records.is_empty() {
-        return Err(CliError::UnknownMigration { procedure_id });
+        let Some(batch) = super::batch::find_batch(&log, procedure_id)? else {
+            return Err(CliError::UnknownMigration { procedure_id });
+        };
+        let mut documents = Vec::with_capacity(batch.members.len());
+        let mut out = String::new();
+        for member in &batch.members {
+            let records = log.procedure_events(member.procedure_id, 1)?;
+            let document = events_document(member.procedure_id, &records);
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&member_heading(batch.batch_id, member));
+            out.push_str(&render_events(&document));
+            documents.push(document);
+        }
+        if args.output.json {
+            print_json(&BatchEventsDocument {
+                batch_id: batch.batch_id.to_string(),
+                regions: batch.regions.iter().map(ToString::to_string).collect(),
+                migrations: documents,
+            });
+        } else {
+            print_text(&out);
+        }
+        return Ok(0);
     }
-    let start_ms = records[0].recorded_at_ms;
+    let document = events_document(procedure_id, &records);
+    if args.output.json {
+        print_json(&document);
+    } else {
+        print_text(&render_events(&document));
+    }
+    Ok(0)
+}
+
+/// One migration's events (`records`, not empty) as `events` prints them.
+fn events_document(procedure_id: uuid::Uuid, records: &[regmig::log::Record]) -> EventsDocument {
+    let start_ms = records.first().map_or(0, |record| record.recorded_at_ms);
     let rows: Vec<EventRow> = records
         .iter()
         .map(|record| {
@@ -710,20 +768,22 @@ fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
             }
         })
         .collect();
-    if args.output.json {
-        print_json(&EventsDocument {
-            procedure_id: procedure_id.to_string(),
-            count: rows.len(),
-            events: rows,
-        });
-        return Ok(0);
+    EventsDocument {
+        procedure_id: procedure_id.to_string(),
+        count: rows.len(),
+        events: rows,
     }
+}
+
+fn render_events(document: &EventsDocument) -> String {
+    let start_ms = document.events.first().map_or(0, |row| row.recorded_at_ms);
     let mut out = format!(
-        "events of migration {procedure_id} (submitted {}):\n",
+        "events of migration {} (submitted {}):\n",
+        document.procedure_id,
         format_time(start_ms)
     );
     let mut table = Table::new(&["SEQ", "OFFSET", "KIND", "PAYLOAD"]);
-    for row in &rows {
+    for row in &document.events {
         let payload = match &row.decode_error {
             Some(error) => format!("<undecodable: {error}>"),
             None => serde_json::to_string(&row.payload).unwrap_or_default(),
@@ -736,8 +796,7 @@ fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
         ]);
     }
     out.push_str(&table.render());
-    print_text(&out);
-    Ok(0)
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -785,6 +844,9 @@ pub struct AuditRow {
     pub status: &'static str,
     /// The final error, if any.
     pub final_error: Option<String>,
+    /// The batch the migration belongs to (spec R2.5); absent for a single migration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
 }
 
 impl AuditRow {
@@ -804,6 +866,7 @@ impl AuditRow {
             outcome: summary.outcome,
             status: summary.status,
             final_error: summary.final_error.clone(),
+            batch_id: summary.batch.as_ref().map(|batch| batch.batch_id.clone()),
         }
     }
 }

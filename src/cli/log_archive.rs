@@ -32,7 +32,7 @@ pub fn run(data_dir: &Path, before_ms: u64, to: &Path, json: bool) -> u8 {
             if json {
                 println!(
                     "{}",
-                    json!({ "ok": false, "error": { "message": error.to_string() } })
+                    json!({ "ok": false, "error": { "kind": error.kind_name(), "message": error.to_string() } })
                 );
             }
             EXIT_FAILED

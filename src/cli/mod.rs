@@ -18,6 +18,7 @@
 //! 1 the operation failed, 2 bad usage. Output that cannot be written (a full disk) is a
 //! failure, exit 1; a closed pipe (`| head`) ends the command quietly ([`output`]).
 
+pub mod batch;
 pub mod bench_cmd;
 pub mod common;
 pub mod demo;

@@ -12,9 +12,10 @@ use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::batch::{member_heading, migration_or_batch, Batch, BatchMember, Found};
 use super::common::{
-    finish, format_duration, format_offset, load_history, open_log, or_dash, parse_procedure_id,
-    print_json, print_text, CliError, Table,
+    finish, format_duration, format_offset, open_log, or_dash, parse_procedure_id, print_json,
+    print_text, CliError, Table,
 };
 use super::inspect::OutputArgs;
 use super::summary::payload_json;
@@ -229,15 +230,22 @@ pub fn replay(args: ReplayArgs) -> u8 {
     finish(run_replay(&args), json)
 }
 
-/// The migration's events, from the data directory or a bundle.
-fn load_events(args: &ReplayArgs) -> Result<(Uuid, Vec<TimedEvent>), CliError> {
+/// What `replay` replays: one migration, or each region's of a batch.
+enum Replayed {
+    Migration(Uuid, Vec<TimedEvent>),
+    Batch(Batch),
+}
+
+/// The migration's events, from the data directory or a bundle; or the batch the id
+/// names when no migration has it.
+fn load_events(args: &ReplayArgs) -> Result<Replayed, CliError> {
     if let Some(file) = &args.file {
         let bundle = read_bundle(file)?;
         let mut events = Vec::with_capacity(bundle.records.len());
         for record in &bundle.records {
             events.push(decode_record(record)?);
         }
-        return Ok((bundle.procedure_id, events));
+        return Ok(Replayed::Migration(bundle.procedure_id, events));
     }
     let Some(id) = &args.id else {
         return Err(CliError::Usage(
@@ -246,8 +254,83 @@ fn load_events(args: &ReplayArgs) -> Result<(Uuid, Vec<TimedEvent>), CliError> {
     };
     let procedure_id = parse_procedure_id(id)?;
     let log = open_log(&args.output.data_dir)?;
-    let events = load_history(&log, procedure_id)?;
-    Ok((procedure_id, events))
+    Ok(match migration_or_batch(&log, procedure_id)? {
+        Found::Migration(events) => Replayed::Migration(procedure_id, events),
+        Found::Batch(batch) => Replayed::Batch(batch),
+    })
+}
+
+/// The `replay BATCH_ID --json` document: each region's migration's replay (or check).
+#[derive(Debug, Serialize)]
+struct BatchReplayDocument<T> {
+    batch_id: String,
+    regions: Vec<String>,
+    /// With `--check`: whether today's logic agrees with every region's log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agrees: Option<bool>,
+    migrations: Vec<T>,
+}
+
+/// `replay BATCH_ID`: replays (or checks) each region's migration in turn; with `--check`
+/// exit 1 when any diverges.
+fn run_batch_replay(args: &ReplayArgs, batch: &Batch) -> Result<u8, CliError> {
+    let regions = batch.regions.iter().map(ToString::to_string).collect();
+    let mut out = String::new();
+    let heading = |out: &mut String, member: &BatchMember| {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&member_heading(batch.batch_id, member));
+    };
+    if args.check {
+        let mut documents = Vec::with_capacity(batch.members.len());
+        for member in &batch.members {
+            let (document, text) = check_report(args.until, member.procedure_id, &member.events);
+            heading(&mut out, member);
+            out.push_str(&text);
+            documents.push(document);
+        }
+        let agrees = documents.iter().all(|document| document.agrees);
+        if args.output.json {
+            print_json(&BatchReplayDocument {
+                batch_id: batch.batch_id.to_string(),
+                regions,
+                agrees: Some(agrees),
+                migrations: documents,
+            });
+        } else {
+            print_text(&out);
+        }
+        return Ok(if agrees { 0 } else { EXIT_FAILED });
+    }
+    let mut documents = Vec::with_capacity(batch.members.len());
+    for member in &batch.members {
+        let steps = replay_steps(&member.events, args.until);
+        heading(&mut out, member);
+        out.push_str(&render_replay(
+            member.procedure_id,
+            &member.events,
+            &steps,
+            args.until,
+        ));
+        documents.push(ReplayDocument {
+            procedure_id: member.procedure_id.to_string(),
+            events: member.events.len(),
+            until_seq: args.until,
+            steps,
+        });
+    }
+    if args.output.json {
+        print_json(&BatchReplayDocument {
+            batch_id: batch.batch_id.to_string(),
+            regions,
+            agrees: None,
+            migrations: documents,
+        });
+    } else {
+        print_text(&out);
+    }
+    Ok(0)
 }
 
 /// The `replay --json` document.
@@ -265,7 +348,10 @@ fn run_replay(args: &ReplayArgs) -> Result<u8, CliError> {
             "--until 0: events count from 1".to_string(),
         ));
     }
-    let (procedure_id, events) = load_events(args)?;
+    let (procedure_id, events) = match load_events(args)? {
+        Replayed::Migration(procedure_id, events) => (procedure_id, events),
+        Replayed::Batch(batch) => return run_batch_replay(args, &batch),
+    };
     if args.check {
         return run_check(args, procedure_id, &events);
     }
@@ -411,12 +497,27 @@ struct CheckDocument {
 }
 
 fn run_check(args: &ReplayArgs, procedure_id: Uuid, events: &[TimedEvent]) -> Result<u8, CliError> {
+    let (document, text) = check_report(args.until, procedure_id, events);
+    let agrees = document.agrees;
+    if args.output.json {
+        print_json(&document);
+    } else {
+        print_text(&text);
+    }
+    Ok(if agrees { 0 } else { EXIT_FAILED })
+}
+
+/// Checks one migration's decisions (up to `until` when given): the `--json` document and
+/// the text.
+fn check_report(
+    until: Option<u64>,
+    procedure_id: Uuid,
+    events: &[TimedEvent],
+) -> (CheckDocument, String) {
     // A decision is the input event and the events decide produced after it: a check
     // stopped inside one would report the cut-off events as missing. So --until SEQ checks
     // every decision whose input is at or before SEQ, whole.
-    let mut end = args
-        .until
-        .map_or(events.len(), |until| (until as usize).min(events.len()));
+    let mut end = until.map_or(events.len(), |until| (until as usize).min(events.len()));
     while end < events.len() && events[end].event.role() == EventRole::Decision {
         end += 1;
     }
@@ -426,41 +527,37 @@ fn run_check(args: &ReplayArgs, procedure_id: Uuid, events: &[TimedEvent]) -> Re
         Ok(decisions) => (true, Some(*decisions), None),
         Err(divergence) => (false, None, Some(divergence_json(checked, divergence))),
     };
-    if args.output.json {
-        print_json(&CheckDocument {
-            procedure_id: procedure_id.to_string(),
-            events: end,
-            until_seq: args.until,
-            agrees,
-            decisions_checked,
-            divergence,
-        });
-    } else {
-        let mut out = String::new();
-        match &result {
-            Ok(decisions) => out.push_str(&format!(
-                "replay check of migration {procedure_id}: today's logic agrees with the log ({decisions} decisions checked over {end} events)\n"
-            )),
-            Err(divergence) => {
-                let report = divergence_json(checked, divergence);
-                out.push_str(&format!(
-                    "replay check of migration {procedure_id}: today's logic DIVERGES from the log at event {} (deciding on input event {}, {})\n",
-                    report.seq, report.input_seq, report.input_kind
-                ));
-                let (recorded_time, decided_time) = divergent_times(checked, divergence);
-                out.push_str(&format!(
-                    "  the log has:           {}{recorded_time}\n",
-                    EventJson::text(divergence.recorded.as_ref())
-                ));
-                out.push_str(&format!(
-                    "  today's logic decides: {}{decided_time}\n",
-                    EventJson::text(divergence.decided.as_ref())
-                ));
-            }
+    let mut out = String::new();
+    match &result {
+        Ok(decisions) => out.push_str(&format!(
+            "replay check of migration {procedure_id}: today's logic agrees with the log ({decisions} decisions checked over {end} events)\n"
+        )),
+        Err(divergence) => {
+            let report = divergence_json(checked, divergence);
+            out.push_str(&format!(
+                "replay check of migration {procedure_id}: today's logic DIVERGES from the log at event {} (deciding on input event {}, {})\n",
+                report.seq, report.input_seq, report.input_kind
+            ));
+            let (recorded_time, decided_time) = divergent_times(checked, divergence);
+            out.push_str(&format!(
+                "  the log has:           {}{recorded_time}\n",
+                EventJson::text(divergence.recorded.as_ref())
+            ));
+            out.push_str(&format!(
+                "  today's logic decides: {}{decided_time}\n",
+                EventJson::text(divergence.decided.as_ref())
+            ));
         }
-        print_text(&out);
     }
-    Ok(if agrees { 0 } else { EXIT_FAILED })
+    let document = CheckDocument {
+        procedure_id: procedure_id.to_string(),
+        events: end,
+        until_seq: until,
+        agrees,
+        decisions_checked,
+        divergence,
+    };
+    (document, out)
 }
 
 /// When the two events of a divergence are equal, what differs is when the log recorded

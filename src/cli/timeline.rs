@@ -19,6 +19,7 @@ use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::batch::{batch_members, migration_or_batch, Found};
 use super::common::{
     finish, format_duration, load_history, open_log, parse_procedure_id, print_json, print_text,
     CliError,
@@ -124,25 +125,32 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
                 "timeline needs a migration id or --region REGION".to_string(),
             ));
         };
-        let events = load_history(&log, procedure_id)?;
-        match regmig::migration::fold(&events).batch {
-            // A region of a batch: one row per region of the batch (spec R2.5).
-            Some(batch) => {
-                for region in &batch.regions {
-                    for (_, member) in log.procedures_by_region(region.as_u64(), 0, u64::MAX)? {
-                        let member_events = load_history(&log, member)?;
-                        let joined = regmig::migration::fold(&member_events)
-                            .batch
-                            .is_some_and(|of| of.batch_id == batch.batch_id);
-                        if joined {
-                            rows.push(row_of(member, &member_events)?);
-                        }
-                    }
+        // A batch's id, or the id of a region's migration inside a batch: one row per
+        // region of the batch (spec R2.5).
+        let (events, batch) = match migration_or_batch(&log, procedure_id)? {
+            Found::Migration(events) => {
+                let batch = match regmig::migration::fold(&events).batch {
+                    Some(membership) => Some((
+                        membership.batch_id,
+                        membership.regions.len(),
+                        batch_members(&log, &membership)?,
+                    )),
+                    None => None,
+                };
+                (events, batch)
+            }
+            Found::Batch(batch) => (
+                Vec::new(),
+                Some((batch.batch_id, batch.regions.len(), batch.members)),
+            ),
+        };
+        match batch {
+            Some((batch_id, regions, members)) => {
+                for member in &members {
+                    rows.push(row_of(member.procedure_id, &member.events)?);
                 }
                 title = format!(
-                    "batch {}: {} regions ({} migrations drawn)",
-                    batch.batch_id,
-                    batch.regions.len(),
+                    "batch {batch_id}: {regions} regions ({} migrations drawn)",
                     rows.len()
                 );
             }

@@ -93,6 +93,19 @@ pub enum ArchiveError {
     },
 }
 
+impl ArchiveError {
+    /// A stable snake_case name for the variant (the `kind` of a `--json` error): the
+    /// log's or the bundle's own name for theirs.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ArchiveError::Log(error) => error.kind_name(),
+            ArchiveError::Io { .. } => "archive_io",
+            ArchiveError::Bundle(error) => error.kind_name(),
+            ArchiveError::Broken { .. } => "archive_broken",
+        }
+    }
+}
+
 /// What an archive run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveReport {
@@ -116,17 +129,27 @@ pub fn archive_before(
     dir: &Path,
 ) -> Result<ArchiveReport, ArchiveError> {
     let plan = log.plan_archive(before_ms)?;
+    archive_planned(log, &plan, before_ms, dir)
+}
+
+/// Writes the archive of `plan` (made for `before_ms`) into `dir`, then cuts the live log.
+fn archive_planned(
+    log: &EventLog,
+    plan: &ArchivePlan,
+    before_ms: u64,
+    dir: &Path,
+) -> Result<ArchiveReport, ArchiveError> {
     if plan.is_empty() {
         return Ok(ArchiveReport {
             manifest: None,
             migrations: 0,
             events: 0,
-            checkpoint: plan.previous,
-            stopped_by: plan.stopped_by,
+            checkpoint: plan.previous.clone(),
+            stopped_by: plan.stopped_by.clone(),
         });
     }
-    let (manifest, manifest_sha256) = write_archive_files(&plan, before_ms, dir)?;
-    let checkpoint = log.apply_archive(&plan, manifest_sha256, dir)?;
+    let (manifest, manifest_sha256) = write_archive_files(plan, before_ms, dir)?;
+    let checkpoint = log.apply_archive(plan, manifest_sha256, dir)?;
     Ok(ArchiveReport {
         manifest: Some(manifest),
         migrations: plan.procedures.len() as u64,
@@ -136,7 +159,7 @@ pub fn archive_before(
             .map(|(_, records)| records.len() as u64)
             .sum(),
         checkpoint: Some(checkpoint),
-        stopped_by: plan.stopped_by,
+        stopped_by: plan.stopped_by.clone(),
     })
 }
 
@@ -446,35 +469,114 @@ pub fn verify_archive(log: &EventLog, dir: &Path) -> Result<ArchiveContents, Arc
     Ok(contents)
 }
 
-/// The retention setting for embedders: archive migrations that finished more than
-/// `archive_after_ms` ago into `archive_dir`. Off by default (`archive_after_ms: None`):
-/// regmig never removes history unless asked. The embedder calls [`apply_retention`] when
-/// it suits it (say, daily); the engine does not call it on its own.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The retention setting for embedders: move finished migrations out of the live log into
+/// `archive_dir` once they are older than `archive_after_ms`, and/or once more than
+/// `keep_finished` finished migrations are live (the oldest go first). Off by default
+/// (both `None`): regmig never removes history unless asked. With it on, the engine
+/// ([`crate::engine::EngineConfig::retention`]) applies it after a migration finishes, at
+/// most once every `check_every_ms` and one run at a time; an embedder may also call
+/// [`apply_retention`] itself (say, on a timer). Open migrations are never archived, and
+/// an archive always cuts a prefix of the global order, so a migration that is open or
+/// young keeps every migration after it live until a later run. A migration it archived
+/// is gone from the live log (`Engine::get` and `wait` no longer find it; its bundle
+/// holds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retention {
-    /// How long a finished migration stays in the live log; `None`: forever (the default).
+    /// How long a finished migration stays in the live log; `None`: no age limit.
     pub archive_after_ms: Option<u64>,
-    /// Where archives go (required when `archive_after_ms` is set).
+    /// How many finished migrations the live log keeps at most; `None`: no count limit.
+    pub keep_finished: Option<u64>,
+    /// Where archives go (required when a limit is set).
     pub archive_dir: Option<PathBuf>,
+    /// The engine checks the limits at most this often (after a migration finishes):
+    /// planning an archive reads the live log's index of migrations.
+    pub check_every_ms: u64,
 }
 
-/// Applies `retention` at `now_ms`: `Ok(None)` when it is off, else what the archive did.
-/// A setting with an age but no directory is [`ArchiveError::Broken`] naming it.
+/// How often the engine checks the retention limits by default: once a minute.
+pub const RETENTION_CHECK_EVERY_MS_DEFAULT: u64 = 60_000;
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            archive_after_ms: None,
+            keep_finished: None,
+            archive_dir: None,
+            check_every_ms: RETENTION_CHECK_EVERY_MS_DEFAULT,
+        }
+    }
+}
+
+impl Retention {
+    /// Whether any limit is set.
+    pub fn is_on(&self) -> bool {
+        self.archive_after_ms.is_some() || self.keep_finished.is_some()
+    }
+}
+
+/// Applies `retention` at `now_ms`: `Ok(None)` when it is off, else what the archive did
+/// (`migrations: 0` when nothing was due). Every migration that finished before
+/// `now_ms - archive_after_ms` is archived, and the oldest finished ones beyond
+/// `keep_finished`, as far as a prefix of the global order reaches (an open migration
+/// stops it). A limit without a directory is [`ArchiveError::Broken`] naming the setting.
 pub fn apply_retention(
     log: &EventLog,
     retention: &Retention,
     now_ms: u64,
 ) -> Result<Option<ArchiveReport>, ArchiveError> {
-    let Some(after_ms) = retention.archive_after_ms else {
+    if !retention.is_on() {
         return Ok(None);
-    };
+    }
     let Some(dir) = &retention.archive_dir else {
         return Err(ArchiveError::Broken {
             path: PathBuf::new(),
             reason: format!(
-                "the retention setting archives after {after_ms} ms but names no archive directory"
+                "the retention setting (archive after {:?} ms, keep {:?} finished migrations) names no archive directory",
+                retention.archive_after_ms, retention.keep_finished
             ),
         });
     };
-    archive_before(log, now_ms.saturating_sub(after_ms), dir).map(Some)
+    let by_age = retention
+        .archive_after_ms
+        .map(|after_ms| {
+            let before_ms = now_ms.saturating_sub(after_ms);
+            log.plan_archive(before_ms).map(|plan| (plan, before_ms))
+        })
+        .transpose()?;
+    let by_count = match retention.keep_finished {
+        Some(keep) => {
+            let finished = (log.procedures()?.len() as u64)
+                .saturating_sub(log.open_procedures()?.len() as u64);
+            let excess = finished.saturating_sub(keep);
+            // Everything recorded up to now has finished "before now + 1".
+            let before_ms = now_ms.saturating_add(1);
+            if excess > 0 {
+                Some((log.plan_archive_at_most(before_ms, excess)?, before_ms))
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    // Both plans are prefixes of the same order: the longer one satisfies both limits.
+    let chosen = match (by_age, by_count) {
+        (Some(age), Some(count)) => {
+            if count.0.cut_global_seq > age.0.cut_global_seq {
+                count
+            } else {
+                age
+            }
+        }
+        (Some(plan), None) | (None, Some(plan)) => plan,
+        (None, None) => {
+            return Ok(Some(ArchiveReport {
+                manifest: None,
+                migrations: 0,
+                events: 0,
+                checkpoint: log.checkpoint()?,
+                stopped_by: None,
+            }))
+        }
+    };
+    archive_planned(log, &chosen.0, chosen.1, dir).map(Some)
 }

@@ -50,23 +50,17 @@ fn write_log(dir: &Path) {
         .unwrap();
 }
 
-fn wait_released() {
-    std::thread::sleep(std::time::Duration::from_millis(100));
-}
-
 #[test]
 fn salvaging_a_clean_log_copies_it_whole_with_the_same_chain() {
     let root = tempfile::tempdir().unwrap();
     let (from, to) = (root.path().join("from"), root.path().join("to"));
     write_log(&from);
-    wait_released();
     let before = snapshot(&from);
     let report = salvage(&from, &to).unwrap();
     assert_eq!(snapshot(&from), before, "salvage wrote into its source");
     assert_eq!(report.events_copied, 12);
     assert_eq!(report.procedures_whole, 2);
     assert!(report.procedures_with_gap.is_empty());
-    wait_released();
     let source = EventLog::open_read_only(&from).unwrap();
     let copy = EventLog::open_read_only(&to).unwrap();
     assert!(copy.damage().is_none());
@@ -85,7 +79,6 @@ fn a_hole_becomes_a_marker_the_cut_migration_is_closed_and_the_new_log_verifies_
     let root = tempfile::tempdir().unwrap();
     let (from, to) = (root.path().join("from"), root.path().join("to"));
     write_log(&from);
-    wait_released();
     // A hole: event 5 of procedure 1 removed behind the log's back.
     {
         let db = sled::Config::new().path(from.join("sled")).open().unwrap();
@@ -93,19 +86,16 @@ fn a_hole_becomes_a_marker_the_cut_migration_is_closed_and_the_new_log_verifies_
         tree.remove(event_key(procedure(1), 5)).unwrap();
         db.flush().unwrap();
     }
-    wait_released();
     let writer = EventLog::open_existing(&from, LogOptions::default());
     // The tail and the mark agree, so a writer opens (its open checks the end, not every
     // record: a hole sled serves cleanly is for verify to find).
     drop(writer);
-    wait_released();
     let before = snapshot(&from);
     let report = salvage(&from, &to).unwrap();
     assert_eq!(snapshot(&from), before, "salvage wrote into its source");
     assert_eq!(report.procedures_with_gap, vec![(procedure(1), 5)]);
     assert_eq!(report.procedures_whole, 1);
     assert_eq!(report.events_copied, 4 + 5);
-    wait_released();
     let copy = EventLog::open_read_only(&to).unwrap();
     let verify = copy.verify().unwrap();
     assert!(verify.is_clean(), "{:?}", verify.problems);
@@ -156,7 +146,6 @@ fn a_log_that_lost_its_tail_marks_the_migrations_open_at_the_loss() {
     let root = tempfile::tempdir().unwrap();
     let (from, to) = (root.path().join("from"), root.path().join("to"));
     write_log(&from);
-    wait_released();
     let older = root.path().join("older-sled");
     copy_dir(&from.join("sled"), &older);
     {
@@ -165,7 +154,6 @@ fn a_log_that_lost_its_tail_marks_the_migrations_open_at_the_loss() {
             .unwrap()
             .unwrap();
     }
-    wait_released();
     // The disk serves the older state; the mark vouches for three more events.
     std::fs::remove_dir_all(from.join("sled")).unwrap();
     copy_dir(&older, &from.join("sled"));
@@ -180,7 +168,6 @@ fn a_log_that_lost_its_tail_marks_the_migrations_open_at_the_loss() {
     );
     assert_eq!(report.procedures_whole, 1);
     assert_eq!(report.procedures_with_gap, vec![(procedure(2), 6)]);
-    wait_released();
     let copy = EventLog::open_read_only(&to).unwrap();
     assert!(copy.verify().unwrap().is_clean());
     let second = copy.procedure_events(procedure(2), 1).unwrap();

@@ -17,6 +17,7 @@
 mod locks;
 pub mod metrics;
 mod procedure;
+mod retention;
 pub mod store;
 pub mod stream;
 mod submit;
@@ -70,6 +71,9 @@ pub struct EngineConfig {
     pub append_mode: AppendMode,
     /// The retry policy recorded in every new procedure.
     pub retry_policy: RetryPolicy,
+    /// When finished migrations move out of the live log (off by default); checked after
+    /// a migration finishes.
+    pub retention: crate::archive::Retention,
 }
 
 /// One appended event, as subscribers see it.
@@ -202,6 +206,8 @@ pub(crate) struct Inner {
     appended: Notify,
     /// Set when every `Engine` handle was dropped.
     dropped: AtomicBool,
+    /// Whether a retention run is going on, and when the last one started.
+    retention: retention::RetentionState,
 }
 
 /// Called after every appended event (the simulator uses it to crash after event k).
@@ -445,6 +451,7 @@ impl Engine {
             metrics: EngineMetrics::default(),
             appended: Notify::new(),
             dropped: AtomicBool::new(false),
+            retention: retention::RetentionState::default(),
         });
         open_engines().insert(
             registry_key(Path::new(&inner.log.store().location())),

@@ -56,7 +56,7 @@ impl Runner {
         let inner = self.inner.clone();
         inner.locks.release_all(self.id);
         match result {
-            Ok(()) => {}
+            Ok(()) => super::retention::after_finish(&inner).await,
             Err(Stop::Halted) => {
                 debug!(id = %self.id, "procedure halted; it resumes from the log on the next open")
             }

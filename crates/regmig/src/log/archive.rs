@@ -173,7 +173,21 @@ impl EventLog {
     /// cut (the report names it); migrations after it stay live until a later archive.
     pub fn plan_archive(&self, before_ms: u64) -> Result<ArchivePlan, LogError> {
         let core = self.core("plan an archive")?;
-        core.guarded("plan an archive", || plan(core, before_ms))
+        core.guarded("plan an archive", || plan(core, before_ms, None))
+    }
+
+    /// Like [`EventLog::plan_archive`], but the cut takes at most `max_migrations`
+    /// migrations: the first one past the limit stops it (the retention's "keep at most N
+    /// finished migrations" archives only the excess).
+    pub fn plan_archive_at_most(
+        &self,
+        before_ms: u64,
+        max_migrations: u64,
+    ) -> Result<ArchivePlan, LogError> {
+        let core = self.core("plan an archive")?;
+        core.guarded("plan an archive", || {
+            plan(core, before_ms, Some(max_migrations))
+        })
     }
 
     /// Removes what `plan` archives, in one sled batch that deletes its events, their
@@ -236,7 +250,7 @@ impl EventLog {
     }
 }
 
-fn plan(core: &Core, before_ms: u64) -> Result<ArchivePlan, LogError> {
+fn plan(core: &Core, before_ms: u64, max_migrations: Option<u64>) -> Result<ArchivePlan, LogError> {
     let _visible = core.read_visible();
     let tree = &core.tree;
     let previous = read_checkpoint(tree)?;
@@ -269,7 +283,12 @@ fn plan(core: &Core, before_ms: u64) -> Result<ArchivePlan, LogError> {
         for run in &runs {
             if !seen.contains_key(&run.procedure_id) {
                 let id = run.procedure_id;
-                let refusal = if open.contains(&id) {
+                let refusal = if max_migrations.is_some_and(|max| seen.len() as u64 >= max) {
+                    Some(format!(
+                        "the cut already holds {} migrations, the most it may take",
+                        seen.len()
+                    ))
+                } else if open.contains(&id) {
                     Some("it is still open".to_string())
                 } else {
                     let last = last_record(tree, id)?;
