@@ -9,13 +9,14 @@ use serde::Serialize;
 
 use super::common::{
     finish, format_duration, format_offset, format_time, load_history, note_archived_history,
-    open_log, or_dash, parse_procedure_id, parse_time_ms, print_json, print_text, CliError,
-    ParseTimeError, Table,
+    open_log, or_dash, parse_id_arg, parse_procedure_id, parse_time_ms, print_json, print_text,
+    CliError, ParseTimeError, Table,
 };
 use super::summary::{
     detail, kind_label, payload_json, select_summaries_with_archive, Detail, RouteView, Selection,
     Summary,
 };
+use super::verdict::{attempts_line, forward_retries, policy_line, verdict, why};
 use super::DEFAULT_DATA_DIR;
 use regmig::domain::{ParseRegionIdError, PeerId, RegionId, TableId};
 use regmig::engine::store::decode_record;
@@ -295,7 +296,8 @@ fn run_list(args: &ListArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-fn render_list(summaries: &[&Summary]) -> String {
+/// The `list` table of these migrations, with a count line.
+pub fn render_list(summaries: &[&Summary]) -> String {
     if summaries.is_empty() {
         return "no migrations match\n".to_string();
     }
@@ -358,20 +360,33 @@ pub fn show(args: ShowArgs) -> u8 {
     finish(run_show(&args), json)
 }
 
+/// The `show --json` document: the verdict, then every field of the detail.
+#[derive(Debug, Serialize)]
+struct ShowDocument<'a> {
+    verdict: super::verdict::Verdict,
+    #[serde(flatten)]
+    detail: &'a Detail,
+}
+
 fn run_show(args: &ShowArgs) -> Result<u8, CliError> {
-    let procedure_id = parse_procedure_id(&args.id)?;
+    let id = parse_id_arg(&args.id)?;
     let log = open_log(&args.output.data_dir)?;
+    let procedure_id = id.resolve(&log)?;
     let events = load_history(&log, procedure_id)?;
     let detail = detail(procedure_id, &events)?;
     if args.output.json {
-        print_json(&detail);
+        print_json(&ShowDocument {
+            verdict: verdict(&detail),
+            detail: &detail,
+        });
     } else {
         print_text(&render_show(&detail));
     }
     Ok(0)
 }
 
-fn render_route(route: &Option<RouteView>) -> String {
+/// A route in one line: leader, followers, leader state, version and where it came from.
+pub fn render_route(route: &Option<RouteView>) -> String {
     let Some(route) = route else {
         return "not read".to_string();
     };
@@ -396,6 +411,12 @@ pub fn render_show(detail: &Detail) -> String {
     let summary = &detail.summary;
     let start_ms = summary.submitted_at_ms;
     let mut out = String::new();
+    let verdict = verdict(detail);
+    out.push_str(&format!(
+        "{}\nnext: {}\n\n",
+        super::escape::escape_text(&verdict.line),
+        super::escape::escape_text(&verdict.next)
+    ));
     let mut field = |name: &str, value: String| {
         let value = super::escape::escape_text(&value);
         out.push_str(&format!("{:<17}{value}\n", format!("{name}:")));
@@ -456,13 +477,27 @@ pub fn render_show(detail: &Detail) -> String {
     if let Some(cancelled_by) = &detail.cancelled_by {
         field("cancelled by", cancelled_by.clone());
     }
+    if let Some(why) = why(detail, &detail.policy) {
+        field("why", why);
+    }
     for refused in &detail.cancels_refused {
         field("cancel refused", refused.clone());
     }
+    field("retry policy", policy_line(&detail.policy));
     field(
         "retries",
-        format!("{} ({} left)", summary.retries, summary.retries_left),
+        format!(
+            "{} of {} framework retries used ({} left){}",
+            forward_retries(detail),
+            detail.policy.retries_max,
+            summary.retries_left,
+            match summary.retries as usize - forward_retries(detail).min(summary.retries as usize) {
+                0 => String::new(),
+                rollback_retries => format!(", and {rollback_retries} of the rollback"),
+            }
+        ),
     );
+    field("attempts", attempts_line(detail, &detail.policy));
     field("slow-path waits", summary.slow_path_waits.to_string());
     field("resumes", summary.resumes.to_string());
     let lock_keys: Vec<&str> = detail

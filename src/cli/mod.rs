@@ -2,7 +2,8 @@
 //!
 //! Each subcommand lives in its own module with its arguments:
 //! - [`demo`]: the main job, a migration campaign on the simulated cluster;
-//! - [`inspect`]: `list`, `show`, `events`, `audit`;
+//! - [`inspect`]: `list`, `show`, `events`, `audit`; [`region`]: `region`;
+//! - [`verdict`]: the verdict, limits and policy lines `show` and `region` open with;
 //! - [`replay`]: `replay` (with `--check`, `--until`, `--file`) and `export`;
 //! - [`timeline`]: an SVG picture of a migration or of a region's history;
 //! - [`sim_cmd`]: `sim run` (scenario files) and `sim fuzz`;
@@ -28,10 +29,12 @@ pub mod log_archive;
 pub mod log_salvage;
 pub mod log_verify;
 pub mod output;
+pub mod region;
 pub mod replay;
 pub mod sim_cmd;
 pub mod summary;
 pub mod timeline;
+pub mod verdict;
 
 use std::process::ExitCode;
 
@@ -62,6 +65,9 @@ pub enum Command {
     List(inspect::ListArgs),
     /// Show one migration: summary, routes, timeline of states, final error.
     Show(inspect::ShowArgs),
+    /// One region at a glance: does it take writes, its latest route in the log, its
+    /// recent migrations.
+    Region(region::RegionArgs),
     /// Print one migration's raw events.
     Events(inspect::EventsArgs),
     /// Step through a migration's events and show what each changed; `--check` re-runs
@@ -176,6 +182,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::List(args) => inspect::list(args),
         Command::Show(args) => inspect::show(args),
+        Command::Region(args) => region::run(args),
         Command::Events(args) => inspect::events(args),
         Command::Replay(args) => replay::replay(args),
         Command::Export(args) => replay::export(args),

@@ -13,7 +13,9 @@ use regmig::domain::{Instruction, PeerId, RegionId, RegionRoute, Reply, TableId}
 use regmig::log::keys::{parse_audit_key, region_audit_key, PREFIX_REGION_AUDIT, TREE_NAME};
 use regmig::log::{EventLog, LogError};
 use regmig::migration::events::kind_name;
-use regmig::migration::{fold, MigrationEvent, MigrationState, RouteChange, TimedEvent};
+use regmig::migration::{
+    fold, MigrationEvent, MigrationState, RetryPolicy, RouteChange, TimedEvent,
+};
 
 /// The batch a migration belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -370,6 +372,10 @@ pub struct RollbackView {
     pub offset_ms: u64,
     /// The failure that caused it.
     pub error: String,
+    /// The failure's kind (snake_case).
+    pub error_kind: String,
+    /// Whether that failure was one a framework retry could have cured.
+    pub retryable: bool,
     /// When it finished; null if it has not.
     pub finished_at_ms: Option<u64>,
     /// Whether it succeeded; null if it has not finished.
@@ -390,6 +396,8 @@ pub struct Detail {
     pub catalog: String,
     /// Lock keys: the table's schema.
     pub schema: String,
+    /// The retry policy recorded at submit.
+    pub policy: RetryPolicy,
     /// Why Abort was chosen, if it was.
     pub abort_reason: Option<String>,
     /// Who cancelled, if anyone.
@@ -615,6 +623,8 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
                     started_at_ms: at_ms,
                     offset_ms: offset(at_ms),
                     error: error.message.clone(),
+                    error_kind: snake_name(&error.kind),
+                    retryable: error.retryable,
                     finished_at_ms: None,
                     succeeded: None,
                 });
@@ -636,6 +646,7 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
         to_addr: task.to_peer.addr.clone(),
         catalog: state.catalog.clone(),
         schema: state.schema.clone(),
+        policy: state.policy.clone(),
         abort_reason: state.abort_reason.clone(),
         cancelled_by: state
             .cancelled_by
