@@ -173,13 +173,24 @@ pub fn why(detail: &Detail, policy: &RetryPolicy) -> Option<String> {
             answers.join(", ")
         ));
     }
+    // The retries before the rollback: those of the rollback's own steps came after.
+    let retries_before = detail
+        .retries_scheduled
+        .iter()
+        .filter(|retry| !retry.rollback && retry.seq < rollback.seq)
+        .count();
     parts.push(format!(
-        "framework retries {} of {} used{}",
-        forward_retries(detail),
+        "framework retries {retries_before} of {} used{}",
         policy.retries_max,
-        if !rollback.retryable {
+        // An abort or a spent budget is itself the limit, said elsewhere on the line.
+        if !rollback.retryable
+            && !matches!(
+                rollback.error_kind.as_str(),
+                "migration_aborted" | "retry_budget_exhausted"
+            )
+        {
             format!(" (its failure, {}, is not retryable)", rollback.error_kind)
-        } else if summary.retries_left == 0 {
+        } else if retries_before >= policy.retries_max as usize {
             " (ran out)".to_string()
         } else {
             String::new()

@@ -1,0 +1,216 @@
+//! The operator's answers (issue #18): `show` opens with a verdict (is the region writable,
+//! what next) and a `why` line naming the limit that ended it; `regmig region R` shows a
+//! region's latest route and recent migrations; ids accept a unique prefix. On the
+//! committed fixture log, on a rollback stuck behind a metadata outage and on a cancelled
+//! migration (both written here by `regmig sim run`). Snapshots in
+//! `tests/fixtures/cli_v1/expected/`; `REGMIG_UPDATE_SNAPSHOTS=1` rewrites them.
+
+mod cli_support;
+
+use std::path::{Path, PathBuf};
+
+use cli_support::{
+    assert_snapshot, fixture_copy, regmig, regmig_in, ABORTED_ID, COMPLETED_ID, FAILED_ID,
+    RESUMED_ID,
+};
+
+/// The scenario of a rollback that never ends (the region stays Downgrading).
+fn stuck_rollback_scenario() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/operator/stuck_rollback.toml"
+    ))
+}
+
+/// A cancel by alice before the new route is written.
+fn cancel_scenario() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scenarios/cancel_before_the_new_route_aborts.toml"
+    ))
+}
+
+/// Runs a scenario into `data_dir` with `regmig sim run` (its exit code is not checked:
+/// the stuck rollback's scenario fails by design, it never finishes).
+fn simulate(scenario: &Path, data_dir: &Path) {
+    let run = regmig(&[
+        "sim",
+        "run",
+        scenario.to_str().expect("a UTF-8 path"),
+        "--data-dir",
+        data_dir.to_str().expect("a UTF-8 path"),
+    ]);
+    assert!(
+        run.code == 0 || run.code == 1,
+        "sim run {}: exit {}\n{}",
+        scenario.display(),
+        run.code,
+        run.stderr
+    );
+}
+
+/// The one migration id of a simulated log, from `list --json`.
+fn only_id(data_dir: &Path) -> String {
+    let run = regmig_in(data_dir, &["list", "--json"]).expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(document["count"], 1, "{}", run.stdout);
+    document["migrations"][0]["procedure_id"]
+        .as_str()
+        .expect("an id")
+        .to_string()
+}
+
+#[test]
+fn show_opens_with_the_verdict_and_next_step_of_each_outcome() {
+    let copy = fixture_copy();
+    let first_lines = |id: &str| -> Vec<String> {
+        let run = regmig_in(&copy.data_dir(), &["show", id]).expect_code(0);
+        run.stdout.lines().take(2).map(str::to_string).collect()
+    };
+    assert_eq!(
+        first_lines(COMPLETED_ID),
+        [
+            "region 1024:1: writable, leader 2 (moved from peer 1)",
+            "next: nothing to do"
+        ]
+    );
+    assert_eq!(
+        first_lines(ABORTED_ID),
+        [
+            "region 7:3: writable, leader 1 (migration aborted, rolled back)".to_string(),
+            format!("next: nothing is broken; to move it, fix the cause (the `why` line of `regmig show {ABORTED_ID}`) and submit again"),
+        ]
+    );
+    assert_eq!(
+        first_lines(FAILED_ID)[0],
+        "region 1024:2: writable, leader 1 (migration failed, rolled back)"
+    );
+    assert_eq!(
+        first_lines(RESUMED_ID)[0],
+        "region 1024:1: writable, leader 3 (moved from peer 2)"
+    );
+    let json = regmig_in(&copy.data_dir(), &["show", FAILED_ID, "--json"]).expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(document["verdict"]["writable"], true);
+    assert_eq!(document["policy"]["in_state_attempts_max"], 3);
+    assert_eq!(document["rollback"]["retryable"], false);
+}
+
+#[test]
+fn why_names_the_instruction_the_attempts_and_whether_time_would_help() {
+    let copy = fixture_copy();
+    let why = |id: &str| -> String {
+        let run = regmig_in(&copy.data_dir(), &["show", id]).expect_code(0);
+        run.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("why:"))
+            .map(|rest| rest.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        why(ABORTED_ID),
+        "upgrade_region to peer 2: 3 of 3 attempts, answered not_ready, not_ready, not_ready (its attempts ran out); framework retries 1 of 3 used; budget 0ms used of 5.000s; a longer timeout would not have changed it"
+    );
+    assert_eq!(
+        why(FAILED_ID),
+        "open_region to peer 4: 1 attempt, answered unreachable; framework retries 0 of 3 used (its failure, unreachable, is not retryable); budget 0ms used of 10.000s; a longer timeout would not have changed it"
+    );
+    assert_eq!(why(COMPLETED_ID), "", "a completed migration has no why");
+}
+
+#[test]
+fn region_shows_its_latest_route_and_recent_migrations() {
+    let copy = fixture_copy();
+    for (name, args) in [
+        ("region_1024_1.txt", vec!["region", "1024:1"]),
+        ("region_7_3.json", vec!["region", "7:3", "--json"]),
+        (
+            "region_1024_1_recent_1.txt",
+            vec!["region", "4398046511105", "--recent", "1"],
+        ),
+    ] {
+        let run = regmig_in(&copy.data_dir(), &args).expect_code(0);
+        assert!(run.stderr.is_empty(), "{name}: {}", run.stderr);
+        assert_snapshot(name, &run.stdout);
+    }
+    let none = regmig_in(&copy.data_dir(), &["region", "9:9"]).expect_code(1);
+    assert!(
+        none.stderr
+            .starts_with("error: no migration of region 9:9 in "),
+        "{}",
+        none.stderr
+    );
+    regmig_in(&copy.data_dir(), &["region", "nine"]).expect_code(2);
+}
+
+#[test]
+fn ids_accept_a_unique_prefix_and_refuse_ambiguous_ones_and_regions() {
+    let copy = fixture_copy();
+    let full = regmig_in(&copy.data_dir(), &["show", FAILED_ID]).expect_code(0);
+    for prefix in [
+        "019b76da-afd0",
+        "019B76DAAFD0",
+        "019b76da-afd0-7d40-8795-7350",
+    ] {
+        let short = regmig_in(&copy.data_dir(), &["show", prefix]).expect_code(0);
+        assert_eq!(short.stdout, full.stdout, "prefix {prefix}");
+    }
+    let ambiguous = regmig_in(&copy.data_dir(), &["show", "019b76da-a800"]).expect_code(2);
+    assert_eq!(
+        ambiguous.stderr,
+        format!("error: migration id prefix \"019b76da-a800\" is ambiguous: it starts {COMPLETED_ID}, {ABORTED_ID}; give more of the id\n")
+    );
+    let region = regmig_in(&copy.data_dir(), &["show", "1024:2"]).expect_code(2);
+    assert_eq!(
+        region.stderr,
+        "error: \"1024:2\" is a region, not a migration id: `regmig region 1024:2` shows its route and migrations\n"
+    );
+    let none = regmig_in(&copy.data_dir(), &["show", "ffff"]).expect_code(1);
+    assert_eq!(
+        none.stderr,
+        "error: no migration id starts with \"ffff\" (see `regmig list`)\n"
+    );
+    let json = regmig_in(&copy.data_dir(), &["show", "019b", "--json"]).expect_code(2);
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(document["error"]["kind"], "ambiguous_id");
+}
+
+#[test]
+fn a_stuck_rollback_is_reported_not_writable_with_its_attempts() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = temp.path().join("data");
+    simulate(&stuck_rollback_scenario(), &data_dir);
+    let id = only_id(&data_dir);
+    let show = regmig_in(&data_dir, &["show", &id]).expect_code(0);
+    assert!(
+        show.stdout.starts_with(
+            "region 1024:1: NOT WRITABLE — leader 1 still Downgrading (rollback retrying, 125 attempts, last error: metadata store error: "
+        ),
+        "{}",
+        show.stdout
+    );
+    assert_snapshot("show_stuck_rollback.txt", &show.stdout);
+    let region = regmig_in(&data_dir, &["region", "1024:1"]).expect_code(0);
+    assert_snapshot("region_stuck_rollback.txt", &region.stdout);
+    let json = regmig_in(&data_dir, &["region", "1024:1", "--json"]).expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(document["verdict"]["writable"], false);
+    assert_eq!(document["route"]["leader_state"], "downgrading");
+}
+
+#[test]
+fn a_cancelled_migration_says_who_cancelled_and_that_no_limit_ran_out() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = temp.path().join("data");
+    simulate(&cancel_scenario(), &data_dir);
+    let id = only_id(&data_dir);
+    let show = regmig_in(&data_dir, &["show", &id]).expect_code(0);
+    assert_snapshot("show_cancelled.txt", &show.stdout);
+    assert!(
+        show.stdout.contains(
+            "\nwhy:             cancelled by alice: maintenance window closed; no limit ran out, a longer timeout would not have changed it\n"
+        ),
+        "{}",
+        show.stdout
+    );
+}
