@@ -214,3 +214,96 @@ fn a_cancelled_migration_says_who_cancelled_and_that_no_limit_ran_out() {
         show.stdout
     );
 }
+
+#[test]
+fn replay_with_a_longer_timeout_diverges_where_the_budget_ran_out() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let data_dir = temp.path().join("data");
+    let scenario = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scenarios/upgrade_timeout_uses_the_budget_aborts.toml"
+    ));
+    simulate(&scenario, &data_dir);
+    let id = only_id(&data_dir);
+    let run = regmig_in(&data_dir, &["replay", &id, "--with", "timeout=60s"]).expect_code(0);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "migration {id} replayed with timeout=1m 00.000s\n\
+             recorded outcome: aborted\n\
+             diverges at:      event 19 (+10.000s)\n\
+             the log has:      upgrade_region to peer 2 timed out\n\
+             changed policy:   would still have waited for upgrade_region to peer 2 until +1m 00.000s; no recorded answer from here on (the log knows only that none came by +10.000s)\n\
+             agreed before:    6 decisions\n"
+        )
+    );
+    let json = regmig_in(
+        &data_dir,
+        &["replay", &id, "--with", "timeout=60s", "--json"],
+    )
+    .expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(document["diverges"], true);
+    assert_eq!(document["diverges_at_seq"], 19);
+    // The same budget changes nothing.
+    let same = regmig_in(&data_dir, &["replay", &id, "--with", "timeout=10s"]).expect_code(0);
+    assert!(
+        same.stdout
+            .ends_with("this change would not have changed it\n"),
+        "{}",
+        same.stdout
+    );
+}
+
+#[test]
+fn replay_with_a_longer_timeout_does_not_change_an_abort_on_not_ready_but_more_attempts_do() {
+    let copy = fixture_copy();
+    let longer = regmig_in(
+        &copy.data_dir(),
+        &["replay", ABORTED_ID, "--with", "timeout=60s"],
+    )
+    .expect_code(0);
+    assert_eq!(
+        longer.stdout,
+        format!(
+            "migration {ABORTED_ID} replayed with timeout=1m 00.000s\n\
+             recorded outcome: aborted\n\
+             same outcome (aborted): with timeout=1m 00.000s today's logic behaves as recorded at all 15 decisions; this change would not have changed it\n"
+        )
+    );
+    let attempts = regmig_in(
+        &copy.data_dir(),
+        &["replay", "019b76da-a800-763f", "--with", "attempts=4"],
+    )
+    .expect_code(0);
+    assert_snapshot("replay_with_attempts_4.txt", &attempts.stdout);
+    assert!(attempts.stdout.contains(
+        "changed policy:   wait (attempt_interval) until +2.050s, then would have sent a 4th upgrade_region to peer 2 at +2.050s; no recorded answer from here on\n"
+    ));
+}
+
+#[test]
+fn replay_with_refuses_unknown_knobs_and_bad_values() {
+    let copy = fixture_copy();
+    for (args, message) in [
+        (
+            vec!["replay", ABORTED_ID, "--with", "speed=3"],
+            "unknown knob \"speed\"",
+        ),
+        (
+            vec!["replay", ABORTED_ID, "--with", "timeout=soon"],
+            "\"soon\" is not a duration",
+        ),
+        (
+            vec!["replay", ABORTED_ID, "--with", "attempts=0"],
+            "at least 1 attempt",
+        ),
+        (
+            vec!["replay", ABORTED_ID, "--with", "timeout=1s", "--check"],
+            "cannot be used with",
+        ),
+    ] {
+        let run = regmig_in(&copy.data_dir(), &args).expect_code(2);
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+    }
+}

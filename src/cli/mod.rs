@@ -4,7 +4,8 @@
 //! - [`demo`]: the main job, a migration campaign on the simulated cluster;
 //! - [`inspect`]: `list`, `show`, `events`, `audit`; [`region`]: `region`;
 //! - [`verdict`]: the verdict, limits and policy lines `show` and `region` open with;
-//! - [`replay`]: `replay` (with `--check`, `--until`, `--file`) and `export`;
+//! - [`replay`]: `replay` (with `--check`, `--until`, `--file`) and `export`; [`what_if`]:
+//!   `replay --with`, the same history under a changed policy;
 //! - [`timeline`]: an SVG picture of a migration or of a region's history;
 //! - [`sim_cmd`]: `sim run` (scenario files) and `sim fuzz`;
 //! - [`log_verify`]: `log verify`; [`log_archive`]: `log archive`; [`log_salvage`]: `log salvage`;
@@ -35,6 +36,7 @@ pub mod sim_cmd;
 pub mod summary;
 pub mod timeline;
 pub mod verdict;
+pub mod what_if;
 
 use std::process::ExitCode;
 

@@ -41,6 +41,11 @@ pub struct ReplayArgs {
     /// the decisions on inputs up to SEQ (each with all the events it produced).
     #[arg(long)]
     pub check: bool,
+    /// What if: re-run today's logic over the recorded answers with a policy knob changed
+    /// (timeout=DURATION, retries=N, attempts=N, interval=DURATION, backoff=DURATION;
+    /// repeatable) and report where the outcome diverges. Not with --check or --until.
+    #[arg(long = "with", value_name = "KNOB=VALUE", value_parser = super::what_if::parse_knob, conflicts_with_all = ["check", "until"])]
+    pub with: Vec<super::what_if::Knob>,
     /// Where the log is (ignored with `--file`), and how to print.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -244,8 +249,9 @@ fn load_events(args: &ReplayArgs) -> Result<(Uuid, Vec<TimedEvent>), CliError> {
             "replay needs a migration id or --file FILE".to_string(),
         ));
     };
-    let procedure_id = parse_procedure_id(id)?;
+    let id = super::common::parse_id_arg(id)?;
     let log = open_log(&args.output.data_dir)?;
+    let procedure_id = id.resolve(&log)?;
     let events = load_history(&log, procedure_id)?;
     Ok((procedure_id, events))
 }
@@ -268,6 +274,9 @@ fn run_replay(args: &ReplayArgs) -> Result<u8, CliError> {
     let (procedure_id, events) = load_events(args)?;
     if args.check {
         return run_check(args, procedure_id, &events);
+    }
+    if !args.with.is_empty() {
+        return super::what_if::run(procedure_id, &events, &args.with, args.output.json);
     }
     let steps = replay_steps(&events, args.until);
     if args.output.json {

@@ -728,7 +728,8 @@ pub fn reply_result(asked: Option<&'static str>, reply: &Reply) -> (&'static str
 }
 
 /// The snake_case name serde gives a unit enum value.
-fn snake_name<T: Serialize>(value: &T) -> String {
+/// A value's serde name (snake_case for our enums), e.g. a wait reason or a route change.
+pub fn snake_name<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(name)) => name,
         _ => "unknown".to_string(),
