@@ -307,3 +307,94 @@ fn replay_with_refuses_unknown_knobs_and_bad_values() {
         assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
     }
 }
+
+#[test]
+fn show_names_the_migration_that_held_the_lock_it_waited_for() {
+    let copy = fixture_copy();
+    let show = regmig_in(&copy.data_dir(), &["show", FAILED_ID]).expect_code(0);
+    assert!(
+        show.stdout.contains(&format!(
+            "\nlock wait:       10.177s (for table/1024:exclusive, held by {COMPLETED_ID} (1024:1 1→2, OpenCandidateRegion))\n"
+        )),
+        "{}",
+        show.stdout
+    );
+    let json = regmig_in(&copy.data_dir(), &["show", FAILED_ID, "--json"]).expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(
+        document["lock_waits"][0]["held_by"][0],
+        format!("{COMPLETED_ID} (1024:1 1→2, OpenCandidateRegion)")
+    );
+}
+
+#[test]
+fn a_queued_migration_is_waiting_for_its_lock_measured_from_when_it_queued() {
+    use regmig::domain::{Peer, RegionId, WalKind};
+    use regmig::migration::{MigrationEvent, MigrationTask, RetryPolicy, TimedEvent};
+    use regmig_tools::cli::inspect::render_list;
+    use regmig_tools::cli::summary::summarize;
+    const T0: u64 = 1_767_225_600_000;
+    let events = vec![
+        TimedEvent {
+            at_ms: T0,
+            event: MigrationEvent::Submitted {
+                task: MigrationTask {
+                    region_id: RegionId::new(1024, 3),
+                    from_peer: Peer::sim(1),
+                    to_peer: Peer::sim(2),
+                    timeout_ms: 10_000,
+                },
+                catalog: "greptime".to_string(),
+                schema: "public".to_string(),
+                wal: WalKind::Local,
+                policy: RetryPolicy::default(),
+                trigger: "operator".to_string(),
+                reason: None,
+            },
+        },
+        TimedEvent {
+            at_ms: T0 + 105,
+            event: MigrationEvent::LockWaitStarted {
+                lock_key: "table/1024:exclusive".to_string(),
+            },
+        },
+        TimedEvent {
+            at_ms: T0 + 12_000,
+            event: MigrationEvent::Resumed,
+        },
+    ];
+    let summary = summarize(uuid::Uuid::nil(), &events).expect("summary");
+    assert_eq!(summary.lock_wait_ms, 11_895);
+    let queued = summary.waiting_for_lock.as_ref().expect("queued");
+    assert_eq!(
+        (queued.lock_key.as_str(), queued.since_ms),
+        ("table/1024:exclusive", T0 + 105)
+    );
+    let table = render_list(&[&summary]);
+    assert!(
+        table.contains("  waiting (lock table/1024:exclusive, 11.895s so far)  "),
+        "{table}"
+    );
+}
+
+#[test]
+fn list_sorts_by_duration_and_filters_by_minimum_duration() {
+    let copy = fixture_copy();
+    let run = regmig_in(
+        &copy.data_dir(),
+        &["list", "--sort", "duration", "--min-duration", "10s"],
+    )
+    .expect_code(0);
+    let ids: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|cell| cell.len() == 36)
+        .collect();
+    assert_eq!(ids, [RESUMED_ID, COMPLETED_ID, FAILED_ID], "{}", run.stdout);
+    assert_snapshot("list_sort_duration_min_10s.txt", &run.stdout);
+    let none = regmig_in(&copy.data_dir(), &["list", "--min-duration", "1h"]).expect_code(0);
+    assert_eq!(none.stdout, "no migrations match\n");
+    regmig_in(&copy.data_dir(), &["list", "--min-duration", "soon"]).expect_code(2);
+}

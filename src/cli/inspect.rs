@@ -13,8 +13,8 @@ use super::common::{
     CliError, ParseTimeError, Table,
 };
 use super::summary::{
-    detail, kind_label, payload_json, select_summaries_with_archive, Detail, RouteView, Selection,
-    Summary,
+    detail, kind_label, payload_json, select_summaries_with_archive, Detail, QueuedForLock,
+    RouteView, Selection, Summary,
 };
 use super::verdict::{attempts_line, forward_retries, policy_line, verdict, why};
 use super::DEFAULT_DATA_DIR;
@@ -195,6 +195,31 @@ pub struct ListArgs {
     /// proving that it joins the live log.
     #[arg(long, value_name = "ARCHIVE_DIR")]
     pub archive: Option<PathBuf>,
+    /// Row order: by submit time (the default) or longest first.
+    #[arg(long, value_enum, default_value_t = ListSort::Submitted)]
+    pub sort: ListSort,
+    /// Only migrations that took (or, running, have taken) at least this long ("30s",
+    /// "500ms", "2m").
+    #[arg(long, value_parser = parse_min_duration, value_name = "DURATION")]
+    pub min_duration: Option<u64>,
+}
+
+/// The row order of `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListSort {
+    /// By submit time, then id.
+    Submitted,
+    /// Longest first (submit to finish, or to the last event while it runs).
+    Duration,
+}
+
+/// A `--min-duration` value in ms.
+fn parse_min_duration(text: &str) -> Result<u64, String> {
+    humantime::parse_duration(text.trim())
+        .map(|duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+        .map_err(|error| {
+            format!("invalid duration {text:?} ({error}): expected e.g. 500ms, 30s, 2m")
+        })
 }
 
 /// Arguments of `show`.
@@ -284,7 +309,22 @@ fn run_list(args: &ListArgs) -> Result<u8, CliError> {
                     })
             })
             .collect();
-    let summaries: Vec<&Summary> = selected.iter().map(|(summary, _)| summary).collect();
+    let mut selected = selected;
+    for (summary, _) in &mut selected {
+        fill_lock_holders(&log, summary)?;
+    }
+    let mut summaries: Vec<&Summary> = selected
+        .iter()
+        .map(|(summary, _)| summary)
+        .filter(|summary| {
+            args.min_duration
+                .is_none_or(|min_ms| summary.duration_ms >= min_ms)
+        })
+        .collect();
+    if args.sort == ListSort::Duration {
+        // Stable: equal durations keep their submit order.
+        summaries.sort_by_key(|summary| std::cmp::Reverse(summary.duration_ms));
+    }
     if args.output.json {
         print_json(&ListDocument {
             count: summaries.len(),
@@ -330,8 +370,35 @@ pub fn render_list(summaries: &[&Summary]) -> String {
     out
 }
 
+/// Names who holds the lock a queued migration waits for.
+pub fn fill_lock_holders(
+    log: &regmig::log::EventLog,
+    summary: &mut Summary,
+) -> Result<(), CliError> {
+    if let Some(queued) = &summary.waiting_for_lock {
+        summary.lock_held_by = super::region::lock_holders(
+            log,
+            &summary.procedure_id,
+            &queued.lock_key,
+            queued.since_ms,
+        )?;
+    }
+    Ok(())
+}
+
 /// The status column: a rollback being retried shows its attempts and last error.
 fn status_text(summary: &Summary) -> String {
+    if let Some(QueuedForLock { lock_key, .. }) = &summary.waiting_for_lock {
+        return format!(
+            "waiting (lock {lock_key}{}, {} so far)",
+            if summary.lock_held_by.is_empty() {
+                String::new()
+            } else {
+                format!(", held by {}", summary.lock_held_by.join(" and "))
+            },
+            format_duration(summary.lock_wait_ms)
+        );
+    }
     match &summary.rollback_last_error {
         Some(error) if summary.status == "rolling_back" => format!(
             "rolling_back ({} {}, last error: {error})",
@@ -373,7 +440,16 @@ fn run_show(args: &ShowArgs) -> Result<u8, CliError> {
     let log = open_log(&args.output.data_dir)?;
     let procedure_id = id.resolve(&log)?;
     let events = load_history(&log, procedure_id)?;
-    let detail = detail(procedure_id, &events)?;
+    let mut detail = detail(procedure_id, &events)?;
+    fill_lock_holders(&log, &mut detail.summary)?;
+    for wait in &mut detail.lock_waits {
+        wait.held_by = super::region::lock_holders(
+            &log,
+            &detail.summary.procedure_id,
+            &wait.lock_key,
+            wait.at_ms,
+        )?;
+    }
     if args.output.json {
         print_json(&ShowDocument {
             verdict: verdict(&detail),
@@ -500,10 +576,16 @@ pub fn render_show(detail: &Detail) -> String {
     field("attempts", attempts_line(detail, &detail.policy));
     field("slow-path waits", summary.slow_path_waits.to_string());
     field("resumes", summary.resumes.to_string());
-    let lock_keys: Vec<&str> = detail
+    let lock_keys: Vec<String> = detail
         .lock_waits
         .iter()
-        .map(|wait| wait.lock_key.as_str())
+        .map(|wait| {
+            if wait.held_by.is_empty() {
+                wait.lock_key.clone()
+            } else {
+                format!("{}, held by {}", wait.lock_key, wait.held_by.join(" and "))
+            }
+        })
         .collect();
     field(
         "lock wait",

@@ -12,6 +12,7 @@ use super::inspect::{render_list, render_route, OutputArgs};
 use super::summary::{candidates, detail, Detail, RouteView, Selection, Summary};
 use super::verdict::{verdict, Verdict};
 use regmig::domain::RegionId;
+use regmig::migration::MigrationEvent;
 
 /// Arguments of `region`.
 #[derive(Debug, Args)]
@@ -77,6 +78,9 @@ fn run_region(args: &RegionArgs) -> Result<u8, CliError> {
                 .map(|timed| timed.at_ms)
         });
         details.push((detail, seen_at_ms));
+    }
+    for (detail, _) in &mut details {
+        super::inspect::fill_lock_holders(&log, &mut detail.summary)?;
     }
     if details.is_empty() {
         return Err(CliError::RegionWithoutMigrations {
@@ -153,4 +157,57 @@ fn run_region(args: &RegionArgs) -> Result<u8, CliError> {
     out.push_str(&render_list(&recent));
     print_text(&out);
     Ok(0)
+}
+
+/// The migrations that held `lock_key` at `at_ms`, other than `waiter`: those whose
+/// LocksAcquired named the key at or before then and that had not finished by then. Each
+/// as "ID (REGION FROM→TO, STATE)". Found through the table's region index (the key names
+/// its table); a catalog or schema key (shared, never waited on alone) finds none.
+pub fn lock_holders(
+    log: &regmig::log::EventLog,
+    waiter: &str,
+    lock_key: &str,
+    at_ms: u64,
+) -> Result<Vec<String>, CliError> {
+    let Some(table_id) = lock_key
+        .strip_prefix("table/")
+        .or_else(|| lock_key.strip_prefix("region/"))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|table| table.parse().ok())
+    else {
+        return Ok(Vec::new());
+    };
+    let selection = Selection {
+        region: None,
+        peer: None,
+        table: Some(table_id),
+        since_ms: None,
+        until_ms: Some(at_ms),
+    };
+    let mut holders = Vec::new();
+    for procedure_id in candidates(log, &selection)? {
+        if procedure_id.to_string() == waiter {
+            continue;
+        }
+        let events = load_history(log, procedure_id)?;
+        let acquired = events.iter().any(|timed| {
+            timed.at_ms <= at_ms
+                && matches!(&timed.event, MigrationEvent::LocksAcquired { lock_keys, .. }
+                    if lock_keys.iter().any(|key| key == lock_key))
+        });
+        // Its state when the wait began.
+        let state = regmig::migration::fold(events.iter().filter(|timed| timed.at_ms <= at_ms));
+        if acquired && !state.is_finished() {
+            if let Some(task) = &state.task {
+                holders.push(format!(
+                    "{procedure_id} ({} {}→{}, {})",
+                    task.region_id,
+                    task.from_peer.id,
+                    task.to_peer.id,
+                    state.state.name()
+                ));
+            }
+        }
+    }
+    Ok(holders)
 }

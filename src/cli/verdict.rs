@@ -111,10 +111,21 @@ pub fn verdict(detail: &Detail) -> Verdict {
             ),
         ),
         None => (
-            format!(
-                "region {region}: writable, leader {leader} (migration {}, state {})",
-                summary.status, summary.state
-            ),
+            match &summary.waiting_for_lock {
+                Some(queued) => format!(
+                    "region {region}: writable, leader {leader} (migration queued for lock {}{})",
+                    queued.lock_key,
+                    if summary.lock_held_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", held by {}", summary.lock_held_by.join(" and "))
+                    }
+                ),
+                None => format!(
+                    "region {region}: writable, leader {leader} (migration {}, state {})",
+                    summary.status, summary.state
+                ),
+            },
             format!("nothing to do yet; `regmig show {id}` again to follow it"),
         ),
     };
