@@ -398,3 +398,21 @@ fn list_sorts_by_duration_and_filters_by_minimum_duration() {
     assert_eq!(none.stdout, "no migrations match\n");
     regmig_in(&copy.data_dir(), &["list", "--min-duration", "soon"]).expect_code(2);
 }
+
+#[test]
+fn events_replay_export_and_timeline_take_an_id_prefix_too() {
+    let copy = fixture_copy();
+    for command in ["events", "replay"] {
+        let full = regmig_in(&copy.data_dir(), &[command, FAILED_ID]).expect_code(0);
+        let short = regmig_in(&copy.data_dir(), &[command, "019b76da-afd0"]).expect_code(0);
+        assert_eq!(short.stdout, full.stdout, "{command}");
+        regmig_in(&copy.data_dir(), &[command, "019b76da-a800"]).expect_code(2);
+    }
+    let bundle = copy.path("failed.bundle");
+    let bundle = bundle.to_str().expect("a UTF-8 path");
+    regmig_in(&copy.data_dir(), &["export", "019b76da-afd0", "-o", bundle]).expect_code(0);
+    let svg = copy.path("failed.svg");
+    let svg = svg.to_str().expect("a UTF-8 path");
+    regmig_in(&copy.data_dir(), &["timeline", "019b76da-afd0", "-o", svg]).expect_code(0);
+    regmig_in(&copy.data_dir(), &["timeline", "1024:2", "-o", svg]).expect_code(2);
+}

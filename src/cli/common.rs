@@ -34,7 +34,7 @@ pub enum CliError {
         dir: PathBuf,
     },
     /// The text given as a migration id is not a uuid.
-    #[error("invalid migration id {text:?}: expected a uuid such as 019b7d6e-2a80-7000-8000-000000000001 (see `regmig list`)")]
+    #[error("invalid migration id {text:?}: expected a uuid such as 019b7d6e-2a80-7000-8000-000000000001, or a prefix of one (see `regmig list`)")]
     BadId {
         /// The text given.
         text: String,
@@ -195,13 +195,6 @@ pub fn note_archived_history(log: &EventLog, archive_given: bool) -> Result<(), 
         );
     }
     Ok(())
-}
-
-/// Parses a migration id (a uuid, with or without dashes).
-pub fn parse_procedure_id(text: &str) -> Result<Uuid, CliError> {
-    Uuid::parse_str(text.trim()).map_err(|_| CliError::BadId {
-        text: text.to_string(),
-    })
 }
 
 /// A migration id as given on the command line: in full, or a prefix to resolve against a

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::common::{
     finish, format_duration, format_offset, format_time, load_history, note_archived_history,
-    open_log, or_dash, parse_id_arg, parse_procedure_id, parse_time_ms, print_json, print_text,
-    CliError, ParseTimeError, Table,
+    open_log, or_dash, parse_id_arg, parse_time_ms, print_json, print_text, CliError,
+    ParseTimeError, Table,
 };
 use super::summary::{
     detail, kind_label, payload_json, select_summaries_with_archive, Detail, QueuedForLock,
@@ -800,8 +800,9 @@ struct EventsDocument {
 }
 
 fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
-    let procedure_id = parse_procedure_id(&args.id)?;
+    let id = parse_id_arg(&args.id)?;
     let log = open_log(&args.output.data_dir)?;
+    let procedure_id = id.resolve(&log)?;
     let records = log.procedure_events(procedure_id, 1)?;
     if records.is_empty() {
         return Err(CliError::UnknownMigration { procedure_id });

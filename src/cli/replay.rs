@@ -13,8 +13,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::common::{
-    finish, format_duration, format_offset, load_history, open_log, or_dash, parse_procedure_id,
-    print_json, print_text, CliError, Table,
+    finish, format_duration, format_offset, load_history, open_log, or_dash, print_json,
+    print_text, CliError, Table,
 };
 use super::inspect::OutputArgs;
 use super::summary::payload_json;
@@ -527,8 +527,9 @@ struct ExportDocument {
 }
 
 fn run_export(args: &ExportArgs) -> Result<u8, CliError> {
-    let procedure_id = parse_procedure_id(&args.id)?;
+    let id = super::common::parse_id_arg(&args.id)?;
     let log = open_log(&args.data_dir)?;
+    let procedure_id = id.resolve(&log)?;
     let records = log.procedure_events(procedure_id, 1)?;
     if records.is_empty() {
         return Err(CliError::UnknownMigration { procedure_id });
