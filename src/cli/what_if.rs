@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::common::{format_duration, format_offset, CliError};
 use super::summary::snake_name;
 use regmig::domain::MailboxOutcome;
-use regmig::migration::replay::observation_of;
+use regmig::migration::replay::{decision_end, observation_of, recorded_jitter};
 use regmig::migration::{
     decide, Action, EventRole, Input, MigrationEvent, MigrationState, Observation, TimedEvent,
 };
@@ -157,10 +157,7 @@ pub fn what_if(events: &[TimedEvent], knobs: &[Knob]) -> Result<WhatIf, CliError
             index += 1;
             continue;
         };
-        let end = changed[index + 1..]
-            .iter()
-            .position(|later| later.event.role() != EventRole::Decision)
-            .map_or(changed.len(), |offset| index + 1 + offset);
+        let end = decision_end(&changed, index);
         let recorded = &changed[index..end];
         let offset = |at_ms: u64| format_offset(at_ms, start_ms);
         // An answer whose timing the changed deadline makes impossible.
@@ -437,17 +434,6 @@ fn without_timeouts(event: &MigrationEvent) -> serde_json::Value {
     let mut value = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
     strip(&mut value);
     value
-}
-
-/// The jitter value a recorded decision used, if it scheduled a retry.
-fn recorded_jitter(decision: &[TimedEvent]) -> u32 {
-    decision
-        .iter()
-        .find_map(|timed| match &timed.event {
-            MigrationEvent::RetryScheduled { jitter_random, .. } => Some(*jitter_random),
-            _ => None,
-        })
-        .unwrap_or(0)
 }
 
 /// The text `replay --with` prints (outside text, such as a datanode's error, escaped).
