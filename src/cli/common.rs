@@ -34,8 +34,28 @@ pub enum CliError {
         dir: PathBuf,
     },
     /// The text given as a migration id is not a uuid.
-    #[error("invalid migration id {text:?}: expected a uuid such as 019b7d6e-2a80-7000-8000-000000000001 (see `regmig list`)")]
+    #[error("invalid migration id {text:?}: expected a uuid such as 019b7d6e-2a80-7000-8000-000000000001, or a prefix of one (see `regmig list`)")]
     BadId {
+        /// The text given.
+        text: String,
+    },
+    /// No migration id starts with the prefix given.
+    #[error("no migration id starts with {prefix:?} (see `regmig list`)")]
+    NoIdWithPrefix {
+        /// The prefix given.
+        prefix: String,
+    },
+    /// More than one migration id starts with the prefix given.
+    #[error("migration id prefix {prefix:?} is ambiguous: it starts {}; give more of the id", candidates.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    AmbiguousId {
+        /// The prefix given.
+        prefix: String,
+        /// Every id it starts, in id order.
+        candidates: Vec<Uuid>,
+    },
+    /// A region ("TABLE:NUMBER") was given where a migration id is expected.
+    #[error("{text:?} is a region, not a migration id: `regmig region {text}` shows its route and migrations")]
+    RegionGivenAsId {
         /// The text given.
         text: String,
     },
@@ -97,7 +117,10 @@ impl CliError {
     /// The process exit code: 2 for bad usage, 1 for a failed operation.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::BadId { .. } | CliError::Usage(_) => EXIT_USAGE,
+            CliError::BadId { .. }
+            | CliError::Usage(_)
+            | CliError::AmbiguousId { .. }
+            | CliError::RegionGivenAsId { .. } => EXIT_USAGE,
             _ => EXIT_FAILED,
         }
     }
@@ -108,6 +131,9 @@ impl CliError {
             CliError::UnknownMigration { .. } => "unknown_migration",
             CliError::RegionWithoutMigrations { .. } => "region_without_migrations",
             CliError::BadId { .. } => "bad_id",
+            CliError::NoIdWithPrefix { .. } => "no_id_with_prefix",
+            CliError::AmbiguousId { .. } => "ambiguous_id",
+            CliError::RegionGivenAsId { .. } => "region_given_as_id",
             CliError::NoLog { .. } => "no_log",
             CliError::Log(error) => error.kind_name(),
             CliError::Undecodable(_) => "undecodable_event",
@@ -171,11 +197,112 @@ pub fn note_archived_history(log: &EventLog, archive_given: bool) -> Result<(), 
     Ok(())
 }
 
-/// Parses a migration id (a uuid, with or without dashes).
-pub fn parse_procedure_id(text: &str) -> Result<Uuid, CliError> {
-    Uuid::parse_str(text.trim()).map_err(|_| CliError::BadId {
+/// A migration id as given on the command line: in full, or a prefix to resolve against a
+/// log ([`IdArg::resolve`]). Parsed before the log is opened, so bad text is refused
+/// (exit 2) without touching the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdArg {
+    /// A whole uuid.
+    Full(Uuid),
+    /// The start of one: as given, and whether it is dashed as uuids are printed.
+    Prefix {
+        /// The text given (trimmed, lower case).
+        text: String,
+        /// True when it holds the dashes of the printed form; false for bare hex digits.
+        dashed: bool,
+    },
+}
+
+/// The printed form of a uuid, for checking a dashed prefix: hex digits, dashes at 8, 13,
+/// 18 and 23.
+const UUID_TEMPLATE: &str = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+
+/// Parses a migration id, whole or a prefix of its printed form (dashed or not, any case).
+/// A region ("1024:2", or a packed region id: a decimal number of 2^32 or more) is refused
+/// with a pointer to `regmig region`; a decimal number beyond u64 is no id.
+pub fn parse_id_arg(text: &str) -> Result<IdArg, CliError> {
+    let trimmed = text.trim();
+    if let Ok(procedure_id) = Uuid::parse_str(trimmed) {
+        return Ok(IdArg::Full(procedure_id));
+    }
+    let bad = || CliError::BadId {
         text: text.to_string(),
-    })
+    };
+    let region_given = || CliError::RegionGivenAsId {
+        text: trimmed.to_string(),
+    };
+    if trimmed.contains(':') {
+        return Err(match trimmed.parse::<regmig::domain::RegionId>() {
+            Ok(_) => region_given(),
+            Err(_) => bad(),
+        });
+    }
+    if !trimmed.is_empty() && trimmed.bytes().all(|byte| byte.is_ascii_digit()) {
+        match trimmed.parse::<u64>() {
+            Ok(packed) if packed >> 32 != 0 => return Err(region_given()),
+            Ok(_) => {}
+            Err(_) => return Err(bad()),
+        }
+    }
+    let lower = trimmed.to_ascii_lowercase();
+    let bare =
+        !lower.is_empty() && lower.len() < 32 && lower.bytes().all(|b| b.is_ascii_hexdigit());
+    let dashed = lower.contains('-')
+        && lower.len() < UUID_TEMPLATE.len()
+        && lower
+            .bytes()
+            .zip(UUID_TEMPLATE.bytes())
+            .all(|(byte, slot)| {
+                if slot == b'-' {
+                    byte == b'-'
+                } else {
+                    byte.is_ascii_hexdigit()
+                }
+            });
+    if bare || dashed {
+        Ok(IdArg::Prefix {
+            text: lower,
+            dashed,
+        })
+    } else {
+        Err(bad())
+    }
+}
+
+impl IdArg {
+    /// The one migration of `log` this id names: a prefix that starts several ids is
+    /// refused with them listed (exit 2); one that starts none is
+    /// [`CliError::NoIdWithPrefix`] (exit 1).
+    pub fn resolve(&self, log: &EventLog) -> Result<Uuid, CliError> {
+        let (text, dashed) = match self {
+            IdArg::Full(procedure_id) => return Ok(*procedure_id),
+            IdArg::Prefix { text, dashed } => (text, *dashed),
+        };
+        let candidates: Vec<Uuid> = log
+            .procedures()?
+            .into_iter()
+            .filter(|procedure_id| {
+                if dashed {
+                    procedure_id
+                        .hyphenated()
+                        .to_string()
+                        .starts_with(text.as_str())
+                } else {
+                    procedure_id.simple().to_string().starts_with(text.as_str())
+                }
+            })
+            .collect();
+        match candidates.as_slice() {
+            [] => Err(CliError::NoIdWithPrefix {
+                prefix: text.clone(),
+            }),
+            [only] => Ok(*only),
+            _ => Err(CliError::AmbiguousId {
+                prefix: text.clone(),
+                candidates,
+            }),
+        }
+    }
 }
 
 /// A procedure's decoded history; [`CliError::UnknownMigration`] when it has no event.
@@ -472,6 +599,34 @@ pub fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_args_are_whole_ids_prefixes_or_refused() {
+        let whole = "019b76da-a800-715b-9d39-b5bf90ae8891";
+        assert!(matches!(parse_id_arg(whole), Ok(IdArg::Full(_))));
+        let prefix = |text: &str, dashed| {
+            Ok::<_, ()>(IdArg::Prefix {
+                text: text.to_string(),
+                dashed,
+            })
+        };
+        let parsed = |text: &str| parse_id_arg(text).map_err(|_| ());
+        assert_eq!(parsed("019B76DA-a8"), prefix("019b76da-a8", true));
+        assert_eq!(parsed("019b76daa8"), prefix("019b76daa8", false));
+        assert_eq!(parsed("019"), prefix("019", false));
+        for bad in ["", "-", "-1", "019b-76da", "xyz", "18446744073709551616"] {
+            assert!(
+                matches!(parse_id_arg(bad), Err(CliError::BadId { .. })),
+                "{bad:?} was accepted"
+            );
+        }
+        for region in ["1024:2", "4402341478402"] {
+            assert!(
+                matches!(parse_id_arg(region), Err(CliError::RegionGivenAsId { .. })),
+                "{region:?} was not taken for a region"
+            );
+        }
+    }
 
     #[test]
     fn times_round_trip_through_rfc3339() {

@@ -10,12 +10,13 @@ use serde::Serialize;
 use super::batch::{member_heading, migration_or_batch, Batch, BatchDocument, Found};
 use super::common::{
     finish, format_duration, format_offset, format_time, note_archived_history, open_log, or_dash,
-    parse_procedure_id, parse_time_ms, print_json, print_text, CliError, ParseTimeError, Table,
+    parse_id_arg, parse_time_ms, print_json, print_text, CliError, ParseTimeError, Table,
 };
 use super::summary::{
-    detail, kind_label, payload_json, select_summaries_with_archive, Detail, RouteView, Selection,
-    Summary,
+    detail, kind_label, payload_json, select_summaries_with_archive, Detail, QueuedForLock,
+    RouteView, Selection, Summary,
 };
+use super::verdict::{attempts_line, forward_retries, policy_line, verdict, why};
 use super::DEFAULT_DATA_DIR;
 use regmig::domain::{ParseRegionIdError, PeerId, RegionId, TableId};
 use regmig::engine::store::decode_record;
@@ -194,6 +195,31 @@ pub struct ListArgs {
     /// proving that it joins the live log.
     #[arg(long, value_name = "ARCHIVE_DIR")]
     pub archive: Option<PathBuf>,
+    /// Row order: by submit time (the default) or longest first.
+    #[arg(long, value_enum, default_value_t = ListSort::Submitted)]
+    pub sort: ListSort,
+    /// Only migrations that took (or, running, have taken) at least this long ("30s",
+    /// "500ms", "2m").
+    #[arg(long, value_parser = parse_min_duration, value_name = "DURATION")]
+    pub min_duration: Option<u64>,
+}
+
+/// The row order of `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListSort {
+    /// By submit time, then id.
+    Submitted,
+    /// Longest first (submit to finish, or to the last event while it runs).
+    Duration,
+}
+
+/// A `--min-duration` value in ms.
+fn parse_min_duration(text: &str) -> Result<u64, String> {
+    humantime::parse_duration(text.trim())
+        .map(|duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+        .map_err(|error| {
+            format!("invalid duration {text:?} ({error}): expected e.g. 500ms, 30s, 2m")
+        })
 }
 
 /// Arguments of `show`.
@@ -283,7 +309,22 @@ fn run_list(args: &ListArgs) -> Result<u8, CliError> {
                     })
             })
             .collect();
-    let summaries: Vec<&Summary> = selected.iter().map(|(summary, _)| summary).collect();
+    let mut selected = selected;
+    for (summary, _) in &mut selected {
+        fill_lock_holders(&log, summary)?;
+    }
+    let mut summaries: Vec<&Summary> = selected
+        .iter()
+        .map(|(summary, _)| summary)
+        .filter(|summary| {
+            args.min_duration
+                .is_none_or(|min_ms| summary.duration_ms >= min_ms)
+        })
+        .collect();
+    if args.sort == ListSort::Duration {
+        // Stable: equal durations keep their submit order.
+        summaries.sort_by_key(|summary| std::cmp::Reverse(summary.duration_ms));
+    }
     if args.output.json {
         print_json(&ListDocument {
             count: summaries.len(),
@@ -295,7 +336,8 @@ fn run_list(args: &ListArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-fn render_list(summaries: &[&Summary]) -> String {
+/// The `list` table of these migrations, with a count line.
+pub fn render_list(summaries: &[&Summary]) -> String {
     if summaries.is_empty() {
         return "no migrations match\n".to_string();
     }
@@ -328,8 +370,35 @@ fn render_list(summaries: &[&Summary]) -> String {
     out
 }
 
+/// Names who holds the lock a queued migration waits for.
+pub fn fill_lock_holders(
+    log: &regmig::log::EventLog,
+    summary: &mut Summary,
+) -> Result<(), CliError> {
+    if let Some(queued) = &summary.waiting_for_lock {
+        summary.lock_held_by = super::region::lock_holders(
+            log,
+            &summary.procedure_id,
+            &queued.lock_key,
+            queued.since_ms,
+        )?;
+    }
+    Ok(())
+}
+
 /// The status column: a rollback being retried shows its attempts and last error.
 fn status_text(summary: &Summary) -> String {
+    if let Some(QueuedForLock { lock_key, .. }) = &summary.waiting_for_lock {
+        return format!(
+            "waiting (lock {lock_key}{}, {} so far)",
+            if summary.lock_held_by.is_empty() {
+                String::new()
+            } else {
+                format!(", held by {}", summary.lock_held_by.join(" and "))
+            },
+            format_duration(summary.lock_wait_ms)
+        );
+    }
     match &summary.rollback_last_error {
         Some(error) if summary.status == "rolling_back" => format!(
             "rolling_back ({} {}, last error: {error})",
@@ -358,16 +427,37 @@ pub fn show(args: ShowArgs) -> u8 {
     finish(run_show(&args), json)
 }
 
+/// The `show --json` document: the verdict, then every field of the detail.
+#[derive(Debug, Serialize)]
+struct ShowDocument<'a> {
+    verdict: super::verdict::Verdict,
+    #[serde(flatten)]
+    detail: &'a Detail,
+}
+
 fn run_show(args: &ShowArgs) -> Result<u8, CliError> {
-    let procedure_id = parse_procedure_id(&args.id)?;
+    let id = parse_id_arg(&args.id)?;
     let log = open_log(&args.output.data_dir)?;
+    let procedure_id = id.resolve(&log)?;
     let events = match migration_or_batch(&log, procedure_id)? {
         Found::Migration(events) => events,
         Found::Batch(batch) => return show_batch(&batch, args.output.json),
     };
-    let detail = detail(procedure_id, &events)?;
+    let mut detail = detail(procedure_id, &events)?;
+    fill_lock_holders(&log, &mut detail.summary)?;
+    for wait in &mut detail.lock_waits {
+        wait.held_by = super::region::lock_holders(
+            &log,
+            &detail.summary.procedure_id,
+            &wait.lock_key,
+            wait.at_ms,
+        )?;
+    }
     if args.output.json {
-        print_json(&detail);
+        print_json(&ShowDocument {
+            verdict: verdict(&detail),
+            detail: &detail,
+        });
     } else {
         print_text(&render_show(&detail));
     }
@@ -386,7 +476,8 @@ fn show_batch(batch: &Batch, json: bool) -> Result<u8, CliError> {
     Ok(0)
 }
 
-fn render_route(route: &Option<RouteView>) -> String {
+/// A route in one line: leader, followers, leader state, version and where it came from.
+pub fn render_route(route: &Option<RouteView>) -> String {
     let Some(route) = route else {
         return "not read".to_string();
     };
@@ -411,6 +502,12 @@ pub fn render_show(detail: &Detail) -> String {
     let summary = &detail.summary;
     let start_ms = summary.submitted_at_ms;
     let mut out = String::new();
+    let verdict = verdict(detail);
+    out.push_str(&format!(
+        "{}\nnext: {}\n\n",
+        super::escape::escape_text(&verdict.line),
+        super::escape::escape_text(&verdict.next)
+    ));
     let mut field = |name: &str, value: String| {
         let value = super::escape::escape_text(&value);
         out.push_str(&format!("{:<17}{value}\n", format!("{name}:")));
@@ -471,19 +568,39 @@ pub fn render_show(detail: &Detail) -> String {
     if let Some(cancelled_by) = &detail.cancelled_by {
         field("cancelled by", cancelled_by.clone());
     }
+    if let Some(why) = why(detail, &detail.policy) {
+        field("why", why);
+    }
     for refused in &detail.cancels_refused {
         field("cancel refused", refused.clone());
     }
+    field("retry policy", policy_line(&detail.policy));
     field(
         "retries",
-        format!("{} ({} left)", summary.retries, summary.retries_left),
+        format!(
+            "{} of {} framework retries used ({} left){}",
+            forward_retries(detail),
+            detail.policy.retries_max,
+            summary.retries_left,
+            match summary.retries as usize - forward_retries(detail).min(summary.retries as usize) {
+                0 => String::new(),
+                rollback_retries => format!(", and {rollback_retries} of the rollback"),
+            }
+        ),
     );
+    field("attempts", attempts_line(detail, &detail.policy));
     field("slow-path waits", summary.slow_path_waits.to_string());
     field("resumes", summary.resumes.to_string());
-    let lock_keys: Vec<&str> = detail
+    let lock_keys: Vec<String> = detail
         .lock_waits
         .iter()
-        .map(|wait| wait.lock_key.as_str())
+        .map(|wait| {
+            if wait.held_by.is_empty() {
+                wait.lock_key.clone()
+            } else {
+                format!("{}, held by {}", wait.lock_key, wait.held_by.join(" and "))
+            }
+        })
         .collect();
     field(
         "lock wait",
@@ -706,8 +823,9 @@ struct BatchEventsDocument {
 }
 
 fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
-    let procedure_id = parse_procedure_id(&args.id)?;
+    let id = parse_id_arg(&args.id)?;
     let log = open_log(&args.output.data_dir)?;
+    let procedure_id = id.resolve(&log)?;
     let records = log.procedure_events(procedure_id, 1)?;
     if records.is_empty() {
         let Some(batch) = super::batch::find_batch(&log, procedure_id)? else {

@@ -2,8 +2,10 @@
 //!
 //! Each subcommand lives in its own module with its arguments:
 //! - [`demo`]: the main job, a migration campaign on the simulated cluster;
-//! - [`inspect`]: `list`, `show`, `events`, `audit`;
-//! - [`replay`]: `replay` (with `--check`, `--until`, `--file`) and `export`;
+//! - [`inspect`]: `list`, `show`, `events`, `audit`; [`region`]: `region`;
+//! - [`verdict`]: the verdict, limits and policy lines `show` and `region` open with;
+//! - [`replay`]: `replay` (with `--check`, `--until`, `--file`) and `export`; [`what_if`]:
+//!   `replay --with`, the same history under a changed policy;
 //! - [`timeline`]: an SVG picture of a migration or of a region's history;
 //! - [`sim_cmd`]: `sim run` (scenario files) and `sim fuzz`;
 //! - [`log_verify`]: `log verify`; [`log_archive`]: `log archive`; [`log_salvage`]: `log salvage`;
@@ -29,10 +31,13 @@ pub mod log_archive;
 pub mod log_salvage;
 pub mod log_verify;
 pub mod output;
+pub mod region;
 pub mod replay;
 pub mod sim_cmd;
 pub mod summary;
 pub mod timeline;
+pub mod verdict;
+pub mod what_if;
 
 use std::process::ExitCode;
 
@@ -63,6 +68,9 @@ pub enum Command {
     List(inspect::ListArgs),
     /// Show one migration: summary, routes, timeline of states, final error.
     Show(inspect::ShowArgs),
+    /// One region at a glance: does it take writes, its latest route in the log, its
+    /// recent migrations.
+    Region(region::RegionArgs),
     /// Print one migration's raw events.
     Events(inspect::EventsArgs),
     /// Step through a migration's events and show what each changed; `--check` re-runs
@@ -177,6 +185,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::List(args) => inspect::list(args),
         Command::Show(args) => inspect::show(args),
+        Command::Region(args) => region::run(args),
         Command::Events(args) => inspect::events(args),
         Command::Replay(args) => replay::replay(args),
         Command::Export(args) => replay::export(args),

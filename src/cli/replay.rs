@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::batch::{member_heading, migration_or_batch, Batch, BatchMember, Found};
 use super::common::{
-    finish, format_duration, format_offset, open_log, or_dash, parse_procedure_id, print_json,
-    print_text, CliError, Table,
+    finish, format_duration, format_offset, open_log, or_dash, print_json, print_text, CliError,
+    Table,
 };
 use super::inspect::OutputArgs;
 use super::summary::payload_json;
@@ -42,6 +42,11 @@ pub struct ReplayArgs {
     /// the decisions on inputs up to SEQ (each with all the events it produced).
     #[arg(long)]
     pub check: bool,
+    /// What if: re-run today's logic over the recorded answers with a policy knob changed
+    /// (timeout=DURATION, retries=N, attempts=N, interval=DURATION, backoff=DURATION;
+    /// repeatable) and report where the outcome diverges. Not with --check or --until.
+    #[arg(long = "with", value_name = "KNOB=VALUE", value_parser = super::what_if::parse_knob, conflicts_with_all = ["check", "until"])]
+    pub with: Vec<super::what_if::Knob>,
     /// Where the log is (ignored with `--file`), and how to print.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -252,8 +257,9 @@ fn load_events(args: &ReplayArgs) -> Result<Replayed, CliError> {
             "replay needs a migration id or --file FILE".to_string(),
         ));
     };
-    let procedure_id = parse_procedure_id(id)?;
+    let id = super::common::parse_id_arg(id)?;
     let log = open_log(&args.output.data_dir)?;
+    let procedure_id = id.resolve(&log)?;
     Ok(match migration_or_batch(&log, procedure_id)? {
         Found::Migration(events) => Replayed::Migration(procedure_id, events),
         Found::Batch(batch) => Replayed::Batch(batch),
@@ -354,6 +360,9 @@ fn run_replay(args: &ReplayArgs) -> Result<u8, CliError> {
     };
     if args.check {
         return run_check(args, procedure_id, &events);
+    }
+    if !args.with.is_empty() {
+        return super::what_if::run(procedure_id, &events, &args.with, args.output.json);
     }
     let steps = replay_steps(&events, args.until);
     if args.output.json {
@@ -615,8 +624,9 @@ struct ExportDocument {
 }
 
 fn run_export(args: &ExportArgs) -> Result<u8, CliError> {
-    let procedure_id = parse_procedure_id(&args.id)?;
+    let id = super::common::parse_id_arg(&args.id)?;
     let log = open_log(&args.data_dir)?;
+    let procedure_id = id.resolve(&log)?;
     let records = log.procedure_events(procedure_id, 1)?;
     if records.is_empty() {
         return Err(CliError::UnknownMigration { procedure_id });

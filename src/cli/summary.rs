@@ -13,7 +13,7 @@ use regmig::domain::{PeerId, RegionId, RegionRoute, Reply, TableId};
 use regmig::log::EventLog;
 use regmig::migration::events::kind_name;
 use regmig::migration::{
-    fold, write_pause_ms, MigrationEvent, MigrationState, RouteChange, TimedEvent,
+    fold, write_pause_ms, MigrationEvent, MigrationState, RetryPolicy, RouteChange, TimedEvent,
 };
 
 /// The batch a migration belongs to.
@@ -23,6 +23,15 @@ pub struct BatchSummary {
     pub batch_id: String,
     /// Every region the batch moves, "TABLE:NUMBER".
     pub regions: Vec<String>,
+}
+
+/// A migration queued for a lock: which, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueuedForLock {
+    /// The lock.
+    pub lock_key: String,
+    /// When it queued (its LockWaitStarted), ms since the Unix epoch.
+    pub since_ms: u64,
 }
 
 /// One migration in a line: what, when, why, how it ended. A row of `list` and `audit`.
@@ -74,8 +83,17 @@ pub struct Summary {
     pub slow_path_waits: u32,
     /// Times the engine resumed it after a restart.
     pub resumes: u32,
-    /// Time spent waiting for locks other migrations held.
+    /// Time spent waiting for locks other migrations held; while it still waits, the
+    /// wait so far (from when it queued to its last event).
     pub lock_wait_ms: u64,
+    /// The lock it is queued for, while it waits for one (it has not started yet);
+    /// left out of JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for_lock: Option<QueuedForLock>,
+    /// Who holds that lock (filled by `list` and `region` from the log; left out of JSON
+    /// when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lock_held_by: Vec<String>,
     /// The downgrade and upgrade budget.
     pub timeout_ms: u64,
     /// Budget spent in downgrade and upgrade operations.
@@ -120,6 +138,7 @@ pub fn summary_of(
         });
     };
     let end_ms = state.finished_at_ms.unwrap_or(state.last_event_at_ms);
+    let queued = queued_for_lock(state, events);
     Ok(Summary {
         procedure_id: procedure_id.to_string(),
         region: task.region_id.to_string(),
@@ -146,7 +165,13 @@ pub fn summary_of(
         retries_left: state.retries_left(),
         slow_path_waits: state.counters.slow_path_waits,
         resumes: state.counters.resumes,
-        lock_wait_ms: state.counters.lock_wait_ms,
+        lock_wait_ms: state.counters.lock_wait_ms
+            + queued.map_or(0, |(_, since_ms)| end_ms.saturating_sub(since_ms)),
+        waiting_for_lock: queued.map(|(lock_key, since_ms)| QueuedForLock {
+            lock_key: lock_key.to_string(),
+            since_ms,
+        }),
+        lock_held_by: Vec::new(),
         timeout_ms: task.timeout_ms,
         budget_used_ms: state.operations_elapsed_ms,
         budget_left_ms: state.remaining_budget_ms(),
@@ -166,6 +191,25 @@ pub fn summary_of(
             .map(|state| state.name())
             .collect(),
     })
+}
+
+/// The lock a migration is queued for and since when: its last lock wait not yet answered,
+/// when it holds no locks and has not finished.
+fn queued_for_lock<'a>(state: &MigrationState, events: &'a [TimedEvent]) -> Option<(&'a str, u64)> {
+    if state.locks_held || state.is_finished() {
+        return None;
+    }
+    // A wait answered by a later LocksAcquired (before a restart dropped the locks) is over.
+    for timed in events.iter().rev() {
+        match &timed.event {
+            MigrationEvent::LockWaitStarted { lock_key } => {
+                return Some((lock_key.as_str(), timed.at_ms))
+            }
+            MigrationEvent::LocksAcquired { .. } => return None,
+            _ => {}
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -306,6 +350,10 @@ pub struct LockWaitView {
     pub lock_key: String,
     /// How long it waited; null while it still waits.
     pub waited_ms: Option<u64>,
+    /// The migrations that held the lock when the wait began (filled by `show` from the
+    /// log; left out of JSON when none was found).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<String>,
 }
 
 /// A route compare-and-swap.
@@ -338,6 +386,10 @@ pub struct RollbackView {
     pub offset_ms: u64,
     /// The failure that caused it.
     pub error: String,
+    /// The failure's kind (snake_case).
+    pub error_kind: String,
+    /// Whether that failure was one a framework retry could have cured.
+    pub retryable: bool,
     /// When it finished; null if it has not.
     pub finished_at_ms: Option<u64>,
     /// Whether it succeeded; null if it has not finished.
@@ -358,6 +410,8 @@ pub struct Detail {
     pub catalog: String,
     /// Lock keys: the table's schema.
     pub schema: String,
+    /// The retry policy recorded at submit.
+    pub policy: RetryPolicy,
     /// Why Abort was chosen, if it was.
     pub abort_reason: Option<String>,
     /// Who cancelled, if anyone.
@@ -568,6 +622,7 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
                 offset_ms: offset(at_ms),
                 lock_key: lock_key.clone(),
                 waited_ms: None,
+                held_by: Vec::new(),
             }),
             MigrationEvent::LocksAcquired { waited_ms, .. } => {
                 if let Some(wait) = lock_waits
@@ -583,6 +638,8 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
                     started_at_ms: at_ms,
                     offset_ms: offset(at_ms),
                     error: error.message.clone(),
+                    error_kind: snake_name(&error.kind),
+                    retryable: error.retryable,
                     finished_at_ms: None,
                     succeeded: None,
                 });
@@ -604,6 +661,7 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
         to_addr: task.to_peer.addr.clone(),
         catalog: state.catalog.clone(),
         schema: state.schema.clone(),
+        policy: state.policy.clone(),
         abort_reason: state.abort_reason.clone(),
         cancelled_by: state
             .cancelled_by
@@ -685,7 +743,8 @@ pub fn reply_result(asked: Option<&'static str>, reply: &Reply) -> (&'static str
 }
 
 /// The snake_case name serde gives a unit enum value.
-fn snake_name<T: Serialize>(value: &T) -> String {
+/// A value's serde name (snake_case for our enums), e.g. a wait reason or a route change.
+pub fn snake_name<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(name)) => name,
         _ => "unknown".to_string(),

@@ -21,8 +21,7 @@ use uuid::Uuid;
 
 use super::batch::{batch_members, migration_or_batch, Found};
 use super::common::{
-    finish, format_duration, load_history, open_log, parse_procedure_id, print_json, print_text,
-    CliError,
+    finish, format_duration, load_history, open_log, parse_id_arg, print_json, print_text, CliError,
 };
 use super::summary::{detail, Detail};
 use super::DEFAULT_DATA_DIR;
@@ -92,8 +91,9 @@ fn row_of(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Row, CliError> {
 
 fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
     // A bad id is bad usage, whatever the data directory holds: checked before it is opened.
-    let procedure_id = args.id.as_deref().map(parse_procedure_id).transpose()?;
+    let id = args.id.as_deref().map(parse_id_arg).transpose()?;
     let log = open_log(&args.data_dir)?;
+    let procedure_id = id.map(|id| id.resolve(&log)).transpose()?;
     let mut rows = Vec::new();
     let mut rows_omitted = 0;
     let title;

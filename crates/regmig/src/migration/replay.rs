@@ -106,7 +106,7 @@ pub fn observation_of(event: &MigrationEvent) -> Option<Observation> {
 }
 
 /// The jitter value a recorded decision used, if it scheduled a retry.
-fn recorded_jitter(decision: &[TimedEvent]) -> u32 {
+pub fn recorded_jitter(decision: &[TimedEvent]) -> u32 {
     decision
         .iter()
         .find_map(|timed| match &timed.event {
@@ -114,6 +114,15 @@ fn recorded_jitter(decision: &[TimedEvent]) -> u32 {
             _ => None,
         })
         .unwrap_or(0)
+}
+
+/// The end (exclusive) of the decision recorded for the input at `input_index`: the input
+/// and the decision events after it, up to the next input or note.
+pub fn decision_end(events: &[TimedEvent], input_index: usize) -> usize {
+    events[input_index + 1..]
+        .iter()
+        .position(|later| later.event.role() != EventRole::Decision)
+        .map_or(events.len(), |offset| input_index + 1 + offset)
 }
 
 /// Re-runs `decide` at every recorded input; `Ok(decisions checked)` when all agree.
@@ -134,10 +143,7 @@ pub fn check(events: &[TimedEvent]) -> Result<usize, Divergence> {
             index += 1;
             continue;
         };
-        let end = events[index + 1..]
-            .iter()
-            .position(|later| later.event.role() != EventRole::Decision)
-            .map_or(events.len(), |offset| index + 1 + offset);
+        let end = decision_end(events, index);
         let recorded = &events[index..end];
         let input = Input {
             observation,
