@@ -46,6 +46,7 @@ fn rolling_back() -> Vec<TimedEvent> {
                 policy: RetryPolicy::default(),
                 trigger: "operator".to_string(),
                 reason: None,
+                actor: None,
             },
         ),
         at(

@@ -53,6 +53,9 @@ pub struct DemoArgs {
     /// Inject no faults.
     #[arg(long)]
     pub no_faults: bool,
+    /// Who runs the campaign, recorded with each migration it submits (`regmig audit`).
+    #[arg(long, default_value = "regmig demo", value_name = "ACTOR")]
+    pub actor: String,
     /// Print the summary as one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -438,7 +441,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                             regmig::domain::Peer::sim(from),
                             regmig::domain::Peer::sim(to),
                         )
-                    };
+                    }
+                    .by(args.actor.as_str(), phase.reason(&config));
                     match engine.submit_batch(batch).await {
                         Ok(submitted) => {
                             for (region_id, start) in submitted.regions {
@@ -464,7 +468,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                         regmig::domain::Peer::sim(*from),
                         regmig::domain::Peer::sim(*to),
                     )
-                };
+                }
+                .by(args.actor.as_str(), phase.reason(&config));
                 match engine.submit(request).await {
                     Ok(SubmitOutcome::Started(id)) => ids.push(id),
                     Ok(SubmitOutcome::AlreadyMigrated) => {}
