@@ -667,7 +667,7 @@ fn print_summary(summary: &Summary) {
     println!("  regmig show {interesting} --data-dir {dir}");
     println!("  regmig replay {interesting} --check --data-dir {dir}");
     println!(
-        "  regmig audit --peer {} --data-dir {dir}",
+        "  regmig audit --from {} --since 7d --data-dir {dir}",
         summary.datanodes
     );
     println!("  regmig timeline {interesting} -o timeline.svg --data-dir {dir}");

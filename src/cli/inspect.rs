@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::common::{
     finish, format_duration, format_offset, format_time, load_history, note_archived_history,
-    open_log, or_dash, parse_procedure_id, parse_time_ms, print_json, print_text, CliError,
-    ParseTimeError, Table,
+    open_log, or_dash, parse_procedure_id, parse_range_time_ms, print_json, print_text,
+    wall_clock_now_ms, CliError, ParseRangeTimeError, RangeEnd, Table,
 };
 use super::summary::{
     detail, kind_label, payload_json, select_summaries_with_archive, Detail, RouteView, Selection,
@@ -41,14 +41,22 @@ pub struct FilterArgs {
     /// Only migrations from or to this datanode; uses the peer index.
     #[arg(long, value_name = "PEER_ID")]
     pub peer: Option<PeerId>,
+    /// Only migrations off this datanode (it was the old leader); uses the peer index.
+    #[arg(long, value_name = "PEER_ID")]
+    pub from: Option<PeerId>,
+    /// Only migrations onto this datanode (it is the new leader); uses the peer index.
+    #[arg(long, value_name = "PEER_ID")]
+    pub to: Option<PeerId>,
     /// Only regions of this table; uses the region index (one range over the table's regions).
     #[arg(long, value_name = "TABLE_ID")]
     pub table: Option<TableId>,
-    /// Submitted at or after this time (RFC 3339, or ms since the Unix epoch).
-    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    /// Submitted at or after this time: RFC 3339, a date (from its start), an age such as
+    /// 7d or 24h (that long before now), or ms since the Unix epoch.
+    #[arg(long, value_parser = parse_since, value_name = "TIME")]
     pub since: Option<u64>,
-    /// Submitted at or before this time (RFC 3339, or ms since the Unix epoch).
-    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    /// Submitted at or before this time: RFC 3339, a date (through its end), an age such as
+    /// 7d or 24h (that long before now), or ms since the Unix epoch.
+    #[arg(long, value_parser = parse_until, value_name = "TIME")]
     pub until: Option<u64>,
     /// Only migrations that ended so.
     #[arg(long, value_enum, value_name = "OUTCOME")]
@@ -70,6 +78,8 @@ impl FilterArgs {
         Ok(Selection {
             region: self.region,
             peer: self.peer,
+            from_peer: self.from,
+            to_peer: self.to,
             table: self.table,
             since_ms: self.since,
             until_ms: self.until,
@@ -169,8 +179,12 @@ fn parse_region(text: &str) -> Result<RegionId, ParseRegionIdError> {
     text.parse()
 }
 
-fn parse_time(text: &str) -> Result<u64, ParseTimeError> {
-    parse_time_ms(text)
+fn parse_since(text: &str) -> Result<u64, ParseRangeTimeError> {
+    parse_range_time_ms(text, RangeEnd::Start, wall_clock_now_ms())
+}
+
+fn parse_until(text: &str) -> Result<u64, ParseRangeTimeError> {
+    parse_range_time_ms(text, RangeEnd::End, wall_clock_now_ms())
 }
 
 /// Arguments of `list`.
@@ -775,10 +789,19 @@ pub struct AuditRow {
     pub finished_at_ms: Option<u64>,
     /// How long: submit to finish (to the last event while it runs).
     pub duration_ms: u64,
+    /// Who asked for it; null when the log does not say (logs written before actors were
+    /// recorded, or a submit that named none).
+    pub actor: Option<String>,
     /// Why: what asked for it.
     pub trigger: String,
     /// Why: the operator's reason, if any.
     pub reason: Option<String>,
+    /// Who cancelled it, if an operator did.
+    pub cancelled_by: Option<String>,
+    /// Why they cancelled it.
+    pub cancel_reason: Option<String>,
+    /// Why the procedure chose to abort, if it did.
+    pub abort_reason: Option<String>,
     /// completed, aborted or failed; null while it runs.
     pub outcome: Option<&'static str>,
     /// The status (the outcome, or running, waiting, retrying, rolling_back).
@@ -788,7 +811,11 @@ pub struct AuditRow {
 }
 
 impl AuditRow {
-    fn of(summary: &Summary) -> Self {
+    fn of(summary: &Summary, state: &MigrationState) -> Self {
+        let (cancelled_by, cancel_reason) = match &state.cancelled_by {
+            Some((actor, reason)) => (Some(actor.clone()), Some(reason.clone())),
+            None => (None, None),
+        };
         AuditRow {
             procedure_id: summary.procedure_id.clone(),
             region: summary.region.clone(),
@@ -799,8 +826,12 @@ impl AuditRow {
             finished_at: summary.finished_at.clone(),
             finished_at_ms: summary.finished_at_ms,
             duration_ms: summary.duration_ms,
+            actor: state.actor.clone(),
             trigger: summary.trigger.clone(),
             reason: summary.reason.clone(),
+            cancelled_by,
+            cancel_reason,
+            abort_reason: state.abort_reason.clone(),
             outcome: summary.outcome,
             status: summary.status,
             final_error: summary.final_error.clone(),
@@ -823,7 +854,7 @@ fn run_audit(args: &AuditArgs, format: AuditFormat) -> Result<u8, CliError> {
         select_summaries_with_archive(&log, &selection, args.archive.as_deref())?
             .iter()
             .filter(|(summary, _)| args.filter.keeps(summary))
-            .map(|(summary, _)| AuditRow::of(summary))
+            .map(|(summary, state)| AuditRow::of(summary, state))
             .collect();
     match format {
         AuditFormat::Json => print_json(&AuditDocument {
@@ -836,7 +867,8 @@ fn run_audit(args: &AuditArgs, format: AuditFormat) -> Result<u8, CliError> {
     Ok(0)
 }
 
-const AUDIT_CSV_COLUMNS: [&str; 12] = [
+/// The CSV header; each row of [`render_audit_csv`] has these cells, in this order.
+pub const AUDIT_CSV_COLUMNS: [&str; 16] = [
     "procedure_id",
     "region",
     "from_peer",
@@ -844,8 +876,12 @@ const AUDIT_CSV_COLUMNS: [&str; 12] = [
     "submitted_at",
     "finished_at",
     "duration_ms",
+    "actor",
     "trigger",
     "reason",
+    "cancelled_by",
+    "cancel_reason",
+    "abort_reason",
     "outcome",
     "status",
     "final_error",
@@ -863,8 +899,12 @@ fn render_audit_csv(rows: &[AuditRow]) -> String {
             row.submitted_at.clone(),
             row.finished_at.clone().unwrap_or_default(),
             row.duration_ms.to_string(),
+            row.actor.clone().unwrap_or_default(),
             row.trigger.clone(),
             row.reason.clone().unwrap_or_default(),
+            row.cancelled_by.clone().unwrap_or_default(),
+            row.cancel_reason.clone().unwrap_or_default(),
+            row.abort_reason.clone().unwrap_or_default(),
             row.outcome.unwrap_or_default().to_string(),
             row.status.to_string(),
             row.final_error.clone().unwrap_or_default(),
@@ -896,10 +936,13 @@ fn render_audit_table(rows: &[AuditRow]) -> String {
         "FINISHED",
         "REGION",
         "FROM→TO",
+        "ACTOR",
         "WHY",
         "OUTCOME",
         "DURATION",
         "ID",
+        "CANCELLED BY",
+        "ABORT REASON",
     ]);
     for row in rows {
         let why = match &row.reason {
@@ -911,10 +954,16 @@ fn render_audit_table(rows: &[AuditRow]) -> String {
             or_dash(row.finished_at.as_ref()),
             row.region.clone(),
             format!("{}→{}", row.from_peer, row.to_peer),
+            or_dash(row.actor.as_ref()),
             why,
             row.outcome.unwrap_or(row.status).to_string(),
             format_duration(row.duration_ms),
             row.procedure_id.clone(),
+            match (&row.cancelled_by, &row.cancel_reason) {
+                (Some(actor), Some(reason)) => format!("{actor}: {reason}"),
+                _ => "-".to_string(),
+            },
+            or_dash(row.abort_reason.as_ref()),
         ]);
     }
     let mut out = table.render();

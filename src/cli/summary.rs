@@ -753,6 +753,10 @@ pub struct Selection {
     pub region: Option<RegionId>,
     /// Only migrations from or to this peer.
     pub peer: Option<PeerId>,
+    /// Only migrations off this peer (the old leader).
+    pub from_peer: Option<PeerId>,
+    /// Only migrations onto this peer (the new leader).
+    pub to_peer: Option<PeerId>,
     /// Only regions of this table.
     pub table: Option<TableId>,
     /// Submitted at or after (ms since the epoch).
@@ -769,6 +773,8 @@ impl Selection {
             && self
                 .peer
                 .is_none_or(|peer| summary.from_peer == peer || summary.to_peer == peer)
+            && self.from_peer.is_none_or(|peer| summary.from_peer == peer)
+            && self.to_peer.is_none_or(|peer| summary.to_peer == peer)
             && self.table.is_none_or(|table| summary.table_id == table)
             && self
                 .since_ms
@@ -786,7 +792,7 @@ pub fn candidates(log: &EventLog, selection: &Selection) -> Result<Vec<Uuid>, Cl
     let until_ms = selection.until_ms.unwrap_or(u64::MAX);
     let ids = if let Some(region) = selection.region {
         ids_of(log.procedures_by_region(region.as_u64(), since_ms, until_ms)?)
-    } else if let Some(peer) = selection.peer {
+    } else if let Some(peer) = selection.peer.or(selection.from_peer).or(selection.to_peer) {
         ids_of(log.procedures_by_peer(peer, since_ms, until_ms)?)
     } else if let Some(table) = selection.table {
         procedures_by_table(log, table, since_ms, until_ms)?
