@@ -94,6 +94,10 @@ pub enum LogCommand {
         /// Also prove that the archive in this directory joins the live log without a gap.
         #[arg(long, value_name = "DIR")]
         archive: Option<std::path::PathBuf>,
+        /// Check that the history up to a chain head printed earlier (GLOBAL_SEQ:HASH, or
+        /// the hash alone) is unchanged; exit 1 when it is not.
+        #[arg(long, value_parser = log_verify::parse_expected_head, value_name = "HEAD")]
+        expect_head: Option<log_verify::ExpectedHead>,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -185,8 +189,9 @@ pub fn main() -> ExitCode {
         Command::Log(LogCommand::Verify {
             data_dir,
             archive,
+            expect_head,
             json,
-        }) => log_verify::run(&data_dir, archive.as_deref(), json),
+        }) => log_verify::run(&data_dir, archive.as_deref(), expect_head, json),
         Command::Log(LogCommand::Archive {
             data_dir,
             before,
