@@ -101,6 +101,16 @@ fn replay_check_names_the_altered_decision_in_a_bundle() {
             .as_u64()
             .map(|delay_ms| delay_ms + 1)
     );
+    // The one field that differs, named by its path, beside the two whole events.
+    let delay_ms = document["divergence"]["recorded"]["payload"]["delay_ms"].clone();
+    assert_eq!(
+        document["divergence"]["differences"],
+        serde_json::json!([{
+            "field": "delay_ms",
+            "recorded": delay_ms,
+            "decided": delay_ms.as_u64().map(|ms| ms - 1),
+        }])
+    );
 
     let text = regmig(&["replay", "--file", path_str(&altered_path), "--check"]).expect_code(1);
     assert!(

@@ -397,6 +397,94 @@ struct DivergenceJson {
     decided: Option<EventJson>,
     /// A sentence for operators.
     message: String,
+    /// When both events are of one kind: each field that differs, by its path in the
+    /// payload (`peer.id`, `lock_keys[1]`), with the recorded and the decided value.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    differences: Vec<FieldDifference>,
+}
+
+/// One field that differs between the recorded and the decided event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldDifference {
+    /// Its path in the payload: `delay_ms`, `peer.id`, `lock_keys[1]`.
+    pub field: String,
+    /// The log's value; null when the log's event has no such field.
+    pub recorded: serde_json::Value,
+    /// Today's logic's value; null when its event has no such field.
+    pub decided: serde_json::Value,
+}
+
+/// The fields in which two payloads differ, depth first in the order of `recorded`'s keys
+/// (then the keys only `decided` has). Objects and arrays of one length are compared
+/// inside; anything else that differs is one difference.
+pub fn field_differences(
+    recorded: &serde_json::Value,
+    decided: &serde_json::Value,
+) -> Vec<FieldDifference> {
+    let mut out = Vec::new();
+    collect_differences(String::new(), recorded, decided, &mut out);
+    out
+}
+
+fn collect_differences(
+    path: String,
+    recorded: &serde_json::Value,
+    decided: &serde_json::Value,
+    out: &mut Vec<FieldDifference>,
+) {
+    use serde_json::Value;
+    if recorded == decided {
+        return;
+    }
+    let child = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (recorded, decided) {
+        (Value::Object(left), Value::Object(right)) => {
+            for (key, value) in left {
+                collect_differences(
+                    child(key),
+                    value,
+                    right.get(key).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+            for (key, value) in right.iter().filter(|(key, _)| !left.contains_key(*key)) {
+                collect_differences(child(key), &Value::Null, value, out);
+            }
+        }
+        (Value::Array(left), Value::Array(right)) if left.len() == right.len() => {
+            for (index, (a, b)) in left.iter().zip(right).enumerate() {
+                collect_differences(format!("{path}[{index}]"), a, b, out);
+            }
+        }
+        _ => out.push(FieldDifference {
+            field: if path.is_empty() {
+                "payload".to_string()
+            } else {
+                path
+            },
+            recorded: recorded.clone(),
+            decided: decided.clone(),
+        }),
+    }
+}
+
+/// Values longer than this are cut in the text report (the JSON has them whole).
+const VALUE_TEXT_MAX_CHARS: usize = 60;
+
+/// A value in a difference line: JSON, cut to [`VALUE_TEXT_MAX_CHARS`].
+fn value_text(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() <= VALUE_TEXT_MAX_CHARS {
+        return text;
+    }
+    let cut: String = text.chars().take(VALUE_TEXT_MAX_CHARS - 1).collect();
+    format!("{cut}…")
 }
 
 /// The `replay --check --json` document.
@@ -447,15 +535,33 @@ fn run_check(args: &ReplayArgs, procedure_id: Uuid, events: &[TimedEvent]) -> Re
                     "replay check of migration {procedure_id}: today's logic DIVERGES from the log at event {} (deciding on input event {}, {})\n",
                     report.seq, report.input_seq, report.input_kind
                 ));
-                let (recorded_time, decided_time) = divergent_times(checked, divergence);
-                out.push_str(&format!(
-                    "  the log has:           {}{recorded_time}\n",
-                    EventJson::text(divergence.recorded.as_ref())
-                ));
-                out.push_str(&format!(
-                    "  today's logic decides: {}{decided_time}\n",
-                    EventJson::text(divergence.decided.as_ref())
-                ));
+                if let (Some(recorded), false) =
+                    (&divergence.recorded, report.differences.is_empty())
+                {
+                    out.push_str(&format!(
+                        "  both are {}; {} (the log → today's logic):\n",
+                        recorded.name(),
+                        plural_fields(report.differences.len())
+                    ));
+                    for difference in &report.differences {
+                        out.push_str(&format!(
+                            "    {} {} → {}\n",
+                            difference.field,
+                            value_text(&difference.recorded),
+                            value_text(&difference.decided)
+                        ));
+                    }
+                } else {
+                    let (recorded_time, decided_time) = divergent_times(checked, divergence);
+                    out.push_str(&format!(
+                        "  the log has:           {}{recorded_time}\n",
+                        EventJson::text(divergence.recorded.as_ref())
+                    ));
+                    out.push_str(&format!(
+                        "  today's logic decides: {}{decided_time}\n",
+                        EventJson::text(divergence.decided.as_ref())
+                    ));
+                }
             }
         }
         print_text(&out);
@@ -495,6 +601,20 @@ fn divergence_json(events: &[TimedEvent], divergence: &Divergence) -> Divergence
         recorded: divergence.recorded.as_ref().map(EventJson::of),
         decided: divergence.decided.as_ref().map(EventJson::of),
         message: divergence.message.clone(),
+        differences: match (&divergence.recorded, &divergence.decided) {
+            (Some(recorded), Some(decided)) if recorded.name() == decided.name() => {
+                field_differences(&payload_json(recorded), &payload_json(decided))
+            }
+            _ => Vec::new(),
+        },
+    }
+}
+
+fn plural_fields(count: usize) -> String {
+    if count == 1 {
+        "1 field differs".to_string()
+    } else {
+        format!("{count} fields differ")
     }
 }
 
@@ -544,4 +664,45 @@ fn run_export(args: &ExportArgs) -> Result<u8, CliError> {
         ));
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn differences_name_each_field_by_its_path() {
+        let recorded = json!({"peer": {"id": 3, "addr": "a"}, "keys": ["x", "y"], "n": 1});
+        let decided = json!({"peer": {"id": 2, "addr": "a"}, "keys": ["x", "z"], "m": true});
+        let named: Vec<(String, serde_json::Value, serde_json::Value)> =
+            field_differences(&recorded, &decided)
+                .into_iter()
+                .map(|d| (d.field, d.recorded, d.decided))
+                .collect();
+        assert_eq!(
+            named,
+            [
+                ("keys[1]".to_string(), json!("y"), json!("z")),
+                ("n".to_string(), json!(1), json!(null)),
+                ("peer.id".to_string(), json!(3), json!(2)),
+                ("m".to_string(), json!(null), json!(true)),
+            ]
+        );
+        // Arrays of other lengths are one difference; equal payloads none.
+        assert_eq!(
+            field_differences(&json!({"a": [1]}), &json!({"a": [1, 2]}))[0].field,
+            "a"
+        );
+        assert!(field_differences(&recorded, &recorded).is_empty());
+    }
+
+    #[test]
+    fn long_values_are_cut_in_text() {
+        let long = json!("x".repeat(100));
+        let text = value_text(&long);
+        assert_eq!(text.chars().count(), VALUE_TEXT_MAX_CHARS);
+        assert!(text.ends_with('…'));
+        assert_eq!(value_text(&json!(611)), "611");
+    }
 }
