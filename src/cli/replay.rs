@@ -19,7 +19,7 @@ use super::common::{
 use super::inspect::OutputArgs;
 use super::summary::payload_json;
 use super::{DEFAULT_DATA_DIR, EXIT_FAILED};
-use regmig::engine::store::decode_record;
+use regmig::engine::store::{decode_record, UndecodableEvent};
 use regmig::log::bundle::{read_bundle, write_bundle};
 use regmig::migration::replay::{check, Divergence};
 use regmig::migration::{EventRole, MigrationEvent, MigrationState, TimedEvent};
@@ -178,19 +178,77 @@ pub struct ReplayStep {
     pub changed: Vec<&'static str>,
     /// The derived state after it.
     pub after: ReplayView,
+    /// Set when this version cannot read the event (a kind or variant a newer regmig
+    /// wrote): what it is. Such an event is shown but not applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_understood: Option<String>,
+}
+
+/// An event of a bundle this version cannot read (its kind, or a variant inside a known
+/// kind, is a newer regmig's): shown by `replay --file`, not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadEvent {
+    /// Its sequence number.
+    pub seq: u64,
+    /// When it was recorded (ms since the epoch).
+    pub recorded_at_ms: u64,
+    /// What it is, for people: "kind 27, written by a newer regmig".
+    pub note: String,
+}
+
+impl UnreadEvent {
+    fn of(recorded_at_ms: u64, error: &UndecodableEvent) -> Self {
+        let note = match error.error.kind_name {
+            None => format!(
+                "kind {}, written by a newer regmig: not applied",
+                error.error.kind
+            ),
+            Some(name) => format!(
+                "{name} (kind {}) this regmig cannot decode, written by a newer regmig: not applied",
+                error.error.kind
+            ),
+        };
+        UnreadEvent {
+            seq: error.seq,
+            recorded_at_ms,
+            note,
+        }
+    }
 }
 
 /// Folds `events` one by one (stopping after seq `until_seq`) and records what each changed.
-pub fn replay_steps(events: &[TimedEvent], until_seq: Option<u64>) -> Vec<ReplayStep> {
+/// `unread` are the events between them this version cannot read, by seq: each is a step
+/// that changes nothing.
+pub fn replay_steps(
+    events: &[TimedEvent],
+    unread: &[UnreadEvent],
+    until_seq: Option<u64>,
+) -> Vec<ReplayStep> {
     let start_ms = events.first().map_or(0, |timed| timed.at_ms);
     let mut state = MigrationState::default();
     let mut before = ReplayView::of(&state);
-    let mut steps = Vec::with_capacity(events.len());
-    for (index, timed) in events.iter().enumerate() {
-        let seq = index as u64 + 1;
+    let mut steps = Vec::with_capacity(events.len() + unread.len());
+    let mut known = events.iter();
+    let mut unread = unread.iter().peekable();
+    for seq in 1.. {
         if until_seq.is_some_and(|until| seq > until) {
             break;
         }
+        if let Some(event) = unread.next_if(|event| event.seq == seq) {
+            steps.push(ReplayStep {
+                seq,
+                recorded_at_ms: event.recorded_at_ms,
+                offset_ms: event.recorded_at_ms.saturating_sub(start_ms),
+                kind: "Unknown",
+                changed: Vec::new(),
+                after: before.clone(),
+                not_understood: Some(event.note.clone()),
+            });
+            continue;
+        }
+        let Some(timed) = known.next() else {
+            break;
+        };
         state.apply(timed.at_ms, &timed.event);
         let after = ReplayView::of(&state);
         let changed = changed_fields(&before, &after);
@@ -201,6 +259,7 @@ pub fn replay_steps(events: &[TimedEvent], until_seq: Option<u64>) -> Vec<Replay
             kind: timed.event.name(),
             changed,
             after: after.clone(),
+            not_understood: None,
         });
         before = after;
     }
@@ -229,15 +288,39 @@ pub fn replay(args: ReplayArgs) -> u8 {
     finish(run_replay(&args), json)
 }
 
+/// A migration's history as `replay` reads it.
+struct Loaded {
+    procedure_id: Uuid,
+    /// The events this version reads, in order.
+    events: Vec<TimedEvent>,
+    /// The events of a bundle it cannot read (always empty from a data directory, where
+    /// such an event is an error), and the first one's error.
+    unread: Vec<UnreadEvent>,
+    first_unread_error: Option<UndecodableEvent>,
+}
+
 /// The migration's events, from the data directory or a bundle.
-fn load_events(args: &ReplayArgs) -> Result<(Uuid, Vec<TimedEvent>), CliError> {
+fn load_events(args: &ReplayArgs) -> Result<Loaded, CliError> {
     if let Some(file) = &args.file {
         let bundle = read_bundle(file)?;
-        let mut events = Vec::with_capacity(bundle.records.len());
+        let mut loaded = Loaded {
+            procedure_id: bundle.procedure_id,
+            events: Vec::with_capacity(bundle.records.len()),
+            unread: Vec::new(),
+            first_unread_error: None,
+        };
         for record in &bundle.records {
-            events.push(decode_record(record)?);
+            match decode_record(record) {
+                Ok(timed) => loaded.events.push(timed),
+                Err(error) => {
+                    loaded
+                        .unread
+                        .push(UnreadEvent::of(record.recorded_at_ms, &error));
+                    loaded.first_unread_error.get_or_insert(error);
+                }
+            }
         }
-        return Ok((bundle.procedure_id, events));
+        return Ok(loaded);
     }
     let Some(id) = &args.id else {
         return Err(CliError::Usage(
@@ -247,7 +330,12 @@ fn load_events(args: &ReplayArgs) -> Result<(Uuid, Vec<TimedEvent>), CliError> {
     let procedure_id = parse_procedure_id(id)?;
     let log = open_log(&args.output.data_dir)?;
     let events = load_history(&log, procedure_id)?;
-    Ok((procedure_id, events))
+    Ok(Loaded {
+        procedure_id,
+        events,
+        unread: Vec::new(),
+        first_unread_error: None,
+    })
 }
 
 /// The `replay --json` document.
@@ -265,35 +353,55 @@ fn run_replay(args: &ReplayArgs) -> Result<u8, CliError> {
             "--until 0: events count from 1".to_string(),
         ));
     }
-    let (procedure_id, events) = load_events(args)?;
+    let Loaded {
+        procedure_id,
+        events,
+        unread,
+        first_unread_error,
+    } = load_events(args)?;
     if args.check {
+        // Today's logic cannot be checked against decisions on inputs it cannot read.
+        if let Some(error) = first_unread_error {
+            return Err(CliError::Undecodable(error));
+        }
         return run_check(args, procedure_id, &events);
     }
-    let steps = replay_steps(&events, args.until);
+    let steps = replay_steps(&events, &unread, args.until);
+    let total = events.len() + unread.len();
     if args.output.json {
         print_json(&ReplayDocument {
             procedure_id: procedure_id.to_string(),
-            events: events.len(),
+            events: total,
             until_seq: args.until,
             steps,
         });
         return Ok(0);
     }
-    print_text(&render_replay(procedure_id, &events, &steps, args.until));
+    print_text(&render_replay(
+        procedure_id,
+        &events,
+        unread.len(),
+        &steps,
+        args.until,
+    ));
     Ok(0)
 }
 
 fn render_replay(
     procedure_id: Uuid,
     events: &[TimedEvent],
+    unread_count: usize,
     steps: &[ReplayStep],
     until_seq: Option<u64>,
 ) -> String {
     let start_ms = events.first().map_or(0, |timed| timed.at_ms);
-    let mut out = format!(
-        "replay of migration {procedure_id}: {} events\n",
-        events.len()
-    );
+    let total = events.len() + unread_count;
+    let mut out = format!("replay of migration {procedure_id}: {total} events\n");
+    if unread_count > 0 {
+        out.push_str(&format!(
+            "{unread_count} of them written by a newer regmig and not understood here: shown, not applied (the state after them may differ from what that regmig derives)\n"
+        ));
+    }
     let mut table = Table::new(&["SEQ", "OFFSET", "EVENT", "CHANGES"]);
     let mut before = ReplayView::of(&MigrationState::default()).texts(start_ms);
     for step in steps {
@@ -313,25 +421,23 @@ fn render_replay(
             step.seq.to_string(),
             format_offset(step.recorded_at_ms, start_ms),
             step.kind.to_string(),
-            if changes.is_empty() {
-                "-".to_string()
-            } else {
-                changes.join(", ")
+            match &step.not_understood {
+                Some(note) => note.clone(),
+                None if changes.is_empty() => "-".to_string(),
+                None => changes.join(", "),
             },
         ]);
         before = after;
     }
     out.push_str(&table.render());
     if let Some(until) = until_seq {
-        if until < events.len() as u64 {
+        if until < total as u64 {
             out.push_str(&format!(
-                "stopped after event {until} of {} (--until)\n",
-                events.len()
+                "stopped after event {until} of {total} (--until)\n"
             ));
         } else {
             out.push_str(&format!(
-                "--until {until}: the migration has {} events, all replayed\n",
-                events.len()
+                "--until {until}: the migration has {total} events, all replayed\n"
             ));
         }
     }
