@@ -224,3 +224,38 @@ fn the_fixture_csv_reads_back_with_the_abort_reason_of_the_aborted_migration() {
         assert_eq!(cell(row, "cancelled_by"), "");
     }
 }
+
+#[test]
+fn regmig_data_dir_is_the_default_data_directory_and_data_dir_still_wins() {
+    let copy = fixture_copy();
+    let empty = tempfile::tempdir().expect("a temporary directory");
+    let run = |env_dir: &Path, args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_regmig"))
+            .args(args)
+            .env("REGMIG_DATA_DIR", env_dir)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run the regmig binary");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = run(&copy.data_dir(), &["audit", "--format", "csv"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(parse_csv(&stdout).1.len(), 4);
+    // --data-dir names another (missing) directory: it wins over the variable.
+    let missing = empty.path().join("nowhere");
+    let (code, _) = run(
+        &copy.data_dir(),
+        &[
+            "audit",
+            "--data-dir",
+            missing.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    assert_eq!(code, Some(1));
+    let (code, stdout) = run(&copy.data_dir(), &["log", "verify"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("events:          149"), "{stdout}");
+}

@@ -15,7 +15,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::demo_faults::{self, faults_used, FaultsUsed};
-use super::{DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
 use crate::sim::campaign::{
     cluster_setup, remaining_moves, restore_routes, submitted_moves, write_initial_layout,
     CampaignConfig, CampaignError, CampaignRecord, MirroredMetadataStore, Phase,
@@ -34,7 +34,7 @@ use regmig::migration::{fold, MigrationEvent, MigrationState, Outcome};
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the log and the durable routing metadata live.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Datanodes in the simulated cluster, 2..=64 (first run only; each is a simulated task,
     /// and 64 keeps a run to seconds).

@@ -16,7 +16,7 @@ use super::summary::{
     detail, kind_label, payload_json, select_summaries_with_archive, Detail, RouteView, Selection,
     Summary,
 };
-use super::DEFAULT_DATA_DIR;
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR};
 use regmig::domain::{ParseRegionIdError, PeerId, RegionId, TableId};
 use regmig::engine::store::decode_record;
 use regmig::migration::{MigrationState, StateName};
@@ -25,7 +25,7 @@ use regmig::migration::{MigrationState, StateName};
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
     /// The data directory.
-    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Print one JSON document instead of a table.
     #[arg(long)]
@@ -234,7 +234,7 @@ pub struct EventsArgs {
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// The data directory.
-    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Which migrations.
     #[command(flatten)]

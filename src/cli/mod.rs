@@ -43,6 +43,9 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// The data directory every command uses unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "./regmig-data";
+/// The environment variable that, when set, replaces [`DEFAULT_DATA_DIR`] for every command
+/// (`--data-dir` still wins).
+pub const DATA_DIR_ENV: &str = "REGMIG_DATA_DIR";
 
 /// regmig: migrate regions between datanodes, with every step in a durable event log.
 #[derive(Debug, Parser)]
@@ -89,7 +92,7 @@ pub enum LogCommand {
     /// Check every record and index of a data directory; exit 1 when a problem is found.
     Verify {
         /// The data directory.
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// Also prove that the archive in this directory joins the live log without a gap.
         #[arg(long, value_name = "DIR")]
@@ -106,7 +109,7 @@ pub enum LogCommand {
     /// an archive directory, and remove them from the live log, leaving a checkpoint.
     Archive {
         /// The data directory.
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// Archive migrations whose last event is before this time (RFC 3339, or ms
         /// since the Unix epoch).
@@ -123,7 +126,7 @@ pub enum LogCommand {
     /// an archive: sled reuses freed space but never shrinks its files); DIR is only read.
     Compact {
         /// The data directory (held and only read).
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// The new data directory (must not exist, or be empty).
         #[arg(long)]
@@ -136,7 +139,7 @@ pub enum LogCommand {
     /// log, with a marker where a migration's history is missing; DIR is left untouched.
     Salvage {
         /// The damaged data directory (only read).
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// The new data directory (must not exist, or be empty).
         #[arg(long)]

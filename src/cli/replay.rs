@@ -18,7 +18,7 @@ use super::common::{
 };
 use super::inspect::OutputArgs;
 use super::summary::payload_json;
-use super::{DEFAULT_DATA_DIR, EXIT_FAILED};
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED};
 use regmig::engine::store::{decode_record, UndecodableEvent};
 use regmig::log::bundle::{read_bundle, write_bundle};
 use regmig::migration::replay::{check, Divergence};
@@ -55,7 +55,7 @@ pub struct ExportArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output_file: PathBuf,
     /// The data directory.
-    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Print one JSON document instead of a sentence.
     #[arg(long)]

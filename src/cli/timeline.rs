@@ -24,7 +24,7 @@ use super::common::{
     CliError,
 };
 use super::summary::{detail, Detail};
-use super::DEFAULT_DATA_DIR;
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR};
 use regmig::domain::{ParseRegionIdError, RegionId};
 use regmig::migration::{MigrationEvent, StateName, TimedEvent};
 
@@ -44,7 +44,7 @@ pub struct TimelineArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output_file: PathBuf,
     /// The data directory.
-    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Print one JSON document instead of a sentence.
     #[arg(long)]
