@@ -74,6 +74,18 @@ fn show_of_each_outcome_matches_its_snapshot() {
 fn events_table_and_json_match_their_snapshots() {
     check_snapshots(&[
         ("events_aborted.txt", &["events", ABORTED_ID]),
+        ("events_aborted_full.txt", &["events", ABORTED_ID, "--full"]),
+        (
+            "events_aborted_kinds.txt",
+            &[
+                "events",
+                ABORTED_ID,
+                "--kind",
+                "statEentered",
+                "--kind",
+                "RetryScheduled",
+            ],
+        ),
         ("events_aborted.json", &["events", ABORTED_ID, "--json"]),
     ]);
 }

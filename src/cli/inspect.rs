@@ -228,6 +228,13 @@ pub struct EventsArgs {
     /// Where the log is, and how to print.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Print each payload whole, as stored (the table otherwise shows it compact: regions as
+    /// TABLE:NUMBER, states as the spec names them, no nulls, long lists counted, lines cut).
+    #[arg(long)]
+    pub full: bool,
+    /// Only events of this kind (e.g. RetryScheduled; case ignored); may be repeated.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
 }
 
 /// Arguments of `audit`.
@@ -704,8 +711,30 @@ fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
         return Err(CliError::UnknownMigration { procedure_id });
     }
     let start_ms = records[0].recorded_at_ms;
+    let wanted: Vec<String> = args
+        .kind
+        .iter()
+        .map(|kind| kind.to_ascii_lowercase())
+        .collect();
+    let known: Vec<String> = (0..=u16::from(u8::MAX))
+        .filter_map(regmig::migration::events::kind_name)
+        .chain(["Unknown"])
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = wanted
+        .iter()
+        .find(|kind| !known.iter().any(|name| name.to_ascii_lowercase() == **kind))
+    {
+        return Err(CliError::Usage(format!(
+            "--kind {bad}: no event has that kind; the kinds are {}",
+            known.join(", ")
+        )));
+    }
     let rows: Vec<EventRow> = records
         .iter()
+        .filter(|record| {
+            wanted.is_empty() || wanted.contains(&kind_label(record.kind).to_ascii_lowercase())
+        })
         .map(|record| {
             let (payload, decode_error) = match decode_record(record) {
                 Ok(timed) => (payload_json(&timed.event), None),
@@ -740,7 +769,8 @@ fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
     for row in &rows {
         let payload = match &row.decode_error {
             Some(error) => format!("<undecodable: {error}>"),
-            None => serde_json::to_string(&row.payload).unwrap_or_default(),
+            None if args.full => serde_json::to_string(&row.payload).unwrap_or_default(),
+            None => compact_payload(&row.payload),
         };
         table.row(vec![
             row.seq.to_string(),
@@ -752,6 +782,53 @@ fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
     out.push_str(&table.render());
     print_text(&out);
     Ok(0)
+}
+
+/// Lists longer than this are shown as their length in a compact payload.
+const COMPACT_LIST_MAX_ITEMS: usize = 4;
+/// A compact payload is cut to this many characters.
+const COMPACT_PAYLOAD_MAX_CHARS: usize = 160;
+
+/// A payload as the `events` table shows it by default: the spellings of every other
+/// output (regions as TABLE:NUMBER, states as the spec names them), no null fields, lists of
+/// more than [`COMPACT_LIST_MAX_ITEMS`] counted, cut to [`COMPACT_PAYLOAD_MAX_CHARS`].
+pub fn compact_payload(payload: &serde_json::Value) -> String {
+    let text = compact_value(None, payload).to_string();
+    if text.chars().count() <= COMPACT_PAYLOAD_MAX_CHARS {
+        return text;
+    }
+    let cut: String = text.chars().take(COMPACT_PAYLOAD_MAX_CHARS - 1).collect();
+    format!("{cut}…")
+}
+
+fn compact_value(key: Option<&str>, value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (key, value) {
+        (Some("region_id"), Value::Number(number)) => number
+            .to_string()
+            .parse::<RegionId>()
+            .map_or(value.clone(), |region| Value::String(region.to_string())),
+        (Some("state"), Value::String(serde_name)) => Value::String(
+            StateName::ALL
+                .into_iter()
+                .find(|state| serde_json::to_value(state).ok().as_ref() == Some(value))
+                .map_or_else(|| serde_name.clone(), |state| state.name().to_string()),
+        ),
+        (_, Value::Object(fields)) => Value::Object(
+            fields
+                .iter()
+                .filter(|(_, field)| !field.is_null())
+                .map(|(name, field)| (name.clone(), compact_value(Some(name), field)))
+                .collect(),
+        ),
+        (_, Value::Array(items)) if items.len() > COMPACT_LIST_MAX_ITEMS => {
+            Value::String(format!("[{} items]", items.len()))
+        }
+        (_, Value::Array(items)) => {
+            Value::Array(items.iter().map(|item| compact_value(key, item)).collect())
+        }
+        _ => value.clone(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -995,6 +1072,25 @@ mod tests {
         );
         assert_eq!(parse_state_filter("open"), Ok(StateFilter::Open));
         assert!(parse_state_filter("sleeping").is_err());
+    }
+
+    #[test]
+    fn compact_payloads_use_one_spelling_and_stay_short() {
+        let payload = serde_json::json!({
+            "state": "UpdateMetadataDowngrade",
+            "reason": null,
+            "region_id": 30064771075u64,
+            "keys": [1, 2, 3, 4, 5],
+            "few": [{"region_id": 4398046511105u64}],
+        });
+        assert_eq!(
+            compact_payload(&payload),
+            r#"{"few":[{"region_id":"1024:1"}],"keys":"[5 items]","region_id":"7:3","state":"UpdateMetadata::Downgrade"}"#
+        );
+        let long = serde_json::json!({ "message": "x".repeat(300) });
+        let text = compact_payload(&long);
+        assert_eq!(text.chars().count(), COMPACT_PAYLOAD_MAX_CHARS);
+        assert!(text.ends_with('…'));
     }
 
     #[test]
