@@ -6,27 +6,10 @@ mod cli_support;
 
 use std::path::{Path, PathBuf};
 
-use cli_support::{fixture_copy, regmig, regmig_in, ABORTED_ID};
+use cli_support::{fixture_copy, regmig_in, sim_run_into, ABORTED_ID};
 
-/// The CSV header `audit --format csv` writes.
-const CSV_HEADER: [&str; 16] = [
-    "procedure_id",
-    "region",
-    "from_peer",
-    "to_peer",
-    "submitted_at",
-    "finished_at",
-    "duration_ms",
-    "actor",
-    "trigger",
-    "reason",
-    "cancelled_by",
-    "cancel_reason",
-    "abort_reason",
-    "outcome",
-    "status",
-    "final_error",
-];
+/// The CSV header `audit --format csv` writes (the snapshot `audit.csv` pins its text).
+const CSV_HEADER: [&str; 16] = regmig_tools::cli::inspect::AUDIT_CSV_COLUMNS;
 
 /// Parses CSV text with a CSV parser: the header, then each row as header → cell.
 fn parse_csv(text: &str) -> (Vec<String>, Vec<Vec<(String, String)>>) {
@@ -66,14 +49,7 @@ fn cancelled_by_alice(dir: &Path) -> PathBuf {
     let data_dir = dir.join("data");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/scenarios/cancel_before_the_new_route_aborts.toml");
-    regmig(&[
-        "sim",
-        "run",
-        scenario.to_str().expect("a UTF-8 path"),
-        "--data-dir",
-        data_dir.to_str().expect("a UTF-8 path"),
-    ])
-    .expect_code(0);
+    sim_run_into(&scenario, &data_dir).expect_code(0);
     data_dir
 }
 

@@ -6,7 +6,7 @@ mod cli_support;
 
 use cli_support::{
     assert_snapshot, copy_dir, fixture_copy, fixture_data_dir, fixture_dir, regmig, regmig_in,
-    ABORTED_ID, ALL_IDS, COMPLETED_ID, FAILED_ID, RESUMED_ID,
+    sim_run_into, ABORTED_ID, ALL_IDS, COMPLETED_ID, FAILED_ID, RESUMED_ID,
 };
 
 /// Runs each command on one copy of the fixture and compares its stdout with its snapshot.
@@ -181,14 +181,7 @@ fn regenerate_the_fixture_log() {
     let temp = tempfile::tempdir().expect("a temporary directory");
     let data_dir = temp.path().join("data");
     let scenario = fixture_dir().join("scenario.toml");
-    let run = regmig(&[
-        "sim",
-        "run",
-        scenario.to_str().expect("a UTF-8 path"),
-        "--data-dir",
-        data_dir.to_str().expect("a UTF-8 path"),
-    ])
-    .expect_code(0);
+    let run = sim_run_into(&scenario, &data_dir).expect_code(0);
     println!("{}", run.stdout);
     let target = fixture_data_dir();
     let _ = std::fs::remove_dir_all(&target);
