@@ -153,8 +153,63 @@ fn timelines_match_their_snapshots() {
         let svg = std::fs::read_to_string(&output).expect("the SVG was written");
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.trim_end().ends_with("</svg>"));
+        assert_texts_fit_the_canvas(name, &svg);
         assert_snapshot(name, &svg);
     }
+}
+
+/// Every `<text>` of an SVG, at a generous width per character (7.6 px bold, 6.8 regular,
+/// at font-size 11, scaled by its font-size), starts and ends inside the canvas width.
+fn assert_texts_fit_the_canvas(name: &str, svg: &str) {
+    let attribute = |tag: &str, key: &str| -> Option<String> {
+        let start = tag.find(&format!(" {key}=\""))? + key.len() + 3;
+        let end = start + tag[start..].find('"')?;
+        Some(tag[start..end].to_string())
+    };
+    let canvas_width: f64 = attribute(svg.split('>').next().expect("an svg tag"), "width")
+        .expect("a canvas width")
+        .parse()
+        .expect("a number");
+    let mut rest = svg;
+    let mut checked = 0;
+    while let Some(start) = rest.find("<text ") {
+        let tag_end = start + rest[start..].find('>').expect("a closed tag");
+        let tag = &rest[start..tag_end];
+        let text_end = tag_end + rest[tag_end..].find("</text>").expect("a closed text");
+        let text = &rest[tag_end + 1..text_end];
+        let chars = text
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .chars()
+            .count() as f64;
+        let font_size: f64 =
+            attribute(tag, "font-size").map_or(11.0, |size| size.parse().expect("a size"));
+        let per_char = if tag.contains("font-weight=\"bold\"") {
+            7.6
+        } else {
+            6.8
+        };
+        let width = chars * per_char * font_size / 11.0;
+        let x: f64 = attribute(tag, "x")
+            .expect("an x")
+            .parse()
+            .expect("a number");
+        let left = match attribute(tag, "text-anchor").as_deref() {
+            Some("end") => x - width,
+            Some("middle") => x - width / 2.0,
+            _ => x,
+        };
+        assert!(
+            left >= 0.0 && left + width <= canvas_width,
+            "{name}: {text:?} spans {left:.1}..{:.1}, outside the canvas 0..{canvas_width}",
+            left + width
+        );
+        checked += 1;
+        rest = &rest[text_end..];
+    }
+    assert!(checked > 0, "{name}: no text");
 }
 
 #[test]

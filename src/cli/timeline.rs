@@ -197,6 +197,15 @@ const LINE_LABEL_Y: f64 = 88.0;
 const WAIT_LANE_HEIGHT: f64 = 14.0;
 /// A character's width at font-size 11, roughly: to decide whether a label fits.
 const CHAR_WIDTH: f64 = 6.4;
+/// A bold character's width at font-size 11, generously (labels must never be clipped).
+const BOLD_CHAR_WIDTH: f64 = 7.6;
+
+/// Where a row's outcome label starts: just after its last bar, but never so far right that
+/// the label runs past the canvas (a migration that ends at the right edge of the plot).
+fn outcome_label_x(end_x: f64, label: &str) -> f64 {
+    let label_width = label.chars().count() as f64 * BOLD_CHAR_WIDTH;
+    (end_x + 6.0).min(f64::from(WIDTH) - label_width - 4.0)
+}
 
 /// A drawn picture.
 struct Picture {
@@ -542,7 +551,7 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
     let _ = writeln!(
         svg,
         r##"<text x="{:.1}" y="{:.1}" fill="#212121" font-weight="bold">{}</text>"##,
-        (end_x + 6.0).min(f64::from(WIDTH) - RIGHT + 2.0),
+        outcome_label_x(end_x, summary.outcome.unwrap_or(summary.status)),
         state_y + 15.0,
         escape(summary.outcome.unwrap_or(summary.status))
     );
@@ -809,6 +818,19 @@ mod tests {
         assert_eq!(tick_step_ms(100), 10);
         assert!(12_177 / tick_step_ms(12_177) <= 10);
         assert!(u64::MAX / tick_step_ms(u64::MAX) <= 10);
+    }
+
+    #[test]
+    fn an_outcome_label_at_the_right_edge_stays_on_the_canvas() {
+        let right_edge = f64::from(WIDTH) - RIGHT;
+        for label in ["completed", "aborted", "failed", "rolling_back", "retrying"] {
+            let x = outcome_label_x(right_edge, label);
+            let end = x + label.len() as f64 * BOLD_CHAR_WIDTH;
+            assert!(end <= f64::from(WIDTH), "{label}: ends at {end}");
+            assert!(x > right_edge - label.len() as f64 * BOLD_CHAR_WIDTH);
+        }
+        // Away from the edge, the label follows its bar.
+        assert_eq!(outcome_label_x(500.0, "completed"), 506.0);
     }
 
     #[test]
