@@ -448,15 +448,18 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
     let labels: [String; 3] = if history {
         [
             format!(
-                "{} → {}  {}",
+                "{}  {} → {}  {}",
+                summary.region,
                 summary.from_peer,
                 summary.to_peer,
                 summary.outcome.unwrap_or(summary.status)
             ),
             summary.submitted_at.clone(),
+            // A uuid v7 starts with its time, which ids of one campaign share: its random
+            // end tells the rows apart (`regmig show` takes the whole id).
             format!(
-                "{} · {}",
-                &summary.procedure_id[..summary.procedure_id.len().min(13)],
+                "id …{} · {}",
+                &summary.procedure_id[summary.procedure_id.len().saturating_sub(12)..],
                 format_duration(summary.duration_ms)
             ),
         ]
