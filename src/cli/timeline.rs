@@ -237,14 +237,18 @@ fn instruction_color(instruction: &str) -> &'static str {
         "downgrade_region" => "#e15759",
         "upgrade_region" => "#76b7b2",
         "close_region" => "#b07aa1",
+        "flush_region" => "#9c755f",
         _ => "#000000",
     }
 }
 
+// Each colour below means one thing: an instruction has the colour of the state that sends
+// it; answers, waits and states otherwise share none (a timeout was once the orange of
+// UpdateMetadata::Downgrade, and a backoff nearly so).
 fn answer_color(result: &str) -> &'static str {
     match result {
         "ok" => "#2e7d32",
-        "timeout" => "#f28e2b",
+        "timeout" => "#ad1457",
         "not_ready" => "#edc948",
         _ => "#c62828",
     }
@@ -254,7 +258,7 @@ fn wait_color(reason: &str) -> &'static str {
     match reason {
         "attempt_interval" => "#90caf9",
         "lease_expiry" => "#7e57c2",
-        "backoff" => "#ffb74d",
+        "backoff" => "#bcaaa4",
         "rollback_backoff" => "#ef9a9a",
         _ => "#bdbdbd",
     }
