@@ -433,11 +433,11 @@ fn since_later_than_until_is_bad_usage() {
         .expect_code(2);
         assert_eq!(
             run.stderr,
-            "error: --since 2026-02-01T00:00:00.000Z is later than --until 2026-01-01T00:00:00.000Z: no migration can match\n",
+            "error: --since 2026-02-01T00:00:00.000Z is later than --until 2026-01-01T23:59:59.999Z: no migration can match\n",
             "{command}"
         );
         assert_eq!(run.stdout, "", "{command}");
-        // The same instant on both sides is a valid (narrow) window.
+        // The same date on both sides is that whole day.
         cli_support::regmig_in(
             &copy.data_dir(),
             &[command, "--since", "2026-01-01", "--until", "2026-01-01"],

@@ -145,3 +145,118 @@ fn log_verify_of_a_directory_in_use_says_so_and_exits_1() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
+
+/// `log verify --expect-head HEAD` on `dir`: its exit code and the `expected head:` line.
+fn expect_head(dir: &Path, head: &str) -> (Option<i32>, String) {
+    let dir = dir.to_str().expect("utf-8 path");
+    let output = regmig(&["log", "verify", "--data-dir", dir, "--expect-head", head]);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("expected head:   "))
+        .unwrap_or_else(|| panic!("no expected head line in:\n{stdout}"))
+        .to_string();
+    (output.status.code(), line)
+}
+
+#[test]
+fn expect_head_holds_while_the_log_grows_and_fails_naming_where_it_was_changed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = Uuid::now_v7();
+    let second = Uuid::now_v7();
+    {
+        let log = EventLog::open(dir.path(), unsynced()).expect("open");
+        log.append_blocking(first_append(first, 3, 1, vec![2]))
+            .expect("append")
+            .expect("no conflict");
+        SledStore::of(&log)
+            .expect("a sled-backed log")
+            .db()
+            .flush()
+            .expect("flush");
+    }
+    // The head an auditor writes down: global seq 3.
+    let output = log_verify(dir.path(), true);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let head = report["chain"]["head"]
+        .as_str()
+        .expect("a head")
+        .to_string();
+    let (seq, hash) = head.split_once(':').expect("GLOBAL_SEQ:HASH");
+    assert_eq!(seq, "3");
+    let text = String::from_utf8_lossy(&log_verify(dir.path(), false).stdout).into_owned();
+    assert!(
+        text.contains(&format!("head:            {head} ")),
+        "{text}"
+    );
+
+    // The log grows: the history up to the head is unchanged, with or without its seq.
+    {
+        let log = EventLog::open(dir.path(), unsynced()).expect("open");
+        log.append_blocking(first_append(second, 2, 2, vec![3]))
+            .expect("append")
+            .expect("no conflict");
+        SledStore::of(&log)
+            .expect("a sled-backed log")
+            .db()
+            .flush()
+            .expect("flush");
+    }
+    let unchanged =
+        format!("unchanged: the chain hash at global seq 3 is {hash} and every link up to it holds; 2 records appended since");
+    assert_eq!(expect_head(dir.path(), &head), (Some(0), unchanged.clone()));
+    assert_eq!(expect_head(dir.path(), hash), (Some(0), unchanged));
+
+    // Event 2 of the first migration (global seq 2) is rewritten with a valid checksum: the
+    // chain hash at 3 (which holds the old link) is the same, but the link from 3 breaks.
+    {
+        let log = EventLog::open(dir.path(), unsynced()).expect("open");
+        let tree = SledStore::of(&log)
+            .expect("a sled-backed log")
+            .db()
+            .open_tree(regmig::log::keys::TREE_NAME)
+            .expect("log tree");
+        let key = event_key(first, 2);
+        let mut record =
+            regmig::log::decode_record(&key, &tree.get(key).expect("get").expect("there"))
+                .expect("decodes");
+        record.payload = payload(first, 20);
+        tree.insert(key, regmig::log::encode_record(&record))
+            .expect("rewrite");
+        SledStore::of(&log)
+            .expect("a sled-backed log")
+            .db()
+            .flush()
+            .expect("flush");
+    }
+    let broken = format!(
+        "the chain first breaks between global seq 2 and 3 (migration {first} event 3): one of them was changed"
+    );
+    let (code, line) = expect_head(dir.path(), &head);
+    assert_eq!(code, Some(1), "{line}");
+    assert_eq!(
+        line,
+        format!(
+            "CHANGED: the chain hash at global seq 3 is {hash} as expected, but a link before it does not hold: a record at or before it was changed, removed or reordered; {broken}"
+        )
+    );
+    let (code, line) = expect_head(dir.path(), hash);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.ends_with(&broken), "{line}");
+    // A head the log never had.
+    let other = "ab".repeat(32);
+    let (code, line) = expect_head(dir.path(), &other);
+    assert_eq!(code, Some(1), "{line}");
+    assert_eq!(
+        line,
+        format!(
+            "NOT FOUND: no record's chain hash is {other}: the history it ended was changed, or it is another log's; {broken}"
+        )
+    );
+    let (code, line) = expect_head(dir.path(), &format!("9:{hash}"));
+    assert_eq!(code, Some(1), "{line}");
+    assert_eq!(
+        line,
+        "CANNOT CHECK: the log ends at global seq 5, before global seq 9: records were removed, or the head is another log's"
+    );
+}

@@ -348,6 +348,7 @@ fn a_queued_migration_is_waiting_for_its_lock_measured_from_when_it_queued() {
                 schema: "public".to_string(),
                 wal: WalKind::Local,
                 policy: RetryPolicy::default(),
+                actor: None,
                 trigger: "operator".to_string(),
                 reason: None,
             },

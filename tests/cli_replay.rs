@@ -101,6 +101,16 @@ fn replay_check_names_the_altered_decision_in_a_bundle() {
             .as_u64()
             .map(|delay_ms| delay_ms + 1)
     );
+    // The one field that differs, named by its path, beside the two whole events.
+    let delay_ms = document["divergence"]["recorded"]["payload"]["delay_ms"].clone();
+    assert_eq!(
+        document["divergence"]["differences"],
+        serde_json::json!([{
+            "field": "delay_ms",
+            "recorded": delay_ms,
+            "decided": delay_ms.as_u64().map(|ms| ms - 1),
+        }])
+    );
 
     let text = regmig(&["replay", "--file", path_str(&altered_path), "--check"]).expect_code(1);
     assert!(
@@ -246,4 +256,76 @@ fn replay_check_until_any_seq_agrees_on_an_unaltered_log() {
         )
         .expect_code(0);
     }
+}
+
+#[test]
+fn replay_file_shows_every_event_and_marks_the_ones_a_newer_regmig_wrote() {
+    let copy = fixture_copy();
+    let bundle_path = copy.path("completed.bundle");
+    export(&copy.data_dir(), COMPLETED_ID, &bundle_path);
+    let bundle = read_bundle(&bundle_path).expect("the export reads back");
+    let total = bundle.records.len();
+    // The first route read becomes an event of kind 99, which this version does not know.
+    let mut records = bundle.records.clone();
+    let newer = records
+        .iter_mut()
+        .find(|record| {
+            matches!(
+                MigrationEvent::decode(record.kind, &record.payload),
+                Ok(MigrationEvent::RouteRead { .. })
+            )
+        })
+        .expect("the migration read a route");
+    newer.kind = 99;
+    let newer_seq = newer.seq;
+    let newer_path = copy.path("newer.bundle");
+    std::fs::write(&newer_path, encode_bundle(bundle.procedure_id, &records)).expect("write");
+
+    let run = regmig(&["replay", "--file", path_str(&newer_path)]).expect_code(0);
+    assert!(
+        run.stdout.starts_with(&format!(
+            "replay of migration {COMPLETED_ID}: {total} events\n1 of them written by a newer regmig and not understood here: shown, not applied"
+        )),
+        "{}",
+        run.stdout
+    );
+    let row = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with(&format!("{newer_seq} ")))
+        .expect("a row for the newer event");
+    assert!(
+        row.contains("Unknown") && row.ends_with("kind 99, written by a newer regmig: not applied"),
+        "{row}"
+    );
+
+    let run = regmig(&["replay", "--file", path_str(&newer_path), "--json"]).expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let steps = document["steps"].as_array().expect("steps");
+    assert_eq!(document["events"], total);
+    assert_eq!(
+        steps
+            .iter()
+            .map(|step| step["seq"].as_u64())
+            .collect::<Vec<_>>(),
+        (1..=total as u64).map(Some).collect::<Vec<_>>()
+    );
+    for step in steps {
+        let unread = step["seq"] == newer_seq;
+        assert_eq!(step["not_understood"].is_string(), unread, "{step}");
+    }
+    assert_eq!(
+        steps.last().expect("a last step")["after"]["outcome"],
+        "completed"
+    );
+
+    // Decisions cannot be checked on inputs this version cannot read.
+    let run = regmig(&["replay", "--file", path_str(&newer_path), "--check"]).expect_code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "event {newer_seq}: cannot decode event of kind 99 (unknown to this version)"
+        )),
+        "{}",
+        run.stderr
+    );
 }

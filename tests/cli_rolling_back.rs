@@ -47,6 +47,7 @@ fn rolling_back() -> Vec<TimedEvent> {
                 policy: RetryPolicy::default(),
                 trigger: "operator".to_string(),
                 reason: None,
+                actor: None,
             },
         ),
         at(

@@ -6,7 +6,7 @@ mod cli_support;
 
 use cli_support::{
     assert_snapshot, copy_dir, fixture_copy, fixture_data_dir, fixture_dir, regmig, regmig_in,
-    ABORTED_ID, ALL_IDS, COMPLETED_ID, FAILED_ID, RESUMED_ID,
+    sim_run_into, ABORTED_ID, ALL_IDS, COMPLETED_ID, FAILED_ID, RESUMED_ID,
 };
 
 /// Runs each command on one copy of the fixture and compares its stdout with its snapshot.
@@ -74,6 +74,18 @@ fn show_of_each_outcome_matches_its_snapshot() {
 fn events_table_and_json_match_their_snapshots() {
     check_snapshots(&[
         ("events_aborted.txt", &["events", ABORTED_ID]),
+        ("events_aborted_full.txt", &["events", ABORTED_ID, "--full"]),
+        (
+            "events_aborted_kinds.txt",
+            &[
+                "events",
+                ABORTED_ID,
+                "--kind",
+                "statEentered",
+                "--kind",
+                "RetryScheduled",
+            ],
+        ),
         ("events_aborted.json", &["events", ABORTED_ID, "--json"]),
     ]);
 }
@@ -141,8 +153,63 @@ fn timelines_match_their_snapshots() {
         let svg = std::fs::read_to_string(&output).expect("the SVG was written");
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.trim_end().ends_with("</svg>"));
+        assert_texts_fit_the_canvas(name, &svg);
         assert_snapshot(name, &svg);
     }
+}
+
+/// Every `<text>` of an SVG, at a generous width per character (7.6 px bold, 6.8 regular,
+/// at font-size 11, scaled by its font-size), starts and ends inside the canvas width.
+fn assert_texts_fit_the_canvas(name: &str, svg: &str) {
+    let attribute = |tag: &str, key: &str| -> Option<String> {
+        let start = tag.find(&format!(" {key}=\""))? + key.len() + 3;
+        let end = start + tag[start..].find('"')?;
+        Some(tag[start..end].to_string())
+    };
+    let canvas_width: f64 = attribute(svg.split('>').next().expect("an svg tag"), "width")
+        .expect("a canvas width")
+        .parse()
+        .expect("a number");
+    let mut rest = svg;
+    let mut checked = 0;
+    while let Some(start) = rest.find("<text ") {
+        let tag_end = start + rest[start..].find('>').expect("a closed tag");
+        let tag = &rest[start..tag_end];
+        let text_end = tag_end + rest[tag_end..].find("</text>").expect("a closed text");
+        let text = &rest[tag_end + 1..text_end];
+        let chars = text
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .chars()
+            .count() as f64;
+        let font_size: f64 =
+            attribute(tag, "font-size").map_or(11.0, |size| size.parse().expect("a size"));
+        let per_char = if tag.contains("font-weight=\"bold\"") {
+            7.6
+        } else {
+            6.8
+        };
+        let width = chars * per_char * font_size / 11.0;
+        let x: f64 = attribute(tag, "x")
+            .expect("an x")
+            .parse()
+            .expect("a number");
+        let left = match attribute(tag, "text-anchor").as_deref() {
+            Some("end") => x - width,
+            Some("middle") => x - width / 2.0,
+            _ => x,
+        };
+        assert!(
+            left >= 0.0 && left + width <= canvas_width,
+            "{name}: {text:?} spans {left:.1}..{:.1}, outside the canvas 0..{canvas_width}",
+            left + width
+        );
+        checked += 1;
+        rest = &rest[text_end..];
+    }
+    assert!(checked > 0, "{name}: no text");
 }
 
 #[test]
@@ -169,14 +236,7 @@ fn regenerate_the_fixture_log() {
     let temp = tempfile::tempdir().expect("a temporary directory");
     let data_dir = temp.path().join("data");
     let scenario = fixture_dir().join("scenario.toml");
-    let run = regmig(&[
-        "sim",
-        "run",
-        scenario.to_str().expect("a UTF-8 path"),
-        "--data-dir",
-        data_dir.to_str().expect("a UTF-8 path"),
-    ])
-    .expect_code(0);
+    let run = sim_run_into(&scenario, &data_dir).expect_code(0);
     println!("{}", run.stdout);
     let target = fixture_data_dir();
     let _ = std::fs::remove_dir_all(&target);

@@ -71,6 +71,7 @@ pub async fn submitted_event(
         policy: RetryPolicy::default(),
         trigger: "bench".to_string(),
         reason: None,
+        actor: None,
     })
 }
 

@@ -357,6 +357,60 @@ pub fn parse_time_ms(text: &str) -> Result<u64, ParseTimeError> {
     parse_rfc3339_ms(trimmed).ok_or_else(error)
 }
 
+/// Which end of a time range (`--since`, `--until`) a time bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeEnd {
+    /// `--since`: a date alone is the start of that day.
+    Start,
+    /// `--until`: a date alone is the end of that day (the whole day is included).
+    End,
+}
+
+/// Why a `--since`/`--until` time could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid time {text:?}: expected RFC 3339 (2026-01-01T00:00:00Z, 2026-01-01T02:00:00+02:00), a date (2026-01-01, the whole day), an age (7d, 24h, 90m: that long before now) or milliseconds since the Unix epoch")]
+pub struct ParseRangeTimeError {
+    /// The text given.
+    pub text: String,
+}
+
+/// Parses one end of a time range: what [`parse_time_ms`] reads, except that a date alone
+/// at the `End` is the last millisecond of that day, and an age ("7d", "24h", "1h 30m") is
+/// that long before `now_ms`.
+pub fn parse_range_time_ms(
+    text: &str,
+    end: RangeEnd,
+    now_ms: u64,
+) -> Result<u64, ParseRangeTimeError> {
+    let trimmed = text.trim();
+    if let Ok(ms) = parse_time_ms(trimmed) {
+        let date_only = trimmed.len() == 10 && trimmed.as_bytes().get(4) == Some(&b'-');
+        return Ok(match end {
+            RangeEnd::End if date_only => ms + 86_400_000 - 1,
+            _ => ms,
+        });
+    }
+    let starts_with_digit = trimmed.bytes().next().is_some_and(|b| b.is_ascii_digit());
+    match humantime::parse_duration(trimmed) {
+        Ok(age) if starts_with_digit => {
+            let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+            Ok(now_ms.saturating_sub(age_ms))
+        }
+        _ => Err(ParseRangeTimeError {
+            text: text.to_string(),
+        }),
+    }
+}
+
+/// Now, in ms since the Unix epoch, from the system clock (what an age is counted back from).
+pub fn wall_clock_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 fn parse_rfc3339_ms(text: &str) -> Option<u64> {
     let bytes = text.as_bytes();
     let number = |range: std::ops::Range<usize>| -> Option<i64> {
@@ -653,6 +707,33 @@ mod tests {
             "-5",
         ] {
             assert!(parse_time_ms(text).is_err(), "{text:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn range_ends_read_whole_days_and_ages() {
+        let day_ms = 1_767_225_600_000; // 2026-01-01
+        let now_ms = day_ms + 3 * 86_400_000;
+        let read = |text, end| parse_range_time_ms(text, end, now_ms);
+        assert_eq!(read("2026-01-01", RangeEnd::Start), Ok(day_ms));
+        assert_eq!(read("2026-01-01", RangeEnd::End), Ok(day_ms + 86_399_999));
+        assert_eq!(
+            read("2026-01-01T00:00:12.177Z", RangeEnd::End),
+            Ok(1_767_225_612_177)
+        );
+        assert_eq!(read("1767225612177", RangeEnd::End), Ok(1_767_225_612_177));
+        assert_eq!(read("3d", RangeEnd::Start), Ok(day_ms));
+        assert_eq!(read("24h", RangeEnd::End), Ok(now_ms - 86_400_000));
+        assert_eq!(read("1h 30m", RangeEnd::Start), Ok(now_ms - 5_400_000));
+        assert_eq!(read("100000d", RangeEnd::Start), Ok(0));
+        for text in ["", "yesterday", "d", "2026-02-30", "7 days ago", "-7d"] {
+            assert_eq!(
+                read(text, RangeEnd::Start),
+                Err(ParseRangeTimeError {
+                    text: text.to_string()
+                }),
+                "{text:?} was accepted"
+            );
         }
     }
 

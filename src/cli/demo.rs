@@ -15,7 +15,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::demo_faults::{self, faults_used, FaultsUsed};
-use super::{DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
 use crate::sim::campaign::{
     cluster_setup, remaining_moves, restore_routes, submitted_moves, write_initial_layout,
     CampaignConfig, CampaignError, CampaignRecord, MirroredMetadataStore, Phase,
@@ -34,7 +34,7 @@ use regmig::migration::{fold, MigrationEvent, MigrationState, Outcome};
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the log and the durable routing metadata live.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Datanodes in the simulated cluster, 2..=64 (first run only; each is a simulated task,
     /// and 64 keeps a run to seconds).
@@ -53,6 +53,9 @@ pub struct DemoArgs {
     /// Inject no faults.
     #[arg(long)]
     pub no_faults: bool,
+    /// Who runs the campaign, recorded with each migration it submits (`regmig audit`).
+    #[arg(long, default_value = "regmig demo", value_name = "ACTOR")]
+    pub actor: String,
     /// Print the summary as one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -458,7 +461,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                             regmig::domain::Peer::sim(from),
                             regmig::domain::Peer::sim(to),
                         )
-                    };
+                    }
+                    .by(args.actor.as_str(), phase.reason(&config));
                     match engine.submit_batch(batch).await {
                         Ok(submitted) => {
                             for (region_id, start) in submitted.regions {
@@ -484,7 +488,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                         regmig::domain::Peer::sim(*from),
                         regmig::domain::Peer::sim(*to),
                     )
-                };
+                }
+                .by(args.actor.as_str(), phase.reason(&config));
                 match engine.submit(request).await {
                     Ok(SubmitOutcome::Started(id)) => ids.push(id),
                     Ok(SubmitOutcome::AlreadyMigrated) => {}
@@ -682,7 +687,7 @@ fn print_summary(summary: &Summary) {
     println!("  regmig show {interesting} --data-dir {dir}");
     println!("  regmig replay {interesting} --check --data-dir {dir}");
     println!(
-        "  regmig audit --peer {} --data-dir {dir}",
+        "  regmig audit --from {} --since 7d --data-dir {dir}",
         summary.datanodes
     );
     println!("  regmig timeline {interesting} -o timeline.svg --data-dir {dir}");

@@ -10,14 +10,15 @@ use serde::Serialize;
 use super::batch::{member_heading, migration_or_batch, Batch, BatchDocument, Found};
 use super::common::{
     finish, format_duration, format_offset, format_time, note_archived_history, open_log, or_dash,
-    parse_id_arg, parse_time_ms, print_json, print_text, CliError, ParseTimeError, Table,
+    parse_id_arg, parse_range_time_ms, print_json, print_text, wall_clock_now_ms, CliError,
+    ParseRangeTimeError, RangeEnd, Table,
 };
 use super::summary::{
     detail, kind_label, payload_json, select_summaries_with_archive, Detail, QueuedForLock,
     RouteView, Selection, Summary,
 };
 use super::verdict::{attempts_line, forward_retries, policy_line, verdict, why};
-use super::DEFAULT_DATA_DIR;
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR};
 use regmig::domain::{ParseRegionIdError, PeerId, RegionId, TableId};
 use regmig::engine::store::decode_record;
 use regmig::migration::{MigrationState, StateName};
@@ -26,7 +27,7 @@ use regmig::migration::{MigrationState, StateName};
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
     /// The data directory.
-    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Print one JSON document instead of a table.
     #[arg(long)]
@@ -42,14 +43,22 @@ pub struct FilterArgs {
     /// Only migrations from or to this datanode; uses the peer index.
     #[arg(long, value_name = "PEER_ID")]
     pub peer: Option<PeerId>,
+    /// Only migrations off this datanode (it was the old leader); uses the peer index.
+    #[arg(long, value_name = "PEER_ID")]
+    pub from: Option<PeerId>,
+    /// Only migrations onto this datanode (it is the new leader); uses the peer index.
+    #[arg(long, value_name = "PEER_ID")]
+    pub to: Option<PeerId>,
     /// Only regions of this table; uses the region index (one range over the table's regions).
     #[arg(long, value_name = "TABLE_ID")]
     pub table: Option<TableId>,
-    /// Submitted at or after this time (RFC 3339, or ms since the Unix epoch).
-    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    /// Submitted at or after this time: RFC 3339, a date (from its start), an age such as
+    /// 7d or 24h (that long before now), or ms since the Unix epoch.
+    #[arg(long, value_parser = parse_since, value_name = "TIME")]
     pub since: Option<u64>,
-    /// Submitted at or before this time (RFC 3339, or ms since the Unix epoch).
-    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    /// Submitted at or before this time: RFC 3339, a date (through its end), an age such as
+    /// 7d or 24h (that long before now), or ms since the Unix epoch.
+    #[arg(long, value_parser = parse_until, value_name = "TIME")]
     pub until: Option<u64>,
     /// Only migrations that ended so.
     #[arg(long, value_enum, value_name = "OUTCOME")]
@@ -71,6 +80,8 @@ impl FilterArgs {
         Ok(Selection {
             region: self.region,
             peer: self.peer,
+            from_peer: self.from,
+            to_peer: self.to,
             table: self.table,
             since_ms: self.since,
             until_ms: self.until,
@@ -170,8 +181,12 @@ fn parse_region(text: &str) -> Result<RegionId, ParseRegionIdError> {
     text.parse()
 }
 
-fn parse_time(text: &str) -> Result<u64, ParseTimeError> {
-    parse_time_ms(text)
+fn parse_since(text: &str) -> Result<u64, ParseRangeTimeError> {
+    parse_range_time_ms(text, RangeEnd::Start, wall_clock_now_ms())
+}
+
+fn parse_until(text: &str) -> Result<u64, ParseRangeTimeError> {
+    parse_range_time_ms(text, RangeEnd::End, wall_clock_now_ms())
 }
 
 /// Arguments of `list`.
@@ -240,13 +255,20 @@ pub struct EventsArgs {
     /// Where the log is, and how to print.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Print each payload whole, as stored (the table otherwise shows it compact: regions as
+    /// TABLE:NUMBER, states as the spec names them, no nulls, long lists counted, lines cut).
+    #[arg(long)]
+    pub full: bool,
+    /// Only events of this kind (e.g. RetryScheduled; case ignored); may be repeated.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
 }
 
 /// Arguments of `audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// The data directory.
-    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Which migrations.
     #[command(flatten)]
@@ -525,6 +547,9 @@ pub fn render_show(detail: &Detail) -> String {
         ),
     );
     field("trigger", summary.trigger.clone());
+    if let Some(actor) = &summary.actor {
+        field("actor", actor.clone());
+    }
     field("reason", or_dash(summary.reason.as_ref()));
     if let Some(batch) = &summary.batch {
         field(
@@ -825,6 +850,7 @@ struct BatchEventsDocument {
 fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
     let id = parse_id_arg(&args.id)?;
     let log = open_log(&args.output.data_dir)?;
+    let wanted = wanted_kinds(&args.kind)?;
     let procedure_id = id.resolve(&log)?;
     let records = log.procedure_events(procedure_id, 1)?;
     if records.is_empty() {
@@ -835,12 +861,12 @@ fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
         let mut out = String::new();
         for member in &batch.members {
             let records = log.procedure_events(member.procedure_id, 1)?;
-            let document = events_document(member.procedure_id, &records);
+            let document = events_document(member.procedure_id, &records, &wanted);
             if !out.is_empty() {
                 out.push('\n');
             }
             out.push_str(&member_heading(batch.batch_id, member));
-            out.push_str(&render_events(&document));
+            out.push_str(&render_events(&document, args.full));
             documents.push(document);
         }
         if args.output.json {
@@ -854,20 +880,48 @@ fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
         }
         return Ok(0);
     }
-    let document = events_document(procedure_id, &records);
+    let document = events_document(procedure_id, &records, &wanted);
     if args.output.json {
         print_json(&document);
     } else {
-        print_text(&render_events(&document));
+        print_text(&render_events(&document, args.full));
     }
     Ok(0)
 }
 
-/// One migration's events (`records`, not empty) as `events` prints them.
-fn events_document(procedure_id: uuid::Uuid, records: &[regmig::log::Record]) -> EventsDocument {
+/// The `--kind` names asked for, lowercased; bad usage when one names no kind.
+fn wanted_kinds(kinds: &[String]) -> Result<Vec<String>, CliError> {
+    let wanted: Vec<String> = kinds.iter().map(|kind| kind.to_ascii_lowercase()).collect();
+    let known: Vec<String> = (0..=u16::from(u8::MAX))
+        .filter_map(regmig::migration::events::kind_name)
+        .chain(["Unknown"])
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = wanted
+        .iter()
+        .find(|kind| !known.iter().any(|name| name.to_ascii_lowercase() == **kind))
+    {
+        return Err(CliError::Usage(format!(
+            "--kind {bad}: no event has that kind; the kinds are {}",
+            known.join(", ")
+        )));
+    }
+    Ok(wanted)
+}
+
+/// One migration's events (`records`, not empty) as `events` prints them, only the kinds
+/// `wanted` (all when empty).
+fn events_document(
+    procedure_id: uuid::Uuid,
+    records: &[regmig::log::Record],
+    wanted: &[String],
+) -> EventsDocument {
     let start_ms = records.first().map_or(0, |record| record.recorded_at_ms);
     let rows: Vec<EventRow> = records
         .iter()
+        .filter(|record| {
+            wanted.is_empty() || wanted.contains(&kind_label(record.kind).to_ascii_lowercase())
+        })
         .map(|record| {
             let (payload, decode_error) = match decode_record(record) {
                 Ok(timed) => (payload_json(&timed.event), None),
@@ -893,7 +947,7 @@ fn events_document(procedure_id: uuid::Uuid, records: &[regmig::log::Record]) ->
     }
 }
 
-fn render_events(document: &EventsDocument) -> String {
+fn render_events(document: &EventsDocument, full: bool) -> String {
     let start_ms = document.events.first().map_or(0, |row| row.recorded_at_ms);
     let mut out = format!(
         "events of migration {} (submitted {}):\n",
@@ -904,7 +958,8 @@ fn render_events(document: &EventsDocument) -> String {
     for row in &document.events {
         let payload = match &row.decode_error {
             Some(error) => format!("<undecodable: {error}>"),
-            None => serde_json::to_string(&row.payload).unwrap_or_default(),
+            None if full => serde_json::to_string(&row.payload).unwrap_or_default(),
+            None => compact_payload(&row.payload),
         };
         table.row(vec![
             row.seq.to_string(),
@@ -915,6 +970,53 @@ fn render_events(document: &EventsDocument) -> String {
     }
     out.push_str(&table.render());
     out
+}
+
+/// Lists longer than this are shown as their length in a compact payload.
+const COMPACT_LIST_MAX_ITEMS: usize = 4;
+/// A compact payload is cut to this many characters.
+const COMPACT_PAYLOAD_MAX_CHARS: usize = 160;
+
+/// A payload as the `events` table shows it by default: the spellings of every other
+/// output (regions as TABLE:NUMBER, states as the spec names them), no null fields, lists of
+/// more than [`COMPACT_LIST_MAX_ITEMS`] counted, cut to [`COMPACT_PAYLOAD_MAX_CHARS`].
+pub fn compact_payload(payload: &serde_json::Value) -> String {
+    let text = compact_value(None, payload).to_string();
+    if text.chars().count() <= COMPACT_PAYLOAD_MAX_CHARS {
+        return text;
+    }
+    let cut: String = text.chars().take(COMPACT_PAYLOAD_MAX_CHARS - 1).collect();
+    format!("{cut}…")
+}
+
+fn compact_value(key: Option<&str>, value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (key, value) {
+        (Some("region_id"), Value::Number(number)) => number
+            .to_string()
+            .parse::<RegionId>()
+            .map_or(value.clone(), |region| Value::String(region.to_string())),
+        (Some("state"), Value::String(serde_name)) => Value::String(
+            StateName::ALL
+                .into_iter()
+                .find(|state| serde_json::to_value(state).ok().as_ref() == Some(value))
+                .map_or_else(|| serde_name.clone(), |state| state.name().to_string()),
+        ),
+        (_, Value::Object(fields)) => Value::Object(
+            fields
+                .iter()
+                .filter(|(_, field)| !field.is_null())
+                .map(|(name, field)| (name.clone(), compact_value(Some(name), field)))
+                .collect(),
+        ),
+        (_, Value::Array(items)) if items.len() > COMPACT_LIST_MAX_ITEMS => {
+            Value::String(format!("[{} items]", items.len()))
+        }
+        (_, Value::Array(items)) => {
+            Value::Array(items.iter().map(|item| compact_value(key, item)).collect())
+        }
+        _ => value.clone(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -952,10 +1054,19 @@ pub struct AuditRow {
     pub finished_at_ms: Option<u64>,
     /// How long: submit to finish (to the last event while it runs).
     pub duration_ms: u64,
+    /// Who asked for it; null when the log does not say (logs written before actors were
+    /// recorded, or a submit that named none).
+    pub actor: Option<String>,
     /// Why: what asked for it.
     pub trigger: String,
     /// Why: the operator's reason, if any.
     pub reason: Option<String>,
+    /// Who cancelled it, if an operator did.
+    pub cancelled_by: Option<String>,
+    /// Why they cancelled it.
+    pub cancel_reason: Option<String>,
+    /// Why the procedure chose to abort, if it did.
+    pub abort_reason: Option<String>,
     /// completed, aborted or failed; null while it runs.
     pub outcome: Option<&'static str>,
     /// The status (the outcome, or running, waiting, retrying, rolling_back).
@@ -968,7 +1079,11 @@ pub struct AuditRow {
 }
 
 impl AuditRow {
-    fn of(summary: &Summary) -> Self {
+    fn of(summary: &Summary, state: &MigrationState) -> Self {
+        let (cancelled_by, cancel_reason) = match &state.cancelled_by {
+            Some((actor, reason)) => (Some(actor.clone()), Some(reason.clone())),
+            None => (None, None),
+        };
         AuditRow {
             procedure_id: summary.procedure_id.clone(),
             region: summary.region.clone(),
@@ -979,8 +1094,12 @@ impl AuditRow {
             finished_at: summary.finished_at.clone(),
             finished_at_ms: summary.finished_at_ms,
             duration_ms: summary.duration_ms,
+            actor: state.actor.clone(),
             trigger: summary.trigger.clone(),
             reason: summary.reason.clone(),
+            cancelled_by,
+            cancel_reason,
+            abort_reason: state.abort_reason.clone(),
             outcome: summary.outcome,
             status: summary.status,
             final_error: summary.final_error.clone(),
@@ -1004,7 +1123,7 @@ fn run_audit(args: &AuditArgs, format: AuditFormat) -> Result<u8, CliError> {
         select_summaries_with_archive(&log, &selection, args.archive.as_deref())?
             .iter()
             .filter(|(summary, _)| args.filter.keeps(summary))
-            .map(|(summary, _)| AuditRow::of(summary))
+            .map(|(summary, state)| AuditRow::of(summary, state))
             .collect();
     match format {
         AuditFormat::Json => print_json(&AuditDocument {
@@ -1017,7 +1136,8 @@ fn run_audit(args: &AuditArgs, format: AuditFormat) -> Result<u8, CliError> {
     Ok(0)
 }
 
-const AUDIT_CSV_COLUMNS: [&str; 12] = [
+/// The CSV header; each row of [`render_audit_csv`] has these cells, in this order.
+pub const AUDIT_CSV_COLUMNS: [&str; 16] = [
     "procedure_id",
     "region",
     "from_peer",
@@ -1025,8 +1145,12 @@ const AUDIT_CSV_COLUMNS: [&str; 12] = [
     "submitted_at",
     "finished_at",
     "duration_ms",
+    "actor",
     "trigger",
     "reason",
+    "cancelled_by",
+    "cancel_reason",
+    "abort_reason",
     "outcome",
     "status",
     "final_error",
@@ -1044,8 +1168,12 @@ fn render_audit_csv(rows: &[AuditRow]) -> String {
             row.submitted_at.clone(),
             row.finished_at.clone().unwrap_or_default(),
             row.duration_ms.to_string(),
+            row.actor.clone().unwrap_or_default(),
             row.trigger.clone(),
             row.reason.clone().unwrap_or_default(),
+            row.cancelled_by.clone().unwrap_or_default(),
+            row.cancel_reason.clone().unwrap_or_default(),
+            row.abort_reason.clone().unwrap_or_default(),
             row.outcome.unwrap_or_default().to_string(),
             row.status.to_string(),
             row.final_error.clone().unwrap_or_default(),
@@ -1077,10 +1205,13 @@ fn render_audit_table(rows: &[AuditRow]) -> String {
         "FINISHED",
         "REGION",
         "FROM→TO",
+        "ACTOR",
         "WHY",
         "OUTCOME",
         "DURATION",
         "ID",
+        "CANCELLED BY",
+        "ABORT REASON",
     ]);
     for row in rows {
         let why = match &row.reason {
@@ -1092,10 +1223,16 @@ fn render_audit_table(rows: &[AuditRow]) -> String {
             or_dash(row.finished_at.as_ref()),
             row.region.clone(),
             format!("{}→{}", row.from_peer, row.to_peer),
+            or_dash(row.actor.as_ref()),
             why,
             row.outcome.unwrap_or(row.status).to_string(),
             format_duration(row.duration_ms),
             row.procedure_id.clone(),
+            match (&row.cancelled_by, &row.cancel_reason) {
+                (Some(actor), Some(reason)) => format!("{actor}: {reason}"),
+                _ => "-".to_string(),
+            },
+            or_dash(row.abort_reason.as_ref()),
         ]);
     }
     let mut out = table.render();
@@ -1127,6 +1264,25 @@ mod tests {
         );
         assert_eq!(parse_state_filter("open"), Ok(StateFilter::Open));
         assert!(parse_state_filter("sleeping").is_err());
+    }
+
+    #[test]
+    fn compact_payloads_use_one_spelling_and_stay_short() {
+        let payload = serde_json::json!({
+            "state": "UpdateMetadataDowngrade",
+            "reason": null,
+            "region_id": 30064771075u64,
+            "keys": [1, 2, 3, 4, 5],
+            "few": [{"region_id": 4398046511105u64}],
+        });
+        assert_eq!(
+            compact_payload(&payload),
+            r#"{"few":[{"region_id":"1024:1"}],"keys":"[5 items]","region_id":"7:3","state":"UpdateMetadata::Downgrade"}"#
+        );
+        let long = serde_json::json!({ "message": "x".repeat(300) });
+        let text = compact_payload(&long);
+        assert_eq!(text.chars().count(), COMPACT_PAYLOAD_MAX_CHARS);
+        assert!(text.ends_with('…'));
     }
 
     #[test]

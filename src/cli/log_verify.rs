@@ -2,6 +2,9 @@
 //! data directory's event log and names every problem. Exit 0 when clean, 1 otherwise.
 //! With `--archive ARCHIVE_DIR` it also proves that the archive joins the live log without
 //! a gap ([`regmig::archive::verify_archive`]); an archive that does not is a problem.
+//! It prints the chain head (`GLOBAL_SEQ:HASH`); `--expect-head` takes one printed earlier and
+//! checks that the history up to it is unchanged: the chain hash there is the same (exit 1
+//! when not, naming the first broken link when the damage left one).
 
 use std::path::Path;
 
@@ -9,19 +12,259 @@ use serde_json::json;
 
 use regmig::archive::{verify_archive, ArchiveError};
 use regmig::log::keys::hex;
-use regmig::log::{EventLog, LogError, VerifyReport};
+use regmig::log::{
+    chain_hash, encode_record, ChainHash, EventLog, LogError, VerifyReport, CHAIN_START,
+};
 
 use super::EXIT_FAILED;
 
-/// Runs the command; returns the exit code.
-pub fn run(data_dir: &Path, archive: Option<&Path>, json: bool) -> u8 {
-    let report = open_and_verify(data_dir, archive);
-    match (&report, json) {
-        (Ok((report, joined)), false) => print_text(data_dir, report, archive, joined.as_ref()),
-        (Ok((report, joined)), true) => println!(
-            "{}",
-            report_json(data_dir, report, archive, joined.as_ref())
+/// A chain head written down earlier: a chain hash, and where it was (`GLOBAL_SEQ:HASH`, as
+/// `log verify` prints it) when known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpectedHead {
+    /// The global seq of the record whose chain hash it is, when given.
+    pub global_seq: Option<u64>,
+    /// The chain hash.
+    pub hash: ChainHash,
+}
+
+/// Why an `--expect-head` value is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chain head {text:?}: expected GLOBAL_SEQ:HASH or HASH, the hash as 64 hex digits (as `regmig log verify` prints it)")]
+pub struct ParseHeadError {
+    /// The text given.
+    pub text: String,
+}
+
+/// Parses `GLOBAL_SEQ:HASH` or `HASH`.
+pub fn parse_expected_head(text: &str) -> Result<ExpectedHead, ParseHeadError> {
+    let error = || ParseHeadError {
+        text: text.to_string(),
+    };
+    let trimmed = text.trim();
+    let (global_seq, hash_text) = match trimmed.split_once(':') {
+        Some((seq, hash)) => (Some(seq.parse::<u64>().map_err(|_| error())?), hash),
+        None => (None, trimmed),
+    };
+    if hash_text.len() != 64 || !hash_text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(error());
+    }
+    let mut hash = ChainHash::default();
+    for (index, byte) in hash.iter_mut().enumerate() {
+        *byte =
+            u8::from_str_radix(&hash_text[index * 2..index * 2 + 2], 16).map_err(|_| error())?;
+    }
+    Ok(ExpectedHead { global_seq, hash })
+}
+
+/// Where the chain first breaks: a record whose `prev_hash` is not the chain hash of the
+/// record before it, so one of the two was changed (or records were removed or reordered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BrokenLink {
+    global_seq: u64,
+    procedure_id: uuid::Uuid,
+    seq: u64,
+}
+
+/// What checking an expected head came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HeadCheck {
+    /// The chain hash at `global_seq` is the expected one and every link up to it holds: the
+    /// history up to it is unchanged.
+    Unchanged {
+        global_seq: u64,
+        appended_since: u64,
+    },
+    /// The chain hash at `global_seq` is `actual`, or a link before it is broken.
+    Changed {
+        global_seq: u64,
+        actual: ChainHash,
+        broken: Option<BrokenLink>,
+    },
+    /// No record's chain hash is the expected one (no global seq was given).
+    NotFound { broken: Option<BrokenLink> },
+    /// The check cannot be made here: the reason.
+    Cannot(String),
+}
+
+impl HeadCheck {
+    fn holds(&self) -> bool {
+        matches!(self, HeadCheck::Unchanged { .. })
+    }
+}
+
+/// Records read at once while walking the chain.
+const CHAIN_PAGE_RECORDS: usize = 4096;
+
+/// Walks the live log in global order, checking every link, and compares the expected head
+/// with the chain hash at its global seq (or, without one, looks for it).
+fn check_head(
+    log: &EventLog,
+    report: &VerifyReport,
+    expected: ExpectedHead,
+) -> Result<HeadCheck, LogError> {
+    if report.chain.chained_from_global_seq.is_none() && report.chain.records > 0 {
+        return Ok(HeadCheck::Cannot(
+            "this log has no hash chain (format version 1 records only)".to_string(),
+        ));
+    }
+    let head_global_seq = report
+        .chain
+        .head_global_seq
+        .max(report.archived_to_global_seq);
+    let (cut_global_seq, hash_at_cut) = log.checkpoint()?.map_or((0, CHAIN_START), |checkpoint| {
+        (checkpoint.cut_global_seq, checkpoint.hash_at_cut)
+    });
+    if let Some(seq) = expected.global_seq {
+        if seq < cut_global_seq {
+            return Ok(HeadCheck::Cannot(format!(
+                "global seq {seq} is archived (the live log starts after global seq {cut_global_seq}): check it against the archive's manifests"
+            )));
+        }
+        if seq > head_global_seq || seq == 0 {
+            return Ok(HeadCheck::Cannot(format!(
+                "the log ends at global seq {head_global_seq}, before global seq {seq}: records were removed, or the head is another log's"
+            )));
+        }
+    }
+    // The hash at the cut stands for the archived history; the live log chains to it.
+    let judge =
+        |global_seq: u64, hash: ChainHash, broken: Option<BrokenLink>| -> Option<HeadCheck> {
+            let here = match expected.global_seq {
+                Some(seq) => seq == global_seq,
+                None => hash == expected.hash,
+            };
+            here.then(|| match broken {
+                None if hash == expected.hash => HeadCheck::Unchanged {
+                    global_seq,
+                    appended_since: head_global_seq - global_seq,
+                },
+                _ => HeadCheck::Changed {
+                    global_seq,
+                    actual: hash,
+                    broken,
+                },
+            })
+        };
+    if cut_global_seq > 0 {
+        if let Some(check) = judge(cut_global_seq, hash_at_cut, None) {
+            return Ok(check);
+        }
+    }
+    let mut prev_hash = hash_at_cut;
+    let mut broken = None;
+    let mut next = cut_global_seq + 1;
+    loop {
+        let page = log.events_from(next, CHAIN_PAGE_RECORDS)?;
+        let Some(last) = page.last() else {
+            return Ok(HeadCheck::NotFound { broken });
+        };
+        next = last.global_seq + 1;
+        for record in &page {
+            if record.prev_hash.is_some_and(|stored| stored != prev_hash) && broken.is_none() {
+                broken = Some(BrokenLink {
+                    global_seq: record.global_seq,
+                    procedure_id: record.procedure_id,
+                    seq: record.seq,
+                });
+            }
+            prev_hash = chain_hash(&encode_record(record));
+            if let Some(check) = judge(record.global_seq, prev_hash, broken) {
+                return Ok(check);
+            }
+        }
+    }
+}
+
+fn broken_text(broken: Option<BrokenLink>) -> String {
+    match broken {
+        Some(link) => format!(
+            "; the chain first breaks between global seq {} and {} (migration {} event {}): one of them was changed",
+            link.global_seq - 1,
+            link.global_seq,
+            link.procedure_id,
+            link.seq
         ),
+        None => String::new(),
+    }
+}
+
+fn head_text(expected: ExpectedHead, check: &HeadCheck) -> String {
+    match check {
+        HeadCheck::Unchanged {
+            global_seq,
+            appended_since,
+        } => format!(
+            "unchanged: the chain hash at global seq {global_seq} is {} and every link up to it holds; {appended_since} records appended since",
+            hex(&expected.hash)
+        ),
+        HeadCheck::Changed {
+            global_seq,
+            actual,
+            broken,
+        } => format!(
+            "CHANGED: the chain hash at global seq {global_seq} is {}{}: a record at or before it was changed, removed or reordered{}",
+            hex(actual),
+            if *actual == expected.hash {
+                " as expected, but a link before it does not hold".to_string()
+            } else {
+                format!(", not {}", hex(&expected.hash))
+            },
+            broken_text(*broken)
+        ),
+        HeadCheck::NotFound { broken } => format!(
+            "NOT FOUND: no record's chain hash is {}: the history it ended was changed, or it is another log's{}",
+            hex(&expected.hash),
+            broken_text(*broken)
+        ),
+        HeadCheck::Cannot(reason) => format!("CANNOT CHECK: {reason}"),
+    }
+}
+
+/// The head to write down: `GLOBAL_SEQ:HASH` of the last chained record, if any.
+fn head_of(report: &VerifyReport) -> Option<String> {
+    let chained = report.chain.chained_from_global_seq.is_some()
+        || (report.chain.records == 0 && report.archived_to_global_seq > 0);
+    chained.then(|| {
+        format!(
+            "{}:{}",
+            report
+                .chain
+                .head_global_seq
+                .max(report.archived_to_global_seq),
+            hex(&report.chain.head_hash)
+        )
+    })
+}
+
+/// Runs the command; returns the exit code.
+pub fn run(
+    data_dir: &Path,
+    archive: Option<&Path>,
+    expect_head: Option<ExpectedHead>,
+    json: bool,
+) -> u8 {
+    let report = open_and_verify(data_dir, archive, expect_head);
+    match (&report, json) {
+        (Ok((report, joined, head)), false) => {
+            print_text(data_dir, report, archive, joined.as_ref());
+            if let (Some(expected), Some(check)) = (expect_head, head) {
+                println!("expected head:   {}", head_text(expected, check));
+            }
+        }
+        (Ok((report, joined, head)), true) => {
+            let mut document = report_json(data_dir, report, archive, joined.as_ref());
+            if let (Some(expected), Some(check)) = (expect_head, head) {
+                document["expected_head"] = json!({
+                    "global_seq": expected.global_seq,
+                    "hash": hex(&expected.hash),
+                    "unchanged": check.holds(),
+                    "text": head_text(expected, check),
+                });
+                document["ok"] = json!(document["ok"] == json!(true) && check.holds());
+            }
+            println!("{document}");
+        }
         (Err(error), false) => eprintln!("error: {error}"),
         (Err(error), true) => println!(
             "{}",
@@ -33,7 +276,8 @@ pub fn run(data_dir: &Path, archive: Option<&Path>, json: bool) -> u8 {
         ),
     }
     match report {
-        Ok((report, None | Some(Ok(_)))) if report.is_clean() => 0,
+        Ok((_, _, Some(check))) if !check.holds() => EXIT_FAILED,
+        Ok((report, None | Some(Ok(_)), _)) if report.is_clean() => 0,
         _ => EXIT_FAILED,
     }
 }
@@ -41,17 +285,23 @@ pub fn run(data_dir: &Path, archive: Option<&Path>, json: bool) -> u8 {
 /// What `--archive` found: the archive's records and manifests, or why it does not join.
 type Joined = Result<(usize, usize), ArchiveError>;
 
+type Verified = (VerifyReport, Option<Joined>, Option<HeadCheck>);
+
 fn open_and_verify(
     data_dir: &Path,
     archive: Option<&Path>,
-) -> Result<(VerifyReport, Option<Joined>), LogError> {
+    expect_head: Option<ExpectedHead>,
+) -> Result<Verified, LogError> {
     // A private copy: verifying writes nothing into the directory.
     let log = EventLog::open_read_only(data_dir)?;
     let report = log.verify()?;
     let joined = archive.map(|dir| {
         verify_archive(&log, dir).map(|contents| (contents.manifests.len(), contents.records.len()))
     });
-    Ok((report, joined))
+    let head = expect_head
+        .map(|expected| check_head(&log, &report, expected))
+        .transpose()?;
+    Ok((report, joined, head))
 }
 
 fn archive_text(report: &VerifyReport, archive: Option<&Path>, joined: Option<&Joined>) -> String {
@@ -103,6 +353,9 @@ fn print_text(
     println!("procedures:      {}", report.procedures);
     println!("open procedures: {}", report.open_procedures);
     println!("chain:           {}", chain_text(report));
+    if let Some(head) = head_of(report) {
+        println!("head:            {head} (give it to --expect-head later to check that the history up to here is unchanged)");
+    }
     println!("archive:         {}", archive_text(report, archive, joined));
     println!("problems:        {}", report.problem_count());
     for problem in &report.problems {
@@ -161,9 +414,46 @@ fn report_json(
             "head_global_seq": report.chain.head_global_seq,
             "head_hash": hex(&report.chain.head_hash),
             "records": report.chain.records,
+            "head": head_of(report),
         },
         "problem_count": report.problem_count(),
         "problems_omitted": report.problems_omitted,
         "problems": problems,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_read_with_or_without_their_global_seq() {
+        let hash_text = "0f".repeat(32);
+        let hash = [0x0f; 32];
+        assert_eq!(
+            parse_expected_head(&format!("42:{hash_text}")),
+            Ok(ExpectedHead {
+                global_seq: Some(42),
+                hash
+            })
+        );
+        assert_eq!(
+            parse_expected_head(&hash_text.to_uppercase()),
+            Ok(ExpectedHead {
+                global_seq: None,
+                hash
+            })
+        );
+        for text in [
+            "",
+            "42",
+            "x:",
+            &format!("-1:{hash_text}"),
+            &hash_text[1..],
+            &format!("{hash_text}0"),
+            &"zz".repeat(32),
+        ] {
+            assert!(parse_expected_head(text).is_err(), "{text:?} was accepted");
+        }
+    }
 }

@@ -49,6 +49,9 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// The data directory every command uses unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "./regmig-data";
+/// The environment variable that, when set, replaces [`DEFAULT_DATA_DIR`] for every command
+/// (`--data-dir` still wins).
+pub const DATA_DIR_ENV: &str = "REGMIG_DATA_DIR";
 
 /// regmig: migrate regions between datanodes, with every step in a durable event log.
 #[derive(Debug, Parser)]
@@ -98,11 +101,15 @@ pub enum LogCommand {
     /// Check every record and index of a data directory; exit 1 when a problem is found.
     Verify {
         /// The data directory.
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// Also prove that the archive in this directory joins the live log without a gap.
         #[arg(long, value_name = "DIR")]
         archive: Option<std::path::PathBuf>,
+        /// Check that the history up to a chain head printed earlier (GLOBAL_SEQ:HASH, or
+        /// the hash alone) is unchanged; exit 1 when it is not.
+        #[arg(long, value_parser = log_verify::parse_expected_head, value_name = "HEAD")]
+        expect_head: Option<log_verify::ExpectedHead>,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -111,7 +118,7 @@ pub enum LogCommand {
     /// an archive directory, and remove them from the live log, leaving a checkpoint.
     Archive {
         /// The data directory.
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// Archive migrations whose last event is before this time (RFC 3339, or ms
         /// since the Unix epoch).
@@ -128,7 +135,7 @@ pub enum LogCommand {
     /// an archive: sled reuses freed space but never shrinks its files); DIR is only read.
     Compact {
         /// The data directory (held and only read).
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// The new data directory (must not exist, or be empty).
         #[arg(long)]
@@ -141,7 +148,7 @@ pub enum LogCommand {
     /// log, with a marker where a migration's history is missing; DIR is left untouched.
     Salvage {
         /// The damaged data directory (only read).
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// The new data directory (must not exist, or be empty).
         #[arg(long)]
@@ -195,8 +202,9 @@ pub fn main() -> ExitCode {
         Command::Log(LogCommand::Verify {
             data_dir,
             archive,
+            expect_head,
             json,
-        }) => log_verify::run(&data_dir, archive.as_deref(), json),
+        }) => log_verify::run(&data_dir, archive.as_deref(), expect_head, json),
         Command::Log(LogCommand::Archive {
             data_dir,
             before,

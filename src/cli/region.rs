@@ -62,6 +62,8 @@ fn run_region(args: &RegionArgs) -> Result<u8, CliError> {
     let selection = Selection {
         region: Some(args.region),
         peer: None,
+        from_peer: None,
+        to_peer: None,
         table: None,
         since_ms: None,
         until_ms: None,
@@ -180,6 +182,8 @@ pub fn lock_holders(
     let selection = Selection {
         region: None,
         peer: None,
+        from_peer: None,
+        to_peer: None,
         table: Some(table_id),
         since_ms: None,
         until_ms: Some(at_ms),

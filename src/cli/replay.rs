@@ -19,8 +19,8 @@ use super::common::{
 };
 use super::inspect::OutputArgs;
 use super::summary::payload_json;
-use super::{DEFAULT_DATA_DIR, EXIT_FAILED};
-use regmig::engine::store::decode_record;
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED};
+use regmig::engine::store::{decode_record, UndecodableEvent};
 use regmig::log::bundle::{read_bundle, write_bundle};
 use regmig::migration::replay::{check, Divergence};
 use regmig::migration::{EventRole, MigrationEvent, MigrationState, TimedEvent};
@@ -61,7 +61,7 @@ pub struct ExportArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output_file: PathBuf,
     /// The data directory.
-    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Print one JSON document instead of a sentence.
     #[arg(long)]
@@ -184,19 +184,77 @@ pub struct ReplayStep {
     pub changed: Vec<&'static str>,
     /// The derived state after it.
     pub after: ReplayView,
+    /// Set when this version cannot read the event (a kind or variant a newer regmig
+    /// wrote): what it is. Such an event is shown but not applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_understood: Option<String>,
+}
+
+/// An event of a bundle this version cannot read (its kind, or a variant inside a known
+/// kind, is a newer regmig's): shown by `replay --file`, not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadEvent {
+    /// Its sequence number.
+    pub seq: u64,
+    /// When it was recorded (ms since the epoch).
+    pub recorded_at_ms: u64,
+    /// What it is, for people: "kind 27, written by a newer regmig".
+    pub note: String,
+}
+
+impl UnreadEvent {
+    fn of(recorded_at_ms: u64, error: &UndecodableEvent) -> Self {
+        let note = match error.error.kind_name {
+            None => format!(
+                "kind {}, written by a newer regmig: not applied",
+                error.error.kind
+            ),
+            Some(name) => format!(
+                "{name} (kind {}) this regmig cannot decode, written by a newer regmig: not applied",
+                error.error.kind
+            ),
+        };
+        UnreadEvent {
+            seq: error.seq,
+            recorded_at_ms,
+            note,
+        }
+    }
 }
 
 /// Folds `events` one by one (stopping after seq `until_seq`) and records what each changed.
-pub fn replay_steps(events: &[TimedEvent], until_seq: Option<u64>) -> Vec<ReplayStep> {
+/// `unread` are the events between them this version cannot read, by seq: each is a step
+/// that changes nothing.
+pub fn replay_steps(
+    events: &[TimedEvent],
+    unread: &[UnreadEvent],
+    until_seq: Option<u64>,
+) -> Vec<ReplayStep> {
     let start_ms = events.first().map_or(0, |timed| timed.at_ms);
     let mut state = MigrationState::default();
     let mut before = ReplayView::of(&state);
-    let mut steps = Vec::with_capacity(events.len());
-    for (index, timed) in events.iter().enumerate() {
-        let seq = index as u64 + 1;
+    let mut steps = Vec::with_capacity(events.len() + unread.len());
+    let mut known = events.iter();
+    let mut unread = unread.iter().peekable();
+    for seq in 1.. {
         if until_seq.is_some_and(|until| seq > until) {
             break;
         }
+        if let Some(event) = unread.next_if(|event| event.seq == seq) {
+            steps.push(ReplayStep {
+                seq,
+                recorded_at_ms: event.recorded_at_ms,
+                offset_ms: event.recorded_at_ms.saturating_sub(start_ms),
+                kind: "Unknown",
+                changed: Vec::new(),
+                after: before.clone(),
+                not_understood: Some(event.note.clone()),
+            });
+            continue;
+        }
+        let Some(timed) = known.next() else {
+            break;
+        };
         state.apply(timed.at_ms, &timed.event);
         let after = ReplayView::of(&state);
         let changed = changed_fields(&before, &after);
@@ -207,6 +265,7 @@ pub fn replay_steps(events: &[TimedEvent], until_seq: Option<u64>) -> Vec<Replay
             kind: timed.event.name(),
             changed,
             after: after.clone(),
+            not_understood: None,
         });
         before = after;
     }
@@ -235,9 +294,20 @@ pub fn replay(args: ReplayArgs) -> u8 {
     finish(run_replay(&args), json)
 }
 
+/// A migration's history as `replay` reads it.
+struct Loaded {
+    procedure_id: Uuid,
+    /// The events this version reads, in order.
+    events: Vec<TimedEvent>,
+    /// The events of a bundle it cannot read (always empty from a data directory, where
+    /// such an event is an error), and the first one's error.
+    unread: Vec<UnreadEvent>,
+    first_unread_error: Option<UndecodableEvent>,
+}
+
 /// What `replay` replays: one migration, or each region's of a batch.
 enum Replayed {
-    Migration(Uuid, Vec<TimedEvent>),
+    Migration(Loaded),
     Batch(Batch),
 }
 
@@ -246,11 +316,24 @@ enum Replayed {
 fn load_events(args: &ReplayArgs) -> Result<Replayed, CliError> {
     if let Some(file) = &args.file {
         let bundle = read_bundle(file)?;
-        let mut events = Vec::with_capacity(bundle.records.len());
+        let mut loaded = Loaded {
+            procedure_id: bundle.procedure_id,
+            events: Vec::with_capacity(bundle.records.len()),
+            unread: Vec::new(),
+            first_unread_error: None,
+        };
         for record in &bundle.records {
-            events.push(decode_record(record)?);
+            match decode_record(record) {
+                Ok(timed) => loaded.events.push(timed),
+                Err(error) => {
+                    loaded
+                        .unread
+                        .push(UnreadEvent::of(record.recorded_at_ms, &error));
+                    loaded.first_unread_error.get_or_insert(error);
+                }
+            }
         }
-        return Ok(Replayed::Migration(bundle.procedure_id, events));
+        return Ok(Replayed::Migration(loaded));
     }
     let Some(id) = &args.id else {
         return Err(CliError::Usage(
@@ -261,7 +344,12 @@ fn load_events(args: &ReplayArgs) -> Result<Replayed, CliError> {
     let log = open_log(&args.output.data_dir)?;
     let procedure_id = id.resolve(&log)?;
     Ok(match migration_or_batch(&log, procedure_id)? {
-        Found::Migration(events) => Replayed::Migration(procedure_id, events),
+        Found::Migration(events) => Replayed::Migration(Loaded {
+            procedure_id,
+            events,
+            unread: Vec::new(),
+            first_unread_error: None,
+        }),
         Found::Batch(batch) => Replayed::Batch(batch),
     })
 }
@@ -311,11 +399,12 @@ fn run_batch_replay(args: &ReplayArgs, batch: &Batch) -> Result<u8, CliError> {
     }
     let mut documents = Vec::with_capacity(batch.members.len());
     for member in &batch.members {
-        let steps = replay_steps(&member.events, args.until);
+        let steps = replay_steps(&member.events, &[], args.until);
         heading(&mut out, member);
         out.push_str(&render_replay(
             member.procedure_id,
             &member.events,
+            0,
             &steps,
             args.until,
         ));
@@ -354,41 +443,61 @@ fn run_replay(args: &ReplayArgs) -> Result<u8, CliError> {
             "--until 0: events count from 1".to_string(),
         ));
     }
-    let (procedure_id, events) = match load_events(args)? {
-        Replayed::Migration(procedure_id, events) => (procedure_id, events),
+    let Loaded {
+        procedure_id,
+        events,
+        unread,
+        first_unread_error,
+    } = match load_events(args)? {
+        Replayed::Migration(loaded) => loaded,
         Replayed::Batch(batch) => return run_batch_replay(args, &batch),
     };
     if args.check {
+        // Today's logic cannot be checked against decisions on inputs it cannot read.
+        if let Some(error) = first_unread_error {
+            return Err(CliError::Undecodable(error));
+        }
         return run_check(args, procedure_id, &events);
     }
     if !args.with.is_empty() {
         return super::what_if::run(procedure_id, &events, &args.with, args.output.json);
     }
-    let steps = replay_steps(&events, args.until);
+    let steps = replay_steps(&events, &unread, args.until);
+    let total = events.len() + unread.len();
     if args.output.json {
         print_json(&ReplayDocument {
             procedure_id: procedure_id.to_string(),
-            events: events.len(),
+            events: total,
             until_seq: args.until,
             steps,
         });
         return Ok(0);
     }
-    print_text(&render_replay(procedure_id, &events, &steps, args.until));
+    print_text(&render_replay(
+        procedure_id,
+        &events,
+        unread.len(),
+        &steps,
+        args.until,
+    ));
     Ok(0)
 }
 
 fn render_replay(
     procedure_id: Uuid,
     events: &[TimedEvent],
+    unread_count: usize,
     steps: &[ReplayStep],
     until_seq: Option<u64>,
 ) -> String {
     let start_ms = events.first().map_or(0, |timed| timed.at_ms);
-    let mut out = format!(
-        "replay of migration {procedure_id}: {} events\n",
-        events.len()
-    );
+    let total = events.len() + unread_count;
+    let mut out = format!("replay of migration {procedure_id}: {total} events\n");
+    if unread_count > 0 {
+        out.push_str(&format!(
+            "{unread_count} of them written by a newer regmig and not understood here: shown, not applied (the state after them may differ from what that regmig derives)\n"
+        ));
+    }
     let mut table = Table::new(&["SEQ", "OFFSET", "EVENT", "CHANGES"]);
     let mut before = ReplayView::of(&MigrationState::default()).texts(start_ms);
     for step in steps {
@@ -408,25 +517,23 @@ fn render_replay(
             step.seq.to_string(),
             format_offset(step.recorded_at_ms, start_ms),
             step.kind.to_string(),
-            if changes.is_empty() {
-                "-".to_string()
-            } else {
-                changes.join(", ")
+            match &step.not_understood {
+                Some(note) => note.clone(),
+                None if changes.is_empty() => "-".to_string(),
+                None => changes.join(", "),
             },
         ]);
         before = after;
     }
     out.push_str(&table.render());
     if let Some(until) = until_seq {
-        if until < events.len() as u64 {
+        if until < total as u64 {
             out.push_str(&format!(
-                "stopped after event {until} of {} (--until)\n",
-                events.len()
+                "stopped after event {until} of {total} (--until)\n"
             ));
         } else {
             out.push_str(&format!(
-                "--until {until}: the migration has {} events, all replayed\n",
-                events.len()
+                "--until {until}: the migration has {total} events, all replayed\n"
             ));
         }
     }
@@ -492,6 +599,94 @@ struct DivergenceJson {
     decided: Option<EventJson>,
     /// A sentence for operators.
     message: String,
+    /// When both events are of one kind: each field that differs, by its path in the
+    /// payload (`peer.id`, `lock_keys[1]`), with the recorded and the decided value.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    differences: Vec<FieldDifference>,
+}
+
+/// One field that differs between the recorded and the decided event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldDifference {
+    /// Its path in the payload: `delay_ms`, `peer.id`, `lock_keys[1]`.
+    pub field: String,
+    /// The log's value; null when the log's event has no such field.
+    pub recorded: serde_json::Value,
+    /// Today's logic's value; null when its event has no such field.
+    pub decided: serde_json::Value,
+}
+
+/// The fields in which two payloads differ, depth first in the order of `recorded`'s keys
+/// (then the keys only `decided` has). Objects and arrays of one length are compared
+/// inside; anything else that differs is one difference.
+pub fn field_differences(
+    recorded: &serde_json::Value,
+    decided: &serde_json::Value,
+) -> Vec<FieldDifference> {
+    let mut out = Vec::new();
+    collect_differences(String::new(), recorded, decided, &mut out);
+    out
+}
+
+fn collect_differences(
+    path: String,
+    recorded: &serde_json::Value,
+    decided: &serde_json::Value,
+    out: &mut Vec<FieldDifference>,
+) {
+    use serde_json::Value;
+    if recorded == decided {
+        return;
+    }
+    let child = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (recorded, decided) {
+        (Value::Object(left), Value::Object(right)) => {
+            for (key, value) in left {
+                collect_differences(
+                    child(key),
+                    value,
+                    right.get(key).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+            for (key, value) in right.iter().filter(|(key, _)| !left.contains_key(*key)) {
+                collect_differences(child(key), &Value::Null, value, out);
+            }
+        }
+        (Value::Array(left), Value::Array(right)) if left.len() == right.len() => {
+            for (index, (a, b)) in left.iter().zip(right).enumerate() {
+                collect_differences(format!("{path}[{index}]"), a, b, out);
+            }
+        }
+        _ => out.push(FieldDifference {
+            field: if path.is_empty() {
+                "payload".to_string()
+            } else {
+                path
+            },
+            recorded: recorded.clone(),
+            decided: decided.clone(),
+        }),
+    }
+}
+
+/// Values longer than this are cut in the text report (the JSON has them whole).
+const VALUE_TEXT_MAX_CHARS: usize = 60;
+
+/// A value in a difference line: JSON, cut to [`VALUE_TEXT_MAX_CHARS`].
+fn value_text(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() <= VALUE_TEXT_MAX_CHARS {
+        return text;
+    }
+    let cut: String = text.chars().take(VALUE_TEXT_MAX_CHARS - 1).collect();
+    format!("{cut}…")
 }
 
 /// The `replay --check --json` document.
@@ -547,15 +742,32 @@ fn check_report(
                 "replay check of migration {procedure_id}: today's logic DIVERGES from the log at event {} (deciding on input event {}, {})\n",
                 report.seq, report.input_seq, report.input_kind
             ));
-            let (recorded_time, decided_time) = divergent_times(checked, divergence);
-            out.push_str(&format!(
-                "  the log has:           {}{recorded_time}\n",
-                EventJson::text(divergence.recorded.as_ref())
-            ));
-            out.push_str(&format!(
-                "  today's logic decides: {}{decided_time}\n",
-                EventJson::text(divergence.decided.as_ref())
-            ));
+            if let (Some(recorded), false) = (&divergence.recorded, report.differences.is_empty())
+            {
+                out.push_str(&format!(
+                    "  both are {}; {} (the log → today's logic):\n",
+                    recorded.name(),
+                    plural_fields(report.differences.len())
+                ));
+                for difference in &report.differences {
+                    out.push_str(&format!(
+                        "    {} {} → {}\n",
+                        difference.field,
+                        value_text(&difference.recorded),
+                        value_text(&difference.decided)
+                    ));
+                }
+            } else {
+                let (recorded_time, decided_time) = divergent_times(checked, divergence);
+                out.push_str(&format!(
+                    "  the log has:           {}{recorded_time}\n",
+                    EventJson::text(divergence.recorded.as_ref())
+                ));
+                out.push_str(&format!(
+                    "  today's logic decides: {}{decided_time}\n",
+                    EventJson::text(divergence.decided.as_ref())
+                ));
+            }
         }
     }
     let document = CheckDocument {
@@ -601,6 +813,20 @@ fn divergence_json(events: &[TimedEvent], divergence: &Divergence) -> Divergence
         recorded: divergence.recorded.as_ref().map(EventJson::of),
         decided: divergence.decided.as_ref().map(EventJson::of),
         message: divergence.message.clone(),
+        differences: match (&divergence.recorded, &divergence.decided) {
+            (Some(recorded), Some(decided)) if recorded.name() == decided.name() => {
+                field_differences(&payload_json(recorded), &payload_json(decided))
+            }
+            _ => Vec::new(),
+        },
+    }
+}
+
+fn plural_fields(count: usize) -> String {
+    if count == 1 {
+        "1 field differs".to_string()
+    } else {
+        format!("{count} fields differ")
     }
 }
 
@@ -651,4 +877,45 @@ fn run_export(args: &ExportArgs) -> Result<u8, CliError> {
         ));
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn differences_name_each_field_by_its_path() {
+        let recorded = json!({"peer": {"id": 3, "addr": "a"}, "keys": ["x", "y"], "n": 1});
+        let decided = json!({"peer": {"id": 2, "addr": "a"}, "keys": ["x", "z"], "m": true});
+        let named: Vec<(String, serde_json::Value, serde_json::Value)> =
+            field_differences(&recorded, &decided)
+                .into_iter()
+                .map(|d| (d.field, d.recorded, d.decided))
+                .collect();
+        assert_eq!(
+            named,
+            [
+                ("keys[1]".to_string(), json!("y"), json!("z")),
+                ("n".to_string(), json!(1), json!(null)),
+                ("peer.id".to_string(), json!(3), json!(2)),
+                ("m".to_string(), json!(null), json!(true)),
+            ]
+        );
+        // Arrays of other lengths are one difference; equal payloads none.
+        assert_eq!(
+            field_differences(&json!({"a": [1]}), &json!({"a": [1, 2]}))[0].field,
+            "a"
+        );
+        assert!(field_differences(&recorded, &recorded).is_empty());
+    }
+
+    #[test]
+    fn long_values_are_cut_in_text() {
+        let long = json!("x".repeat(100));
+        let text = value_text(&long);
+        assert_eq!(text.chars().count(), VALUE_TEXT_MAX_CHARS);
+        assert!(text.ends_with('…'));
+        assert_eq!(value_text(&json!(611)), "611");
+    }
 }

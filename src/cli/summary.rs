@@ -51,6 +51,9 @@ pub struct Summary {
     pub to_peer: PeerId,
     /// What asked for the migration ("scenario", "rebalance", "operator"...).
     pub trigger: String,
+    /// Who asked for it, when the submit said (logs written before actors have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     /// The operator's reason, if one was given.
     pub reason: Option<String>,
     /// The batch this region's migration belongs to (spec R2.5): its id and every region
@@ -147,6 +150,7 @@ pub fn summary_of(
         from_peer: task.from_peer.id,
         to_peer: task.to_peer.id,
         trigger: state.trigger.clone(),
+        actor: state.actor.clone(),
         reason: state.reason.clone(),
         batch: state.batch.as_ref().map(|batch| BatchSummary {
             batch_id: batch.batch_id.to_string(),
@@ -780,6 +784,10 @@ pub struct Selection {
     pub region: Option<RegionId>,
     /// Only migrations from or to this peer.
     pub peer: Option<PeerId>,
+    /// Only migrations off this peer (the old leader).
+    pub from_peer: Option<PeerId>,
+    /// Only migrations onto this peer (the new leader).
+    pub to_peer: Option<PeerId>,
     /// Only regions of this table.
     pub table: Option<TableId>,
     /// Submitted at or after (ms since the epoch).
@@ -796,6 +804,8 @@ impl Selection {
             && self
                 .peer
                 .is_none_or(|peer| summary.from_peer == peer || summary.to_peer == peer)
+            && self.from_peer.is_none_or(|peer| summary.from_peer == peer)
+            && self.to_peer.is_none_or(|peer| summary.to_peer == peer)
             && self.table.is_none_or(|table| summary.table_id == table)
             && self
                 .since_ms
@@ -813,7 +823,7 @@ pub fn candidates(log: &EventLog, selection: &Selection) -> Result<Vec<Uuid>, Cl
     let until_ms = selection.until_ms.unwrap_or(u64::MAX);
     let ids = if let Some(region) = selection.region {
         ids_of(log.procedures_by_region(region.as_u64(), since_ms, until_ms)?)
-    } else if let Some(peer) = selection.peer {
+    } else if let Some(peer) = selection.peer.or(selection.from_peer).or(selection.to_peer) {
         ids_of(log.procedures_by_peer(peer, since_ms, until_ms)?)
     } else if let Some(table) = selection.table {
         procedures_by_table(log, table, since_ms, until_ms)?

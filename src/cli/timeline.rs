@@ -24,7 +24,7 @@ use super::common::{
     finish, format_duration, load_history, open_log, parse_id_arg, print_json, print_text, CliError,
 };
 use super::summary::{detail, Detail};
-use super::DEFAULT_DATA_DIR;
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR};
 use regmig::domain::{ParseRegionIdError, RegionId};
 use regmig::migration::{MigrationEvent, StateName, TimedEvent};
 
@@ -44,7 +44,7 @@ pub struct TimelineArgs {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output_file: PathBuf,
     /// The data directory.
-    #[arg(long, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Print one JSON document instead of a sentence.
     #[arg(long)]
@@ -205,6 +205,15 @@ const LINE_LABEL_Y: f64 = 88.0;
 const WAIT_LANE_HEIGHT: f64 = 14.0;
 /// A character's width at font-size 11, roughly: to decide whether a label fits.
 const CHAR_WIDTH: f64 = 6.4;
+/// A bold character's width at font-size 11, generously (labels must never be clipped).
+const BOLD_CHAR_WIDTH: f64 = 7.6;
+
+/// Where a row's outcome label starts: just after its last bar, but never so far right that
+/// the label runs past the canvas (a migration that ends at the right edge of the plot).
+fn outcome_label_x(end_x: f64, label: &str) -> f64 {
+    let label_width = label.chars().count() as f64 * BOLD_CHAR_WIDTH;
+    (end_x + 6.0).min(f64::from(WIDTH) - label_width - 4.0)
+}
 
 /// A drawn picture.
 struct Picture {
@@ -236,14 +245,18 @@ fn instruction_color(instruction: &str) -> &'static str {
         "downgrade_region" => "#e15759",
         "upgrade_region" => "#76b7b2",
         "close_region" => "#b07aa1",
+        "flush_region" => "#9c755f",
         _ => "#000000",
     }
 }
 
+// Each colour below means one thing: an instruction has the colour of the state that sends
+// it; answers, waits and states otherwise share none (a timeout was once the orange of
+// UpdateMetadata::Downgrade, and a backoff nearly so).
 fn answer_color(result: &str) -> &'static str {
     match result {
         "ok" => "#2e7d32",
-        "timeout" => "#f28e2b",
+        "timeout" => "#ad1457",
         "not_ready" => "#edc948",
         _ => "#c62828",
     }
@@ -253,7 +266,7 @@ fn wait_color(reason: &str) -> &'static str {
     match reason {
         "attempt_interval" => "#90caf9",
         "lease_expiry" => "#7e57c2",
-        "backoff" => "#ffb74d",
+        "backoff" => "#bcaaa4",
         "rollback_backoff" => "#ef9a9a",
         _ => "#bdbdbd",
     }
@@ -447,15 +460,18 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
     let labels: [String; 3] = if history {
         [
             format!(
-                "{} → {}  {}",
+                "{}  {} → {}  {}",
+                summary.region,
                 summary.from_peer,
                 summary.to_peer,
                 summary.outcome.unwrap_or(summary.status)
             ),
             summary.submitted_at.clone(),
+            // A uuid v7 starts with its time, which ids of one campaign share: its random
+            // end tells the rows apart (`regmig show` takes the whole id).
             format!(
-                "{} · {}",
-                &summary.procedure_id[..summary.procedure_id.len().min(13)],
+                "id …{} · {}",
+                &summary.procedure_id[summary.procedure_id.len().saturating_sub(12)..],
                 format_duration(summary.duration_ms)
             ),
         ]
@@ -550,7 +566,7 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
     let _ = writeln!(
         svg,
         r##"<text x="{:.1}" y="{:.1}" fill="#212121" font-weight="bold">{}</text>"##,
-        (end_x + 6.0).min(f64::from(WIDTH) - RIGHT + 2.0),
+        outcome_label_x(end_x, summary.outcome.unwrap_or(summary.status)),
         state_y + 15.0,
         escape(summary.outcome.unwrap_or(summary.status))
     );
@@ -817,6 +833,19 @@ mod tests {
         assert_eq!(tick_step_ms(100), 10);
         assert!(12_177 / tick_step_ms(12_177) <= 10);
         assert!(u64::MAX / tick_step_ms(u64::MAX) <= 10);
+    }
+
+    #[test]
+    fn an_outcome_label_at_the_right_edge_stays_on_the_canvas() {
+        let right_edge = f64::from(WIDTH) - RIGHT;
+        for label in ["completed", "aborted", "failed", "rolling_back", "retrying"] {
+            let x = outcome_label_x(right_edge, label);
+            let end = x + label.len() as f64 * BOLD_CHAR_WIDTH;
+            assert!(end <= f64::from(WIDTH), "{label}: ends at {end}");
+            assert!(x > right_edge - label.len() as f64 * BOLD_CHAR_WIDTH);
+        }
+        // Away from the edge, the label follows its bar.
+        assert_eq!(outcome_label_x(500.0, "completed"), 506.0);
     }
 
     #[test]

@@ -171,6 +171,21 @@ impl Phase {
             Phase::Done => "done".to_string(),
         }
     }
+
+    /// The reason recorded in the migrations this phase submits.
+    pub fn reason(self, config: &CampaignConfig) -> String {
+        match self {
+            Phase::Rebalance => format!(
+                "spread the regions evenly over the {} datanodes",
+                config.datanodes
+            ),
+            Phase::Evacuate => format!(
+                "drain datanode {} before taking it out of service",
+                config.datanodes
+            ),
+            Phase::Done => "nothing left to do".to_string(),
+        }
+    }
 }
 
 const CAMPAIGN_TREE: &str = "demo_campaign";

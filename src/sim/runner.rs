@@ -383,8 +383,9 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             if !spec.regions.is_empty() {
                 let batch = BatchRequest {
                     timeout_ms: spec.timeout_ms,
-                    trigger: spec.actor.clone().unwrap_or_else(|| "scenario".to_string()),
+                    trigger: "scenario".to_string(),
                     reason: spec.reason.clone(),
+                    actor: spec.actor.clone(),
                     ..BatchRequest::new(
                         spec.regions.clone(),
                         regmig::domain::Peer::sim(spec.from),
@@ -404,8 +405,9 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             }
             let request = MigrationRequest {
                 timeout_ms: spec.timeout_ms,
-                trigger: spec.actor.clone().unwrap_or_else(|| "scenario".to_string()),
+                trigger: "scenario".to_string(),
                 reason: spec.reason.clone(),
+                actor: spec.actor.clone(),
                 ..MigrationRequest::new(
                     spec.region,
                     regmig::domain::Peer::sim(spec.from),

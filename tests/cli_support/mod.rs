@@ -120,6 +120,17 @@ pub fn regmig(args: &[&str]) -> Run {
     Run::of(output, started.elapsed())
 }
 
+/// Runs `regmig sim run SCENARIO --data-dir DIR`: the scenario's log written into DIR.
+pub fn sim_run_into(scenario: &Path, data_dir: &Path) -> Run {
+    regmig(&[
+        "sim",
+        "run",
+        scenario.to_str().expect("a UTF-8 path"),
+        "--data-dir",
+        data_dir.to_str().expect("a UTF-8 path"),
+    ])
+}
+
 /// Runs `regmig ARGS --data-dir DIR`.
 pub fn regmig_in(data_dir: &Path, args: &[&str]) -> Run {
     let data_dir = data_dir.to_str().expect("a UTF-8 path");

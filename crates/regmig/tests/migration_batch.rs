@@ -24,6 +24,7 @@ fn submitted(region: RegionId) -> MigrationEvent {
         policy: RetryPolicy::default(),
         trigger: "evacuate peer 1".to_string(),
         reason: None,
+        actor: None,
     }
 }
 

@@ -43,6 +43,7 @@ fn one_of_each() -> Vec<MigrationEvent> {
             },
             trigger: "operator".to_string(),
             reason: Some("rebalance rack 3".to_string()),
+            actor: Some("ops/alice".to_string()),
         },
         MigrationEvent::LockWaitStarted {
             lock_key: "table/1024:exclusive".to_string(),
@@ -281,4 +282,32 @@ fn decoding_under_an_unknown_kind_or_from_garbage_is_an_error() {
         assert_eq!(error.kind, 6);
         assert_eq!(error.kind_name, Some("RouteRead"));
     }
+}
+
+#[test]
+fn a_submit_without_an_actor_encodes_as_before_the_field_existed() {
+    let mut with_actor = one_of_each().remove(0);
+    let MigrationEvent::Submitted { actor, .. } = &mut with_actor else {
+        panic!("the first event is Submitted");
+    };
+    *actor = None;
+    let without = with_actor.clone();
+    let payload = without.encode();
+    // No key at all: a record written before the field existed reads back and re-encodes
+    // to the same bytes.
+    assert!(!payload.windows(5).any(|window| window == b"actor"));
+    assert_eq!(
+        MigrationEvent::decode(without.kind_code(), &payload),
+        Ok(without.clone())
+    );
+    let MigrationEvent::Submitted { actor, .. } = &mut with_actor else {
+        unreachable!()
+    };
+    *actor = Some("ops/alice".to_string());
+    let payload = with_actor.encode();
+    assert!(payload.windows(5).any(|window| window == b"actor"));
+    assert_eq!(
+        MigrationEvent::decode(with_actor.kind_code(), &payload),
+        Ok(with_actor)
+    );
 }

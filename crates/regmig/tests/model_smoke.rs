@@ -20,6 +20,7 @@ fn submitted(route_followers: Vec<Peer>) -> (Vec<TimedEvent>, VersionedTableRout
             policy: RetryPolicy::default(),
             trigger: "test".into(),
             reason: None,
+            actor: None,
         },
     }];
     let route = VersionedTableRoute {

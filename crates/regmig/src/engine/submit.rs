@@ -23,9 +23,19 @@ pub struct MigrationRequest {
     pub trigger: String,
     /// The operator's reason, if any.
     pub reason: Option<String>,
+    /// Who asks for it (a person or a service), if known; recorded with the submit.
+    pub actor: Option<String>,
 }
 
 impl MigrationRequest {
+    /// The same request, recording who asks for it and why (in the `Submitted` event, for
+    /// `regmig audit`).
+    pub fn by(mut self, actor: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self.reason = Some(reason.into());
+        self
+    }
+
     /// A request with the default timeout, triggered by an operator.
     pub fn new(region_id: RegionId, from_peer: Peer, to_peer: Peer) -> Self {
         MigrationRequest {
@@ -35,6 +45,7 @@ impl MigrationRequest {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             trigger: "operator".to_string(),
             reason: None,
+            actor: None,
         }
     }
 }
@@ -55,9 +66,19 @@ pub struct BatchRequest {
     pub trigger: String,
     /// The operator's reason, if any.
     pub reason: Option<String>,
+    /// Who asks for it (a person or a service), if known; recorded with the submit.
+    pub actor: Option<String>,
 }
 
 impl BatchRequest {
+    /// The same request, recording who asks for it and why (in the `Submitted` event, for
+    /// `regmig audit`).
+    pub fn by(mut self, actor: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self.reason = Some(reason.into());
+        self
+    }
+
     /// A batch with the default timeout, triggered by an operator.
     pub fn new(regions: Vec<RegionId>, from_peer: Peer, to_peer: Peer) -> Self {
         BatchRequest {
@@ -67,6 +88,7 @@ impl BatchRequest {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             trigger: "operator".to_string(),
             reason: None,
+            actor: None,
         }
     }
 
@@ -79,6 +101,7 @@ impl BatchRequest {
             timeout_ms: self.timeout_ms,
             trigger: self.trigger.clone(),
             reason: self.reason.clone(),
+            actor: self.actor.clone(),
         }
     }
 }
@@ -283,6 +306,7 @@ async fn submitted_event(
         policy: inner.config.retry_policy.clone(),
         trigger: request.trigger.clone(),
         reason: request.reason.clone(),
+        actor: request.actor.clone(),
     })
 }
 

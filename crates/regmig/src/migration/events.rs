@@ -337,6 +337,11 @@ pub enum MigrationEvent {
         trigger: String,
         /// The operator's reason, if any.
         reason: Option<String>,
+        /// Who asked for it (a person or a service), if known. Added after format 2's first
+        /// logs: absent in older records (read as `None`) and not written when `None`, so
+        /// a submit without an actor encodes exactly as before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        actor: Option<String>,
     },
     /// The procedure waits for a lock another procedure holds.
     LockWaitStarted {

@@ -176,6 +176,8 @@ pub struct MigrationState {
     pub trigger: String,
     /// The operator's reason, if any.
     pub reason: Option<String>,
+    /// Who asked for it, if recorded.
+    pub actor: Option<String>,
     /// When it was submitted.
     pub submitted_at_ms: u64,
     /// The current state.
@@ -299,6 +301,7 @@ impl Default for MigrationState {
             policy: RetryPolicy::default(),
             trigger: String::new(),
             reason: None,
+            actor: None,
             submitted_at_ms: 0,
             state: StateName::Start,
             abort_reason: None,
@@ -389,6 +392,7 @@ impl MigrationState {
                 policy,
                 trigger,
                 reason,
+                actor,
             } => {
                 self.task = Some(task.clone());
                 self.catalog = catalog.clone();
@@ -397,6 +401,7 @@ impl MigrationState {
                 self.policy = policy.clone();
                 self.trigger = trigger.clone();
                 self.reason = reason.clone();
+                self.actor = actor.clone();
                 self.submitted_at_ms = at_ms;
                 self.state = StateName::Start;
             }

@@ -113,6 +113,7 @@ impl Setup {
             policy: self.policy.clone(),
             trigger: "test".to_string(),
             reason: None,
+            actor: None,
         }
     }
 }
