@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::driver::{self, drive, Next, Recorder};
+use super::driver::{self, drive};
 use super::error::BenchError;
 use super::runtime;
 use super::world::{self, InstantMailbox, FIRST_LEADER, OTHER_PEER};
@@ -34,6 +34,7 @@ use regmig::cluster::sled_store::SledMetadataStore;
 use regmig::cluster::{Clock, Entropy, NoopHooks, Ports, SeededEntropy};
 use regmig::domain::{Peer, PeerId, RegionId};
 use regmig::engine::{encode_events, LockTable};
+use regmig::engine::{Batch, Next, Persistence};
 use regmig::log::{AppendRequest, Durability, EventLog, LogOptions, NewEvent, OpenProcedure};
 use regmig::migration::{MigrationEvent, MigrationState};
 
@@ -141,14 +142,23 @@ struct FixtureRecorder {
 }
 
 #[async_trait]
-impl Recorder for FixtureRecorder {
-    async fn record(
+impl Persistence for FixtureRecorder {
+    type Error = BenchError;
+
+    async fn persist(
         &mut self,
-        _procedure_id: Uuid,
-        at_ms: u64,
-        events: &[MigrationEvent],
+        _batch: Batch<'_>,
+        _state: &MigrationState,
+    ) -> Result<(), BenchError> {
+        Ok(())
+    }
+
+    async fn persisted(
+        &mut self,
+        batch: Batch<'_>,
         state: &MigrationState,
     ) -> Result<Next, BenchError> {
+        let (at_ms, events) = (batch.at_ms, batch.events);
         self.batches.push((at_ms, events.to_vec()));
         if self.cancel_refused > 0 && state.new_route_written && !state.is_finished() {
             let refused = MigrationEvent::CancelRefused {

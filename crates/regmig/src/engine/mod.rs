@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 pub use locks::LockTable;
+pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver};
 pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
 pub use submit::{
     BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitError, SubmitOutcome,
@@ -328,7 +329,6 @@ impl Engine {
             state,
             next_seq,
             control,
-            table_lock: None,
         };
         let handle = tokio::spawn(runner.run(first));
         if let Some(running) = self.inner.running().get_mut(&procedure_id) {
