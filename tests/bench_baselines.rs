@@ -39,6 +39,18 @@ async fn cluster(tables: u32) -> Cluster {
     }
 }
 
+/// The submission of a migration of bench region 0 from the first leader to the other peer.
+async fn submitted(cluster: &Cluster) -> MigrationEvent {
+    driver::submitted_event(
+        cluster.ports.metadata.as_ref() as &dyn MetadataStore,
+        world::region_of(0),
+        Peer::sim(FIRST_LEADER),
+        Peer::sim(OTHER_PEER),
+    )
+    .await
+    .expect("submitted")
+}
+
 fn kinds(events: &[MigrationEvent]) -> Vec<u16> {
     events.iter().map(MigrationEvent::kind_code).collect()
 }
@@ -75,14 +87,7 @@ async fn every_step_writes_once_per_recorded_step_and_keeps_the_final_state() {
     let region = world::region_of(0);
     // The steps, counted on a world of their own.
     let counting = cluster(1).await;
-    let submitted = driver::submitted_event(
-        counting.ports.metadata.as_ref() as &dyn MetadataStore,
-        region,
-        Peer::sim(FIRST_LEADER),
-        Peer::sim(OTHER_PEER),
-    )
-    .await
-    .expect("submitted");
+    let submitted = submitted(&counting).await;
     let mut recorder = CollectingRecorder::default();
     let counted = drive(
         &counting.ports,
@@ -139,14 +144,7 @@ async fn every_step_writes_once_per_recorded_step_and_keeps_the_final_state() {
 async fn the_baselines_run_the_same_decisions_as_the_engine() {
     let region = world::region_of(0);
     let driven = cluster(1).await;
-    let submitted = driver::submitted_event(
-        driven.ports.metadata.as_ref() as &dyn MetadataStore,
-        region,
-        Peer::sim(FIRST_LEADER),
-        Peer::sim(OTHER_PEER),
-    )
-    .await
-    .expect("submitted");
+    let submitted = submitted(&driven).await;
     let mut recorder = CollectingRecorder::default();
     drive(
         &driven.ports,
@@ -215,6 +213,31 @@ fn measured_runs_count_three_operations_per_migration_for_the_original() {
     assert_eq!(run.snapshot_operations, 0);
 }
 
+/// A driver of a new procedure on `cluster` whose submission `persistence` has taken.
+async fn submitted_driver<'a, P: Persistence>(
+    cluster: &'a Cluster,
+    locks: &'a LockTable,
+    persistence: P,
+) -> ProcedureDriver<'a, P>
+where
+    P::Error: std::fmt::Debug,
+{
+    let submitted = submitted(cluster).await;
+    let mut driven = ProcedureDriver::new(
+        &cluster.ports,
+        locks,
+        driver::procedure_id(&cluster.ports),
+        MigrationState::default(),
+        1,
+        persistence,
+    );
+    assert_eq!(
+        driven.record(vec![submitted]).await.expect("submit"),
+        Next::Continue
+    );
+    driven
+}
+
 /// A persistence that keeps batches until its `refuse_at`-th (1-based), which it refuses.
 struct RefusingAt {
     refuse_at: usize,
@@ -237,33 +260,13 @@ impl Persistence for RefusingAt {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_driver_folds_only_what_its_persistence_kept_and_releases_the_locks() {
     let cluster = cluster(1).await;
-    let region = world::region_of(0);
-    let submitted = driver::submitted_event(
-        cluster.ports.metadata.as_ref() as &dyn MetadataStore,
-        region,
-        Peer::sim(FIRST_LEADER),
-        Peer::sim(OTHER_PEER),
-    )
-    .await
-    .expect("submitted");
     let locks = LockTable::new();
-    let procedure_id = driver::procedure_id(&cluster.ports);
     let persistence = RefusingAt {
         refuse_at: 3,
         kept: Vec::new(),
     };
-    let mut driven = ProcedureDriver::new(
-        &cluster.ports,
-        &locks,
-        procedure_id,
-        MigrationState::default(),
-        1,
-        persistence,
-    );
-    assert_eq!(
-        driven.record(vec![submitted]).await.expect("submit"),
-        Next::Continue
-    );
+    let mut driven = submitted_driver(&cluster, &locks, persistence).await;
+    let procedure_id = driven.procedure_id();
     let error = driven.run(Observation::Begin).await.expect_err("refused");
     let kept: Vec<MigrationEvent> = driven.persistence().kept.concat();
     match error {
@@ -295,10 +298,6 @@ struct StoppingAfter {
 impl Persistence for StoppingAfter {
     type Error = String;
 
-    async fn persist(&mut self, _batch: Batch<'_>, _state: &MigrationState) -> Result<(), String> {
-        Ok(())
-    }
-
     async fn persisted(
         &mut self,
         _batch: Batch<'_>,
@@ -316,31 +315,12 @@ impl Persistence for StoppingAfter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistence_that_says_stop_leaves_the_procedure_unfinished_like_a_crash() {
     let cluster = cluster(1).await;
-    let region = world::region_of(0);
-    let submitted = driver::submitted_event(
-        cluster.ports.metadata.as_ref() as &dyn MetadataStore,
-        region,
-        Peer::sim(FIRST_LEADER),
-        Peer::sim(OTHER_PEER),
-    )
-    .await
-    .expect("submitted");
     let locks = LockTable::new();
-    let mut driven = ProcedureDriver::new(
-        &cluster.ports,
-        &locks,
-        driver::procedure_id(&cluster.ports),
-        MigrationState::default(),
-        1,
-        StoppingAfter {
-            stop_after: 2,
-            batches: 0,
-        },
-    );
-    assert_eq!(
-        driven.record(vec![submitted]).await.expect("submit"),
-        Next::Continue
-    );
+    let persistence = StoppingAfter {
+        stop_after: 2,
+        batches: 0,
+    };
+    let mut driven = submitted_driver(&cluster, &locks, persistence).await;
     assert_eq!(
         driven.run(Observation::Begin).await.expect("run"),
         Ended::Stopped

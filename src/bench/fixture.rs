@@ -145,14 +145,6 @@ struct FixtureRecorder {
 impl Persistence for FixtureRecorder {
     type Error = BenchError;
 
-    async fn persist(
-        &mut self,
-        _batch: Batch<'_>,
-        _state: &MigrationState,
-    ) -> Result<(), BenchError> {
-        Ok(())
-    }
-
     async fn persisted(
         &mut self,
         batch: Batch<'_>,

@@ -225,15 +225,6 @@ impl SnapshotRecorder {
 impl Persistence for SnapshotRecorder {
     type Error = BenchError;
 
-    /// A snapshot design keeps nothing per event: it writes whole states once folded.
-    async fn persist(
-        &mut self,
-        _batch: Batch<'_>,
-        _state: &MigrationState,
-    ) -> Result<(), BenchError> {
-        Ok(())
-    }
-
     async fn persisted(
         &mut self,
         batch: Batch<'_>,

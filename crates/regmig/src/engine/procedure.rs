@@ -58,12 +58,15 @@ pub trait Persistence: Send {
     type Error: Send;
 
     /// Makes `batch` durable. The driver folds the batch into its state only once this
-    /// returns `Ok`; `state` is the state before the batch.
+    /// returns `Ok`; `state` is the state before the batch. A policy that keeps whole states
+    /// instead of events writes in [`Persistence::persisted`] and leaves this as it is.
     async fn persist(
         &mut self,
-        batch: Batch<'_>,
-        state: &MigrationState,
-    ) -> Result<(), Self::Error>;
+        _batch: Batch<'_>,
+        _state: &MigrationState,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
 
     /// Called once the batch is folded in; `state` is the state after it. A policy that
     /// keeps whole states (a snapshot design) writes here.
@@ -187,6 +190,11 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
     pub(crate) fn with_signals(mut self, signals: Signals) -> Self {
         self.signals = Some(signals);
         self
+    }
+
+    /// The procedure driven.
+    pub fn procedure_id(&self) -> Uuid {
+        self.id
     }
 
     /// The state folded from every persisted event.
