@@ -13,7 +13,7 @@ pub mod state;
 
 pub use decide::{
     check_cancel, decide, lock_keys, table_lock_key, Action, DecideError, Decision, Input,
-    Observation,
+    LockMode, Observation,
 };
 pub use events::{
     ErrorKind, EventRole, Hook, MigrationEvent, MigrationTask, Outcome, RetryPolicy, RouteChange,
