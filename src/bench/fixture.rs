@@ -317,17 +317,17 @@ fn append_request(
     region: RegionId,
     state: &MigrationState,
     batches: Vec<(u64, Vec<MigrationEvent>)>,
-) -> AppendRequest {
+) -> Result<AppendRequest, BenchError> {
     let mut events: Vec<NewEvent> = Vec::new();
     for (at_ms, batch) in batches {
-        events.extend(encode_events(at_ms, &batch));
+        events.extend(encode_events(at_ms, &batch)?);
     }
     let peers = state
         .task
         .as_ref()
         .map(|task| vec![task.from_peer.id, task.to_peer.id])
         .unwrap_or_default();
-    AppendRequest {
+    Ok(AppendRequest {
         procedure_id,
         expected_next_seq: 1,
         events,
@@ -336,7 +336,7 @@ fn append_request(
             peers,
         }),
         closes: state.is_finished(),
-    }
+    })
 }
 
 async fn write_all(log: &EventLog, requests: &mut Vec<AppendRequest>) -> Result<(), BenchError> {
@@ -408,7 +408,7 @@ pub fn build(dir: &Path, spec: &FixtureSpec) -> Result<FixtureSummary, BenchErro
                 )));
             }
             written += event_count(&batches);
-            pending.push(append_request(procedure_id, region, &state, batches));
+            pending.push(append_request(procedure_id, region, &state, batches)?);
             if pending.len() >= APPENDS_IN_FLIGHT {
                 write_all(&log, &mut pending).await?;
             }
@@ -419,7 +419,7 @@ pub fn build(dir: &Path, spec: &FixtureSpec) -> Result<FixtureSummary, BenchErro
             let (procedure_id, batches, state) =
                 world.procedure(region, false, Some(kept), 0).await?;
             written += event_count(&batches);
-            pending.push(append_request(procedure_id, region, &state, batches));
+            pending.push(append_request(procedure_id, region, &state, batches)?);
             if pending.len() >= APPENDS_IN_FLIGHT {
                 write_all(&log, &mut pending).await?;
             }
@@ -518,7 +518,7 @@ pub fn histories(count: u64) -> Result<Vec<Vec<EncodedEvent>>, BenchError> {
             let mut history = Vec::new();
             for (at_ms, events) in batches {
                 for event in events {
-                    history.push((event.kind_code(), at_ms, event.encode()));
+                    history.push((event.kind_code(), at_ms, event.encode()?));
                 }
             }
             histories.push(history);

@@ -143,7 +143,9 @@ async fn copy_prefix(
     let log = EventLog::open(dir, LogOptions::default()).expect("log");
     let new_events: Vec<NewEvent> = events[..end]
         .iter()
-        .flat_map(|timed| encode_events(timed.at_ms, std::slice::from_ref(&timed.event)))
+        .flat_map(|timed| {
+            encode_events(timed.at_ms, std::slice::from_ref(&timed.event)).expect("encode")
+        })
         .collect();
     let appended = log
         .append(AppendRequest {

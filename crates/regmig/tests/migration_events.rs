@@ -199,7 +199,7 @@ fn one_of_each() -> Vec<MigrationEvent> {
 #[test]
 fn every_event_round_trips_through_encode_and_decode_with_its_kind_code() {
     for event in one_of_each() {
-        let payload = event.encode();
+        let payload = event.encode().expect("encodes");
         assert!(!payload.is_empty(), "{} encodes to nothing", event.name());
         assert_eq!(
             MigrationEvent::decode(event.kind_code(), &payload),
@@ -246,7 +246,7 @@ fn only_finished_is_terminal() {
 
 #[test]
 fn decoding_a_payload_under_another_kind_is_an_error_naming_both() {
-    let payload = MigrationEvent::Resumed.encode();
+    let payload = MigrationEvent::Resumed.encode().expect("encodes");
     let error = MigrationEvent::decode(5, &payload).expect_err("kind 5 is StateEntered");
     assert_eq!(
         error,
@@ -264,7 +264,7 @@ fn decoding_a_payload_under_another_kind_is_an_error_naming_both() {
 
 #[test]
 fn decoding_under_an_unknown_kind_or_from_garbage_is_an_error() {
-    let payload = MigrationEvent::WaitElapsed.encode();
+    let payload = MigrationEvent::WaitElapsed.encode().expect("encodes");
     let error = MigrationEvent::decode(999, &payload).expect_err("999 is unknown");
     assert_eq!(error.kind, 999);
     assert_eq!(error.kind_name, None);

@@ -29,7 +29,9 @@ pub use submit::{
 use crate::cluster::Ports;
 use crate::domain::RegionId;
 use crate::log::{AppendConflict, AppendRequest, EventLog, LogError, LogOptions, OpenProcedure};
-use crate::migration::{fold, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy};
+use crate::migration::{
+    fold, EncodeError, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy,
+};
 use procedure::{Control, Runner};
 
 /// Events a procedure's subscribers may fall behind by before they miss some.
@@ -103,6 +105,9 @@ pub enum EngineError {
     /// A procedure's history could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A decided event could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
     /// An append lost a race it should not have (two engines on one log).
     #[error("append conflict on migration {procedure_id}: {conflict:?}")]
     AppendConflict {
@@ -168,7 +173,7 @@ impl Inner {
         let request = AppendRequest {
             procedure_id,
             expected_next_seq,
-            events: encode_events(at_ms, events),
+            events: encode_events(at_ms, events)?,
             opens,
             closes,
         };
@@ -295,6 +300,11 @@ impl Engine {
             };
             let next_seq = events.len() as u64 + 1;
             let state = fold(&events);
+            if let Some(broken) = &state.broken {
+                // Deciding on it would build on a guess: leave it open for an operator.
+                warn!(%procedure_id, error = %broken, "not resuming a migration whose log breaks the model's assumptions");
+                continue;
+            }
             if state.is_finished() {
                 warn!(%procedure_id, "open index names a finished procedure; skipping it");
                 continue;
@@ -406,7 +416,7 @@ impl Engine {
         let append = AppendRequest {
             procedure_id,
             expected_next_seq: 1,
-            events: encode_events(now_ms, &recorded),
+            events: encode_events(now_ms, &recorded)?,
             opens: Some(OpenProcedure {
                 region_id: region_id.as_u64(),
                 peers: vec![request.from_peer.id, request.to_peer.id],

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::events::{
     ErrorKind, Hook, MigrationEvent, Outcome, RouteChange, StateName, StepError, WaitReason,
 };
-use super::state::{Answer, CasResult, MigrationState, Outstanding};
+use super::state::{Answer, CasResult, FoldError, MigrationState, Outstanding};
 
 use crate::domain::{
     DatanodeTable, Instruction, InstructionKind, LeaderState, MailboxOutcome, Peer, PeerId,
@@ -204,6 +204,9 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecideError {
+    /// The procedure's log breaks an assumption of the fold: nothing is decided on it.
+    #[error("the procedure's log is broken: {0}")]
+    BrokenLog(#[from] FoldError),
     /// The procedure has no submitted event.
     #[error("the procedure has no submitted event")]
     NotSubmitted,
@@ -309,6 +312,9 @@ impl LockMode {
 
 /// Decides the next action from the folded state, the time and an input.
 pub fn decide(state: &MigrationState, now_ms: u64, input: Input) -> Result<Decision, DecideError> {
+    if let Some(broken) = &state.broken {
+        return Err(DecideError::BrokenLog(broken.clone()));
+    }
     if state.task.is_none() {
         return Err(DecideError::NotSubmitted);
     }

@@ -564,10 +564,14 @@ impl MigrationEvent {
         matches!(self, MigrationEvent::Finished { .. })
     }
 
-    /// Encodes the payload (rmp-serde, named form).
-    pub fn encode(&self) -> Vec<u8> {
-        // Serializing plain data into a Vec cannot fail.
-        rmp_serde::to_vec_named(self).unwrap_or_default()
+    /// Encodes the payload (rmp-serde, named form). An event that cannot be encoded is an
+    /// error, never an empty payload.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        rmp_serde::to_vec_named(self).map_err(|error| EncodeError {
+            kind: self.kind_code(),
+            kind_name: self.name(),
+            message: error.to_string(),
+        })
     }
 
     /// Decodes a payload written by [`MigrationEvent::encode`].
@@ -655,6 +659,18 @@ pub struct DecodeError {
     pub kind: u16,
     /// Its name, when known.
     pub kind_name: Option<&'static str>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// An event that could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot encode event of kind {kind} ({kind_name}): {message}")]
+pub struct EncodeError {
+    /// The event's kind code.
+    pub kind: u16,
+    /// Its name.
+    pub kind_name: &'static str,
     /// What went wrong.
     pub message: String,
 }

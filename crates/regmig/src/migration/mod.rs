@@ -16,7 +16,8 @@ pub use decide::{
     LockMode, Observation,
 };
 pub use events::{
-    ErrorKind, EventRole, Hook, MigrationEvent, MigrationTask, Outcome, RetryPolicy, RouteChange,
-    StateName, StepError, TimedEvent, WaitReason, BEHAVIOUR_REVISION, DEFAULT_TIMEOUT_MS,
+    EncodeError, ErrorKind, EventRole, Hook, MigrationEvent, MigrationTask, Outcome, RetryPolicy,
+    RouteChange, StateName, StepError, TimedEvent, WaitReason, BEHAVIOUR_REVISION,
+    DEFAULT_TIMEOUT_MS,
 };
-pub use state::{fold, BatchMembership, BatchOutcome, MigrationState, Status};
+pub use state::{fold, try_fold, BatchMembership, BatchOutcome, FoldError, MigrationState, Status};

@@ -231,6 +231,39 @@ pub struct MigrationState {
     /// The batch this procedure's region belongs to (spec R2.5); `None` for a single
     /// migration.
     pub batch: Option<BatchMembership>,
+    /// The first assumption the folded log broke, if any; `decide` refuses such a state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken: Option<FoldError>,
+}
+
+/// How a procedure's log breaks what folding assumes of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "broken")]
+pub enum FoldError {
+    /// The first event is not `Submitted`: the log does not start with its task.
+    #[error("event 1 is {kind}, but a procedure's log starts with Submitted")]
+    NotStartedBySubmitted {
+        /// The first event's kind name.
+        kind: &'static str,
+    },
+    /// A second `Submitted`: a procedure has one task.
+    #[error("event {event_number} is a second Submitted")]
+    SubmittedTwice {
+        /// Its position in the log (1-based).
+        event_number: u64,
+    },
+    /// A datanode's answer with no instruction outstanding: nothing says what it answers.
+    #[error(
+        "event {event_number} ({kind}) answers peer {peer}, but no instruction is outstanding"
+    )]
+    AnswerWithoutInstruction {
+        /// Its position in the log (1-based).
+        event_number: u64,
+        /// Its kind name.
+        kind: &'static str,
+        /// The peer that answered.
+        peer: PeerId,
+    },
 }
 
 /// A procedure's place in a batch, from its [`MigrationEvent::BatchJoined`] event.
@@ -326,6 +359,7 @@ impl Default for MigrationState {
             last_event_at_ms: 0,
             counters: Counters::default(),
             batch: None,
+            broken: None,
         }
     }
 }
@@ -375,11 +409,21 @@ impl MigrationState {
         path
     }
 
-    /// Folds one event into the state.
+    /// Folds one event into the state. An event that breaks what folding assumes (see
+    /// [`FoldError`]) is recorded in [`MigrationState::broken`] (the first one only), never
+    /// replaced by a guess.
     pub fn apply(&mut self, at_ms: u64, event: &MigrationEvent) {
         let previous_event_at_ms = self.last_event_at_ms;
         self.last_event_at_ms = at_ms;
         self.counters.events += 1;
+        let submitted = matches!(event, MigrationEvent::Submitted { .. });
+        if self.counters.events == 1 && !submitted {
+            self.break_on(FoldError::NotStartedBySubmitted { kind: event.name() });
+        } else if self.counters.events > 1 && submitted {
+            self.break_on(FoldError::SubmittedTwice {
+                event_number: self.counters.events,
+            });
+        }
         match event {
             MigrationEvent::Submitted {
                 task,
@@ -505,10 +549,14 @@ impl MigrationState {
                 {
                     self.last_entry_id = Some(*last_entry_id);
                 }
-                self.answer(*peer, Answer::Reply(reply.clone()));
+                self.answer(*peer, Answer::Reply(reply.clone()), event.name());
             }
-            MigrationEvent::MailboxTimedOut { peer, .. } => self.answer(*peer, Answer::Timeout),
-            MigrationEvent::PeerUnreachable { peer, .. } => self.answer(*peer, Answer::Unreachable),
+            MigrationEvent::MailboxTimedOut { peer, .. } => {
+                self.answer(*peer, Answer::Timeout, event.name())
+            }
+            MigrationEvent::PeerUnreachable { peer, .. } => {
+                self.answer(*peer, Answer::Unreachable, event.name())
+            }
             MigrationEvent::OperationTimed { elapsed_ms, .. } => {
                 self.operations_elapsed_ms += elapsed_ms;
             }
@@ -601,20 +649,27 @@ impl MigrationState {
         }
     }
 
-    fn answer(&mut self, peer: PeerId, answer: Answer) {
-        let asked = self
-            .outstanding
-            .take()
-            .map(|outstanding| outstanding.instruction.kind())
-            .unwrap_or(match &answer {
-                Answer::Reply(reply) => reply.kind(),
-                _ => InstructionKind::OpenRegion,
+    fn answer(&mut self, peer: PeerId, answer: Answer, kind: &'static str) {
+        let Some(outstanding) = self.outstanding.take() else {
+            self.break_on(FoldError::AnswerWithoutInstruction {
+                event_number: self.counters.events,
+                kind,
+                peer,
             });
+            return;
+        };
         self.step.answered = Some(Answered {
-            asked,
+            asked: outstanding.instruction.kind(),
             peer,
             answer,
         });
+    }
+
+    /// Keeps the first broken assumption.
+    fn break_on(&mut self, error: FoldError) {
+        if self.broken.is_none() {
+            self.broken = Some(error);
+        }
     }
 }
 
@@ -626,11 +681,23 @@ pub fn is_budgeted(kind: InstructionKind) -> bool {
     )
 }
 
-/// Folds a procedure's events, in order, into its state.
+/// Folds a procedure's events, in order, into its state; a broken assumption is kept in
+/// [`MigrationState::broken`] (tools that show a damaged log still see the rest).
 pub fn fold<'a>(events: impl IntoIterator<Item = &'a TimedEvent>) -> MigrationState {
     let mut state = MigrationState::default();
     for timed in events {
         state.apply(timed.at_ms, &timed.event);
     }
     state
+}
+
+/// Folds a procedure's events into its state, or says which assumption the log breaks.
+pub fn try_fold<'a>(
+    events: impl IntoIterator<Item = &'a TimedEvent>,
+) -> Result<MigrationState, FoldError> {
+    let state = fold(events);
+    match state.broken {
+        Some(error) => Err(error),
+        None => Ok(state),
+    }
 }
