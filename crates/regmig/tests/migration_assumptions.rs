@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::world::{Setup, START_MS, TO};
+use common::world::{batch_ends, Setup, World, START_MS, TO};
 use regmig::domain::{InstructionKind, Reply};
+use regmig::migration::state::Counters;
 use regmig::migration::{
     decide, fold, try_fold, DecideError, EncodeError, FoldError, Input, MigrationEvent,
     Observation, TimedEvent,
@@ -131,4 +132,36 @@ fn every_event_encodes_and_an_encode_error_names_its_event() {
         error.to_string(),
         "cannot encode event of kind 1 (Submitted): boom"
     );
+}
+
+#[test]
+fn decisions_never_read_the_reporting_counters() {
+    let mut world = World::default();
+    let run = world.run_submitted(&Setup::default());
+    let scrambled = Counters {
+        sent: [("9.open_region".to_string(), 99)].into_iter().collect(),
+        retries: 99,
+        slow_path_waits: 99,
+        resends: 99,
+        resumes: 99,
+        lock_wait_ms: 99_999,
+        events: 9_999,
+    };
+    let mut decided = 0;
+    for end in batch_ends(&run.log) {
+        let state = fold(&run.log[..end]);
+        if state.is_finished() {
+            continue;
+        }
+        let mut reported_otherwise = state.clone();
+        reported_otherwise.counters = scrambled.clone();
+        let at_ms = state.last_event_at_ms + 1;
+        assert_eq!(
+            decide(&state, at_ms, Input::new(Observation::Resumed)),
+            decide(&reported_otherwise, at_ms, Input::new(Observation::Resumed)),
+            "after event {end}"
+        );
+        decided += 1;
+    }
+    assert!(decided > 5, "only {decided} points of the run were decided");
 }

@@ -140,7 +140,8 @@ pub struct CachedRoute {
     pub route: Option<TableRoute>,
 }
 
-/// Summary figures for the CLI.
+/// Summary figures for the CLI: reporting only, folded from each event alone by
+/// [`Counters::count`]; no decision reads them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
     /// Instructions sent, by "PEER.instruction".
@@ -157,6 +158,36 @@ pub struct Counters {
     pub lock_wait_ms: u64,
     /// Events folded.
     pub events: u64,
+}
+
+impl Counters {
+    /// Counts one event.
+    pub fn count(&mut self, event: &MigrationEvent) {
+        self.events += 1;
+        match event {
+            MigrationEvent::LocksAcquired { waited_ms, .. } => self.lock_wait_ms += waited_ms,
+            MigrationEvent::Resumed => self.resumes += 1,
+            MigrationEvent::InstructionSent {
+                peer,
+                instruction,
+                resend,
+                ..
+            } => {
+                if *resend {
+                    self.resends += 1;
+                }
+                *self
+                    .sent
+                    .entry(format!("{}.{}", peer.id, instruction.kind().name()))
+                    .or_insert(0) += 1;
+            }
+            MigrationEvent::WaitStarted { reason, .. } if *reason == WaitReason::LeaseExpiry => {
+                self.slow_path_waits += 1
+            }
+            MigrationEvent::RetryScheduled { .. } => self.retries += 1,
+            _ => {}
+        }
+    }
 }
 
 /// A migration procedure's state, derived by folding its events.
@@ -415,11 +446,13 @@ impl MigrationState {
     pub fn apply(&mut self, at_ms: u64, event: &MigrationEvent) {
         let previous_event_at_ms = self.last_event_at_ms;
         self.last_event_at_ms = at_ms;
-        self.counters.events += 1;
+        self.counters.count(event);
+        // Decided on the task, not on the counters (reporting: they only number the event in
+        // the error). Without a task, every event so far was this one or already broke.
         let submitted = matches!(event, MigrationEvent::Submitted { .. });
-        if self.counters.events == 1 && !submitted {
+        if self.task.is_none() && !submitted {
             self.break_on(FoldError::NotStartedBySubmitted { kind: event.name() });
-        } else if self.counters.events > 1 && submitted {
+        } else if self.task.is_some() && submitted {
             self.break_on(FoldError::SubmittedTwice {
                 event_number: self.counters.events,
             });
@@ -445,9 +478,8 @@ impl MigrationState {
                 self.state = StateName::Start;
             }
             MigrationEvent::LockWaitStarted { .. } => {}
-            MigrationEvent::LocksAcquired { waited_ms, .. } => {
+            MigrationEvent::LocksAcquired { .. } => {
                 self.locks_held = true;
-                self.counters.lock_wait_ms += waited_ms;
             }
             MigrationEvent::Resumed => {
                 // Locks and cached reads live in memory only: a restart drops them, and a CAS
@@ -457,7 +489,6 @@ impl MigrationState {
                 self.from_datanode_table = None;
                 self.step.cas = None;
                 self.step.metadata_error = None;
-                self.counters.resumes += 1;
                 // R2.7: a downgrade or upgrade outstanding at the crash is charged up to the
                 // last event before the crash; the downtime is not charged, and its re-send
                 // counts afresh from when it is sent.
@@ -519,16 +550,9 @@ impl MigrationState {
                     (Some(previous), true) if !previous.interrupted => previous.first_sent_at_ms,
                     _ => at_ms,
                 };
-                if *resend {
-                    self.counters.resends += 1;
-                } else {
+                if !*resend {
                     self.step.attempts += 1;
                 }
-                *self
-                    .counters
-                    .sent
-                    .entry(format!("{}.{}", peer.id, instruction.kind().name()))
-                    .or_insert(0) += 1;
                 self.step.waited = false;
                 self.outstanding = Some(Outstanding {
                     peer: peer.clone(),
@@ -580,7 +604,6 @@ impl MigrationState {
                 self.step.answered = None;
                 if *reason == WaitReason::LeaseExpiry {
                     self.step.slow_path = true;
-                    self.counters.slow_path_waits += 1;
                 }
             }
             MigrationEvent::WaitElapsed => {
@@ -607,7 +630,6 @@ impl MigrationState {
                     self.retries_used += 1;
                     self.waiting = Some((*due_at_ms, WaitReason::Backoff));
                 }
-                self.counters.retries += 1;
                 self.outstanding = None;
                 self.step = StepProgress::default();
             }
