@@ -4,6 +4,10 @@
 //! per procedure), appends every decision to the log before acting on it, and on open resumes
 //! every unfinished procedure from the log's open-procedures index. Finished procedures are
 //! not kept in memory: their history is in the log.
+//!
+//! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
+//! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
+//! in another (the benchmark's snapshot baselines do).
 
 mod locks;
 mod procedure;
