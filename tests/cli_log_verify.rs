@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use log_support::*;
 use regmig::log::keys::{event_key, hex};
 use regmig::log::EventLog;
+use regmig::log::SledStore;
 use uuid::Uuid;
 
 fn regmig(args: &[&str]) -> Output {
@@ -85,7 +86,11 @@ fn log_verify_of_a_clean_log_exits_0_with_its_counts() {
         log.append_blocking(next_append(procedure_id, 4, 1, true))
             .expect("append")
             .expect("no conflict");
-        log.db().flush().expect("flush");
+        SledStore::of(&log)
+            .expect("a sled-backed log")
+            .db()
+            .flush()
+            .expect("flush");
     }
     let output = log_verify(dir.path(), false);
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -2,12 +2,13 @@
 //! error, and `show` reports the write pause the log shows.
 
 use regmig::domain::{Instruction, Peer, RegionId, WalKind};
+use regmig::migration::write_pause_ms;
 use regmig::migration::{
     ErrorKind, MigrationEvent, MigrationTask, RetryPolicy, RouteChange, StateName, StepError,
     TimedEvent,
 };
 use regmig_tools::cli::inspect::render_show;
-use regmig_tools::cli::summary::{detail, summarize, write_pause_ms};
+use regmig_tools::cli::summary::{detail, summarize};
 use uuid::Uuid;
 
 const T0: u64 = 1_767_225_600_000;

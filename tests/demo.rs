@@ -97,3 +97,55 @@ fn a_killed_demo_resumes_its_open_migrations_and_finishes_the_campaign() {
         String::from_utf8_lossy(&verify.stdout)
     );
 }
+
+/// The value of one Prometheus sample line `name{labels} value`, if the text has it.
+fn prometheus_sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+}
+
+#[test]
+fn the_demo_prints_the_engines_metrics_in_the_prometheus_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = demo(dir.path(), &["--metrics"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The JSON summary first, then the metrics.
+    let mut documents =
+        serde_json::Deserializer::from_slice(&output.stdout).into_iter::<serde_json::Value>();
+    let summary = documents.next().expect("a summary").expect("JSON");
+    let metrics = String::from_utf8_lossy(&output.stdout[documents.byte_offset()..]).to_string();
+    let this_run = &summary["this_run"];
+    for outcome in ["completed", "aborted", "failed"] {
+        let series = format!("regmig_migrations_finished_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(
+            prometheus_sample(&metrics, &series).unwrap_or(0),
+            this_run[outcome].as_u64().unwrap(),
+            "{series} in:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        prometheus_sample(&metrics, "regmig_migrations_submitted_total"),
+        this_run["migrations"].as_u64()
+    );
+    assert_eq!(
+        prometheus_sample(&metrics, "regmig_retries_total{scope=\"state\"}").unwrap_or(0),
+        this_run["retries"].as_u64().unwrap(),
+        "{metrics}"
+    );
+    for family in [
+        "regmig_state_duration_seconds",
+        "regmig_write_pause_seconds",
+        "regmig_log_append_seconds",
+        "regmig_instructions_sent_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "{family} missing from:\n{metrics}"
+        );
+    }
+}

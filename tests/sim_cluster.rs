@@ -8,7 +8,9 @@ mod sim {
     use std::sync::Arc;
 
     use regmig::cluster::CasConflict;
-    use regmig::cluster::{Clock, ClusterHooks, Mailbox, MetadataError, MetadataStore, RegionMove};
+    use regmig::cluster::{
+        Clock, ClusterHooks, Mailbox, MetadataError, MetadataErrorKind, MetadataStore, RegionMove,
+    };
     use regmig::domain::{
         DatanodeTable, Instruction, InstructionKind, LeaderState, MailboxOutcome, Peer, PeerId,
         RegionId, RegionRoute, Reply, TableId, TableInfo, TableRoute, WalKind,
@@ -1063,8 +1065,11 @@ mod sim {
         let cluster = cluster(setup(WalKind::Local, None, vec![region_on(1, 1, 100)]));
         let metadata = cluster.metadata();
         let validation = cluster.validation_view();
-        let unavailable = |operation: &str| MetadataError {
-            reason: format!("injected fault: metadata store unavailable ({operation})"),
+        let unavailable = |operation: &str| {
+            MetadataError::new(
+                MetadataErrorKind::Unavailable,
+                format!("injected fault: metadata store unavailable ({operation})"),
+            )
         };
 
         cluster.inject_metadata_unavailable(2, 0);

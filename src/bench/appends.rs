@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::error::BenchError;
 use super::runtime;
-use regmig::log::{AppendRequest, EventLog, LogOptions, NewEvent, OpenProcedure};
+use regmig::log::{AppendRequest, EventLog, LogOptions, NewEvent, OpenProcedure, SledStore};
 
 /// The payload of each appended event: the size of a typical migration event.
 pub const PAYLOAD_BYTES: usize = 96;
@@ -172,10 +172,11 @@ pub fn durable_throughput_of(
     with_mark: bool,
 ) -> Result<f64, BenchError> {
     let runtime = runtime::multi_thread()?;
-    let log = EventLog::open(dir, LogOptions::default())?;
+    let store = Arc::new(SledStore::open(dir, LogOptions::default())?);
     if !with_mark {
-        log.stop_writing_the_mark_for_benchmarks();
+        store.stop_writing_the_mark_for_benchmarks();
     }
+    let log = EventLog::with_store(store);
     let appended = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let elapsed = runtime.block_on(async {
@@ -260,8 +261,12 @@ pub fn single_writer_latencies_with_and_without_mark(
 ) -> Result<(Vec<Duration>, Vec<Duration>), BenchError> {
     let runtime = runtime::multi_thread()?;
     let with_mark = EventLog::open(&dir.join("with-mark"), LogOptions::default())?;
-    let without_mark = EventLog::open(&dir.join("without-mark"), LogOptions::default())?;
-    without_mark.stop_writing_the_mark_for_benchmarks();
+    let without_mark_store = Arc::new(SledStore::open(
+        &dir.join("without-mark"),
+        LogOptions::default(),
+    )?);
+    without_mark_store.stop_writing_the_mark_for_benchmarks();
+    let without_mark = EventLog::with_store(without_mark_store);
     runtime.block_on(async {
         let procedure_id = Uuid::now_v7();
         for log in [&with_mark, &without_mark] {

@@ -31,11 +31,13 @@ use super::runtime;
 use super::world::{self, InstantMailbox, FIRST_LEADER, OTHER_PEER};
 use regmig::cluster::memory::MemoryMetadataStore;
 use regmig::cluster::sled_store::SledMetadataStore;
-use regmig::cluster::{Clock, Entropy, NoopHooks, Ports, SeededEntropy};
+use regmig::cluster::{Clock, Entropy, Ports, SeededEntropy};
 use regmig::domain::{Peer, PeerId, RegionId};
 use regmig::engine::{encode_events, LockTable};
 use regmig::engine::{Batch, Next, Persistence};
-use regmig::log::{AppendRequest, Durability, EventLog, LogOptions, NewEvent, OpenProcedure};
+use regmig::log::{
+    AppendRequest, Durability, EventLog, LogOptions, NewEvent, OpenProcedure, SledStore,
+};
 use regmig::migration::{MigrationEvent, MigrationState};
 
 /// Bumped whenever the fixture's content changes, so a cached one is rebuilt.
@@ -183,13 +185,10 @@ impl World {
         world::create_tables_in_memory(&metadata, regions);
         let clock: Arc<dyn Clock> = Arc::new(SteppingClock::new(FIXTURE_EPOCH_MS));
         let entropy: Arc<dyn Entropy> = Arc::new(SeededEntropy::new(7));
-        let ports = Ports::new(
-            Arc::new(InstantMailbox::new()),
-            metadata.clone(),
-            Arc::new(NoopHooks),
-            clock,
-            entropy,
-        );
+        let ports = Ports::builder(Arc::new(InstantMailbox::new()), metadata.clone())
+            .clock(clock)
+            .entropy(entropy)
+            .build();
         World {
             ports,
             metadata,
@@ -374,13 +373,14 @@ pub fn build(dir: &Path, spec: &FixtureSpec) -> Result<FixtureSummary, BenchErro
         let (_, short, _) = probe.procedure(region, true, None, 0).await?;
         let plan = plan(spec, &full_batches, event_count(&short))?;
 
-        let log = EventLog::open(
+        let sled = Arc::new(SledStore::open(
             dir,
             LogOptions {
                 durability: Durability::UnsyncedForTestsOnly,
                 ..LogOptions::default()
             },
-        )?;
+        )?);
+        let log = EventLog::with_store(sled.clone());
         let world = World::new(regions);
         let history_regions = spec.history_regions();
         let mut pending = Vec::with_capacity(APPENDS_IN_FLIGHT);
@@ -446,7 +446,7 @@ pub fn build(dir: &Path, spec: &FixtureSpec) -> Result<FixtureSummary, BenchErro
         for info in snapshot.table_infos.values() {
             store.put_table_info(info.clone()).await?;
         }
-        log.db()
+        sled.db()
             .flush()
             .map_err(|error| BenchError::Log(error.into()))?;
         Ok::<_, BenchError>(FixtureSummary {

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::error::BenchError;
 use regmig::engine::{Batch, Next, Persistence};
-use regmig::log::{EventLog, SLED_SUBDIR};
+use regmig::log::{EventLog, SledStore, SLED_SUBDIR};
 use regmig::migration::{MigrationState, StateName};
 
 /// The sled tree the snapshots live in (beside the metadata store's trees).
@@ -61,11 +61,17 @@ struct Snapshot<'a> {
 impl SnapshotStore {
     /// Opens the snapshot tree in the log's sled database.
     pub fn open(log: &EventLog) -> Result<Self, BenchError> {
-        let db = log.db().clone();
+        let Some(sled) = SledStore::of(log) else {
+            return Err(BenchError::Snapshot(format!(
+                "the snapshot store needs a sled-backed log; the log is at {}",
+                log.store().location()
+            )));
+        };
+        let db = sled.db().clone();
         let tree = db
             .open_tree(SNAPSHOT_TREE)
             .map_err(|error| BenchError::Snapshot(format!("open tree: {error}")))?;
-        let db_path = log.data_dir().join(SLED_SUBDIR).join("db");
+        let db_path = sled.data_dir().join(SLED_SUBDIR).join("db");
         let db_file =
             File::open(&db_path).map_err(|error| BenchError::io("open", &db_path, error))?;
         Ok(SnapshotStore {

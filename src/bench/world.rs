@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::error::BenchError;
 use regmig::cluster::memory::MemoryMetadataStore;
 use regmig::cluster::sled_store::SledMetadataStore;
-use regmig::cluster::{Clock, Entropy, Mailbox, NoopHooks, OsEntropy, Ports, SystemClock};
+use regmig::cluster::{Mailbox, Ports};
 use regmig::domain::{
     DatanodeTable, Instruction, MailboxOutcome, Peer, PeerId, RegionId, RegionRoute, Reply,
     TableId, TableInfo, TableRoute, WalKind,
@@ -186,7 +186,5 @@ pub fn ports(
     mailbox: Arc<dyn Mailbox>,
     metadata: Arc<dyn regmig::cluster::MetadataStore>,
 ) -> Ports {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
-    Ports::new(mailbox, metadata, Arc::new(NoopHooks), clock, entropy)
+    Ports::builder(mailbox, metadata).build()
 }

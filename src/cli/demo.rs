@@ -56,6 +56,10 @@ pub struct DemoArgs {
     /// Print the summary as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// After the summary, print the engine's metrics (`regmig::engine::metrics`) in the
+    /// Prometheus text format.
+    #[arg(long)]
+    pub metrics: bool,
     /// Exit abruptly, as a kill would, once this many events were appended (tests).
     #[arg(long, hide = true)]
     pub exit_after_events: Option<u64>,
@@ -171,6 +175,19 @@ pub fn run(args: DemoArgs) -> u8 {
         eprintln!("error: {error}");
         return EXIT_USAGE;
     }
+    // The embedder picks the exporter; the demo's is Prometheus's text format.
+    let metrics = args.metrics.then(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).map(|()| handle)
+    });
+    let metrics = match metrics.transpose() {
+        Ok(metrics) => metrics,
+        Err(error) => {
+            eprintln!("error: cannot install the metrics recorder: {error}");
+            return EXIT_FAILED;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -192,6 +209,9 @@ pub fn run(args: DemoArgs) -> u8 {
         }
     });
     runtime.shutdown_background();
+    if let Some(metrics) = metrics {
+        print!("{}", metrics.render());
+    }
     code
 }
 

@@ -9,11 +9,12 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::common::{format_time, CliError};
-use regmig::domain::{Instruction, PeerId, RegionId, RegionRoute, Reply, TableId};
-use regmig::log::keys::{parse_audit_key, region_audit_key, PREFIX_REGION_AUDIT, TREE_NAME};
-use regmig::log::{EventLog, LogError};
+use regmig::domain::{PeerId, RegionId, RegionRoute, Reply, TableId};
+use regmig::log::EventLog;
 use regmig::migration::events::kind_name;
-use regmig::migration::{fold, MigrationEvent, MigrationState, RouteChange, TimedEvent};
+use regmig::migration::{
+    fold, write_pause_ms, MigrationEvent, MigrationState, RouteChange, TimedEvent,
+};
 
 /// The batch a migration belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -165,39 +166,6 @@ pub fn summary_of(
             .map(|state| state.name())
             .collect(),
     })
-}
-
-/// The write pause a log shows: from the first downgrade sent with reject_write (the old
-/// leader stops taking writes when it receives it) to the route write that ends it (the
-/// upgrade's, or the rollback's clearing of Downgrading), or to the last event.
-pub fn write_pause_ms(events: &[TimedEvent]) -> Option<u64> {
-    let start = events.iter().position(|timed| {
-        matches!(
-            &timed.event,
-            MigrationEvent::InstructionSent {
-                instruction: Instruction::DowngradeRegion {
-                    reject_write: true,
-                    ..
-                },
-                ..
-            }
-        )
-    })?;
-    let started_ms = events[start].at_ms;
-    let ended_ms = events[start..]
-        .iter()
-        .find(|timed| {
-            matches!(
-                timed.event,
-                MigrationEvent::RouteCasApplied {
-                    change: RouteChange::Upgrade | RouteChange::ClearDowngrading,
-                    ..
-                } | MigrationEvent::Finished { .. }
-            )
-        })
-        .or(events.last())
-        .map_or(started_ms, |timed| timed.at_ms);
-    Some(ended_ms.saturating_sub(started_ms))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -802,37 +770,17 @@ fn ids_of(found: Vec<(u64, Uuid)>) -> Vec<Uuid> {
 
 /// The procedures opened on any region of `table` within the time range, from the region
 /// audit index: a table's regions are one contiguous run of region ids (`table << 32 |
-/// number`), so this is one range scan of `A | region_id | ms | procedure_id` keys.
-///
-/// It reads the tree directly because `EventLog` offers the index per region only. That is
-/// safe here: the command holds the data directory's exclusive lock, so no append runs
-/// while it reads.
+/// number`), so this is one range read of the index.
 fn procedures_by_table(
     log: &EventLog,
     table: TableId,
     since_ms: u64,
     until_ms: u64,
 ) -> Result<Vec<Uuid>, CliError> {
-    let tree = log.db().open_tree(TREE_NAME).map_err(LogError::Sled)?;
     let first_region = RegionId::new(table, 0).as_u64();
     let last_region = RegionId::new(table, u32::MAX).as_u64();
-    let start = region_audit_key(first_region, 0, Uuid::nil());
-    let end = region_audit_key(last_region, u64::MAX, Uuid::max());
-    let mut found = Vec::new();
-    for item in tree.range(start..=end) {
-        let (key, _) = item.map_err(LogError::Sled)?;
-        let Some((_, recorded_at_ms, procedure_id)) = parse_audit_key(PREFIX_REGION_AUDIT, &key)
-        else {
-            return Err(CliError::Log(LogError::MalformedKey {
-                key: regmig::log::keys::hex(&key),
-                reason: "an audit key of the wrong length".to_string(),
-            }));
-        };
-        if (since_ms..=until_ms).contains(&recorded_at_ms) {
-            found.push(procedure_id);
-        }
-    }
-    Ok(found)
+    let found = log.procedures_by_regions(first_region..=last_region, since_ms, until_ms)?;
+    Ok(found.into_iter().map(|entry| entry.procedure_id).collect())
 }
 
 /// Loads, summarizes and filters the selected migrations, ordered by submit time then id.

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::{ClusterSetup, RegionSetup, SimCluster, SimMetadataStore, TableSetup};
 use regmig::cluster::sled_store::SledMetadataStore;
-use regmig::cluster::{CasConflict, MetadataError, MetadataStore, RegionMove};
+use regmig::cluster::{CasConflict, MetadataError, MetadataErrorKind, MetadataStore, RegionMove};
 use regmig::domain::{
     DatanodeTable, PeerId, RegionId, RegionRoute, TableId, TableInfo, TableRoute,
     VersionedTableRoute, WalKind,
 };
-use regmig::log::EventLog;
+use regmig::log::{EventLog, SledStore};
 use regmig::migration::{fold, StateName};
 
 /// Why the campaign cannot go on.
@@ -186,15 +186,22 @@ pub struct CampaignRecord {
 }
 
 fn record_error(what: &str, error: impl std::fmt::Display) -> MetadataError {
-    MetadataError {
-        reason: format!("demo campaign record: {what}: {error}"),
-    }
+    MetadataError::new(
+        MetadataErrorKind::Other,
+        format!("demo campaign record: {what}: {error}"),
+    )
 }
 
 impl CampaignRecord {
     /// Opens the record in the log's database.
     pub fn open(log: &EventLog) -> Result<Self, MetadataError> {
-        let tree = log
+        let Some(sled) = SledStore::of(log) else {
+            return Err(record_error(
+                "it needs a sled-backed log; the log is at",
+                log.store().location(),
+            ));
+        };
+        let tree = sled
             .db()
             .open_tree(CAMPAIGN_TREE)
             .map_err(|e| record_error("cannot open its tree", e))?;

@@ -41,7 +41,7 @@ use super::invariants::{EventTrace, InvariantChecker, TraceEvent, Violation, Wri
 use regmig::cluster::memory::MemoryMetadataStore;
 use regmig::cluster::{
     CasConflict, Clock, ClusterHooks, Entropy, LeaseRenewals, Mailbox, MetadataError,
-    MetadataStore, Ports, RegionMove, SeededEntropy, TokioClock,
+    MetadataErrorKind, MetadataStore, Ports, RegionMove, SeededEntropy, TokioClock,
 };
 use regmig::domain::{
     DatanodeTable, Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, RegionId,
@@ -1489,9 +1489,10 @@ impl SimMetadataStore {
         };
         if failed {
             self.trace(format!("metadata {operation}: injected store error"));
-            return Err(MetadataError {
-                reason: format!("injected fault: metadata store unavailable ({operation})"),
-            });
+            return Err(MetadataError::new(
+                MetadataErrorKind::Unavailable,
+                format!("injected fault: metadata store unavailable ({operation})"),
+            ));
         }
         Ok(())
     }

@@ -12,9 +12,11 @@
 //! # Layout (bottom to top)
 //! - [`domain`]: the shared vocabulary: regions, peers, routes, instructions, replies.
 //! - [`migration`]: the migration model, pure: events, `fold` and `decide`. No I/O, no clock.
-//! - [`log`]: the append-only event log on sled: record envelope, keys and indexes, group
-//!   commit with fdatasync, verification, the archive cut and its checkpoint, compaction,
-//!   and the export bundle. Its format is `migrations-log-format.md`.
+//! - [`log`]: the append-only event log: the integrity layer ([`log::EventLog`]: record
+//!   envelope, hash chain, checks on every read) over a storage port ([`log::LogStore`]),
+//!   with sled its first backend ([`log::SledStore`]: keys and indexes, group commit with
+//!   fdatasync, the high-water mark, verification, the archive cut and its checkpoint,
+//!   compaction); and the export bundle. Its format is `migrations-log-format.md`.
 //! - [`cluster`]: the ports the engine talks through: datanode mailbox, metadata store,
 //!   hooks, clock, entropy, lease renewals (heartbeats); with in-memory and sled-backed
 //!   metadata stores.

@@ -400,7 +400,7 @@ async fn a_restart_after_any_event_reaches_the_same_route_without_resetting_budg
         }));
         let id = submit(&engine, request(10_000)).await;
         let _ = engine.wait(id).await;
-        let finished_before_restart = engine.get(id).expect("get").is_finished();
+        let finished_before_restart = engine.get(id).await.expect("get").is_finished();
         engine.shutdown().await;
         drop(engine);
         assert!(seen.load(Ordering::SeqCst) >= crash_after);
@@ -593,12 +593,13 @@ async fn a_procedure_this_version_cannot_read_is_left_open_and_the_others_run() 
 }
 
 /// Waits until the procedure enters `state`.
-async fn until_state(
-    events: &mut tokio::sync::broadcast::Receiver<regmig::engine::ProcedureEvent>,
-    state: StateName,
-) {
+async fn until_state(events: &mut regmig::engine::ProcedureEvents, state: StateName) {
     loop {
-        let event = events.recv().await.expect("event stream");
+        let event = events
+            .next()
+            .await
+            .expect("the procedure reaches the state")
+            .expect("event stream");
         if matches!(event.event, MigrationEvent::StateEntered { state: entered, .. } if entered == state)
         {
             return;
@@ -615,7 +616,7 @@ async fn an_operator_cancel_during_the_downgrade_rolls_the_route_back() {
     };
     let engine = setup.engine().await;
     let id = submit(&engine, request(10_000)).await;
-    let mut events = engine.subscribe(id).expect("subscribe");
+    let mut events = engine.subscribe(id, 1).await.expect("subscribe");
     until_state(&mut events, StateName::DowngradeLeaderRegion).await;
     assert!(region_route(&setup.metadata, REGION).is_leader_downgrading());
     engine
@@ -649,7 +650,7 @@ async fn a_cancel_after_the_new_route_is_written_is_refused_and_the_migration_co
     };
     let engine = setup.engine().await;
     let id = submit(&engine, request(10_000)).await;
-    let mut events = engine.subscribe(id).expect("subscribe");
+    let mut events = engine.subscribe(id, 1).await.expect("subscribe");
     until_state(&mut events, StateName::CloseDowngradedRegion).await;
     let refused = engine.cancel(id, "bob", "changed my mind").await;
     let reason = match refused {

@@ -5,6 +5,7 @@ mod log_support;
 use std::time::{Duration, Instant};
 
 use log_support::*;
+use regmig::log::SledStore;
 use regmig::log::{
     AppendConflict, AppendReceipt, AppendRequest, EventLog, LogError, LogOptions, NewEvent,
     OpenProcedure, PAYLOAD_MAX_BYTES,
@@ -406,7 +407,11 @@ async fn async_append_and_sync_share_the_commit_thread() {
         .expect("append")
         .expect("no conflict");
     assert_eq!(receipt.last_seq, 2);
-    let other_tree = log.db().open_tree("test.other").expect("another tree");
+    let other_tree = SledStore::of(&log)
+        .expect("a sled-backed log")
+        .db()
+        .open_tree("test.other")
+        .expect("another tree");
     other_tree
         .insert(b"key", b"value".to_vec())
         .expect("insert");
@@ -426,7 +431,9 @@ fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
     log.append_blocking(first_append(procedure_id, 1, 1, vec![]))
         .expect("append")
         .expect("no conflict");
-    log.fail_next_fdatasync_for_tests();
+    SledStore::of(&log)
+        .expect("a sled-backed log")
+        .fail_next_fdatasync_for_tests();
     let failed = log.append_blocking(next_append(procedure_id, 2, 1, false));
     assert!(
         matches!(failed, Err(LogError::WriteFailed { .. })),

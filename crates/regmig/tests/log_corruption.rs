@@ -6,6 +6,7 @@ mod log_support;
 
 use log_support::*;
 use regmig::log::keys::{event_key, hex, open_key, region_open_key, TREE_NAME};
+use regmig::log::SledStore;
 use regmig::log::{EventLog, LogError};
 use uuid::Uuid;
 
@@ -113,7 +114,11 @@ fn verify_reports_index_entries_that_disagree_with_the_events() {
         .expect("append")
         .expect("no conflict");
     assert!(log.verify().expect("verify").is_clean());
-    let tree = log.db().open_tree(TREE_NAME).expect("log tree");
+    let tree = SledStore::of(&log)
+        .expect("a sled-backed log")
+        .db()
+        .open_tree(TREE_NAME)
+        .expect("log tree");
     // The first procedure loses its region entry; the region of the second names the first.
     tree.remove(region_open_key(10)).expect("damage");
     tree.insert(region_open_key(20), first.as_bytes().to_vec())

@@ -19,6 +19,7 @@ use regmig::log::keys::{
     event_key, global_key, open_key, peer_audit_key, region_audit_key, region_open_key, LAYOUT_KEY,
     TREE_NAME,
 };
+use regmig::log::SledStore;
 use regmig::log::{
     decode_record, encode_record, AppendRequest, EventLog, LogOptions, NewEvent, OpenProcedure,
     Record,
@@ -307,7 +308,11 @@ fn golden_v1_data_directory_opens_and_reads_back_every_event() {
         (report.events, report.procedures, report.open_procedures),
         (10, 3, 1)
     );
-    let tree = log.db().open_tree(TREE_NAME).expect("tree");
+    let tree = SledStore::of(&log)
+        .expect("a sled-backed log")
+        .db()
+        .open_tree(TREE_NAME)
+        .expect("tree");
     let stored: Vec<(Vec<u8>, Vec<u8>)> = tree
         .iter()
         .map(|entry| {
@@ -391,7 +396,11 @@ fn write_golden_fixture_v1() {
             .expect("append")
             .expect("no conflict");
     }
-    let tree = log.db().open_tree(TREE_NAME).expect("tree");
+    let tree = SledStore::of(&log)
+        .expect("a sled-backed log")
+        .db()
+        .open_tree(TREE_NAME)
+        .expect("tree");
     let mut dump = Vec::new();
     for entry in tree.iter() {
         let (key, value) = entry.expect("entry");

@@ -32,13 +32,89 @@ pub trait Mailbox: Send + Sync {
     async fn send(&self, peer: &Peer, instruction: Instruction, timeout_ms: u64) -> MailboxOutcome;
 }
 
-/// A metadata store failure: the store could not be read or written (retryable).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("metadata store error: {reason}")]
-pub struct MetadataError {
-    /// What went wrong.
-    pub reason: String,
+/// What kind of failure a metadata store met. Every kind is retried by the procedure (its
+/// framework retry budget bounds how often).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetadataErrorKind {
+    /// The store could not be reached or refused the call (down, overloaded, no leader).
+    Unavailable,
+    /// The call did not answer in time.
+    Timeout,
+    /// The store answered with data that could not be decoded.
+    Corrupt,
+    /// Anything else.
+    Other,
 }
+
+impl MetadataErrorKind {
+    /// The snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetadataErrorKind::Unavailable => "unavailable",
+            MetadataErrorKind::Timeout => "timeout",
+            MetadataErrorKind::Corrupt => "corrupt",
+            MetadataErrorKind::Other => "other",
+        }
+    }
+}
+
+/// A metadata store failure: the store could not be read or written (retryable). Its
+/// `reason` is what the procedure records in its log; the source, when given, is the
+/// store's own error (kept in memory for the embedder's logs, not recorded).
+#[derive(Debug, Clone)]
+pub struct MetadataError {
+    /// What kind of failure.
+    pub kind: MetadataErrorKind,
+    /// A sentence naming what failed (recorded in the procedure's log).
+    pub reason: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl MetadataError {
+    /// A failure of `kind`, described by `reason`.
+    pub fn new(kind: MetadataErrorKind, reason: impl Into<String>) -> Self {
+        MetadataError {
+            kind,
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// The same failure, caused by the store's own error `source`.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+}
+
+impl std::fmt::Display for MetadataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "metadata store error ({}): {}",
+            self.kind.name(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for MetadataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Two failures are equal when their kind and reason are (sources are not compared).
+impl PartialEq for MetadataError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.reason == other.reason
+    }
+}
+
+impl Eq for MetadataError {}
 
 /// A compare-and-swap lost to a concurrent writer: an expected outcome, not a fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -287,28 +363,115 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Ports whose submit validation reads the same metadata store as the procedures.
-    pub fn new(
-        mailbox: Arc<dyn Mailbox>,
-        metadata: Arc<dyn MetadataStore>,
-        hooks: Arc<dyn ClusterHooks>,
-        clock: Arc<dyn Clock>,
-        entropy: Arc<dyn Entropy>,
-    ) -> Self {
-        Ports {
-            mailbox,
-            submit_metadata: metadata.clone(),
-            metadata,
-            hooks,
-            clock,
-            entropy,
-            lease_renewals: Arc::new(NoLeaseRenewals),
+    /// Ports over your datanode mailbox and metadata store, with the defaults for the rest
+    /// (no hooks, the system clock, the OS's randomness, no heartbeat knowledge); change
+    /// any of them on the builder.
+    pub fn builder(mailbox: Arc<dyn Mailbox>, metadata: Arc<dyn MetadataStore>) -> PortsBuilder {
+        PortsBuilder {
+            ports: Ports {
+                mailbox,
+                submit_metadata: metadata.clone(),
+                metadata,
+                hooks: Arc::new(NoopHooks),
+                clock: Arc::new(SystemClock),
+                entropy: Arc::new(OsEntropy),
+                lease_renewals: Arc::new(NoLeaseRenewals),
+            },
         }
     }
+}
 
-    /// The same ports with `lease_renewals` telling when datanodes last heartbeated.
-    pub fn with_lease_renewals(mut self, lease_renewals: Arc<dyn LeaseRenewals>) -> Self {
-        self.lease_renewals = lease_renewals;
+/// Builds [`Ports`]; made by [`Ports::builder`].
+#[must_use]
+pub struct PortsBuilder {
+    ports: Ports,
+}
+
+impl PortsBuilder {
+    /// Failure detectors and caches (default: [`NoopHooks`]).
+    pub fn hooks(mut self, hooks: Arc<dyn ClusterHooks>) -> Self {
+        self.ports.hooks = hooks;
         self
+    }
+
+    /// Time (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.ports.clock = clock;
+        self
+    }
+
+    /// Randomness (default: [`OsEntropy`]).
+    pub fn entropy(mut self, entropy: Arc<dyn Entropy>) -> Self {
+        self.ports.entropy = entropy;
+        self
+    }
+
+    /// When datanodes last heartbeated (default: [`NoLeaseRenewals`]).
+    pub fn lease_renewals(mut self, lease_renewals: Arc<dyn LeaseRenewals>) -> Self {
+        self.ports.lease_renewals = lease_renewals;
+        self
+    }
+
+    /// The metadata submit validation reads (default: the procedures' store).
+    pub fn submit_metadata(mut self, submit_metadata: Arc<dyn MetadataStore>) -> Self {
+        self.ports.submit_metadata = submit_metadata;
+        self
+    }
+
+    /// The ports.
+    pub fn build(self) -> Ports {
+        self.ports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metadata_error_names_its_kind_and_keeps_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let error = MetadataError::new(MetadataErrorKind::Unavailable, "read table route 1024")
+            .with_source(io);
+        assert_eq!(
+            error.to_string(),
+            "metadata store error (unavailable): read table route 1024"
+        );
+        let source = std::error::Error::source(&error).expect("a source");
+        assert_eq!(source.to_string(), "connection refused");
+        // Equal by kind and reason; the source is not compared.
+        assert_eq!(
+            error,
+            MetadataError::new(MetadataErrorKind::Unavailable, "read table route 1024")
+        );
+        assert_ne!(
+            error,
+            MetadataError::new(MetadataErrorKind::Timeout, "read table route 1024")
+        );
+    }
+
+    #[test]
+    fn the_ports_builder_fills_the_defaults_and_takes_overrides() {
+        struct NoMailbox;
+        #[async_trait]
+        impl Mailbox for NoMailbox {
+            async fn send(&self, _: &Peer, _: Instruction, _: u64) -> MailboxOutcome {
+                MailboxOutcome::Unreachable
+            }
+        }
+        let metadata: Arc<dyn MetadataStore> = Arc::new(memory::MemoryMetadataStore::new());
+        let defaults = Ports::builder(Arc::new(NoMailbox), metadata.clone()).build();
+        assert!(Arc::ptr_eq(&defaults.metadata, &defaults.submit_metadata));
+        // The system clock: within a minute of now.
+        let now_ms = SystemClock.now_ms();
+        assert!(defaults.clock.now_ms().abs_diff(now_ms) < 60_000);
+        let other: Arc<dyn MetadataStore> = Arc::new(memory::MemoryMetadataStore::new());
+        let custom = Ports::builder(Arc::new(NoMailbox), metadata)
+            .clock(Arc::new(TokioClock::new(1_000)))
+            .entropy(Arc::new(SeededEntropy::new(3)))
+            .submit_metadata(other.clone())
+            .build();
+        assert!(Arc::ptr_eq(&custom.submit_metadata, &other));
+        assert_eq!(custom.entropy.next_u32(), SeededEntropy::new(3).next_u32());
     }
 }

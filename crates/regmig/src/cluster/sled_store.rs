@@ -11,9 +11,9 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::memory::apply_region_move;
-use super::{CasConflict, MetadataError, MetadataStore, RegionMove};
+use super::{CasConflict, MetadataError, MetadataErrorKind, MetadataStore, RegionMove};
 use crate::domain::{DatanodeTable, PeerId, TableId, TableInfo, TableRoute, VersionedTableRoute};
-use crate::log::EventLog;
+use crate::log::{EventLog, SledStore};
 
 const ROUTES_TREE: &str = "meta_table_routes";
 const DATANODE_TABLES_TREE: &str = "meta_datanode_tables";
@@ -31,9 +31,7 @@ pub struct SledMetadataStore {
 }
 
 fn store_error(what: &str, error: impl std::fmt::Display) -> MetadataError {
-    MetadataError {
-        reason: format!("{what}: {error}"),
-    }
+    MetadataError::new(MetadataErrorKind::Other, format!("{what}: {error}"))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -75,9 +73,19 @@ fn move_region(
 }
 
 impl SledMetadataStore {
-    /// Opens (creating if needed) the metadata trees in the log's database.
+    /// Opens (creating if needed) the metadata trees in the database of a sled-backed
+    /// log; a log on another store has no sled database to share.
     pub fn open(log: &EventLog) -> Result<Self, MetadataError> {
-        let db = log.db();
+        let Some(sled) = SledStore::of(log) else {
+            return Err(MetadataError::new(
+                MetadataErrorKind::Other,
+                format!(
+                    "the sled metadata store needs a sled-backed log; the log is at {}",
+                    log.store().location()
+                ),
+            ));
+        };
+        let db = sled.db();
         let open = |name: &str| {
             db.open_tree(name)
                 .map_err(|error| store_error(&format!("cannot open tree {name}"), error))

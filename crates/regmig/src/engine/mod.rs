@@ -5,36 +5,51 @@
 //! every unfinished procedure from the log's open-procedures index. Finished procedures are
 //! not kept in memory: their history is in the log.
 //!
+//! # Lifecycle
+//! - [`Engine::open`] opens the log and reads what to resume off the async threads.
+//! - The engine runs until [`Engine::shutdown`] (or [`Engine::shutdown_within`], which takes
+//!   a deadline) or until its last handle is dropped: dropping every clone of an `Engine`
+//!   halts it, as a crash would (every unfinished procedure resumes from the log on the next
+//!   open), and the same data directory can be opened again in the same process.
+//! - [`Engine::subscribe`] streams one procedure's events from any seq, with no gap;
+//!   [`Engine::subscribe_all`] streams every procedure's events in log order.
+//!
 //! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
 //! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
 //! in another (the benchmark's snapshot baselines do).
 
 mod locks;
+pub mod metrics;
 mod procedure;
 pub mod store;
+pub mod stream;
 mod submit;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 pub use locks::LockTable;
+use metrics::EngineMetrics;
 pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver};
 pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
+pub use stream::{EngineEvents, LoggedEvent, ProcedureEvents};
 pub use submit::{
     BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitError, SubmitOutcome,
 };
 
 use crate::cluster::Ports;
-use crate::domain::RegionId;
+use crate::domain::{PeerId, RegionId};
 use crate::log::{AppendConflict, AppendRequest, EventLog, LogError, LogOptions, OpenProcedure};
 use crate::migration::{
     fold, EncodeError, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy,
+    TimedEvent,
 };
 use procedure::{Control, Runner};
 
@@ -76,6 +91,46 @@ pub struct ProcedureEvent {
     pub event: MigrationEvent,
 }
 
+/// Whose migrations an [`Engine::audit`] looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditSubject {
+    /// Every migration of this region.
+    Region(RegionId),
+    /// Every migration from or to this datanode.
+    Peer(PeerId),
+}
+
+/// An [`Engine::audit`] question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Whose migrations.
+    pub subject: AuditSubject,
+    /// Submitted at or after (ms since the epoch).
+    pub since_ms: u64,
+    /// Submitted at or before (ms since the epoch).
+    pub until_ms: u64,
+}
+
+impl AuditQuery {
+    /// Every migration of `subject`, at any time.
+    pub fn all_of(subject: AuditSubject) -> AuditQuery {
+        AuditQuery {
+            subject,
+            since_ms: 0,
+            until_ms: u64::MAX,
+        }
+    }
+}
+
+/// One migration an [`Engine::audit`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The migration.
+    pub procedure_id: Uuid,
+    /// When it was submitted (ms since the epoch).
+    pub submitted_at_ms: u64,
+}
+
 /// Errors of the engine's operator calls.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -103,6 +158,12 @@ pub enum EngineError {
     /// The engine is shutting down and takes no new work.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// Another engine of this process has the data directory open.
+    #[error("data directory {} is already open by another engine in this process; shut it down (or drop it) first", dir.display())]
+    AlreadyOpen {
+        /// The data directory.
+        dir: PathBuf,
+    },
     /// The log failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -144,6 +205,12 @@ pub(crate) struct Inner {
     accepting: AtomicBool,
     halt: watch::Sender<bool>,
     observer: Mutex<Option<Observer>>,
+    /// Turns appended events into metrics (see [`metrics`]).
+    metrics: EngineMetrics,
+    /// Woken after every append, for [`EngineEvents`].
+    appended: Notify,
+    /// Set when every `Engine` handle was dropped.
+    dropped: AtomicBool,
 }
 
 /// Called after every appended event (the simulator uses it to crash after event k).
@@ -181,10 +248,12 @@ impl Inner {
             opens,
             closes,
         };
+        let started = std::time::Instant::now();
         let result = match self.config.append_mode {
             AppendMode::GroupCommit => self.log.append(request).await?,
             AppendMode::Inline => self.log.append_blocking(request)?,
         };
+        self.metrics.append_done(started.elapsed(), events.len());
         result
             .map(|_| ())
             .map_err(|conflict| EngineError::AppendConflict {
@@ -200,6 +269,8 @@ impl Inner {
         at_ms: u64,
         event: &MigrationEvent,
     ) {
+        self.metrics.observe(procedure_id, at_ms, event);
+        self.appended.notify_waiters();
         let subscribers = self
             .running()
             .get(&procedure_id)
@@ -217,6 +288,35 @@ impl Inner {
         }
         if let Some(observer) = observer.as_ref() {
             observer(&published);
+        }
+    }
+
+    /// A live subscription to a running procedure's appends; `None` when it does not run.
+    pub(crate) fn subscribe_live(
+        &self,
+        procedure_id: Uuid,
+    ) -> Option<broadcast::Receiver<ProcedureEvent>> {
+        self.running().get_mut(&procedure_id).map(|running| {
+            running
+                .events
+                .get_or_insert_with(|| broadcast::channel(EVENTS_CHANNEL_CAPACITY).0)
+                .subscribe()
+        })
+    }
+
+    /// Stops taking work and stops every procedure before its next action.
+    fn halt(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+        self.halt.send_replace(true);
+    }
+
+    /// Halts, then aborts every procedure task at once.
+    fn abort_all(&self) {
+        self.halt();
+        for running in self.running().values() {
+            if let Some(task) = &running.task {
+                task.abort();
+            }
         }
     }
 
@@ -239,27 +339,99 @@ impl HaltHandle {
     /// Stops every procedure of the engine before its next action.
     pub fn halt(&self) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.accepting.store(false, Ordering::SeqCst);
-            inner.halt.send_replace(true);
+            inner.halt();
         }
     }
 }
 
-/// The region-migration engine. Cheap to clone.
+/// How long [`Engine::shutdown`] waits for procedures to stop before aborting them.
+pub const SHUTDOWN_DEADLINE_DEFAULT: Duration = Duration::from_secs(30);
+
+/// How long [`Engine::open`] waits for an engine of this process that was dropped to let go
+/// of the data directory (its tasks are aborted; the log closes when the last one is gone).
+pub const REOPEN_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// What [`Engine::shutdown_within`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Procedures that stopped by themselves before the deadline.
+    pub stopped: usize,
+    /// Procedures still busy at the deadline (e.g. in a port call that does not return),
+    /// aborted. Each resumes from the log on the next open.
+    pub aborted: usize,
+}
+
+/// The data directories open by an engine of this process, for a precise "in use" error and
+/// for reopening after a drop.
+fn open_engines() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, Weak<Inner>>> {
+    static OPEN: Mutex<BTreeMap<PathBuf, Weak<Inner>>> = Mutex::new(BTreeMap::new());
+    OPEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn registry_key(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Halts the engine when the last `Engine` handle is dropped.
+struct Lifetime {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Lifetime {
+    fn drop(&mut self) {
+        self.inner.dropped.store(true, Ordering::SeqCst);
+        self.inner.abort_all();
+    }
+}
+
+/// The region-migration engine. Cheap to clone; dropping the last clone halts it (see the
+/// module's Lifecycle).
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+    _lifetime: Arc<Lifetime>,
 }
 
 impl Engine {
     /// Opens the log in `data_dir` and resumes every unfinished procedure where its log ends.
-    /// Must be called inside a tokio runtime.
+    /// Must be called inside a tokio runtime; the file work runs off the async threads.
+    ///
+    /// Errors: [`EngineError::AlreadyOpen`] when a live engine of this process has the
+    /// directory; `LogError::InUse` when another process has it (after waiting up to
+    /// [`REOPEN_WAIT_MAX`] for a dropped engine of this process to let go of it).
     pub async fn open(
         data_dir: &Path,
         config: EngineConfig,
         ports: Ports,
     ) -> Result<Engine, EngineError> {
-        let log = EventLog::open(data_dir, config.log.clone())?;
+        let key = registry_key(data_dir);
+        let previous = open_engines().get(&key).cloned();
+        let waited_for_previous = match previous.as_ref().and_then(Weak::upgrade) {
+            Some(inner) if !inner.dropped.load(Ordering::SeqCst) => {
+                return Err(EngineError::AlreadyOpen {
+                    dir: data_dir.to_path_buf(),
+                })
+            }
+            Some(_) => true,
+            None => previous.is_some(),
+        };
+        let started = tokio::time::Instant::now();
+        let log = loop {
+            let dir = data_dir.to_path_buf();
+            let options = config.log.clone();
+            let opened = tokio::task::spawn_blocking(move || EventLog::open(&dir, options))
+                .await
+                .map_err(|_| EngineError::ShuttingDown)?;
+            match opened {
+                Err(LogError::InUse { .. })
+                    if waited_for_previous && started.elapsed() < REOPEN_WAIT_MAX =>
+                {
+                    // A dropped engine of this process: its aborted tasks are letting go.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                opened => break opened?,
+            }
+        };
         Self::with_log(log, config, ports).await
     }
 
@@ -270,52 +442,40 @@ impl Engine {
         ports: Ports,
     ) -> Result<Engine, EngineError> {
         let (halt, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            log,
+            ports,
+            config,
+            locks: LockTable::new(),
+            running: Mutex::new(BTreeMap::new()),
+            accepting: AtomicBool::new(true),
+            halt,
+            observer: Mutex::new(None),
+            metrics: EngineMetrics::default(),
+            appended: Notify::new(),
+            dropped: AtomicBool::new(false),
+        });
+        open_engines().insert(
+            registry_key(Path::new(&inner.log.store().location())),
+            Arc::downgrade(&inner),
+        );
         let engine = Engine {
-            inner: Arc::new(Inner {
-                log,
-                ports,
-                config,
-                locks: LockTable::new(),
-                running: Mutex::new(BTreeMap::new()),
-                accepting: AtomicBool::new(true),
-                halt,
-                observer: Mutex::new(None),
+            _lifetime: Arc::new(Lifetime {
+                inner: inner.clone(),
             }),
+            inner,
         };
-        engine.resume_open_procedures()?;
+        let log = engine.inner.log.clone();
+        let to_resume = tokio::task::spawn_blocking(move || procedures_to_resume(&log))
+            .await
+            .map_err(|_| EngineError::ShuttingDown)??;
+        if !to_resume.is_empty() {
+            info!(count = to_resume.len(), "resuming unfinished migrations");
+        }
+        for (procedure_id, state, next_seq) in to_resume {
+            engine.spawn(procedure_id, state, next_seq, Observation::Resumed);
+        }
         Ok(engine)
-    }
-
-    fn resume_open_procedures(&self) -> Result<(), EngineError> {
-        let open = self.inner.log.open_procedures()?;
-        if !open.is_empty() {
-            info!(count = open.len(), "resuming unfinished migrations");
-        }
-        for (procedure_id, _region) in open {
-            let events = match load_procedure(&self.inner.log, procedure_id) {
-                Ok(events) => events,
-                Err(LoadError::Undecodable(error)) => {
-                    // Written by a newer regmig, or damaged: do not guess; leave it open for
-                    // an operator, and run the others.
-                    warn!(%procedure_id, %error, "not resuming a migration whose log this version cannot read");
-                    continue;
-                }
-                Err(error) => return Err(error.into()),
-            };
-            let next_seq = events.len() as u64 + 1;
-            let state = fold(&events);
-            if let Some(broken) = &state.broken {
-                // Deciding on it would build on a guess: leave it open for an operator.
-                warn!(%procedure_id, error = %broken, "not resuming a migration whose log breaks the model's assumptions");
-                continue;
-            }
-            if state.is_finished() {
-                warn!(%procedure_id, "open index names a finished procedure; skipping it");
-                continue;
-            }
-            self.spawn(procedure_id, state, next_seq, Observation::Resumed);
-        }
-        Ok(())
     }
 
     fn spawn(&self, procedure_id: Uuid, state: MigrationState, next_seq: u64, first: Observation) {
@@ -472,7 +632,7 @@ impl Engine {
             .get(&procedure_id)
             .map(|r| r.control.clone());
         let Some(control) = control else {
-            let state = self.get(procedure_id)?;
+            let state = self.get(procedure_id).await?;
             let refusal = crate::migration::check_cancel(&state)
                 .err()
                 .unwrap_or_else(|| "it is not running in this engine".to_string());
@@ -503,29 +663,66 @@ impl Engine {
             .get(&procedure_id)
             .map(|running| running.outcome.clone());
         if let Some(mut outcome) = outcome {
-            let finished = outcome.wait_for(|outcome| outcome.is_some()).await;
-            if finished.is_err() || self.inner.halted() {
-                let state = self.get(procedure_id)?;
+            let finished = outcome.wait_for(|outcome| outcome.is_some()).await.is_ok();
+            if !finished || self.inner.halted() {
+                let state = self.get(procedure_id).await?;
                 if !state.is_finished() {
                     return Err(EngineError::NotRunning { procedure_id });
                 }
                 return Ok(state);
             }
         }
-        let state = self.get(procedure_id)?;
+        let state = self.get(procedure_id).await?;
         if !state.is_finished() && !self.inner.running().contains_key(&procedure_id) {
             return Err(EngineError::NotRunning { procedure_id });
         }
         Ok(state)
     }
 
-    /// A procedure's current state, folded from its log.
-    pub fn get(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
-        let events = load_procedure(&self.inner.log, procedure_id)?;
+    /// A procedure's current state, folded from its log (read off the async threads).
+    pub async fn get(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
+        let log = self.inner.log.clone();
+        let events = tokio::task::spawn_blocking(move || load_procedure(&log, procedure_id))
+            .await
+            .map_err(|_| EngineError::ShuttingDown)??;
         if events.is_empty() {
             return Err(EngineError::UnknownProcedure { procedure_id });
         }
         Ok(fold(&events))
+    }
+
+    /// A procedure's history, decoded, in seq order (read off the async threads); empty
+    /// for a procedure the log does not know. A salvage marker ends it.
+    pub async fn history(&self, procedure_id: Uuid) -> Result<Vec<TimedEvent>, EngineError> {
+        let log = self.inner.log.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || load_procedure(&log, procedure_id))
+                .await
+                .map_err(|_| EngineError::ShuttingDown)??,
+        )
+    }
+
+    /// The migrations that touched a region or a datanode, submitted in
+    /// `[since_ms, until_ms]` (ms since the epoch), oldest first: what an auditor asks.
+    pub async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, EngineError> {
+        let log = self.inner.log.clone();
+        let found = tokio::task::spawn_blocking(move || match query.subject {
+            AuditSubject::Region(region_id) => {
+                log.procedures_by_region(region_id.as_u64(), query.since_ms, query.until_ms)
+            }
+            AuditSubject::Peer(peer_id) => {
+                log.procedures_by_peer(peer_id, query.since_ms, query.until_ms)
+            }
+        })
+        .await
+        .map_err(|_| EngineError::ShuttingDown)??;
+        Ok(found
+            .into_iter()
+            .map(|(submitted_at_ms, procedure_id)| AuditEntry {
+                procedure_id,
+                submitted_at_ms,
+            })
+            .collect())
     }
 
     /// The procedures that have not finished, with their regions.
@@ -544,19 +741,25 @@ impl Engine {
         self.inner.running().len()
     }
 
-    /// Events appended from now on for one procedure.
-    pub fn subscribe(
+    /// One procedure's events from `from_seq` on (1 for its whole history): those the log
+    /// holds, then each one as it is appended, with no gap and no repeat. Works for a
+    /// procedure that already finished (the stream gives its history and ends) and right
+    /// after [`Engine::submit`] returns (nothing is missed, `Submitted` included).
+    ///
+    /// Errors: [`EngineError::UnknownProcedure`] when the log has no such procedure.
+    pub async fn subscribe(
         &self,
         procedure_id: Uuid,
-    ) -> Result<broadcast::Receiver<ProcedureEvent>, EngineError> {
-        if let Some(running) = self.inner.running().get_mut(&procedure_id) {
-            let events = running
-                .events
-                .get_or_insert_with(|| broadcast::channel(EVENTS_CHANNEL_CAPACITY).0);
-            return Ok(events.subscribe());
-        }
-        self.get(procedure_id)?;
-        Err(EngineError::NotRunning { procedure_id })
+        from_seq: u64,
+    ) -> Result<ProcedureEvents, EngineError> {
+        ProcedureEvents::start(self.inner.clone(), procedure_id, from_seq).await
+    }
+
+    /// Every procedure's events in log order from `from_global_seq` on (1 for the whole
+    /// live log), then each append as it becomes durable: a feed for an embedder's own
+    /// audit sink. Ends when the engine stops.
+    pub fn subscribe_all(&self, from_global_seq: u64) -> EngineEvents {
+        EngineEvents::start(self.inner.clone(), from_global_seq)
     }
 
     /// Installs a callback run after every appended event.
@@ -578,10 +781,15 @@ impl Engine {
         self.inner.running().get(&procedure_id).map(|r| r.region_id)
     }
 
+    /// [`Engine::shutdown_within`] with [`SHUTDOWN_DEADLINE_DEFAULT`].
+    pub async fn shutdown(&self) -> ShutdownReport {
+        self.shutdown_within(SHUTDOWN_DEADLINE_DEFAULT).await
+    }
+
     /// Stops taking work, lets in-flight appends finish, and stops every procedure at its
-    /// next wait. Every unfinished procedure stays resumable from the log.
-    pub async fn shutdown(&self) {
-        self.inner.accepting.store(false, Ordering::SeqCst);
+    /// next wait; a procedure still busy after `deadline` (e.g. in a port call that never
+    /// returns) is aborted. Every unfinished procedure stays resumable from the log.
+    pub async fn shutdown_within(&self, deadline: Duration) -> ShutdownReport {
         self.halt();
         let tasks: Vec<_> = self
             .inner
@@ -589,16 +797,34 @@ impl Engine {
             .values_mut()
             .filter_map(|running| running.task.take())
             .collect();
-        for task in tasks {
-            let _ = task.await;
+        let until = tokio::time::Instant::now() + deadline;
+        let mut report = ShutdownReport {
+            stopped: 0,
+            aborted: 0,
+        };
+        for mut task in tasks {
+            match tokio::time::timeout_at(until, &mut task).await {
+                Ok(_) => report.stopped += 1,
+                Err(_) => {
+                    task.abort();
+                    let _ = task.await;
+                    report.aborted += 1;
+                }
+            }
         }
+        if report.aborted > 0 {
+            warn!(
+                aborted = report.aborted,
+                "shutdown deadline passed; aborted the procedures still busy"
+            );
+        }
+        report
     }
 
     /// Stops every procedure before its next action, as a crash would (tests and the
     /// simulator). With group commit an append in flight may or may not become durable.
     pub fn halt(&self) {
-        self.inner.accepting.store(false, Ordering::SeqCst);
-        self.inner.halt.send_replace(true);
+        self.inner.halt();
     }
 
     /// A handle that halts the engine from anywhere, e.g. from an observer.
@@ -610,12 +836,49 @@ impl Engine {
 
     /// Aborts every procedure task immediately (a simulated crash).
     pub fn abort_all(&self) {
-        self.inner.accepting.store(false, Ordering::SeqCst);
-        self.inner.halt.send_replace(true);
-        for running in self.inner.running().values() {
-            if let Some(task) = &running.task {
-                task.abort();
+        self.inner.abort_all();
+    }
+}
+
+/// Reads every open procedure's history and folds it: what [`Engine::open`] resumes.
+fn procedures_to_resume(log: &EventLog) -> Result<Vec<(Uuid, MigrationState, u64)>, EngineError> {
+    let mut resume = Vec::new();
+    for (procedure_id, _region) in log.open_procedures()? {
+        let events = match load_procedure(log, procedure_id) {
+            Ok(events) => events,
+            Err(LoadError::Undecodable(error)) => {
+                // Written by a newer regmig, or damaged: do not guess; leave it open for
+                // an operator, and run the others.
+                warn!(%procedure_id, %error, "not resuming a migration whose log this version cannot read");
+                continue;
             }
+            Err(error) => return Err(error.into()),
+        };
+        let next_seq = events.len() as u64 + 1;
+        let state = fold(&events);
+        if let Some(broken) = &state.broken {
+            // Deciding on it would build on a guess: leave it open for an operator.
+            warn!(%procedure_id, error = %broken, "not resuming a migration whose log breaks the model's assumptions");
+            continue;
+        }
+        if state.is_finished() {
+            warn!(%procedure_id, "open index names a finished procedure; skipping it");
+            continue;
+        }
+        resume.push((procedure_id, state, next_seq));
+    }
+    Ok(resume)
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let key = registry_key(Path::new(&self.log.store().location()));
+        let mut open = open_engines();
+        if open
+            .get(&key)
+            .is_some_and(|entry| entry.strong_count() == 0)
+        {
+            open.remove(&key);
         }
     }
 }

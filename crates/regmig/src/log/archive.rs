@@ -160,7 +160,7 @@ impl ArchivePlan {
 impl EventLog {
     /// The checkpoint of the last archive, if the log was ever archived.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, LogError> {
-        let core = self.core();
+        let core = self.core("read the archive checkpoint")?;
         core.guarded("read the archive checkpoint", || {
             read_checkpoint(&core.tree)
         })
@@ -172,7 +172,7 @@ impl EventLog {
     /// them whole. A migration still open, or finished at or after `before_ms`, stops the
     /// cut (the report names it); migrations after it stay live until a later archive.
     pub fn plan_archive(&self, before_ms: u64) -> Result<ArchivePlan, LogError> {
-        let core = self.core();
+        let core = self.core("plan an archive")?;
         core.guarded("plan an archive", || plan(core, before_ms))
     }
 
@@ -188,7 +188,7 @@ impl EventLog {
         manifest_sha256: [u8; 32],
         archive_dir: &std::path::Path,
     ) -> Result<Checkpoint, LogError> {
-        let core = self.core();
+        let core = self.core("apply an archive")?;
         if core.read_only {
             return Err(LogError::ArchiveStale {
                 reason: "the log was opened for reading only".to_string(),
@@ -298,14 +298,12 @@ fn plan(core: &Core, before_ms: u64) -> Result<ArchivePlan, LogError> {
                 let seq = run.first_seq + offset;
                 let record_key = event_key(run.procedure_id, seq);
                 let Some(bytes) = tree.get(record_key)? else {
-                    return Err(LogError::IndexMismatch {
-                        procedure_id: Some(run.procedure_id),
-                        seq: Some(seq),
-                        key: hex(&key),
-                        reason: format!(
-                            "global seq {global_seq} is listed as this event, which does not exist"
-                        ),
-                    });
+                    return Err(super::sled_store::listed_but_missing(
+                        &key,
+                        global_seq,
+                        run.procedure_id,
+                        seq,
+                    ));
                 };
                 let record = decode_record(&record_key, &bytes)?;
                 last_hash = super::record::chain_hash(&bytes);
@@ -453,7 +451,7 @@ pub fn compact(from: &std::path::Path, to: &std::path::Path) -> Result<CompactRe
         Err(error) => return Err(LogError::io("compact into", to, error)),
     }
     let source = EventLog::open_existing(from, super::LogOptions::default())?;
-    let core = source.core();
+    let core = source.core("compact the log")?;
     let bytes_before = dir_size_bytes(from);
     std::fs::create_dir_all(to).map_err(|error| LogError::io("create", to, error))?;
     let sled_dir = to.join(super::SLED_SUBDIR);

@@ -12,9 +12,9 @@ use uuid::Uuid;
 use super::error::LogError;
 use super::keys::{
     encode_global_runs, event_key, event_prefix, global_key, global_runs_event_count, hex,
-    open_key, parse_event_key, parse_global_key, parse_global_runs, parse_open_key, parse_u64,
-    peer_audit_key, region_audit_key, region_open_key, GlobalRun, GLOBAL_RUNS_PER_ENTRY_MAX,
-    PREFIX_EVENT, PREFIX_GLOBAL, PREFIX_OPEN,
+    open_key, parse_global_key, parse_global_runs, parse_open_key, parse_u64, peer_audit_key,
+    region_audit_key, region_open_key, GlobalRun, GLOBAL_RUNS_PER_ENTRY_MAX, PREFIX_EVENT,
+    PREFIX_GLOBAL, PREFIX_OPEN,
 };
 use super::mark::{Mark, MarkWriter};
 use super::record::decode_record;
@@ -289,13 +289,8 @@ pub(crate) fn next_seq_on_disk(tree: &sled::Tree, procedure_id: Uuid) -> Result<
         None => Ok(1),
         Some(item) => {
             let (key, _) = item?;
-            match parse_event_key(&key) {
-                Some((_, seq)) => Ok(seq.saturating_add(1)),
-                None => Err(LogError::MalformedKey {
-                    key: hex(&key),
-                    reason: "an event-prefixed key of the wrong length".to_string(),
-                }),
-            }
+            let (_, seq) = super::sled_store::checked_event_key(&key)?;
+            Ok(seq.saturating_add(1))
         }
     }
 }

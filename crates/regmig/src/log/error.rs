@@ -38,9 +38,39 @@ pub enum LogError {
         source: std::io::Error,
     },
 
-    /// sled reported an error (an I/O error or damage it found itself).
-    #[error("sled database error: {0}")]
-    Sled(#[from] sled::Error),
+    /// The storage backend reported an error (an I/O error or damage it found itself)
+    /// that names no file the log knows of.
+    #[error("{backend} storage error: {source}")]
+    Storage {
+        /// The backend, e.g. "sled".
+        backend: &'static str,
+        /// The backend's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A shared store refused the append of a writer that is no longer the leader: another
+    /// engine took the lease and its epoch. Stop at once and send nothing more. (The sled
+    /// store has one writer per directory and never returns it.)
+    #[error("the store at {store} refused a write with epoch {epoch}: it is at epoch {current_epoch}, another engine leads")]
+    Fenced {
+        /// The store, without credentials.
+        store: String,
+        /// The epoch this writer wrote with.
+        epoch: u64,
+        /// The store's current epoch.
+        current_epoch: u64,
+    },
+
+    /// The operation needs a capability this store does not offer (today: archive,
+    /// compaction, salvage and verify read the sled backend's key layout).
+    #[error("{operation}: not supported by the store at {store}")]
+    Unsupported {
+        /// What was asked, e.g. "verify the log".
+        operation: &'static str,
+        /// The store, without credentials.
+        store: String,
+    },
 
     /// The directory holds a log whose key layout is newer than this regmig reads.
     #[error("event log in {} has layout version {found}; this regmig reads layout version {supported} only: upgrade regmig", dir.display())]
@@ -277,7 +307,9 @@ impl LogError {
             LogError::MissingDataDir { .. } => "missing_data_dir",
             LogError::InUse { .. } => "in_use",
             LogError::Io { .. } => "io",
-            LogError::Sled(_) => "sled",
+            LogError::Storage { .. } => "storage",
+            LogError::Fenced { .. } => "fenced",
+            LogError::Unsupported { .. } => "unsupported",
             LogError::UnsupportedLayout { .. } => "unsupported_layout",
             LogError::BadChecksum { .. } => "bad_checksum",
             LogError::UnknownFormatVersion { .. } => "unknown_format_version",
@@ -346,6 +378,14 @@ impl LogError {
         }
     }
 
+    /// A sled error; internal to the sled backend (`?` on sled's results).
+    pub(crate) fn sled(error: sled::Error) -> LogError {
+        LogError::Storage {
+            backend: "sled",
+            source: Box::new(error),
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
@@ -394,4 +434,13 @@ fn describe_lost_procedures(procedures: &[Uuid]) -> String {
     }
     text.push_str(" (later events gone; any procedure started after the last good global seq is gone entirely)");
     text
+}
+
+/// `?` on sled's results inside the sled backend. Hidden: sled is not part of the log's
+/// public types, and callers outside the backend have no sled errors to convert.
+#[doc(hidden)]
+impl From<sled::Error> for LogError {
+    fn from(error: sled::Error) -> Self {
+        LogError::sled(error)
+    }
 }

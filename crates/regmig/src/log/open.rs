@@ -572,7 +572,16 @@ pub(super) fn guarded<T>(
 ) -> Result<T, LogError> {
     match catch_unwind(AssertUnwindSafe(read)) {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(LogError::Sled(error))) => Err(sled_error(dir, action, error)),
+        Ok(Err(LogError::Storage {
+            backend: "sled",
+            source,
+        })) => match source.downcast::<sled::Error>() {
+            Ok(error) => Err(sled_error(dir, action, *error)),
+            Err(source) => Err(LogError::Storage {
+                backend: "sled",
+                source,
+            }),
+        },
         Ok(Err(error)) => Err(error),
         Err(panic) => Err(LogError::Damaged {
             path: db_path(dir),

@@ -117,7 +117,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, LogError> {
         source_damage: source.damage().map(ToString::to_string),
         ..SalvageReport::default()
     };
-    let core = source.core();
+    let core = source.core("salvage the log")?;
     let lost_history = matches!(source.damage(), Some(LogError::LostHistory(_)));
 
     // Every record that decodes, by procedure then seq; the walk stops where sled does.
@@ -356,7 +356,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, LogError> {
     }
 
     // The other trees, as they were.
-    let target_db = target.db().clone();
+    let target_db = target.core("salvage the log")?.db.clone();
     for name in core.db.tree_names() {
         if name.as_ref() == super::keys::TREE_NAME || name.as_ref() == b"__sled__default" {
             continue;

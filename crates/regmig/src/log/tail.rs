@@ -210,7 +210,7 @@ pub(crate) fn check_against_mark(
         } else {
             match chain_hash_at(tree, mark.last_global_seq) {
                 Ok(hash) => hash,
-                Err(LogError::Sled(error)) => return Err(LogError::Sled(error)),
+                Err(error @ LogError::Storage { .. }) => return Err(error),
                 Err(error) => {
                     return Err(lost(
                         None,

@@ -1,6 +1,8 @@
 //! `verify()`: one walk over the whole log tree that checks every record and every index
 //! entry against the events, and reports every problem it finds.
 
+use std::collections::BTreeMap;
+
 use uuid::Uuid;
 
 use super::archive::read_checkpoint;
@@ -15,8 +17,9 @@ use super::keys::{
 };
 use super::mark::read_mark;
 use super::record::{chain_hash, decode_record, ChainHash, Record, CHAIN_START, FORMAT_VERSION_V1};
+use super::store::{ListedEvent, LogStore};
 use super::tail::{check_against_mark, read_tail};
-use super::{malformed_global_entry, Core};
+use super::{check_listed_bytes, malformed_global_entry, Core};
 
 /// The most problems a report lists; past it they are only counted.
 pub const VERIFY_PROBLEMS_MAX: usize = 10_000;
@@ -80,7 +83,7 @@ pub(crate) fn verify(core: &Core) -> Result<VerifyReport, LogError> {
     // After an archive the live history starts past the cut, chained to its hash.
     let (checkpoint, checkpoint_problem) = match read_checkpoint(&core.tree) {
         Ok(checkpoint) => (checkpoint, None),
-        Err(LogError::Sled(error)) => return Err(LogError::Sled(error)),
+        Err(error @ LogError::Storage { .. }) => return Err(error),
         Err(problem) => (None, Some(problem)),
     };
     let (cut_global_seq, hash_at_cut) = checkpoint.map_or((0, CHAIN_START), |checkpoint| {
@@ -100,15 +103,10 @@ pub(crate) fn verify(core: &Core) -> Result<VerifyReport, LogError> {
     core.walk(None, |key, value| walker.visit(key, value))?;
     let mut chain = ChainWalker {
         tree: &core.tree,
-        chain: ChainReport {
-            head_hash: hash_at_cut,
-            head_global_seq: cut_global_seq,
-            ..ChainReport::default()
-        },
-        prev_hash: Some(hash_at_cut),
-        problems: Vec::new(),
+        check: ChainCheck::after(cut_global_seq, hash_at_cut),
     };
     core.walk(Some(PREFIX_GLOBAL), |key, value| chain.visit(key, value))?;
+    let chain = chain.check;
     walker.report.chain = chain.chain;
     if let Some(problem) = checkpoint_problem {
         walker.report.push(problem);
@@ -364,14 +362,12 @@ impl Walker<'_> {
     ) -> Result<(), LogError> {
         let record_key = event_key(procedure_id, seq);
         match self.tree.get(record_key)? {
-            None => self.report.push(LogError::IndexMismatch {
-                procedure_id: Some(procedure_id),
-                seq: Some(seq),
-                key: hex(key),
-                reason: format!(
-                    "global seq {global_seq} is listed as this event, which does not exist"
-                ),
-            }),
+            None => self.report.push(super::sled_store::listed_but_missing(
+                key,
+                global_seq,
+                procedure_id,
+                seq,
+            )),
             Some(bytes) => {
                 // A record that does not decode was reported when the events were walked.
                 if let Ok(record) = decode_record(&record_key, &bytes) {
@@ -526,11 +522,7 @@ impl Walker<'_> {
 /// Walks the global order and checks every record's link to the one before it.
 struct ChainWalker<'a> {
     tree: &'a sled::Tree,
-    chain: ChainReport,
-    /// The chain hash of the record before the next one; `None` after a record that does
-    /// not read (its problem is reported by the key walk), so the next link is not judged.
-    prev_hash: Option<ChainHash>,
-    problems: Vec<LogError>,
+    check: ChainCheck,
 }
 
 impl ChainWalker<'_> {
@@ -539,38 +531,73 @@ impl ChainWalker<'_> {
         let (Some(first_global_seq), Some(runs)) =
             (parse_global_key(key), parse_global_runs(value))
         else {
-            self.prev_hash = None;
+            self.check.lose_track();
             return Ok(());
         };
-        if first_global_seq != self.chain.head_global_seq + 1 {
-            self.prev_hash = None;
+        if first_global_seq != self.check.chain.head_global_seq + 1 {
+            self.check.lose_track();
         }
         let mut global_seq = first_global_seq;
         for run in &runs {
             for offset in 0..u64::from(run.event_count) {
-                self.visit_record(global_seq, run.procedure_id, run.first_seq + offset)?;
+                let seq = run.first_seq + offset;
+                let bytes = self.tree.get(event_key(run.procedure_id, seq))?;
+                self.check
+                    .visit(global_seq, run.procedure_id, seq, bytes.as_deref());
                 global_seq += 1;
             }
         }
         Ok(())
     }
+}
 
-    fn visit_record(
+/// The hash chain check, record by record in global order, whatever stores the records.
+pub(crate) struct ChainCheck {
+    pub(crate) chain: ChainReport,
+    /// The chain hash of the record before the next one; `None` after a record that does
+    /// not read (its problem is reported elsewhere), so the next link is not judged.
+    prev_hash: Option<ChainHash>,
+    pub(crate) problems: Vec<LogError>,
+}
+
+impl ChainCheck {
+    /// A check of the history after `head_global_seq`, whose chain hash is `head_hash`
+    /// ([`CHAIN_START`] at 0; the archive checkpoint's after an archive).
+    pub(crate) fn after(head_global_seq: u64, head_hash: ChainHash) -> Self {
+        ChainCheck {
+            chain: ChainReport {
+                head_hash,
+                head_global_seq,
+                ..ChainReport::default()
+            },
+            prev_hash: Some(head_hash),
+            problems: Vec::new(),
+        }
+    }
+
+    /// The next record is not judged against the one before it (which did not read).
+    pub(crate) fn lose_track(&mut self) {
+        self.prev_hash = None;
+    }
+
+    /// The record listed at `global_seq` as (`procedure_id`, `seq`), with its stored
+    /// bytes (`None`: missing). A record that is missing, does not decode or carries
+    /// another global seq is reported elsewhere; here it only breaks the walk.
+    pub(crate) fn visit(
         &mut self,
         global_seq: u64,
         procedure_id: Uuid,
         seq: u64,
-    ) -> Result<(), LogError> {
+        bytes: Option<&[u8]>,
+    ) {
         self.chain.head_global_seq = global_seq;
         let record_key = event_key(procedure_id, seq);
-        let bytes = self.tree.get(record_key)?;
         let record = bytes
-            .as_ref()
             .and_then(|bytes| decode_record(&record_key, bytes).ok())
             .filter(|record| record.global_seq == global_seq);
         let (Some(bytes), Some(record)) = (bytes, record) else {
             self.prev_hash = None;
-            return Ok(());
+            return;
         };
         self.chain.records += 1;
         let broken = |reason: String| LogError::ChainBroken {
@@ -601,9 +628,87 @@ impl ChainWalker<'_> {
                 }
             }
         }
-        let hash = chain_hash(&bytes);
+        let hash = chain_hash(bytes);
         self.prev_hash = Some(hash);
         self.chain.head_hash = hash;
-        Ok(())
     }
+}
+
+/// How many records [`verify_store`] reads per call to the store.
+const STORE_WALK_CHUNK_EVENTS: usize = 1024;
+
+/// Verifies any store through the [`LogStore`] trait alone: every record in global order
+/// decodes and checks out, each procedure's seqs follow on without a gap, the hash chain
+/// holds, and the open index names procedures that have events. A backend's own index
+/// checks (sled's key walk, its mark) are its own business.
+pub(crate) async fn verify_store(store: &dyn LogStore) -> Result<VerifyReport, LogError> {
+    let mut report = VerifyReport::default();
+    let mut check = ChainCheck::after(0, CHAIN_START);
+    let mut next_seq_by_procedure: BTreeMap<Uuid, u64> = BTreeMap::new();
+    let mut from_global_seq = 1;
+    loop {
+        let listed = match store
+            .events_from(from_global_seq, STORE_WALK_CHUNK_EVENTS)
+            .await
+        {
+            Ok(listed) => listed,
+            // The store's own order is broken: what follows cannot be walked.
+            Err(problem) if problem.is_damage() => {
+                report.push(problem);
+                break;
+            }
+            Err(fault) => return Err(fault),
+        };
+        let Some(last) = listed.last() else {
+            break;
+        };
+        from_global_seq = last.global_seq + 1;
+        let chunk_len = listed.len();
+        for ListedEvent { global_seq, event } in listed {
+            report.events += 1;
+            let key = event_key(event.procedure_id, event.seq);
+            if let Err(problem) =
+                check_listed_bytes(global_seq, event.procedure_id, event.seq, &event.bytes)
+            {
+                report.push(problem);
+            }
+            let expected_seq = next_seq_by_procedure.entry(event.procedure_id).or_insert(1);
+            if event.seq != *expected_seq {
+                report.push(LogError::SequenceGap {
+                    procedure_id: event.procedure_id,
+                    seq: *expected_seq,
+                    key: hex(&key),
+                    found_seq: event.seq,
+                });
+            }
+            *expected_seq = event.seq.saturating_add(1);
+            check.visit(
+                global_seq,
+                event.procedure_id,
+                event.seq,
+                Some(&event.bytes),
+            );
+        }
+        if chunk_len < STORE_WALK_CHUNK_EVENTS {
+            break;
+        }
+    }
+    report.procedures = next_seq_by_procedure.len() as u64;
+    let open = store.open_procedures().await?;
+    report.open_procedures = open.len() as u64;
+    for (procedure_id, _) in open {
+        if !next_seq_by_procedure.contains_key(&procedure_id) {
+            report.push(LogError::IndexMismatch {
+                procedure_id: Some(procedure_id),
+                seq: None,
+                key: hex(procedure_id.as_bytes()),
+                reason: "the open index names a procedure that has no events".to_string(),
+            });
+        }
+    }
+    report.chain = check.chain;
+    for problem in check.problems {
+        report.push(problem);
+    }
+    Ok(report)
 }

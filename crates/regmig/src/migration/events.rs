@@ -203,6 +203,29 @@ pub enum ErrorKind {
     Cancelled,
 }
 
+impl ErrorKind {
+    /// The snake_case name, as serialized in events and used in metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::MetadataStore => "metadata_store",
+            ErrorKind::TableRouteNotFound => "table_route_not_found",
+            ErrorKind::RegionRouteNotFound => "region_route_not_found",
+            ErrorKind::LogicalTable => "logical_table",
+            ErrorKind::NoLeader => "no_leader",
+            ErrorKind::DatanodeTableNotFound => "datanode_table_not_found",
+            ErrorKind::OpenRegionFailed => "open_region_failed",
+            ErrorKind::MailboxTimeout => "mailbox_timeout",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::UnexpectedReply => "unexpected_reply",
+            ErrorKind::CasConflict => "cas_conflict",
+            ErrorKind::UnexpectedRoute => "unexpected_route",
+            ErrorKind::RetryBudgetExhausted => "retry_budget_exhausted",
+            ErrorKind::MigrationAborted => "migration_aborted",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// A step's failure, as recorded in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepError {

@@ -5,11 +5,13 @@
 //! - [`decide`](mod@decide): [`decide()`] turns a state, the time and an input into events and
 //!   the next [`Action`].
 //! - [`replay`]: re-runs today's `decide` on a recorded log and reports where it differs.
+//! - [`write_pause`]: how long a migration kept its region from taking writes.
 
 pub mod decide;
 pub mod events;
 pub mod replay;
 pub mod state;
+pub mod write_pause;
 
 pub use decide::{
     check_cancel, decide, lock_keys, table_lock_key, Action, DecideError, Decision, Input,
@@ -21,3 +23,4 @@ pub use events::{
     DEFAULT_TIMEOUT_MS,
 };
 pub use state::{fold, try_fold, BatchMembership, BatchOutcome, FoldError, MigrationState, Status};
+pub use write_pause::{write_pause_ms, WritePause};

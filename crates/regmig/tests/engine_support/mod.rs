@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use regmig::cluster::memory::MemoryMetadataStore;
-use regmig::cluster::{Mailbox, NoopHooks, Ports, SeededEntropy, TokioClock};
+use regmig::cluster::{Mailbox, Ports, SeededEntropy, TokioClock};
 use regmig::domain::*;
 
 /// Replies forced per (peer, instruction), consumed in order; then a normal success.
@@ -151,13 +151,10 @@ pub fn ports(
     metadata: Arc<MemoryMetadataStore>,
     clock: TokioClock,
 ) -> Ports {
-    Ports::new(
-        mailbox,
-        metadata,
-        Arc::new(NoopHooks),
-        Arc::new(clock),
-        Arc::new(SeededEntropy::new(7)),
-    )
+    Ports::builder(mailbox, metadata)
+        .clock(Arc::new(clock))
+        .entropy(Arc::new(SeededEntropy::new(7)))
+        .build()
 }
 
 /// The region's route now.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use regmig::log::keys::{event_key, TREE_NAME};
+use regmig::log::SledStore;
 use regmig::log::{
     AppendRequest, Durability, EventLog, LogOptions, NewEvent, OpenProcedure, Record,
 };
@@ -199,7 +200,11 @@ pub fn damaged_log() -> DamagedLog {
             .expect("append")
             .expect("no conflict");
     }
-    let tree = log.db().open_tree(TREE_NAME).expect("log tree");
+    let tree = SledStore::of(&log)
+        .expect("a sled-backed log")
+        .db()
+        .open_tree(TREE_NAME)
+        .expect("log tree");
     let stored = |procedure_id: Uuid, seq: u64| -> Vec<u8> {
         tree.get(event_key(procedure_id, seq))
             .expect("get")
@@ -222,7 +227,11 @@ pub fn damaged_log() -> DamagedLog {
     let crc = crc32fast::hash(&newer[..body_len]).to_be_bytes();
     newer[body_len..].copy_from_slice(&crc);
     tree.insert(event_key(ids[2], 4), newer).expect("damage");
-    log.db().flush().expect("flush");
+    SledStore::of(&log)
+        .expect("a sled-backed log")
+        .db()
+        .flush()
+        .expect("flush");
     drop(tree);
     drop(log);
     DamagedLog {
