@@ -1,15 +1,20 @@
 //! The snapshot baselines of figure 2 write what they claim: baseline (a) three durable
-//! operations per migration, baseline (b) one per recorded step; both run the same decisions
-//! as the engine, on the same zero-latency cluster.
+//! operations per migration, baseline (b) one per recorded step; both run through the
+//! engine's own procedure driver (`regmig::engine::ProcedureDriver`), so they make the same
+//! decisions as the engine, on the same zero-latency cluster. The driver folds only what its
+//! persistence kept.
 
 use std::sync::Arc;
 
 use regmig::cluster::sled_store::SledMetadataStore;
 use regmig::cluster::{MetadataStore, Ports};
 use regmig::domain::Peer;
-use regmig::engine::{load_procedure, AppendMode, Engine, EngineConfig, LockTable};
+use regmig::engine::{
+    load_procedure, AppendMode, Batch, DriveError, Ended, Engine, EngineConfig, LockTable, Next,
+    Persistence, ProcedureDriver,
+};
 use regmig::log::{EventLog, LogOptions};
-use regmig::migration::{MigrationEvent, Outcome};
+use regmig::migration::{MigrationEvent, MigrationState, Observation, Outcome};
 use regmig_tools::bench::driver::{self, drive, CollectingRecorder};
 use regmig_tools::bench::migrations::{self, snapshot_migration, Design, RunLength};
 use regmig_tools::bench::snapshot::{state_key, PersistPoints, SnapshotStore};
@@ -32,6 +37,18 @@ async fn cluster(tables: u32) -> Cluster {
         log,
         ports,
     }
+}
+
+/// The submission of a migration of bench region 0 from the first leader to the other peer.
+async fn submitted(cluster: &Cluster) -> MigrationEvent {
+    driver::submitted_event(
+        cluster.ports.metadata.as_ref() as &dyn MetadataStore,
+        world::region_of(0),
+        Peer::sim(FIRST_LEADER),
+        Peer::sim(OTHER_PEER),
+    )
+    .await
+    .expect("submitted")
 }
 
 fn kinds(events: &[MigrationEvent]) -> Vec<u16> {
@@ -70,14 +87,7 @@ async fn every_step_writes_once_per_recorded_step_and_keeps_the_final_state() {
     let region = world::region_of(0);
     // The steps, counted on a world of their own.
     let counting = cluster(1).await;
-    let submitted = driver::submitted_event(
-        counting.ports.metadata.as_ref() as &dyn MetadataStore,
-        region,
-        Peer::sim(FIRST_LEADER),
-        Peer::sim(OTHER_PEER),
-    )
-    .await
-    .expect("submitted");
+    let submitted = submitted(&counting).await;
     let mut recorder = CollectingRecorder::default();
     let counted = drive(
         &counting.ports,
@@ -134,14 +144,7 @@ async fn every_step_writes_once_per_recorded_step_and_keeps_the_final_state() {
 async fn the_baselines_run_the_same_decisions_as_the_engine() {
     let region = world::region_of(0);
     let driven = cluster(1).await;
-    let submitted = driver::submitted_event(
-        driven.ports.metadata.as_ref() as &dyn MetadataStore,
-        region,
-        Peer::sim(FIRST_LEADER),
-        Peer::sim(OTHER_PEER),
-    )
-    .await
-    .expect("submitted");
+    let submitted = submitted(&driven).await;
     let mut recorder = CollectingRecorder::default();
     drive(
         &driven.ports,
@@ -208,4 +211,121 @@ fn measured_runs_count_three_operations_per_migration_for_the_original() {
     .expect("run");
     assert_eq!(run.completed, 6);
     assert_eq!(run.snapshot_operations, 0);
+}
+
+/// A driver of a new procedure on `cluster` whose submission `persistence` has taken.
+async fn submitted_driver<'a, P: Persistence>(
+    cluster: &'a Cluster,
+    locks: &'a LockTable,
+    persistence: P,
+) -> ProcedureDriver<'a, P>
+where
+    P::Error: std::fmt::Debug,
+{
+    let submitted = submitted(cluster).await;
+    let mut driven = ProcedureDriver::new(
+        &cluster.ports,
+        locks,
+        driver::procedure_id(&cluster.ports),
+        MigrationState::default(),
+        1,
+        persistence,
+    );
+    assert_eq!(
+        driven.record(vec![submitted]).await.expect("submit"),
+        Next::Continue
+    );
+    driven
+}
+
+/// A persistence that keeps batches until its `refuse_at`-th (1-based), which it refuses.
+struct RefusingAt {
+    refuse_at: usize,
+    kept: Vec<Vec<MigrationEvent>>,
+}
+
+#[async_trait::async_trait]
+impl Persistence for RefusingAt {
+    type Error = String;
+
+    async fn persist(&mut self, batch: Batch<'_>, _state: &MigrationState) -> Result<(), String> {
+        if self.kept.len() + 1 == self.refuse_at {
+            return Err(format!("refused the batch at seq {}", batch.first_seq));
+        }
+        self.kept.push(batch.events.to_vec());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_folds_only_what_its_persistence_kept_and_releases_the_locks() {
+    let cluster = cluster(1).await;
+    let locks = LockTable::new();
+    let persistence = RefusingAt {
+        refuse_at: 3,
+        kept: Vec::new(),
+    };
+    let mut driven = submitted_driver(&cluster, &locks, persistence).await;
+    let procedure_id = driven.procedure_id();
+    let error = driven.run(Observation::Begin).await.expect_err("refused");
+    let kept: Vec<MigrationEvent> = driven.persistence().kept.concat();
+    match error {
+        DriveError::Persist {
+            procedure_id: failed,
+            error,
+        } => {
+            assert_eq!(failed, procedure_id);
+            assert_eq!(
+                error,
+                format!("refused the batch at seq {}", kept.len() + 1)
+            );
+        }
+        other => panic!("expected a persist error, got {other}"),
+    }
+    assert_eq!(driven.persistence().kept.len(), 2);
+    assert_eq!(driven.state().counters.events, kept.len() as u64);
+    assert_eq!(driven.state().outcome, None);
+    assert_eq!(locks.held_keys(), 0, "a failed procedure holds no lock");
+}
+
+/// A persistence that keeps everything and says stop after its `stop_after`-th batch.
+struct StoppingAfter {
+    stop_after: usize,
+    batches: usize,
+}
+
+#[async_trait::async_trait]
+impl Persistence for StoppingAfter {
+    type Error = String;
+
+    async fn persisted(
+        &mut self,
+        _batch: Batch<'_>,
+        _state: &MigrationState,
+    ) -> Result<Next, String> {
+        self.batches += 1;
+        Ok(if self.batches == self.stop_after {
+            Next::Stop
+        } else {
+            Next::Continue
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistence_that_says_stop_leaves_the_procedure_unfinished_like_a_crash() {
+    let cluster = cluster(1).await;
+    let locks = LockTable::new();
+    let persistence = StoppingAfter {
+        stop_after: 2,
+        batches: 0,
+    };
+    let mut driven = submitted_driver(&cluster, &locks, persistence).await;
+    assert_eq!(
+        driven.run(Observation::Begin).await.expect("run"),
+        Ended::Stopped
+    );
+    assert_eq!(driven.persistence().batches, 2);
+    assert!(!driven.state().is_finished());
+    assert_eq!(locks.held_keys(), 0, "a stopped procedure holds no lock");
 }

@@ -51,7 +51,7 @@ fn with_altered_retry(records: &[Record]) -> (Vec<Record>, u64) {
                 rollback,
                 error,
             };
-            record.payload = altered.encode();
+            record.payload = altered.encode().expect("encodes");
             let seq = record.seq;
             return (records, seq);
         }

@@ -15,8 +15,9 @@ mod sim {
         DatanodeTable, Instruction, InstructionKind, LeaderState, MailboxOutcome, Peer, PeerId,
         RegionId, RegionRoute, Reply, TableId, TableInfo, TableRoute, WalKind,
     };
+    use regmig::migration::Hook;
     use regmig_tools::sim::cluster::{
-        ClusterSetup, HookCall, RegionSetup, SetupError, SimCluster, TableSetup, WriteStats,
+        ClusterSetup, RegionSetup, SetupError, SimCluster, TableSetup, WriteStats,
     };
     use regmig_tools::sim::datanode::{
         ReplaySession, Role, ScriptedReply, SimOptions, WriteOutcome, WriteRejection,
@@ -447,8 +448,8 @@ mod sim {
         assert_eq!(
             cluster.hook_calls(),
             vec![
-                HookCall::DeregisterFailureDetector { peer: 1, region_id },
-                HookCall::InvalidateTableCache { table_id: TABLE },
+                Hook::DeregisterFailureDetector { peer: 1, region_id },
+                Hook::InvalidateTableCache { table_id: TABLE },
             ]
         );
         let metadata = cluster.metadata();

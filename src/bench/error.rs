@@ -7,7 +7,7 @@ use uuid::Uuid;
 use regmig::cluster::MetadataError;
 use regmig::engine::{EngineError, LoadError, SubmitError};
 use regmig::log::LogError;
-use regmig::migration::DecideError;
+use regmig::migration::{DecideError, EncodeError};
 
 /// Why a measurement could not be taken (never a missed target: the table reports those).
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum BenchError {
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// An event could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
     /// The engine refused a migration.
     #[error("submit refused: {0}")]
     Submit(#[from] SubmitError),

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::driver::{self, drive, Next, Recorder};
+use super::driver::{self, drive};
 use super::error::BenchError;
 use super::runtime;
 use super::world::{self, InstantMailbox, FIRST_LEADER, OTHER_PEER};
@@ -34,6 +34,7 @@ use regmig::cluster::sled_store::SledMetadataStore;
 use regmig::cluster::{Clock, Entropy, Ports, SeededEntropy};
 use regmig::domain::{Peer, PeerId, RegionId};
 use regmig::engine::{encode_events, LockTable};
+use regmig::engine::{Batch, Next, Persistence};
 use regmig::log::{
     AppendRequest, Durability, EventLog, LogOptions, NewEvent, OpenProcedure, SledStore,
 };
@@ -143,14 +144,15 @@ struct FixtureRecorder {
 }
 
 #[async_trait]
-impl Recorder for FixtureRecorder {
-    async fn record(
+impl Persistence for FixtureRecorder {
+    type Error = BenchError;
+
+    async fn persisted(
         &mut self,
-        _procedure_id: Uuid,
-        at_ms: u64,
-        events: &[MigrationEvent],
+        batch: Batch<'_>,
         state: &MigrationState,
     ) -> Result<Next, BenchError> {
+        let (at_ms, events) = (batch.at_ms, batch.events);
         self.batches.push((at_ms, events.to_vec()));
         if self.cancel_refused > 0 && state.new_route_written && !state.is_finished() {
             let refused = MigrationEvent::CancelRefused {
@@ -314,17 +316,17 @@ fn append_request(
     region: RegionId,
     state: &MigrationState,
     batches: Vec<(u64, Vec<MigrationEvent>)>,
-) -> AppendRequest {
+) -> Result<AppendRequest, BenchError> {
     let mut events: Vec<NewEvent> = Vec::new();
     for (at_ms, batch) in batches {
-        events.extend(encode_events(at_ms, &batch));
+        events.extend(encode_events(at_ms, &batch)?);
     }
     let peers = state
         .task
         .as_ref()
         .map(|task| vec![task.from_peer.id, task.to_peer.id])
         .unwrap_or_default();
-    AppendRequest {
+    Ok(AppendRequest {
         procedure_id,
         expected_next_seq: 1,
         events,
@@ -333,7 +335,7 @@ fn append_request(
             peers,
         }),
         closes: state.is_finished(),
-    }
+    })
 }
 
 async fn write_all(log: &EventLog, requests: &mut Vec<AppendRequest>) -> Result<(), BenchError> {
@@ -406,7 +408,7 @@ pub fn build(dir: &Path, spec: &FixtureSpec) -> Result<FixtureSummary, BenchErro
                 )));
             }
             written += event_count(&batches);
-            pending.push(append_request(procedure_id, region, &state, batches));
+            pending.push(append_request(procedure_id, region, &state, batches)?);
             if pending.len() >= APPENDS_IN_FLIGHT {
                 write_all(&log, &mut pending).await?;
             }
@@ -417,7 +419,7 @@ pub fn build(dir: &Path, spec: &FixtureSpec) -> Result<FixtureSummary, BenchErro
             let (procedure_id, batches, state) =
                 world.procedure(region, false, Some(kept), 0).await?;
             written += event_count(&batches);
-            pending.push(append_request(procedure_id, region, &state, batches));
+            pending.push(append_request(procedure_id, region, &state, batches)?);
             if pending.len() >= APPENDS_IN_FLIGHT {
                 write_all(&log, &mut pending).await?;
             }
@@ -516,7 +518,7 @@ pub fn histories(count: u64) -> Result<Vec<Vec<EncodedEvent>>, BenchError> {
             let mut history = Vec::new();
             for (at_ms, events) in batches {
                 for event in events {
-                    history.push((event.kind_code(), at_ms, event.encode()));
+                    history.push((event.kind_code(), at_ms, event.encode()?));
                 }
             }
             histories.push(history);

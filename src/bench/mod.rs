@@ -8,7 +8,8 @@
 //! - [`batch`]: issue 12, evacuating a datanode as single migrations and as one batch.
 //! - [`world`]: the zero-latency cluster: a mailbox that answers at once, one table per
 //!   region in a metadata store.
-//! - [`driver`]: runs `migration::decide` against that cluster with a pluggable recorder.
+//! - [`driver`]: runs a migration through the engine's own `ProcedureDriver` on that cluster,
+//!   with the benchmark's persistence policy instead of the event log.
 //! - [`snapshot`]: the two snapshot baselines of figure 2 and their durable JSON store.
 //! - [`migrations`]: figure 2, migrations per second, the event log against the baselines.
 //! - [`fixture`]: recovery data directories of exact sizes, built once and cached.

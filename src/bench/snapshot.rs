@@ -22,10 +22,10 @@ use async_trait::async_trait;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::driver::{Next, Recorder};
 use super::error::BenchError;
+use regmig::engine::{Batch, Next, Persistence};
 use regmig::log::{EventLog, SledStore, SLED_SUBDIR};
-use regmig::migration::{MigrationEvent, MigrationState, StateName};
+use regmig::migration::{MigrationState, StateName};
 
 /// The sled tree the snapshots live in (beside the metadata store's trees).
 pub const SNAPSHOT_TREE: &str = "bench_procedure_snapshots";
@@ -228,14 +228,15 @@ impl SnapshotRecorder {
 }
 
 #[async_trait]
-impl Recorder for SnapshotRecorder {
-    async fn record(
+impl Persistence for SnapshotRecorder {
+    type Error = BenchError;
+
+    async fn persisted(
         &mut self,
-        procedure_id: Uuid,
-        _at_ms: u64,
-        _events: &[MigrationEvent],
+        batch: Batch<'_>,
         state: &MigrationState,
     ) -> Result<Next, BenchError> {
+        let procedure_id = batch.procedure_id;
         match self.points {
             PersistPoints::EveryStep => {
                 self.write(state_key(procedure_id), procedure_id, state)

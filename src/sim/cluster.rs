@@ -47,6 +47,7 @@ use regmig::domain::{
     DatanodeTable, Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, RegionId,
     RegionRoute, Reply, TableId, TableInfo, TableRoute, VersionedTableRoute, WalKind,
 };
+use regmig::migration::Hook;
 
 /// How often the workload sends its batch of writes.
 pub const WRITE_TICK_MS: u64 = 10;
@@ -171,30 +172,6 @@ pub struct MailboxRecord {
     pub outcome: MailboxOutcome,
 }
 
-/// A call the engine made on [`SimHooks`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum HookCall {
-    /// `register_failure_detector`
-    RegisterFailureDetector {
-        /// The datanode.
-        peer: PeerId,
-        /// The region.
-        region_id: RegionId,
-    },
-    /// `deregister_failure_detector`
-    DeregisterFailureDetector {
-        /// The datanode.
-        peer: PeerId,
-        /// The region.
-        region_id: RegionId,
-    },
-    /// `invalidate_table_cache`
-    InvalidateTableCache {
-        /// The table.
-        table_id: TableId,
-    },
-}
-
 /// The workload's writes to one region.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
@@ -241,7 +218,7 @@ struct Shared {
     write_stats: BTreeMap<RegionId, WriteStats>,
     /// The last traced workload outcome per region: only changes are traced.
     write_summary: BTreeMap<RegionId, String>,
-    hook_calls: Vec<HookCall>,
+    hook_calls: Vec<Hook>,
     availability: WriteAvailability,
     /// When the control plane last received each datanode's heartbeat (virtual ms).
     last_heartbeats: BTreeMap<PeerId, u64>,
@@ -1009,7 +986,7 @@ impl SimCluster {
     }
 
     /// The hook calls, in order.
-    pub fn hook_calls(&self) -> Vec<HookCall> {
+    pub fn hook_calls(&self) -> Vec<Hook> {
         self.state().hook_calls.clone()
     }
 
@@ -1660,7 +1637,7 @@ impl std::fmt::Debug for SimHooks {
 }
 
 impl SimHooks {
-    fn record(&self, call: HookCall) {
+    fn record(&self, call: Hook) {
         let now_ms = self.clock.elapsed_ms();
         let mut state = lock(&self.shared);
         state.trace.push(now_ms, format!("hook {call:?}"));
@@ -1668,7 +1645,7 @@ impl SimHooks {
     }
 
     /// The calls so far, in order.
-    pub fn calls(&self) -> Vec<HookCall> {
+    pub fn calls(&self) -> Vec<Hook> {
         lock(&self.shared).hook_calls.clone()
     }
 }
@@ -1676,15 +1653,15 @@ impl SimHooks {
 #[async_trait]
 impl ClusterHooks for SimHooks {
     async fn register_failure_detector(&self, peer: PeerId, region_id: RegionId) {
-        self.record(HookCall::RegisterFailureDetector { peer, region_id });
+        self.record(Hook::RegisterFailureDetector { peer, region_id });
     }
 
     async fn deregister_failure_detector(&self, peer: PeerId, region_id: RegionId) {
-        self.record(HookCall::DeregisterFailureDetector { peer, region_id });
+        self.record(Hook::DeregisterFailureDetector { peer, region_id });
     }
 
     async fn invalidate_table_cache(&self, table_id: TableId) {
-        self.record(HookCall::InvalidateTableCache { table_id });
+        self.record(Hook::InvalidateTableCache { table_id });
     }
 }
 

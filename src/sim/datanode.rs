@@ -55,8 +55,9 @@ use regmig::domain::{Instruction, InstructionKind, PeerId, RegionId, RegionRoute
 /// How often each live datanode heartbeats.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 3_000;
 
-/// How long a leader lease lasts from the heartbeat that renewed it (3 heartbeats + 1 s).
-pub const REGION_LEASE_MS: u64 = 10_000;
+/// How long a leader lease lasts from the heartbeat that renewed it: the model's constant,
+/// which its lease waits assume.
+pub use regmig::migration::decide::REGION_LEASE_MS;
 
 /// How fast a datanode flushes its memtable by default: writes per virtual second.
 pub const FLUSH_WRITES_PER_SECOND_DEFAULT: u64 = 20_000;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use toml_edit::{ArrayOfTables, ImDocument, InlineTable, Item, Table, Value};
 
 use regmig::domain::{InstructionKind, PeerId, RegionId, TableId, WalKind};
+use regmig::migration::StateName;
 
 /// The largest scenario file [`load_scenario`] reads.
 pub const SCENARIO_FILE_SIZE_MAX_BYTES: u64 = 1 << 20;
@@ -32,21 +33,6 @@ pub const DEFAULT_CATALOG: &str = "greptime";
 
 /// A table's schema when the file gives none.
 pub const DEFAULT_SCHEMA: &str = "public";
-
-/// The names of the migration's states, as written in `path` and reported in results.
-pub const STATE_NAMES: [&str; 11] = [
-    "Start",
-    "OpenCandidateRegion",
-    "FlushLeaderRegion",
-    "UpdateMetadata::Downgrade",
-    "DowngradeLeaderRegion",
-    "UpgradeCandidateRegion",
-    "UpdateMetadata::Upgrade",
-    "UpdateMetadata::Rollback",
-    "CloseDowngradedRegion",
-    "End",
-    "Abort",
-];
 
 /// The kinds of a refused submit; a rejected result's error is `"KIND: message"`.
 pub const REJECTION_KINDS: [&str; 6] = [
@@ -1682,11 +1668,15 @@ fn parse_expectations(
         expect.error = Some(field.non_empty_string()?.to_string());
     }
     if let Some(field) = record.get("path") {
-        let options: Vec<(&str, &str)> = STATE_NAMES.iter().map(|name| (*name, *name)).collect();
+        // The states as the model names them, written in `path` and reported in results.
+        let options: Vec<(&str, StateName)> = StateName::ALL
+            .into_iter()
+            .map(|state| (state.name(), state))
+            .collect();
         let mut path = Vec::new();
         for element in field.list()? {
             let state = one_of(&element, "state", element.string()?, &options)?;
-            path.push(state.to_string());
+            path.push(state.name().to_string());
         }
         expect.path = Some(path);
     }

@@ -416,6 +416,17 @@ pub enum MailboxOutcome {
     Unreachable,
 }
 
+/// Moves a region's entry from one datanode table to another, in the same write as a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionMove {
+    /// The region that moves.
+    pub region_id: RegionId,
+    /// Its old leader.
+    pub from_peer: PeerId,
+    /// Its new leader.
+    pub to_peer: PeerId,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

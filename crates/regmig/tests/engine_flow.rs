@@ -143,7 +143,9 @@ async fn copy_prefix(
     let log = EventLog::open(dir, LogOptions::default()).expect("log");
     let new_events: Vec<NewEvent> = events[..end]
         .iter()
-        .flat_map(|timed| encode_events(timed.at_ms, std::slice::from_ref(&timed.event)))
+        .flat_map(|timed| {
+            encode_events(timed.at_ms, std::slice::from_ref(&timed.event)).expect("encode")
+        })
         .collect();
     let appended = log
         .append(AppendRequest {
@@ -674,4 +676,55 @@ async fn a_cancel_after_the_new_route_is_written_is_refused_and_the_migration_co
         .err()
         .map(|e| e.to_string());
     assert_eq!(error, Some(format!("no migration with id {unknown}")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_procedure_whose_log_breaks_the_model_is_left_open_not_resumed() {
+    let setup = setup(&[]);
+    let engine = setup.engine().await;
+    let id = submit(&engine, request(10_000)).await;
+    engine.wait(id).await.expect("wait");
+    let submitted = load_procedure(engine.log(), id).expect("load")[0].clone();
+    engine.shutdown().await;
+    drop(engine);
+    // A reply right after the submission: nothing was asked, so nothing says what it answers.
+    let broken = [
+        submitted,
+        TimedEvent {
+            at_ms: EPOCH_BASE_MS + 1,
+            event: MigrationEvent::ReplyReceived {
+                peer: 2,
+                reply: Reply::OpenRegion {
+                    result: true,
+                    error: None,
+                },
+            },
+        },
+    ];
+    let broken_dir = tempfile::tempdir().expect("tempdir");
+    // The same (uuid v7) id, in a log of its own.
+    let broken_id = id;
+    copy_prefix(
+        &broken,
+        broken_id,
+        |event| matches!(event, MigrationEvent::ReplyReceived { .. }),
+        broken_dir.path(),
+    )
+    .await;
+    let sent_before = setup.mailbox.received_kinds().len();
+    let engine = Engine::open(broken_dir.path(), config(), setup.ports())
+        .await
+        .expect("reopen");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(engine.running_count(), 0, "a broken log is not resumed");
+    assert_eq!(
+        engine.list_open().expect("list"),
+        vec![(broken_id, REGION)],
+        "it stays open for an operator"
+    );
+    assert_eq!(
+        setup.mailbox.received_kinds().len(),
+        sent_before,
+        "nothing was sent on a guess"
+    );
 }

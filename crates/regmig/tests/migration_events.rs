@@ -200,7 +200,7 @@ fn one_of_each() -> Vec<MigrationEvent> {
 #[test]
 fn every_event_round_trips_through_encode_and_decode_with_its_kind_code() {
     for event in one_of_each() {
-        let payload = event.encode();
+        let payload = event.encode().expect("encodes");
         assert!(!payload.is_empty(), "{} encodes to nothing", event.name());
         assert_eq!(
             MigrationEvent::decode(event.kind_code(), &payload),
@@ -247,7 +247,7 @@ fn only_finished_is_terminal() {
 
 #[test]
 fn decoding_a_payload_under_another_kind_is_an_error_naming_both() {
-    let payload = MigrationEvent::Resumed.encode();
+    let payload = MigrationEvent::Resumed.encode().expect("encodes");
     let error = MigrationEvent::decode(5, &payload).expect_err("kind 5 is StateEntered");
     assert_eq!(
         error,
@@ -265,7 +265,7 @@ fn decoding_a_payload_under_another_kind_is_an_error_naming_both() {
 
 #[test]
 fn decoding_under_an_unknown_kind_or_from_garbage_is_an_error() {
-    let payload = MigrationEvent::WaitElapsed.encode();
+    let payload = MigrationEvent::WaitElapsed.encode().expect("encodes");
     let error = MigrationEvent::decode(999, &payload).expect_err("999 is unknown");
     assert_eq!(error.kind, 999);
     assert_eq!(error.kind_name, None);
@@ -292,7 +292,7 @@ fn a_submit_without_an_actor_encodes_as_before_the_field_existed() {
     };
     *actor = None;
     let without = with_actor.clone();
-    let payload = without.encode();
+    let payload = without.encode().expect("encode");
     // No key at all: a record written before the field existed reads back and re-encodes
     // to the same bytes.
     assert!(!payload.windows(5).any(|window| window == b"actor"));
@@ -304,7 +304,7 @@ fn a_submit_without_an_actor_encodes_as_before_the_field_existed() {
         unreachable!()
     };
     *actor = Some("ops/alice".to_string());
-    let payload = with_actor.encode();
+    let payload = with_actor.encode().expect("encode");
     assert!(payload.windows(5).any(|window| window == b"actor"));
     assert_eq!(
         MigrationEvent::decode(with_actor.kind_code(), &payload),

@@ -5,19 +5,18 @@
 mod common;
 
 use common::world::*;
-use regmig::cluster::RegionMove;
 use regmig::domain::{
-    Instruction, InstructionKind, LeaderState, MailboxOutcome, Peer, PeerId, RegionRoute, Reply,
-    TableRoute, VersionedTableRoute, WalKind,
+    Instruction, InstructionKind, LeaderState, MailboxOutcome, Peer, PeerId, RegionMove,
+    RegionRoute, Reply, TableRoute, VersionedTableRoute, WalKind,
 };
 use regmig::migration::decide::{
     CLOSE_REGION_TIMEOUT_MS, FLUSH_LEADER_TIMEOUT_MS, MAILBOX_RTT_MS, OPEN_CANDIDATE_TIMEOUT_MS,
     REGION_LEASE_MS, ROLLBACK_BACKOFF_MAX_MS,
 };
 use regmig::migration::{
-    check_cancel, decide, fold, replay, Action, DecideError, Decision, ErrorKind, Hook, Input,
-    MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy, RouteChange, StateName,
-    Status, StepError, TimedEvent, WaitReason,
+    check_cancel, decide, fold, replay, table_lock_key, Action, DecideError, Decision, ErrorKind,
+    Hook, Input, LockMode, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy,
+    RouteChange, StateName, Status, StepError, TimedEvent, WaitReason,
 };
 
 // ---- Driving ---------------------------------------------------------------------------
@@ -390,6 +389,30 @@ fn lock_keys_of_default_setup() -> Vec<String> {
         "schema/greptime.public:shared".to_string(),
         "region/1024:1:exclusive".to_string(),
     ]
+}
+
+#[test]
+fn lock_keys_name_their_mode_and_the_mode_reads_back() {
+    assert_eq!(
+        LockMode::Shared.key("catalog/greptime"),
+        "catalog/greptime:shared"
+    );
+    assert_eq!(table_lock_key(1024), "table/1024:exclusive");
+    let modes: Vec<LockMode> = lock_keys_of_default_setup()
+        .iter()
+        .map(|key| LockMode::of_key(key))
+        .collect();
+    assert_eq!(
+        modes,
+        [LockMode::Shared, LockMode::Shared, LockMode::Exclusive]
+    );
+    // A region key holds a colon of its own; only the last part names the mode.
+    assert_eq!(
+        LockMode::of_key("region/1024:1:exclusive"),
+        LockMode::Exclusive
+    );
+    // A key that names no mode is read as exclusive, the safe reading.
+    assert_eq!(LockMode::of_key("table/1024"), LockMode::Exclusive);
 }
 
 fn downgrade_cas_message() -> &'static str {

@@ -128,16 +128,8 @@ pub struct CasConflict {
     pub actual_version: Option<u64>,
 }
 
-/// Moves a region's entry from one datanode table to another, in the same write as a route.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RegionMove {
-    /// The region that moves.
-    pub region_id: RegionId,
-    /// Its old leader.
-    pub from_peer: PeerId,
-    /// Its new leader.
-    pub to_peer: PeerId,
-}
+/// The plain data of a region's move is the domain's; the store ports take it.
+pub use crate::domain::RegionMove;
 
 /// Table metadata with versioned compare-and-swap on table routes.
 #[async_trait]

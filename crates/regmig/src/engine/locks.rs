@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-/// Whether a lock key is held shared or exclusive, from its `:shared`/`:exclusive` suffix.
+use crate::migration::LockMode;
+
+/// Whether a lock key is held shared, from the mode it names.
 fn is_shared(key: &str) -> bool {
-    key.ends_with(":shared")
+    LockMode::of_key(key) == LockMode::Shared
 }
 
 #[derive(Default)]

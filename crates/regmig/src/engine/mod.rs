@@ -13,6 +13,10 @@
 //!   open), and the same data directory can be opened again in the same process.
 //! - [`Engine::subscribe`] streams one procedure's events from any seq, with no gap;
 //!   [`Engine::subscribe_all`] streams every procedure's events in log order.
+//!
+//! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
+//! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
+//! in another (the benchmark's snapshot baselines do).
 
 mod locks;
 pub mod metrics;
@@ -34,6 +38,7 @@ use uuid::Uuid;
 
 pub use locks::LockTable;
 use metrics::EngineMetrics;
+pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver};
 pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
 pub use stream::{EngineEvents, LoggedEvent, ProcedureEvents};
 pub use submit::{
@@ -44,7 +49,8 @@ use crate::cluster::Ports;
 use crate::domain::{PeerId, RegionId};
 use crate::log::{AppendConflict, AppendRequest, EventLog, LogError, LogOptions, OpenProcedure};
 use crate::migration::{
-    fold, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy, TimedEvent,
+    fold, EncodeError, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy,
+    TimedEvent,
 };
 use procedure::{Control, Runner};
 
@@ -168,6 +174,9 @@ pub enum EngineError {
     /// A procedure's history could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A decided event could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
     /// An append lost a race it should not have (two engines on one log).
     #[error("append conflict on migration {procedure_id}: {conflict:?}")]
     AppendConflict {
@@ -241,7 +250,7 @@ impl Inner {
         let request = AppendRequest {
             procedure_id,
             expected_next_seq,
-            events: encode_events(at_ms, events),
+            events: encode_events(at_ms, events)?,
             opens,
             closes,
         };
@@ -501,7 +510,6 @@ impl Engine {
             state,
             next_seq,
             control,
-            table_lock: None,
         };
         let handle = tokio::spawn(runner.run(first));
         if let Some(running) = self.inner.running().get_mut(&procedure_id) {
@@ -579,7 +587,7 @@ impl Engine {
         let append = AppendRequest {
             procedure_id,
             expected_next_seq: 1,
-            events: encode_events(now_ms, &recorded),
+            events: encode_events(now_ms, &recorded)?,
             opens: Some(OpenProcedure {
                 region_id: region_id.as_u64(),
                 peers: vec![request.from_peer.id, request.to_peer.id],
@@ -855,6 +863,11 @@ fn procedures_to_resume(log: &EventLog) -> Result<Vec<(Uuid, MigrationState, u64
         };
         let next_seq = events.len() as u64 + 1;
         let state = fold(&events);
+        if let Some(broken) = &state.broken {
+            // Deciding on it would build on a guess: leave it open for an operator.
+            warn!(%procedure_id, error = %broken, "not resuming a migration whose log breaks the model's assumptions");
+            continue;
+        }
         if state.is_finished() {
             warn!(%procedure_id, "open index names a finished procedure; skipping it");
             continue;

@@ -1,16 +1,20 @@
-//! One procedure's task: decide, append, act, observe, again.
+//! The procedure driver: decide, persist, act, observe, again. It is the only code that turns
+//! a decision into port calls; the engine plugs the event log in as its persistence, the
+//! benchmark's snapshot baselines plug in theirs.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, debug_span, info, info_span, warn, Instrument};
 use uuid::Uuid;
 
-use super::{EngineError, Inner, ProcedureEvent};
+use super::{EngineError, Inner, LockTable, ProcedureEvent};
+use crate::cluster::Ports;
 use crate::log::OpenProcedure;
 use crate::migration::{
-    check_cancel, decide, table_lock_key, Action, Hook, Input, MigrationEvent, MigrationState,
-    Observation,
+    check_cancel, decide, table_lock_key, Action, DecideError, Hook, Input, MigrationEvent,
+    MigrationState, Observation, Outcome,
 };
 
 /// A request to a running procedure.
@@ -23,120 +27,289 @@ pub(crate) enum Control {
     },
 }
 
-/// Why a procedure task stopped before the procedure finished.
-enum Stop {
-    /// Graceful shutdown or a simulated crash: the procedure stays open in the log.
-    Halted,
-    /// The log refused or failed an append: the procedure stays open in the log.
-    LogFailed(String),
+/// Whether the driver goes on after a batch was persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Go on to the action.
+    Continue,
+    /// Stop here, as a crash right after the batch would: the procedure stays unfinished.
+    Stop,
 }
 
-/// What a running procedure owns.
-pub(crate) struct Runner {
-    pub(crate) inner: Arc<Inner>,
-    pub(crate) id: Uuid,
-    pub(crate) state: MigrationState,
-    pub(crate) next_seq: u64,
-    pub(crate) control: mpsc::Receiver<Control>,
-    /// The table lock, while held across a route read and the compare-and-swap after it.
-    pub(crate) table_lock: Option<Vec<String>>,
+/// One batch of events the driver hands to its persistence, in order: the events of a
+/// decision, or one event the driver writes outside a decision (a lock wait, a refused
+/// cancel), or a batch given to [`ProcedureDriver::record`].
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The procedure.
+    pub procedure_id: Uuid,
+    /// The sequence number of the first event (1 for a procedure's first event).
+    pub first_seq: u64,
+    /// When the events happened.
+    pub at_ms: u64,
+    /// The events.
+    pub events: &'a [MigrationEvent],
 }
 
-impl Runner {
-    /// Runs the procedure until it finishes or the engine stops.
-    pub(crate) async fn run(mut self, first: Observation) {
-        let region = self
-            .state
-            .task
-            .as_ref()
-            .map(|task| task.region_id.to_string())
-            .unwrap_or_default();
-        let span = info_span!("procedure", id = %self.id, region = %region);
-        let result = self.run_loop(first).instrument(span).await;
-        let inner = self.inner.clone();
-        inner.locks.release_all(self.id);
-        match result {
-            Ok(()) => super::retention::after_finish(&inner).await,
-            Err(Stop::Halted) => {
-                debug!(id = %self.id, "procedure halted; it resumes from the log on the next open")
-            }
-            Err(Stop::LogFailed(error)) => {
-                warn!(id = %self.id, %error, "procedure stopped: the log failed; it resumes from the log on the next open")
-            }
-        }
-        inner.forget(self.id, self.state.outcome);
+/// Where a driven procedure's events go: the persistence policy.
+#[async_trait]
+pub trait Persistence: Send {
+    /// Why persisting failed.
+    type Error: Send;
+
+    /// Makes `batch` durable. The driver folds the batch into its state only once this
+    /// returns `Ok`; `state` is the state before the batch. A policy that keeps whole states
+    /// instead of events writes in [`Persistence::persisted`] and leaves this as it is.
+    async fn persist(
+        &mut self,
+        _batch: Batch<'_>,
+        _state: &MigrationState,
+    ) -> Result<(), Self::Error> {
+        Ok(())
     }
 
-    async fn run_loop(&mut self, first: Observation) -> Result<(), Stop> {
+    /// Called once the batch is folded in; `state` is the state after it. A policy that
+    /// keeps whole states (a snapshot design) writes here.
+    async fn persisted(
+        &mut self,
+        _batch: Batch<'_>,
+        _state: &MigrationState,
+    ) -> Result<Next, Self::Error> {
+        Ok(Next::Continue)
+    }
+}
+
+#[async_trait]
+impl<T: Persistence + ?Sized> Persistence for &mut T {
+    type Error = T::Error;
+
+    async fn persist(
+        &mut self,
+        batch: Batch<'_>,
+        state: &MigrationState,
+    ) -> Result<(), Self::Error> {
+        (**self).persist(batch, state).await
+    }
+
+    async fn persisted(
+        &mut self,
+        batch: Batch<'_>,
+        state: &MigrationState,
+    ) -> Result<Next, Self::Error> {
+        (**self).persisted(batch, state).await
+    }
+}
+
+/// How a driven procedure ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The model finished it with this outcome.
+    Finished(Outcome),
+    /// The engine halted or the persistence said stop: the procedure stays unfinished.
+    Stopped,
+}
+
+/// Why the driver could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError<E> {
+    /// `decide` refused its input: the state or the observation breaks the model.
+    #[error("decide refused its input for procedure {procedure_id}: {error}")]
+    Decide {
+        /// The procedure.
+        procedure_id: Uuid,
+        /// The model's error.
+        error: DecideError,
+    },
+    /// The persistence failed; the batch was not folded in.
+    #[error("persisting procedure {procedure_id} failed: {error}")]
+    Persist {
+        /// The procedure.
+        procedure_id: Uuid,
+        /// The persistence's error.
+        error: E,
+    },
+}
+
+/// Why a step stopped the loop.
+enum Halt<E> {
+    Stopped,
+    Failed(DriveError<E>),
+}
+
+impl<E> From<DriveError<E>> for Halt<E> {
+    fn from(error: DriveError<E>) -> Self {
+        Halt::Failed(error)
+    }
+}
+
+/// The engine's signals to a running procedure: halt, and operator requests.
+pub(crate) struct Signals {
+    pub(crate) halt: watch::Receiver<bool>,
+    pub(crate) control: mpsc::Receiver<Control>,
+}
+
+/// Drives one procedure against the ports: decides, hands the events to its persistence,
+/// folds them, performs the action, and feeds the observation back, until the procedure
+/// finishes, the persistence says stop, or the engine halts.
+pub struct ProcedureDriver<'a, P> {
+    ports: &'a Ports,
+    locks: &'a LockTable,
+    id: Uuid,
+    state: MigrationState,
+    next_seq: u64,
+    persistence: P,
+    /// The table lock, while held across a route read and the compare-and-swap after it.
+    table_lock: Option<Vec<String>>,
+    signals: Option<Signals>,
+}
+
+impl<'a, P: Persistence> ProcedureDriver<'a, P> {
+    /// A driver of procedure `id` whose log so far folds to `state` and holds `next_seq - 1`
+    /// events (a new procedure: the default state and 1). Locks are taken in `locks` under
+    /// the procedure's id.
+    pub fn new(
+        ports: &'a Ports,
+        locks: &'a LockTable,
+        id: Uuid,
+        state: MigrationState,
+        next_seq: u64,
+        persistence: P,
+    ) -> Self {
+        ProcedureDriver {
+            ports,
+            locks,
+            id,
+            state,
+            next_seq,
+            persistence,
+            table_lock: None,
+            signals: None,
+        }
+    }
+
+    pub(crate) fn with_signals(mut self, signals: Signals) -> Self {
+        self.signals = Some(signals);
+        self
+    }
+
+    /// The procedure driven.
+    pub fn procedure_id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The state folded from every persisted event.
+    pub fn state(&self) -> &MigrationState {
+        &self.state
+    }
+
+    /// The state, giving up the driver.
+    pub fn into_state(self) -> MigrationState {
+        self.state
+    }
+
+    /// The persistence.
+    pub fn persistence(&self) -> &P {
+        &self.persistence
+    }
+
+    /// Persists and folds events decided outside the model's loop (a submission).
+    pub async fn record(
+        &mut self,
+        events: Vec<MigrationEvent>,
+    ) -> Result<Next, DriveError<P::Error>> {
+        let now_ms = self.ports.clock.now_ms();
+        self.append(now_ms, &events).await
+    }
+
+    /// Runs the procedure from `first` until it finishes or stops. Every lock the procedure
+    /// holds is released either way.
+    pub async fn run(&mut self, first: Observation) -> Result<Ended, DriveError<P::Error>> {
+        let result = self.run_loop(first).await;
+        self.table_lock = None;
+        self.locks.release_all(self.id);
+        match result {
+            Ok(outcome) => Ok(Ended::Finished(outcome)),
+            Err(Halt::Stopped) => Ok(Ended::Stopped),
+            Err(Halt::Failed(error)) => Err(error),
+        }
+    }
+
+    fn halted(&self) -> bool {
+        self.signals
+            .as_ref()
+            .is_some_and(|signals| *signals.halt.borrow())
+    }
+
+    async fn run_loop(&mut self, first: Observation) -> Result<Outcome, Halt<P::Error>> {
         let mut input = Input::new(first);
         loop {
-            if self.inner.halted() {
-                return Err(Stop::Halted);
+            if self.halted() {
+                return Err(Halt::Stopped);
             }
-            let now_ms = self.inner.ports.clock.now_ms();
-            let decision = match decide(&self.state, now_ms, input) {
-                Ok(decision) => decision,
-                Err(error) => {
-                    return Err(Stop::LogFailed(format!(
-                        "decide refused its input: {error}"
-                    )))
-                }
-            };
+            let now_ms = self.ports.clock.now_ms();
+            let decision =
+                decide(&self.state, now_ms, input).map_err(|error| DriveError::Decide {
+                    procedure_id: self.id,
+                    error,
+                })?;
             if !decision.events.is_empty() {
-                self.append(now_ms, decision.events).await?;
+                let next = self.append(now_ms, &decision.events).await?;
                 // A crash right after the append: nothing more happens.
-                if self.inner.halted() {
-                    return Err(Stop::Halted);
+                if next == Next::Stop || self.halted() {
+                    return Err(Halt::Stopped);
                 }
             }
             for hook in &decision.hooks {
                 self.call_hook(hook).await;
             }
-            let observation = match decision.action {
-                Action::Finish { outcome } => {
+            let span = debug_span!("step", state = %self.state.state, action = action_name(&decision.action));
+            let observation = match self.act(decision.action).instrument(span).await? {
+                Ok(observation) => observation,
+                Err(outcome) => {
                     info!(outcome = outcome.name(), "procedure finished");
-                    return Ok(());
-                }
-                action => {
-                    let span = debug_span!("step", state = %self.state.state, action = action_name(&action));
-                    self.act(action).instrument(span).await?
+                    return Ok(outcome);
                 }
             };
             input = Input {
                 observation,
-                jitter_random: self.inner.ports.entropy.next_u32(),
+                jitter_random: self.ports.entropy.next_u32(),
             };
         }
     }
 
-    /// Appends a decision's events, durably, and folds them in.
-    async fn append(&mut self, now_ms: u64, events: Vec<MigrationEvent>) -> Result<(), Stop> {
-        let opens = if self.next_seq == 1 {
-            self.state.task.as_ref().map(|task| OpenProcedure {
-                region_id: task.region_id.as_u64(),
-                peers: vec![task.from_peer.id, task.to_peer.id],
-            })
-        } else {
-            None
+    /// Persists a batch, then folds it in.
+    async fn append(
+        &mut self,
+        now_ms: u64,
+        events: &[MigrationEvent],
+    ) -> Result<Next, DriveError<P::Error>> {
+        let batch = Batch {
+            procedure_id: self.id,
+            first_seq: self.next_seq,
+            at_ms: now_ms,
+            events,
         };
-        let closes = events.iter().any(MigrationEvent::is_terminal);
-        let first_seq = self.next_seq;
-        let count = events.len() as u64;
-        self.inner
-            .append(self.id, first_seq, &events, now_ms, opens, closes)
+        let procedure_id = self.id;
+        let persisted = move |error| DriveError::Persist {
+            procedure_id,
+            error,
+        };
+        self.persistence
+            .persist(batch, &self.state)
             .await
-            .map_err(|error| Stop::LogFailed(error.to_string()))?;
-        for (offset, event) in events.into_iter().enumerate() {
-            self.state.apply(now_ms, &event);
-            let seq = first_seq + offset as u64;
-            self.inner.after_append(self.id, seq, now_ms, &event);
+            .map_err(persisted)?;
+        for event in events {
+            self.state.apply(now_ms, event);
         }
-        self.next_seq = first_seq + count;
-        Ok(())
+        self.next_seq += events.len() as u64;
+        self.persistence
+            .persisted(batch, &self.state)
+            .await
+            .map_err(persisted)
     }
 
     async fn call_hook(&self, hook: &Hook) {
-        let hooks = &self.inner.ports.hooks;
+        let hooks = &self.ports.hooks;
         match hook {
             Hook::RegisterFailureDetector { peer, region_id } => {
                 hooks.register_failure_detector(*peer, *region_id).await
@@ -150,65 +323,67 @@ impl Runner {
         }
     }
 
-    /// Performs an action and returns what came of it.
-    async fn act(&mut self, action: Action) -> Result<Observation, Stop> {
-        let ports = self.inner.ports.clone();
+    /// Performs an action and returns what came of it, or the outcome of a `Finish`.
+    async fn act(
+        &mut self,
+        action: Action,
+    ) -> Result<Result<Observation, Outcome>, Halt<P::Error>> {
+        let ports = self.ports;
         if !matches!(action, Action::ReadRoute { .. } | Action::CasRoute { .. }) {
             self.release_table_lock();
         }
-        match action {
+        let observation = match action {
             Action::AcquireLocks { lock_keys } => {
                 let started_ms = ports.clock.now_ms();
-                if let Err(contended) = self.inner.locks.try_acquire(self.id, &lock_keys) {
+                if let Err(contended) = self.locks.try_acquire(self.id, &lock_keys) {
                     self.note(MigrationEvent::LockWaitStarted {
                         lock_key: contended.key,
                     })
                     .await?;
-                    let inner = self.inner.clone();
-                    let acquire = inner.locks.acquire(self.id, &lock_keys, |_| {});
+                    let locks = self.locks;
+                    let acquire = locks.acquire(self.id, &lock_keys, |_| {});
+                    let halt = self.halt_signal();
                     tokio::select! {
                         biased;
-                        () = until_halted(inner.halt_signal()) => return Err(Stop::Halted),
+                        () = until_halted(halt) => return Err(Halt::Stopped),
                         () = acquire => {}
                     }
                 }
-                Ok(Observation::LocksAcquired {
+                Observation::LocksAcquired {
                     lock_keys,
                     waited_ms: ports.clock.now_ms().saturating_sub(started_ms),
-                })
+                }
             }
             Action::ReadRoute { table_id } => {
                 self.take_table_lock(table_id).await?;
-                Ok(match ports.metadata.table_route(table_id).await {
+                match ports.metadata.table_route(table_id).await {
                     Ok(route) => Observation::RouteRead { table_id, route },
                     Err(error) => Observation::MetadataFailed {
                         operation: format!("read the route of table {table_id}"),
                         error: error.reason,
                     },
-                })
+                }
             }
-            Action::ReadLastHeartbeat { peer } => Ok(Observation::LastHeartbeatRead {
+            Action::ReadLastHeartbeat { peer } => Observation::LastHeartbeatRead {
                 peer,
                 last_heartbeat_ms: ports.lease_renewals.last_heartbeat_ms(peer).await,
-            }),
+            },
             Action::ReadDatanodeTable {
                 datanode_id,
                 table_id,
-            } => Ok(
-                match ports.metadata.datanode_table(datanode_id, table_id).await {
-                    Ok(datanode_table) => Observation::DatanodeTableRead {
-                        datanode_id,
-                        table_id,
-                        datanode_table,
-                    },
-                    Err(error) => Observation::MetadataFailed {
-                        operation: format!(
-                            "read the datanode table of table {table_id} on datanode {datanode_id}"
-                        ),
-                        error: error.reason,
-                    },
+            } => match ports.metadata.datanode_table(datanode_id, table_id).await {
+                Ok(datanode_table) => Observation::DatanodeTableRead {
+                    datanode_id,
+                    table_id,
+                    datanode_table,
                 },
-            ),
+                Err(error) => Observation::MetadataFailed {
+                    operation: format!(
+                        "read the datanode table of table {table_id} on datanode {datanode_id}"
+                    ),
+                    error: error.reason,
+                },
+            },
             Action::CasRoute {
                 table_id,
                 expected_version,
@@ -240,7 +415,7 @@ impl Runner {
                     },
                 };
                 self.release_table_lock();
-                Ok(observation)
+                observation
             }
             Action::Send {
                 peer,
@@ -250,35 +425,39 @@ impl Runner {
                 let kind = instruction.kind();
                 if timeout_ms == 0 {
                     // A re-send whose deadline passed while the engine was down.
-                    return Ok(Observation::Mailbox(crate::domain::MailboxOutcome::Timeout));
+                    return Ok(Ok(Observation::Mailbox(
+                        crate::domain::MailboxOutcome::Timeout,
+                    )));
                 }
                 let send = ports.mailbox.send(&peer, instruction, timeout_ms);
-                Ok(match self.interruptible(send).await? {
+                match self.interruptible(send).await? {
                     Ok(outcome) => {
                         debug!(peer = peer.id, instruction = %kind, ?outcome, "instruction answered");
                         Observation::Mailbox(outcome)
                     }
                     Err(cancel) => cancel,
-                })
+                }
             }
             Action::WaitUntil { until_ms, reason } => {
                 debug!(until_ms, ?reason, "waiting");
                 let sleep = ports.clock.sleep_until_ms(until_ms);
-                Ok(match self.interruptible(sleep).await? {
+                match self.interruptible(sleep).await? {
                     Ok(()) => Observation::WaitElapsed,
                     Err(cancel) => cancel,
-                })
+                }
             }
-            Action::Finish { .. } => Err(Stop::LogFailed(
-                "internal error: Finish is handled by the loop".to_string(),
-            )),
-        }
+            Action::Finish { outcome } => return Ok(Err(outcome)),
+        };
+        Ok(Ok(observation))
     }
 
     /// Takes the table's exclusive lock for a route read and the compare-and-swap that may
     /// follow it (R2.6); it is released after the compare-and-swap, or before any other
     /// action, so a lease wait or a datanode's answer never holds it.
-    async fn take_table_lock(&mut self, table_id: crate::domain::TableId) -> Result<(), Stop> {
+    async fn take_table_lock(
+        &mut self,
+        table_id: crate::domain::TableId,
+    ) -> Result<(), Halt<P::Error>> {
         let keys = vec![table_lock_key(table_id)];
         if self.table_lock.as_ref() == Some(&keys) {
             return Ok(());
@@ -288,12 +467,13 @@ impl Runner {
             return Ok(());
         }
         self.release_table_lock();
-        if self.inner.locks.try_acquire(self.id, &keys).is_err() {
-            let inner = self.inner.clone();
-            let acquire = inner.locks.acquire(self.id, &keys, |_| {});
+        if self.locks.try_acquire(self.id, &keys).is_err() {
+            let locks = self.locks;
+            let acquire = locks.acquire(self.id, &keys, |_| {});
+            let halt = self.halt_signal();
             tokio::select! {
                 biased;
-                () = until_halted(inner.halt_signal()) => return Err(Stop::Halted),
+                () = until_halted(halt) => return Err(Halt::Stopped),
                 () = acquire => {}
             }
         }
@@ -303,8 +483,13 @@ impl Runner {
 
     fn release_table_lock(&mut self) {
         if let Some(keys) = self.table_lock.take() {
-            self.inner.locks.release(self.id, &keys);
+            self.locks.release(self.id, &keys);
         }
+    }
+
+    /// The halt signal, if the driver has one.
+    fn halt_signal(&self) -> Option<watch::Receiver<bool>> {
+        self.signals.as_ref().map(|signals| signals.halt.clone())
     }
 
     /// Awaits `work` while answering operator requests; `Err` carries a cancel that was
@@ -313,14 +498,27 @@ impl Runner {
     async fn interruptible<T>(
         &mut self,
         work: impl std::future::Future<Output = T>,
-    ) -> Result<Result<T, Observation>, Stop> {
+    ) -> Result<Result<T, Observation>, Halt<P::Error>> {
+        let Some(mut signals) = self.signals.take() else {
+            return Ok(Ok(work.await));
+        };
+        let result = self.interruptible_by(&mut signals, work).await;
+        self.signals = Some(signals);
+        result
+    }
+
+    async fn interruptible_by<T>(
+        &mut self,
+        signals: &mut Signals,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<Result<T, Observation>, Halt<P::Error>> {
         tokio::pin!(work);
         let mut control_open = true;
         loop {
             tokio::select! {
                 biased;
-                () = until_halted(self.inner.halt_signal()) => return Err(Stop::Halted),
-                control = self.control.recv(), if control_open => match control {
+                () = until_halted(Some(signals.halt.clone())) => return Err(Halt::Stopped),
+                control = signals.control.recv(), if control_open => match control {
                     Some(control) => {
                         if let Some(cancel) = self.on_control(control).await? {
                             return Ok(Err(cancel));
@@ -334,7 +532,10 @@ impl Runner {
     }
 
     /// Handles an operator request received while waiting; `Some` interrupts the wait.
-    async fn on_control(&mut self, control: Control) -> Result<Option<Observation>, Stop> {
+    async fn on_control(
+        &mut self,
+        control: Control,
+    ) -> Result<Option<Observation>, Halt<P::Error>> {
         let Control::Cancel {
             actor,
             reason,
@@ -361,10 +562,108 @@ impl Runner {
         }
     }
 
-    /// Appends an event the engine writes outside a decision.
-    async fn note(&mut self, event: MigrationEvent) -> Result<(), Stop> {
-        let now_ms = self.inner.ports.clock.now_ms();
-        self.append(now_ms, vec![event]).await
+    /// Persists an event the driver writes outside a decision.
+    async fn note(&mut self, event: MigrationEvent) -> Result<(), Halt<P::Error>> {
+        let now_ms = self.ports.clock.now_ms();
+        match self.append(now_ms, &[event]).await? {
+            Next::Continue => Ok(()),
+            Next::Stop => Err(Halt::Stopped),
+        }
+    }
+}
+
+/// The engine's persistence: the event log, then the procedure's subscribers.
+struct LogPersistence<'a> {
+    inner: &'a Inner,
+}
+
+#[async_trait]
+impl Persistence for LogPersistence<'_> {
+    type Error = EngineError;
+
+    async fn persist(
+        &mut self,
+        batch: Batch<'_>,
+        state: &MigrationState,
+    ) -> Result<(), EngineError> {
+        let opens = if batch.first_seq == 1 {
+            state.task.as_ref().map(|task| OpenProcedure {
+                region_id: task.region_id.as_u64(),
+                peers: vec![task.from_peer.id, task.to_peer.id],
+            })
+        } else {
+            None
+        };
+        let closes = batch.events.iter().any(MigrationEvent::is_terminal);
+        self.inner
+            .append(
+                batch.procedure_id,
+                batch.first_seq,
+                batch.events,
+                batch.at_ms,
+                opens,
+                closes,
+            )
+            .await?;
+        for (offset, event) in batch.events.iter().enumerate() {
+            let seq = batch.first_seq + offset as u64;
+            self.inner
+                .after_append(batch.procedure_id, seq, batch.at_ms, event);
+        }
+        Ok(())
+    }
+}
+
+/// What a running procedure task owns.
+pub(crate) struct Runner {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) id: Uuid,
+    pub(crate) state: MigrationState,
+    pub(crate) next_seq: u64,
+    pub(crate) control: mpsc::Receiver<Control>,
+}
+
+impl Runner {
+    /// Runs the procedure until it finishes or the engine stops.
+    pub(crate) async fn run(self, first: Observation) {
+        let Runner {
+            inner,
+            id,
+            state,
+            next_seq,
+            control,
+        } = self;
+        let region = state
+            .task
+            .as_ref()
+            .map(|task| task.region_id.to_string())
+            .unwrap_or_default();
+        let span = info_span!("procedure", id = %id, region = %region);
+        let signals = Signals {
+            halt: inner.halt_signal(),
+            control,
+        };
+        let persistence = LogPersistence { inner: &inner };
+        let mut driver =
+            ProcedureDriver::new(&inner.ports, &inner.locks, id, state, next_seq, persistence)
+                .with_signals(signals);
+        let outcome = match driver.run(first).instrument(span).await {
+            Ok(Ended::Finished(outcome)) => {
+                // Its closing event is durable; the retention may archive it (and older
+                // ones) before its waiters are told.
+                super::retention::after_finish(&inner).await;
+                Some(outcome)
+            }
+            Ok(Ended::Stopped) => {
+                debug!(id = %id, "procedure halted; it resumes from the log on the next open");
+                driver.state().outcome
+            }
+            Err(error) => {
+                warn!(id = %id, %error, "procedure stopped: the log failed; it resumes from the log on the next open");
+                driver.state().outcome
+            }
+        };
+        inner.forget(id, outcome);
     }
 }
 
@@ -382,11 +681,15 @@ fn action_name(action: &Action) -> &'static str {
     }
 }
 
-/// Returns once the engine is halted (never, if the engine is gone without halting).
-async fn until_halted(mut halt: tokio::sync::watch::Receiver<bool>) {
-    if halt.wait_for(|halted| *halted).await.is_err() {
-        std::future::pending::<()>().await;
+/// Returns once the engine is halted (never, without a halt signal or if the engine is gone
+/// without halting).
+async fn until_halted(halt: Option<watch::Receiver<bool>>) {
+    if let Some(mut halt) = halt {
+        if halt.wait_for(|halted| *halted).await.is_ok() {
+            return;
+        }
     }
+    std::future::pending::<()>().await;
 }
 
 /// Sent to subscribers after each append.

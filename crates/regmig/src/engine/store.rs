@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use crate::log::salvage::HISTORY_GAP_KIND;
 use crate::log::{EventLog, LogError, NewEvent, Record};
-use crate::migration::events::DecodeError;
+use crate::migration::events::{DecodeError, EncodeError};
 use crate::migration::{MigrationEvent, TimedEvent};
 
 /// A record whose payload this version cannot decode.
@@ -32,13 +32,15 @@ pub enum LoadError {
 }
 
 /// Encodes migration events for an append, all recorded at `at_ms`.
-pub fn encode_events(at_ms: u64, events: &[MigrationEvent]) -> Vec<NewEvent> {
+pub fn encode_events(at_ms: u64, events: &[MigrationEvent]) -> Result<Vec<NewEvent>, EncodeError> {
     events
         .iter()
-        .map(|event| NewEvent {
-            kind: event.kind_code(),
-            recorded_at_ms: at_ms,
-            payload: event.encode(),
+        .map(|event| {
+            Ok(NewEvent {
+                kind: event.kind_code(),
+                recorded_at_ms: at_ms,
+                payload: event.encode()?,
+            })
         })
         .collect()
 }

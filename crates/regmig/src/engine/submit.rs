@@ -6,7 +6,7 @@ use super::Inner;
 use crate::cluster::MetadataError;
 use crate::domain::{Peer, RegionId, RegionRoute, TableId, TableRoute};
 use crate::log::{AppendConflict, LogError};
-use crate::migration::{MigrationEvent, MigrationTask, DEFAULT_TIMEOUT_MS};
+use crate::migration::{EncodeError, MigrationEvent, MigrationTask, DEFAULT_TIMEOUT_MS};
 
 /// A migration to submit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +186,9 @@ pub enum SubmitError {
     /// The log refused the append.
     #[error("the log refused the submitted event: {0:?}")]
     AppendConflict(AppendConflict),
+    /// The submitted events could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
     /// The engine is shutting down.
     #[error("the engine is shutting down and takes no new migrations")]
     ShuttingDown,
@@ -202,7 +205,9 @@ impl SubmitError {
             SubmitError::RegionRouteNotFound { .. } => "region_route_not_found",
             SubmitError::TableInfoNotFound { .. } => "table_info_not_found",
             SubmitError::Metadata(_) => "metadata_error",
-            SubmitError::Log(_) | SubmitError::AppendConflict(_) => "log_error",
+            SubmitError::Log(_) | SubmitError::AppendConflict(_) | SubmitError::Encode(_) => {
+                "log_error"
+            }
             SubmitError::ShuttingDown => "shutting_down",
         }
     }

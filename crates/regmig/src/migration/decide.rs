@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use super::events::{
     ErrorKind, Hook, MigrationEvent, Outcome, RouteChange, StateName, StepError, WaitReason,
 };
-use super::state::{Answer, CasResult, MigrationState, Outstanding};
-use crate::cluster::RegionMove;
+use super::state::{Answer, CasResult, FoldError, MigrationState, Outstanding};
+
 use crate::domain::{
     DatanodeTable, Instruction, InstructionKind, LeaderState, MailboxOutcome, Peer, PeerId,
-    RegionRoute, Reply, TableId, TableRoute, VersionedTableRoute, WalKind,
+    RegionMove, RegionRoute, Reply, TableId, TableRoute, VersionedTableRoute, WalKind,
 };
 
 /// One region lease: heartbeats every 3 s, a lease of 3 heartbeats + 1 s.
@@ -204,6 +204,9 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecideError {
+    /// The procedure's log breaks an assumption of the fold: nothing is decided on it.
+    #[error("the procedure's log is broken: {0}")]
+    BrokenLog(#[from] FoldError),
     /// The procedure has no submitted event.
     #[error("the procedure has no submitted event")]
     NotSubmitted,
@@ -254,29 +257,64 @@ pub fn lock_keys(state: &MigrationState) -> Vec<String> {
     let Some(task) = &state.task else {
         return Vec::new();
     };
+    let catalog = LockMode::Shared.key(&format!("catalog/{}", state.catalog));
+    let schema = LockMode::Shared.key(&format!("schema/{}.{}", state.catalog, state.schema));
+    let region = LockMode::Exclusive.key(&format!("region/{}", task.region_id));
     if !state.policy.revision_two() {
         // Revision 1 held the table's lock for the whole migration.
         return vec![
-            format!("catalog/{}:shared", state.catalog),
-            format!("schema/{}.{}:shared", state.catalog, state.schema),
+            catalog,
+            schema,
             table_lock_key(task.region_id.table_id()),
-            format!("region/{}:exclusive", task.region_id),
+            region,
         ];
     }
-    vec![
-        format!("catalog/{}:shared", state.catalog),
-        format!("schema/{}.{}:shared", state.catalog, state.schema),
-        format!("region/{}:exclusive", task.region_id),
-    ]
+    vec![catalog, schema, region]
 }
 
 /// A table's exclusive lock, held around each read and compare-and-swap of its route.
 pub fn table_lock_key(table_id: TableId) -> String {
-    format!("table/{table_id}:exclusive")
+    LockMode::Exclusive.key(&format!("table/{table_id}"))
+}
+
+/// How a lock is held: a lock key is its resource and its mode, as `resource:mode` (the form
+/// recorded in `LockWaitStarted` and `LocksAcquired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Held by any number of procedures at once (catalog, schema).
+    Shared,
+    /// Held by one procedure (table, region).
+    Exclusive,
+}
+
+impl LockMode {
+    /// The suffix naming the mode in a key.
+    pub fn name(self) -> &'static str {
+        match self {
+            LockMode::Shared => "shared",
+            LockMode::Exclusive => "exclusive",
+        }
+    }
+
+    /// The key of `resource` held in this mode.
+    pub fn key(self, resource: &str) -> String {
+        format!("{resource}:{}", self.name())
+    }
+
+    /// The mode a key names; a key without a shared suffix is exclusive (the safe reading).
+    pub fn of_key(key: &str) -> LockMode {
+        match key.rsplit_once(':') {
+            Some((_, suffix)) if suffix == LockMode::Shared.name() => LockMode::Shared,
+            _ => LockMode::Exclusive,
+        }
+    }
 }
 
 /// Decides the next action from the folded state, the time and an input.
 pub fn decide(state: &MigrationState, now_ms: u64, input: Input) -> Result<Decision, DecideError> {
+    if let Some(broken) = &state.broken {
+        return Err(DecideError::BrokenLog(broken.clone()));
+    }
     if state.task.is_none() {
         return Err(DecideError::NotSubmitted);
     }

@@ -269,8 +269,9 @@ pub enum RouteChange {
     ClearDowngrading,
 }
 
-/// A side effect whose failure is only logged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A side effect whose failure is only logged; also what a fake cluster records of the
+/// engine's calls on its hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hook {
     /// Watch (peer, region) for failures again.
@@ -557,40 +558,6 @@ pub enum EventRole {
 }
 
 impl MigrationEvent {
-    /// The stable kind code stored in the log envelope. Never reuse a code.
-    pub fn kind_code(&self) -> u16 {
-        match self {
-            MigrationEvent::Submitted { .. } => 1,
-            MigrationEvent::LockWaitStarted { .. } => 2,
-            MigrationEvent::LocksAcquired { .. } => 3,
-            MigrationEvent::Resumed => 4,
-            MigrationEvent::StateEntered { .. } => 5,
-            MigrationEvent::RouteRead { .. } => 6,
-            MigrationEvent::DatanodeTableRead { .. } => 7,
-            MigrationEvent::MetadataFailed { .. } => 8,
-            MigrationEvent::InstructionSent { .. } => 9,
-            MigrationEvent::ReplyReceived { .. } => 10,
-            MigrationEvent::MailboxTimedOut { .. } => 11,
-            MigrationEvent::PeerUnreachable { .. } => 12,
-            MigrationEvent::OperationTimed { .. } => 13,
-            MigrationEvent::RouteCasApplied { .. } => 14,
-            MigrationEvent::RouteCasRefused { .. } => 15,
-            MigrationEvent::LeaseDeadlineSet { .. } => 16,
-            MigrationEvent::LeaseDeadlineReset => 17,
-            MigrationEvent::WaitStarted { .. } => 18,
-            MigrationEvent::WaitElapsed => 19,
-            MigrationEvent::RetryScheduled { .. } => 20,
-            MigrationEvent::HooksCalled { .. } => 21,
-            MigrationEvent::OperatorCancelled { .. } => 22,
-            MigrationEvent::CancelRefused { .. } => 23,
-            MigrationEvent::RollbackStarted { .. } => 24,
-            MigrationEvent::RollbackFinished { .. } => 25,
-            MigrationEvent::Finished { .. } => 26,
-            MigrationEvent::LastHeartbeatRead { .. } => 27,
-            MigrationEvent::BatchJoined { .. } => 28,
-        }
-    }
-
     /// The name an operator reads in a list.
     pub fn name(&self) -> &'static str {
         kind_name(self.kind_code()).unwrap_or("Unknown")
@@ -625,10 +592,14 @@ impl MigrationEvent {
         matches!(self, MigrationEvent::Finished { .. })
     }
 
-    /// Encodes the payload (rmp-serde, named form).
-    pub fn encode(&self) -> Vec<u8> {
-        // Serializing plain data into a Vec cannot fail.
-        rmp_serde::to_vec_named(self).unwrap_or_default()
+    /// Encodes the payload (rmp-serde, named form). An event that cannot be encoded is an
+    /// error, never an empty payload.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        rmp_serde::to_vec_named(self).map_err(|error| EncodeError {
+            kind: self.kind_code(),
+            kind_name: self.name(),
+            message: error.to_string(),
+        })
     }
 
     /// Decodes a payload written by [`MigrationEvent::encode`].
@@ -654,39 +625,58 @@ impl MigrationEvent {
     }
 }
 
-/// The name of a kind code, if this version knows it.
-pub fn kind_name(kind: u16) -> Option<&'static str> {
-    Some(match kind {
-        1 => "Submitted",
-        2 => "LockWaitStarted",
-        3 => "LocksAcquired",
-        4 => "Resumed",
-        5 => "StateEntered",
-        6 => "RouteRead",
-        7 => "DatanodeTableRead",
-        8 => "MetadataFailed",
-        9 => "InstructionSent",
-        10 => "ReplyReceived",
-        11 => "MailboxTimedOut",
-        12 => "PeerUnreachable",
-        13 => "OperationTimed",
-        14 => "RouteCasApplied",
-        15 => "RouteCasRefused",
-        16 => "LeaseDeadlineSet",
-        17 => "LeaseDeadlineReset",
-        18 => "WaitStarted",
-        19 => "WaitElapsed",
-        20 => "RetryScheduled",
-        21 => "HooksCalled",
-        22 => "OperatorCancelled",
-        23 => "CancelRefused",
-        24 => "RollbackStarted",
-        25 => "RollbackFinished",
-        26 => "Finished",
-        27 => "LastHeartbeatRead",
-        28 => "BatchJoined",
-        _ => return None,
-    })
+/// Defines the event kinds once: each row gives a variant its stable kind code, stored in
+/// the log envelope (never reuse a code), and its name (the variant's).
+macro_rules! event_kinds {
+    ($($code:literal => $variant:ident,)*) => {
+        impl MigrationEvent {
+            /// The stable kind code stored in the log envelope.
+            pub fn kind_code(&self) -> u16 {
+                match self {
+                    $(MigrationEvent::$variant { .. } => $code,)*
+                }
+            }
+        }
+
+        /// The name of a kind code, if this version knows it.
+        pub fn kind_name(kind: u16) -> Option<&'static str> {
+            match kind {
+                $($code => Some(stringify!($variant)),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+event_kinds! {
+    1 => Submitted,
+    2 => LockWaitStarted,
+    3 => LocksAcquired,
+    4 => Resumed,
+    5 => StateEntered,
+    6 => RouteRead,
+    7 => DatanodeTableRead,
+    8 => MetadataFailed,
+    9 => InstructionSent,
+    10 => ReplyReceived,
+    11 => MailboxTimedOut,
+    12 => PeerUnreachable,
+    13 => OperationTimed,
+    14 => RouteCasApplied,
+    15 => RouteCasRefused,
+    16 => LeaseDeadlineSet,
+    17 => LeaseDeadlineReset,
+    18 => WaitStarted,
+    19 => WaitElapsed,
+    20 => RetryScheduled,
+    21 => HooksCalled,
+    22 => OperatorCancelled,
+    23 => CancelRefused,
+    24 => RollbackStarted,
+    25 => RollbackFinished,
+    26 => Finished,
+    27 => LastHeartbeatRead,
+    28 => BatchJoined,
 }
 
 /// A payload this version cannot decode.
@@ -697,6 +687,18 @@ pub struct DecodeError {
     pub kind: u16,
     /// Its name, when known.
     pub kind_name: Option<&'static str>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// An event that could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot encode event of kind {kind} ({kind_name}): {message}")]
+pub struct EncodeError {
+    /// The event's kind code.
+    pub kind: u16,
+    /// Its name.
+    pub kind_name: &'static str,
     /// What went wrong.
     pub message: String,
 }

@@ -15,11 +15,12 @@ pub mod write_pause;
 
 pub use decide::{
     check_cancel, decide, lock_keys, table_lock_key, Action, DecideError, Decision, Input,
-    Observation,
+    LockMode, Observation,
 };
 pub use events::{
-    ErrorKind, EventRole, Hook, MigrationEvent, MigrationTask, Outcome, RetryPolicy, RouteChange,
-    StateName, StepError, TimedEvent, WaitReason, BEHAVIOUR_REVISION, DEFAULT_TIMEOUT_MS,
+    EncodeError, ErrorKind, EventRole, Hook, MigrationEvent, MigrationTask, Outcome, RetryPolicy,
+    RouteChange, StateName, StepError, TimedEvent, WaitReason, BEHAVIOUR_REVISION,
+    DEFAULT_TIMEOUT_MS,
 };
-pub use state::{fold, BatchMembership, BatchOutcome, MigrationState, Status};
+pub use state::{fold, try_fold, BatchMembership, BatchOutcome, FoldError, MigrationState, Status};
 pub use write_pause::{write_pause_ms, WritePause};

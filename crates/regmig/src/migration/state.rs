@@ -140,7 +140,8 @@ pub struct CachedRoute {
     pub route: Option<TableRoute>,
 }
 
-/// Summary figures for the CLI.
+/// Summary figures for the CLI: reporting only, folded from each event alone by
+/// [`Counters::count`]; no decision reads them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
     /// Instructions sent, by "PEER.instruction".
@@ -157,6 +158,36 @@ pub struct Counters {
     pub lock_wait_ms: u64,
     /// Events folded.
     pub events: u64,
+}
+
+impl Counters {
+    /// Counts one event.
+    pub fn count(&mut self, event: &MigrationEvent) {
+        self.events += 1;
+        match event {
+            MigrationEvent::LocksAcquired { waited_ms, .. } => self.lock_wait_ms += waited_ms,
+            MigrationEvent::Resumed => self.resumes += 1,
+            MigrationEvent::InstructionSent {
+                peer,
+                instruction,
+                resend,
+                ..
+            } => {
+                if *resend {
+                    self.resends += 1;
+                }
+                *self
+                    .sent
+                    .entry(format!("{}.{}", peer.id, instruction.kind().name()))
+                    .or_insert(0) += 1;
+            }
+            MigrationEvent::WaitStarted { reason, .. } if *reason == WaitReason::LeaseExpiry => {
+                self.slow_path_waits += 1
+            }
+            MigrationEvent::RetryScheduled { .. } => self.retries += 1,
+            _ => {}
+        }
+    }
 }
 
 /// A migration procedure's state, derived by folding its events.
@@ -233,6 +264,39 @@ pub struct MigrationState {
     /// The batch this procedure's region belongs to (spec R2.5); `None` for a single
     /// migration.
     pub batch: Option<BatchMembership>,
+    /// The first assumption the folded log broke, if any; `decide` refuses such a state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken: Option<FoldError>,
+}
+
+/// How a procedure's log breaks what folding assumes of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "broken")]
+pub enum FoldError {
+    /// The first event is not `Submitted`: the log does not start with its task.
+    #[error("event 1 is {kind}, but a procedure's log starts with Submitted")]
+    NotStartedBySubmitted {
+        /// The first event's kind name.
+        kind: &'static str,
+    },
+    /// A second `Submitted`: a procedure has one task.
+    #[error("event {event_number} is a second Submitted")]
+    SubmittedTwice {
+        /// Its position in the log (1-based).
+        event_number: u64,
+    },
+    /// A datanode's answer with no instruction outstanding: nothing says what it answers.
+    #[error(
+        "event {event_number} ({kind}) answers peer {peer}, but no instruction is outstanding"
+    )]
+    AnswerWithoutInstruction {
+        /// Its position in the log (1-based).
+        event_number: u64,
+        /// Its kind name.
+        kind: &'static str,
+        /// The peer that answered.
+        peer: PeerId,
+    },
 }
 
 /// A procedure's place in a batch, from its [`MigrationEvent::BatchJoined`] event.
@@ -329,6 +393,7 @@ impl Default for MigrationState {
             last_event_at_ms: 0,
             counters: Counters::default(),
             batch: None,
+            broken: None,
         }
     }
 }
@@ -378,11 +443,23 @@ impl MigrationState {
         path
     }
 
-    /// Folds one event into the state.
+    /// Folds one event into the state. An event that breaks what folding assumes (see
+    /// [`FoldError`]) is recorded in [`MigrationState::broken`] (the first one only), never
+    /// replaced by a guess.
     pub fn apply(&mut self, at_ms: u64, event: &MigrationEvent) {
         let previous_event_at_ms = self.last_event_at_ms;
         self.last_event_at_ms = at_ms;
-        self.counters.events += 1;
+        self.counters.count(event);
+        // Decided on the task, not on the counters (reporting: they only number the event in
+        // the error). Without a task, every event so far was this one or already broke.
+        let submitted = matches!(event, MigrationEvent::Submitted { .. });
+        if self.task.is_none() && !submitted {
+            self.break_on(FoldError::NotStartedBySubmitted { kind: event.name() });
+        } else if self.task.is_some() && submitted {
+            self.break_on(FoldError::SubmittedTwice {
+                event_number: self.counters.events,
+            });
+        }
         match event {
             MigrationEvent::Submitted {
                 task,
@@ -406,9 +483,8 @@ impl MigrationState {
                 self.state = StateName::Start;
             }
             MigrationEvent::LockWaitStarted { .. } => {}
-            MigrationEvent::LocksAcquired { waited_ms, .. } => {
+            MigrationEvent::LocksAcquired { .. } => {
                 self.locks_held = true;
-                self.counters.lock_wait_ms += waited_ms;
             }
             MigrationEvent::Resumed => {
                 // Locks and cached reads live in memory only: a restart drops them, and a CAS
@@ -418,7 +494,6 @@ impl MigrationState {
                 self.from_datanode_table = None;
                 self.step.cas = None;
                 self.step.metadata_error = None;
-                self.counters.resumes += 1;
                 // R2.7: a downgrade or upgrade outstanding at the crash is charged up to the
                 // last event before the crash; the downtime is not charged, and its re-send
                 // counts afresh from when it is sent.
@@ -480,16 +555,9 @@ impl MigrationState {
                     (Some(previous), true) if !previous.interrupted => previous.first_sent_at_ms,
                     _ => at_ms,
                 };
-                if *resend {
-                    self.counters.resends += 1;
-                } else {
+                if !*resend {
                     self.step.attempts += 1;
                 }
-                *self
-                    .counters
-                    .sent
-                    .entry(format!("{}.{}", peer.id, instruction.kind().name()))
-                    .or_insert(0) += 1;
                 self.step.waited = false;
                 self.outstanding = Some(Outstanding {
                     peer: peer.clone(),
@@ -510,10 +578,14 @@ impl MigrationState {
                 {
                     self.last_entry_id = Some(*last_entry_id);
                 }
-                self.answer(*peer, Answer::Reply(reply.clone()));
+                self.answer(*peer, Answer::Reply(reply.clone()), event.name());
             }
-            MigrationEvent::MailboxTimedOut { peer, .. } => self.answer(*peer, Answer::Timeout),
-            MigrationEvent::PeerUnreachable { peer, .. } => self.answer(*peer, Answer::Unreachable),
+            MigrationEvent::MailboxTimedOut { peer, .. } => {
+                self.answer(*peer, Answer::Timeout, event.name())
+            }
+            MigrationEvent::PeerUnreachable { peer, .. } => {
+                self.answer(*peer, Answer::Unreachable, event.name())
+            }
             MigrationEvent::OperationTimed { elapsed_ms, .. } => {
                 self.operations_elapsed_ms += elapsed_ms;
             }
@@ -537,7 +609,6 @@ impl MigrationState {
                 self.step.answered = None;
                 if *reason == WaitReason::LeaseExpiry {
                     self.step.slow_path = true;
-                    self.counters.slow_path_waits += 1;
                 }
             }
             MigrationEvent::WaitElapsed => {
@@ -564,7 +635,6 @@ impl MigrationState {
                     self.retries_used += 1;
                     self.waiting = Some((*due_at_ms, WaitReason::Backoff));
                 }
-                self.counters.retries += 1;
                 self.outstanding = None;
                 self.step = StepProgress::default();
             }
@@ -606,20 +676,27 @@ impl MigrationState {
         }
     }
 
-    fn answer(&mut self, peer: PeerId, answer: Answer) {
-        let asked = self
-            .outstanding
-            .take()
-            .map(|outstanding| outstanding.instruction.kind())
-            .unwrap_or(match &answer {
-                Answer::Reply(reply) => reply.kind(),
-                _ => InstructionKind::OpenRegion,
+    fn answer(&mut self, peer: PeerId, answer: Answer, kind: &'static str) {
+        let Some(outstanding) = self.outstanding.take() else {
+            self.break_on(FoldError::AnswerWithoutInstruction {
+                event_number: self.counters.events,
+                kind,
+                peer,
             });
+            return;
+        };
         self.step.answered = Some(Answered {
-            asked,
+            asked: outstanding.instruction.kind(),
             peer,
             answer,
         });
+    }
+
+    /// Keeps the first broken assumption.
+    fn break_on(&mut self, error: FoldError) {
+        if self.broken.is_none() {
+            self.broken = Some(error);
+        }
     }
 }
 
@@ -631,11 +708,23 @@ pub fn is_budgeted(kind: InstructionKind) -> bool {
     )
 }
 
-/// Folds a procedure's events, in order, into its state.
+/// Folds a procedure's events, in order, into its state; a broken assumption is kept in
+/// [`MigrationState::broken`] (tools that show a damaged log still see the rest).
 pub fn fold<'a>(events: impl IntoIterator<Item = &'a TimedEvent>) -> MigrationState {
     let mut state = MigrationState::default();
     for timed in events {
         state.apply(timed.at_ms, &timed.event);
     }
     state
+}
+
+/// Folds a procedure's events into its state, or says which assumption the log breaks.
+pub fn try_fold<'a>(
+    events: impl IntoIterator<Item = &'a TimedEvent>,
+) -> Result<MigrationState, FoldError> {
+    let state = fold(events);
+    match state.broken {
+        Some(error) => Err(error),
+        None => Ok(state),
+    }
 }

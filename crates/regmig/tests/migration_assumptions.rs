@@ -1,0 +1,167 @@
+//! The model asserts what it assumes of a log: a log that breaks an assumption gets a typed
+//! error naming the event at fault, never a silent default.
+
+mod common;
+
+use common::world::{batch_ends, Setup, World, START_MS, TO};
+use regmig::domain::{InstructionKind, Reply};
+use regmig::migration::state::Counters;
+use regmig::migration::{
+    decide, fold, try_fold, DecideError, EncodeError, FoldError, Input, MigrationEvent,
+    Observation, TimedEvent,
+};
+
+fn timed(events: Vec<MigrationEvent>) -> Vec<TimedEvent> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(offset, event)| TimedEvent {
+            at_ms: START_MS + offset as u64,
+            event,
+        })
+        .collect()
+}
+
+/// Folds `events`, checks the fold names `expected`, and that decide refuses the state
+/// with it.
+fn assert_broken(events: Vec<MigrationEvent>, expected: FoldError) {
+    let log = timed(events);
+    let state = fold(&log);
+    assert_eq!(state.broken, Some(expected.clone()));
+    assert_eq!(try_fold(&log), Err(expected.clone()));
+    let refused = decide(&state, START_MS + 100, Input::new(Observation::Resumed))
+        .expect_err("decide refuses a broken log");
+    assert_eq!(refused, DecideError::BrokenLog(expected));
+}
+
+#[test]
+fn a_log_that_does_not_start_with_submitted_is_broken() {
+    let expected = FoldError::NotStartedBySubmitted {
+        kind: "WaitElapsed",
+    };
+    assert_eq!(
+        expected.to_string(),
+        "event 1 is WaitElapsed, but a procedure's log starts with Submitted"
+    );
+    assert_broken(
+        vec![MigrationEvent::WaitElapsed, Setup::default().submitted()],
+        expected,
+    );
+}
+
+#[test]
+fn a_second_submitted_is_broken() {
+    let submitted = Setup::default().submitted();
+    let expected = FoldError::SubmittedTwice { event_number: 2 };
+    assert_eq!(expected.to_string(), "event 2 is a second Submitted");
+    assert_broken(vec![submitted.clone(), submitted], expected);
+}
+
+#[test]
+fn an_answer_with_no_instruction_outstanding_is_broken_and_nothing_is_invented() {
+    let expected = FoldError::AnswerWithoutInstruction {
+        event_number: 2,
+        kind: "ReplyReceived",
+        peer: TO,
+    };
+    assert_eq!(
+        expected.to_string(),
+        "event 2 (ReplyReceived) answers peer 2, but no instruction is outstanding"
+    );
+    let events = vec![
+        Setup::default().submitted(),
+        MigrationEvent::ReplyReceived {
+            peer: TO,
+            reply: Reply::OpenRegion {
+                result: true,
+                error: None,
+            },
+        },
+    ];
+    let state = fold(&timed(events.clone()));
+    assert_eq!(state.step.answered, None, "no answer is made up");
+    assert_broken(events, expected);
+}
+
+#[test]
+fn a_timeout_with_no_instruction_outstanding_is_broken() {
+    assert_broken(
+        vec![
+            Setup::default().submitted(),
+            MigrationEvent::MailboxTimedOut {
+                peer: TO,
+                instruction: InstructionKind::UpgradeRegion,
+            },
+        ],
+        FoldError::AnswerWithoutInstruction {
+            event_number: 2,
+            kind: "MailboxTimedOut",
+            peer: TO,
+        },
+    );
+}
+
+#[test]
+fn only_the_first_broken_assumption_is_kept() {
+    let submitted = Setup::default().submitted();
+    let log = timed(vec![MigrationEvent::Resumed, submitted.clone(), submitted]);
+    assert_eq!(
+        try_fold(&log),
+        Err(FoldError::NotStartedBySubmitted { kind: "Resumed" })
+    );
+}
+
+#[test]
+fn a_well_formed_log_folds_and_decides() {
+    let log = timed(vec![Setup::default().submitted()]);
+    let state = try_fold(&log).expect("a submitted procedure folds");
+    assert_eq!(state.broken, None);
+    decide(&state, START_MS + 100, Input::new(Observation::Begin)).expect("decides");
+}
+
+#[test]
+fn every_event_encodes_and_an_encode_error_names_its_event() {
+    let payload = Setup::default().submitted().encode().expect("encodes");
+    assert!(!payload.is_empty());
+    let error = EncodeError {
+        kind: 1,
+        kind_name: "Submitted",
+        message: "boom".to_string(),
+    };
+    assert_eq!(
+        error.to_string(),
+        "cannot encode event of kind 1 (Submitted): boom"
+    );
+}
+
+#[test]
+fn decisions_never_read_the_reporting_counters() {
+    let mut world = World::default();
+    let run = world.run_submitted(&Setup::default());
+    let scrambled = Counters {
+        sent: [("9.open_region".to_string(), 99)].into_iter().collect(),
+        retries: 99,
+        slow_path_waits: 99,
+        resends: 99,
+        resumes: 99,
+        lock_wait_ms: 99_999,
+        events: 9_999,
+    };
+    let mut decided = 0;
+    for end in batch_ends(&run.log) {
+        let state = fold(&run.log[..end]);
+        if state.is_finished() {
+            continue;
+        }
+        let mut reported_otherwise = state.clone();
+        reported_otherwise.counters = scrambled.clone();
+        let at_ms = state.last_event_at_ms + 1;
+        assert_eq!(
+            decide(&state, at_ms, Input::new(Observation::Resumed)),
+            decide(&reported_otherwise, at_ms, Input::new(Observation::Resumed)),
+            "after event {end}"
+        );
+        decided += 1;
+    }
+    assert!(decided > 5, "only {decided} points of the run were decided");
+}
