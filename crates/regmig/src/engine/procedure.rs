@@ -260,7 +260,7 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                 }
             }
             for hook in &decision.hooks {
-                self.call_hook(hook).await;
+                self.call_hook(hook).await?;
             }
             let span = debug_span!("step", state = %self.state.state, action = action_name(&decision.action));
             let observation = match self.act(decision.action).instrument(span).await? {
@@ -308,18 +308,35 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
             .map_err(persisted)
     }
 
-    async fn call_hook(&self, hook: &Hook) {
+    async fn call_hook(&self, hook: &Hook) -> Result<(), Halt<P::Error>> {
         let hooks = &self.ports.hooks;
-        match hook {
-            Hook::RegisterFailureDetector { peer, region_id } => {
-                hooks.register_failure_detector(*peer, *region_id).await
+        let call = async {
+            match hook {
+                Hook::RegisterFailureDetector { peer, region_id } => {
+                    hooks.register_failure_detector(*peer, *region_id).await
+                }
+                Hook::DeregisterFailureDetector { peer, region_id } => {
+                    hooks.deregister_failure_detector(*peer, *region_id).await
+                }
+                Hook::InvalidateTableCache { table_id } => {
+                    hooks.invalidate_table_cache(*table_id).await
+                }
             }
-            Hook::DeregisterFailureDetector { peer, region_id } => {
-                hooks.deregister_failure_detector(*peer, *region_id).await
-            }
-            Hook::InvalidateTableCache { table_id } => {
-                hooks.invalidate_table_cache(*table_id).await
-            }
+        };
+        self.halt_only(call).await
+    }
+
+    /// Awaits `work` unless the engine halts first (a port call that hangs cannot keep a
+    /// halted engine's procedure alive).
+    async fn halt_only<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Halt<P::Error>> {
+        let halt = self.halt_signal();
+        tokio::select! {
+            biased;
+            () = until_halted(halt) => Err(Halt::Stopped),
+            output = work => Ok(output),
         }
     }
 
@@ -356,7 +373,8 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
             }
             Action::ReadRoute { table_id } => {
                 self.take_table_lock(table_id).await?;
-                match ports.metadata.table_route(table_id).await {
+                // A halt stops the read; a cancel is answered once it returns.
+                match self.halt_only(ports.metadata.table_route(table_id)).await? {
                     Ok(route) => Observation::RouteRead { table_id, route },
                     Err(error) => Observation::MetadataFailed {
                         operation: format!("read the route of table {table_id}"),
@@ -366,12 +384,17 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
             }
             Action::ReadLastHeartbeat { peer } => Observation::LastHeartbeatRead {
                 peer,
-                last_heartbeat_ms: ports.lease_renewals.last_heartbeat_ms(peer).await,
+                last_heartbeat_ms: self
+                    .halt_only(ports.lease_renewals.last_heartbeat_ms(peer))
+                    .await?,
             },
             Action::ReadDatanodeTable {
                 datanode_id,
                 table_id,
-            } => match ports.metadata.datanode_table(datanode_id, table_id).await {
+            } => match self
+                .halt_only(ports.metadata.datanode_table(datanode_id, table_id))
+                .await?
+            {
                 Ok(datanode_table) => Observation::DatanodeTableRead {
                     datanode_id,
                     table_id,
@@ -392,11 +415,13 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                 region_move,
             } => {
                 self.take_table_lock(table_id).await?;
-                let observation = match ports
-                    .metadata
-                    .cas_table_route(table_id, expected_version, route, region_move)
-                    .await
-                {
+                // A halt stops waiting for the write; a cancel waits for it (its result decides
+                // whether the route changed).
+                let cas =
+                    ports
+                        .metadata
+                        .cas_table_route(table_id, expected_version, route, region_move);
+                let observation = match self.halt_only(cas).await? {
                     Ok(Ok(to_version)) => Observation::CasApplied {
                         table_id,
                         change,
@@ -429,7 +454,14 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                         crate::domain::MailboxOutcome::Timeout,
                     )));
                 }
-                let send = ports.mailbox.send(&peer, instruction, timeout_ms);
+                // The engine enforces the timeout itself: a mailbox that never answers
+                // reads as a timeout (an answer at the deadline still counts).
+                let send = tokio::time::timeout(
+                    std::time::Duration::from_millis(timeout_ms),
+                    ports.mailbox.send(&peer, instruction, timeout_ms),
+                );
+                let send =
+                    async move { send.await.unwrap_or(crate::domain::MailboxOutcome::Timeout) };
                 match self.interruptible(send).await? {
                     Ok(outcome) => {
                         debug!(peer = peer.id, instruction = %kind, ?outcome, "instruction answered");
