@@ -26,7 +26,8 @@ pub struct SimRunArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Where to write the log (default: a fresh temporary directory, kept).
+    /// Where to write the log (default: a fresh temporary directory, removed when the run
+    /// passes and kept, at the path the result names, when it fails).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Run once per event k of the uninterrupted run, crashing the engine after event k.

@@ -41,10 +41,11 @@ pub const REOPEN_RETRY_DELAY_MS: u64 = 10;
 /// How to run a scenario.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Where the log goes; a fresh kept temporary directory when `None`.
+    /// Where the log goes. `None`: a fresh temporary directory (`regmig-sim-*`), removed
+    /// when the run passes or cannot be run at all; a failing run's log is kept, at the path
+    /// its result names, to be inspected and replayed.
     pub data_dir: Option<PathBuf>,
-    /// Delete the data directory after a run that passed (fuzzing, sweeps); a failing run's
-    /// log is kept, at the path its result names, to be inspected and replayed.
+    /// Delete a given `data_dir` after a run that passed, too (a failing run's is kept).
     pub discard_data_dir: bool,
     /// Skip fdatasync (fuzzing only; crashes here are engine halts, never machine crashes).
     pub unsynced_log: bool,
@@ -261,16 +262,22 @@ async fn all_finished(engine: &Engine, ids: &[Uuid]) {
 }
 
 async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, RunError> {
+    // A temporary directory is removed when this returns, unless a failed run keeps it.
+    let mut temporary = None;
     let data_dir = match &options.data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(RunError::DataDir)?;
             dir.clone()
         }
-        None => tempfile::Builder::new()
-            .prefix("regmig-sim-")
-            .tempdir()
-            .map_err(RunError::DataDir)?
-            .keep(),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("regmig-sim-")
+                .tempdir()
+                .map_err(RunError::DataDir)?;
+            let path = dir.path().to_path_buf();
+            temporary = Some(dir);
+            path
+        }
     };
     let cluster = SimCluster::new(cluster_setup(scenario), options.sim_options)?;
     for script in &scenario.scripts {
@@ -619,8 +626,15 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
         },
         data_dir: data_dir.display().to_string(),
     };
-    if options.discard_data_dir && outcome.ok {
-        let _ = std::fs::remove_dir_all(&data_dir);
+    match temporary {
+        Some(dir) if !outcome.ok => {
+            let _ = dir.keep();
+        }
+        Some(_) => {}
+        None if options.discard_data_dir && outcome.ok => {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        None => {}
     }
     Ok(ScenarioRun {
         outcome,

@@ -446,10 +446,24 @@ fn is_unfinished_snapshot(name: &std::ffi::OsStr) -> bool {
     name.starts_with("snap.") && name.ends_with(".generating")
 }
 
+/// The prefix of a reader's private copy under the system's temporary directory.
+const READ_COPY_PREFIX: &str = "regmig-read-";
+/// The suffix of the lock file beside each copy, held by the process reading it.
+const READ_COPY_LOCK_SUFFIX: &str = ".lock";
+
 /// A reader's private copy of a database, in a directory of its own under the system's
 /// temporary directory; removed when dropped (the core does not depend on `tempfile`).
+///
+/// A process that ends without running destructors (a signal, `std::process::exit`)
+/// cannot remove its copy, so each copy `<tmp>/regmig-read-<pid>-<uuid>` has a lock file
+/// `<tmp>/regmig-read-<pid>-<uuid>.lock` beside it, flocked by the reading process while
+/// the copy is open. The kernel lets go of a flock when its process ends, however it ends:
+/// the next reader removes every copy whose lock it can take ([`remove_stale_copies`]).
 pub(crate) struct ReadCopy {
     path: PathBuf,
+    lock_path: PathBuf,
+    /// Holds the flock that tells a live reader's copy from a dead one's.
+    _lock: File,
 }
 
 impl ReadCopy {
@@ -460,21 +474,76 @@ impl ReadCopy {
 
 impl Drop for ReadCopy {
     fn drop(&mut self) {
+        // The directory first: a lock file without its copy is never mistaken for one.
         let _ = std::fs::remove_dir_all(&self.path);
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}
+
+/// Removes the copies under `tmp` that readers which ended without cleaning up left
+/// behind: a copy is stale when nobody holds the flock of its lock file. A copy whose lock
+/// is held, or that has no lock file (a copy being made this instant, or one an older
+/// regmig left), is left alone. Best effort: nothing here fails an open.
+fn remove_stale_copies(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.take(COPY_ENTRIES_MAX).flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(copy_name) = name.strip_suffix(READ_COPY_LOCK_SUFFIX) else {
+            continue;
+        };
+        if !copy_name.starts_with(READ_COPY_PREFIX) {
+            continue;
+        }
+        let copy = tmp.join(copy_name);
+        if !copy.is_dir() {
+            continue;
+        }
+        let Ok(lock) = File::open(entry.path()) else {
+            continue;
+        };
+        if fs2::FileExt::try_lock_exclusive(&lock).is_ok() {
+            tracing::debug!(path = %copy.display(), "removing a copy a reader left behind");
+            let _ = std::fs::remove_dir_all(&copy);
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
 /// Copies `<dir>/sled` into a new temporary directory (as `<tmp>/sled`), leaving out
-/// unfinished snapshots. Every failure names the file.
+/// unfinished snapshots, after removing the copies dead readers left behind. Every failure
+/// names the file.
 fn copy_database(dir: &Path) -> Result<ReadCopy, LogError> {
-    let path = std::env::temp_dir().join(format!(
-        "regmig-read-{}-{}",
+    let tmp = std::env::temp_dir();
+    remove_stale_copies(&tmp);
+    let name = format!(
+        "{READ_COPY_PREFIX}{}-{}",
         std::process::id(),
         uuid::Uuid::now_v7().simple()
-    ));
-    std::fs::create_dir(&path)
-        .map_err(|error| LogError::io("create a temporary directory at", &path, error))?;
-    let copy = ReadCopy { path };
+    );
+    let path = tmp.join(&name);
+    let lock_path = tmp.join(format!("{name}{READ_COPY_LOCK_SUFFIX}"));
+    // The lock before the directory: a copy never exists without its held lock.
+    let lock = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock_path)
+        .map_err(|error| LogError::io("create the copy's lock file", &lock_path, error))?;
+    if let Err(error) = fs2::FileExt::try_lock_exclusive(&lock) {
+        let _ = std::fs::remove_file(&lock_path);
+        return Err(LogError::io("lock", &lock_path, error));
+    }
+    if let Err(error) = std::fs::create_dir(&path) {
+        let _ = std::fs::remove_file(&lock_path);
+        return Err(LogError::io("create a temporary directory at", &path, error));
+    }
+    let copy = ReadCopy {
+        path,
+        lock_path,
+        _lock: lock,
+    };
     copy_tree(&dir.join(SLED_SUBDIR), &copy.path().join(SLED_SUBDIR))?;
     Ok(copy)
 }
