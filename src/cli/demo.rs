@@ -520,8 +520,12 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         }
         Ok::<_, CampaignError>(phases)
     };
+    // Cancels given with `regmig cancel`: those recorded while no engine ran at once, new
+    // ones as they come.
+    let cancels = super::cancel::serve(&engine, &args.data_dir);
     let phases = tokio::select! {
         biased;
+        never = cancels => match never {},
         _ = tokio::signal::ctrl_c() => {
             if let Some(bar) = &progress {
                 bar.abandon();

@@ -4,6 +4,7 @@
 //! - [`demo`]: the main job, a migration campaign on the simulated cluster;
 //! - [`inspect`]: `list`, `show`, `events`, `audit`; [`region`]: `region`;
 //! - [`verdict`]: the verdict, limits and policy lines `show` and `region` open with;
+//! - [`cancel`]: `cancel`, an operator's cancel recorded for the engine that runs it;
 //! - [`replay`]: `replay` (with `--check`, `--until`, `--file`) and `export`; [`what_if`]:
 //!   `replay --with`, the same history under a changed policy;
 //! - [`timeline`]: an SVG picture of a migration or of a region's history;
@@ -22,6 +23,7 @@
 
 pub mod batch;
 pub mod bench_cmd;
+pub mod cancel;
 pub mod common;
 pub mod demo;
 pub mod demo_faults;
@@ -76,6 +78,12 @@ pub enum Command {
     Region(region::RegionArgs),
     /// Print one migration's raw events.
     Events(inspect::EventsArgs),
+    /// Cancel a running migration: it rolls back and ends aborted, unless its new route is
+    /// already written (then the cancel is refused). The request is recorded in
+    /// DATA_DIR/cancel-requests/; an engine holding the directory answers it within --wait,
+    /// else the next engine to open the directory honours it. Exit 0 cancelled (or
+    /// recorded), 1 refused or unanswered, 2 bad or unknown id.
+    Cancel(cancel::CancelArgs),
     /// Step through a migration's events and show what each changed; `--check` re-runs
     /// today's decision logic on the recorded inputs.
     Replay(replay::ReplayArgs),
@@ -194,6 +202,7 @@ pub fn main() -> ExitCode {
         Command::Show(args) => inspect::show(args),
         Command::Region(args) => region::run(args),
         Command::Events(args) => inspect::events(args),
+        Command::Cancel(args) => cancel::run(args),
         Command::Replay(args) => replay::replay(args),
         Command::Export(args) => replay::export(args),
         Command::Audit(args) => inspect::audit(args),

@@ -1,0 +1,491 @@
+//! `regmig cancel ID --actor A --reason R`: an operator's cancel, from the command line.
+//!
+//! The engine that runs a migration holds its data directory (the log's lock), so another
+//! process cannot append to the log. The command therefore records a **cancel request**, a
+//! small JSON file in `<data-dir>/cancel-requests/`, written durably (fsync, rename, fsync of
+//! the directory), and the engine's host honours it by calling [`Engine::cancel`]; the
+//! engine then records the outcome in the log as it records every cancel
+//! (`OperatorCancelled` and a rollback, or `CancelRefused`). Two cases:
+//!
+//! - **No engine holds the directory**: the command reads the log (holding its lock, so no
+//!   engine opens meanwhile), refuses at once a cancel the migration cannot take (finished,
+//!   already rolling back, or past the new route: spec, "Cancels"), else records the request
+//!   and exits 0. The engine honours it when it next opens the directory (`regmig demo`
+//!   resuming the campaign does).
+//! - **An engine holds it**: the command records the request and waits up to `--wait` for the
+//!   engine's answer, a file beside the request: exit 0 when the cancel was taken, 1 when it
+//!   was refused (the refusal is in the log) or nobody answered in time (the request is then
+//!   withdrawn, unless the engine already took it). The log cannot be read while it is held,
+//!   so the id must be given whole.
+//!
+//! The host side is [`serve`]: `regmig demo` runs it from the moment its engine is open. An
+//! embedder that wants CLI cancels runs it beside its own engine.
+//!
+//! Exit codes: 0 the cancel was taken (or, with no engine running, recorded), 1 refused or
+//! unanswered, 2 bad input (an invalid or unknown id, a prefix while an engine holds the
+//! directory).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::common::{load_history, parse_id_arg, print_json, report_error, CliError, IdArg};
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
+use regmig::engine::{Engine, EngineError};
+use regmig::log::{EventLog, LogError};
+use regmig::migration::{check_cancel, fold};
+
+/// The directory of pending cancel requests, inside the data directory.
+pub const REQUESTS_DIR: &str = "cancel-requests";
+/// How often a waiting command looks for the answer, and the host for new requests.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Arguments of `regmig cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The migration: its id, or a unique prefix of it (whole when an engine holds the
+    /// directory).
+    pub id: String,
+    /// Who cancels (recorded in the log with the cancel).
+    #[arg(long)]
+    pub actor: String,
+    /// Why (recorded in the log with the cancel).
+    #[arg(long)]
+    pub reason: String,
+    /// How long to wait for the answer of an engine that holds the directory (e.g. `10s`,
+    /// `500ms`).
+    #[arg(long, default_value = "10s", value_parser = parse_wait)]
+    pub wait: Duration,
+    /// The data directory.
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|error| format!("{text:?} is not a duration such as 10s or 500ms: {error}"))
+}
+
+/// A cancel request as recorded in `<data-dir>/cancel-requests/<id>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// The migration to cancel.
+    pub procedure_id: Uuid,
+    /// Who cancels.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// When the request was recorded, ms since the Unix epoch.
+    pub requested_at_ms: u64,
+    /// Whether a command waits for the answer (written as `<id>.answer.json`); false for a
+    /// request recorded while no engine ran.
+    pub awaited: bool,
+}
+
+/// What the engine made of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The migration took the cancel: it rolls back and ends aborted.
+    Cancelled,
+    /// The cancel was refused; `reason` says why.
+    Refused,
+    /// The engine's log has no migration with this id.
+    UnknownMigration,
+}
+
+/// The engine's answer, `<data-dir>/cancel-requests/<id>.answer.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelAnswer {
+    /// The migration.
+    pub procedure_id: Uuid,
+    /// What became of the request.
+    pub outcome: CancelOutcome,
+    /// Why it was refused (empty when it was taken).
+    pub reason: String,
+}
+
+fn requests_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(REQUESTS_DIR)
+}
+
+fn request_path(data_dir: &Path, procedure_id: Uuid) -> PathBuf {
+    requests_dir(data_dir).join(format!("{procedure_id}.json"))
+}
+
+/// Where the host moves a request it is working on, so a command that gives up waiting
+/// can tell "not yet taken" (it withdraws the request) from "being honoured".
+fn taken_path(data_dir: &Path, procedure_id: Uuid) -> PathBuf {
+    requests_dir(data_dir).join(format!("{procedure_id}.taken"))
+}
+
+fn answer_path(data_dir: &Path, procedure_id: Uuid) -> PathBuf {
+    requests_dir(data_dir).join(format!("{procedure_id}.answer.json"))
+}
+
+/// Writes `value` as JSON to `path` durably: a temporary file beside it, fsync, rename,
+/// fsync of the directory. Errors name the file.
+fn write_durably<T: Serialize>(path: &Path, value: &T) -> Result<(), CliError> {
+    let write_error = |source: std::io::Error| CliError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(write_error)?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|error| write_error(error.into()))?;
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
+    std::io::Write::write_all(&mut file, &bytes).map_err(write_error)?;
+    file.as_file().sync_all().map_err(write_error)?;
+    file.persist(path)
+        .map_err(|error| write_error(error.error))?;
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(write_error)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// What the command printed and its exit code.
+struct Report {
+    procedure_id: Uuid,
+    /// `cancelled`, `recorded`, `refused`, `unanswered`.
+    result: &'static str,
+    message: String,
+    code: u8,
+}
+
+/// Runs `regmig cancel`; returns the exit code.
+pub fn run(args: CancelArgs) -> u8 {
+    let report = match cancel(&args) {
+        Ok(report) => report,
+        Err(error) => {
+            let code = report_error(&error, args.json);
+            // An id the log does not hold is bad input here, as an invalid one is.
+            return match error {
+                CliError::UnknownMigration { .. } | CliError::NoIdWithPrefix { .. } => EXIT_USAGE,
+                _ => code,
+            };
+        }
+    };
+    if args.json {
+        print_json(&serde_json::json!({
+            "ok": report.code == 0,
+            "procedure_id": report.procedure_id,
+            "result": report.result,
+            "message": report.message,
+        }));
+    } else if report.code == 0 {
+        println!("{}", report.message);
+    }
+    if report.code != 0 {
+        eprintln!("error: {}", report.message);
+    }
+    report.code
+}
+
+fn cancel(args: &CancelArgs) -> Result<Report, CliError> {
+    if args.actor.trim().is_empty() || args.reason.trim().is_empty() {
+        return Err(CliError::Usage(
+            "--actor and --reason must not be empty: the log records who cancelled and why"
+                .to_string(),
+        ));
+    }
+    let id = parse_id_arg(&args.id)?;
+    match EventLog::open_read_only(&args.data_dir) {
+        Ok(log) => cancel_offline(args, &id, &log),
+        Err(LogError::InUse { .. }) => match id {
+            IdArg::Full(procedure_id) => cancel_live(args, procedure_id),
+            IdArg::Prefix { .. } => Err(CliError::Usage(format!(
+                "an engine holds {}, so its log cannot be read to resolve the id prefix {:?}: give the whole id",
+                args.data_dir.display(),
+                args.id
+            ))),
+        },
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// No engine holds the directory: check the cancel against the log and record it for the
+/// next engine to open the directory. `log` (and so the directory's lock) is held until the
+/// request is written.
+fn cancel_offline(args: &CancelArgs, id: &IdArg, log: &EventLog) -> Result<Report, CliError> {
+    let procedure_id = id.resolve(log)?;
+    let state = fold(&load_history(log, procedure_id)?);
+    if let Err(refusal) = check_cancel(&state) {
+        return Ok(Report {
+            procedure_id,
+            result: "refused",
+            message: format!("cannot cancel migration {procedure_id}: {refusal}"),
+            code: EXIT_FAILED,
+        });
+    }
+    write_durably(
+        &request_path(&args.data_dir, procedure_id),
+        &CancelRequest {
+            procedure_id,
+            actor: args.actor.clone(),
+            reason: args.reason.clone(),
+            requested_at_ms: now_ms(),
+            awaited: false,
+        },
+    )?;
+    Ok(Report {
+        procedure_id,
+        result: "recorded",
+        message: format!(
+            "cancel of migration {procedure_id} recorded: no engine holds {}; the next engine to open it cancels the migration (it rolls back and ends aborted)",
+            args.data_dir.display()
+        ),
+        code: 0,
+    })
+}
+
+/// An engine holds the directory: record the request and wait for its answer.
+fn cancel_live(args: &CancelArgs, procedure_id: Uuid) -> Result<Report, CliError> {
+    let answer_file = answer_path(&args.data_dir, procedure_id);
+    // A stale answer of an earlier request must not pass for this one's.
+    let _ = std::fs::remove_file(&answer_file);
+    let request_file = request_path(&args.data_dir, procedure_id);
+    write_durably(
+        &request_file,
+        &CancelRequest {
+            procedure_id,
+            actor: args.actor.clone(),
+            reason: args.reason.clone(),
+            requested_at_ms: now_ms(),
+            awaited: true,
+        },
+    )?;
+    let mut deadline = Instant::now() + args.wait;
+    let mut withdrawn_tried = false;
+    loop {
+        if let Some(answer) = read_answer(&answer_file)? {
+            let _ = std::fs::remove_file(&answer_file);
+            return Ok(report_of(procedure_id, &answer));
+        }
+        if Instant::now() >= deadline {
+            if withdrawn_tried {
+                return Ok(Report {
+                    procedure_id,
+                    result: "unanswered",
+                    message: format!(
+                        "the engine holding {} took the cancel of migration {procedure_id} but did not answer within {}; see `regmig show {procedure_id}` once it lets go of the directory",
+                        args.data_dir.display(),
+                        humantime::format_duration(args.wait * 2)
+                    ),
+                    code: EXIT_FAILED,
+                });
+            }
+            match std::fs::remove_file(&request_file) {
+                Ok(()) => {
+                    return Ok(Report {
+                        procedure_id,
+                        result: "unanswered",
+                        message: format!(
+                            "the engine holding {} did not take the cancel of migration {procedure_id} within {} (does its host serve cancel requests?); the request was withdrawn",
+                            args.data_dir.display(),
+                            humantime::format_duration(args.wait)
+                        ),
+                        code: EXIT_FAILED,
+                    })
+                }
+                // Taken by the engine: its answer is on its way.
+                Err(_) => {
+                    withdrawn_tried = true;
+                    deadline = Instant::now() + args.wait;
+                }
+            }
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn read_answer(path: &Path) -> Result<Option<CancelAnswer>, CliError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| {
+            CliError::Usage(format!(
+                "{}: not a cancel answer: {error}",
+                path.display()
+            ))
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(CliError::Write {
+            path: path.to_path_buf(),
+            source: error,
+        }),
+    }
+}
+
+fn report_of(procedure_id: Uuid, answer: &CancelAnswer) -> Report {
+    match answer.outcome {
+        CancelOutcome::Cancelled => Report {
+            procedure_id,
+            result: "cancelled",
+            message: format!(
+                "migration {procedure_id} cancelled: it rolls back and ends aborted"
+            ),
+            code: 0,
+        },
+        CancelOutcome::Refused => Report {
+            procedure_id,
+            result: "refused",
+            message: format!("cannot cancel migration {procedure_id}: {}", answer.reason),
+            code: EXIT_FAILED,
+        },
+        CancelOutcome::UnknownMigration => Report {
+            procedure_id,
+            result: "unknown_migration",
+            message: format!("no migration with id {procedure_id}"),
+            code: EXIT_USAGE,
+        },
+    }
+}
+
+/// The requests recorded in `data_dir` and not yet taken, oldest first. Unreadable files
+/// are skipped with a warning naming them (a request half-written by a crash is never
+/// seen: requests are renamed into place).
+pub fn pending_requests(data_dir: &Path) -> Vec<CancelRequest> {
+    let dir = requests_dir(data_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut requests = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if Uuid::parse_str(stem).is_err() {
+            continue; // an answer, or a file of someone else's
+        }
+        match std::fs::read(&path)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| {
+                serde_json::from_slice::<CancelRequest>(&bytes).map_err(|error| error.to_string())
+            }) {
+            Ok(request) => requests.push(request),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "skipping an unreadable cancel request")
+            }
+        }
+    }
+    requests.sort_by_key(|request| request.requested_at_ms);
+    requests
+}
+
+/// Honours every pending request of `data_dir` on `engine`: takes it (so a command that
+/// gives up cannot withdraw it any more), cancels, answers when someone waits, and removes
+/// it. Returns the requests honoured with their answers.
+pub async fn honour_pending(engine: &Engine, data_dir: &Path) -> Vec<CancelAnswer> {
+    let mut answers = Vec::new();
+    for request in pending_requests(data_dir) {
+        let procedure_id = request.procedure_id;
+        let taken = taken_path(data_dir, procedure_id);
+        if std::fs::rename(request_path(data_dir, procedure_id), &taken).is_err() {
+            continue; // withdrawn meanwhile
+        }
+        let answer = match engine
+            .cancel(procedure_id, &request.actor, &request.reason)
+            .await
+        {
+            Ok(()) => CancelAnswer {
+                procedure_id,
+                outcome: CancelOutcome::Cancelled,
+                reason: String::new(),
+            },
+            Err(EngineError::UnknownProcedure { .. }) => CancelAnswer {
+                procedure_id,
+                outcome: CancelOutcome::UnknownMigration,
+                reason: String::new(),
+            },
+            Err(EngineError::CancelRefused { reason, .. }) => CancelAnswer {
+                procedure_id,
+                outcome: CancelOutcome::Refused,
+                reason,
+            },
+            Err(other) => CancelAnswer {
+                procedure_id,
+                outcome: CancelOutcome::Refused,
+                reason: other.to_string(),
+            },
+        };
+        tracing::info!(%procedure_id, actor = %request.actor, outcome = ?answer.outcome, "cancel request honoured");
+        if request.awaited {
+            if let Err(error) = write_durably(&answer_path(data_dir, procedure_id), &answer) {
+                tracing::warn!(%error, "cannot answer a cancel request");
+            }
+        }
+        let _ = std::fs::remove_file(&taken);
+        answers.push(answer);
+    }
+    answers
+}
+
+/// Serves cancel requests for `engine`, the holder of `data_dir`, until the returned future
+/// is dropped: the ones recorded while no engine ran at once, then each new one as it
+/// appears (a thread looks for them every 50ms of wall time, so a runtime in paused virtual
+/// time is not woken by it).
+pub async fn serve(engine: &Engine, data_dir: &Path) -> std::convert::Infallible {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let watcher = Watcher::start(requests_dir(data_dir), wake.clone());
+    loop {
+        honour_pending(engine, data_dir).await;
+        wake.notified().await;
+        let _ = &watcher;
+    }
+}
+
+/// The thread that looks for new requests; stopped when dropped.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+}
+
+impl Watcher {
+    fn start(dir: PathBuf, wake: Arc<tokio::sync::Notify>) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("regmig-cancel-requests".to_string())
+            .spawn(move || {
+                while !stopped.load(Ordering::SeqCst) {
+                    let pending = std::fs::read_dir(&dir).is_ok_and(|entries| {
+                        entries.flatten().any(|entry| {
+                            entry
+                                .file_name()
+                                .to_string_lossy()
+                                .strip_suffix(".json")
+                                .is_some_and(|stem| Uuid::parse_str(stem).is_ok())
+                        })
+                    });
+                    if pending {
+                        wake.notify_one();
+                    }
+                    std::thread::sleep(POLL_INTERVAL);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot watch for cancel requests; they are honoured at the next open");
+        }
+        Watcher { stop }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
