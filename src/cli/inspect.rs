@@ -255,8 +255,9 @@ pub struct EventsArgs {
     /// Where the log is, and how to print.
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Print each payload whole, as stored (the table otherwise shows it compact: regions as
-    /// TABLE:NUMBER, states as the spec names them, no nulls, long lists counted, lines cut).
+    /// Print each payload whole (the table otherwise shows it compact: no nulls, long lists
+    /// counted, lines cut). Either way, and in `--json`, regions read TABLE:NUMBER, states as
+    /// the spec names them and instruction kinds in snake_case.
     #[arg(long)]
     pub full: bool,
     /// Only events of this kind (e.g. RetryScheduled; case ignored); may be repeated.
@@ -977,11 +978,11 @@ const COMPACT_LIST_MAX_ITEMS: usize = 4;
 /// A compact payload is cut to this many characters.
 const COMPACT_PAYLOAD_MAX_CHARS: usize = 160;
 
-/// A payload as the `events` table shows it by default: the spellings of every other
-/// output (regions as TABLE:NUMBER, states as the spec names them), no null fields, lists of
-/// more than [`COMPACT_LIST_MAX_ITEMS`] counted, cut to [`COMPACT_PAYLOAD_MAX_CHARS`].
+/// A payload (already in the spellings of every output: [`super::summary::payload_json`]) as
+/// the `events` table shows it by default: no null fields, lists of more than
+/// [`COMPACT_LIST_MAX_ITEMS`] counted, cut to [`COMPACT_PAYLOAD_MAX_CHARS`].
 pub fn compact_payload(payload: &serde_json::Value) -> String {
-    let text = compact_value(None, payload).to_string();
+    let text = compact_value(payload).to_string();
     if text.chars().count() <= COMPACT_PAYLOAD_MAX_CHARS {
         return text;
     }
@@ -989,32 +990,20 @@ pub fn compact_payload(payload: &serde_json::Value) -> String {
     format!("{cut}…")
 }
 
-fn compact_value(key: Option<&str>, value: &serde_json::Value) -> serde_json::Value {
+fn compact_value(value: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
-    match (key, value) {
-        (Some("region_id"), Value::Number(number)) => number
-            .to_string()
-            .parse::<RegionId>()
-            .map_or(value.clone(), |region| Value::String(region.to_string())),
-        (Some("state"), Value::String(serde_name)) => Value::String(
-            StateName::ALL
-                .into_iter()
-                .find(|state| serde_json::to_value(state).ok().as_ref() == Some(value))
-                .map_or_else(|| serde_name.clone(), |state| state.name().to_string()),
-        ),
-        (_, Value::Object(fields)) => Value::Object(
+    match value {
+        Value::Object(fields) => Value::Object(
             fields
                 .iter()
                 .filter(|(_, field)| !field.is_null())
-                .map(|(name, field)| (name.clone(), compact_value(Some(name), field)))
+                .map(|(name, field)| (name.clone(), compact_value(field)))
                 .collect(),
         ),
-        (_, Value::Array(items)) if items.len() > COMPACT_LIST_MAX_ITEMS => {
+        Value::Array(items) if items.len() > COMPACT_LIST_MAX_ITEMS => {
             Value::String(format!("[{} items]", items.len()))
         }
-        (_, Value::Array(items)) => {
-            Value::Array(items.iter().map(|item| compact_value(key, item)).collect())
-        }
+        Value::Array(items) => Value::Array(items.iter().map(compact_value).collect()),
         _ => value.clone(),
     }
 }
@@ -1268,16 +1257,18 @@ mod tests {
 
     #[test]
     fn compact_payloads_use_one_spelling_and_stay_short() {
-        let payload = serde_json::json!({
+        let payload = crate::cli::summary::display_spellings(serde_json::json!({
             "state": "UpdateMetadataDowngrade",
             "reason": null,
             "region_id": 30064771075u64,
             "keys": [1, 2, 3, 4, 5],
             "few": [{"region_id": 4398046511105u64}],
-        });
+            "regions": [4398046511105u64, 30064771075u64],
+            "instruction": {"OpenRegion": {"region_wal_options": {"1": "x"}}},
+        }));
         assert_eq!(
             compact_payload(&payload),
-            r#"{"few":[{"region_id":"1024:1"}],"keys":"[5 items]","region_id":"7:3","state":"UpdateMetadata::Downgrade"}"#
+            r#"{"few":[{"region":"1024:1"}],"instruction":{"open_region":{"region_wal_options":{"1":"x"}}},"keys":"[5 items]","region":"7:3","regions":["1024:1","7:3"],"state":"UpdateMetadata::Downgrade"}"#
         );
         let long = serde_json::json!({ "message": "x".repeat(300) });
         let text = compact_payload(&long);

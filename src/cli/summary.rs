@@ -13,7 +13,8 @@ use regmig::domain::{PeerId, RegionId, RegionRoute, Reply, TableId};
 use regmig::log::EventLog;
 use regmig::migration::events::kind_name;
 use regmig::migration::{
-    fold, write_pause_ms, MigrationEvent, MigrationState, RetryPolicy, RouteChange, TimedEvent,
+    fold, write_pause_ms, MigrationEvent, MigrationState, RetryPolicy, RouteChange, StateName,
+    TimedEvent,
 };
 
 /// The batch a migration belongs to.
@@ -41,7 +42,9 @@ pub struct Summary {
     pub procedure_id: String,
     /// The region, "TABLE:NUMBER".
     pub region: String,
-    /// The region, packed (`table_id << 32 | number`).
+    /// The region, packed (`table_id << 32 | number`), for selecting; never printed (every
+    /// output spells a region "TABLE:NUMBER").
+    #[serde(skip)]
     pub region_id: u64,
     /// The region's table.
     pub table_id: TableId,
@@ -755,15 +758,94 @@ pub fn snake_name<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// An event's fields as JSON (the variant's fields; `{}` for one without fields).
+/// An event's fields as JSON (the variant's fields; `{}` for one without fields), in the
+/// spellings of every other output ([`display_spellings`]).
 pub fn payload_json(event: &MigrationEvent) -> serde_json::Value {
     match serde_json::to_value(event) {
         Ok(serde_json::Value::Object(mut outer)) if outer.len() == 1 => {
             let key = outer.keys().next().cloned().unwrap_or_default();
-            outer.remove(&key).unwrap_or_default()
+            display_spellings(outer.remove(&key).unwrap_or_default())
         }
         _ => serde_json::Value::Object(serde_json::Map::new()),
     }
+}
+
+/// A payload as the log's encoding spells it, respelled as every output spells it:
+/// - a region (`region_id`, packed `table_id << 32 | number`) becomes `region`,
+///   "TABLE:NUMBER"; a list of regions (`regions`) holds "TABLE:NUMBER" strings;
+/// - a migration state (`state`) is named as the spec names it (`UpdateMetadata::Downgrade`);
+/// - the tag of a nested enum (an instruction, a reply, a route: `{"OpenRegion": {..}}`) is
+///   snake_case (`open_region`, as `MailboxTimedOut` and `OperationTimed` name it).
+///
+/// Values are never dropped; a number that is no region is left as it is.
+pub fn display_spellings(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let region = |value: &Value| {
+        value
+            .as_u64()
+            .map(|packed| Value::String(RegionId(packed).to_string()))
+    };
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, field)| match (key.as_str(), field) {
+                    ("region_id", field) => match region(&field) {
+                        Some(text) => ("region".to_string(), text),
+                        None => (key, display_spellings(field)),
+                    },
+                    ("regions", Value::Array(items)) => (
+                        key,
+                        Value::Array(
+                            items
+                                .into_iter()
+                                .map(|item| region(&item).unwrap_or(item))
+                                .collect(),
+                        ),
+                    ),
+                    ("state", Value::String(serde_name)) => {
+                        (key, Value::String(spec_state_name(&serde_name)))
+                    }
+                    (_, field) => (snake_case(&key), display_spellings(field)),
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(display_spellings).collect()),
+        other => other,
+    }
+}
+
+/// A state's spec name from its serde name ("UpdateMetadataDowngrade" →
+/// "UpdateMetadata::Downgrade"); a name this version does not know is kept.
+pub fn spec_state_name(serde_name: &str) -> String {
+    StateName::ALL
+        .into_iter()
+        .find(|state| {
+            serde_json::to_value(state)
+                .ok()
+                .is_some_and(|value| value == serde_name)
+        })
+        .map_or_else(|| serde_name.to_string(), |state| state.name().to_string())
+}
+
+/// "OpenRegion" → "open_region"; a key already in snake_case (or a map key such as a
+/// region number) is kept.
+fn snake_case(key: &str) -> String {
+    if !key.starts_with(|c: char| c.is_ascii_uppercase()) {
+        return key.to_string();
+    }
+    let mut out = String::with_capacity(key.len() + 4);
+    for (index, c) in key.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if index > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The name of an event kind code ("Unknown" for a code this version does not know).
