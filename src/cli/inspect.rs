@@ -1264,11 +1264,18 @@ mod tests {
             "keys": [1, 2, 3, 4, 5],
             "few": [{"region_id": 4398046511105u64}],
             "regions": [4398046511105u64, 30064771075u64],
-            "instruction": {"OpenRegion": {"region_wal_options": {"1": "x"}}},
         }));
         assert_eq!(
             compact_payload(&payload),
-            r#"{"few":[{"region":"1024:1"}],"instruction":{"open_region":{"region_wal_options":{"1":"x"}}},"keys":"[5 items]","region":"7:3","regions":["1024:1","7:3"],"state":"UpdateMetadata::Downgrade"}"#
+            r#"{"few":[{"region":"1024:1"}],"keys":"[5 items]","region":"7:3","regions":["1024:1","7:3"],"state":"UpdateMetadata::Downgrade"}"#
+        );
+        // Enum tags become snake_case; map keys that are numbers are data, kept.
+        let nested = crate::cli::summary::display_spellings(serde_json::json!({
+            "instruction": {"OpenRegion": {"region_wal_options": {"1": "x"}}},
+        }));
+        assert_eq!(
+            compact_payload(&nested),
+            r#"{"instruction":{"open_region":{"region_wal_options":{"1":"x"}}}}"#
         );
         let long = serde_json::json!({ "message": "x".repeat(300) });
         let text = compact_payload(&long);
