@@ -328,7 +328,7 @@ fn show_names_the_migration_that_held_the_lock_it_waited_for() {
 }
 
 #[test]
-fn a_queued_migration_is_waiting_for_its_lock_measured_from_when_it_queued() {
+fn a_queued_migration_is_queued_for_its_lock_measured_from_when_it_queued() {
     use regmig::domain::{Peer, RegionId, WalKind};
     use regmig::migration::{MigrationEvent, MigrationTask, RetryPolicy, TimedEvent};
     use regmig_tools::cli::inspect::render_list;
@@ -365,6 +365,7 @@ fn a_queued_migration_is_waiting_for_its_lock_measured_from_when_it_queued() {
         },
     ];
     let summary = summarize(uuid::Uuid::nil(), &events).expect("summary");
+    assert_eq!(summary.status, "queued");
     assert_eq!(summary.lock_wait_ms, 11_895);
     let queued = summary.waiting_for_lock.as_ref().expect("queued");
     assert_eq!(
@@ -373,7 +374,7 @@ fn a_queued_migration_is_waiting_for_its_lock_measured_from_when_it_queued() {
     );
     let table = render_list(&[&summary]);
     assert!(
-        table.contains("  waiting (lock table/1024:exclusive, 11.895s so far)  "),
+        table.contains("  queued (lock table/1024:exclusive, 11.895s so far)  "),
         "{table}"
     );
 }
@@ -416,4 +417,160 @@ fn events_replay_export_and_timeline_take_an_id_prefix_too() {
     let svg = svg.to_str().expect("a UTF-8 path");
     regmig_in(&copy.data_dir(), &["timeline", "019b76da-afd0", "-o", svg]).expect_code(0);
     regmig_in(&copy.data_dir(), &["timeline", "1024:2", "-o", svg]).expect_code(2);
+}
+
+/// Appends `events` (at their times) as one procedure's history, opening it on its region.
+fn append_history(
+    log: &regmig::log::EventLog,
+    procedure_id: uuid::Uuid,
+    region: regmig::domain::RegionId,
+    events: &[(u64, regmig::migration::MigrationEvent)],
+) {
+    let events = events
+        .iter()
+        .map(|(at_ms, event)| regmig::log::NewEvent {
+            kind: event.kind_code(),
+            recorded_at_ms: *at_ms,
+            payload: event.encode().expect("encode"),
+        })
+        .collect();
+    log.append_blocking(regmig::log::AppendRequest {
+        procedure_id,
+        expected_next_seq: 1,
+        events,
+        opens: Some(regmig::log::OpenProcedure {
+            region_id: region.as_u64(),
+            peers: vec![1, 2],
+        }),
+        closes: false,
+    })
+    .expect("no fault")
+    .expect("no conflict");
+}
+
+#[test]
+fn a_migration_queued_for_its_table_lock_names_the_revision_2_migration_writing_the_route() {
+    use regmig::domain::{Peer, RegionId, WalKind};
+    use regmig::migration::{MigrationEvent, MigrationTask, RetryPolicy};
+    const T0: u64 = 1_767_225_600_000;
+    let submitted = |region: RegionId, revision: u32| MigrationEvent::Submitted {
+        task: MigrationTask {
+            region_id: region,
+            from_peer: Peer::sim(1),
+            to_peer: Peer::sim(2),
+            timeout_ms: 10_000,
+        },
+        catalog: "greptime".to_string(),
+        schema: "public".to_string(),
+        wal: WalKind::Local,
+        policy: RetryPolicy {
+            revision,
+            ..RetryPolicy::default()
+        },
+        actor: None,
+        trigger: "operator".to_string(),
+        reason: None,
+    };
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let dir = temp.path().join("data");
+    let writer: uuid::Uuid = "019b76da-a800-7000-8000-00000000000a".parse().expect("uuid");
+    let queued: uuid::Uuid = "019b76da-a800-7000-8000-00000000000b".parse().expect("uuid");
+    {
+        let log = regmig::log::EventLog::open(&dir, regmig::log::LogOptions::default())
+            .expect("a new log");
+        // Revision 2: region lock only; its table's lock around the route read (R2.6).
+        append_history(
+            &log,
+            writer,
+            RegionId::new(1024, 1),
+            &[
+                (T0, submitted(RegionId::new(1024, 1), 2)),
+                (
+                    T0,
+                    MigrationEvent::LocksAcquired {
+                        lock_keys: vec!["region/1024:1:exclusive".to_string()],
+                        waited_ms: 0,
+                    },
+                ),
+                (
+                    T0 + 100,
+                    MigrationEvent::RouteRead {
+                        table_id: 1024,
+                        version: Some(1),
+                        route: None,
+                    },
+                ),
+            ],
+        );
+        // Revision 1: its table's lock for the whole migration, so it queues.
+        append_history(
+            &log,
+            queued,
+            RegionId::new(1024, 2),
+            &[
+                (T0 + 50, submitted(RegionId::new(1024, 2), 1)),
+                (
+                    T0 + 100,
+                    MigrationEvent::LockWaitStarted {
+                        lock_key: "table/1024:exclusive".to_string(),
+                    },
+                ),
+            ],
+        );
+    }
+    let holder = format!("{writer} (1024:1 1→2, Start; table lock around a route write, R2.6)");
+    let run = regmig_in(&dir, &["list", "--state", "queued"]).expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "queued (lock table/1024:exclusive, held by {holder}, 0ms so far)"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.stdout.lines().count(), 3, "only the queued one:\n{}", run.stdout);
+    let run = regmig_in(&dir, &["list", "--json"]).expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let rows = document["migrations"].as_array().expect("rows");
+    let status = |id: uuid::Uuid| {
+        rows.iter()
+            .find(|row| row["procedure_id"] == id.to_string().as_str())
+            .map(|row| (row["status"].clone(), row["lock_held_by"].clone()))
+            .expect("listed")
+    };
+    assert_eq!(status(writer).0, "running");
+    assert_eq!(status(queued), ("queued".into(), serde_json::json!([holder])));
+
+    let run = regmig_in(&dir, &["show", &queued.to_string()]).expect_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("(for table/1024:exclusive, held by {holder})")),
+        "{}",
+        run.stdout
+    );
+    let run = regmig_in(&dir, &["events", &queued.to_string()]).expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            r#"LockWaitStarted  {{"lock_key":"table/1024:exclusive"}} held by {holder}"#
+        )),
+        "{}",
+        run.stdout
+    );
+    let svg = temp.path().join("queued.svg");
+    regmig_in(
+        &dir,
+        &[
+            "timeline",
+            &queued.to_string(),
+            "-o",
+            svg.to_str().expect("a UTF-8 path"),
+        ],
+    )
+    .expect_code(0);
+    let svg = std::fs::read_to_string(&svg).expect("the SVG");
+    assert!(
+        svg.contains(&format!(
+            "waiting for table/1024:exclusive, held by {holder}"
+        )),
+        "{svg}"
+    );
 }

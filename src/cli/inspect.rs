@@ -128,8 +128,9 @@ pub enum StateFilter {
     Finished,
 }
 
-const STATUS_NAMES: [&str; 7] = [
+const STATUS_NAMES: [&str; 8] = [
     "running",
+    super::summary::QUEUED_STATUS,
     "waiting",
     "retrying",
     "rolling_back",
@@ -167,10 +168,12 @@ pub fn parse_state_filter(text: &str) -> Result<StateFilter, ParseStateFilterErr
 }
 
 impl StateFilter {
-    fn keeps(&self, state: &MigrationState) -> bool {
+    /// Whether a migration, folded (`state`) and summarized (`summary`: its status knows
+    /// when it is queued for a lock), passes.
+    fn keeps(&self, state: &MigrationState, summary: &Summary) -> bool {
         match self {
             StateFilter::State(name) => state.state == *name,
-            StateFilter::Status(status) => state.status().name() == *status,
+            StateFilter::Status(status) => summary.status == *status,
             StateFilter::Open => !state.is_finished(),
             StateFilter::Finished => state.is_finished(),
         }
@@ -199,7 +202,7 @@ pub struct ListArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
     /// Only migrations in this state or status: a state name (e.g. UpgradeCandidateRegion),
-    /// a status (running, waiting, retrying, rolling_back, completed, aborted, failed),
+    /// a status (running, queued, waiting, retrying, rolling_back, completed, aborted, failed),
     /// open or finished.
     #[arg(long, value_parser = parse_state_filter, value_name = "STATE")]
     pub state: Option<StateFilter>,
@@ -323,7 +326,7 @@ fn run_list(args: &ListArgs) -> Result<u8, CliError> {
             .into_iter()
             .filter(|(summary, state)| {
                 args.filter.keeps(summary)
-                    && args.state.is_none_or(|filter| filter.keeps(state))
+                    && args.state.is_none_or(|filter| filter.keeps(state, summary))
                     && args.batch.is_none_or(|batch_id| {
                         state
                             .batch
@@ -409,11 +412,31 @@ pub fn fill_lock_holders(
     Ok(())
 }
 
-/// The status column: a rollback being retried shows its attempts and last error.
+/// Names who held each lock a migration waited for (and the one it is queued for), as
+/// `show` and `timeline` print them.
+pub fn fill_all_lock_holders(
+    log: &regmig::log::EventLog,
+    detail: &mut Detail,
+) -> Result<(), CliError> {
+    fill_lock_holders(log, &mut detail.summary)?;
+    for wait in &mut detail.lock_waits {
+        wait.held_by = super::region::lock_holders(
+            log,
+            &detail.summary.procedure_id,
+            &wait.lock_key,
+            wait.at_ms,
+        )?;
+    }
+    Ok(())
+}
+
+/// The status column: a queued migration names its lock and who holds it; a rollback being
+/// retried shows its attempts and last error.
 fn status_text(summary: &Summary) -> String {
     if let Some(QueuedForLock { lock_key, .. }) = &summary.waiting_for_lock {
         return format!(
-            "waiting (lock {lock_key}{}, {} so far)",
+            "{} (lock {lock_key}{}, {} so far)",
+            summary.status,
             if summary.lock_held_by.is_empty() {
                 String::new()
             } else {
@@ -467,15 +490,7 @@ fn run_show(args: &ShowArgs) -> Result<u8, CliError> {
         Found::Batch(batch) => return show_batch(&batch, args.output.json),
     };
     let mut detail = detail(procedure_id, &events)?;
-    fill_lock_holders(&log, &mut detail.summary)?;
-    for wait in &mut detail.lock_waits {
-        wait.held_by = super::region::lock_holders(
-            &log,
-            &detail.summary.procedure_id,
-            &wait.lock_key,
-            wait.at_ms,
-        )?;
-    }
+    fill_all_lock_holders(&log, &mut detail)?;
     if args.output.json {
         print_json(&ShowDocument {
             verdict: verdict(&detail),
@@ -830,6 +845,10 @@ struct EventRow {
     /// Why the payload could not be decoded (present only then).
     #[serde(skip_serializing_if = "Option::is_none")]
     decode_error: Option<String>,
+    /// For a LockWaitStarted: the migrations that held the lock then (left out of JSON
+    /// when none was found, and for other kinds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    held_by: Vec<String>,
 }
 
 /// The `events --json` document.
@@ -862,7 +881,7 @@ fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
         let mut out = String::new();
         for member in &batch.members {
             let records = log.procedure_events(member.procedure_id, 1)?;
-            let document = events_document(member.procedure_id, &records, &wanted);
+            let document = events_document(&log, member.procedure_id, &records, &wanted)?;
             if !out.is_empty() {
                 out.push('\n');
             }
@@ -881,7 +900,7 @@ fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
         }
         return Ok(0);
     }
-    let document = events_document(procedure_id, &records, &wanted);
+    let document = events_document(&log, procedure_id, &records, &wanted)?;
     if args.output.json {
         print_json(&document);
     } else {
@@ -911,12 +930,13 @@ fn wanted_kinds(kinds: &[String]) -> Result<Vec<String>, CliError> {
 }
 
 /// One migration's events (`records`, not empty) as `events` prints them, only the kinds
-/// `wanted` (all when empty).
+/// `wanted` (all when empty); a lock wait names who held the lock (from `log`).
 fn events_document(
+    log: &regmig::log::EventLog,
     procedure_id: uuid::Uuid,
     records: &[regmig::log::Record],
     wanted: &[String],
-) -> EventsDocument {
+) -> Result<EventsDocument, CliError> {
     let start_ms = records.first().map_or(0, |record| record.recorded_at_ms);
     let rows: Vec<EventRow> = records
         .iter()
@@ -924,11 +944,24 @@ fn events_document(
             wanted.is_empty() || wanted.contains(&kind_label(record.kind).to_ascii_lowercase())
         })
         .map(|record| {
-            let (payload, decode_error) = match decode_record(record) {
-                Ok(timed) => (payload_json(&timed.event), None),
-                Err(error) => (serde_json::Value::Null, Some(error.to_string())),
+            let (payload, decode_error, held_by) = match decode_record(record) {
+                Ok(timed) => {
+                    let held_by = match &timed.event {
+                        regmig::migration::MigrationEvent::LockWaitStarted { lock_key } => {
+                            super::region::lock_holders(
+                                log,
+                                &procedure_id.to_string(),
+                                lock_key,
+                                timed.at_ms,
+                            )?
+                        }
+                        _ => Vec::new(),
+                    };
+                    (payload_json(&timed.event), None, held_by)
+                }
+                Err(error) => (serde_json::Value::Null, Some(error.to_string()), Vec::new()),
             };
-            EventRow {
+            Ok(EventRow {
                 seq: record.seq,
                 global_seq: record.global_seq,
                 recorded_at_ms: record.recorded_at_ms,
@@ -938,14 +971,15 @@ fn events_document(
                 kind_code: record.kind,
                 payload,
                 decode_error,
-            }
+                held_by,
+            })
         })
-        .collect();
-    EventsDocument {
+        .collect::<Result<_, CliError>>()?;
+    Ok(EventsDocument {
         procedure_id: procedure_id.to_string(),
         count: rows.len(),
         events: rows,
-    }
+    })
 }
 
 fn render_events(document: &EventsDocument, full: bool) -> String {
@@ -961,6 +995,11 @@ fn render_events(document: &EventsDocument, full: bool) -> String {
             Some(error) => format!("<undecodable: {error}>"),
             None if full => serde_json::to_string(&row.payload).unwrap_or_default(),
             None => compact_payload(&row.payload),
+        };
+        let payload = if row.held_by.is_empty() {
+            payload
+        } else {
+            format!("{payload} held by {}", row.held_by.join(" and "))
         };
         table.row(vec![
             row.seq.to_string(),

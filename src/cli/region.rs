@@ -12,7 +12,7 @@ use super::inspect::{render_list, render_route, OutputArgs};
 use super::summary::{candidates, detail, Detail, RouteView, Selection, Summary};
 use super::verdict::{verdict, Verdict};
 use regmig::domain::RegionId;
-use regmig::migration::MigrationEvent;
+use regmig::migration::{EventRole, MigrationEvent};
 
 /// Arguments of `region`.
 #[derive(Debug, Args)]
@@ -162,15 +162,21 @@ fn run_region(args: &RegionArgs) -> Result<u8, CliError> {
 }
 
 /// The migrations that held `lock_key` at `at_ms`, other than `waiter`: those whose
-/// LocksAcquired named the key at or before then and that had not finished by then. Each
-/// as "ID (REGION FROM→TO, STATE)". Found through the table's region index (the key names
-/// its table); a catalog or schema key (shared, never waited on alone) finds none.
+/// LocksAcquired named the key at or before then and that had not finished by then, each as
+/// "ID (REGION FROM→TO, STATE)"; and, for a table's lock, the revision 2 migrations of the
+/// table that held it around a route read or compare-and-swap then (spec R2.6: the table
+/// lock is taken for those only and never recorded in LocksAcquired; the log shows it held
+/// when the migration's last input at or before `at_ms` is a route read or a route
+/// compare-and-swap), each as "ID (REGION FROM→TO, STATE; table lock around a route
+/// write, R2.6)". Found through the table's region index (the key names its table); a
+/// catalog or schema key (shared, never waited on alone) finds none.
 pub fn lock_holders(
     log: &regmig::log::EventLog,
     waiter: &str,
     lock_key: &str,
     at_ms: u64,
 ) -> Result<Vec<String>, CliError> {
+    let table_lock = lock_key.starts_with("table/");
     let Some(table_id) = lock_key
         .strip_prefix("table/")
         .or_else(|| lock_key.strip_prefix("region/"))
@@ -200,15 +206,37 @@ pub fn lock_holders(
                     if lock_keys.iter().any(|key| key == lock_key))
         });
         // Its state when the wait began.
-        let state = regmig::migration::fold(events.iter().filter(|timed| timed.at_ms <= at_ms));
-        if acquired && !state.is_finished() {
+        let until_then = || events.iter().filter(|timed| timed.at_ms <= at_ms);
+        let state = regmig::migration::fold(until_then());
+        if state.is_finished() {
+            continue;
+        }
+        let around_route_write = table_lock
+            && state.policy.revision_two()
+            && until_then()
+                .filter(|timed| timed.event.role() == EventRole::Input)
+                .last()
+                .is_some_and(|timed| {
+                    matches!(
+                        timed.event,
+                        MigrationEvent::RouteRead { .. }
+                            | MigrationEvent::RouteCasApplied { .. }
+                            | MigrationEvent::RouteCasRefused { .. }
+                    )
+                });
+        if acquired || around_route_write {
             if let Some(task) = &state.task {
                 holders.push(format!(
-                    "{procedure_id} ({} {}→{}, {})",
+                    "{procedure_id} ({} {}→{}, {}{})",
                     task.region_id,
                     task.from_peer.id,
                     task.to_peer.id,
-                    state.state.name()
+                    state.state.name(),
+                    if acquired {
+                        ""
+                    } else {
+                        "; table lock around a route write, R2.6"
+                    }
                 ));
             }
         }

@@ -26,6 +26,10 @@ pub struct BatchSummary {
     pub regions: Vec<String>,
 }
 
+/// The status of a migration that has not started because it waits for a lock another
+/// migration holds (the model's status says `running`: it knows no locks).
+pub const QUEUED_STATUS: &str = "queued";
+
 /// A migration queued for a lock: which, and since when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueuedForLock {
@@ -160,7 +164,11 @@ pub fn summary_of(
             regions: batch.regions.iter().map(ToString::to_string).collect(),
         }),
         state: state.state.name(),
-        status: state.status().name(),
+        status: if queued.is_some() {
+            QUEUED_STATUS
+        } else {
+            state.status().name()
+        },
         outcome: state.outcome.map(|outcome| outcome.name()),
         submitted_at_ms: state.submitted_at_ms,
         submitted_at: format_time(state.submitted_at_ms),

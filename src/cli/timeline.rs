@@ -78,9 +78,16 @@ struct Row {
     resumed_at_ms: Vec<u64>,
 }
 
-fn row_of(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Row, CliError> {
+/// A migration's row; its lock waits name who held each lock (from `log`).
+fn row_of(
+    log: &regmig::log::EventLog,
+    procedure_id: Uuid,
+    events: &[TimedEvent],
+) -> Result<Row, CliError> {
+    let mut detail = detail(procedure_id, events)?;
+    super::inspect::fill_all_lock_holders(log, &mut detail)?;
     Ok(Row {
-        detail: detail(procedure_id, events)?,
+        detail,
         resumed_at_ms: events
             .iter()
             .filter(|timed| matches!(timed.event, MigrationEvent::Resumed))
@@ -108,7 +115,7 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
         rows_omitted = found.len().saturating_sub(TIMELINE_ROWS_MAX);
         for (_, procedure_id) in &found[rows_omitted..] {
             let events = load_history(&log, *procedure_id)?;
-            rows.push(row_of(*procedure_id, &events)?);
+            rows.push(row_of(&log, *procedure_id, &events)?);
         }
         title = format!(
             "region {region}: {} {}",
@@ -147,7 +154,7 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
         match batch {
             Some((batch_id, regions, members)) => {
                 for member in &members {
-                    rows.push(row_of(member.procedure_id, &member.events)?);
+                    rows.push(row_of(&log, member.procedure_id, &member.events)?);
                 }
                 title = format!(
                     "batch {batch_id}: {regions} regions ({} migrations drawn)",
@@ -155,7 +162,7 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
                 );
             }
             None => {
-                rows.push(row_of(procedure_id, &events)?);
+                rows.push(row_of(&log, procedure_id, &events)?);
                 title = format!("migration {procedure_id}");
             }
         }
@@ -324,6 +331,15 @@ struct Scale {
 impl Scale {
     fn x(&self, offset_ms: u64) -> f64 {
         LEFT + self.plot_width * (offset_ms.min(self.span_ms) as f64) / (self.span_ms as f64)
+    }
+}
+
+/// ", held by A and B", or nothing when no holder was found.
+fn held_by_text(held_by: &[String]) -> String {
+    if held_by.is_empty() {
+        String::new()
+    } else {
+        format!(", held by {}", held_by.join(" and "))
     }
 }
 
@@ -529,12 +545,13 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
         let width = (scale.x(end_ms) - x).max(2.0);
         let _ = writeln!(
             svg,
-            r##"<rect x="{x:.1}" y="{state_y:.1}" width="{width:.1}" height="{STATE_LANE_HEIGHT}" fill="url(#lockwait)" stroke="#9e9e9e"><title>#{} waiting for {} for {}</title></rect>"##,
+            r##"<rect x="{x:.1}" y="{state_y:.1}" width="{width:.1}" height="{STATE_LANE_HEIGHT}" fill="url(#lockwait)" stroke="#9e9e9e"><title>#{} waiting for {}{} for {}</title></rect>"##,
             wait.seq,
             escape(&wait.lock_key),
+            escape(&held_by_text(&wait.held_by)),
             escape(&format_duration(end_ms.saturating_sub(wait.offset_ms)))
         );
-        let label = format!("waiting for {}", wait.lock_key);
+        let label = format!("waiting for {}{}", wait.lock_key, held_by_text(&wait.held_by));
         if (label.len() as f64) * CHAR_WIDTH + 6.0 < width {
             let _ = writeln!(
                 svg,
