@@ -574,3 +574,94 @@ fn a_migration_queued_for_its_table_lock_names_the_revision_2_migration_writing_
         "{svg}"
     );
 }
+
+/// The `<rect class="unwritable" …>` of an SVG: its x, its width and its title.
+fn unwritable_bands(svg: &str) -> Vec<(f64, f64, String)> {
+    svg.match_indices(r#"<rect class="unwritable" "#)
+        .map(|(start, _)| {
+            let tag = &svg[start..start + svg[start..].find("</rect>").expect("closed")];
+            let attribute = |name: &str| -> f64 {
+                let from = tag.find(&format!(" {name}=\"")).expect("the attribute") + name.len() + 3;
+                tag[from..from + tag[from..].find('"').expect("quoted")]
+                    .parse()
+                    .expect("a number")
+            };
+            let title_from = tag.find("<title>").expect("a title") + "<title>".len();
+            (
+                attribute("x"),
+                attribute("width"),
+                tag[title_from..tag.find("</title>").expect("closed")].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The texts of the count badges of an SVG, in order.
+fn badges(svg: &str) -> Vec<String> {
+    svg.match_indices(r#"<rect class="badge" "#)
+        .map(|(start, _)| {
+            let rest = &svg[start..];
+            let text_from = rest.find("<text ").expect("a text");
+            let open_end = text_from + rest[text_from..].find('>').expect("closed") + 1;
+            rest[open_end..open_end + rest[open_end..].find("</text>").expect("closed")]
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_timeline_shows_when_the_region_was_unwritable_and_counts_what_happened() {
+    let copy = fixture_copy();
+    let svg_path = copy.path("aborted.svg");
+    let svg_arg = svg_path.to_str().expect("a UTF-8 path");
+    regmig_in(&copy.data_dir(), &["timeline", ABORTED_ID, "-o", svg_arg]).expect_code(0);
+    let svg = std::fs::read_to_string(&svg_path).expect("the SVG");
+    // The aborted migration's write pause: 1s, from its downgrade at +550ms to the rollback's
+    // route write at +1.550s, drawn on the row's axis (plot from x=210 to 1060 over 1.6s).
+    let show = regmig_in(&copy.data_dir(), &["show", ABORTED_ID, "--json"]).expect_code(0);
+    let show: serde_json::Value = serde_json::from_str(&show.stdout).expect("JSON");
+    assert_eq!(show["write_pause_ms"], 1000);
+    let bands = unwritable_bands(&svg);
+    assert_eq!(bands.len(), 1, "{svg}");
+    let (x, width, title) = &bands[0];
+    assert_eq!(
+        title,
+        "unwritable for 1.000s: from the downgrade to the route write that ended it"
+    );
+    let per_ms = (1100.0 - 210.0 - 40.0) / 1600.0;
+    assert!((x - (210.0 + 550.0 * per_ms)).abs() < 0.1, "band starts at {x}");
+    assert!((width - 1000.0 * per_ms).abs() < 0.1, "band is {width} wide");
+    assert!(svg.contains(">unwritable 1.000s</text>"), "{svg}");
+    assert_eq!(badges(&svg), ["1 retry", "3 failed answers"]);
+    // The downgrade's two sends (attempts at one instant) are one marker with a count.
+    assert!(
+        svg.contains("<title>2 instructions sent at one instant</title>"),
+        "{svg}"
+    );
+
+    // A completed migration with a mailbox timeout counts it.
+    regmig_in(&copy.data_dir(), &["timeline", COMPLETED_ID, "-o", svg_arg]).expect_code(0);
+    let svg = std::fs::read_to_string(&svg_path).expect("the SVG");
+    assert_eq!(badges(&svg), ["2 retries", "1 timeout", "2 failed answers"]);
+    assert_eq!(unwritable_bands(&svg).len(), 1);
+
+    // A rollback that never ends: the band runs to the last event, still counting.
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let data = temp.path().join("data");
+    simulate(&stuck_rollback_scenario(), &data);
+    let id = only_id(&data);
+    regmig_in(&data, &["timeline", &id, "-o", svg_arg]).expect_code(0);
+    let svg = std::fs::read_to_string(&svg_path).expect("the SVG");
+    let bands = unwritable_bands(&svg);
+    assert_eq!(bands.len(), 1, "{svg}");
+    let show = regmig_in(&data, &["show", &id, "--json"]).expect_code(0);
+    let show: serde_json::Value = serde_json::from_str(&show.stdout).expect("JSON");
+    let pause_ms = show["write_pause_ms"].as_u64().expect("a write pause");
+    assert_eq!(
+        bands[0].2,
+        format!(
+            "unwritable for {} and counting: the region is still Downgrading",
+            regmig_tools::cli::common::format_duration(pause_ms)
+        )
+    );
+}

@@ -4,7 +4,11 @@
 //! states as coloured bars (a rollback hatched over them), its instructions (a triangle when
 //! sent, a line to the answer, a dot coloured by the answer), and its waits (attempt
 //! intervals, the slow path's lease wait, backoffs) with each retry as a red line across
-//! the row and each resume after a restart as a dashed one. A legend explains the colours.
+//! the row and each resume after a restart as a dashed one. A band behind the lanes marks
+//! when the region took no writes (the write pause: from the downgrade to the route write
+//! of the upgrade or the rollback); badges under the row's labels count its retries,
+//! timeouts, failed answers, re-sends and lock waits, and "×N" marks N instructions,
+//! answers or retries drawn on one spot. A legend explains the colours.
 //!
 //! The id of a region's migration inside a batch draws the batch: one row per region.
 //!
@@ -26,7 +30,7 @@ use super::common::{
 use super::summary::{detail, Detail};
 use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR};
 use regmig::domain::{ParseRegionIdError, RegionId};
-use regmig::migration::{MigrationEvent, StateName, TimedEvent};
+use regmig::migration::{MigrationEvent, StateName, TimedEvent, WritePause};
 
 /// The most migrations one picture draws (the most recent ones of a long history).
 pub const TIMELINE_ROWS_MAX: usize = 200;
@@ -76,6 +80,42 @@ struct TimelineDocument {
 struct Row {
     detail: Detail,
     resumed_at_ms: Vec<u64>,
+    unwritable: Option<Unwritable>,
+}
+
+/// When the region could take no writes: the write pause (one definition,
+/// `regmig::migration::WritePause`: from the first downgrade sent with `reject_write` to the
+/// route write of the upgrade or of the rollback's clearing, or to `Finished`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unwritable {
+    /// Since the submit.
+    from_offset_ms: u64,
+    /// Since the submit.
+    to_offset_ms: u64,
+    /// False while the pause still runs at the last event (a stuck rollback).
+    ended: bool,
+}
+
+/// The write pause of a history, as a stretch of its timeline.
+fn unwritable(events: &[TimedEvent]) -> Option<Unwritable> {
+    let first_ms = events.first()?.at_ms;
+    let last_ms = events.last()?.at_ms;
+    let mut pause = WritePause::default();
+    for timed in events {
+        if let Some(pause_ms) = pause.observe(timed.at_ms, &timed.event) {
+            return Some(Unwritable {
+                from_offset_ms: timed.at_ms.saturating_sub(pause_ms).saturating_sub(first_ms),
+                to_offset_ms: timed.at_ms.saturating_sub(first_ms),
+                ended: true,
+            });
+        }
+    }
+    let pause_ms = pause.pause_ms(last_ms)?;
+    Some(Unwritable {
+        from_offset_ms: last_ms.saturating_sub(pause_ms).saturating_sub(first_ms),
+        to_offset_ms: last_ms.saturating_sub(first_ms),
+        ended: false,
+    })
 }
 
 /// A migration's row; its lock waits name who held each lock (from `log`).
@@ -93,6 +133,7 @@ fn row_of(
             .filter(|timed| matches!(timed.event, MigrationEvent::Resumed))
             .map(|timed| timed.at_ms)
             .collect(),
+        unwritable: unwritable(events),
     })
 }
 
@@ -334,6 +375,74 @@ impl Scale {
     }
 }
 
+/// The band colour of an unwritable stretch (not used for anything else).
+const UNWRITABLE_COLOR: &str = "#d81b60";
+/// A character's width at font-size 9, roughly.
+const SMALL_CHAR_WIDTH: f64 = 5.4;
+/// Markers closer than this many pixels are one spot.
+const SAME_SPOT_PX: f64 = 1.0;
+
+/// How often the things an operator counts happened in a migration: retries, mailbox
+/// timeouts, other failed answers, re-sent instructions, lock waits ("3 retries"); what
+/// did not happen is left out.
+fn count_badges(detail: &Detail) -> Vec<String> {
+    let answers = || {
+        detail
+            .instructions
+            .iter()
+            .filter_map(|sent| sent.answer.as_ref())
+    };
+    let counted = [
+        (detail.retries_scheduled.len(), "retry", "retries"),
+        (
+            answers().filter(|answer| answer.result == "timeout").count(),
+            "timeout",
+            "timeouts",
+        ),
+        (
+            answers()
+                .filter(|answer| !matches!(answer.result, "ok" | "timeout"))
+                .count(),
+            "failed answer",
+            "failed answers",
+        ),
+        (
+            detail.instructions.iter().filter(|sent| sent.resend).count(),
+            "re-send",
+            "re-sends",
+        ),
+        (detail.lock_waits.len(), "lock wait", "lock waits"),
+    ];
+    counted
+        .into_iter()
+        .filter(|(count, _, _)| *count > 0)
+        .map(|(count, one, many)| format!("{count} {}", if count == 1 { one } else { many }))
+        .collect()
+}
+
+/// Draws "×N" over each spot where N > 1 of `xs` (sorted or not) fall together.
+fn stack_badges(svg: &mut String, xs: &[f64], y: f64, what: &str) {
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mut index = 0;
+    while index < sorted.len() {
+        let spot = sorted[index];
+        let count = sorted[index..]
+            .iter()
+            .take_while(|x| **x - spot < SAME_SPOT_PX)
+            .count();
+        if count > 1 {
+            let label = format!("×{count}");
+            let _ = writeln!(
+                svg,
+                r##"<g class="stack"><title>{count} {what} at one instant</title><text x="{:.1}" y="{y:.1}" font-size="9" font-weight="bold" fill="#37474f">{label}</text></g>"##,
+                (spot + 5.0).min(f64::from(WIDTH) - 24.0),
+            );
+        }
+        index += count;
+    }
+}
+
 /// ", held by A and B", or nothing when no holder was found.
 fn held_by_text(held_by: &[String]) -> String {
     if held_by.is_empty() {
@@ -512,6 +621,49 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
         );
     }
 
+    // The unwritable band behind the lanes: no datanode took writes for the region.
+    if let Some(band) = &row.unwritable {
+        let x = scale.x(band.from_offset_ms);
+        let width = (scale.x(band.to_offset_ms) - x).max(2.0);
+        let length = format_duration(band.to_offset_ms.saturating_sub(band.from_offset_ms));
+        let title = if band.ended {
+            format!("unwritable for {length}: from the downgrade to the route write that ended it")
+        } else {
+            format!("unwritable for {length} and counting: the region is still Downgrading")
+        };
+        let _ = writeln!(
+            svg,
+            r##"<rect class="unwritable" x="{x:.1}" y="{:.1}" width="{width:.1}" height="{:.1}" fill="{UNWRITABLE_COLOR}" fill-opacity="0.35" stroke="{UNWRITABLE_COLOR}" stroke-dasharray="3,2"><title>{}</title></rect>"##,
+            top + 3.0,
+            ROW_HEIGHT - 6.0,
+            escape(&title)
+        );
+        let label = format!("unwritable {length}");
+        if (label.len() as f64) * SMALL_CHAR_WIDTH + 4.0 < width {
+            let _ = writeln!(
+                svg,
+                r##"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="end" fill="#880e4f">{}</text>"##,
+                x + width - 2.0,
+                top + STATE_LANE_Y - 1.0,
+                escape(&label)
+            );
+        }
+    }
+    // What happened how often, as badges under the row's labels.
+    let mut badge_x = 12.0;
+    for badge in count_badges(detail) {
+        let width = badge.len() as f64 * SMALL_CHAR_WIDTH + 8.0;
+        let _ = writeln!(
+            svg,
+            r##"<rect class="badge" x="{badge_x:.1}" y="{:.1}" width="{width:.1}" height="12" rx="6" fill="#eceff1" stroke="#90a4ae"/><text x="{:.1}" y="{:.1}" font-size="9" fill="#37474f">{}</text>"##,
+            top + LINE_LABEL_Y - 9.0,
+            badge_x + 4.0,
+            top + LINE_LABEL_Y,
+            escape(&badge)
+        );
+        badge_x += width + 4.0;
+    }
+
     // States: one bar per visit; a visit of no time gets a sliver.
     let state_y = top + STATE_LANE_Y;
     for span in &detail.states {
@@ -638,6 +790,22 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
         );
     }
 
+    // Markers drawn on one spot (instructions sent, or answered, at one instant) carry how
+    // many they are.
+    let sent_xs: Vec<f64> = detail
+        .instructions
+        .iter()
+        .map(|sent| scale.x(sent.offset_ms))
+        .collect();
+    stack_badges(svg, &sent_xs, lane_y - 13.0, "instructions sent");
+    let answer_xs: Vec<f64> = detail
+        .instructions
+        .iter()
+        .filter_map(|sent| sent.answer.as_ref())
+        .map(|answer| scale.x(answer.offset_ms))
+        .collect();
+    stack_badges(svg, &answer_xs, lane_y + 12.0, "answers");
+
     // Waits as boxes; retries and resumes as lines across the row.
     let wait_y = top + WAIT_LANE_Y;
     for wait in &detail.waits {
@@ -661,6 +829,12 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
             );
         }
     }
+    let retry_xs: Vec<f64> = detail
+        .retries_scheduled
+        .iter()
+        .map(|retry| scale.x(retry.offset_ms))
+        .collect();
+    stack_badges(svg, &retry_xs, top + 4.0, "retries");
     for retry in &detail.retries_scheduled {
         let x = scale.x(retry.offset_ms);
         let _ = writeln!(
@@ -832,6 +1006,14 @@ fn draw_legend(svg: &mut String, rows: &[Row], top: f64) {
     let _ = writeln!(
         svg,
         r##"<rect x="{x:.1}" y="{:.1}" width="24" height="12" fill="url(#lockwait)" stroke="#9e9e9e"/><text x="{:.1}" y="{:.1}">waiting for a lock</text>"##,
+        y + 1.0,
+        x + 30.0,
+        y + 11.0
+    );
+    x += 150.0;
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{x:.1}" y="{:.1}" width="24" height="12" fill="{UNWRITABLE_COLOR}" fill-opacity="0.35" stroke="{UNWRITABLE_COLOR}" stroke-dasharray="3,2"/><text x="{:.1}" y="{:.1}">unwritable (write pause)</text>"##,
         y + 1.0,
         x + 30.0,
         y + 11.0
