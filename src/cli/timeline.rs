@@ -375,8 +375,9 @@ impl Scale {
     }
 }
 
-/// The band colour of an unwritable stretch (not used for anything else).
-const UNWRITABLE_COLOR: &str = "#d81b60";
+/// The colour of the unwritable band: a dark slate no marker uses, drawn faint behind
+/// the lanes with a dashed edge.
+const UNWRITABLE_COLOR: &str = "#263238";
 /// A character's width at font-size 9, roughly.
 const SMALL_CHAR_WIDTH: f64 = 5.4;
 /// Markers closer than this many pixels are one spot.
@@ -633,7 +634,7 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
         };
         let _ = writeln!(
             svg,
-            r##"<rect class="unwritable" x="{x:.1}" y="{:.1}" width="{width:.1}" height="{:.1}" fill="{UNWRITABLE_COLOR}" fill-opacity="0.35" stroke="{UNWRITABLE_COLOR}" stroke-dasharray="3,2"><title>{}</title></rect>"##,
+            r##"<rect class="unwritable" x="{x:.1}" y="{:.1}" width="{width:.1}" height="{:.1}" fill="{UNWRITABLE_COLOR}" fill-opacity="0.12" stroke="{UNWRITABLE_COLOR}" stroke-dasharray="3,2"><title>{}</title></rect>"##,
             top + 3.0,
             ROW_HEIGHT - 6.0,
             escape(&title)
@@ -642,7 +643,7 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
         if (label.len() as f64) * SMALL_CHAR_WIDTH + 4.0 < width {
             let _ = writeln!(
                 svg,
-                r##"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="end" fill="#880e4f">{}</text>"##,
+                r##"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="end" fill="{UNWRITABLE_COLOR}">{}</text>"##,
                 x + width - 2.0,
                 top + STATE_LANE_Y - 1.0,
                 escape(&label)
@@ -1013,7 +1014,7 @@ fn draw_legend(svg: &mut String, rows: &[Row], top: f64) {
     x += 150.0;
     let _ = writeln!(
         svg,
-        r##"<rect x="{x:.1}" y="{:.1}" width="24" height="12" fill="{UNWRITABLE_COLOR}" fill-opacity="0.35" stroke="{UNWRITABLE_COLOR}" stroke-dasharray="3,2"/><text x="{:.1}" y="{:.1}">unwritable (write pause)</text>"##,
+        r##"<rect x="{x:.1}" y="{:.1}" width="24" height="12" fill="{UNWRITABLE_COLOR}" fill-opacity="0.12" stroke="{UNWRITABLE_COLOR}" stroke-dasharray="3,2"/><text x="{:.1}" y="{:.1}">unwritable (write pause)</text>"##,
         y + 1.0,
         x + 30.0,
         y + 11.0
