@@ -94,7 +94,10 @@ fn without_an_engine_the_cancel_is_recorded_and_honoured_when_the_demo_resumes()
             dir.display()
         )
     );
-    assert!(dir.join("cancel-requests").join(format!("{id}.json")).is_file());
+    assert!(dir
+        .join("cancel-requests")
+        .join(format!("{id}.json"))
+        .is_file());
 
     assert_eq!(demo(&dir, None), 0);
     let events = events_of(&dir, &id);
@@ -116,7 +119,10 @@ fn without_an_engine_the_cancel_is_recorded_and_honoured_when_the_demo_resumes()
         "{events:#?}"
     );
     // Honoured once: the request is gone.
-    assert!(!dir.join("cancel-requests").join(format!("{id}.json")).exists());
+    assert!(!dir
+        .join("cancel-requests")
+        .join(format!("{id}.json"))
+        .exists());
     let run = regmig_in(&dir, &["audit", "--format", "json"]).expect_code(0);
     let audit: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
     let row = audit["migrations"]
@@ -227,7 +233,14 @@ fn while_the_directory_is_held_and_nobody_answers_the_request_is_withdrawn() {
     // A prefix cannot be resolved while the log is held.
     let run = regmig_in(
         &data,
-        &["cancel", &COMPLETED_ID[..8], "--actor", "alice", "--reason", "r"],
+        &[
+            "cancel",
+            &COMPLETED_ID[..8],
+            "--actor",
+            "alice",
+            "--reason",
+            "r",
+        ],
     )
     .expect_code(2);
     assert_eq!(

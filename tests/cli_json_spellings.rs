@@ -75,7 +75,12 @@ fn check(dir: &Path, args: &[&str], code: i32) -> Vec<String> {
     let document: serde_json::Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|error| panic!("regmig {args:?}: not JSON ({error}):\n{}", run.stdout));
     let mut out = Vec::new();
-    problems(&format!("regmig {}", args.join(" ")), None, &document, &mut out);
+    problems(
+        &format!("regmig {}", args.join(" ")),
+        None,
+        &document,
+        &mut out,
+    );
     out
 }
 

@@ -473,8 +473,12 @@ fn a_migration_queued_for_its_table_lock_names_the_revision_2_migration_writing_
     };
     let temp = tempfile::tempdir().expect("a temporary directory");
     let dir = temp.path().join("data");
-    let writer: uuid::Uuid = "019b76da-a800-7000-8000-00000000000a".parse().expect("uuid");
-    let queued: uuid::Uuid = "019b76da-a800-7000-8000-00000000000b".parse().expect("uuid");
+    let writer: uuid::Uuid = "019b76da-a800-7000-8000-00000000000a"
+        .parse()
+        .expect("uuid");
+    let queued: uuid::Uuid = "019b76da-a800-7000-8000-00000000000b"
+        .parse()
+        .expect("uuid");
     {
         let log = regmig::log::EventLog::open(&dir, regmig::log::LogOptions::default())
             .expect("a new log");
@@ -527,7 +531,12 @@ fn a_migration_queued_for_its_table_lock_names_the_revision_2_migration_writing_
         "{}",
         run.stdout
     );
-    assert_eq!(run.stdout.lines().count(), 3, "only the queued one:\n{}", run.stdout);
+    assert_eq!(
+        run.stdout.lines().count(),
+        3,
+        "only the queued one:\n{}",
+        run.stdout
+    );
     let run = regmig_in(&dir, &["list", "--json"]).expect_code(0);
     let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
     let rows = document["migrations"].as_array().expect("rows");
@@ -538,7 +547,10 @@ fn a_migration_queued_for_its_table_lock_names_the_revision_2_migration_writing_
             .expect("listed")
     };
     assert_eq!(status(writer).0, "running");
-    assert_eq!(status(queued), ("queued".into(), serde_json::json!([holder])));
+    assert_eq!(
+        status(queued),
+        ("queued".into(), serde_json::json!([holder]))
+    );
 
     let run = regmig_in(&dir, &["show", &queued.to_string()]).expect_code(0);
     assert!(
@@ -581,7 +593,8 @@ fn unwritable_bands(svg: &str) -> Vec<(f64, f64, String)> {
         .map(|(start, _)| {
             let tag = &svg[start..start + svg[start..].find("</rect>").expect("closed")];
             let attribute = |name: &str| -> f64 {
-                let from = tag.find(&format!(" {name}=\"")).expect("the attribute") + name.len() + 3;
+                let from =
+                    tag.find(&format!(" {name}=\"")).expect("the attribute") + name.len() + 3;
                 tag[from..from + tag[from..].find('"').expect("quoted")]
                     .parse()
                     .expect("a number")
@@ -603,8 +616,7 @@ fn badges(svg: &str) -> Vec<String> {
             let rest = &svg[start..];
             let text_from = rest.find("<text ").expect("a text");
             let open_end = text_from + rest[text_from..].find('>').expect("closed") + 1;
-            rest[open_end..open_end + rest[open_end..].find("</text>").expect("closed")]
-                .to_string()
+            rest[open_end..open_end + rest[open_end..].find("</text>").expect("closed")].to_string()
         })
         .collect()
 }
@@ -629,8 +641,14 @@ fn a_timeline_shows_when_the_region_was_unwritable_and_counts_what_happened() {
         "unwritable for 1.000s: from the downgrade to the route write that ended it"
     );
     let per_ms = (1100.0 - 210.0 - 40.0) / 1600.0;
-    assert!((x - (210.0 + 550.0 * per_ms)).abs() < 0.1, "band starts at {x}");
-    assert!((width - 1000.0 * per_ms).abs() < 0.1, "band is {width} wide");
+    assert!(
+        (x - (210.0 + 550.0 * per_ms)).abs() < 0.1,
+        "band starts at {x}"
+    );
+    assert!(
+        (width - 1000.0 * per_ms).abs() < 0.1,
+        "band is {width} wide"
+    );
     assert!(svg.contains(">unwritable 1.000s</text>"), "{svg}");
     assert_eq!(badges(&svg), ["1 retry", "3 failed answers"]);
     // The downgrade's two sends (attempts at one instant) are one marker with a count.

@@ -51,14 +51,23 @@ fn read_commands_leave_nothing_in_the_temporary_directory_on_success_or_error() 
         (&["region", "1024:1", "--data-dir", data], 0),
         // Errors: an unknown id (exit 1), an invalid id (exit 2).
         (
-            &["show", "00000000-0000-7000-8000-000000000000", "--data-dir", data],
+            &[
+                "show",
+                "00000000-0000-7000-8000-000000000000",
+                "--data-dir",
+                data,
+            ],
             1,
         ),
         (&["events", "not-an-id", "--data-dir", data], 2),
         (&["log", "verify", "--data-dir", data], 0),
     ];
     for (args, expected) in cases {
-        assert_eq!(regmig_with_tmp(tmp.path(), args), expected, "regmig {args:?}");
+        assert_eq!(
+            regmig_with_tmp(tmp.path(), args),
+            expected,
+            "regmig {args:?}"
+        );
         assert_eq!(
             entries(tmp.path()),
             Vec::<String>::new(),
@@ -77,11 +86,17 @@ fn a_copy_left_by_a_killed_reader_is_removed_by_the_next_reader() {
     let dead = tmp.path().join("regmig-read-4242-0123456789abcdef");
     std::fs::create_dir_all(dead.join("sled")).expect("make the dead reader's copy");
     std::fs::write(dead.join("sled").join("db"), b"old").expect("write a file into it");
-    std::fs::write(tmp.path().join("regmig-read-4242-0123456789abcdef.lock"), b"")
-        .expect("write its lock file");
+    std::fs::write(
+        tmp.path().join("regmig-read-4242-0123456789abcdef.lock"),
+        b"",
+    )
+    .expect("write its lock file");
     // Something that is not a copy is left alone.
     std::fs::write(tmp.path().join("unrelated.lock"), b"").expect("write an unrelated file");
-    assert_eq!(regmig_with_tmp(tmp.path(), &["list", "--data-dir", data]), 0);
+    assert_eq!(
+        regmig_with_tmp(tmp.path(), &["list", "--data-dir", data]),
+        0
+    );
     assert_eq!(entries(tmp.path()), ["unrelated.lock"]);
 }
 
@@ -96,7 +111,10 @@ fn a_copy_whose_reader_still_runs_is_kept() {
     let lock_path = tmp.path().join("regmig-read-4243-0123456789abcdef.lock");
     let lock = std::fs::File::create(&lock_path).expect("create its lock file");
     fs2::FileExt::lock_exclusive(&lock).expect("hold its lock, as its reader does");
-    assert_eq!(regmig_with_tmp(tmp.path(), &["list", "--data-dir", data]), 0);
+    assert_eq!(
+        regmig_with_tmp(tmp.path(), &["list", "--data-dir", data]),
+        0
+    );
     assert_eq!(
         entries(tmp.path()),
         [

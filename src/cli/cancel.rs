@@ -315,10 +315,7 @@ fn cancel_live(args: &CancelArgs, procedure_id: Uuid) -> Result<Report, CliError
 fn read_answer(path: &Path) -> Result<Option<CancelAnswer>, CliError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| {
-            CliError::Usage(format!(
-                "{}: not a cancel answer: {error}",
-                path.display()
-            ))
+            CliError::Usage(format!("{}: not a cancel answer: {error}", path.display()))
         }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(CliError::Write {
@@ -333,9 +330,7 @@ fn report_of(procedure_id: Uuid, answer: &CancelAnswer) -> Report {
         CancelOutcome::Cancelled => Report {
             procedure_id,
             result: "cancelled",
-            message: format!(
-                "migration {procedure_id} cancelled: it rolls back and ends aborted"
-            ),
+            message: format!("migration {procedure_id} cancelled: it rolls back and ends aborted"),
             code: 0,
         },
         CancelOutcome::Refused => Report {

@@ -214,8 +214,8 @@ pub fn lock_holders(
         let around_route_write = table_lock
             && state.policy.revision_two()
             && until_then()
-                .filter(|timed| timed.event.role() == EventRole::Input)
-                .last()
+                .rev()
+                .find(|timed| timed.event.role() == EventRole::Input)
                 .is_some_and(|timed| {
                     matches!(
                         timed.event,

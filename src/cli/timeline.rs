@@ -104,7 +104,10 @@ fn unwritable(events: &[TimedEvent]) -> Option<Unwritable> {
     for timed in events {
         if let Some(pause_ms) = pause.observe(timed.at_ms, &timed.event) {
             return Some(Unwritable {
-                from_offset_ms: timed.at_ms.saturating_sub(pause_ms).saturating_sub(first_ms),
+                from_offset_ms: timed
+                    .at_ms
+                    .saturating_sub(pause_ms)
+                    .saturating_sub(first_ms),
                 to_offset_ms: timed.at_ms.saturating_sub(first_ms),
                 ended: true,
             });
@@ -396,7 +399,9 @@ fn count_badges(detail: &Detail) -> Vec<String> {
     let counted = [
         (detail.retries_scheduled.len(), "retry", "retries"),
         (
-            answers().filter(|answer| answer.result == "timeout").count(),
+            answers()
+                .filter(|answer| answer.result == "timeout")
+                .count(),
             "timeout",
             "timeouts",
         ),
@@ -408,7 +413,11 @@ fn count_badges(detail: &Detail) -> Vec<String> {
             "failed answers",
         ),
         (
-            detail.instructions.iter().filter(|sent| sent.resend).count(),
+            detail
+                .instructions
+                .iter()
+                .filter(|sent| sent.resend)
+                .count(),
             "re-send",
             "re-sends",
         ),
@@ -704,7 +713,11 @@ fn draw_row(svg: &mut String, row: &Row, top: f64, scale: &Scale, history: bool)
             escape(&held_by_text(&wait.held_by)),
             escape(&format_duration(end_ms.saturating_sub(wait.offset_ms)))
         );
-        let label = format!("waiting for {}{}", wait.lock_key, held_by_text(&wait.held_by));
+        let label = format!(
+            "waiting for {}{}",
+            wait.lock_key,
+            held_by_text(&wait.held_by)
+        );
         if (label.len() as f64) * CHAR_WIDTH + 6.0 < width {
             let _ = writeln!(
                 svg,

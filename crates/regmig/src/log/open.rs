@@ -537,7 +537,11 @@ fn copy_database(dir: &Path) -> Result<ReadCopy, LogError> {
     }
     if let Err(error) = std::fs::create_dir(&path) {
         let _ = std::fs::remove_file(&lock_path);
-        return Err(LogError::io("create a temporary directory at", &path, error));
+        return Err(LogError::io(
+            "create a temporary directory at",
+            &path,
+            error,
+        ));
     }
     let copy = ReadCopy {
         path,
