@@ -98,8 +98,34 @@ fn without_an_engine_the_cancel_is_recorded_and_honoured_when_the_demo_resumes()
         .join("cancel-requests")
         .join(format!("{id}.json"))
         .is_file());
+    // A request a previous engine took but did not honour (it stopped in between) is taken
+    // up again.
+    let taken = rows(&dir)
+        .into_iter()
+        .filter(|row| row["state"] == "Start")
+        .map(|row| row["procedure_id"].as_str().expect("an id").to_string())
+        .find(|other| *other != id)
+        .expect("a second migration still in Start");
+    std::fs::write(
+        dir.join("cancel-requests").join(format!("{taken}.taken")),
+        serde_json::json!({
+            "procedure_id": taken,
+            "actor": "bob",
+            "reason": "taken before a crash",
+            "requested_at_ms": 1,
+            "awaited": false,
+        })
+        .to_string(),
+    )
+    .expect("write a taken request");
 
     assert_eq!(demo(&dir, None), 0);
+    assert!(
+        events_of(&dir, &taken).contains(&MigrationEvent::OperatorCancelled {
+            actor: "bob".to_string(),
+            reason: "taken before a crash".to_string()
+        })
+    );
     let events = events_of(&dir, &id);
     assert!(
         events.contains(&MigrationEvent::OperatorCancelled {
@@ -118,11 +144,13 @@ fn without_an_engine_the_cancel_is_recorded_and_honoured_when_the_demo_resumes()
         ),
         "{events:#?}"
     );
-    // Honoured once: the request is gone.
-    assert!(!dir
-        .join("cancel-requests")
-        .join(format!("{id}.json"))
-        .exists());
+    // Honoured once: the requests are gone.
+    assert_eq!(
+        std::fs::read_dir(dir.join("cancel-requests"))
+            .expect("the requests directory")
+            .count(),
+        0
+    );
     let run = regmig_in(&dir, &["audit", "--format", "json"]).expect_code(0);
     let audit: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
     let row = audit["migrations"]

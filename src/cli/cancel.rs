@@ -430,11 +430,36 @@ pub async fn honour_pending(engine: &Engine, data_dir: &Path) -> Vec<CancelAnswe
     answers
 }
 
+/// Puts back the requests a previous host took but may not have honoured (it stopped
+/// between taking and answering): honouring one twice is harmless, the second is refused
+/// as already rolling back.
+fn requeue_taken(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(requests_dir(data_dir)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(procedure_id) = name
+            .to_string_lossy()
+            .strip_suffix(".taken")
+            .and_then(|stem| Uuid::parse_str(stem).ok())
+        else {
+            continue;
+        };
+        let request = request_path(data_dir, procedure_id);
+        if !request.exists() {
+            let _ = std::fs::rename(entry.path(), request);
+        }
+    }
+}
+
 /// Serves cancel requests for `engine`, the holder of `data_dir`, until the returned future
-/// is dropped: the ones recorded while no engine ran at once, then each new one as it
+/// is dropped: the ones recorded while no engine ran (and any a previous host took without
+/// answering) at once, then each new one as it
 /// appears (a thread looks for them every 50ms of wall time, so a runtime in paused virtual
 /// time is not woken by it).
 pub async fn serve(engine: &Engine, data_dir: &Path) -> std::convert::Infallible {
+    requeue_taken(data_dir);
     let wake = Arc::new(tokio::sync::Notify::new());
     let watcher = Watcher::start(requests_dir(data_dir), wake.clone());
     loop {

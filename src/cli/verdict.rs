@@ -97,6 +97,13 @@ pub fn verdict(detail: &Detail) -> Verdict {
             ),
             "nothing to do".to_string(),
         ),
+        Some(outcome) if detail.cancelled_by.is_some() => (
+            format!(
+                "region {region}: writable, leader {leader} (migration {outcome}: cancelled by {}, rolled back)",
+                detail.cancelled_by.as_deref().unwrap_or_default()
+            ),
+            "nothing is broken; submit the migration again when it is wanted".to_string(),
+        ),
         Some(outcome) => (
             format!(
                 "region {region}: writable, leader {leader} (migration {outcome}, rolled back)"
