@@ -449,7 +449,9 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
             } => {
                 let kind = instruction.kind();
                 if timeout_ms == 0 {
-                    // A re-send whose deadline passed while the engine was down.
+                    // A re-send whose deadline passed while the engine was down, decided by
+                    // a procedure of behaviour revision 1 or 2 (revision 3 records
+                    // `InstructionExpired` instead of such a send).
                     return Ok(Ok(Observation::Mailbox(
                         crate::domain::MailboxOutcome::Timeout,
                     )));
