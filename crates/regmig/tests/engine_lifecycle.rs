@@ -99,7 +99,7 @@ async fn dropping_the_engine_halts_it_and_the_directory_reopens_in_the_same_proc
     assert_eq!(region_route(&metadata, REGION).leader_id(), Some(2));
 }
 
-/// Metadata whose route reads never answer once `hang` is set.
+/// Metadata whose route reads do not answer while `hang` is set.
 struct HangingMetadata {
     inner: Arc<MemoryMetadataStore>,
     hang: std::sync::atomic::AtomicBool,
@@ -111,8 +111,8 @@ impl MetadataStore for HangingMetadata {
         &self,
         table_id: TableId,
     ) -> Result<Option<VersionedTableRoute>, MetadataError> {
-        if self.hang.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
+        while self.hang.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.inner.table_route(table_id).await
     }
@@ -177,6 +177,34 @@ async fn shutdown_stops_a_procedure_whose_metadata_call_hangs() {
     // The migration is still open in the log, for the next open to resume.
     let events = load_procedure(engine.log(), id).unwrap();
     assert!(!events.iter().any(|timed| timed.event.is_terminal()));
+}
+
+/// Issue 15: a cancel is answered at once while a route read hangs (a read changes
+/// nothing, so it is dropped), and the migration rolls back once the store answers again.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_is_answered_at_once_while_a_route_read_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let hanging = hanging_metadata();
+    let ports = hanging_engine_ports(&hanging, ScriptedMailbox::new());
+    let engine = Engine::open(dir.path(), config(), ports).await.unwrap();
+    let id = submit(&engine, REGION).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cancel = engine.cancel(id, "oncall", "store is slow");
+    tokio::time::timeout(Duration::from_secs(1), cancel)
+        .await
+        .expect("the cancel is answered while the read hangs")
+        .expect("a cancel before the new route is taken");
+    hanging.hang.store(false, Ordering::SeqCst);
+    let state = tokio::time::timeout(Duration::from_secs(60), engine.wait(id))
+        .await
+        .expect("the migration ends once the store answers")
+        .unwrap();
+    assert_eq!(state.outcome, Some(regmig::migration::Outcome::Aborted));
+    assert_eq!(
+        state.cancelled_by,
+        Some(("oncall".to_string(), "store is slow".to_string()))
+    );
+    engine.shutdown().await;
 }
 
 /// A datanode transport that never answers and ignores the timeout it is given.
@@ -461,4 +489,60 @@ async fn history_and_audit_are_engine_methods_with_typed_ids() {
         .await
         .unwrap();
     assert!(none.is_empty());
+}
+
+/// Writes what a tracing subscriber prints into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Issue 15: the submit line sits inside the procedure's span, with the same field names as
+/// every other line of that migration (`procedure_id`, `region`).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn every_line_of_a_migration_is_in_its_span_with_the_same_field_names() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports(
+        ScriptedMailbox::new(),
+        one_table(),
+        TokioClock::new(EPOCH_BASE_MS),
+    );
+    let engine = Engine::open(dir.path(), config(), ports).await.unwrap();
+    let id = submit(&engine, REGION).await;
+    engine.wait(id).await.unwrap();
+    engine.shutdown().await;
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let span = format!("procedure{{procedure_id={id} region={REGION}}}");
+    let submitted = text
+        .lines()
+        .find(|line| line.contains("migration submitted"))
+        .unwrap_or_else(|| panic!("no submit line in:\n{text}"));
+    assert!(submitted.contains(&span), "{submitted}");
+    let lines_of_it: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(&id.to_string()))
+        .collect();
+    assert!(lines_of_it.len() > 3, "{text}");
+    assert!(
+        lines_of_it.iter().all(|line| line.contains(&span)),
+        "every line naming the procedure is in its span:\n{}",
+        lines_of_it.join("\n")
+    );
+    assert!(!text.contains(" id="), "no bare `id` field:\n{text}");
 }

@@ -17,6 +17,12 @@
 //! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
 //! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
 //! in another (the benchmark's snapshot baselines do).
+//!
+//! # Tracing
+//! Every line about one migration is inside its `procedure` span, from the submit on, with
+//! the fields `procedure_id` (the uuid) and `region` (`T:N`); each decision runs in a `step`
+//! span (`state`, `action`). Lines about a batch carry `batch_id`. Peers are `from`, `to`
+//! and `peer` (datanode ids).
 
 mod locks;
 pub mod metrics;
@@ -616,7 +622,13 @@ impl Engine {
             state.apply(now_ms, event);
             self.inner.after_append(procedure_id, seq, now_ms, event);
         }
-        info!(%procedure_id, region = %region_id, from = request.from_peer.id, to = request.to_peer.id, "migration submitted");
+        procedure::procedure_span(procedure_id, &region_id.to_string()).in_scope(|| {
+            info!(
+                from = request.from_peer.id,
+                to = request.to_peer.id,
+                "migration submitted"
+            )
+        });
         self.spawn(
             procedure_id,
             state,
@@ -627,6 +639,16 @@ impl Engine {
     }
 
     /// Asks a running procedure to cancel; it rolls back unless the new route is written.
+    ///
+    /// The answer comes as soon as the procedure sees the request: at once while it waits
+    /// for a datanode, a backoff, a lease or a metadata read (the wait or read is dropped;
+    /// instructions are idempotent and reads change nothing). A route compare-and-swap in
+    /// flight is the one exception: the cancel is answered when the store answers it,
+    /// because whether the new route was written decides between rollback and refusal, and
+    /// a write abandoned half-way could still land after a rollback.
+    ///
+    /// Errors: [`EngineError::CancelRefused`] (the new route is written, or the procedure is
+    /// not running in this engine, with the reason), [`EngineError::NotRunning`].
     pub async fn cancel(
         &self,
         procedure_id: Uuid,
