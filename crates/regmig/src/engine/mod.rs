@@ -31,6 +31,7 @@ mod retention;
 pub mod store;
 pub mod stream;
 mod submit;
+mod summary;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,7 @@ pub use stream::{EngineEvents, LoggedEvent, ProcedureEvents};
 pub use submit::{
     BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitError, SubmitOutcome,
 };
+pub use summary::MigrationSummary;
 
 use crate::cluster::Ports;
 use crate::domain::{PeerId, RegionId};
@@ -164,6 +166,15 @@ pub enum EngineError {
     NotRunning {
         /// The procedure.
         procedure_id: Uuid,
+    },
+    /// A procedure's history breaks an assumption of the model (e.g. it does not start with
+    /// its submit), so there is no summary to give.
+    #[error("migration {procedure_id} has a history this version cannot read: {error}")]
+    BrokenHistory {
+        /// The procedure.
+        procedure_id: Uuid,
+        /// The first broken assumption.
+        error: crate::migration::FoldError,
     },
     /// The engine is shutting down and takes no new work.
     #[error("the engine is shutting down")]
@@ -661,7 +672,7 @@ impl Engine {
             .get(&procedure_id)
             .map(|r| r.control.clone());
         let Some(control) = control else {
-            let state = self.get(procedure_id).await?;
+            let state = self.state(procedure_id).await?;
             let refusal = crate::migration::check_cancel(&state)
                 .err()
                 .unwrap_or_else(|| "it is not running in this engine".to_string());
@@ -684,8 +695,16 @@ impl Engine {
             .map_err(|_| EngineError::NotRunning { procedure_id })?
     }
 
-    /// Waits until a procedure finishes; returns its final state.
-    pub async fn wait(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
+    /// Waits until a procedure finishes; returns its summary then.
+    ///
+    /// Errors: [`EngineError::UnknownProcedure`], [`EngineError::NotRunning`] (it is
+    /// unfinished and nothing in this engine runs it, e.g. after a halt).
+    pub async fn wait(&self, procedure_id: Uuid) -> Result<MigrationSummary, EngineError> {
+        let state = self.wait_state(procedure_id).await?;
+        summary_of(procedure_id, &state)
+    }
+
+    async fn wait_state(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
         let outcome = self
             .inner
             .running()
@@ -694,22 +713,30 @@ impl Engine {
         if let Some(mut outcome) = outcome {
             let finished = outcome.wait_for(|outcome| outcome.is_some()).await.is_ok();
             if !finished || self.inner.halted() {
-                let state = self.get(procedure_id).await?;
+                let state = self.state(procedure_id).await?;
                 if !state.is_finished() {
                     return Err(EngineError::NotRunning { procedure_id });
                 }
                 return Ok(state);
             }
         }
-        let state = self.get(procedure_id).await?;
+        let state = self.state(procedure_id).await?;
         if !state.is_finished() && !self.inner.running().contains_key(&procedure_id) {
             return Err(EngineError::NotRunning { procedure_id });
         }
         Ok(state)
     }
 
-    /// A procedure's current state, folded from its log (read off the async threads).
-    pub async fn get(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
+    /// A procedure's summary now, folded from its log (read off the async threads).
+    ///
+    /// Errors: [`EngineError::UnknownProcedure`], or the log's error.
+    pub async fn get(&self, procedure_id: Uuid) -> Result<MigrationSummary, EngineError> {
+        let state = self.state(procedure_id).await?;
+        summary_of(procedure_id, &state)
+    }
+
+    /// A procedure's folded state (the model's view, for the engine itself).
+    async fn state(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
         let log = self.inner.log.clone();
         let events = tokio::task::spawn_blocking(move || load_procedure(&log, procedure_id))
             .await
@@ -910,4 +937,15 @@ impl Drop for Inner {
             open.remove(&key);
         }
     }
+}
+
+/// The summary of a folded procedure; a history that breaks the model's assumptions has none.
+fn summary_of(procedure_id: Uuid, state: &MigrationState) -> Result<MigrationSummary, EngineError> {
+    if let Some(error) = &state.broken {
+        return Err(EngineError::BrokenHistory {
+            procedure_id,
+            error: error.clone(),
+        });
+    }
+    MigrationSummary::of(procedure_id, state).ok_or(EngineError::UnknownProcedure { procedure_id })
 }
