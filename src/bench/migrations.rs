@@ -191,10 +191,8 @@ pub async fn engine_migration(
     from: PeerId,
     to: PeerId,
 ) -> Result<MigrationSummary, BenchError> {
-    let request = MigrationRequest {
-        trigger: "bench".to_string(),
-        ..MigrationRequest::new(region, Peer::sim(from), Peer::sim(to))
-    };
+    let request =
+        MigrationRequest::new(region, Peer::sim(from), Peer::sim(to)).with_trigger("bench");
     let procedure_id = match engine.submit(request).await? {
         SubmitOutcome::Started(procedure_id) => procedure_id,
         SubmitOutcome::AlreadyMigrated => {

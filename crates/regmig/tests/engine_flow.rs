@@ -29,10 +29,7 @@ fn config() -> EngineConfig {
 }
 
 fn request(timeout_ms: u64) -> MigrationRequest {
-    MigrationRequest {
-        timeout_ms,
-        ..MigrationRequest::new(REGION, Peer::sim(1), Peer::sim(2))
-    }
+    MigrationRequest::new(REGION, Peer::sim(1), Peer::sim(2)).with_timeout_ms(timeout_ms)
 }
 
 async fn submit(engine: &Engine, request: MigrationRequest) -> Uuid {

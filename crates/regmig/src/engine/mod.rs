@@ -49,7 +49,8 @@ pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver
 pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
 pub use stream::{EngineEvents, LoggedEvent, ProcedureEvents};
 pub use submit::{
-    BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitError, SubmitOutcome,
+    BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitContext, SubmitError,
+    SubmitOutcome,
 };
 pub use summary::MigrationSummary;
 
