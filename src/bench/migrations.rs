@@ -21,7 +21,7 @@ use regmig::cluster::sled_store::SledMetadataStore;
 use regmig::cluster::{MetadataStore, Ports};
 use regmig::domain::{Peer, PeerId, RegionId};
 use regmig::engine::{
-    AppendMode, Engine, EngineConfig, LockTable, MigrationRequest, SubmitOutcome,
+    AppendMode, Engine, EngineConfig, LockTable, MigrationRequest, MigrationSummary, SubmitOutcome,
 };
 use regmig::log::{EventLog, LogOptions};
 use regmig::migration::{MigrationState, Outcome};
@@ -190,11 +190,9 @@ pub async fn engine_migration(
     region: RegionId,
     from: PeerId,
     to: PeerId,
-) -> Result<MigrationState, BenchError> {
-    let request = MigrationRequest {
-        trigger: "bench".to_string(),
-        ..MigrationRequest::new(region, Peer::sim(from), Peer::sim(to))
-    };
+) -> Result<MigrationSummary, BenchError> {
+    let request =
+        MigrationRequest::new(region, Peer::sim(from), Peer::sim(to)).with_trigger("bench");
     let procedure_id = match engine.submit(request).await? {
         SubmitOutcome::Started(procedure_id) => procedure_id,
         SubmitOutcome::AlreadyMigrated => {
@@ -203,8 +201,9 @@ pub async fn engine_migration(
             )))
         }
     };
-    let state = engine.wait(procedure_id).await?;
-    completed(procedure_id, region, state)
+    let summary = engine.wait(procedure_id).await?;
+    completed(procedure_id, region, summary.outcome, &summary.final_error)?;
+    Ok(summary)
 }
 
 /// Runs one migration through `decide` with a snapshot store at the given persist points.
@@ -223,38 +222,40 @@ pub async fn snapshot_migration(
     let procedure_id = driver::procedure_id(ports);
     let mut recorder = SnapshotRecorder::new(store, points);
     let state = drive(ports, locks, procedure_id, submitted, &mut recorder).await?;
-    completed(procedure_id, region, state)
+    completed(procedure_id, region, state.outcome, &state.final_error)?;
+    Ok(state)
 }
 
 fn completed(
     procedure_id: uuid::Uuid,
     region: RegionId,
-    state: MigrationState,
-) -> Result<MigrationState, BenchError> {
-    if state.outcome == Some(Outcome::Completed) {
-        return Ok(state);
+    outcome: Option<Outcome>,
+    final_error: &Option<String>,
+) -> Result<(), BenchError> {
+    if outcome == Some(Outcome::Completed) {
+        return Ok(());
     }
     Err(BenchError::NotCompleted {
         procedure_id,
         region: region.to_string(),
-        outcome: state
-            .outcome
+        outcome: outcome
             .map(|outcome| outcome.name().to_string())
             .unwrap_or_else(|| "unfinished".to_string()),
-        error: state.final_error.unwrap_or_default(),
+        error: final_error.clone().unwrap_or_default(),
     })
 }
 
 /// Runs `workers` loops, worker `i` migrating region `i` back and forth; returns the
 /// migrations completed and the time from start to the last completion.
-async fn run_workers<F, Fut>(
+async fn run_workers<F, Fut, T>(
     workers: usize,
     length: RunLength,
     migrate: F,
 ) -> Result<(u64, Duration), BenchError>
 where
     F: Fn(RegionId, PeerId, PeerId) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<MigrationState, BenchError>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, BenchError>> + Send + 'static,
+    T: Send + 'static,
 {
     let migrate = Arc::new(migrate);
     let started = Instant::now();

@@ -454,14 +454,12 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                 }
                 say(format!("  as {} batches", batches.len()));
                 for ((from, to, _table), regions) in batches {
-                    let batch = BatchRequest {
-                        trigger: trigger.clone(),
-                        ..BatchRequest::new(
-                            regions,
-                            regmig::domain::Peer::sim(from),
-                            regmig::domain::Peer::sim(to),
-                        )
-                    }
+                    let batch = BatchRequest::new(
+                        regions,
+                        regmig::domain::Peer::sim(from),
+                        regmig::domain::Peer::sim(to),
+                    )
+                    .with_trigger(trigger.clone())
                     .by(args.actor.as_str(), phase.reason(&config));
                     match engine.submit_batch(batch).await {
                         Ok(submitted) => {
@@ -481,14 +479,12 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                 }
             }
             for (region_id, from, to) in moves.iter().filter(|_| phase != Phase::Evacuate) {
-                let request = MigrationRequest {
-                    trigger: trigger.clone(),
-                    ..MigrationRequest::new(
-                        *region_id,
-                        regmig::domain::Peer::sim(*from),
-                        regmig::domain::Peer::sim(*to),
-                    )
-                }
+                let request = MigrationRequest::new(
+                    *region_id,
+                    regmig::domain::Peer::sim(*from),
+                    regmig::domain::Peer::sim(*to),
+                )
+                .with_trigger(trigger.clone())
                 .by(args.actor.as_str(), phase.reason(&config));
                 match engine.submit(request).await {
                     Ok(SubmitOutcome::Started(id)) => ids.push(id),

@@ -572,6 +572,7 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
             }),
             MigrationEvent::ReplyReceived { .. }
             | MigrationEvent::MailboxTimedOut { .. }
+            | MigrationEvent::InstructionExpired { .. }
             | MigrationEvent::PeerUnreachable { .. } => {
                 let asked = instructions
                     .iter_mut()
@@ -582,6 +583,7 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
                         reply_result(asked.as_ref().map(|sent| sent.instruction), reply)
                     }
                     MigrationEvent::MailboxTimedOut { .. } => ("timeout", None),
+                    MigrationEvent::InstructionExpired { .. } => ("expired", None),
                     _ => ("unreachable", None),
                 };
                 if let Some(sent) = asked {

@@ -226,6 +226,20 @@ struct Shared {
     partitions: BTreeMap<PeerId, Vec<(u64, Option<u64>)>>,
 }
 
+/// Runs the invariant checks and the write-availability measure on what changed in the data
+/// plane since they last ran (and on the leases that ran out).
+fn observe_plane(
+    plane: &mut DataPlane,
+    checker: &mut InvariantChecker,
+    availability: &mut WriteAvailability,
+    now_ms: u64,
+    trace: &mut EventTrace,
+) {
+    let changed = plane.take_changed();
+    checker.observe(plane, &changed, now_ms, trace);
+    availability.observe(plane, &changed, now_ms);
+}
+
 impl Shared {
     fn observe(&mut self, now_ms: u64) {
         let Shared {
@@ -235,8 +249,7 @@ impl Shared {
             availability,
             ..
         } = self;
-        checker.observe(plane, now_ms, trace);
-        availability.observe(plane, now_ms);
+        observe_plane(plane, checker, availability, now_ms, trace);
     }
 
     /// Whether the control plane is cut off from `peer` at `at_ms`.
@@ -1214,8 +1227,7 @@ impl SimCluster {
                 for note in notes {
                     trace.push(now_ms, note);
                 }
-                checker.observe(plane, now_ms, trace);
-                availability.observe(plane, now_ms);
+                observe_plane(plane, checker, availability, now_ms, trace);
                 Some(reply)
             }
         };

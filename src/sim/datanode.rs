@@ -47,7 +47,7 @@
 //!
 //! Scripted replies ([`ScriptedReply`]) replace this, one per instruction received.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use regmig::domain::{Instruction, InstructionKind, PeerId, RegionId, RegionRoute, Reply, WalKind};
@@ -459,6 +459,10 @@ pub struct DataPlane {
     /// How fast a flush writes the unflushed entries out, per virtual second (0: the
     /// default, [`FLUSH_WRITES_PER_SECOND_DEFAULT`]).
     pub flush_writes_per_second: u64,
+    /// Regions whose writers may have changed (a replica, its datanode or the region's WAL
+    /// changed) since [`DataPlane::take_changed`] last ran: the invariant checks look at
+    /// these, and at regions whose leases ran out, instead of every region each time.
+    changed: BTreeSet<RegionId>,
 }
 
 /// A reply of `kind` that reports `text` as an error.
@@ -530,6 +534,12 @@ impl DataPlane {
         }
     }
 
+    /// The regions whose writers may have changed since the last call (see the field), and
+    /// forgets them. Writes never change writers, so the workload marks nothing.
+    pub fn take_changed(&mut self) -> BTreeSet<RegionId> {
+        std::mem::take(&mut self.changed)
+    }
+
     /// Adds a live datanode with no replicas (no-op if it exists).
     pub fn add_datanode(&mut self, peer: PeerId) {
         self.datanodes.entry(peer).or_insert_with(|| Datanode {
@@ -552,6 +562,7 @@ impl DataPlane {
         lease_deadline_ms: u64,
     ) {
         let acked = EntrySet::prefix(last_entry_id);
+        self.changed.insert(region_id);
         self.regions.insert(
             region_id,
             RegionWal {
@@ -688,6 +699,7 @@ impl DataPlane {
         if !datanode.alive {
             return (renewed, notes);
         }
+        self.changed.extend(datanode.replicas.keys().copied());
         for (&region_id, replica) in datanode.replicas.iter_mut() {
             let route = routes.get(&region_id);
             let named_leader = route.and_then(RegionRoute::leader_id) == Some(peer);
@@ -738,6 +750,7 @@ impl DataPlane {
         }
         datanode.alive = false;
         datanode.incarnation = datanode.incarnation.saturating_add(1);
+        self.changed.extend(datanode.replicas.keys().copied());
         notes.push(format!("crash {peer}"));
         for (region_id, replica) in datanode.replicas.iter_mut() {
             if replica.role != Role::Follower {
@@ -759,6 +772,7 @@ impl DataPlane {
         match self.datanodes.get_mut(&peer) {
             Some(datanode) if !datanode.alive => {
                 datanode.alive = true;
+                self.changed.extend(datanode.replicas.keys().copied());
                 vec![format!("restart {peer}")]
             }
             _ => Vec::new(),
@@ -776,6 +790,7 @@ impl DataPlane {
     ) -> (Received, Vec<String>) {
         let kind = instruction.kind();
         let mut notes = Vec::new();
+        self.changed.insert(instruction.region_id());
         let received = match script {
             None => self.perform(peer, instruction, false, None, now_ms, &mut notes),
             Some(ScriptedReply::Ok) => {
@@ -1081,6 +1096,7 @@ impl DataPlane {
         now_ms: u64,
         notes: &mut Vec<String>,
     ) -> Reply {
+        self.changed.insert(completion.region_id);
         self.promote(
             peer,
             completion.region_id,

@@ -9,7 +9,7 @@
 //! 3. No region is left Downgrading after its migration ends: the cluster lists such regions
 //!    ([`super::cluster::SimCluster::downgrading_regions`]) and the runner checks them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use super::datanode::DataPlane;
@@ -123,6 +123,42 @@ pub struct InvariantChecker {
     lost_writes: Vec<Violation>,
     /// The datanodes accepting writes per region when last observed.
     writers: BTreeMap<RegionId, Vec<PeerId>>,
+    /// When each region's writers change on their own: the first lease of a writer to run
+    /// out.
+    lease_ends: LeaseSchedule,
+}
+
+/// When each region must be looked at again because a lease runs out, so an observation
+/// looks only at the regions that changed and those whose time came, not at every region.
+#[derive(Debug, Clone, Default)]
+struct LeaseSchedule {
+    due: BTreeSet<(u64, RegionId)>,
+    by_region: BTreeMap<RegionId, u64>,
+}
+
+impl LeaseSchedule {
+    /// Looks at `region_id` again once `at_ms` is reached (`None`: only when it changes).
+    fn set(&mut self, region_id: RegionId, at_ms: Option<u64>) {
+        if let Some(previous) = self.by_region.remove(&region_id) {
+            self.due.remove(&(previous, region_id));
+        }
+        if let Some(at_ms) = at_ms {
+            self.due.insert((at_ms, region_id));
+            self.by_region.insert(region_id, at_ms);
+        }
+    }
+
+    /// `changed` and every region whose time came by `now_ms`, in region order.
+    fn regions_to_observe(&self, changed: &BTreeSet<RegionId>, now_ms: u64) -> BTreeSet<RegionId> {
+        let mut regions = changed.clone();
+        regions.extend(
+            self.due
+                .iter()
+                .take_while(|(at_ms, _)| *at_ms <= now_ms)
+                .map(|(_, region_id)| *region_id),
+        );
+        regions
+    }
 }
 
 impl InvariantChecker {
@@ -131,11 +167,24 @@ impl InvariantChecker {
         Self::default()
     }
 
-    /// Checks "at most one writer per region" at `now_ms`. Changes of a region's writers are
-    /// traced; a region that goes from at most one writer to several records one violation.
-    pub fn observe(&mut self, plane: &DataPlane, now_ms: u64, trace: &mut EventTrace) {
-        for &region_id in plane.regions.keys() {
+    /// Checks "at most one writer per region" at `now_ms`, for the regions in `changed`
+    /// (from [`DataPlane::take_changed`]) and those a writer's lease ran out for since (the
+    /// only ways writers change). Changes of a region's writers are traced; a region that
+    /// goes from at most one writer to several records one violation.
+    pub fn observe(
+        &mut self,
+        plane: &DataPlane,
+        changed: &BTreeSet<RegionId>,
+        now_ms: u64,
+        trace: &mut EventTrace,
+    ) {
+        for region_id in self.lease_ends.regions_to_observe(changed, now_ms) {
             let writers = plane.writers(region_id, now_ms);
+            let first_lease_end_ms = writers
+                .iter()
+                .filter_map(|&peer| plane.replica(peer, region_id)?.lease_deadline_ms)
+                .min();
+            self.lease_ends.set(region_id, first_lease_end_ms);
             let previous = self.writers.get(&region_id).cloned().unwrap_or_default();
             if previous == writers {
                 continue;
@@ -246,6 +295,8 @@ impl InvariantChecker {
 #[derive(Debug, Clone, Default)]
 pub struct WriteAvailability {
     regions: BTreeMap<RegionId, RegionAvailability>,
+    /// When each region's writability can change on its own: the last lease to run out.
+    lease_ends: LeaseSchedule,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -264,14 +315,16 @@ impl WriteAvailability {
         Self::default()
     }
 
-    /// Records the regions' writability at `now_ms` (after a change of the data plane).
-    pub fn observe(&mut self, plane: &DataPlane, now_ms: u64) {
-        for &region_id in plane.regions.keys() {
+    /// Records the writability at `now_ms` (after a change of the data plane) of the
+    /// regions in `changed` and of those whose last lease ran out since.
+    pub fn observe(&mut self, plane: &DataPlane, changed: &BTreeSet<RegionId>, now_ms: u64) {
+        for region_id in self.lease_ends.regions_to_observe(changed, now_ms) {
             let writable_until_ms = plane
                 .writers(region_id, now_ms)
                 .into_iter()
                 .filter_map(|peer| plane.replica(peer, region_id)?.lease_deadline_ms)
                 .max();
+            self.lease_ends.set(region_id, writable_until_ms);
             let region = self.regions.entry(region_id).or_default();
             if let Some(until_ms) = region.writable_until_ms {
                 if until_ms <= now_ms {
@@ -340,6 +393,12 @@ mod tests {
         }
     }
 
+    /// Every region: the tests below change the plane's fields directly, so they name what
+    /// changed themselves.
+    fn every_region(plane: &DataPlane) -> BTreeSet<RegionId> {
+        plane.regions.keys().copied().collect()
+    }
+
     #[test]
     fn sim_two_writers_record_one_violation_with_context() {
         let region_id = RegionId::new(7, 1);
@@ -347,7 +406,7 @@ mod tests {
         plane.add_region(region_id, WalKind::Local, 5, 1, &[2], 10_000);
         let mut trace = EventTrace::new();
         let mut checker = InvariantChecker::new();
-        checker.observe(&plane, 0, &mut trace);
+        checker.observe(&plane, &every_region(&plane), 0, &mut trace);
         assert!(checker.violations().is_empty());
         if let Some(replica) = plane
             .datanodes
@@ -358,8 +417,8 @@ mod tests {
             replica.lease_deadline_ms = Some(9_000);
         }
         trace.push(5, "something");
-        checker.observe(&plane, 10, &mut trace);
-        checker.observe(&plane, 20, &mut trace);
+        checker.observe(&plane, &every_region(&plane), 10, &mut trace);
+        checker.observe(&plane, &every_region(&plane), 20, &mut trace);
         let violations = checker.violations();
         assert_eq!(violations.len(), 1);
         assert_eq!(violations[0].at_ms, 10);
@@ -385,7 +444,7 @@ mod tests {
         let mut plane = DataPlane::new(SimOptions::default());
         plane.add_region(region_id, WalKind::Local, 5, 1, &[2], 10_000);
         let mut availability = WriteAvailability::new();
-        availability.observe(&plane, 0);
+        availability.observe(&plane, &every_region(&plane), 0);
         assert_eq!(availability.longest_unwritable_ms(region_id, 0, 9_000), 0);
         // The lease runs out at 10 s with nobody observing; peer 2 leads from 13 s.
         if let Some(replica) = plane
@@ -396,7 +455,7 @@ mod tests {
             replica.role = Role::Leader;
             replica.lease_deadline_ms = Some(23_000);
         }
-        availability.observe(&plane, 13_000);
+        availability.observe(&plane, &every_region(&plane), 13_000);
         assert_eq!(
             availability.longest_unwritable_ms(region_id, 0, 20_000),
             3_000
@@ -406,7 +465,7 @@ mod tests {
             2_000
         );
         // Peer 2's lease is never renewed: unwritable from 23 s on, counted to the window's end.
-        availability.observe(&plane, 30_000);
+        availability.observe(&plane, &every_region(&plane), 30_000);
         assert_eq!(
             availability.longest_unwritable_ms(region_id, 0, 40_000),
             17_000
@@ -439,5 +498,134 @@ mod tests {
             checker.violations()[0].message,
             "the route's leader (peer 3) has no replica: all 8 acknowledged writes are lost"
         );
+    }
+
+    /// One step of the data plane in [`observing_what_changed_equals_observing_everything`].
+    #[derive(Debug, Clone)]
+    enum PlaneStep {
+        Advance(u64),
+        Heartbeat(PeerId, Option<PeerId>, bool),
+        Crash(PeerId),
+        Restart(PeerId),
+        Send(PeerId, u32, u8),
+        CompleteUpgrade(PeerId, u32),
+    }
+
+    fn plane_step() -> impl proptest::strategy::Strategy<Value = PlaneStep> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1u64..8_000).prop_map(PlaneStep::Advance),
+            (1u64..4, proptest::option::of(1u64..4), any::<bool>()).prop_map(
+                |(peer, leader, downgrading)| PlaneStep::Heartbeat(peer, leader, downgrading)
+            ),
+            (1u64..4).prop_map(PlaneStep::Crash),
+            (1u64..4).prop_map(PlaneStep::Restart),
+            (1u64..4, 1u32..4, 0u8..5)
+                .prop_map(|(peer, number, kind)| PlaneStep::Send(peer, number, kind)),
+            (1u64..4, 1u32..4).prop_map(|(peer, number)| PlaneStep::CompleteUpgrade(peer, number)),
+        ]
+    }
+
+    fn instruction(region_id: RegionId, kind: u8) -> regmig::domain::Instruction {
+        use regmig::domain::Instruction;
+        match kind {
+            0 => Instruction::OpenRegion {
+                region_id,
+                engine: "mito".to_string(),
+                storage_path: "p".to_string(),
+                region_options: BTreeMap::new(),
+                region_wal_options: BTreeMap::new(),
+                skip_wal_replay: false,
+            },
+            1 => Instruction::DowngradeRegion {
+                region_id,
+                flush_timeout_ms: 1_000,
+                reject_write: true,
+            },
+            2 => Instruction::UpgradeRegion {
+                region_id,
+                last_entry_id: None,
+                replay_timeout_ms: 1_000,
+                location_id: None,
+            },
+            3 => Instruction::FlushRegion {
+                region_id,
+                timeout_ms: 1_000,
+            },
+            _ => Instruction::CloseRegion { region_id },
+        }
+    }
+
+    proptest::proptest! {
+        /// The incremental observation (what the plane says changed, plus leases that ran
+        /// out) traces, flags and measures exactly what looking at every region each time
+        /// does, whatever the plane goes through.
+        #[test]
+        fn observing_what_changed_equals_observing_everything(
+            steps in proptest::collection::vec(plane_step(), 1..60)
+        ) {
+            let regions: Vec<RegionId> = (1..4).map(|number| RegionId::new(7, number)).collect();
+            let mut plane = DataPlane::new(SimOptions::default());
+            for (index, &region_id) in regions.iter().enumerate() {
+                let leader = index as PeerId % 3 + 1;
+                plane.add_region(region_id, WalKind::Local, 5, leader, &[leader % 3 + 1], 10_000);
+            }
+            let (mut fast, mut full) = (
+                (InvariantChecker::new(), WriteAvailability::new(), EventTrace::new()),
+                (InvariantChecker::new(), WriteAvailability::new(), EventTrace::new()),
+            );
+            let mut now_ms = 0;
+            for step in steps {
+                match step {
+                    PlaneStep::Advance(ms) => now_ms += ms,
+                    PlaneStep::Heartbeat(peer, leader, downgrading) => {
+                        let routes = regions
+                            .iter()
+                            .map(|&region_id| {
+                                let mut route = route(region_id, leader.unwrap_or(0));
+                                if leader.is_none() {
+                                    route.leader_peer = None;
+                                }
+                                route.leader_state =
+                                    downgrading.then_some(regmig::domain::LeaderState::Downgrading);
+                                (region_id, route)
+                            })
+                            .collect();
+                        plane.heartbeat(peer, &routes, now_ms);
+                    }
+                    PlaneStep::Crash(peer) => {
+                        plane.crash(peer);
+                    }
+                    PlaneStep::Restart(peer) => {
+                        plane.restart(peer);
+                    }
+                    PlaneStep::Send(peer, number, kind) => {
+                        let region_id = RegionId::new(7, number);
+                        plane.receive(peer, &instruction(region_id, kind), None, now_ms);
+                    }
+                    PlaneStep::CompleteUpgrade(peer, number) => {
+                        let completion = crate::sim::datanode::Completion {
+                            region_id: RegionId::new(7, number),
+                            target_entry_id: 5,
+                        };
+                        plane.complete_upgrade(peer, completion, now_ms, &mut Vec::new());
+                    }
+                }
+                let changed = plane.take_changed();
+                fast.0.observe(&plane, &changed, now_ms, &mut fast.2);
+                fast.1.observe(&plane, &changed, now_ms);
+                let every = every_region(&plane);
+                full.0.observe(&plane, &every, now_ms, &mut full.2);
+                full.1.observe(&plane, &every, now_ms);
+                proptest::prop_assert_eq!(fast.2.last(usize::MAX), full.2.last(usize::MAX));
+                proptest::prop_assert_eq!(fast.0.violations(), full.0.violations());
+                for &region_id in &regions {
+                    proptest::prop_assert_eq!(
+                        fast.1.longest_unwritable_ms(region_id, 0, now_ms),
+                        full.1.longest_unwritable_ms(region_id, 0, now_ms)
+                    );
+                }
+            }
+        }
     }
 }

@@ -16,13 +16,13 @@ use super::cluster::{ClusterSetup, RegionSetup, SetupError, SimCluster, TableSet
 use super::datanode::SimOptions;
 use super::scenario::{
     check_expectations, sent_key, CrashTrigger, FaultSpec, InvariantsResult, MigrationResult,
-    RegionResult, Scenario, ScenarioOutcome,
+    MigrationSpec, RegionResult, Scenario, ScenarioOutcome,
 };
 use regmig::cluster::Clock;
 use regmig::domain::{RegionId, RegionRoute};
 use regmig::engine::{
     load_procedure, AppendMode, BatchRegionStart, BatchRequest, Engine, EngineConfig, EngineError,
-    MigrationRequest, SubmitError, SubmitOutcome,
+    MigrationRequest, SubmitContext, SubmitError, SubmitOutcome,
 };
 use regmig::log::{encode_record, Durability, EventLog, LogError, LogOptions};
 use regmig::migration::{BatchOutcome, MigrationEvent, MigrationState, Outcome, TimedEvent};
@@ -261,6 +261,16 @@ async fn all_finished(engine: &Engine, ids: &[Uuid]) {
     }
 }
 
+/// Who and why a scenario's migration records, with its budget.
+fn scenario_context(spec: &MigrationSpec) -> SubmitContext {
+    SubmitContext {
+        timeout_ms: spec.timeout_ms,
+        trigger: "scenario".to_string(),
+        reason: spec.reason.clone(),
+        actor: spec.actor.clone(),
+    }
+}
+
 async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, RunError> {
     // A temporary directory is removed when this returns, unless a failed run keeps it.
     let mut temporary = None;
@@ -389,10 +399,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
             let spec = &scenario.migrations[index];
             if !spec.regions.is_empty() {
                 let batch = BatchRequest {
-                    timeout_ms: spec.timeout_ms,
-                    trigger: "scenario".to_string(),
-                    reason: spec.reason.clone(),
-                    actor: spec.actor.clone(),
+                    context: scenario_context(spec),
                     ..BatchRequest::new(
                         spec.regions.clone(),
                         regmig::domain::Peer::sim(spec.from),
@@ -411,10 +418,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                 continue;
             }
             let request = MigrationRequest {
-                timeout_ms: spec.timeout_ms,
-                trigger: "scenario".to_string(),
-                reason: spec.reason.clone(),
-                actor: spec.actor.clone(),
+                context: scenario_context(spec),
                 ..MigrationRequest::new(
                     spec.region,
                     regmig::domain::Peer::sim(spec.from),

@@ -92,11 +92,14 @@ async fn every_region_of_a_batch_moves_as_its_own_procedure_of_the_batch() {
         let id = started(start);
         let state = engine.wait(id).await.expect("finishes");
         assert_eq!(state.outcome, Some(Outcome::Completed));
-        let batch = state.batch.expect("a region of a batch");
-        assert_eq!(batch.batch_id, submitted.batch_id);
-        assert_eq!(batch.regions, vec![region(1), region(2), region(3)]);
+        assert_eq!(state.batch_id, Some(submitted.batch_id));
         let events = regmig::engine::load_procedure(engine.log(), id).expect("loads");
         assert!(matches!(events[0].event, MigrationEvent::Submitted { .. }));
+        let batch = regmig::migration::fold(&events)
+            .batch
+            .expect("a region of a batch");
+        assert_eq!(batch.batch_id, submitted.batch_id);
+        assert_eq!(batch.regions, vec![region(1), region(2), region(3)]);
         assert!(matches!(
             events[1].event,
             MigrationEvent::BatchJoined { .. }
@@ -248,8 +251,8 @@ async fn start_ends_a_region_already_on_the_target_and_aborts_one_of_another_lea
         outcomes.push(state.outcome);
         paths.push(
             state
-                .collapsed_path()
-                .into_iter()
+                .path
+                .iter()
                 .map(|state| state.name())
                 .collect::<Vec<_>>(),
         );

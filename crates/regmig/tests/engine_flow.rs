@@ -12,11 +12,11 @@ use regmig::cluster::memory::MemoryMetadataStore;
 use regmig::cluster::{Ports, SystemClock, TokioClock};
 use regmig::domain::*;
 use regmig::engine::{
-    encode_events, load_procedure, AppendMode, Engine, EngineConfig, MigrationRequest, SubmitError,
-    SubmitOutcome,
+    encode_events, load_procedure, AppendMode, Engine, EngineConfig, MigrationRequest,
+    MigrationSummary, SubmitError, SubmitOutcome,
 };
 use regmig::log::{AppendRequest, EventLog, LogOptions, NewEvent, OpenProcedure};
-use regmig::migration::{MigrationEvent, MigrationState, Outcome, StateName, TimedEvent};
+use regmig::migration::{MigrationEvent, Outcome, StateName, TimedEvent};
 use uuid::Uuid;
 
 const REGION: RegionId = RegionId(4398046511105); // 1024:1
@@ -29,10 +29,7 @@ fn config() -> EngineConfig {
 }
 
 fn request(timeout_ms: u64) -> MigrationRequest {
-    MigrationRequest {
-        timeout_ms,
-        ..MigrationRequest::new(REGION, Peer::sim(1), Peer::sim(2))
-    }
+    MigrationRequest::new(REGION, Peer::sim(1), Peer::sim(2)).with_timeout_ms(timeout_ms)
 }
 
 async fn submit(engine: &Engine, request: MigrationRequest) -> Uuid {
@@ -42,12 +39,8 @@ async fn submit(engine: &Engine, request: MigrationRequest) -> Uuid {
     }
 }
 
-fn path(state: &MigrationState) -> Vec<&'static str> {
-    state
-        .collapsed_path()
-        .into_iter()
-        .map(StateName::name)
-        .collect()
+fn path(summary: &MigrationSummary) -> Vec<&'static str> {
+    summary.path.iter().copied().map(StateName::name).collect()
 }
 
 const FULL_PATH: [&str; 9] = [

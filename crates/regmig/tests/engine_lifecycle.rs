@@ -99,7 +99,7 @@ async fn dropping_the_engine_halts_it_and_the_directory_reopens_in_the_same_proc
     assert_eq!(region_route(&metadata, REGION).leader_id(), Some(2));
 }
 
-/// Metadata whose route reads never answer once `hang` is set.
+/// Metadata whose route reads do not answer while `hang` is set.
 struct HangingMetadata {
     inner: Arc<MemoryMetadataStore>,
     hang: std::sync::atomic::AtomicBool,
@@ -111,8 +111,8 @@ impl MetadataStore for HangingMetadata {
         &self,
         table_id: TableId,
     ) -> Result<Option<VersionedTableRoute>, MetadataError> {
-        if self.hang.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
+        while self.hang.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.inner.table_route(table_id).await
     }
@@ -177,6 +177,34 @@ async fn shutdown_stops_a_procedure_whose_metadata_call_hangs() {
     // The migration is still open in the log, for the next open to resume.
     let events = load_procedure(engine.log(), id).unwrap();
     assert!(!events.iter().any(|timed| timed.event.is_terminal()));
+}
+
+/// Issue 15: a cancel is answered at once while a route read hangs (a read changes
+/// nothing, so it is dropped), and the migration rolls back once the store answers again.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_is_answered_at_once_while_a_route_read_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let hanging = hanging_metadata();
+    let ports = hanging_engine_ports(&hanging, ScriptedMailbox::new());
+    let engine = Engine::open(dir.path(), config(), ports).await.unwrap();
+    let id = submit(&engine, REGION).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cancel = engine.cancel(id, "oncall", "store is slow");
+    tokio::time::timeout(Duration::from_secs(1), cancel)
+        .await
+        .expect("the cancel is answered while the read hangs")
+        .expect("a cancel before the new route is taken");
+    hanging.hang.store(false, Ordering::SeqCst);
+    let state = tokio::time::timeout(Duration::from_secs(60), engine.wait(id))
+        .await
+        .expect("the migration ends once the store answers")
+        .unwrap();
+    assert_eq!(state.outcome, Some(regmig::migration::Outcome::Aborted));
+    assert_eq!(
+        state.cancelled_by,
+        Some(("oncall".to_string(), "store is slow".to_string()))
+    );
+    engine.shutdown().await;
 }
 
 /// A datanode transport that never answers and ignores the timeout it is given.
@@ -461,4 +489,53 @@ async fn history_and_audit_are_engine_methods_with_typed_ids() {
         .await
         .unwrap();
     assert!(none.is_empty());
+}
+
+/// Issue 15: `get` and `wait` give a small summary (ids, peers, who and why, state, outcome,
+/// times, counts), not the model's internals; an unknown id is a typed error.
+#[tokio::test(start_paused = true)]
+async fn get_and_wait_give_the_migration_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = ports(
+        ScriptedMailbox::new(),
+        one_table(),
+        TokioClock::new(EPOCH_BASE_MS),
+    );
+    let engine = Engine::open(dir.path(), config(), ports).await.unwrap();
+    let request =
+        MigrationRequest::new(REGION, Peer::sim(1), Peer::sim(2)).by("alice", "rebalance");
+    let SubmitOutcome::Started(id) = engine.submit(request).await.unwrap() else {
+        panic!("not started");
+    };
+    let summary = engine.wait(id).await.unwrap();
+    assert_eq!(summary, engine.get(id).await.unwrap());
+    assert_eq!(summary.procedure_id, id);
+    assert_eq!(summary.region_id, REGION);
+    assert_eq!((summary.from_peer, summary.to_peer), (1, 2));
+    assert_eq!(summary.batch_id, None);
+    assert_eq!(summary.actor.as_deref(), Some("alice"));
+    assert_eq!(summary.reason.as_deref(), Some("rebalance"));
+    assert_eq!(summary.outcome, Some(Outcome::Completed));
+    assert!(summary.is_finished());
+    assert_eq!(summary.state, regmig::migration::StateName::End);
+    assert_eq!(
+        summary.path.first(),
+        Some(&regmig::migration::StateName::Start)
+    );
+    assert_eq!(
+        summary.path.last(),
+        Some(&regmig::migration::StateName::End)
+    );
+    assert_eq!(summary.submitted_at_ms, EPOCH_BASE_MS);
+    assert!(summary.finished_at_ms.unwrap() >= summary.submitted_at_ms);
+    assert_eq!(summary.timeout_ms, regmig::migration::DEFAULT_TIMEOUT_MS);
+    assert_eq!(summary.counters.sent.get("1.downgrade_region"), Some(&1));
+    let history = engine.history(id).await.unwrap();
+    assert_eq!(summary.counters.events, history.len() as u64);
+    let unknown = Uuid::from_u128(7);
+    assert!(matches!(
+        engine.get(unknown).await,
+        Err(EngineError::UnknownProcedure { procedure_id }) if procedure_id == unknown
+    ));
+    engine.shutdown().await;
 }

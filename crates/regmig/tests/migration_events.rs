@@ -116,6 +116,10 @@ fn one_of_each() -> Vec<MigrationEvent> {
             peer: 1,
             instruction: InstructionKind::CloseRegion,
         },
+        MigrationEvent::InstructionExpired {
+            peer: 1,
+            instruction: InstructionKind::DowngradeRegion,
+        },
         MigrationEvent::OperationTimed {
             operation: InstructionKind::DowngradeRegion,
             elapsed_ms: 250,

@@ -16,7 +16,7 @@ use regmig::migration::decide::{
 use regmig::migration::{
     check_cancel, decide, fold, replay, table_lock_key, Action, DecideError, Decision, ErrorKind,
     Hook, Input, LockMode, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy,
-    RouteChange, StateName, Status, StepError, TimedEvent, WaitReason,
+    RouteChange, StateName, Status, StepError, TimedEvent, WaitReason, BEHAVIOUR_REVISION,
 };
 
 // ---- Driving ---------------------------------------------------------------------------
@@ -3227,6 +3227,112 @@ fn resume_after_instruction_sent_resends_it_with_the_same_attempt_and_a_fresh_wa
         timed(InstructionKind::DowngradeRegion, 100)
     );
     assert_eq!(point.state.operations_elapsed_ms, 100 + 100);
+}
+
+/// Drives a downgrade with a 1 s budget to its send, then records a note 1 s after the send
+/// while it is outstanding, so the resume charges the whole budget (R2.7 charges up to the
+/// last event before the crash) and the re-send has no time left.
+fn downgrade_outstanding_with_its_budget_used_up(world: &mut World, revision: u32) -> Point {
+    let setup = Setup {
+        policy: RetryPolicy {
+            revision,
+            ..RetryPolicy::default()
+        },
+        ..Setup::default().with_timeout_ms(1_000)
+    };
+    let mut point = drive(world, &setup, sending(InstructionKind::DowngradeRegion));
+    let sent_at_ms = point.log.last().expect("the send is logged").at_ms;
+    let note = TimedEvent {
+        at_ms: sent_at_ms + 1_000,
+        event: MigrationEvent::CancelRefused {
+            actor: "test".to_string(),
+            reason: "charge the budget".to_string(),
+            refusal: "a note recorded while the downgrade is outstanding".to_string(),
+        },
+    };
+    point.state.apply(note.at_ms, &note.event);
+    point.log.push(note);
+    world.now_ms = sent_at_ms + 1_500;
+    point
+}
+
+/// Issue 15: a re-send with no time left is not recorded as sent (the mailbox would never be
+/// called): since behaviour revision 3 the send made before the crash is recorded as timed
+/// out, and the procedure decides on that timeout at once.
+#[test]
+fn resume_with_no_budget_left_records_the_timeout_and_sends_nothing() {
+    let mut world = World::with_candidate_follower();
+    let mut point = downgrade_outstanding_with_its_budget_used_up(&mut world, BEHAVIOUR_REVISION);
+    let sends_before = sent_instructions(&world).len();
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert_eq!(
+        decision.events[..2].to_vec(),
+        vec![
+            locks_acquired(),
+            MigrationEvent::InstructionExpired {
+                peer: FROM,
+                instruction: InstructionKind::DowngradeRegion,
+            },
+        ]
+    );
+    // Nothing more is charged: the resume charged the budget up to the note.
+    assert!(
+        !decision
+            .events
+            .iter()
+            .any(|event| matches!(event, MigrationEvent::OperationTimed { .. })),
+        "{:#?}",
+        decision.events
+    );
+    assert!(
+        !decision
+            .events
+            .iter()
+            .any(|event| matches!(event, MigrationEvent::InstructionSent { .. })),
+        "nothing is recorded as sent: {:#?}",
+        decision.events
+    );
+    assert!(!matches!(decision.action, Action::Send { .. }));
+    assert_eq!(point.state.remaining_budget_ms(), 0);
+    let run = point.finish(&mut world);
+    assert_eq!(
+        sent_instructions(&world)[sends_before..]
+            .iter()
+            .filter(|(_, instruction, _)| instruction.kind() == InstructionKind::DowngradeRegion)
+            .count(),
+        0,
+        "no downgrade reaches the mailbox after the resume"
+    );
+    assert!(run.outcome.is_some());
+    assert_replays(&run.log);
+}
+
+/// A revision 2 procedure keeps recording the zero-timeout re-send it always did, so its log
+/// replays as recorded.
+#[test]
+fn a_revision_two_procedure_still_records_a_zero_timeout_resend() {
+    let mut world = World::with_candidate_follower();
+    let mut point = downgrade_outstanding_with_its_budget_used_up(&mut world, 2);
+    let decision = resume_and_lock(&mut point, &mut world);
+    assert!(
+        matches!(
+            &decision.events[..],
+            [
+                _,
+                MigrationEvent::InstructionSent {
+                    timeout_ms: 0,
+                    resend: true,
+                    ..
+                }
+            ]
+        ),
+        "{:#?}",
+        decision.events
+    );
+    assert!(matches!(
+        decision.action,
+        Action::Send { timeout_ms: 0, .. }
+    ));
 }
 
 #[test]

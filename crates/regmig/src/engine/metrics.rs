@@ -14,7 +14,7 @@
 //! | `regmig_state_duration_seconds` | histogram | `state` | time spent in a state, recorded when it is left (not measured across a restart) |
 //! | `regmig_operation_duration_seconds` | histogram | `operation` (downgrade_region, upgrade_region) | a downgrade or upgrade operation, first send to answer, as charged to the timeout budget |
 //! | `regmig_instructions_sent_total` | counter | `instruction`, `peer` | instructions sent to a datanode |
-//! | `regmig_instruction_answers_total` | counter | `instruction`, `peer`, `answer` (reply, timeout, unreachable) | what came back |
+//! | `regmig_instruction_answers_total` | counter | `instruction`, `peer`, `answer` (reply, timeout, unreachable, expired: no time left at a resume) | what came back |
 //! | `regmig_errors_total` | counter | `state`, `kind` | step failures (retried or rolled back), by the state they happened in |
 //! | `regmig_retries_total` | counter | `scope` (state, rollback) | retries scheduled |
 //! | `regmig_slow_path_waits_total` | counter | | waits for the old leader's lease to run out |
@@ -142,6 +142,9 @@ impl EngineMetrics {
             }
             MigrationEvent::PeerUnreachable { peer, instruction } => {
                 answer(*instruction, *peer, "unreachable");
+            }
+            MigrationEvent::InstructionExpired { peer, instruction } => {
+                answer(*instruction, *peer, "expired");
             }
             MigrationEvent::RetryScheduled {
                 rollback, error, ..

@@ -17,6 +17,12 @@
 //! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
 //! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
 //! in another (the benchmark's snapshot baselines do).
+//!
+//! # Tracing
+//! Every line about one migration is inside its `procedure` span, from the submit on, with
+//! the fields `procedure_id` (the uuid) and `region` (`T:N`); each decision runs in a `step`
+//! span (`state`, `action`). Lines about a batch carry `batch_id`. Peers are `from`, `to`
+//! and `peer` (datanode ids).
 
 mod locks;
 pub mod metrics;
@@ -25,6 +31,7 @@ mod retention;
 pub mod store;
 pub mod stream;
 mod submit;
+mod summary;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,8 +49,10 @@ pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver
 pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
 pub use stream::{EngineEvents, LoggedEvent, ProcedureEvents};
 pub use submit::{
-    BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitError, SubmitOutcome,
+    BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitContext, SubmitError,
+    SubmitOutcome,
 };
+pub use summary::MigrationSummary;
 
 use crate::cluster::Ports;
 use crate::domain::{PeerId, RegionId};
@@ -158,6 +167,15 @@ pub enum EngineError {
     NotRunning {
         /// The procedure.
         procedure_id: Uuid,
+    },
+    /// A procedure's history breaks an assumption of the model (e.g. it does not start with
+    /// its submit), so there is no summary to give.
+    #[error("migration {procedure_id} has a history this version cannot read: {error}")]
+    BrokenHistory {
+        /// The procedure.
+        procedure_id: Uuid,
+        /// The first broken assumption.
+        error: crate::migration::FoldError,
     },
     /// The engine is shutting down and takes no new work.
     #[error("the engine is shutting down")]
@@ -616,7 +634,13 @@ impl Engine {
             state.apply(now_ms, event);
             self.inner.after_append(procedure_id, seq, now_ms, event);
         }
-        info!(%procedure_id, region = %region_id, from = request.from_peer.id, to = request.to_peer.id, "migration submitted");
+        procedure::procedure_span(procedure_id, &region_id.to_string()).in_scope(|| {
+            info!(
+                from = request.from_peer.id,
+                to = request.to_peer.id,
+                "migration submitted"
+            )
+        });
         self.spawn(
             procedure_id,
             state,
@@ -627,6 +651,16 @@ impl Engine {
     }
 
     /// Asks a running procedure to cancel; it rolls back unless the new route is written.
+    ///
+    /// The answer comes as soon as the procedure sees the request: at once while it waits
+    /// for a datanode, a backoff, a lease or a metadata read (the wait or read is dropped;
+    /// instructions are idempotent and reads change nothing). A route compare-and-swap in
+    /// flight is the one exception: the cancel is answered when the store answers it,
+    /// because whether the new route was written decides between rollback and refusal, and
+    /// a write abandoned half-way could still land after a rollback.
+    ///
+    /// Errors: [`EngineError::CancelRefused`] (the new route is written, or the procedure is
+    /// not running in this engine, with the reason), [`EngineError::NotRunning`].
     pub async fn cancel(
         &self,
         procedure_id: Uuid,
@@ -639,7 +673,7 @@ impl Engine {
             .get(&procedure_id)
             .map(|r| r.control.clone());
         let Some(control) = control else {
-            let state = self.get(procedure_id).await?;
+            let state = self.state(procedure_id).await?;
             let refusal = crate::migration::check_cancel(&state)
                 .err()
                 .unwrap_or_else(|| "it is not running in this engine".to_string());
@@ -662,8 +696,16 @@ impl Engine {
             .map_err(|_| EngineError::NotRunning { procedure_id })?
     }
 
-    /// Waits until a procedure finishes; returns its final state.
-    pub async fn wait(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
+    /// Waits until a procedure finishes; returns its summary then.
+    ///
+    /// Errors: [`EngineError::UnknownProcedure`], [`EngineError::NotRunning`] (it is
+    /// unfinished and nothing in this engine runs it, e.g. after a halt).
+    pub async fn wait(&self, procedure_id: Uuid) -> Result<MigrationSummary, EngineError> {
+        let state = self.wait_state(procedure_id).await?;
+        summary_of(procedure_id, &state)
+    }
+
+    async fn wait_state(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
         let outcome = self
             .inner
             .running()
@@ -672,22 +714,30 @@ impl Engine {
         if let Some(mut outcome) = outcome {
             let finished = outcome.wait_for(|outcome| outcome.is_some()).await.is_ok();
             if !finished || self.inner.halted() {
-                let state = self.get(procedure_id).await?;
+                let state = self.state(procedure_id).await?;
                 if !state.is_finished() {
                     return Err(EngineError::NotRunning { procedure_id });
                 }
                 return Ok(state);
             }
         }
-        let state = self.get(procedure_id).await?;
+        let state = self.state(procedure_id).await?;
         if !state.is_finished() && !self.inner.running().contains_key(&procedure_id) {
             return Err(EngineError::NotRunning { procedure_id });
         }
         Ok(state)
     }
 
-    /// A procedure's current state, folded from its log (read off the async threads).
-    pub async fn get(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
+    /// A procedure's summary now, folded from its log (read off the async threads).
+    ///
+    /// Errors: [`EngineError::UnknownProcedure`], or the log's error.
+    pub async fn get(&self, procedure_id: Uuid) -> Result<MigrationSummary, EngineError> {
+        let state = self.state(procedure_id).await?;
+        summary_of(procedure_id, &state)
+    }
+
+    /// A procedure's folded state (the model's view, for the engine itself).
+    async fn state(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
         let log = self.inner.log.clone();
         let events = tokio::task::spawn_blocking(move || load_procedure(&log, procedure_id))
             .await
@@ -888,4 +938,15 @@ impl Drop for Inner {
             open.remove(&key);
         }
     }
+}
+
+/// The summary of a folded procedure; a history that breaks the model's assumptions has none.
+fn summary_of(procedure_id: Uuid, state: &MigrationState) -> Result<MigrationSummary, EngineError> {
+    if let Some(error) = &state.broken {
+        return Err(EngineError::BrokenHistory {
+            procedure_id,
+            error: error.clone(),
+        });
+    }
+    MigrationSummary::of(procedure_id, state).ok_or(EngineError::UnknownProcedure { procedure_id })
 }

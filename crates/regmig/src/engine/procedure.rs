@@ -373,39 +373,48 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
             }
             Action::ReadRoute { table_id } => {
                 self.take_table_lock(table_id).await?;
-                // A halt stops the read; a cancel is answered once it returns.
-                match self.halt_only(ports.metadata.table_route(table_id)).await? {
-                    Ok(route) => Observation::RouteRead { table_id, route },
-                    Err(error) => Observation::MetadataFailed {
+                // A read changes nothing: a halt or a taken cancel drops it at once.
+                match self
+                    .interruptible(ports.metadata.table_route(table_id))
+                    .await?
+                {
+                    Ok(Ok(route)) => Observation::RouteRead { table_id, route },
+                    Ok(Err(error)) => Observation::MetadataFailed {
                         operation: format!("read the route of table {table_id}"),
                         error: error.reason,
                     },
+                    Err(cancel) => cancel,
                 }
             }
-            Action::ReadLastHeartbeat { peer } => Observation::LastHeartbeatRead {
-                peer,
-                last_heartbeat_ms: self
-                    .halt_only(ports.lease_renewals.last_heartbeat_ms(peer))
-                    .await?,
+            Action::ReadLastHeartbeat { peer } => match self
+                .interruptible(ports.lease_renewals.last_heartbeat_ms(peer))
+                .await?
+            {
+                Ok(last_heartbeat_ms) => Observation::LastHeartbeatRead {
+                    peer,
+                    last_heartbeat_ms,
+                },
+                Err(cancel) => cancel,
             },
             Action::ReadDatanodeTable {
                 datanode_id,
                 table_id,
             } => match self
-                .halt_only(ports.metadata.datanode_table(datanode_id, table_id))
+                .interruptible(ports.metadata.datanode_table(datanode_id, table_id))
                 .await?
             {
-                Ok(datanode_table) => Observation::DatanodeTableRead {
+                Ok(Ok(datanode_table)) => Observation::DatanodeTableRead {
                     datanode_id,
                     table_id,
                     datanode_table,
                 },
-                Err(error) => Observation::MetadataFailed {
+                Ok(Err(error)) => Observation::MetadataFailed {
                     operation: format!(
                         "read the datanode table of table {table_id} on datanode {datanode_id}"
                     ),
                     error: error.reason,
                 },
+                Err(cancel) => cancel,
             },
             Action::CasRoute {
                 table_id,
@@ -449,7 +458,9 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
             } => {
                 let kind = instruction.kind();
                 if timeout_ms == 0 {
-                    // A re-send whose deadline passed while the engine was down.
+                    // A re-send whose deadline passed while the engine was down, decided by
+                    // a procedure of behaviour revision 1 or 2 (revision 3 records
+                    // `InstructionExpired` instead of such a send).
                     return Ok(Ok(Observation::Mailbox(
                         crate::domain::MailboxOutcome::Timeout,
                     )));
@@ -670,7 +681,7 @@ impl Runner {
             .as_ref()
             .map(|task| task.region_id.to_string())
             .unwrap_or_default();
-        let span = info_span!("procedure", id = %id, region = %region);
+        let span = procedure_span(id, &region);
         let signals = Signals {
             halt: inner.halt_signal(),
             control,
@@ -679,7 +690,7 @@ impl Runner {
         let mut driver =
             ProcedureDriver::new(&inner.ports, &inner.locks, id, state, next_seq, persistence)
                 .with_signals(signals);
-        let outcome = match driver.run(first).instrument(span).await {
+        let outcome = match driver.run(first).instrument(span.clone()).await {
             Ok(Ended::Finished(outcome)) => {
                 // Its closing event is durable; the retention may archive it (and older
                 // ones) before its waiters are told.
@@ -687,11 +698,15 @@ impl Runner {
                 Some(outcome)
             }
             Ok(Ended::Stopped) => {
-                debug!(id = %id, "procedure halted; it resumes from the log on the next open");
+                span.in_scope(|| {
+                    debug!("procedure halted; it resumes from the log on the next open")
+                });
                 driver.state().outcome
             }
             Err(error) => {
-                warn!(id = %id, %error, "procedure stopped: the log failed; it resumes from the log on the next open");
+                span.in_scope(|| {
+                    warn!(%error, "procedure stopped: the log failed; it resumes from the log on the next open")
+                });
                 driver.state().outcome
             }
         };
@@ -711,6 +726,11 @@ fn action_name(action: &Action) -> &'static str {
         Action::WaitUntil { .. } => "wait",
         Action::Finish { .. } => "finish",
     }
+}
+
+/// The span of every line about one migration (see the engine's "Tracing" docs).
+pub(crate) fn procedure_span(procedure_id: Uuid, region: &str) -> tracing::Span {
+    info_span!("procedure", %procedure_id, region = %region)
 }
 
 /// Returns once the engine is halted (never, without a halt signal or if the engine is gone

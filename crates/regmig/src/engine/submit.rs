@@ -8,6 +8,69 @@ use crate::domain::{Peer, RegionId, RegionRoute, TableId, TableRoute};
 use crate::log::{AppendConflict, LogError};
 use crate::migration::{EncodeError, MigrationEvent, MigrationTask, DEFAULT_TIMEOUT_MS};
 
+/// Who asks for a migration (or a batch), why, and with what budget: recorded in each
+/// procedure's `Submitted` event, so `regmig audit` and `show` can tell who moved what and
+/// why. Shared by [`MigrationRequest`] and [`BatchRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitContext {
+    /// Budget for downgrade and upgrade together, per region, in ms (default
+    /// [`DEFAULT_TIMEOUT_MS`], 10 s).
+    pub timeout_ms: u64,
+    /// What asked for it (e.g. "operator", "rebalance", "evacuate peer 3").
+    pub trigger: String,
+    /// The operator's reason, if any.
+    pub reason: Option<String>,
+    /// Who asks for it (a person or a service), if known.
+    pub actor: Option<String>,
+}
+
+impl Default for SubmitContext {
+    /// The default timeout, triggered by an operator, no actor or reason.
+    fn default() -> Self {
+        SubmitContext {
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            trigger: "operator".to_string(),
+            reason: None,
+            actor: None,
+        }
+    }
+}
+
+impl SubmitContext {
+    /// The same context, recording who asks and why.
+    pub fn by(mut self, actor: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// The builder methods of a request, each setting one field of its [`SubmitContext`].
+macro_rules! context_builders {
+    ($request:ty) => {
+        impl $request {
+            /// The same request, recording who asks for it and why (in the `Submitted`
+            /// event, for `regmig audit`).
+            pub fn by(mut self, actor: impl Into<String>, reason: impl Into<String>) -> Self {
+                self.context = self.context.by(actor, reason);
+                self
+            }
+
+            /// The same request with another downgrade-and-upgrade budget, in ms.
+            pub fn with_timeout_ms(mut self, timeout_ms: u64) -> Self {
+                self.context.timeout_ms = timeout_ms;
+                self
+            }
+
+            /// The same request with another trigger (what asked for it).
+            pub fn with_trigger(mut self, trigger: impl Into<String>) -> Self {
+                self.context.trigger = trigger.into();
+                self
+            }
+        }
+    };
+}
+
 /// A migration to submit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationRequest {
@@ -17,38 +80,23 @@ pub struct MigrationRequest {
     pub from_peer: Peer,
     /// Its new leader.
     pub to_peer: Peer,
-    /// Budget for downgrade and upgrade together (default 10 s).
-    pub timeout_ms: u64,
-    /// What asked for it (e.g. "rebalance", "operator").
-    pub trigger: String,
-    /// The operator's reason, if any.
-    pub reason: Option<String>,
-    /// Who asks for it (a person or a service), if known; recorded with the submit.
-    pub actor: Option<String>,
+    /// Budget, trigger, actor and reason.
+    pub context: SubmitContext,
 }
 
 impl MigrationRequest {
-    /// The same request, recording who asks for it and why (in the `Submitted` event, for
-    /// `regmig audit`).
-    pub fn by(mut self, actor: impl Into<String>, reason: impl Into<String>) -> Self {
-        self.actor = Some(actor.into());
-        self.reason = Some(reason.into());
-        self
-    }
-
-    /// A request with the default timeout, triggered by an operator.
+    /// A request with the default context ([`SubmitContext::default`]).
     pub fn new(region_id: RegionId, from_peer: Peer, to_peer: Peer) -> Self {
         MigrationRequest {
             region_id,
             from_peer,
             to_peer,
-            timeout_ms: DEFAULT_TIMEOUT_MS,
-            trigger: "operator".to_string(),
-            reason: None,
-            actor: None,
+            context: SubmitContext::default(),
         }
     }
 }
+
+context_builders!(MigrationRequest);
 
 /// A batch to submit (spec R2.5): many regions, of one or more tables, all moving from one
 /// peer to one peer.
@@ -60,35 +108,18 @@ pub struct BatchRequest {
     pub from_peer: Peer,
     /// Their new leader.
     pub to_peer: Peer,
-    /// Budget for downgrade and upgrade together, per region (default 10 s).
-    pub timeout_ms: u64,
-    /// What asked for it (e.g. "evacuate peer 3").
-    pub trigger: String,
-    /// The operator's reason, if any.
-    pub reason: Option<String>,
-    /// Who asks for it (a person or a service), if known; recorded with the submit.
-    pub actor: Option<String>,
+    /// Budget (per region), trigger, actor and reason, shared by every region.
+    pub context: SubmitContext,
 }
 
 impl BatchRequest {
-    /// The same request, recording who asks for it and why (in the `Submitted` event, for
-    /// `regmig audit`).
-    pub fn by(mut self, actor: impl Into<String>, reason: impl Into<String>) -> Self {
-        self.actor = Some(actor.into());
-        self.reason = Some(reason.into());
-        self
-    }
-
-    /// A batch with the default timeout, triggered by an operator.
+    /// A batch with the default context ([`SubmitContext::default`]).
     pub fn new(regions: Vec<RegionId>, from_peer: Peer, to_peer: Peer) -> Self {
         BatchRequest {
             regions,
             from_peer,
             to_peer,
-            timeout_ms: DEFAULT_TIMEOUT_MS,
-            trigger: "operator".to_string(),
-            reason: None,
-            actor: None,
+            context: SubmitContext::default(),
         }
     }
 
@@ -98,13 +129,12 @@ impl BatchRequest {
             region_id,
             from_peer: self.from_peer.clone(),
             to_peer: self.to_peer.clone(),
-            timeout_ms: self.timeout_ms,
-            trigger: self.trigger.clone(),
-            reason: self.reason.clone(),
-            actor: self.actor.clone(),
+            context: self.context.clone(),
         }
     }
 }
+
+context_builders!(BatchRequest);
 
 /// How one region of a batch started.
 #[derive(Debug)]
@@ -303,15 +333,15 @@ async fn submitted_event(
             region_id: request.region_id,
             from_peer: request.from_peer.clone(),
             to_peer: request.to_peer.clone(),
-            timeout_ms: request.timeout_ms,
+            timeout_ms: request.context.timeout_ms,
         },
         catalog: info.catalog,
         schema: info.schema,
         wal: info.wal,
         policy: inner.config.retry_policy.clone(),
-        trigger: request.trigger.clone(),
-        reason: request.reason.clone(),
-        actor: request.actor.clone(),
+        trigger: request.context.trigger.clone(),
+        reason: request.context.reason.clone(),
+        actor: request.context.actor.clone(),
     })
 }
 

@@ -397,6 +397,30 @@ impl Stepper {
             .expect("decide checks the submitted task first")
     }
 
+    /// Records what came of the outstanding instruction (and, for a downgrade or an
+    /// upgrade, the time its attempts took).
+    fn record_answer(&mut self, outstanding: &Outstanding, outcome: MailboxOutcome) {
+        let peer = outstanding.peer.id;
+        let asked = outstanding.instruction.kind();
+        self.emit(match outcome {
+            MailboxOutcome::Reply(reply) => MigrationEvent::ReplyReceived { peer, reply },
+            MailboxOutcome::Timeout => MigrationEvent::MailboxTimedOut {
+                peer,
+                instruction: asked,
+            },
+            MailboxOutcome::Unreachable => MigrationEvent::PeerUnreachable {
+                peer,
+                instruction: asked,
+            },
+        });
+        if super::state::is_budgeted(asked) {
+            self.emit(MigrationEvent::OperationTimed {
+                operation: asked,
+                elapsed_ms: self.now_ms.saturating_sub(outstanding.first_sent_at_ms),
+            });
+        }
+    }
+
     /// Turns the observation into the events that record it.
     fn record(&mut self, observation: Observation) -> Result<(), DecideError> {
         match observation {
@@ -438,25 +462,7 @@ impl Stepper {
                     .outstanding
                     .clone()
                     .ok_or(DecideError::NothingOutstanding)?;
-                let peer = outstanding.peer.id;
-                let asked = outstanding.instruction.kind();
-                self.emit(match outcome {
-                    MailboxOutcome::Reply(reply) => MigrationEvent::ReplyReceived { peer, reply },
-                    MailboxOutcome::Timeout => MigrationEvent::MailboxTimedOut {
-                        peer,
-                        instruction: asked,
-                    },
-                    MailboxOutcome::Unreachable => MigrationEvent::PeerUnreachable {
-                        peer,
-                        instruction: asked,
-                    },
-                });
-                if super::state::is_budgeted(asked) {
-                    self.emit(MigrationEvent::OperationTimed {
-                        operation: asked,
-                        elapsed_ms: self.now_ms.saturating_sub(outstanding.first_sent_at_ms),
-                    });
-                }
+                self.record_answer(&outstanding, outcome);
             }
             Observation::CasApplied {
                 table_id,
@@ -750,9 +756,11 @@ impl Stepper {
     /// Re-sends the outstanding instruction after a restart with a fresh wait (R2.7: the
     /// downtime is not charged, and an instruction is never re-sent with its old deadline). A
     /// downgrade or an upgrade waits for what is left of the budget (the time before the crash
-    /// was charged at the resume; with none left, a zero timeout reports a timeout at once);
-    /// an open, a flush or a close waits its whole timeout again. Revision 1 procedures keep
-    /// what was left of the deadline, as they were recorded deciding.
+    /// was charged at the resume); an open, a flush or a close waits its whole timeout again.
+    /// Revision 1 procedures keep what was left of the deadline, as they were recorded
+    /// deciding. With no time left, the send made before the crash timed out: since
+    /// revision 3 that timeout is recorded and decided on at once, and nothing is sent (older
+    /// procedures recorded a re-send with a zero timeout that the engine never sent).
     fn resend(&mut self, outstanding: Outstanding) -> Flow {
         let budgeted = super::state::is_budgeted(outstanding.instruction.kind());
         let (timeout_ms, deadline_ms) = if !budgeted && self.state.policy.revision_two() {
@@ -774,6 +782,14 @@ impl Stepper {
         } else {
             (outstanding.timeout_ms, self.now_ms + outstanding.timeout_ms)
         };
+        if timeout_ms == 0 && self.state.policy.times_out_a_resend_with_no_time_left() {
+            // The budget was charged at the resume, up to the last event before the crash.
+            self.emit(MigrationEvent::InstructionExpired {
+                peer: outstanding.peer.id,
+                instruction: outstanding.instruction.kind(),
+            });
+            return Flow::Continue;
+        }
         self.emit(MigrationEvent::InstructionSent {
             peer: outstanding.peer.clone(),
             instruction: outstanding.instruction.clone(),

@@ -52,10 +52,13 @@ pub struct RetryPolicy {
     pub revision: u32,
 }
 
-/// The behaviour revision of this version: `shared/spec/region-migration.md` "Revision 2"
-/// (late replies taken, FlushLeaderRegion, lease waits from the last heartbeat, endless
-/// rollback, the table lock only around route writes, downtime not charged).
-pub const BEHAVIOUR_REVISION: u32 = 2;
+/// The behaviour revision of this version. Revision 2 is `shared/spec/region-migration.md`
+/// "Revision 2" (late replies taken, FlushLeaderRegion, lease waits from the last heartbeat,
+/// endless rollback, the table lock only around route writes, downtime not charged).
+/// Revision 3 (issue 15) changes one thing: after a restart, an outstanding instruction with
+/// no time left to wait is recorded as timed out, not re-sent with a zero timeout (which
+/// recorded a send the mailbox never got).
+pub const BEHAVIOUR_REVISION: u32 = 3;
 
 fn revision_one() -> u32 {
     1
@@ -65,6 +68,12 @@ impl RetryPolicy {
     /// Whether the procedure follows revision 2 of the behaviour.
     pub fn revision_two(&self) -> bool {
         self.revision >= 2
+    }
+
+    /// Whether a re-send with no time left is recorded as a timeout instead of a send
+    /// (revision 3, see [`BEHAVIOUR_REVISION`]).
+    pub fn times_out_a_resend_with_no_time_left(&self) -> bool {
+        self.revision >= 3
     }
 }
 
@@ -544,6 +553,16 @@ pub enum MigrationEvent {
         /// Every region the batch was asked to move, in the order submitted.
         regions: Vec<RegionId>,
     },
+    /// At a resume, the instruction outstanding at the crash had no time left to wait: it
+    /// counts as timed out and is not sent again (behaviour revision 3, issue 15; R2.7 never
+    /// re-sends with an old deadline, and a zero wait would record a send the mailbox never
+    /// got). The procedure goes on as after a [`MigrationEvent::MailboxTimedOut`].
+    InstructionExpired {
+        /// The peer the instruction was sent to before the crash.
+        peer: PeerId,
+        /// What it was asked.
+        instruction: InstructionKind,
+    },
 }
 
 /// The role an event plays when a log is replayed against today's decision logic.
@@ -677,6 +696,7 @@ event_kinds! {
     26 => Finished,
     27 => LastHeartbeatRead,
     28 => BatchJoined,
+    29 => InstructionExpired,
 }
 
 /// A payload this version cannot decode.

@@ -22,5 +22,7 @@ pub use events::{
     RouteChange, StateName, StepError, TimedEvent, WaitReason, BEHAVIOUR_REVISION,
     DEFAULT_TIMEOUT_MS,
 };
-pub use state::{fold, try_fold, BatchMembership, BatchOutcome, FoldError, MigrationState, Status};
+pub use state::{
+    fold, try_fold, BatchMembership, BatchOutcome, Counters, FoldError, MigrationState, Status,
+};
 pub use write_pause::{write_pause_ms, WritePause};

@@ -580,7 +580,8 @@ impl MigrationState {
                 }
                 self.answer(*peer, Answer::Reply(reply.clone()), event.name());
             }
-            MigrationEvent::MailboxTimedOut { peer, .. } => {
+            MigrationEvent::MailboxTimedOut { peer, .. }
+            | MigrationEvent::InstructionExpired { peer, .. } => {
                 self.answer(*peer, Answer::Timeout, event.name())
             }
             MigrationEvent::PeerUnreachable { peer, .. } => {
