@@ -331,10 +331,8 @@ async fn the_engine_holding_the_directory_answers_a_cancel_and_the_command_says_
     let engine = Engine::open(&data, EngineConfig::default(), ports)
         .await
         .expect("open the engine");
-    let request = MigrationRequest {
-        timeout_ms: 60_000,
-        ..MigrationRequest::new(RegionId::new(1024, 1), Peer::sim(1), Peer::sim(2))
-    };
+    let request = MigrationRequest::new(RegionId::new(1024, 1), Peer::sim(1), Peer::sim(2))
+        .with_timeout_ms(60_000);
     let Ok(SubmitOutcome::Started(id)) = engine.submit(request).await else {
         panic!("the migration did not start");
     };

@@ -307,7 +307,7 @@ fn instruction_color(instruction: &str) -> &'static str {
 fn answer_color(result: &str) -> &'static str {
     match result {
         "ok" => "#2e7d32",
-        "timeout" => "#ad1457",
+        "timeout" | "expired" => "#ad1457",
         "not_ready" => "#edc948",
         _ => "#c62828",
     }
@@ -400,14 +400,14 @@ fn count_badges(detail: &Detail) -> Vec<String> {
         (detail.retries_scheduled.len(), "retry", "retries"),
         (
             answers()
-                .filter(|answer| answer.result == "timeout")
+                .filter(|answer| matches!(answer.result, "timeout" | "expired"))
                 .count(),
             "timeout",
             "timeouts",
         ),
         (
             answers()
-                .filter(|answer| !matches!(answer.result, "ok" | "timeout"))
+                .filter(|answer| !matches!(answer.result, "ok" | "timeout" | "expired"))
                 .count(),
             "failed answer",
             "failed answers",
