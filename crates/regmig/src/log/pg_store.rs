@@ -423,9 +423,10 @@ async fn take_writer_lock(config: &PgConfig) -> Result<tokio_postgres::Client, L
                 .query_opt(
                     "SELECT pid, coalesce(application_name, ''), coalesce(client_addr::text, 'local') \
                      FROM pg_locks JOIN pg_stat_activity USING (pid) \
-                     WHERE locktype = 'advisory' AND classid = $1::int::oid AND objid = $2::int::oid \
+                     WHERE locktype = 'advisory' AND classid::bigint = $1 AND objid::bigint = $2 \
                      AND objsubid = 2 AND granted",
-                    &[&key1, &key2],
+                    // pg_locks shows the keys as oids: their 32 bits, unsigned.
+                    &[&i64::from(key1 as u32), &i64::from(key2 as u32)],
                 )
                 .await
                 .ok()
