@@ -388,7 +388,8 @@ async fn open_on_runtime(
             if !read_only {
                 return Err(problem);
             }
-            tracing::warn!(store = %shared.location, %problem, "the log's end disagrees with its head row");
+            // The reader's caller reports it (LogStore::damage); a debug line for the trace.
+            tracing::debug!(store = %shared.location, %problem, "the log's end disagrees with its head row");
             Some(problem)
         }
         Err(fault) => return Err(fault),
