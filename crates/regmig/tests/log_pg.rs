@@ -403,3 +403,52 @@ fn a_replaced_last_event_is_caught_by_the_head_rows_hash() {
     }
     assert_eq!(reader.procedure_events(ids[0], 1).expect("read").len(), 3);
 }
+
+#[test]
+fn granted_roles_write_and_read_a_store_they_do_not_own() {
+    let config = new_database("granted");
+    let database = database_name(&config);
+    let ids = write_procedures(&open(&config, None), 1);
+    let suffix = std::process::id();
+    let (writer, reader) = (format!("writer_{suffix}"), format!("reader_{suffix}"));
+    psql(
+        &config,
+        &format!(
+            "CREATE ROLE {writer} LOGIN; CREATE ROLE {reader} LOGIN;
+             GRANT USAGE ON SCHEMA regmig TO {writer}, {reader};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA regmig TO {writer};
+             GRANT SELECT ON ALL TABLES IN SCHEMA regmig TO {reader};"
+        ),
+    );
+    let url = |role: &str| {
+        PgConfig::from_url(&format!(
+            "postgres://{role}@127.0.0.1:{}/{database}",
+            server().port()
+        ))
+        .expect("valid URL")
+    };
+    let written = open(&url(&writer), None);
+    written
+        .append_blocking(next_append(ids[0], 4, 1, true))
+        .expect("no fault")
+        .expect("no conflict");
+    drop(written);
+    let read = open_reader(&url(&reader));
+    assert_eq!(read.procedure_events(ids[0], 1).expect("read").len(), 4);
+    assert!(read.verify().expect("verify").is_clean());
+    // A role with SELECT only opens, but its first append is refused by the server.
+    let refused = open(&url(&reader), None);
+    match refused.append_blocking(next_append(ids[0], 5, 1, false)) {
+        Err(LogError::Database {
+            store,
+            action,
+            source,
+        }) => {
+            assert_eq!(store, url(&reader).redacted());
+            assert_eq!(action, "lock the leader and head rows");
+            assert!(source.to_string().contains("permission denied"), "{source}");
+        }
+        other => panic!("expected a Database error, got {other:?}"),
+    }
+    assert_eq!(refused.next_seq(ids[0]).expect("next seq"), 5);
+}

@@ -807,7 +807,7 @@ async fn write_group(
             .await
             .map_err(failed("begin a group of appends"))?;
     }
-    let (leader, head) = tokio::try_join!(
+    let (leader, head) = tokio::join!(
         async {
             let statement = transaction.prepare_cached(&sql.leader).await?;
             transaction.query_one(&statement, &[]).await
@@ -816,8 +816,16 @@ async fn write_group(
             let statement = transaction.prepare_cached(&sql.head_for_update).await?;
             transaction.query_one(&statement, &[]).await
         },
-    )
-    .map_err(failed("lock the leader and head rows"))?;
+    );
+    let (leader, head) = match (leader, head) {
+        (Ok(leader), Ok(head)) => (leader, head),
+        (leader, head) => {
+            return Err(failed("lock the leader and head rows")(cause_of([
+                leader.err(),
+                head.err(),
+            ])))
+        }
+    };
     let current_epoch = from_sql_u64(leader.get::<_, i64>(0));
     let holder: Option<String> = leader.get(1);
     let fenced = match shared.writer_epoch {
@@ -864,7 +872,7 @@ async fn write_group(
         .filter(|request| request.closes)
         .map(|request| request.procedure_id)
         .collect();
-    let (seq_rows, open_rows) = tokio::try_join!(
+    let (seq_rows, open_rows) = tokio::join!(
         async {
             let statement = transaction.prepare_cached(&sql.next_seqs).await?;
             transaction.query(&statement, &[&procedure_ids]).await
@@ -875,8 +883,16 @@ async fn write_group(
                 .query(&statement, &[&opened_regions, &closing])
                 .await
         },
-    )
-    .map_err(failed("read the procedures of a group"))?;
+    );
+    let (seq_rows, open_rows) = match (seq_rows, open_rows) {
+        (Ok(seq_rows), Ok(open_rows)) => (seq_rows, open_rows),
+        (seq_rows, open_rows) => {
+            return Err(failed("read the procedures of a group")(cause_of([
+                seq_rows.err(),
+                open_rows.err(),
+            ])))
+        }
+    };
     let mut next_seq_by_procedure: HashMap<Uuid, u64> = seq_rows
         .iter()
         .map(|row| {
@@ -1053,12 +1069,33 @@ async fn write_group(
             .execute(&statement, &[&head_global_seq, &head_hash])
             .await
     };
-    tokio::try_join!(delete, events, open, region_audit, peer_audit, head)
-        .map_err(failed("write a group of appends"))?;
+    let written = tokio::join!(delete, events, open, region_audit, peer_audit, head);
+    let errors = [
+        written.0.err(),
+        written.1.err(),
+        written.2.err(),
+        written.3.err(),
+        written.4.err(),
+        written.5.err(),
+    ];
+    if errors.iter().any(Option::is_some) {
+        return Err(failed("write a group of appends")(cause_of(errors)));
+    }
     transaction.commit().await.map_err(failed(
         "commit a group of appends (whether it was written is unknown: read the procedures' next seqs)",
     ))?;
     Ok(())
+}
+
+/// The error to report of statements pipelined in one transaction: the first that is not
+/// "current transaction is aborted" (which only echoes the failure of an earlier one).
+fn cause_of<const N: usize>(errors: [Option<tokio_postgres::Error>; N]) -> tokio_postgres::Error {
+    let mut errors: Vec<tokio_postgres::Error> = errors.into_iter().flatten().collect();
+    let cause = errors
+        .iter()
+        .position(|error| error.code() != Some(&SqlState::IN_FAILED_SQL_TRANSACTION))
+        .unwrap_or(0);
+    errors.swap_remove(cause)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -86,6 +86,62 @@ pub fn pool_error(
     LogError::Database {
         store: config.redacted(),
         action,
-        source: Box::new(error),
+        source: Box::new(DriverError::new(error)),
+    }
+}
+
+/// A driver or pool error whose message is its whole chain of causes: the driver's own
+/// `Display` says only "db error", and the server's message (with its SQLSTATE) is the
+/// cause.
+#[derive(Debug)]
+pub struct DriverError {
+    message: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl DriverError {
+    /// Wraps `error`, reading its chain of causes into the message.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> DriverError {
+        let mut message = error.to_string();
+        let mut cause = error.source();
+        while let Some(next) = cause {
+            let text = next.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = next.source();
+        }
+        if let Some(code) = db_error_code(&error) {
+            message.push_str(&format!(" (SQLSTATE {code})"));
+        }
+        DriverError {
+            message,
+            source: Box::new(error),
+        }
+    }
+}
+
+/// The SQLSTATE of a server error somewhere in `error`'s chain.
+fn db_error_code(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(db) = error.downcast_ref::<tokio_postgres::error::DbError>() {
+            return Some(db.code().code().to_string());
+        }
+        current = error.source();
+    }
+    None
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
     }
 }

@@ -225,6 +225,6 @@ pub fn database(config: &PgConfig, action: &'static str, error: tokio_postgres::
     LogError::Database {
         store: config.redacted(),
         action,
-        source: Box::new(error),
+        source: Box::new(super::DriverError::new(error)),
     }
 }
