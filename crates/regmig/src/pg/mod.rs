@@ -11,6 +11,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 pub use config::{PgConfig, TlsMode};
+/// The driver and the pool, re-exported so that a user of [`connect`] and
+/// [`PgStore::pool`](crate::log::PgStore::pool) names the same versions.
+pub use {deadpool_postgres, tokio_postgres};
 
 use crate::log::LogError;
 
