@@ -8,7 +8,9 @@
 //! record it reads ([`decode_record`]: envelope, checksum, version), checks that a
 //! procedure's records follow without gaps and that a global-order read returns what it
 //! asked for. [`SledStore`] ([`sled_store`]) is the embedded backend, the one
-//! [`EventLog::open`] opens; [`EventLog::with_store`] takes any other.
+//! [`EventLog::open`] opens; [`EventLog::with_store`] takes any other, such as `PgStore`
+//! (`pg_store`, feature `postgres`: a PostgreSQL database several engines share, with
+//! fencing; `migrations-log-format.md` section 10).
 //!
 //! # The sled backend
 //! A data directory holds `regmig.lock` (an exclusive, non-blocking `flock`: one owner at a
