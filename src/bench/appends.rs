@@ -176,7 +176,18 @@ pub fn durable_throughput_of(
     if !with_mark {
         store.stop_writing_the_mark_for_benchmarks();
     }
-    let log = EventLog::with_store(store);
+    throughput_on(&runtime, EventLog::with_store(store), procedures, run)
+}
+
+/// Events per second with `procedures` tasks each appending 1-event batches to `log` for
+/// `run`, on `runtime` (any store: sled here, PostgreSQL in [`super::pg`]). The procedures
+/// open regions 1 to `procedures` first, outside the measured time.
+pub fn throughput_on(
+    runtime: &tokio::runtime::Runtime,
+    log: EventLog,
+    procedures: usize,
+    run: Duration,
+) -> Result<f64, BenchError> {
     let appended = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let elapsed = runtime.block_on(async {

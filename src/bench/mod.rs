@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`table`]: figures, targets, and the one table they print as.
 //! - [`appends`]: figure 1, durable appends beside the raw write + fdatasync loop.
+//! - [`pg`]: issue 16, durable appends on the PostgreSQL store beside a raw `INSERT` +
+//!   `COMMIT` loop on the same server.
 //! - [`batch`]: issue 12, evacuating a datanode as single migrations and as one batch.
 //! - [`world`]: the zero-latency cluster: a mailbox that answers at once, one table per
 //!   region in a metadata store.
@@ -30,6 +32,7 @@ mod error;
 pub mod fixture;
 pub mod memory;
 pub mod migrations;
+pub mod pg;
 pub mod recovery;
 pub mod replay;
 mod report;

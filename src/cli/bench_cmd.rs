@@ -4,6 +4,7 @@
 //! and directories, prints progress on stderr and the table (or `--json`) on stdout.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -36,6 +37,13 @@ pub struct BenchArgs {
     /// table as single migrations and as one batch (e.g. 100).
     #[arg(long, conflicts_with = "only")]
     pub batch_evacuation: Option<u32>,
+    /// Only issue 16's measurement, on this PostgreSQL server: durable appends at 1, 16 and
+    /// 256-way beside a raw INSERT + COMMIT loop (in scratch schemas, dropped afterwards).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["only", "batch_evacuation"])]
+    pub postgres: Option<String>,
+    /// The PostgreSQL password: the first line of this file (with --postgres).
+    #[arg(long, value_name = "FILE", requires = "postgres")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// The default fixture cache: `target/regmig-bench-cache` under the current directory, when
@@ -50,6 +58,9 @@ pub fn run(args: BenchArgs) -> u8 {
     // A measurement that needs a process of its own (see `bench::child`).
     if let Some(code) = child::run_from_env() {
         return code;
+    }
+    if let Some(url) = &args.postgres {
+        return postgres(url, args.password_file.as_deref(), args.quick, args.json);
     }
     if let Some(regions) = args.batch_evacuation {
         return match bench::batch::evacuation(regions.max(1)) {
@@ -161,6 +172,43 @@ impl Scratch {
         match self {
             Scratch::Given(dir) => dir.clone(),
             Scratch::Temporary(dir) => dir.path().to_path_buf(),
+        }
+    }
+}
+
+/// `regmig bench --postgres URL`: issue 16's measurement ([`bench::pg`]); 5 s per figure, 1 s
+/// with `--quick`.
+fn postgres(url: &str, password_file: Option<&std::path::Path>, quick: bool, json: bool) -> u8 {
+    let config = regmig::pg::PgConfig::from_url(url).and_then(|config| match password_file {
+        Some(path) => config.password_file(path),
+        None => Ok(config),
+    });
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return super::EXIT_USAGE;
+        }
+    };
+    let run = Duration::from_secs(if quick { 1 } else { 5 });
+    match bench::pg::run(&config, &[1, 16, 256], run) {
+        Ok(report) if json => match serde_json::to_string_pretty(&report) {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                super::EXIT_FAILED
+            }
+        },
+        Ok(report) => {
+            print!("{}", bench::pg::table(&report));
+            0
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            super::EXIT_FAILED
         }
     }
 }

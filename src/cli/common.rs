@@ -4,15 +4,17 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{EXIT_FAILED, EXIT_USAGE};
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE, STORE_ENV};
 use regmig::engine::store::{load_procedure, LoadError, UndecodableEvent};
 use regmig::log::bundle::BundleError;
-use regmig::log::{EventLog, LogError, SLED_SUBDIR};
+use regmig::log::{Checkpoint, EventLog, LogError, PgStore, SLED_SUBDIR};
 use regmig::migration::TimedEvent;
+use regmig::pg::PgConfig;
 
 /// Why an inspect, replay, audit or timeline command failed. Every variant names the thing
 /// at fault; [`CliError::exit_code`] says whether it was bad usage (2) or a failure (1).
@@ -26,12 +28,12 @@ pub enum CliError {
         procedure_id: Uuid,
     },
     /// The log has no migration of this region.
-    #[error("no migration of region {region} in {}", dir.display())]
+    #[error("no migration of region {region} in {log}")]
     RegionWithoutMigrations {
         /// The region, "TABLE:NUMBER".
         region: String,
-        /// The data directory.
-        dir: PathBuf,
+        /// Where the history is: the data directory, or the store without its password.
+        log: String,
     },
     /// The text given as a migration id is not a uuid.
     #[error("invalid migration id {text:?}: expected a uuid such as 019b7d6e-2a80-7000-8000-000000000001, or a prefix of one (see `regmig list`)")]
@@ -120,7 +122,8 @@ impl CliError {
             CliError::BadId { .. }
             | CliError::Usage(_)
             | CliError::AmbiguousId { .. }
-            | CliError::RegionGivenAsId { .. } => EXIT_USAGE,
+            | CliError::RegionGivenAsId { .. }
+            | CliError::Log(LogError::StoreConfig { .. }) => EXIT_USAGE,
             _ => EXIT_FAILED,
         }
     }
@@ -169,17 +172,89 @@ pub fn finish(result: Result<u8, CliError>, json: bool) -> u8 {
     }
 }
 
+/// Where a read command finds the history: a data directory (sled), or a PostgreSQL store.
+/// `--data-dir` and `--store` exclude each other; the URL's password never shows (not in
+/// `--help`, where the environment's value is hidden, nor in any message).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogSource {
+    /// The data directory.
+    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Read a PostgreSQL store instead of a data directory:
+    /// postgres://USER@HOST[:PORT]/DATABASE[?sslmode=disable|require|verify-full&schema=NAME]
+    /// (README, "The PostgreSQL store"). A password in the URL shows in the process list:
+    /// prefer --password-file or PGPASSWORD.
+    #[arg(long, env = STORE_ENV, hide_env_values = true, value_name = "URL", conflicts_with = "data_dir")]
+    pub store: Option<String>,
+    /// The store's password: the first line of this file (with --store).
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl LogSource {
+    /// The source for a data directory.
+    pub fn data_dir(dir: &Path) -> LogSource {
+        LogSource {
+            data_dir: dir.to_path_buf(),
+            store: None,
+            password_file: None,
+        }
+    }
+
+    /// The PostgreSQL configuration, when the source is a store.
+    pub fn store_config(&self) -> Result<Option<PgConfig>, LogError> {
+        let Some(url) = &self.store else {
+            return Ok(None);
+        };
+        let config = PgConfig::from_url(url)?;
+        Ok(Some(match &self.password_file {
+            Some(path) => config.password_file(path)?,
+            None => config,
+        }))
+    }
+
+    /// The history's place for messages: the directory, or the store's URL without its
+    /// password.
+    pub fn describe(&self) -> String {
+        match &self.store {
+            Some(url) => match PgConfig::from_url(url) {
+                Ok(config) => config.redacted(),
+                Err(_) => regmig::pg::config::redact_url(url),
+            },
+            None => self.data_dir.display().to_string(),
+        }
+    }
+
+    /// Opens the history for reading, writing nothing: see [`open_log`].
+    pub fn open(&self) -> Result<EventLog, CliError> {
+        let log = match self.store_config()? {
+            Some(config) => EventLog::with_store(Arc::new(PgStore::open_read_only(config)?)),
+            None => EventLog::open_read_only(&self.data_dir)?,
+        };
+        if let Some(damage) = log.damage() {
+            eprintln!("warning: the event log is damaged; showing what still reads back: {damage}");
+        }
+        Ok(log)
+    }
+}
+
 /// Opens an existing data directory's event log for reading, without writing anything
 /// into it (the log reads a private copy of the database). A missing directory, a
 /// directory without a regmig log and a directory another process holds are errors that
 /// say so (the last at once: the log's lock is never waited for). A damaged log is still
-/// read, after one warning line on stderr that says what is wrong and from where.
-pub fn open_log(data_dir: &Path) -> Result<EventLog, CliError> {
-    let log = EventLog::open_read_only(data_dir)?;
-    if let Some(damage) = log.damage() {
-        eprintln!("warning: the event log is damaged; showing what still reads back: {damage}");
+/// read, after one warning line on stderr that says what is wrong and from where. A
+/// PostgreSQL store ([`LogSource`]) opens read-only sessions and creates nothing.
+pub fn open_log(source: &LogSource) -> Result<EventLog, CliError> {
+    source.open()
+}
+
+/// The log's archive checkpoint; `None` for a store that cannot be archived (only sled's
+/// data directories are: see `regmig log archive`).
+pub fn checkpoint_of(log: &EventLog) -> Result<Option<Checkpoint>, LogError> {
+    match log.checkpoint() {
+        Err(LogError::Unsupported { .. }) => Ok(None),
+        other => other,
     }
-    Ok(log)
 }
 
 /// Says on stderr, when the log was archived and the command reads the live log only,
@@ -188,7 +263,7 @@ pub fn note_archived_history(log: &EventLog, archive_given: bool) -> Result<(), 
     if archive_given {
         return Ok(());
     }
-    if let Some(checkpoint) = log.checkpoint()? {
+    if let Some(checkpoint) = checkpoint_of(log)? {
         eprintln!(
             "note: this log's history up to global seq {} is archived in {}; pass --archive DIR to include it",
             checkpoint.cut_global_seq, checkpoint.archive_dir

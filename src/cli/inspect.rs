@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::batch::{member_heading, migration_or_batch, Batch, BatchDocument, Found};
+use super::common::LogSource;
 use super::common::{
     finish, format_duration, format_offset, format_time, note_archived_history, open_log, or_dash,
     parse_id_arg, parse_range_time_ms, print_json, print_text, wall_clock_now_ms, CliError,
@@ -18,7 +19,6 @@ use super::summary::{
     RouteView, Selection, Summary,
 };
 use super::verdict::{attempts_line, forward_retries, policy_line, verdict, why};
-use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR};
 use regmig::domain::{ParseRegionIdError, PeerId, RegionId, TableId};
 use regmig::engine::store::decode_record;
 use regmig::migration::{MigrationState, StateName};
@@ -26,9 +26,9 @@ use regmig::migration::{MigrationState, StateName};
 /// Where the log is, and how to print.
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
-    /// The data directory.
-    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// Where the log is: a data directory or a PostgreSQL store.
+    #[command(flatten)]
+    pub source: LogSource,
     /// Print one JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -271,9 +271,9 @@ pub struct EventsArgs {
 /// Arguments of `audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The data directory.
-    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// Where the log is: a data directory or a PostgreSQL store.
+    #[command(flatten)]
+    pub source: LogSource,
     /// Which migrations.
     #[command(flatten)]
     pub filter: FilterArgs,
@@ -319,7 +319,7 @@ struct ListDocument<'a> {
 
 fn run_list(args: &ListArgs) -> Result<u8, CliError> {
     let selection = args.filter.selection()?;
-    let log = open_log(&args.output.data_dir)?;
+    let log = open_log(&args.output.source)?;
     note_archived_history(&log, args.archive.is_some())?;
     let selected: Vec<(Summary, MigrationState)> =
         select_summaries_with_archive(&log, &selection, args.archive.as_deref())?
@@ -483,7 +483,7 @@ struct ShowDocument<'a> {
 
 fn run_show(args: &ShowArgs) -> Result<u8, CliError> {
     let id = parse_id_arg(&args.id)?;
-    let log = open_log(&args.output.data_dir)?;
+    let log = open_log(&args.output.source)?;
     let procedure_id = id.resolve(&log)?;
     let events = match migration_or_batch(&log, procedure_id)? {
         Found::Migration(events) => events,
@@ -869,7 +869,7 @@ struct BatchEventsDocument {
 
 fn run_events(args: &EventsArgs) -> Result<u8, CliError> {
     let id = parse_id_arg(&args.id)?;
-    let log = open_log(&args.output.data_dir)?;
+    let log = open_log(&args.output.source)?;
     let wanted = wanted_kinds(&args.kind)?;
     let procedure_id = id.resolve(&log)?;
     let records = log.procedure_events(procedure_id, 1)?;
@@ -1145,7 +1145,7 @@ struct AuditDocument {
 
 fn run_audit(args: &AuditArgs, format: AuditFormat) -> Result<u8, CliError> {
     let selection = args.filter.selection()?;
-    let log = open_log(&args.data_dir)?;
+    let log = open_log(&args.source)?;
     note_archived_history(&log, args.archive.is_some())?;
     let rows: Vec<AuditRow> =
         select_summaries_with_archive(&log, &selection, args.archive.as_deref())?

@@ -7,15 +7,17 @@
 //! when not, naming the first broken link when the damage left one).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::json;
 
 use regmig::archive::{verify_archive, ArchiveError};
 use regmig::log::keys::hex;
 use regmig::log::{
-    chain_hash, encode_record, ChainHash, EventLog, LogError, VerifyReport, CHAIN_START,
+    chain_hash, encode_record, ChainHash, EventLog, LogError, PgStore, VerifyReport, CHAIN_START,
 };
 
+use super::common::{checkpoint_of, CliError, LogSource};
 use super::EXIT_FAILED;
 
 /// A chain head written down earlier: a chain hash, and where it was (`GLOBAL_SEQ:HASH`, as
@@ -112,9 +114,10 @@ fn check_head(
         .chain
         .head_global_seq
         .max(report.archived_to_global_seq);
-    let (cut_global_seq, hash_at_cut) = log.checkpoint()?.map_or((0, CHAIN_START), |checkpoint| {
-        (checkpoint.cut_global_seq, checkpoint.hash_at_cut)
-    });
+    let (cut_global_seq, hash_at_cut) = checkpoint_of(log)?
+        .map_or((0, CHAIN_START), |checkpoint| {
+            (checkpoint.cut_global_seq, checkpoint.hash_at_cut)
+        });
     if let Some(seq) = expected.global_seq {
         if seq < cut_global_seq {
             return Ok(HeadCheck::Cannot(format!(
@@ -239,21 +242,21 @@ fn head_of(report: &VerifyReport) -> Option<String> {
 
 /// Runs the command; returns the exit code.
 pub fn run(
-    data_dir: &Path,
+    source: &LogSource,
     archive: Option<&Path>,
     expect_head: Option<ExpectedHead>,
     json: bool,
 ) -> u8 {
-    let report = open_and_verify(data_dir, archive, expect_head);
+    let report = open_and_verify(source, archive, expect_head);
     match (&report, json) {
         (Ok((report, joined, head)), false) => {
-            print_text(data_dir, report, archive, joined.as_ref());
+            print_text(source, report, archive, joined.as_ref());
             if let (Some(expected), Some(check)) = (expect_head, head) {
                 println!("expected head:   {}", head_text(expected, check));
             }
         }
         (Ok((report, joined, head)), true) => {
-            let mut document = report_json(data_dir, report, archive, joined.as_ref());
+            let mut document = report_json(source, report, archive, joined.as_ref());
             if let (Some(expected), Some(check)) = (expect_head, head) {
                 document["expected_head"] = json!({
                     "global_seq": expected.global_seq,
@@ -269,16 +272,26 @@ pub fn run(
         (Err(error), true) => println!(
             "{}",
             json!({
-                "data_dir": data_dir.display().to_string(),
+                source_key(source): source.describe(),
                 "ok": false,
                 "error": { "kind": error.kind_name(), "message": error.to_string() },
             })
         ),
     }
     match report {
+        Err(error) => error.exit_code(),
         Ok((_, _, Some(check))) if !check.holds() => EXIT_FAILED,
         Ok((report, None | Some(Ok(_)), _)) if report.is_clean() => 0,
         _ => EXIT_FAILED,
+    }
+}
+
+/// The JSON field that names where the log is: `data_dir`, or `store` (without password).
+fn source_key(source: &LogSource) -> &'static str {
+    if source.store.is_some() {
+        "store"
+    } else {
+        "data_dir"
     }
 }
 
@@ -288,12 +301,15 @@ type Joined = Result<(usize, usize), ArchiveError>;
 type Verified = (VerifyReport, Option<Joined>, Option<HeadCheck>);
 
 fn open_and_verify(
-    data_dir: &Path,
+    source: &LogSource,
     archive: Option<&Path>,
     expect_head: Option<ExpectedHead>,
-) -> Result<Verified, LogError> {
-    // A private copy: verifying writes nothing into the directory.
-    let log = EventLog::open_read_only(data_dir)?;
+) -> Result<Verified, CliError> {
+    // A private copy (sled) or read-only sessions (PostgreSQL): verifying writes nothing.
+    let log = match source.store_config()? {
+        Some(config) => EventLog::with_store(Arc::new(PgStore::open_read_only(config)?)),
+        None => EventLog::open_read_only(&source.data_dir)?,
+    };
     let report = log.verify()?;
     let joined = archive.map(|dir| {
         verify_archive(&log, dir).map(|contents| (contents.manifests.len(), contents.records.len()))
@@ -343,12 +359,12 @@ fn chain_text(report: &VerifyReport) -> String {
 }
 
 fn print_text(
-    data_dir: &Path,
+    source: &LogSource,
     report: &VerifyReport,
     archive: Option<&Path>,
     joined: Option<&Joined>,
 ) {
-    println!("event log:       {}", data_dir.display());
+    println!("event log:       {}", source.describe());
     println!("events:          {}", report.events);
     println!("procedures:      {}", report.procedures);
     println!("open procedures: {}", report.open_procedures);
@@ -369,7 +385,11 @@ fn print_text(
     }
     if let Some(Err(_)) = joined {
         println!("DAMAGED: the archive does not join the live log");
-    } else if report.is_clean() && !data_dir.join(regmig::log::MARK_FILE_NAME).exists() {
+    } else if report.is_clean() && source.store.is_some() {
+        println!(
+            "ok: every record and chain link checks out, and the log ends where its head row says"
+        );
+    } else if report.is_clean() && !source.data_dir.join(regmig::log::MARK_FILE_NAME).exists() {
         println!("ok: every record and index entry checks out; the log has no mark yet (an older regmig wrote it; the next writer adds one)");
     } else if report.is_clean() {
         println!("ok: every record, index entry and chain link checks out, and the log ends where its mark says");
@@ -379,7 +399,7 @@ fn print_text(
 }
 
 fn report_json(
-    data_dir: &Path,
+    source: &LogSource,
     report: &VerifyReport,
     archive: Option<&Path>,
     joined: Option<&Joined>,
@@ -398,7 +418,7 @@ fn report_json(
         })
         .collect();
     json!({
-        "data_dir": data_dir.display().to_string(),
+        source_key(source): source.describe(),
         "ok": report.is_clean() && !matches!(joined, Some(Err(_))),
         "archived_to_global_seq": report.archived_to_global_seq,
         "archive": archive.map(|dir| json!({

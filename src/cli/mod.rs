@@ -54,6 +54,9 @@ pub const DEFAULT_DATA_DIR: &str = "./regmig-data";
 /// The environment variable that, when set, replaces [`DEFAULT_DATA_DIR`] for every command
 /// (`--data-dir` still wins).
 pub const DATA_DIR_ENV: &str = "REGMIG_DATA_DIR";
+/// The environment variable that, when set, points every read command at a PostgreSQL
+/// store instead of a data directory (as `--store` does; its value never shows in `--help`).
+pub const STORE_ENV: &str = "REGMIG_STORE";
 
 /// regmig: migrate regions between datanodes, with every step in a durable event log.
 #[derive(Debug, Parser)]
@@ -108,9 +111,9 @@ pub enum Command {
 pub enum LogCommand {
     /// Check every record and index of a data directory; exit 1 when a problem is found.
     Verify {
-        /// The data directory.
-        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
-        data_dir: std::path::PathBuf,
+        /// Where the log is.
+        #[command(flatten)]
+        source: common::LogSource,
         /// Also prove that the archive in this directory joins the live log without a gap.
         #[arg(long, value_name = "DIR")]
         archive: Option<std::path::PathBuf>,
@@ -209,11 +212,11 @@ pub fn main() -> ExitCode {
         Command::Timeline(args) => timeline::run(args),
         Command::Sim(command) => sim_cmd::run(command),
         Command::Log(LogCommand::Verify {
-            data_dir,
+            source,
             archive,
             expect_head,
             json,
-        }) => log_verify::run(&data_dir, archive.as_deref(), expect_head, json),
+        }) => log_verify::run(&source, archive.as_deref(), expect_head, json),
         Command::Log(LogCommand::Archive {
             data_dir,
             before,

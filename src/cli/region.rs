@@ -58,7 +58,7 @@ pub fn run(args: RegionArgs) -> u8 {
 }
 
 fn run_region(args: &RegionArgs) -> Result<u8, CliError> {
-    let log = open_log(&args.output.data_dir)?;
+    let log = open_log(&args.output.source)?;
     let selection = Selection {
         region: Some(args.region),
         peer: None,
@@ -87,7 +87,7 @@ fn run_region(args: &RegionArgs) -> Result<u8, CliError> {
     if details.is_empty() {
         return Err(CliError::RegionWithoutMigrations {
             region: args.region.to_string(),
-            dir: args.output.data_dir.clone(),
+            log: args.output.source.describe(),
         });
     }
     details.sort_by(|(a, _), (b, _)| {

@@ -13,13 +13,14 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::batch::{member_heading, migration_or_batch, Batch, BatchMember, Found};
+use super::common::LogSource;
 use super::common::{
     finish, format_duration, format_offset, open_log, or_dash, print_json, print_text, CliError,
     Table,
 };
 use super::inspect::OutputArgs;
 use super::summary::payload_json;
-use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED};
+use super::EXIT_FAILED;
 use regmig::engine::store::{decode_record, UndecodableEvent};
 use regmig::log::bundle::{read_bundle, write_bundle};
 use regmig::migration::replay::{check, Divergence};
@@ -60,9 +61,9 @@ pub struct ExportArgs {
     /// The bundle file to write.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output_file: PathBuf,
-    /// The data directory.
-    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// Where the log is: a data directory or a PostgreSQL store.
+    #[command(flatten)]
+    pub source: LogSource,
     /// Print one JSON document instead of a sentence.
     #[arg(long)]
     pub json: bool,
@@ -341,7 +342,7 @@ fn load_events(args: &ReplayArgs) -> Result<Replayed, CliError> {
         ));
     };
     let id = super::common::parse_id_arg(id)?;
-    let log = open_log(&args.output.data_dir)?;
+    let log = open_log(&args.output.source)?;
     let procedure_id = id.resolve(&log)?;
     Ok(match migration_or_batch(&log, procedure_id)? {
         Found::Migration(events) => Replayed::Migration(Loaded {
@@ -851,7 +852,7 @@ struct ExportDocument {
 
 fn run_export(args: &ExportArgs) -> Result<u8, CliError> {
     let id = super::common::parse_id_arg(&args.id)?;
-    let log = open_log(&args.data_dir)?;
+    let log = open_log(&args.source)?;
     let procedure_id = id.resolve(&log)?;
     let records = log.procedure_events(procedure_id, 1)?;
     if records.is_empty() {

@@ -24,11 +24,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::batch::{batch_members, migration_or_batch, Found};
+use super::common::LogSource;
 use super::common::{
     finish, format_duration, load_history, open_log, parse_id_arg, print_json, print_text, CliError,
 };
 use super::summary::{detail, Detail};
-use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR};
 use regmig::domain::{ParseRegionIdError, RegionId};
 use regmig::migration::{MigrationEvent, StateName, TimedEvent, WritePause};
 
@@ -47,9 +47,9 @@ pub struct TimelineArgs {
     /// The SVG file to write.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output_file: PathBuf,
-    /// The data directory.
-    #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// Where the log is: a data directory or a PostgreSQL store.
+    #[command(flatten)]
+    pub source: LogSource,
     /// Print one JSON document instead of a sentence.
     #[arg(long)]
     pub json: bool,
@@ -143,7 +143,7 @@ fn row_of(
 fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
     // A bad id is bad usage, whatever the data directory holds: checked before it is opened.
     let id = args.id.as_deref().map(parse_id_arg).transpose()?;
-    let log = open_log(&args.data_dir)?;
+    let log = open_log(&args.source)?;
     let procedure_id = id.map(|id| id.resolve(&log)).transpose()?;
     let mut rows = Vec::new();
     let mut rows_omitted = 0;
@@ -153,7 +153,7 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
         if found.is_empty() {
             return Err(CliError::RegionWithoutMigrations {
                 region: region.to_string(),
-                dir: args.data_dir.clone(),
+                log: args.source.describe(),
             });
         }
         rows_omitted = found.len().saturating_sub(TIMELINE_ROWS_MAX);

@@ -8,7 +8,9 @@
 //! record it reads ([`decode_record`]: envelope, checksum, version), checks that a
 //! procedure's records follow without gaps and that a global-order read returns what it
 //! asked for. [`SledStore`] ([`sled_store`]) is the embedded backend, the one
-//! [`EventLog::open`] opens; [`EventLog::with_store`] takes any other.
+//! [`EventLog::open`] opens; [`EventLog::with_store`] takes any other, such as `PgStore`
+//! (`pg_store`, feature `postgres`: a PostgreSQL database several engines share, with
+//! fencing; `migrations-log-format.md` section 10).
 //!
 //! # The sled backend
 //! A data directory holds `regmig.lock` (an exclusive, non-blocking `flock`: one owner at a
@@ -56,6 +58,8 @@ mod error;
 pub mod keys;
 pub mod mark;
 mod open;
+#[cfg(feature = "postgres")]
+pub mod pg_store;
 mod record;
 pub mod salvage;
 pub mod sled_store;
@@ -73,6 +77,8 @@ pub use commit::{APPEND_EVENTS_MAX, OPEN_PEERS_MAX};
 pub use error::{LogError, LostHistory};
 pub use mark::MARK_FILE_NAME;
 pub use open::quiet_sled_panics;
+#[cfg(feature = "postgres")]
+pub use pg_store::PgStore;
 pub use record::{
     chain_hash, decode_record, encode_record, ChainHash, Record, CHAIN_START,
     ENVELOPE_OVERHEAD_BYTES, FORMAT_VERSION, FORMAT_VERSION_V1, PAYLOAD_MAX_BYTES,
