@@ -32,8 +32,8 @@ pub trait Mailbox: Send + Sync {
     async fn send(&self, peer: &Peer, instruction: Instruction, timeout_ms: u64) -> MailboxOutcome;
 }
 
-/// What kind of failure a metadata store met. Every kind is retried by the procedure (its
-/// framework retry budget bounds how often).
+/// What kind of failure a metadata store met. Every kind but [`MetadataErrorKind::Fenced`]
+/// is retried by the procedure (its framework retry budget bounds how often).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MetadataErrorKind {
@@ -43,6 +43,10 @@ pub enum MetadataErrorKind {
     Timeout,
     /// The store answered with data that could not be decoded.
     Corrupt,
+    /// A store that several engines share refused a write because the writer's epoch is no
+    /// longer the leader's: another engine took the lease. Not retried: the engine halts
+    /// every procedure at once and sends nothing more (see `engine::leadership`).
+    Fenced,
     /// Anything else.
     Other,
 }
@@ -54,6 +58,7 @@ impl MetadataErrorKind {
             MetadataErrorKind::Unavailable => "unavailable",
             MetadataErrorKind::Timeout => "timeout",
             MetadataErrorKind::Corrupt => "corrupt",
+            MetadataErrorKind::Fenced => "fenced",
             MetadataErrorKind::Other => "other",
         }
     }
