@@ -19,10 +19,10 @@ use regmig::cluster::{
 use regmig::domain::*;
 use regmig::engine::leadership::{
     Candidate, Deposed, LeaderLease, LeadershipConfig, LeadershipError, LeaseError, LeaseGrant,
-    LeaseState, MemoryLeaderLease, OpenAsLeader,
+    LeaseState, MemoryLeaderLease, OpenAsLeader, OpenError,
 };
 use regmig::engine::{
-    load_procedure, AppendMode, Engine, EngineConfig, EngineError, MigrationRequest, SubmitOutcome,
+    load_procedure, AppendMode, Engine, EngineConfig, MigrationRequest, SubmitOutcome,
 };
 use regmig::log::{
     AppendRequest, AuditEntry, AuditIndex, EventLog, ListedEvent, LogError, LogOptions, LogStore,
@@ -198,7 +198,7 @@ struct Opener(Arc<Cluster>);
 
 #[async_trait]
 impl OpenAsLeader for Opener {
-    async fn open(&self, grant: &LeaseGrant) -> Result<Engine, EngineError> {
+    async fn open(&self, grant: &LeaseGrant) -> Result<Engine, OpenError> {
         let cluster = &self.0;
         let log = EventLog::with_store(Arc::new(EpochStore {
             shared: cluster.log.clone(),
@@ -217,19 +217,22 @@ impl OpenAsLeader for Opener {
             append_mode: AppendMode::Inline,
             ..EngineConfig::default()
         };
-        Engine::with_log(log, config, ports).await
+        Ok(Engine::with_log(log, config, ports).await?)
     }
 }
 
 const LEASE: Duration = Duration::from_millis(400);
 
 fn candidate(cluster: &Arc<Cluster>, holder: &str, lease: Arc<dyn LeaderLease>) -> Candidate {
-    Candidate::start(
-        lease,
-        LeadershipConfig::new(holder, LEASE),
-        Arc::new(Opener(cluster.clone())),
-    )
-    .expect("a valid config")
+    candidate_with(cluster, LeadershipConfig::new(holder, LEASE), lease)
+}
+
+fn candidate_with(
+    cluster: &Arc<Cluster>,
+    config: LeadershipConfig,
+    lease: Arc<dyn LeaderLease>,
+) -> Candidate {
+    Candidate::start(lease, config, Arc::new(Opener(cluster.clone()))).expect("a valid config")
 }
 
 async fn submit(engine: &Engine, number: u32) -> Uuid {
@@ -517,11 +520,11 @@ async fn an_engine_whose_log_writes_with_another_epoch_is_not_run() {
     struct NoEpoch(Arc<Cluster>, Mutex<Vec<u64>>);
     #[async_trait]
     impl OpenAsLeader for NoEpoch {
-        async fn open(&self, grant: &LeaseGrant) -> Result<Engine, EngineError> {
+        async fn open(&self, grant: &LeaseGrant) -> Result<Engine, OpenError> {
             self.1.lock().unwrap().push(grant.epoch);
             let log = EventLog::with_store(self.0.log.clone());
             let ports = Ports::builder(self.0.mailbox.clone(), self.0.metadata.clone()).build();
-            Engine::with_log(log, EngineConfig::default(), ports).await
+            Ok(Engine::with_log(log, EngineConfig::default(), ports).await?)
         }
     }
     let cluster = Cluster::new(0);
@@ -536,6 +539,35 @@ async fn an_engine_whose_log_writes_with_another_epoch_is_not_run() {
     // Each try released its lease, so the next got the next epoch; it never led.
     assert_eq!(opener.1.lock().unwrap()[..2], [1, 2]);
     assert!(a.engine().is_none());
+    a.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_engine_stops_releases_the_lease_and_a_standby_takes_over_at_once() {
+    let cluster = Cluster::new(0);
+    let long = Duration::from_secs(10);
+    let mut config_a = LeadershipConfig::new("a", long);
+    config_a.retry_every = Duration::from_secs(60);
+    let a = candidate_with(&cluster, config_a, cluster.lease.clone());
+    let (_, engine_a) = a.wait_leader().await.expect("a leads");
+    let mut config_b = LeadershipConfig::new("b", long);
+    config_b.retry_every = Duration::from_millis(20);
+    let b = candidate_with(&cluster, config_b, cluster.lease.clone());
+    let stopped = tokio::time::Instant::now();
+    engine_a.shutdown().await;
+    let (grant_b, _) = tokio::time::timeout(Duration::from_secs(5), b.wait_leader())
+        .await
+        .expect("b takes over in time")
+        .expect("b takes over");
+    assert_eq!(grant_b.epoch, 2);
+    // Released, not lapsed: well within the 10 s lease.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(a.deposals(), vec![(1, Deposed::EngineStopped)]);
+    b.stop().await;
     a.kill();
 }
 

@@ -17,7 +17,8 @@
 //!    store's. When that deadline passes without a renewal, when the store answers that the
 //!    lease is gone, or when any append or route write of the engine is fenced, it halts the
 //!    engine at once ([`Engine::halt`]: every procedure stops before its next action, every
-//!    wait is cut) and goes back to standby.
+//!    wait is cut), releases the lease if it is still its own, and after
+//!    [`LeadershipConfig::retry_every`] (so a standby goes first) stands by again.
 //!
 //! # Why a deposed leader sends nothing
 //! The store checks the writer's epoch in the same transaction as every append and every
@@ -36,7 +37,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Engine, EngineError, Inner};
+use super::{Engine, Inner};
 use crate::cluster::{CasConflict, MetadataError, MetadataErrorKind, MetadataStore, RegionMove};
 use crate::domain::{DatanodeTable, PeerId, TableId, TableInfo, TableRoute, VersionedTableRoute};
 
@@ -171,9 +172,13 @@ impl LeadershipConfig {
 /// [`Engine::with_log`] over them, which resumes every open procedure.
 #[async_trait]
 pub trait OpenAsLeader: Send + Sync {
-    /// Opens the engine for `grant`.
-    async fn open(&self, grant: &LeaseGrant) -> Result<Engine, EngineError>;
+    /// Opens the engine for `grant`. An error (the embedder's own: the log, the metadata
+    /// store, the engine) is logged; the candidate releases the lease and stands by again.
+    async fn open(&self, grant: &LeaseGrant) -> Result<Engine, OpenError>;
 }
+
+/// Why [`OpenAsLeader::open`] failed: the embedder's error.
+pub type OpenError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Errors of leadership.
 #[derive(Debug, thiserror::Error)]
@@ -409,11 +414,16 @@ impl Run {
             self.role.send_replace(Role::Standby);
             let report = engine.shutdown_within(self.config.stop_within).await;
             drop(engine);
+            // Ends the lease if it is still this term's (a stop, an engine halted by hand),
+            // so a standby need not wait for it to lapse; a no-op once another holds it.
+            // Bounded: a store that does not answer lets it lapse instead.
+            match tokio::time::timeout(self.config.lease, self.lease.release(&grant)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => warn!(%holder, %error, "could not release the lease"),
+                Err(_) => warn!(%holder, "the lease release did not answer; it lapses instead"),
+            }
             match end {
                 TermEnd::Stop => {
-                    if let Err(error) = self.lease.release(&grant).await {
-                        warn!(%holder, %error, "could not release the lease");
-                    }
                     info!(%holder, epoch = grant.epoch, ?report, "stopped leading");
                     break;
                 }
@@ -423,6 +433,10 @@ impl Run {
                         .lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
                         .push((grant.epoch, why));
+                    // Let a standby take the lease first.
+                    if self.pause(self.config.retry_every).await {
+                        break;
+                    }
                 }
             }
         }
@@ -578,7 +592,8 @@ impl MetadataStore for FenceWatch {
 }
 
 /// An in-memory [`LeaderLease`] on tokio's clock, for tests and the simulator: engines of one
-/// process share it through an `Arc`.
+/// process share it through an `Arc`. Its `lease_until_ms` counts from the first use of the
+/// lease in the process (tokio's clock has no Unix epoch), not from the Unix epoch.
 #[derive(Debug, Default)]
 pub struct MemoryLeaderLease {
     state: Mutex<Option<(LeaseGrant, Instant)>>,
