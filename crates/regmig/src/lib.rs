@@ -32,3 +32,5 @@ pub mod domain;
 pub mod engine;
 pub mod log;
 pub mod migration;
+#[cfg(feature = "postgres")]
+pub mod pg;

@@ -296,7 +296,7 @@ pub(crate) fn next_seq_on_disk(tree: &sled::Tree, procedure_id: Uuid) -> Result<
 }
 
 /// The checks on what the caller controls; a failure is the caller's bug.
-fn validate(request: &AppendRequest) -> Result<(), LogError> {
+pub(crate) fn validate(request: &AppendRequest) -> Result<(), LogError> {
     let invalid = |reason: String| LogError::InvalidAppend {
         procedure_id: request.procedure_id,
         reason,

@@ -62,6 +62,79 @@ pub enum LogError {
         current_epoch: u64,
     },
 
+    /// A database store's server refused an operation or could not be reached (connection
+    /// refused or cut, authentication, a statement that failed). For an append, whether it
+    /// was written is unknown when the connection broke during its commit: read the
+    /// procedure's next seq.
+    #[error("{store}: could not {action}: {source}")]
+    Database {
+        /// The store, without credentials.
+        store: String,
+        /// What was being done, e.g. "commit a group of appends".
+        action: &'static str,
+        /// The driver's (or the pool's) error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A database store's configuration (its URL, password file, TLS files) is unusable.
+    #[error("store {store}: {reason}")]
+    StoreConfig {
+        /// The store, without credentials.
+        store: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Another engine writes to this database store without leader election (it holds the
+    /// store's writer lock): two such writers on one history are refused.
+    #[error("the store at {store} is in use by another writer: {reason}")]
+    StoreInUse {
+        /// The store, without credentials.
+        store: String,
+        /// Who holds it, as far as the store can tell.
+        reason: String,
+    },
+
+    /// A database store's tables are of a newer schema version than this regmig reads.
+    #[error("the store at {store} has {component} schema version {found} in PostgreSQL schema `{schema}`; this regmig reads version {supported} at most: upgrade regmig")]
+    UnsupportedSchema {
+        /// The store, without credentials.
+        store: String,
+        /// The PostgreSQL schema.
+        schema: String,
+        /// Which tables, e.g. "log".
+        component: String,
+        /// The version found.
+        found: i32,
+        /// The newest version this build reads.
+        supported: i32,
+    },
+
+    /// A database store holds no regmig log (for a reader, which creates nothing).
+    #[error("the store at {store} holds no regmig event log ({reason})")]
+    NoLogAtStore {
+        /// The store, without credentials.
+        store: String,
+        /// What was found instead.
+        reason: String,
+    },
+
+    /// A database store's log does not end where its head row (written in the same
+    /// transaction as every append) says: acknowledged history is gone, or the head row
+    /// was altered. Writers refuse the store; readers report it.
+    #[error("the event log at {store} has lost acknowledged history: its head row records global seq {head_global_seq}, {reason}. Writers refuse this log: run `regmig log verify --store <url>`")]
+    StoreLostHistory {
+        /// The store, without credentials.
+        store: String,
+        /// The last global seq the head row records.
+        head_global_seq: u64,
+        /// The last global seq the log holds.
+        found_global_seq: u64,
+        /// What disagrees.
+        reason: String,
+    },
+
     /// The operation needs a capability this store does not offer (today: archive,
     /// compaction, salvage and verify read the sled backend's key layout).
     #[error("{operation}: not supported by the store at {store}")]
@@ -298,6 +371,7 @@ impl LogError {
                 | LogError::MarkDamaged { .. }
                 | LogError::LostHistory(_)
                 | LogError::ChainBroken { .. }
+                | LogError::StoreLostHistory { .. }
         )
     }
 
@@ -310,6 +384,12 @@ impl LogError {
             LogError::Storage { .. } => "storage",
             LogError::Fenced { .. } => "fenced",
             LogError::Unsupported { .. } => "unsupported",
+            LogError::Database { .. } => "database",
+            LogError::StoreConfig { .. } => "store_config",
+            LogError::StoreInUse { .. } => "store_in_use",
+            LogError::UnsupportedSchema { .. } => "unsupported_schema",
+            LogError::NoLogAtStore { .. } => "no_log_at_store",
+            LogError::StoreLostHistory { .. } => "store_lost_history",
             LogError::UnsupportedLayout { .. } => "unsupported_layout",
             LogError::BadChecksum { .. } => "bad_checksum",
             LogError::UnknownFormatVersion { .. } => "unknown_format_version",

@@ -56,6 +56,8 @@ mod error;
 pub mod keys;
 pub mod mark;
 mod open;
+#[cfg(feature = "postgres")]
+pub mod pg_store;
 mod record;
 pub mod salvage;
 pub mod sled_store;
@@ -73,6 +75,8 @@ pub use commit::{APPEND_EVENTS_MAX, OPEN_PEERS_MAX};
 pub use error::{LogError, LostHistory};
 pub use mark::MARK_FILE_NAME;
 pub use open::quiet_sled_panics;
+#[cfg(feature = "postgres")]
+pub use pg_store::PgStore;
 pub use record::{
     chain_hash, decode_record, encode_record, ChainHash, Record, CHAIN_START,
     ENVELOPE_OVERHEAD_BYTES, FORMAT_VERSION, FORMAT_VERSION_V1, PAYLOAD_MAX_BYTES,

@@ -47,7 +47,7 @@ use std::thread::Thread;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{AppendConflict, AppendReceipt, AppendRequest, LogError};
+use super::{AppendConflict, AppendReceipt, AppendRequest, ChainHash, LogError};
 
 /// What an append came to: a receipt, an expected race ([`AppendConflict`]), or a fault.
 pub type AppendResult = Result<Result<AppendReceipt, AppendConflict>, LogError>;
@@ -173,6 +173,14 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Every procedure that has a live (not archived) event, in id order.
     async fn procedures(&self) -> Result<Vec<Uuid>, LogError>;
+
+    /// Where the store recorded its log's end (last global seq, its chain hash) beside the
+    /// data, in the same atomic write as every append, so a verify can tell a lost tail
+    /// from a short log: PostgreSQL's head row. `None` for a store without one (sled
+    /// checks its own mark file, outside this trait).
+    async fn recorded_head(&self) -> Result<Option<(u64, ChainHash)>, LogError> {
+        Ok(None)
+    }
 }
 
 /// Runs `future` to completion on the calling thread, parking it while the future waits.

@@ -652,7 +652,28 @@ pub(crate) async fn verify_store(store: &dyn LogStore) -> Result<VerifyReport, L
             .await
         {
             Ok(listed) => listed,
-            // The store's own order is broken: what follows cannot be walked.
+            // A hole in the store's own order: report it and walk on from the record after
+            // it (the records around it report what else it broke).
+            Err(LogError::GlobalSequenceGap {
+                global_seq,
+                key,
+                found_global_seq,
+            }) if found_global_seq > from_global_seq => {
+                report.push(LogError::GlobalSequenceGap {
+                    global_seq,
+                    key,
+                    found_global_seq,
+                });
+                // Walk up to the hole, then from the record after it.
+                let before = store
+                    .events_from(from_global_seq, (global_seq - from_global_seq) as usize)
+                    .await?;
+                let resume_at = found_global_seq;
+                walk_listed(&mut report, &mut check, &mut next_seq_by_procedure, before);
+                from_global_seq = resume_at;
+                continue;
+            }
+            // The store's own order is broken otherwise: what follows cannot be walked.
             Err(problem) if problem.is_damage() => {
                 report.push(problem);
                 break;
@@ -664,31 +685,7 @@ pub(crate) async fn verify_store(store: &dyn LogStore) -> Result<VerifyReport, L
         };
         from_global_seq = last.global_seq + 1;
         let chunk_len = listed.len();
-        for ListedEvent { global_seq, event } in listed {
-            report.events += 1;
-            let key = event_key(event.procedure_id, event.seq);
-            if let Err(problem) =
-                check_listed_bytes(global_seq, event.procedure_id, event.seq, &event.bytes)
-            {
-                report.push(problem);
-            }
-            let expected_seq = next_seq_by_procedure.entry(event.procedure_id).or_insert(1);
-            if event.seq != *expected_seq {
-                report.push(LogError::SequenceGap {
-                    procedure_id: event.procedure_id,
-                    seq: *expected_seq,
-                    key: hex(&key),
-                    found_seq: event.seq,
-                });
-            }
-            *expected_seq = event.seq.saturating_add(1);
-            check.visit(
-                global_seq,
-                event.procedure_id,
-                event.seq,
-                Some(&event.bytes),
-            );
-        }
+        walk_listed(&mut report, &mut check, &mut next_seq_by_procedure, listed);
         if chunk_len < STORE_WALK_CHUNK_EVENTS {
             break;
         }
@@ -710,5 +707,92 @@ pub(crate) async fn verify_store(store: &dyn LogStore) -> Result<VerifyReport, L
     for problem in check.problems {
         report.push(problem);
     }
+    if let Some((head_global_seq, head_hash)) = store.recorded_head().await? {
+        if let Err(problem) = check_recorded_head(
+            &store.location(),
+            head_global_seq,
+            &head_hash,
+            report.chain.head_global_seq,
+            report.chain.head_hash,
+        ) {
+            report.push(problem);
+        }
+    }
     Ok(report)
+}
+
+/// Checks records read in global order: each one's bytes, its procedure's seqs, the chain.
+fn walk_listed(
+    report: &mut VerifyReport,
+    check: &mut ChainCheck,
+    next_seq_by_procedure: &mut BTreeMap<Uuid, u64>,
+    listed: Vec<ListedEvent>,
+) {
+    for ListedEvent { global_seq, event } in listed {
+        report.events += 1;
+        let key = event_key(event.procedure_id, event.seq);
+        if let Err(problem) =
+            check_listed_bytes(global_seq, event.procedure_id, event.seq, &event.bytes)
+        {
+            report.push(problem);
+        }
+        let expected_seq = next_seq_by_procedure.entry(event.procedure_id).or_insert(1);
+        if event.seq != *expected_seq {
+            report.push(LogError::SequenceGap {
+                procedure_id: event.procedure_id,
+                seq: *expected_seq,
+                key: hex(&key),
+                found_seq: event.seq,
+            });
+        }
+        *expected_seq = event.seq.saturating_add(1);
+        check.visit(
+            global_seq,
+            event.procedure_id,
+            event.seq,
+            Some(&event.bytes),
+        );
+    }
+}
+
+/// The end a store recorded beside its data (`head_global_seq`, `head_hash`: PostgreSQL's
+/// head row, written in the same transaction as every append) against where its log ends
+/// (`found_global_seq` and that record's chain hash): a log that ends earlier lost
+/// acknowledged history; one that goes on, or ends on another hash, was written or
+/// replaced behind the store's back. Each is [`LogError::StoreLostHistory`] naming
+/// `location`.
+pub(crate) fn check_recorded_head(
+    location: &str,
+    head_global_seq: u64,
+    head_hash: &[u8],
+    found_global_seq: u64,
+    found_hash: ChainHash,
+) -> Result<(), LogError> {
+    let lost = |reason: String| {
+        Err(LogError::StoreLostHistory {
+            store: location.to_string(),
+            head_global_seq,
+            found_global_seq,
+            reason,
+        })
+    };
+    if found_global_seq < head_global_seq {
+        return lost(format!(
+            "but the log ends at global seq {found_global_seq}: global seqs {} to {head_global_seq} are gone",
+            found_global_seq + 1
+        ));
+    }
+    if found_global_seq > head_global_seq {
+        return lost(format!(
+            "but the log goes on to global seq {found_global_seq}: rows were written behind the store's back, or the head row was set back"
+        ));
+    }
+    if head_hash != found_hash {
+        return lost(format!(
+            "and the log ends there, but its chain hash there is {} where the head row records {}: the last event was replaced",
+            hex(&found_hash),
+            hex(head_hash)
+        ));
+    }
+    Ok(())
 }

@@ -1,0 +1,91 @@
+//! Connecting to PostgreSQL (feature `postgres`): the configuration ([`PgConfig`]), TLS,
+//! the connection pool ([`connect`]) and regmig's tables ([`schema`]). The log store on top
+//! is [`PgStore`](crate::log::PgStore).
+
+pub mod config;
+pub mod schema;
+mod tls;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+
+pub use config::{PgConfig, TlsMode};
+
+use crate::log::LogError;
+
+/// How long taking a connection from the pool may wait for a free one, or for a new one to
+/// connect, before it is an error.
+pub const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// A pool of connections to the server of `config` (nothing is connected until the first
+/// `get`): TLS as `config.tls()` says, at most `config.pool_size()` connections, each
+/// checked with a round trip before it is reused (a server restart leaves closed
+/// connections behind, and this hands out a fresh one instead). Must be called inside a
+/// tokio runtime (the pool's timeouts use it).
+pub fn connect(config: &PgConfig) -> Result<Pool, LogError> {
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Verified,
+    };
+    let driver = config.driver_config().clone();
+    let manager = match tls::connector(config)? {
+        Some(tls) => {
+            let mut driver = driver;
+            driver.ssl_mode(tokio_postgres::config::SslMode::Require);
+            Manager::from_config(driver, tls, manager_config)
+        }
+        None => {
+            let mut driver = driver;
+            driver.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            Manager::from_config(driver, tokio_postgres::NoTls, manager_config)
+        }
+    };
+    Pool::builder(manager)
+        .max_size(config.pool_size())
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .recycle_timeout(Some(POOL_WAIT))
+        .build()
+        .map_err(|error| LogError::StoreConfig {
+            store: config.redacted(),
+            reason: format!("could not build the connection pool: {error}"),
+        })
+}
+
+/// One connection of its own, outside any pool (for a session-level advisory lock, which
+/// lives as long as the session). Its connection task runs on the current tokio runtime.
+pub async fn connect_session(config: &PgConfig) -> Result<tokio_postgres::Client, LogError> {
+    let mut driver = config.driver_config().clone();
+    let failed = |error: tokio_postgres::Error| schema::database(config, "connect", error);
+    match tls::connector(config)? {
+        Some(tls) => {
+            driver.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = driver.connect(tls).await.map_err(failed)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        None => {
+            driver.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = driver
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(failed)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+    }
+}
+
+/// A pool error while doing `action` at the store of `config`.
+pub fn pool_error(
+    config: &PgConfig,
+    action: &'static str,
+    error: deadpool_postgres::PoolError,
+) -> LogError {
+    LogError::Database {
+        store: config.redacted(),
+        action,
+        source: Box::new(error),
+    }
+}
