@@ -9,9 +9,12 @@
 //!   lease from then); [`NoLeaseRenewals`] when the embedder does not track heartbeats.
 //!
 //! Implementations: [`memory::MemoryMetadataStore`] for tests and the simulator,
-//! [`sled_store::SledMetadataStore`] for production, [`SystemClock`], [`TokioClock`].
+//! [`sled_store::SledMetadataStore`] for production, `pg_store::PgMetadataStore` (feature
+//! `postgres`) beside a PostgreSQL log that several engines share, [`SystemClock`], [`TokioClock`].
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod pg_store;
 pub mod sled_store;
 
 use std::sync::Arc;
