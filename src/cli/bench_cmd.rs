@@ -36,6 +36,18 @@ pub struct BenchArgs {
     /// table as single migrations and as one batch (e.g. 100).
     #[arg(long, conflicts_with = "only")]
     pub batch_evacuation: Option<u32>,
+    /// Only issue 16's measurement: two engines elected on the PostgreSQL database at this
+    /// URL, the leader killed `--kills` times mid-campaign; prints the takeover time (kill to
+    /// the new leader's first resumed event) as p50/p99. Each kill runs in a schema of its
+    /// own, dropped afterwards.
+    #[arg(long, value_name = "POSTGRES_URL", conflicts_with_all = ["only", "batch_evacuation"])]
+    pub takeover: Option<String>,
+    /// Kills for `--takeover`.
+    #[arg(long, default_value_t = 20, requires = "takeover")]
+    pub kills: u32,
+    /// The leader lease for `--takeover`, in ms (renewed every quarter of it).
+    #[arg(long, default_value_t = 1000, requires = "takeover")]
+    pub lease_ms: u64,
 }
 
 /// The default fixture cache: `target/regmig-bench-cache` under the current directory, when
@@ -50,6 +62,39 @@ pub fn run(args: BenchArgs) -> u8 {
     // A measurement that needs a process of its own (see `bench::child`).
     if let Some(code) = child::run_from_env() {
         return code;
+    }
+    if let Some(url) = &args.takeover {
+        let started = std::time::Instant::now();
+        let figures = bench::takeover::measure(
+            url,
+            args.kills.max(1),
+            std::time::Duration::from_millis(args.lease_ms),
+            &mut |step| eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64()),
+        );
+        return match figures {
+            Ok(figures) if args.json => match serde_json::to_string_pretty(&figures) {
+                Ok(json) => {
+                    println!("{json}");
+                    0
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    super::EXIT_FAILED
+                }
+            },
+            Ok(figures) => {
+                print!("{}", bench::takeover::render(&figures));
+                0
+            }
+            Err(error @ bench::takeover::TakeoverError::Config(_)) => {
+                eprintln!("error: {error}");
+                super::EXIT_USAGE
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                super::EXIT_FAILED
+            }
+        };
     }
     if let Some(regions) = args.batch_evacuation {
         return match bench::batch::evacuation(regions.max(1)) {
