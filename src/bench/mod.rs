@@ -39,6 +39,7 @@ mod report;
 pub mod runtime;
 pub mod snapshot;
 pub mod table;
+pub mod takeover;
 pub mod world;
 
 pub use error::BenchError;

@@ -44,6 +44,18 @@ pub struct BenchArgs {
     /// The PostgreSQL password: the first line of this file (with --postgres).
     #[arg(long, value_name = "FILE", requires = "postgres")]
     pub password_file: Option<PathBuf>,
+    /// Only issue 16's measurement: two engines elected on the PostgreSQL database at this
+    /// URL, the leader killed `--kills` times mid-campaign; prints the takeover time (kill to
+    /// the new leader's first resumed event) as p50/p99. Each kill runs in a schema of its
+    /// own, dropped afterwards.
+    #[arg(long, value_name = "POSTGRES_URL", conflicts_with_all = ["only", "batch_evacuation", "postgres"])]
+    pub takeover: Option<String>,
+    /// Kills for `--takeover`.
+    #[arg(long, default_value_t = 20, requires = "takeover")]
+    pub kills: u32,
+    /// The leader lease for `--takeover`, in ms (renewed every quarter of it).
+    #[arg(long, default_value_t = 1000, requires = "takeover")]
+    pub lease_ms: u64,
 }
 
 /// The default fixture cache: `target/regmig-bench-cache` under the current directory, when
@@ -61,6 +73,39 @@ pub fn run(args: BenchArgs) -> u8 {
     }
     if let Some(url) = &args.postgres {
         return postgres(url, args.password_file.as_deref(), args.quick, args.json);
+    }
+    if let Some(url) = &args.takeover {
+        let started = std::time::Instant::now();
+        let figures = bench::takeover::measure(
+            url,
+            args.kills.max(1),
+            std::time::Duration::from_millis(args.lease_ms),
+            &mut |step| eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64()),
+        );
+        return match figures {
+            Ok(figures) if args.json => match serde_json::to_string_pretty(&figures) {
+                Ok(json) => {
+                    println!("{json}");
+                    0
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    super::EXIT_FAILED
+                }
+            },
+            Ok(figures) => {
+                print!("{}", bench::takeover::render(&figures));
+                0
+            }
+            Err(error @ bench::takeover::TakeoverError::Config(_)) => {
+                eprintln!("error: {error}");
+                super::EXIT_USAGE
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                super::EXIT_FAILED
+            }
+        };
     }
     if let Some(regions) = args.batch_evacuation {
         return match bench::batch::evacuation(regions.max(1)) {

@@ -9,9 +9,12 @@
 //!   lease from then); [`NoLeaseRenewals`] when the embedder does not track heartbeats.
 //!
 //! Implementations: [`memory::MemoryMetadataStore`] for tests and the simulator,
-//! [`sled_store::SledMetadataStore`] for production, [`SystemClock`], [`TokioClock`].
+//! [`sled_store::SledMetadataStore`] for production, `pg_store::PgMetadataStore` (feature
+//! `postgres`) beside a PostgreSQL log that several engines share, [`SystemClock`], [`TokioClock`].
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod pg_store;
 pub mod sled_store;
 
 use std::sync::Arc;
@@ -32,8 +35,8 @@ pub trait Mailbox: Send + Sync {
     async fn send(&self, peer: &Peer, instruction: Instruction, timeout_ms: u64) -> MailboxOutcome;
 }
 
-/// What kind of failure a metadata store met. Every kind is retried by the procedure (its
-/// framework retry budget bounds how often).
+/// What kind of failure a metadata store met. Every kind but [`MetadataErrorKind::Fenced`]
+/// is retried by the procedure (its framework retry budget bounds how often).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MetadataErrorKind {
@@ -43,6 +46,10 @@ pub enum MetadataErrorKind {
     Timeout,
     /// The store answered with data that could not be decoded.
     Corrupt,
+    /// A store that several engines share refused a write because the writer's epoch is no
+    /// longer the leader's: another engine took the lease. Not retried: the engine halts
+    /// every procedure at once and sends nothing more (see `engine::leadership`).
+    Fenced,
     /// Anything else.
     Other,
 }
@@ -54,6 +61,7 @@ impl MetadataErrorKind {
             MetadataErrorKind::Unavailable => "unavailable",
             MetadataErrorKind::Timeout => "timeout",
             MetadataErrorKind::Corrupt => "corrupt",
+            MetadataErrorKind::Fenced => "fenced",
             MetadataErrorKind::Other => "other",
         }
     }

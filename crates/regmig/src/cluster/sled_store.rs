@@ -34,12 +34,14 @@ fn store_error(what: &str, error: impl std::fmt::Display) -> MetadataError {
     MetadataError::new(MetadataErrorKind::Other, format!("{what}: {error}"))
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// The value encoding of every metadata store: rmp-serde, named.
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Plain data into a Vec: cannot fail.
     rmp_serde::to_vec_named(value).unwrap_or_default()
 }
 
-fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, MetadataError> {
+/// Decodes a value of [`encode`]; `what` names it in the error.
+pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, MetadataError> {
     rmp_serde::from_slice(bytes)
         .map_err(|error| store_error(&format!("cannot decode {what}"), error))
 }

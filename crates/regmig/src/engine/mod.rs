@@ -14,6 +14,15 @@
 //! - [`Engine::subscribe`] streams one procedure's events from any seq, with no gap;
 //!   [`Engine::subscribe_all`] streams every procedure's events in log order.
 //!
+//! # Several engines, one store
+//! On a store that several engines share (PostgreSQL), one engine leads: a
+//! [`leadership::Candidate`] stands by, takes the lease (raising the epoch), opens the
+//! engine with that epoch and resumes every open procedure, renews the lease, and halts the
+//! engine at once when a renewal does not succeed within the lease. A write the store
+//! fences ([`LogError::Fenced`], [`MetadataErrorKind::Fenced`](crate::cluster::MetadataErrorKind::Fenced))
+//! halts every procedure of the engine at once, so a deposed leader sends nothing more;
+//! [`Engine::fenced`] names the write. See [`leadership`].
+//!
 //! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
 //! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
 //! in another (the benchmark's snapshot baselines do).
@@ -24,6 +33,7 @@
 //! span (`state`, `action`). Lines about a batch carry `batch_id`. Peers are `from`, `to`
 //! and `peer` (datanode ids).
 
+pub mod leadership;
 mod locks;
 pub mod metrics;
 mod procedure;
@@ -235,6 +245,8 @@ pub(crate) struct Inner {
     dropped: AtomicBool,
     /// Whether a retention run is going on, and when the last one started.
     retention: retention::RetentionState,
+    /// The first write the store fenced (it halted the engine): see [`leadership`].
+    fenced: Mutex<Option<leadership::FencedWrite>>,
 }
 
 /// Called after every appended event (the simulator uses it to crash after event k).
@@ -253,6 +265,29 @@ impl Inner {
 
     pub(crate) fn halt_signal(&self) -> watch::Receiver<bool> {
         self.halt.subscribe()
+    }
+
+    /// A shared store fenced a write: another engine leads. Halts every procedure at once
+    /// (they send nothing more) and keeps the first such write for [`Engine::fenced`].
+    pub(crate) fn on_fenced(&self, write: leadership::FencedWrite) {
+        let mut fenced = self
+            .fenced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        warn!(write = %write.write, reason = %write.reason, "the store fenced a write; halting the engine");
+        fenced.get_or_insert(write);
+        drop(fenced);
+        self.halt();
+    }
+
+    /// Halts the engine when `result` is a fenced write (see [`Inner::on_fenced`]).
+    fn check_fenced<T>(&self, procedure_id: Uuid, result: &Result<T, LogError>) {
+        if let Err(error @ LogError::Fenced { .. }) = result {
+            self.on_fenced(leadership::FencedWrite {
+                write: format!("append to migration {procedure_id}"),
+                reason: error.to_string(),
+            });
+        }
     }
 
     /// Appends a batch durably; a conflict is an error here (the task is the only writer).
@@ -274,9 +309,11 @@ impl Inner {
         };
         let started = std::time::Instant::now();
         let result = match self.config.append_mode {
-            AppendMode::GroupCommit => self.log.append(request).await?,
-            AppendMode::Inline => self.log.append_blocking(request)?,
+            AppendMode::GroupCommit => self.log.append(request).await,
+            AppendMode::Inline => self.log.append_blocking(request),
         };
+        self.check_fenced(procedure_id, &result);
+        let result = result?;
         self.metrics.append_done(started.elapsed(), events.len());
         result
             .map(|_| ())
@@ -466,9 +503,16 @@ impl Engine {
         ports: Ports,
     ) -> Result<Engine, EngineError> {
         let (halt, _) = watch::channel(false);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|engine| Inner {
             log,
-            ports,
+            ports: Ports {
+                // A fenced route write halts the engine (see `leadership`).
+                metadata: Arc::new(leadership::FenceWatch {
+                    store: ports.metadata.clone(),
+                    engine: engine.clone(),
+                }),
+                ..ports
+            },
             config,
             locks: LockTable::new(),
             running: Mutex::new(BTreeMap::new()),
@@ -479,6 +523,7 @@ impl Engine {
             appended: Notify::new(),
             dropped: AtomicBool::new(false),
             retention: retention::RetentionState::default(),
+            fenced: Mutex::new(None),
         });
         open_engines().insert(
             registry_key(Path::new(&inner.log.store().location())),
@@ -615,8 +660,9 @@ impl Engine {
         let appended = match self.inner.config.append_mode {
             AppendMode::GroupCommit => self.inner.log.append(append).await,
             AppendMode::Inline => self.inner.log.append_blocking(append),
-        }
-        .map_err(SubmitError::Log)?;
+        };
+        self.inner.check_fenced(procedure_id, &appended);
+        let appended = appended.map_err(SubmitError::Log)?;
         match appended {
             Ok(_) => {}
             Err(AppendConflict::RegionBusy {
@@ -882,6 +928,16 @@ impl Engine {
     /// simulator). With group commit an append in flight may or may not become durable.
     pub fn halt(&self) {
         self.inner.halt();
+    }
+
+    /// The first write a shared store fenced, if any: the engine halted then, because
+    /// another engine took the lead (see [`leadership`]).
+    pub fn fenced(&self) -> Option<leadership::FencedWrite> {
+        self.inner
+            .fenced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// A handle that halts the engine from anywhere, e.g. from an observer.

@@ -828,10 +828,8 @@ async fn write_group(
     };
     let current_epoch = from_sql_u64(leader.get::<_, i64>(0));
     let holder: Option<String> = leader.get(1);
-    let fenced = match shared.writer_epoch {
-        Some(epoch) => (epoch != current_epoch).then_some(epoch),
-        None => holder.is_some().then_some(0),
-    };
+    let fenced =
+        crate::pg::lease::fenced_epoch(shared.writer_epoch, current_epoch, holder.as_deref());
     if let Some(epoch) = fenced {
         return Err(WriteError::Other(LogError::Fenced {
             store: shared.location.clone(),

@@ -3,6 +3,7 @@
 //! is [`PgStore`](crate::log::PgStore).
 
 pub mod config;
+pub mod lease;
 pub mod schema;
 mod tls;
 
