@@ -18,6 +18,7 @@
 //! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
 //! in another (the benchmark's snapshot baselines do).
 
+mod batch;
 mod locks;
 pub mod metrics;
 mod procedure;
@@ -328,9 +329,28 @@ impl Inner {
 
     /// Drops a procedure from memory once its task ends.
     pub(crate) fn forget(&self, procedure_id: Uuid, outcome: Option<Outcome>) {
-        let removed = self.running().remove(&procedure_id);
-        if let Some(running) = removed {
-            let _ = running.outcome_sender.send(outcome);
+        self.forget_batch_member(procedure_id, outcome, None);
+    }
+
+    /// Drops a procedure from memory once it ends; the handle of the task that ran it, if
+    /// it held it, goes to `heir` (a region of the same batch still running in that task),
+    /// so a shutdown still waits for the task.
+    pub(crate) fn forget_batch_member(
+        &self,
+        procedure_id: Uuid,
+        outcome: Option<Outcome>,
+        heir: Option<Uuid>,
+    ) {
+        let mut running = self.running();
+        let removed = running.remove(&procedure_id);
+        if let Some(mut removed) = removed {
+            if let (Some(task), Some(heir)) = (removed.task.take(), heir) {
+                match running.get_mut(&heir) {
+                    Some(heir) => heir.task = Some(task),
+                    None => removed.task = Some(task),
+                }
+            }
+            let _ = removed.outcome_sender.send(outcome);
         }
     }
 }
@@ -479,24 +499,38 @@ impl Engine {
         if !to_resume.is_empty() {
             info!(count = to_resume.len(), "resuming unfinished migrations");
         }
+        // The regions of a batch resume together, as one task (each from its own events).
+        let mut batches: BTreeMap<Uuid, Vec<(Uuid, MigrationState, u64, Observation)>> =
+            BTreeMap::new();
         for (procedure_id, state, next_seq) in to_resume {
-            engine.spawn(procedure_id, state, next_seq, Observation::Resumed);
+            match state.batch.as_ref().map(|batch| batch.batch_id) {
+                Some(batch_id) => batches.entry(batch_id).or_default().push((
+                    procedure_id,
+                    state,
+                    next_seq,
+                    Observation::Resumed,
+                )),
+                None => engine.spawn(procedure_id, state, next_seq, Observation::Resumed),
+            }
+        }
+        for (batch_id, regions) in batches {
+            engine.spawn_batch(batch_id, regions);
         }
         Ok(engine)
     }
 
-    fn spawn(&self, procedure_id: Uuid, state: MigrationState, next_seq: u64, first: Observation) {
+    /// Registers a procedure as running; returns the receiver of its operator requests.
+    fn register(&self, procedure_id: Uuid, state: &MigrationState) -> Option<mpsc::Receiver<Control>> {
         let Some(task) = state.task.as_ref() else {
             warn!(%procedure_id, "procedure has no submitted event; not started");
-            return;
+            return None;
         };
         let (control_sender, control) = mpsc::channel(16);
         let (outcome_sender, outcome) = watch::channel(None);
-        let region_id = task.region_id;
         self.inner.running().insert(
             procedure_id,
             Running {
-                region_id,
+                region_id: task.region_id,
                 control: control_sender,
                 outcome,
                 outcome_sender,
@@ -504,6 +538,13 @@ impl Engine {
                 task: None,
             },
         );
+        Some(control)
+    }
+
+    fn spawn(&self, procedure_id: Uuid, state: MigrationState, next_seq: u64, first: Observation) {
+        let Some(control) = self.register(procedure_id, &state) else {
+            return;
+        };
         let runner = Runner {
             inner: self.inner.clone(),
             id: procedure_id,
@@ -517,6 +558,38 @@ impl Engine {
         }
     }
 
+    /// Runs the regions of one batch as one task (see [`batch`]): each region's procedure
+    /// is registered as running; the task's handle sits with the first still running.
+    fn spawn_batch(&self, batch_id: Uuid, regions: Vec<(Uuid, MigrationState, u64, Observation)>) {
+        let mut members = Vec::with_capacity(regions.len());
+        for (id, state, next_seq, first) in regions {
+            if let Some(control) = self.register(id, &state) {
+                members.push(batch::Member {
+                    id,
+                    state,
+                    next_seq,
+                    first,
+                    control,
+                });
+            }
+        }
+        let Some(first_id) = members.first().map(|member| member.id) else {
+            return;
+        };
+        let runner = batch::BatchRunner {
+            inner: self.inner.clone(),
+            batch_id,
+            members,
+        };
+        let handle = tokio::spawn(runner.run());
+        let mut running = self.inner.running();
+        match running.get_mut(&first_id) {
+            Some(first) => first.task = Some(handle),
+            // Already over (every region ended at once): nothing to wait for.
+            None => drop(running),
+        }
+    }
+
     /// Validates a migration, records its submission durably, and starts it.
     pub async fn submit(&self, request: MigrationRequest) -> Result<SubmitOutcome, SubmitError> {
         if !self.inner.accepting.load(Ordering::SeqCst) {
@@ -526,7 +599,7 @@ impl Engine {
         let Some(submitted) = validated else {
             return Ok(SubmitOutcome::AlreadyMigrated);
         };
-        self.start(&request, submitted, None)
+        self.start(&request, submitted)
             .await
             .map(SubmitOutcome::Started)
     }
@@ -547,32 +620,49 @@ impl Engine {
         let now_ms = self.inner.ports.clock.now_ms();
         let batch_id = crate::cluster::new_procedure_id(now_ms, self.inner.ports.entropy.as_ref());
         let mut regions = Vec::with_capacity(batch.regions.len());
+        let mut recorded = Vec::with_capacity(batch.regions.len());
         for &region_id in &batch.regions {
             let request = batch.request(region_id);
             let started = match submit::validate_batch_region(&self.inner, &request).await {
                 Ok(submitted) => {
-                    self.start(&request, submitted, Some((batch_id, &batch.regions)))
+                    self.record(&request, submitted, Some((batch_id, &batch.regions)))
                         .await
                 }
                 Err(error) => Err(error),
             };
             let start = match started {
-                Ok(id) => BatchRegionStart::Started(id),
+                Ok((id, state, next_seq)) => {
+                    recorded.push((id, state, next_seq, Observation::Begin));
+                    BatchRegionStart::Started(id)
+                }
                 Err(error) => BatchRegionStart::Refused(error),
             };
             regions.push((region_id, start));
         }
+        self.spawn_batch(batch_id, recorded);
         info!(%batch_id, regions = batch.regions.len(), from = batch.from_peer.id, to = batch.to_peer.id, "batch submitted");
         Ok(BatchSubmitted { batch_id, regions })
     }
 
-    /// Records a validated submission (with its batch, if any) and starts the procedure.
+    /// Records a validated submission and starts the procedure.
     async fn start(
         &self,
         request: &MigrationRequest,
         submitted: MigrationEvent,
-        batch: Option<(Uuid, &[RegionId])>,
     ) -> Result<Uuid, SubmitError> {
+        let (procedure_id, state, next_seq) = self.record(request, submitted, None).await?;
+        self.spawn(procedure_id, state, next_seq, Observation::Begin);
+        Ok(procedure_id)
+    }
+
+    /// Records a validated submission (with its batch, if any) durably; returns the new
+    /// procedure, its state and its next seq, not yet started.
+    async fn record(
+        &self,
+        request: &MigrationRequest,
+        submitted: MigrationEvent,
+        batch: Option<(Uuid, &[RegionId])>,
+    ) -> Result<(Uuid, MigrationState, u64), SubmitError> {
         let mut recorded = vec![submitted];
         if let Some((batch_id, regions)) = batch {
             recorded.push(MigrationEvent::BatchJoined {
@@ -617,13 +707,7 @@ impl Engine {
             self.inner.after_append(procedure_id, seq, now_ms, event);
         }
         info!(%procedure_id, region = %region_id, from = request.from_peer.id, to = request.to_peer.id, "migration submitted");
-        self.spawn(
-            procedure_id,
-            state,
-            recorded.len() as u64 + 1,
-            Observation::Begin,
-        );
-        Ok(procedure_id)
+        Ok((procedure_id, state, recorded.len() as u64 + 1))
     }
 
     /// Asks a running procedure to cancel; it rolls back unless the new route is written.

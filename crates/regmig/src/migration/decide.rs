@@ -781,6 +781,7 @@ impl Stepper {
             deadline_ms,
             attempt: outstanding.attempt,
             resend: true,
+            regions: Vec::new(),
         });
         Flow::Act(Action::Send {
             peer: outstanding.peer,
@@ -798,6 +799,7 @@ impl Stepper {
             deadline_ms: self.now_ms + timeout_ms,
             attempt,
             resend: false,
+            regions: Vec::new(),
         });
         Flow::Act(Action::Send {
             peer,
