@@ -1102,7 +1102,8 @@ mod sim {
             }
             route
         };
-        let cas = |version: u64| metadata.cas_table_route(TABLE, version, cleared.clone(), Vec::new());
+        let cas =
+            |version: u64| metadata.cas_table_route(TABLE, version, cleared.clone(), Vec::new());
         // Unavailability is checked first and does not use a conflict.
         assert_eq!(cas(1).await, Err(unavailable("cas_table_route")));
         assert_eq!(metadata.faults_left(), (2, 0));

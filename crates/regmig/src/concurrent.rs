@@ -106,7 +106,10 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             value
         };
-        assert_eq!(join_all([sleep(30, 1), sleep(10, 2), sleep(20, 3)]).await, [1, 2, 3]);
+        assert_eq!(
+            join_all([sleep(30, 1), sleep(10, 2), sleep(20, 3)]).await,
+            [1, 2, 3]
+        );
 
         let mut pending: Pending<'_, u32> = Pending::new();
         assert!(pending.next_done().await.is_empty());

@@ -46,7 +46,9 @@ use uuid::Uuid;
 use super::procedure::{until_halted, Control, Halt, LogPersistence, Signals};
 use super::{EngineError, Inner, ProcedureDriver};
 use crate::concurrent::{join_all, Boxed, Pending};
-use crate::domain::{Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, TableId, TableRoute};
+use crate::domain::{
+    Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, TableId, TableRoute,
+};
 use crate::migration::{lock_keys, table_lock_key, Action, MigrationState, Observation, Outcome};
 
 type Driver<'a> = ProcedureDriver<'a, LogPersistence<'a>>;
@@ -362,9 +364,8 @@ fn dispatch<'a>(
     for (index, driver, action) in actions {
         // A revision 1 procedure holds its table's lock for the whole migration: it writes
         // its route alone, through its own driver.
-        let holds_table = |table_id: TableId| {
-            lock_keys(driver.state()).contains(&table_lock_key(table_id))
-        };
+        let holds_table =
+            |table_id: TableId| lock_keys(driver.state()).contains(&table_lock_key(table_id));
         match action {
             Action::Send {
                 peer,
@@ -427,7 +428,9 @@ fn dispatch<'a>(
             };
             pending.push(alone(index, driver, action));
         } else {
-            pending.push(Box::pin(async move { send_group(inner, peer, parts).await.into() }));
+            pending.push(Box::pin(async move {
+                send_group(inner, peer, parts).await.into()
+            }));
         }
     }
     let route_tables: Vec<TableId> = reads
@@ -576,7 +579,11 @@ async fn send_group<'a>(inner: &'a Inner, peer: Peer, parts: Vec<SendPart<'a>>) 
 }
 
 /// Takes `table_id`'s lock under `owner` for one route call, unless the engine halts.
-async fn table_lock(inner: &Inner, owner: Uuid, table_id: TableId) -> Result<(), Halt<EngineError>> {
+async fn table_lock(
+    inner: &Inner,
+    owner: Uuid,
+    table_id: TableId,
+) -> Result<(), Halt<EngineError>> {
     let keys = [table_lock_key(table_id)];
     if inner.locks.try_acquire(owner, &keys).is_ok() {
         return Ok(());
@@ -661,13 +668,17 @@ async fn cas_group<'a>(
             continue;
         };
         let region_id = task.region_id;
-        if let (Some(wanted), Some(entry)) =
-            (part.route.region_route(region_id), route.region_route_mut(region_id))
-        {
+        if let (Some(wanted), Some(entry)) = (
+            part.route.region_route(region_id),
+            route.region_route_mut(region_id),
+        ) {
             *entry = wanted.clone();
         }
     }
-    let region_moves: Vec<_> = parts.iter().filter_map(|part| part.region_move.clone()).collect();
+    let region_moves: Vec<_> = parts
+        .iter()
+        .filter_map(|part| part.region_move.clone())
+        .collect();
     let drivers: Vec<(usize, Driver<'a>, crate::migration::RouteChange)> = parts
         .into_iter()
         .map(|part| (part.index, part.driver, part.change))
@@ -690,7 +701,12 @@ async fn cas_group<'a>(
     let Some(written) = written else {
         return stop(drivers);
     };
-    debug!(table_id, regions = drivers.len(), ?written, "batch route written");
+    debug!(
+        table_id,
+        regions = drivers.len(),
+        ?written,
+        "batch route written"
+    );
     drivers
         .into_iter()
         .map(|(index, driver, change)| {

@@ -513,14 +513,30 @@ impl Engine {
                 None => engine.spawn(procedure_id, state, next_seq, Observation::Resumed),
             }
         }
-        for (batch_id, regions) in batches {
+        for (batch_id, mut regions) in batches {
+            // In the batch's order, as at submit: its instructions carry them in that order.
+            regions.sort_by_key(|(_, state, _, _)| {
+                let position =
+                    state
+                        .task
+                        .as_ref()
+                        .zip(state.batch.as_ref())
+                        .and_then(|(task, batch)| {
+                            batch.regions.iter().position(|r| *r == task.region_id)
+                        });
+                position.unwrap_or(usize::MAX)
+            });
             engine.spawn_batch(batch_id, regions);
         }
         Ok(engine)
     }
 
     /// Registers a procedure as running; returns the receiver of its operator requests.
-    fn register(&self, procedure_id: Uuid, state: &MigrationState) -> Option<mpsc::Receiver<Control>> {
+    fn register(
+        &self,
+        procedure_id: Uuid,
+        state: &MigrationState,
+    ) -> Option<mpsc::Receiver<Control>> {
         let Some(task) = state.task.as_ref() else {
             warn!(%procedure_id, "procedure has no submitted event; not started");
             return None;

@@ -13,8 +13,8 @@ use super::{EngineError, Inner, LockTable, ProcedureEvent};
 use crate::cluster::Ports;
 use crate::log::OpenProcedure;
 use crate::migration::{
-    check_cancel, decide, table_lock_key, Action, DecideError, Decision, Hook, Input, MigrationEvent,
-    MigrationState, Observation, Outcome,
+    check_cancel, decide, table_lock_key, Action, DecideError, Decision, Hook, Input,
+    MigrationEvent, MigrationState, Observation, Outcome,
 };
 
 /// A request to a running procedure.
@@ -243,7 +243,8 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
         let mut input = Input::new(first);
         loop {
             let action = self.step(input).await?;
-            let span = debug_span!("step", state = %self.state.state, action = action_name(&action));
+            let span =
+                debug_span!("step", state = %self.state.state, action = action_name(&action));
             let observation = match self.act(action).instrument(span).await? {
                 Ok(observation) => observation,
                 Err(outcome) => {
@@ -468,15 +469,12 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                 self.take_table_lock(table_id).await?;
                 // A halt stops waiting for the write; a cancel waits for it (its result decides
                 // whether the route changed).
-                let cas =
-                    ports
-                        .metadata
-                        .cas_table_route(
-                            table_id,
-                            expected_version,
-                            route,
-                            region_move.into_iter().collect(),
-                        );
+                let cas = ports.metadata.cas_table_route(
+                    table_id,
+                    expected_version,
+                    route,
+                    region_move.into_iter().collect(),
+                );
                 let observation = match self.halt_only(cas).await? {
                     Ok(Ok(to_version)) => Observation::CasApplied {
                         table_id,
