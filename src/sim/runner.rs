@@ -809,19 +809,16 @@ fn fill_from_log(
     result.error = state.final_error.clone();
     result.rolled_back = state.rolled_back;
     result.path = state.path.iter().map(|s| s.name().to_string()).collect();
-    let region = state.task.as_ref().map(|task| task.region_id);
     for timed in events {
-        // An instruction that carried several regions of a batch counts once: in the log of
-        // the first region it carried.
+        // An instruction that carried several regions of a batch counts once.
         if let MigrationEvent::InstructionSent {
             peer,
             instruction,
             resend: false,
-            regions,
             ..
         } = &timed.event
         {
-            if regions.first().is_some_and(|first| Some(*first) != region) {
+            if timed.event.carried_by_another_region() {
                 continue;
             }
             *result

@@ -136,6 +136,9 @@ async fn run_batch(inner: &Arc<Inner>, members: Vec<Member>) {
             if stopped {
                 return Err(Stopped);
             }
+            // Fresh sends before re-sends: an instruction is counted in the event of the first
+            // region it carries, and a re-send's event is not counted.
+            decided.sort_by_key(|(index, _, _, decision)| (is_resend(decision), *index));
             mark_shared_sends(&mut decided);
             let stepped = join_all(decided.into_iter().map(
                 |(index, mut driver, now_ms, decision)| async move {
@@ -231,6 +234,16 @@ fn send_key(action: &Action) -> Option<(PeerId, InstructionKind)> {
         } => Some((peer.id, instruction.kind())),
         _ => None,
     }
+}
+
+/// Whether a decision re-sends an instruction outstanding at a crash.
+fn is_resend(decision: &crate::migration::Decision) -> bool {
+    decision.events.iter().any(|event| {
+        matches!(
+            event,
+            crate::migration::MigrationEvent::InstructionSent { resend: true, .. }
+        )
+    })
 }
 
 /// Records, in the `InstructionSent` event of each send that will share one instruction

@@ -16,7 +16,9 @@
 //!
 //! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
 //! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
-//! in another (the benchmark's snapshot baselines do).
+//! in another (the benchmark's snapshot baselines do). The regions of a batch (spec R2.5)
+//! run as one task, one driver per region, whose sends and route writes are grouped: one
+//! instruction per datanode per step, one compare-and-swap per table (module `batch`).
 
 mod batch;
 mod locks;
@@ -627,7 +629,9 @@ impl Engine {
     /// events, deadline, budget and retries, so a region whose step fails is rolled back
     /// alone; its Start ends it at once when it is already on `to_peer` (done) and aborts it
     /// when its leader is not `from_peer`, both recorded in its log. A region whose table or
-    /// route is missing is refused alone.
+    /// route is missing is refused alone. The started regions run as one task (see the
+    /// batch driver, `engine/batch.rs`): one instruction per datanode per step carrying
+    /// every region in it, one route compare-and-swap per table per route write.
     pub async fn submit_batch(&self, batch: BatchRequest) -> Result<BatchSubmitted, SubmitError> {
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);

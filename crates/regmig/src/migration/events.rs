@@ -595,6 +595,22 @@ impl MigrationEvent {
         }
     }
 
+    /// Whether this is an `InstructionSent` of a region whose instruction another region's
+    /// event stands for: one instruction carrying several regions of a batch (spec R2.5) is
+    /// counted once, in the event of the first region it carried.
+    pub fn carried_by_another_region(&self) -> bool {
+        match self {
+            MigrationEvent::InstructionSent {
+                instruction,
+                regions,
+                ..
+            } => regions
+                .first()
+                .is_some_and(|first| *first != instruction.region_id()),
+            _ => false,
+        }
+    }
+
     /// Whether this event ends the procedure.
     pub fn is_terminal(&self) -> bool {
         matches!(self, MigrationEvent::Finished { .. })
