@@ -14,4 +14,10 @@ fn a_batch_evacuation_takes_at_most_twice_one_migration() {
     );
     assert!(figures.batch_to_single_ratio <= 2.0, "{}", render(&figures));
     assert!(render(&figures).contains("one batch of 20 regions"));
+    // A batch's step is one instruction per datanode carrying every region: the batch sends
+    // as many instructions as one migration, 20 single migrations twenty times as many.
+    let [single, singles, batch] = figures.instructions;
+    assert!(single >= 5, "{}", render(&figures));
+    assert_eq!(batch, single, "{}", render(&figures));
+    assert_eq!(singles, 20 * single, "{}", render(&figures));
 }

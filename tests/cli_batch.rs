@@ -173,6 +173,7 @@ fn a_batch_id_shows_the_batch_and_each_region() {
 
     let (ok, out) = regmig(&["show", &batch_id, "--data-dir", data]);
     assert!(ok, "{out}");
+    // 1024:2's duration is its retries' jittered waits, drawn in the batch task's order.
     assert_eq!(
         out,
         format!(
@@ -182,7 +183,7 @@ fn a_batch_id_shows_the_batch_and_each_region() {
              \n\
              REGION  MIGRATION                             FROM→TO  STATE                STATUS     DURATION\n\
              1024:1  {}  1→2      End                  completed  0ms\n\
-             1024:2  {}  1→2      OpenCandidateRegion  failed     4.101s\n\
+             1024:2  {}  1→2      OpenCandidateRegion  failed     4.018s\n\
              1024:3  {}  1→2      End                  completed  0ms\n",
             ids[0], ids[1], ids[2]
         )

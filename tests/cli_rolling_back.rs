@@ -70,6 +70,7 @@ fn rolling_back() -> Vec<TimedEvent> {
                 deadline_ms: T0 + 10_100,
                 attempt: 1,
                 resend: false,
+                regions: Vec::new(),
             },
         ),
         at(

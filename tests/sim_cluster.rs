@@ -158,7 +158,7 @@ mod sim {
     async fn change_route(
         cluster: &SimCluster,
         region_id: RegionId,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
         change: impl FnOnce(&mut RegionRoute),
     ) -> u64 {
         let metadata = cluster.metadata();
@@ -170,7 +170,7 @@ mod sim {
         let mut route = current.route.clone();
         change(route.region_route_mut(region_id).expect("region route"));
         metadata
-            .cas_table_route(TABLE, current.version, route, region_move)
+            .cas_table_route(TABLE, current.version, route, region_moves)
             .await
             .expect("store up")
             .expect("no conflict")
@@ -178,7 +178,7 @@ mod sim {
 
     async fn mark_downgrading(cluster: &SimCluster, region_id: RegionId) -> u64 {
         let now_ms = cluster.clock().now_ms();
-        change_route(cluster, region_id, None, |route| {
+        change_route(cluster, region_id, Vec::new(), |route| {
             route.leader_state = Some(LeaderState::Downgrading);
             route.leader_down_since_ms = Some(now_ms);
         })
@@ -186,7 +186,7 @@ mod sim {
     }
 
     async fn clear_downgrading(cluster: &SimCluster, region_id: RegionId) -> u64 {
-        change_route(cluster, region_id, None, |route| {
+        change_route(cluster, region_id, Vec::new(), |route| {
             route.leader_state = None;
             route.leader_down_since_ms = None;
         })
@@ -199,7 +199,7 @@ mod sim {
             from_peer: from,
             to_peer: to,
         };
-        change_route(cluster, region_id, Some(region_move), |route| {
+        change_route(cluster, region_id, vec![region_move], |route| {
             route.leader_peer = Some(Peer::sim(to));
             route.leader_state = None;
             route.leader_down_since_ms = None;
@@ -1102,7 +1102,8 @@ mod sim {
             }
             route
         };
-        let cas = |version: u64| metadata.cas_table_route(TABLE, version, cleared.clone(), None);
+        let cas =
+            |version: u64| metadata.cas_table_route(TABLE, version, cleared.clone(), Vec::new());
         // Unavailability is checked first and does not use a conflict.
         assert_eq!(cas(1).await, Err(unavailable("cas_table_route")));
         assert_eq!(metadata.faults_left(), (2, 0));
@@ -1376,7 +1377,7 @@ mod sim {
                             region_route.leader_state = Some(LeaderState::Downgrading);
                         }
                         let written = metadata
-                            .cas_table_route(TABLE, current.version, route, None)
+                            .cas_table_route(TABLE, current.version, route, Vec::new())
                             .await;
                         if matches!(written, Ok(Ok(_))) {
                             break;
@@ -1561,7 +1562,7 @@ mod sim {
             .expect("route");
         sleep_to(&cluster, 3_500).await;
         let refused = metadata
-            .cas_table_route(TABLE, current.version, current.route.clone(), None)
+            .cas_table_route(TABLE, current.version, current.route.clone(), Vec::new())
             .await
             .expect("store up");
         assert!(refused.is_err(), "a CAS inside the window loses");
@@ -1572,7 +1573,7 @@ mod sim {
             .expect("store up")
             .expect("route");
         let applied = metadata
-            .cas_table_route(TABLE, latest.version, latest.route, None)
+            .cas_table_route(TABLE, latest.version, latest.route, Vec::new())
             .await
             .expect("store up");
         assert_eq!(applied, Ok(latest.version + 1));

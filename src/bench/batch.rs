@@ -61,6 +61,9 @@ pub struct EvacuationFigures {
     pub batch_to_single_ratio: f64,
     /// Wall-clock time of each run (single, singles, batch), in ms.
     pub wall_ms: [u64; 3],
+    /// Instructions sent to datanodes by each run (single, singles, batch): a batch's step
+    /// is one instruction per datanode carrying every region (spec R2.5).
+    pub instructions: [u64; 3],
 }
 
 fn scenario_text(name: &str, regions: u32, moved: u32, batch: bool) -> String {
@@ -99,13 +102,14 @@ fn scenario_text(name: &str, regions: u32, moved: u32, batch: bool) -> String {
     text
 }
 
-/// Runs one shape; returns (virtual ms from the first submit to the last end, wall ms).
+/// Runs one shape; returns (virtual ms from the first submit to the last end, wall ms,
+/// instructions sent).
 fn measure(
     shape: &'static str,
     regions: u32,
     moved: u32,
     batch: bool,
-) -> Result<(u64, u64), BatchBenchError> {
+) -> Result<(u64, u64, u64), BatchBenchError> {
     let text = scenario_text(shape, regions, moved, batch);
     let scenario = parse_scenario(&text, shape)
         .map_err(|source| BatchBenchError::Scenario { shape, source })?;
@@ -151,16 +155,22 @@ fn measure(
         .map(|migration| migration.virtual_time_ms)
         .max()
         .unwrap_or(0);
-    Ok((virtual_ms, wall_ms))
+    let instructions = outcome
+        .migrations
+        .iter()
+        .flat_map(|migration| migration.sent.values())
+        .sum();
+    Ok((virtual_ms, wall_ms, instructions))
 }
 
 /// Evacuates a datanode leading `regions` regions of one table three ways: one region alone,
 /// every region as its own migration, every region in one batch.
 pub fn evacuation(regions: u32) -> Result<EvacuationFigures, BatchBenchError> {
-    let (single_migration_ms, single_wall_ms) = measure("single migration", regions, 1, false)?;
-    let (single_migrations_ms, singles_wall_ms) =
+    let (single_migration_ms, single_wall_ms, single_sent) =
+        measure("single migration", regions, 1, false)?;
+    let (single_migrations_ms, singles_wall_ms, singles_sent) =
         measure("single migrations", regions, regions, false)?;
-    let (batch_ms, batch_wall_ms) = measure("batch", regions, regions, true)?;
+    let (batch_ms, batch_wall_ms, batch_sent) = measure("batch", regions, regions, true)?;
     Ok(EvacuationFigures {
         regions,
         single_migration_ms,
@@ -168,6 +178,7 @@ pub fn evacuation(regions: u32) -> Result<EvacuationFigures, BatchBenchError> {
         batch_ms,
         batch_to_single_ratio: batch_ms as f64 / single_migration_ms.max(1) as f64,
         wall_ms: [single_wall_ms, singles_wall_ms, batch_wall_ms],
+        instructions: [single_sent, singles_sent, batch_sent],
     })
 }
 
@@ -179,26 +190,29 @@ pub fn render(figures: &EvacuationFigures) -> String {
             "one migration of one region".to_string(),
             figures.single_migration_ms,
             figures.wall_ms[0],
+            figures.instructions[0],
         ),
         (
             format!("{regions} migrations, submitted at once"),
             figures.single_migrations_ms,
             figures.wall_ms[1],
+            figures.instructions[1],
         ),
         (
             format!("one batch of {regions} regions"),
             figures.batch_ms,
             figures.wall_ms[2],
+            figures.instructions[2],
         ),
     ];
     let mut text = format!(
         "evacuating a failing datanode that leads {regions} regions of one table (virtual time; \
          slow path: the old leader answers no downgrade)\n"
     );
-    for (label, virtual_ms, wall_ms) in rows {
+    for (label, virtual_ms, wall_ms, instructions) in rows {
         let _ = writeln!(
             text,
-            "  {label:<36} {virtual_ms:>7} ms   (wall {wall_ms} ms)"
+            "  {label:<36} {virtual_ms:>7} ms   (wall {wall_ms} ms, {instructions} instructions)"
         );
     }
     let _ = writeln!(

@@ -313,7 +313,7 @@ impl MetadataStore for FaultyMetadata {
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         let changed = self.changed_regions(table_id, &route);
         {
@@ -345,7 +345,7 @@ impl MetadataStore for FaultyMetadata {
             }
         }
         self.inner
-            .cas_table_route(table_id, expected_version, route, region_move)
+            .cas_table_route(table_id, expected_version, route, region_moves)
             .await
     }
 

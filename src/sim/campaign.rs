@@ -481,7 +481,7 @@ impl MetadataStore for MirroredMetadataStore {
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         let result = self
             .primary
@@ -489,7 +489,7 @@ impl MetadataStore for MirroredMetadataStore {
                 table_id,
                 expected_version,
                 route.clone(),
-                region_move.clone(),
+                region_moves.clone(),
             )
             .await?;
         if let Ok(version) = result {
@@ -500,7 +500,7 @@ impl MetadataStore for MirroredMetadataStore {
                         version,
                         route,
                     },
-                    region_move,
+                    region_moves,
                 )
                 .await?;
         }

@@ -1084,13 +1084,19 @@ impl SimCluster {
             .collect()
     }
 
-    /// The datanode side of a send: counts it, lets the datanode act, plans the answer.
+    /// Counts one instruction sent to `peer` (a multi-region one counts once).
+    fn count_sent(&self, peer: PeerId, kind: InstructionKind) {
+        let mut state = self.state();
+        let count = state.sent.entry((peer, kind)).or_default();
+        *count = count.saturating_add(1);
+    }
+
+    /// The datanode side of one region's instruction: lets the datanode act, plans the
+    /// answer.
     fn receive(self: &Arc<Self>, peer: PeerId, instruction: &Instruction, timeout_ms: u64) -> Plan {
         let now_ms = self.now_ms();
         let kind = instruction.kind();
         let mut state = self.state();
-        let count = state.sent.entry((peer, kind)).or_default();
-        *count = count.saturating_add(1);
         let (alive, incarnation) = match state.plane.datanodes.get(&peer) {
             None => {
                 state.trace.push(
@@ -1304,15 +1310,12 @@ pub struct SimMailbox {
     cluster: Arc<SimCluster>,
 }
 
-#[async_trait]
-impl Mailbox for SimMailbox {
-    async fn send(&self, peer: &Peer, instruction: Instruction, timeout_ms: u64) -> MailboxOutcome {
+impl SimMailbox {
+    /// Waits for what `plan` promises, until `deadline_ms` at most.
+    async fn outcome(&self, plan: Plan, deadline_ms: u64) -> MailboxOutcome {
         let cluster = &self.cluster;
         let clock = cluster.clock.clone();
-        let sent_at_ms = cluster.now_ms();
-        let deadline_ms = sent_at_ms.saturating_add(timeout_ms);
-        let plan = cluster.receive(peer.id, &instruction, timeout_ms);
-        let outcome = match plan {
+        match plan {
             Plan::Unreachable => MailboxOutcome::Unreachable,
             Plan::NoAnswer => {
                 SimCluster::sleep_until(&clock, deadline_ms).await;
@@ -1332,10 +1335,6 @@ impl Mailbox for SimMailbox {
                 reply_at_ms,
                 arrival_ms,
             } => {
-                let _guard = PendingGuard {
-                    shared: Arc::downgrade(&cluster.shared),
-                    id,
-                };
                 if reply_at_ms > deadline_ms {
                     SimCluster::sleep_until(&clock, deadline_ms).await;
                     MailboxOutcome::Timeout
@@ -1353,9 +1352,67 @@ impl Mailbox for SimMailbox {
                     }
                 }
             }
-        };
+        }
+    }
+
+    /// The sender's hold on a later answer, released when the sender is done with it.
+    fn guard(&self, plan: &Plan) -> Option<PendingGuard> {
+        match plan {
+            Plan::Later { id, .. } => Some(PendingGuard {
+                shared: Arc::downgrade(&self.cluster.shared),
+                id: *id,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A multi-region instruction (`send_batch`, a batch's step) counts once in `sent`; the
+/// datanode takes each region's part as it would a single instruction (scripts with a
+/// `region` answer that part only), and the answer comes back when every part is answered
+/// or timed out.
+#[async_trait]
+impl Mailbox for SimMailbox {
+    async fn send(&self, peer: &Peer, instruction: Instruction, timeout_ms: u64) -> MailboxOutcome {
+        let cluster = &self.cluster;
+        let sent_at_ms = cluster.now_ms();
+        let deadline_ms = sent_at_ms.saturating_add(timeout_ms);
+        cluster.count_sent(peer.id, instruction.kind());
+        let plan = cluster.receive(peer.id, &instruction, timeout_ms);
+        let _guard = self.guard(&plan);
+        let outcome = self.outcome(plan, deadline_ms).await;
         cluster.record(sent_at_ms, peer.id, instruction, &outcome);
         outcome
+    }
+
+    async fn send_batch(
+        &self,
+        peer: &Peer,
+        instructions: Vec<Instruction>,
+        timeout_ms: u64,
+    ) -> Vec<MailboxOutcome> {
+        let cluster = &self.cluster;
+        let sent_at_ms = cluster.now_ms();
+        let deadline_ms = sent_at_ms.saturating_add(timeout_ms);
+        let Some(kind) = instructions.first().map(Instruction::kind) else {
+            return Vec::new();
+        };
+        cluster.count_sent(peer.id, kind);
+        let plans: Vec<Plan> = instructions
+            .iter()
+            .map(|instruction| cluster.receive(peer.id, instruction, timeout_ms))
+            .collect();
+        let _guards: Vec<_> = plans.iter().filter_map(|plan| self.guard(plan)).collect();
+        // Each part's times are absolute: waiting for them one after another ends when the
+        // last part is answered (a later answer is settled at its time by the datanode).
+        let mut outcomes = Vec::with_capacity(plans.len());
+        for plan in plans {
+            outcomes.push(self.outcome(plan, deadline_ms).await);
+        }
+        for (instruction, outcome) in instructions.into_iter().zip(&outcomes) {
+            cluster.record(sent_at_ms, peer.id, instruction, outcome);
+        }
+        outcomes
     }
 }
 
@@ -1557,7 +1614,7 @@ impl MetadataStore for SimMetadataStore {
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         self.check_available("cas_table_route")?;
         let now_ms = self.clock.elapsed_ms();
@@ -1585,7 +1642,7 @@ impl MetadataStore for SimMetadataStore {
         let description = describe_route(&route);
         let result = self
             .inner
-            .cas_table_route(table_id, expected_version, route, region_move)
+            .cas_table_route(table_id, expected_version, route, region_moves)
             .await?;
         match &result {
             Ok(version) => self.trace(format!(

@@ -132,8 +132,14 @@ fn cluster_setup(scenario: &Scenario) -> ClusterSetup {
 /// Engine crashes still to come, each with how long the engine then stays down.
 #[derive(Default)]
 struct CrashPlan {
-    /// Crash once any procedure's event count reaches k (each fires once): (k, down ms).
+    /// Crash once any migration's event count reaches k (each fires once): (k, down ms).
+    /// A batch's count is every event of every one of its regions, in the order appended.
     after_events: Vec<(u64, u64)>,
+    /// Events appended so far per migration (a single procedure, or a batch by its id),
+    /// over every engine session of the run.
+    appended: BTreeMap<Uuid, u64>,
+    /// The batch of each procedure that joined one.
+    batch_of: BTreeMap<Uuid, Uuid>,
     /// Crash at these virtual times (ms from the start): (at, down ms).
     at_ms: Vec<(u64, u64)>,
 }
@@ -225,7 +231,18 @@ impl Sim {
                 }
             }
             let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(position) = plan.after_events.iter().position(|(k, _)| event.seq >= *k) {
+            if let MigrationEvent::BatchJoined { batch_id, .. } = &event.event {
+                plan.batch_of.insert(event.procedure_id, *batch_id);
+            }
+            let migration = plan
+                .batch_of
+                .get(&event.procedure_id)
+                .copied()
+                .unwrap_or(event.procedure_id);
+            let appended = plan.appended.entry(migration).or_insert(0);
+            *appended += 1;
+            let appended = *appended;
+            if let Some(position) = plan.after_events.iter().position(|(k, _)| appended >= *k) {
                 let (_, down_ms) = plan.after_events.remove(position);
                 halt.halt();
                 crash_down_ms.store(down_ms, Ordering::SeqCst);
@@ -557,7 +574,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                     failures: &mut failures,
                     ended_regions: &mut ended_regions,
                 };
-                let max_events = batch.fill(
+                let batch_events = batch.fill(
                     &engine,
                     &cluster,
                     &routes_at_end,
@@ -565,7 +582,7 @@ async fn run(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioRun, R
                     regions,
                 )?;
                 if index == 0 {
-                    first_migration_events = max_events;
+                    first_migration_events = batch_events;
                 }
             }
             Submitted::Started { id, at_ms } => {
@@ -655,8 +672,8 @@ struct BatchResults<'a> {
 }
 
 impl BatchResults<'_> {
-    /// Fills a batch's result from its regions' logs; returns the most events a region's
-    /// procedure appended (the crash sweep crashes after each of them).
+    /// Fills a batch's result from its regions' logs; returns how many events the batch
+    /// appended over all its regions (the crash sweep crashes after each of them).
     fn fill(
         &mut self,
         engine: &Engine,
@@ -674,7 +691,7 @@ impl BatchResults<'_> {
         result.procedure_id = Some(batch_id.to_string());
         let mut outcomes = Vec::new();
         let mut errors = Vec::new();
-        let mut max_events = 0;
+        let mut batch_events = 0;
         // The first refusal, "KIND: message", as a rejected submit reports it.
         let mut first_refusal: Option<String> = None;
         for (region, start) in regions {
@@ -690,7 +707,7 @@ impl BatchResults<'_> {
                     let state = regmig::migration::fold(&events);
                     let mut member = route_result(*region, None);
                     fill_from_log(&mut member, *id, &state, &events, at_ms, end_ms);
-                    max_events = max_events.max(member.events);
+                    batch_events += member.events;
                     result.events += member.events;
                     result.virtual_time_ms = result.virtual_time_ms.max(member.virtual_time_ms);
                     result.rolled_back |= member.rolled_back;
@@ -765,7 +782,7 @@ impl BatchResults<'_> {
             result.error = first_refusal;
             result.procedure_id = None;
         }
-        Ok(max_events)
+        Ok(batch_events)
     }
 }
 
@@ -811,6 +828,7 @@ fn fill_from_log(
     result.rolled_back = state.rolled_back;
     result.path = state.path.iter().map(|s| s.name().to_string()).collect();
     for timed in events {
+        // An instruction that carried several regions of a batch counts once.
         if let MigrationEvent::InstructionSent {
             peer,
             instruction,
@@ -818,6 +836,9 @@ fn fill_from_log(
             ..
         } = &timed.event
         {
+            if timed.event.carried_by_another_region() {
+                continue;
+            }
             *result
                 .sent
                 .entry(sent_key(peer.id, instruction.kind()))
@@ -853,10 +874,11 @@ pub fn fingerprint(log: &EventLog) -> Result<Vec<u8>, LogError> {
 pub struct CrashSweep {
     /// The uninterrupted run.
     pub baseline: ScenarioOutcome,
-    /// One run per k: crash after event k of the first migration.
+    /// One run per k: crash after event k of the first migration (of the whole batch).
     pub runs: Vec<(u64, ScenarioOutcome)>,
-    /// The crash points tried: the first migration's events (for a batch, the most events
-    /// one of its regions appended; a crash after event k stops every region at its k-th).
+    /// The crash points tried: the first migration's events (for a batch, every event of
+    /// every one of its regions: a crash after event k stops the batch after the k-th event
+    /// it appended, whichever region appended it).
     pub crash_points: u64,
 }
 

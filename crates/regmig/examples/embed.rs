@@ -155,7 +155,7 @@ impl MetadataStore for MyCatalog {
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         let mut routes = self.routes.lock().unwrap();
         let actual_version = routes.get(&table_id).map(|stored| stored.version);
@@ -175,9 +175,9 @@ impl MetadataStore for MyCatalog {
                 route,
             },
         );
-        if let Some(region_move) = region_move {
-            let mut tables = self.datanode_tables.lock().unwrap();
-            apply_region_move(&mut tables, table_id, &region_move);
+        let mut tables = self.datanode_tables.lock().unwrap();
+        for region_move in &region_moves {
+            apply_region_move(&mut tables, table_id, region_move);
         }
         Ok(Ok(version))
     }

@@ -28,6 +28,7 @@
 
 pub mod archive;
 pub mod cluster;
+mod concurrent;
 pub mod domain;
 pub mod engine;
 pub mod log;

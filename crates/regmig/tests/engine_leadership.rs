@@ -140,7 +140,7 @@ impl MetadataStore for EpochMetadata {
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         let current = self.lease.state().await.expect("memory lease").epoch;
         if current != self.epoch {
@@ -153,7 +153,7 @@ impl MetadataStore for EpochMetadata {
             ));
         }
         self.shared
-            .cas_table_route(table_id, expected_version, route, region_move)
+            .cas_table_route(table_id, expected_version, route, region_moves)
             .await
     }
     async fn datanode_table(

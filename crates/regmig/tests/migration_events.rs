@@ -99,6 +99,7 @@ fn one_of_each() -> Vec<MigrationEvent> {
             deadline_ms: 1_700_000_001_000,
             attempt: 2,
             resend: true,
+            regions: Vec::new(),
         },
         MigrationEvent::ReplyReceived {
             peer: 1,

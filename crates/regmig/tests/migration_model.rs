@@ -215,6 +215,7 @@ fn sent(
         deadline_ms: now_ms + timeout_ms,
         attempt,
         resend: false,
+        regions: Vec::new(),
     }
 }
 
@@ -958,6 +959,7 @@ fn resume_after_a_flush_sent_resends_it_with_a_fresh_lease_wait() {
                 deadline_ms: world.now_ms + FLUSH_LEADER_TIMEOUT_MS,
                 attempt: 1,
                 resend: true,
+                regions: Vec::new(),
             },
         ]
     );
@@ -3208,6 +3210,7 @@ fn resume_after_instruction_sent_resends_it_with_the_same_attempt_and_a_fresh_wa
                 deadline_ms: resent_at_ms + 9_900,
                 attempt: 2,
                 resend: true,
+                regions: Vec::new(),
             },
         ]
     );
@@ -3357,6 +3360,7 @@ fn resume_after_an_open_region_sent_resends_it_with_a_fresh_wait() {
                 deadline_ms: world.now_ms + OPEN_CANDIDATE_TIMEOUT_MS,
                 attempt: 1,
                 resend: true,
+                regions: Vec::new(),
             },
         ]
     );
@@ -3386,6 +3390,7 @@ fn resume_after_the_deadline_passed_resends_with_a_fresh_mailbox_timeout() {
                 deadline_ms: world.now_ms + CLOSE_REGION_TIMEOUT_MS,
                 attempt: 1,
                 resend: true,
+                regions: Vec::new(),
             },
         ]
     );
@@ -3683,6 +3688,7 @@ fn resume_after_a_long_outage_resends_the_downgrade_with_the_whole_remaining_bud
                 deadline_ms: world.now_ms + 10_000,
                 attempt: 1,
                 resend: true,
+                regions: Vec::new(),
             },
         ]
     );
@@ -3729,6 +3735,7 @@ fn resume_charges_an_outstanding_downgrade_up_to_the_last_event_before_the_crash
             deadline_ms: sent_at_ms + 15_000,
             attempt: 1,
             resend: true,
+            regions: Vec::new(),
         },
     });
     let state = fold(&log);

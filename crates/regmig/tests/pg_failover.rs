@@ -536,13 +536,13 @@ impl MetadataStore for PartitionedMetadata {
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         let held = self.gate.closed.load(Ordering::SeqCst);
         self.gate.pass().await;
         let result = self
             .store
-            .cas_table_route(table_id, expected_version, route, region_move)
+            .cas_table_route(table_id, expected_version, route, region_moves)
             .await;
         if held {
             self.held_results.lock().unwrap().push(match &result {
@@ -684,7 +684,7 @@ async fn a_partitioned_leader_is_fenced_and_nothing_it_does_after_the_takeover_l
     // Its next append and route write are fenced too.
     let route = direct_metadata.table_route(TABLE).await.unwrap().unwrap();
     let error = direct_metadata
-        .cas_table_route(TABLE, route.version, route.route.clone(), None)
+        .cas_table_route(TABLE, route.version, route.route.clone(), Vec::new())
         .await
         .expect_err("fenced");
     assert_eq!(error.kind, MetadataErrorKind::Fenced);

@@ -184,7 +184,7 @@ async fn a_deposed_writers_route_write_and_append_are_fenced_and_change_nothing(
     );
     assert_eq!(
         metadata_a
-            .cas_table_route(7, 0, route(7, &[(1, 2)]), None)
+            .cas_table_route(7, 0, route(7, &[(1, 2)]), Vec::new())
             .await
             .unwrap(),
         Ok(1)
@@ -198,7 +198,7 @@ async fn a_deposed_writers_route_write_and_append_are_fenced_and_change_nothing(
         .unwrap();
     assert_eq!(b.epoch, 2);
     let error = metadata_a
-        .cas_table_route(7, 1, route(7, &[(1, 3)]), None)
+        .cas_table_route(7, 1, route(7, &[(1, 3)]), Vec::new())
         .await
         .expect_err("fenced");
     assert_eq!(error.kind, MetadataErrorKind::Fenced);
@@ -246,7 +246,7 @@ async fn a_deposed_writers_route_write_and_append_are_fenced_and_change_nothing(
     assert_eq!((now.version, now.route), (1, route(7, &[(1, 2)])));
     assert_eq!(
         metadata_b
-            .cas_table_route(7, 1, route(7, &[(1, 3)]), None)
+            .cas_table_route(7, 1, route(7, &[(1, 3)]), Vec::new())
             .await
             .unwrap(),
         Ok(2)
@@ -273,7 +273,7 @@ async fn a_writer_without_election_is_fenced_once_an_engine_holds_the_lease() {
         .unwrap()
         .unwrap();
     let error = metadata
-        .cas_table_route(7, 0, route(7, &[(1, 2)]), None)
+        .cas_table_route(7, 0, route(7, &[(1, 2)]), Vec::new())
         .await
         .expect_err("fenced");
     assert_eq!(error.kind, MetadataErrorKind::Fenced);

@@ -140,7 +140,7 @@ impl MetadataStore for MemoryMetadataStore {
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         let mut inner = self.lock();
         let actual_version = inner.table_routes.get(&table_id).map(|r| r.version);
@@ -160,8 +160,8 @@ impl MetadataStore for MemoryMetadataStore {
                 route,
             },
         );
-        if let Some(region_move) = region_move {
-            apply_region_move(&mut inner.datanode_tables, table_id, &region_move);
+        for region_move in &region_moves {
+            apply_region_move(&mut inner.datanode_tables, table_id, region_move);
         }
         Ok(Ok(version))
     }

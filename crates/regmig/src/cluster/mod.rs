@@ -33,6 +33,30 @@ use crate::domain::{
 pub trait Mailbox: Send + Sync {
     /// Sends `instruction` to `peer` and waits at most `timeout_ms` for its reply.
     async fn send(&self, peer: &Peer, instruction: Instruction, timeout_ms: u64) -> MailboxOutcome;
+
+    /// Sends one instruction to `peer` carrying every region of `instructions` (all of one
+    /// [`InstructionKind`](crate::domain::InstructionKind), each about its own region: a
+    /// batch's step, spec R2.5, like upstream's multi-region open, downgrade and upgrade
+    /// instructions) and waits at most `timeout_ms` for the answer. Returns one outcome per
+    /// instruction, in order: the datanode answers each region's part alone, so one region's
+    /// failure leaves the others' replies as they are. A mailbox that cannot reach the peer
+    /// returns `Unreachable` for every part; past `timeout_ms`, a part is a `Timeout`.
+    ///
+    /// The default sends each part as its own [`Mailbox::send`], all at once: for
+    /// datanodes that take one region per instruction.
+    async fn send_batch(
+        &self,
+        peer: &Peer,
+        instructions: Vec<Instruction>,
+        timeout_ms: u64,
+    ) -> Vec<MailboxOutcome> {
+        crate::concurrent::join_all(
+            instructions
+                .into_iter()
+                .map(|instruction| self.send(peer, instruction, timeout_ms)),
+        )
+        .await
+    }
 }
 
 /// What kind of failure a metadata store met. Every kind but [`MetadataErrorKind::Fenced`]
@@ -149,14 +173,16 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<Option<VersionedTableRoute>, MetadataError>;
 
     /// Writes `route` if the stored version is still `expected_version`; on success returns
-    /// the new version. With `region_move`, the region's datanode-table entry moves in the
+    /// the new version. Each of `region_moves` (one per region whose leader the write changes:
+    /// none for a downgrade or a rollback, one for a single migration's upgrade, one per
+    /// region for a batch's upgrade, spec R2.5) moves its region's datanode-table entry in the
     /// same atomic write.
     async fn cas_table_route(
         &self,
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError>;
 
     /// What `datanode_id` knows of `table_id`'s regions.

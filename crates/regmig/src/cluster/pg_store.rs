@@ -464,7 +464,7 @@ impl MetadataStore for PgMetadataStore {
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         let this = self.clone();
         self.run("write a table route", async move {
@@ -495,8 +495,8 @@ impl MetadataStore for PgMetadataStore {
                                 &[&table_key(table_id), &(version as i64), &encode(&value)],
                             )
                             .await?;
-                        if let Some(region_move) = region_move {
-                            move_region(transaction, sql, table_id, &region_move).await?;
+                        for region_move in &region_moves {
+                            move_region(transaction, sql, table_id, region_move).await?;
                         }
                         Ok(Ok(version))
                     })

@@ -153,19 +153,19 @@ impl SledMetadataStore {
         self.durable().await
     }
 
-    /// Writes a route at exactly `version`, with a region move in the same atomic write, and
+    /// Writes a route at exactly `version`, with its region moves in the same atomic write, and
     /// makes it durable: for a store that mirrors another one's accepted writes.
     pub async fn put_versioned(
         &self,
         route: VersionedTableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<(), MetadataError> {
         let table_id = route.table_id;
         let key = table_id.to_be_bytes();
         let outcome =
             (&self.routes, &self.datanode_tables).transaction(|(routes, datanode_tables)| {
                 routes.insert(&key, encode(&route))?;
-                if let Some(region_move) = &region_move {
+                for region_move in &region_moves {
                     move_region(datanode_tables, table_id, region_move)?;
                 }
                 Ok(())
@@ -219,7 +219,7 @@ impl MetadataStore for SledMetadataStore {
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         let key = table_id.to_be_bytes();
         let outcome =
@@ -248,7 +248,7 @@ impl MetadataStore for SledMetadataStore {
                         route: route.clone(),
                     }),
                 )?;
-                if let Some(region_move) = &region_move {
+                for region_move in &region_moves {
                     move_region(datanode_tables, table_id, region_move)?;
                 }
                 Ok(Ok(version))

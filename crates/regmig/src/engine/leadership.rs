@@ -559,11 +559,11 @@ impl MetadataStore for FenceWatch {
         table_id: TableId,
         expected_version: u64,
         route: TableRoute,
-        region_move: Option<RegionMove>,
+        region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
         let result = self
             .store
-            .cas_table_route(table_id, expected_version, route, region_move)
+            .cas_table_route(table_id, expected_version, route, region_moves)
             .await;
         if let Err(error) = &result {
             if error.kind == MetadataErrorKind::Fenced {

@@ -13,7 +13,7 @@
 //! | `regmig_migrations_finished_total` | counter | `outcome` (completed, aborted, failed) | migrations finished |
 //! | `regmig_state_duration_seconds` | histogram | `state` | time spent in a state, recorded when it is left (not measured across a restart) |
 //! | `regmig_operation_duration_seconds` | histogram | `operation` (downgrade_region, upgrade_region) | a downgrade or upgrade operation, first send to answer, as charged to the timeout budget |
-//! | `regmig_instructions_sent_total` | counter | `instruction`, `peer` | instructions sent to a datanode |
+//! | `regmig_instructions_sent_total` | counter | `instruction`, `peer` | instructions sent to a datanode (one carrying several regions of a batch counts once) |
 //! | `regmig_instruction_answers_total` | counter | `instruction`, `peer`, `answer` (reply, timeout, unreachable, expired: no time left at a resume) | what came back |
 //! | `regmig_errors_total` | counter | `state`, `kind` | step failures (retried or rolled back), by the state they happened in |
 //! | `regmig_retries_total` | counter | `scope` (state, rollback) | retries scheduled |
@@ -124,9 +124,10 @@ impl EngineMetrics {
                 metrics::histogram!(OPERATION_DURATION, "operation" => operation.name())
                     .record(seconds(*elapsed_ms));
             }
+            // One instruction carrying several regions of a batch counts once.
             MigrationEvent::InstructionSent {
                 peer, instruction, ..
-            } => {
+            } if !event.carried_by_another_region() => {
                 metrics::counter!(
                     INSTRUCTIONS_SENT,
                     "instruction" => instruction.kind().name(),

@@ -25,7 +25,9 @@
 //!
 //! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
 //! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
-//! in another (the benchmark's snapshot baselines do).
+//! in another (the benchmark's snapshot baselines do). The regions of a batch (spec R2.5)
+//! run as one task, one driver per region, whose sends and route writes are grouped: one
+//! instruction per datanode per step, one compare-and-swap per table (module `batch`).
 //!
 //! # Tracing
 //! Every line about one migration is inside its `procedure` span, from the submit on, with
@@ -33,6 +35,7 @@
 //! span (`state`, `action`). Lines about a batch carry `batch_id`. Peers are `from`, `to`
 //! and `peer` (datanode ids).
 
+mod batch;
 pub mod leadership;
 mod locks;
 pub mod metrics;
@@ -383,9 +386,28 @@ impl Inner {
 
     /// Drops a procedure from memory once its task ends.
     pub(crate) fn forget(&self, procedure_id: Uuid, outcome: Option<Outcome>) {
-        let removed = self.running().remove(&procedure_id);
-        if let Some(running) = removed {
-            let _ = running.outcome_sender.send(outcome);
+        self.forget_batch_member(procedure_id, outcome, None);
+    }
+
+    /// Drops a procedure from memory once it ends; the handle of the task that ran it, if
+    /// it held it, goes to `heir` (a region of the same batch still running in that task),
+    /// so a shutdown still waits for the task.
+    pub(crate) fn forget_batch_member(
+        &self,
+        procedure_id: Uuid,
+        outcome: Option<Outcome>,
+        heir: Option<Uuid>,
+    ) {
+        let mut running = self.running();
+        let removed = running.remove(&procedure_id);
+        if let Some(mut removed) = removed {
+            if let (Some(task), Some(heir)) = (removed.task.take(), heir) {
+                match running.get_mut(&heir) {
+                    Some(heir) => heir.task = Some(task),
+                    None => removed.task = Some(task),
+                }
+            }
+            let _ = removed.outcome_sender.send(outcome);
         }
     }
 }
@@ -542,24 +564,54 @@ impl Engine {
         if !to_resume.is_empty() {
             info!(count = to_resume.len(), "resuming unfinished migrations");
         }
+        // The regions of a batch resume together, as one task (each from its own events).
+        let mut batches: BTreeMap<Uuid, Vec<(Uuid, MigrationState, u64, Observation)>> =
+            BTreeMap::new();
         for (procedure_id, state, next_seq) in to_resume {
-            engine.spawn(procedure_id, state, next_seq, Observation::Resumed);
+            match state.batch.as_ref().map(|batch| batch.batch_id) {
+                Some(batch_id) => batches.entry(batch_id).or_default().push((
+                    procedure_id,
+                    state,
+                    next_seq,
+                    Observation::Resumed,
+                )),
+                None => engine.spawn(procedure_id, state, next_seq, Observation::Resumed),
+            }
+        }
+        for (batch_id, mut regions) in batches {
+            // In the batch's order, as at submit: its instructions carry them in that order.
+            regions.sort_by_key(|(_, state, _, _)| {
+                let position =
+                    state
+                        .task
+                        .as_ref()
+                        .zip(state.batch.as_ref())
+                        .and_then(|(task, batch)| {
+                            batch.regions.iter().position(|r| *r == task.region_id)
+                        });
+                position.unwrap_or(usize::MAX)
+            });
+            engine.spawn_batch(batch_id, regions);
         }
         Ok(engine)
     }
 
-    fn spawn(&self, procedure_id: Uuid, state: MigrationState, next_seq: u64, first: Observation) {
+    /// Registers a procedure as running; returns the receiver of its operator requests.
+    fn register(
+        &self,
+        procedure_id: Uuid,
+        state: &MigrationState,
+    ) -> Option<mpsc::Receiver<Control>> {
         let Some(task) = state.task.as_ref() else {
             warn!(%procedure_id, "procedure has no submitted event; not started");
-            return;
+            return None;
         };
         let (control_sender, control) = mpsc::channel(16);
         let (outcome_sender, outcome) = watch::channel(None);
-        let region_id = task.region_id;
         self.inner.running().insert(
             procedure_id,
             Running {
-                region_id,
+                region_id: task.region_id,
                 control: control_sender,
                 outcome,
                 outcome_sender,
@@ -567,6 +619,13 @@ impl Engine {
                 task: None,
             },
         );
+        Some(control)
+    }
+
+    fn spawn(&self, procedure_id: Uuid, state: MigrationState, next_seq: u64, first: Observation) {
+        let Some(control) = self.register(procedure_id, &state) else {
+            return;
+        };
         let runner = Runner {
             inner: self.inner.clone(),
             id: procedure_id,
@@ -580,6 +639,38 @@ impl Engine {
         }
     }
 
+    /// Runs the regions of one batch as one task (see [`batch`]): each region's procedure
+    /// is registered as running; the task's handle sits with the first still running.
+    fn spawn_batch(&self, batch_id: Uuid, regions: Vec<(Uuid, MigrationState, u64, Observation)>) {
+        let mut members = Vec::with_capacity(regions.len());
+        for (id, state, next_seq, first) in regions {
+            if let Some(control) = self.register(id, &state) {
+                members.push(batch::Member {
+                    id,
+                    state,
+                    next_seq,
+                    first,
+                    control,
+                });
+            }
+        }
+        let Some(first_id) = members.first().map(|member| member.id) else {
+            return;
+        };
+        let runner = batch::BatchRunner {
+            inner: self.inner.clone(),
+            batch_id,
+            members,
+        };
+        let handle = tokio::spawn(runner.run());
+        let mut running = self.inner.running();
+        match running.get_mut(&first_id) {
+            Some(first) => first.task = Some(handle),
+            // Already over (every region ended at once): nothing to wait for.
+            None => drop(running),
+        }
+    }
+
     /// Validates a migration, records its submission durably, and starts it.
     pub async fn submit(&self, request: MigrationRequest) -> Result<SubmitOutcome, SubmitError> {
         if !self.inner.accepting.load(Ordering::SeqCst) {
@@ -589,7 +680,7 @@ impl Engine {
         let Some(submitted) = validated else {
             return Ok(SubmitOutcome::AlreadyMigrated);
         };
-        self.start(&request, submitted, None)
+        self.start(&request, submitted)
             .await
             .map(SubmitOutcome::Started)
     }
@@ -601,7 +692,9 @@ impl Engine {
     /// events, deadline, budget and retries, so a region whose step fails is rolled back
     /// alone; its Start ends it at once when it is already on `to_peer` (done) and aborts it
     /// when its leader is not `from_peer`, both recorded in its log. A region whose table or
-    /// route is missing is refused alone.
+    /// route is missing is refused alone. The started regions run as one task (see the
+    /// batch driver, `engine/batch.rs`): one instruction per datanode per step carrying
+    /// every region in it, one route compare-and-swap per table per route write.
     pub async fn submit_batch(&self, batch: BatchRequest) -> Result<BatchSubmitted, SubmitError> {
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
@@ -610,32 +703,49 @@ impl Engine {
         let now_ms = self.inner.ports.clock.now_ms();
         let batch_id = crate::cluster::new_procedure_id(now_ms, self.inner.ports.entropy.as_ref());
         let mut regions = Vec::with_capacity(batch.regions.len());
+        let mut recorded = Vec::with_capacity(batch.regions.len());
         for &region_id in &batch.regions {
             let request = batch.request(region_id);
             let started = match submit::validate_batch_region(&self.inner, &request).await {
                 Ok(submitted) => {
-                    self.start(&request, submitted, Some((batch_id, &batch.regions)))
+                    self.record(&request, submitted, Some((batch_id, &batch.regions)))
                         .await
                 }
                 Err(error) => Err(error),
             };
             let start = match started {
-                Ok(id) => BatchRegionStart::Started(id),
+                Ok((id, state, next_seq)) => {
+                    recorded.push((id, state, next_seq, Observation::Begin));
+                    BatchRegionStart::Started(id)
+                }
                 Err(error) => BatchRegionStart::Refused(error),
             };
             regions.push((region_id, start));
         }
+        self.spawn_batch(batch_id, recorded);
         info!(%batch_id, regions = batch.regions.len(), from = batch.from_peer.id, to = batch.to_peer.id, "batch submitted");
         Ok(BatchSubmitted { batch_id, regions })
     }
 
-    /// Records a validated submission (with its batch, if any) and starts the procedure.
+    /// Records a validated submission and starts the procedure.
     async fn start(
         &self,
         request: &MigrationRequest,
         submitted: MigrationEvent,
-        batch: Option<(Uuid, &[RegionId])>,
     ) -> Result<Uuid, SubmitError> {
+        let (procedure_id, state, next_seq) = self.record(request, submitted, None).await?;
+        self.spawn(procedure_id, state, next_seq, Observation::Begin);
+        Ok(procedure_id)
+    }
+
+    /// Records a validated submission (with its batch, if any) durably; returns the new
+    /// procedure, its state and its next seq, not yet started.
+    async fn record(
+        &self,
+        request: &MigrationRequest,
+        submitted: MigrationEvent,
+        batch: Option<(Uuid, &[RegionId])>,
+    ) -> Result<(Uuid, MigrationState, u64), SubmitError> {
         let mut recorded = vec![submitted];
         if let Some((batch_id, regions)) = batch {
             recorded.push(MigrationEvent::BatchJoined {
@@ -687,13 +797,7 @@ impl Engine {
                 "migration submitted"
             )
         });
-        self.spawn(
-            procedure_id,
-            state,
-            recorded.len() as u64 + 1,
-            Observation::Begin,
-        );
-        Ok(procedure_id)
+        Ok((procedure_id, state, recorded.len() as u64 + 1))
     }
 
     /// Asks a running procedure to cancel; it rolls back unless the new route is written.

@@ -13,8 +13,8 @@ use super::{EngineError, Inner, LockTable, ProcedureEvent};
 use crate::cluster::Ports;
 use crate::log::OpenProcedure;
 use crate::migration::{
-    check_cancel, decide, table_lock_key, Action, DecideError, Hook, Input, MigrationEvent,
-    MigrationState, Observation, Outcome,
+    check_cancel, decide, table_lock_key, Action, DecideError, Decision, Hook, Input,
+    MigrationEvent, MigrationState, Observation, Outcome,
 };
 
 /// A request to a running procedure.
@@ -131,7 +131,7 @@ pub enum DriveError<E> {
 }
 
 /// Why a step stopped the loop.
-enum Halt<E> {
+pub(crate) enum Halt<E> {
     Stopped,
     Failed(DriveError<E>),
 }
@@ -225,8 +225,7 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
     /// holds is released either way.
     pub async fn run(&mut self, first: Observation) -> Result<Ended, DriveError<P::Error>> {
         let result = self.run_loop(first).await;
-        self.table_lock = None;
-        self.locks.release_all(self.id);
+        self.release_locks();
         match result {
             Ok(outcome) => Ok(Ended::Finished(outcome)),
             Err(Halt::Stopped) => Ok(Ended::Stopped),
@@ -234,7 +233,7 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
         }
     }
 
-    fn halted(&self) -> bool {
+    pub(crate) fn halted(&self) -> bool {
         self.signals
             .as_ref()
             .is_some_and(|signals| *signals.halt.borrow())
@@ -243,37 +242,90 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
     async fn run_loop(&mut self, first: Observation) -> Result<Outcome, Halt<P::Error>> {
         let mut input = Input::new(first);
         loop {
-            if self.halted() {
-                return Err(Halt::Stopped);
-            }
-            let now_ms = self.ports.clock.now_ms();
-            let decision =
-                decide(&self.state, now_ms, input).map_err(|error| DriveError::Decide {
-                    procedure_id: self.id,
-                    error,
-                })?;
-            if !decision.events.is_empty() {
-                let next = self.append(now_ms, &decision.events).await?;
-                // A crash right after the append: nothing more happens.
-                if next == Next::Stop || self.halted() {
-                    return Err(Halt::Stopped);
-                }
-            }
-            for hook in &decision.hooks {
-                self.call_hook(hook).await?;
-            }
-            let span = debug_span!("step", state = %self.state.state, action = action_name(&decision.action));
-            let observation = match self.act(decision.action).instrument(span).await? {
+            let action = self.step(input).await?;
+            let span =
+                debug_span!("step", state = %self.state.state, action = action_name(&action));
+            let observation = match self.act(action).instrument(span).await? {
                 Ok(observation) => observation,
                 Err(outcome) => {
                     info!(outcome = outcome.name(), "procedure finished");
                     return Ok(outcome);
                 }
             };
-            input = Input {
-                observation,
-                jitter_random: self.ports.entropy.next_u32(),
-            };
+            input = self.input(observation);
+        }
+    }
+
+    /// One decision: asks the model what to do after `input`, persists and folds the
+    /// decided events (write-ahead: before any of their action is performed), calls the
+    /// decided hooks, and returns the action, not yet performed.
+    pub(crate) async fn step(&mut self, input: Input) -> Result<Action, Halt<P::Error>> {
+        let (now_ms, decision) = self.decide(input)?;
+        self.commit(now_ms, decision).await
+    }
+
+    /// Asks the model what to do after `input`, now; nothing is persisted yet.
+    pub(crate) fn decide(&self, input: Input) -> Result<(u64, Decision), Halt<P::Error>> {
+        if self.halted() {
+            return Err(Halt::Stopped);
+        }
+        let now_ms = self.ports.clock.now_ms();
+        let decision = decide(&self.state, now_ms, input).map_err(|error| DriveError::Decide {
+            procedure_id: self.id,
+            error,
+        })?;
+        Ok((now_ms, decision))
+    }
+
+    /// Persists and folds a decision's events (made at `now_ms`), calls its hooks, and
+    /// returns its action, not yet performed.
+    pub(crate) async fn commit(
+        &mut self,
+        now_ms: u64,
+        decision: Decision,
+    ) -> Result<Action, Halt<P::Error>> {
+        if !decision.events.is_empty() {
+            let next = self.append(now_ms, &decision.events).await?;
+            // A crash right after the append: nothing more happens.
+            if next == Next::Stop || self.halted() {
+                return Err(Halt::Stopped);
+            }
+        }
+        for hook in &decision.hooks {
+            self.call_hook(hook).await?;
+        }
+        Ok(decision.action)
+    }
+
+    /// The model's input for `observation`, with fresh jitter.
+    pub(crate) fn input(&self, observation: Observation) -> Input {
+        Input {
+            observation,
+            jitter_random: self.ports.entropy.next_u32(),
+        }
+    }
+
+    /// Lets go of every lock the procedure holds (when it ends or stops).
+    pub(crate) fn release_locks(&mut self) {
+        self.table_lock = None;
+        self.locks.release_all(self.id);
+    }
+
+    /// The next operator request, without taking it from a closed channel twice: pending
+    /// when the driver has no signals or its channel is closed.
+    pub(crate) fn poll_control(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Control> {
+        let Some(signals) = self.signals.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        if signals.control.is_closed() && signals.control.is_empty() {
+            return std::task::Poll::Pending;
+        }
+        match signals.control.poll_recv(cx) {
+            std::task::Poll::Ready(Some(control)) => std::task::Poll::Ready(control),
+            _ => std::task::Poll::Pending,
         }
     }
 
@@ -341,7 +393,7 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
     }
 
     /// Performs an action and returns what came of it, or the outcome of a `Finish`.
-    async fn act(
+    pub(crate) async fn act(
         &mut self,
         action: Action,
     ) -> Result<Result<Observation, Outcome>, Halt<P::Error>> {
@@ -426,10 +478,12 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                 self.take_table_lock(table_id).await?;
                 // A halt stops waiting for the write; a cancel waits for it (its result decides
                 // whether the route changed).
-                let cas =
-                    ports
-                        .metadata
-                        .cas_table_route(table_id, expected_version, route, region_move);
+                let cas = ports.metadata.cas_table_route(
+                    table_id,
+                    expected_version,
+                    route,
+                    region_move.into_iter().collect(),
+                );
                 let observation = match self.halt_only(cas).await? {
                     Ok(Ok(to_version)) => Observation::CasApplied {
                         table_id,
@@ -575,7 +629,7 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
     }
 
     /// Handles an operator request received while waiting; `Some` interrupts the wait.
-    async fn on_control(
+    pub(crate) async fn on_control(
         &mut self,
         control: Control,
     ) -> Result<Option<Observation>, Halt<P::Error>> {
@@ -616,8 +670,8 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
 }
 
 /// The engine's persistence: the event log, then the procedure's subscribers.
-struct LogPersistence<'a> {
-    inner: &'a Inner,
+pub(super) struct LogPersistence<'a> {
+    pub(super) inner: &'a Inner,
 }
 
 #[async_trait]
@@ -715,7 +769,7 @@ impl Runner {
 }
 
 /// A short name of an action, for spans.
-fn action_name(action: &Action) -> &'static str {
+pub(super) fn action_name(action: &Action) -> &'static str {
     match action {
         Action::AcquireLocks { .. } => "acquire_locks",
         Action::ReadRoute { .. } => "read_route",
@@ -735,7 +789,7 @@ pub(crate) fn procedure_span(procedure_id: Uuid, region: &str) -> tracing::Span 
 
 /// Returns once the engine is halted (never, without a halt signal or if the engine is gone
 /// without halting).
-async fn until_halted(halt: Option<watch::Receiver<bool>>) {
+pub(super) async fn until_halted(halt: Option<watch::Receiver<bool>>) {
     if let Some(mut halt) = halt {
         if halt.wait_for(|halted| *halted).await.is_ok() {
             return;

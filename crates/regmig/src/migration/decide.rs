@@ -797,6 +797,7 @@ impl Stepper {
             deadline_ms,
             attempt: outstanding.attempt,
             resend: true,
+            regions: Vec::new(),
         });
         Flow::Act(Action::Send {
             peer: outstanding.peer,
@@ -814,6 +815,7 @@ impl Stepper {
             deadline_ms: self.now_ms + timeout_ms,
             attempt,
             resend: false,
+            regions: Vec::new(),
         });
         Flow::Act(Action::Send {
             peer,

@@ -413,6 +413,14 @@ pub enum MigrationEvent {
         attempt: u32,
         /// True when the same instruction is sent again after a restart.
         resend: bool,
+        /// Every region the one instruction carried, this one included, in the
+        /// instruction's order, when it carried more than this one (a batch's step, spec
+        /// R2.5: one instruction per datanode carrying every region in that step); empty
+        /// for an instruction about this region alone. Added with batch instructions:
+        /// absent in older records (read as empty) and not written when empty, so a single
+        /// migration's send encodes exactly as before.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        regions: Vec<RegionId>,
     },
     /// A datanode answered.
     ReplyReceived {
@@ -603,6 +611,22 @@ impl MigrationEvent {
             | MigrationEvent::LastHeartbeatRead { .. }
             | MigrationEvent::OperatorCancelled { .. } => EventRole::Input,
             _ => EventRole::Decision,
+        }
+    }
+
+    /// Whether this is an `InstructionSent` of a region whose instruction another region's
+    /// event stands for: one instruction carrying several regions of a batch (spec R2.5) is
+    /// counted once, in the event of the first region it carried.
+    pub fn carried_by_another_region(&self) -> bool {
+        match self {
+            MigrationEvent::InstructionSent {
+                instruction,
+                regions,
+                ..
+            } => regions
+                .first()
+                .is_some_and(|first| *first != instruction.region_id()),
+            _ => false,
         }
     }
 

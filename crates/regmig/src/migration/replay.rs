@@ -167,7 +167,8 @@ pub fn check(events: &[TimedEvent]) -> Result<usize, Divergence> {
         };
         let longest = decided.len().max(recorded.len());
         for offset in 0..longest {
-            let logged = recorded.get(offset).map(|timed| &timed.event);
+            let logged = recorded.get(offset).map(|timed| as_decided(&timed.event));
+            let logged = logged.as_ref();
             let today = decided.get(offset);
             let same_time = recorded
                 .get(offset)
@@ -194,6 +195,16 @@ pub fn check(events: &[TimedEvent]) -> Result<usize, Divergence> {
         index = end;
     }
     Ok(checked)
+}
+
+/// An event as `decide` writes it: the regions an instruction carried are the engine's
+/// grouping of a batch's sends (spec R2.5), recorded after the decision, not part of it.
+fn as_decided(event: &MigrationEvent) -> MigrationEvent {
+    let mut event = event.clone();
+    if let MigrationEvent::InstructionSent { regions, .. } = &mut event {
+        regions.clear();
+    }
+    event
 }
 
 fn timed_at(batch: &[TimedEvent]) -> u64 {

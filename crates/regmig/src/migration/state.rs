@@ -548,6 +548,7 @@ impl MigrationState {
                 deadline_ms,
                 attempt,
                 resend,
+                ..
             } => {
                 // A re-send after a resume counts from now (its earlier part was charged at
                 // the resume); any other keeps the first send's time.

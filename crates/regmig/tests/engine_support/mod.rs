@@ -13,8 +13,14 @@ use regmig::domain::*;
 #[derive(Default)]
 pub struct ScriptedMailbox {
     scripts: Mutex<BTreeMap<(PeerId, InstructionKind), VecDeque<MailboxOutcome>>>,
-    /// Every instruction received, in order.
+    /// Replies forced for one region's instructions (or its part of a batch instruction),
+    /// used before the peer's.
+    region_scripts: Mutex<BTreeMap<(PeerId, InstructionKind, RegionId), VecDeque<MailboxOutcome>>>,
+    /// Every instruction received, in order (each region's part of a batch instruction too).
     pub received: Mutex<Vec<(PeerId, Instruction)>>,
+    /// Every mailbox call, in order: the peer, the kind, and the regions it carried (one
+    /// for `send`, every part's for `send_batch`).
+    pub calls: Mutex<Vec<(PeerId, InstructionKind, Vec<RegionId>)>>,
     /// The last entry id downgrades report.
     pub last_entry_id: u64,
     /// Virtual time an answer takes.
@@ -40,6 +46,54 @@ impl ScriptedMailbox {
             .lock()
             .unwrap()
             .entry((peer, kind))
+            .or_default()
+            .extend(outcomes);
+    }
+
+    /// What one part gets now, and how long its answer takes.
+    fn answer(
+        &self,
+        peer: PeerId,
+        instruction: &Instruction,
+        timeout_ms: u64,
+    ) -> (MailboxOutcome, u64) {
+        self.received
+            .lock()
+            .unwrap()
+            .push((peer, instruction.clone()));
+        let for_region = self
+            .region_scripts
+            .lock()
+            .unwrap()
+            .get_mut(&(peer, instruction.kind(), instruction.region_id()))
+            .and_then(VecDeque::pop_front);
+        let scripted = for_region.or_else(|| {
+            self.scripts
+                .lock()
+                .unwrap()
+                .get_mut(&(peer, instruction.kind()))
+                .and_then(VecDeque::pop_front)
+        });
+        let outcome = scripted.unwrap_or_else(|| MailboxOutcome::Reply(self.normal(instruction)));
+        let delay_ms = match outcome {
+            MailboxOutcome::Timeout => timeout_ms,
+            _ => self.reply_delay_ms.min(timeout_ms),
+        };
+        (outcome, delay_ms)
+    }
+
+    /// Replies forced for `region_id`'s instructions of `kind` to `peer` only.
+    pub fn script_region(
+        &self,
+        peer: PeerId,
+        kind: InstructionKind,
+        region_id: RegionId,
+        outcomes: Vec<MailboxOutcome>,
+    ) {
+        self.region_scripts
+            .lock()
+            .unwrap()
+            .entry((peer, kind, region_id))
             .or_default()
             .extend(outcomes);
     }
@@ -84,25 +138,43 @@ impl ScriptedMailbox {
 #[async_trait]
 impl Mailbox for ScriptedMailbox {
     async fn send(&self, peer: &Peer, instruction: Instruction, timeout_ms: u64) -> MailboxOutcome {
-        self.received
-            .lock()
-            .unwrap()
-            .push((peer.id, instruction.clone()));
-        let scripted = self
-            .scripts
-            .lock()
-            .unwrap()
-            .get_mut(&(peer.id, instruction.kind()))
-            .and_then(VecDeque::pop_front);
-        let outcome = scripted.unwrap_or_else(|| MailboxOutcome::Reply(self.normal(&instruction)));
-        let delay_ms = match outcome {
-            MailboxOutcome::Timeout => timeout_ms,
-            _ => self.reply_delay_ms.min(timeout_ms),
-        };
+        self.calls.lock().unwrap().push((
+            peer.id,
+            instruction.kind(),
+            vec![instruction.region_id()],
+        ));
+        let (outcome, delay_ms) = self.answer(peer.id, &instruction, timeout_ms);
         if delay_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
         }
         outcome
+    }
+
+    /// Scripts apply to the parts in order; the answer comes when the slowest part's does.
+    async fn send_batch(
+        &self,
+        peer: &Peer,
+        instructions: Vec<Instruction>,
+        timeout_ms: u64,
+    ) -> Vec<MailboxOutcome> {
+        if let Some(first) = instructions.first() {
+            self.calls.lock().unwrap().push((
+                peer.id,
+                first.kind(),
+                instructions.iter().map(Instruction::region_id).collect(),
+            ));
+        }
+        let mut outcomes = Vec::new();
+        let mut delay_ms = 0;
+        for instruction in &instructions {
+            let (outcome, delay) = self.answer(peer.id, instruction, timeout_ms);
+            outcomes.push(outcome);
+            delay_ms = delay_ms.max(delay);
+        }
+        if delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        }
+        outcomes
     }
 }
 

@@ -104,7 +104,7 @@ pub async fn conformance<S: Seed + 'static>(store: Arc<S>) {
         // A compare-and-swap of a missing route is a conflict naming no version.
         assert_eq!(
             store
-                .cas_table_route(7, 0, route(7, &[(1, 1)]), None)
+                .cas_table_route(7, 0, route(7, &[(1, 1)]), Vec::new())
                 .await
                 .unwrap(),
             Err(CasConflict {
@@ -201,7 +201,12 @@ pub async fn conformance<S: Seed + 'static>(store: Arc<S>) {
         for store in both(()) {
             answers.push(
                 store
-                    .cas_table_route(7, expected_version, new_route.clone(), region_move.clone())
+                    .cas_table_route(
+                        7,
+                        expected_version,
+                        new_route.clone(),
+                        region_move.clone().into_iter().collect(),
+                    )
                     .await
                     .expect("no fault"),
             );
@@ -223,7 +228,7 @@ pub async fn conformance<S: Seed + 'static>(store: Arc<S>) {
     }
     assert_eq!(
         store
-            .cas_table_route(7, 2, route(7, &[]), None)
+            .cas_table_route(7, 2, route(7, &[]), Vec::new())
             .await
             .unwrap(),
         Err(CasConflict {
@@ -251,7 +256,7 @@ pub async fn racing_swaps<S: Seed + 'static>(store: Arc<S>) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             store
-                .cas_table_route(9, 0, route(9, &[(1, writer + 10)]), None)
+                .cas_table_route(9, 0, route(9, &[(1, writer + 10)]), Vec::new())
                 .await
                 .expect("no fault")
         }));
