@@ -57,8 +57,8 @@ fn demo_sizes_out_of_bounds_are_refused_before_anything_is_written() {
             "error: --tables is 4294967295, outside the allowed range 1..=1000\n",
         ),
         (
-            vec!["--tables", "100", "--regions-per-table", "21"],
-            "error: --tables × --regions-per-table is 100 × 21 = 2100, outside the allowed range 1..=2000 regions\n",
+            vec!["--tables", "100", "--regions-per-table", "101"],
+            "error: --tables × --regions-per-table is 100 × 101 = 10100, outside the allowed range 1..=10000 regions\n",
         ),
     ] {
         let run = demo_in(&dir, &extra).expect_code(2);
