@@ -217,17 +217,7 @@ impl PgMetadataStore {
                             .query_opt(&sql.route_for_update, &[&table_key(table_id)])
                             .await?;
                         let version = current.map_or(0, |row| row.get::<_, i64>(0) as u64 + 1);
-                        let value = VersionedTableRoute {
-                            table_id,
-                            version,
-                            route,
-                        };
-                        transaction
-                            .execute(
-                                &sql.upsert_route,
-                                &[&table_key(table_id), &(version as i64), &encode(&value)],
-                            )
-                            .await?;
+                        store_route(transaction, sql, table_id, version, route).await?;
                         Ok(Ok(version))
                     })
                 },
@@ -484,17 +474,7 @@ impl MetadataStore for PgMetadataStore {
                             }));
                         }
                         let version = expected_version + 1;
-                        let value = VersionedTableRoute {
-                            table_id,
-                            version,
-                            route,
-                        };
-                        transaction
-                            .execute(
-                                &sql.upsert_route,
-                                &[&table_key(table_id), &(version as i64), &encode(&value)],
-                            )
-                            .await?;
+                        store_route(transaction, sql, table_id, version, route).await?;
                         for region_move in &region_moves {
                             move_region(transaction, sql, table_id, region_move).await?;
                         }
@@ -552,6 +532,28 @@ impl MetadataStore for PgMetadataStore {
 
 /// Moves a region between two datanode tables inside the route write's transaction (the
 /// same rule as the sled and memory stores: [`apply_region_move`]).
+/// Writes `route` as version `version` of the table's route, in the caller's transaction.
+async fn store_route(
+    transaction: &tokio_postgres::Transaction<'_>,
+    sql: &Sql,
+    table_id: TableId,
+    version: u64,
+    route: TableRoute,
+) -> Result<(), WriteFailure> {
+    let value = VersionedTableRoute {
+        table_id,
+        version,
+        route,
+    };
+    transaction
+        .execute(
+            &sql.upsert_route,
+            &[&table_key(table_id), &(version as i64), &encode(&value)],
+        )
+        .await?;
+    Ok(())
+}
+
 async fn move_region(
     transaction: &tokio_postgres::Transaction<'_>,
     sql: &Sql,
