@@ -31,6 +31,47 @@ pub trait LogFactory {
     fn reopen(&mut self, log: EventLog) -> EventLog;
 }
 
+/// The suite as tests: one `#[test]` per case, each on a factory made by `$factory`, and
+/// the whole suite in order on one factory ([`run_all`]). A backend's test file includes
+/// this module as `conformance` and calls `crate::conformance_tests!(ItsFactory)`, so a
+/// new case is listed here once for every backend.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@cases $factory;
+            appends_take_consecutive_seqs_and_global_seqs,
+            a_stale_expected_seq_is_a_conflict_and_writes_nothing,
+            a_busy_region_is_a_conflict_until_its_procedure_closes,
+            invalid_appends_are_refused_with_the_reason,
+            reads_by_procedure_start_where_asked,
+            reads_in_global_order_start_where_asked_and_stop_at_the_limit,
+            the_audit_indexes_find_procedures_by_region_peer_and_time,
+            open_procedures_follow_opens_and_closes,
+            records_are_chained_in_global_order,
+            concurrent_async_appends_all_land_without_gaps,
+            everything_survives_a_reopen,
+            altered_bytes_from_the_store_are_damage,
+            a_record_the_store_drops_is_a_sequence_gap,
+            verify_through_the_trait_agrees_with_the_store_and_finds_tampering,
+        );
+
+        /// The whole suite on one factory, in order, as a backend that runs it in one test
+        /// would.
+        #[test]
+        fn the_whole_suite_runs_on_one_factory() {
+            $crate::conformance::run_all(&mut $factory);
+        }
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::$case(&mut $factory);
+            }
+        )*
+    };
+}
+
 /// Every case, in order.
 pub fn run_all(factory: &mut dyn LogFactory) {
     appends_take_consecutive_seqs_and_global_seqs(factory);
