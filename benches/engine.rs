@@ -73,7 +73,7 @@ fn replay_and_audit_group(c: &mut Criterion) {
         b.iter(|| {
             decoded
                 .iter()
-                .map(|history| fold(history).counters.events)
+                .map(|history| fold(history).report.counters.events)
                 .sum::<u64>()
         })
     });
@@ -101,6 +101,7 @@ fn replay_and_audit_group(c: &mut Criterion) {
     group.bench_function("load_and_fold_one_procedure", |b| {
         b.iter(|| {
             fold(&load_procedure(&log, first).expect("load"))
+                .report
                 .counters
                 .events
         })

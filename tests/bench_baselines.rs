@@ -122,8 +122,8 @@ async fn every_step_writes_once_per_recorded_step_and_keeps_the_final_state() {
     assert_eq!(store.durable_writes(), steps);
     assert_eq!(store.durable_deletes(), 0);
     // Every transition and every reply is a step of its own.
-    let transitions = state.path.len() as u64;
-    let replies = state.counters.sent.values().sum::<u64>();
+    let transitions = state.report.path.len() as u64;
+    let replies = state.report.counters.sent.values().sum::<u64>();
     assert!(
         steps >= transitions.max(replies),
         "{steps} steps for {transitions} transitions and {replies} replies"
@@ -283,7 +283,7 @@ async fn the_driver_folds_only_what_its_persistence_kept_and_releases_the_locks(
         other => panic!("expected a persist error, got {other}"),
     }
     assert_eq!(driven.persistence().kept.len(), 2);
-    assert_eq!(driven.state().counters.events, kept.len() as u64);
+    assert_eq!(driven.state().report.counters.events, kept.len() as u64);
     assert_eq!(driven.state().outcome, None);
     assert_eq!(locks.held_keys(), 0, "a failed procedure holds no lock");
 }

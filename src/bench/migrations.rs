@@ -222,7 +222,12 @@ pub async fn snapshot_migration(
     let procedure_id = driver::procedure_id(ports);
     let mut recorder = SnapshotRecorder::new(store, points);
     let state = drive(ports, locks, procedure_id, submitted, &mut recorder).await?;
-    completed(procedure_id, region, state.outcome, &state.final_error)?;
+    completed(
+        procedure_id,
+        region,
+        state.outcome,
+        &state.report.final_error,
+    )?;
     Ok(state)
 }
 

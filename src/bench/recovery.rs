@@ -76,8 +76,8 @@ pub fn region_query(log: &EventLog, region: RegionId) -> Result<Vec<ProcedureSum
         summaries.push(ProcedureSummary {
             procedure_id,
             status: state.status().name(),
-            states: state.path.len(),
-            events: state.counters.events,
+            states: state.report.path.len(),
+            events: state.report.counters.events,
         });
     }
     Ok(summaries)
@@ -116,8 +116,8 @@ pub fn region_query_by_scan(
         summaries.push(ProcedureSummary {
             procedure_id,
             status: state.status().name(),
-            states: state.path.len(),
-            events: state.counters.events,
+            states: state.report.path.len(),
+            events: state.report.counters.events,
         });
     }
     Ok(summaries)

@@ -63,7 +63,7 @@ pub fn measure(procedures: u64, events: u64) -> Result<ReplayResult, BenchError>
     for _ in 0..passes {
         for history in &decoded {
             let state = fold(black_box(history));
-            folded += black_box(state.counters.events);
+            folded += black_box(state.report.counters.events);
         }
     }
     let fold_time = started.elapsed();

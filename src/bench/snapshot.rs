@@ -243,7 +243,7 @@ impl Persistence for SnapshotRecorder {
                     .await?;
             }
             PersistPoints::AsOriginal => {
-                let left_start = !state.path.is_empty() && state.state != StateName::Start;
+                let left_start = state.started && state.state != StateName::Start;
                 if !self.saved_after_start && (left_start || state.is_finished()) {
                     self.write(state_key(procedure_id), procedure_id, state)
                         .await?;

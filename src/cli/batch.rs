@@ -47,6 +47,7 @@ pub fn batch_members(
         for (_, procedure_id) in log.procedures_by_region(region.as_u64(), 0, u64::MAX)? {
             let events = load_history(log, procedure_id)?;
             let joined = fold(&events)
+                .report
                 .batch
                 .is_some_and(|of| of.batch_id == membership.batch_id);
             if joined {
@@ -70,7 +71,7 @@ pub fn find_batch(log: &EventLog, batch_id: Uuid) -> Result<Option<Batch>, CliEr
             continue;
         }
         let events = load_history(log, procedure_id)?;
-        if let Some(membership) = fold(&events).batch {
+        if let Some(membership) = fold(&events).report.batch {
             if membership.batch_id == batch_id {
                 return Ok(Some(Batch {
                     batch_id,

@@ -94,12 +94,12 @@ fn figures<'a>(states: impl IntoIterator<Item = &'a MigrationState>) -> Figures 
             Some(Outcome::Failed) => figures.failed += 1,
             None => figures.unfinished += 1,
         }
-        if let Some(finished_at_ms) = state.finished_at_ms {
-            durations.push(finished_at_ms.saturating_sub(state.submitted_at_ms));
+        if let Some(finished_at_ms) = state.report.finished_at_ms {
+            durations.push(finished_at_ms.saturating_sub(state.report.submitted_at_ms));
         }
-        figures.retries += u64::from(state.counters.retries);
-        figures.slow_path_waits += u64::from(state.counters.slow_path_waits);
-        figures.resends += u64::from(state.counters.resends);
+        figures.retries += u64::from(state.report.counters.retries);
+        figures.slow_path_waits += u64::from(state.report.counters.slow_path_waits);
+        figures.resends += u64::from(state.report.counters.resends);
     }
     durations.sort_unstable();
     let percentile = |p: usize| -> u64 {
@@ -546,13 +546,13 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         let state = fold(&load_procedure(&log, *id)?);
         // Only migrations submitted by this run: the simulated cluster knows nothing of
         // the time before it started (a resumed migration's first part).
-        if state.submitted_at_ms < epoch_base_ms {
+        if state.report.submitted_at_ms < epoch_base_ms {
             continue;
         }
-        if let (Some(task), Some(finished_at_ms)) = (&state.task, state.finished_at_ms) {
+        if let (Some(task), Some(finished_at_ms)) = (&state.task, state.report.finished_at_ms) {
             pauses.push(cluster.unwritable_ms(
                 task.region_id,
-                state.submitted_at_ms.saturating_sub(epoch_base_ms),
+                state.report.submitted_at_ms.saturating_sub(epoch_base_ms),
                 finished_at_ms.saturating_sub(epoch_base_ms),
             ));
         }
@@ -570,8 +570,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     for id in log.procedures()? {
         let state = fold(&load_procedure(&log, id)?);
         let label = match state.outcome {
-            Some(Outcome::Completed) if state.counters.slow_path_waits > 0 => "slow_path",
-            Some(Outcome::Completed) if state.counters.retries > 0 => "retried",
+            Some(Outcome::Completed) if state.report.counters.slow_path_waits > 0 => "slow_path",
+            Some(Outcome::Completed) if state.report.counters.retries > 0 => "retried",
             Some(outcome) => outcome.name(),
             None => "unfinished",
         };

@@ -329,6 +329,7 @@ fn run_list(args: &ListArgs) -> Result<u8, CliError> {
                     && args.state.is_none_or(|filter| filter.keeps(state, summary))
                     && args.batch.is_none_or(|batch_id| {
                         state
+                            .report
                             .batch
                             .as_ref()
                             .is_some_and(|batch| batch.batch_id == batch_id)
@@ -1122,7 +1123,7 @@ impl AuditRow {
             finished_at: summary.finished_at.clone(),
             finished_at_ms: summary.finished_at_ms,
             duration_ms: summary.duration_ms,
-            actor: state.actor.clone(),
+            actor: state.report.actor.clone(),
             trigger: summary.trigger.clone(),
             reason: summary.reason.clone(),
             cancelled_by,

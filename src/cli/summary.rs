@@ -147,7 +147,10 @@ pub fn summary_of(
             kind: events.first().map_or("missing", |timed| timed.event.name()),
         });
     };
-    let end_ms = state.finished_at_ms.unwrap_or(state.last_event_at_ms);
+    let end_ms = state
+        .report
+        .finished_at_ms
+        .unwrap_or(state.last_event_at_ms);
     let queued = queued_for_lock(state, events);
     Ok(Summary {
         procedure_id: procedure_id.to_string(),
@@ -156,10 +159,10 @@ pub fn summary_of(
         table_id: task.region_id.table_id(),
         from_peer: task.from_peer.id,
         to_peer: task.to_peer.id,
-        trigger: state.trigger.clone(),
-        actor: state.actor.clone(),
-        reason: state.reason.clone(),
-        batch: state.batch.as_ref().map(|batch| BatchSummary {
+        trigger: state.report.trigger.clone(),
+        actor: state.report.actor.clone(),
+        reason: state.report.reason.clone(),
+        batch: state.report.batch.as_ref().map(|batch| BatchSummary {
             batch_id: batch.batch_id.to_string(),
             regions: batch.regions.iter().map(ToString::to_string).collect(),
         }),
@@ -170,17 +173,17 @@ pub fn summary_of(
             state.status().name()
         },
         outcome: state.outcome.map(|outcome| outcome.name()),
-        submitted_at_ms: state.submitted_at_ms,
-        submitted_at: format_time(state.submitted_at_ms),
-        finished_at_ms: state.finished_at_ms,
-        finished_at: state.finished_at_ms.map(format_time),
-        duration_ms: end_ms.saturating_sub(state.submitted_at_ms),
-        final_error: state.final_error.clone(),
-        retries: state.counters.retries,
+        submitted_at_ms: state.report.submitted_at_ms,
+        submitted_at: format_time(state.report.submitted_at_ms),
+        finished_at_ms: state.report.finished_at_ms,
+        finished_at: state.report.finished_at_ms.map(format_time),
+        duration_ms: end_ms.saturating_sub(state.report.submitted_at_ms),
+        final_error: state.report.final_error.clone(),
+        retries: state.report.counters.retries,
         retries_left: state.retries_left(),
-        slow_path_waits: state.counters.slow_path_waits,
-        resumes: state.counters.resumes,
-        lock_wait_ms: state.counters.lock_wait_ms
+        slow_path_waits: state.report.counters.slow_path_waits,
+        resumes: state.report.counters.resumes,
+        lock_wait_ms: state.report.counters.lock_wait_ms
             + queued.map_or(0, |(_, since_ms)| end_ms.saturating_sub(since_ms)),
         waiting_for_lock: queued.map(|(lock_key, since_ms)| QueuedForLock {
             lock_key: lock_key.to_string(),
@@ -191,16 +194,17 @@ pub fn summary_of(
         budget_used_ms: state.operations_elapsed_ms,
         budget_left_ms: state.remaining_budget_ms(),
         last_entry_id: state.last_entry_id,
-        rolled_back: state.rolled_back,
+        rolled_back: state.report.rolled_back,
         rollback_attempts: state.rollback_retries_used,
         rollback_last_error: if state.outcome.is_none() {
-            state.rollback_last_error.clone()
+            state.report.rollback_last_error.clone()
         } else {
             None
         },
         write_pause_ms: write_pause_ms(events),
-        events: state.counters.events,
+        events: state.report.counters.events,
         path: state
+            .report
             .collapsed_path()
             .into_iter()
             .map(|state| state.name())
@@ -465,9 +469,12 @@ pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliEr
             kind: "missing",
         });
     };
-    let start_ms = state.submitted_at_ms;
+    let start_ms = state.report.submitted_at_ms;
     let offset = |at_ms: u64| at_ms.saturating_sub(start_ms);
-    let end_ms = state.finished_at_ms.unwrap_or(state.last_event_at_ms);
+    let end_ms = state
+        .report
+        .finished_at_ms
+        .unwrap_or(state.last_event_at_ms);
     let region_id: RegionId = task.region_id;
 
     let mut route_before = None;

@@ -180,7 +180,7 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
         // region of the batch (spec R2.5).
         let (events, batch) = match migration_or_batch(&log, procedure_id)? {
             Found::Migration(events) => {
-                let batch = match regmig::migration::fold(&events).batch {
+                let batch = match regmig::migration::fold(&events).report.batch {
                     Some(membership) => Some((
                         membership.batch_id,
                         membership.regions.len(),

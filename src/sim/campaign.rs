@@ -622,7 +622,7 @@ pub fn submitted_moves(
     let mut moves = Vec::new();
     for procedure_id in log.procedures()? {
         let state = fold(&regmig::engine::load_procedure(log, procedure_id)?);
-        if state.trigger != trigger {
+        if state.report.trigger != trigger {
             continue;
         }
         if let Some(task) = &state.task {

@@ -824,9 +824,14 @@ fn fill_from_log(
         Some(outcome) => outcome.name().to_string(),
         None => state.status().name().to_string(),
     };
-    result.error = state.final_error.clone();
-    result.rolled_back = state.rolled_back;
-    result.path = state.path.iter().map(|s| s.name().to_string()).collect();
+    result.error = state.report.final_error.clone();
+    result.rolled_back = state.report.rolled_back;
+    result.path = state
+        .report
+        .path
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
     for timed in events {
         // An instruction that carried several regions of a batch counts once.
         if let MigrationEvent::InstructionSent {
@@ -846,6 +851,7 @@ fn fill_from_log(
         }
     }
     let finished_ms = state
+        .report
         .finished_at_ms
         .map(|at| at - SIM_EPOCH_BASE_MS)
         .unwrap_or(end_ms);

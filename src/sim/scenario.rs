@@ -1791,9 +1791,10 @@ fn parse_sent(field: &Field<'_>) -> Result<BTreeMap<String, u64>, ScenarioError>
     Ok(sent)
 }
 
-/// The "PEER.INSTRUCTION" key of `sent` counts, in expectations and results.
+/// The "PEER.INSTRUCTION" key of `sent` counts, in expectations and results: the core's
+/// [`SentKey`](regmig::migration::SentKey) spelling.
 pub fn sent_key(peer: PeerId, instruction: InstructionKind) -> String {
-    format!("{peer}.{}", instruction.name())
+    regmig::migration::SentKey::new(peer, instruction).to_string()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ async fn every_region_of_a_batch_moves_as_its_own_procedure_of_the_batch() {
         let events = regmig::engine::load_procedure(engine.log(), id).expect("loads");
         assert!(matches!(events[0].event, MigrationEvent::Submitted { .. }));
         let batch = regmig::migration::fold(&events)
+            .report
             .batch
             .expect("a region of a batch");
         assert_eq!(batch.batch_id, submitted.batch_id);

@@ -16,7 +16,7 @@ use regmig::engine::{
     MigrationSummary, SubmitError, SubmitOutcome,
 };
 use regmig::log::{AppendRequest, EventLog, LogOptions, NewEvent, OpenProcedure};
-use regmig::migration::{MigrationEvent, Outcome, StateName, TimedEvent};
+use regmig::migration::{MigrationEvent, Outcome, SentKey, StateName, TimedEvent};
 use uuid::Uuid;
 
 const REGION: RegionId = RegionId(4398046511105); // 1024:1
@@ -239,7 +239,13 @@ async fn open_candidate_retryable_errors_leave_the_route_version_unchanged() {
     assert_eq!(state.retries_used, 3);
     let error = state.final_error.clone().unwrap_or_default();
     assert!(error.starts_with("retry budget exhausted after 3 retries: mailbox timeout for open candidate region 1024:1 on datanode 2"), "{error}");
-    assert_eq!(state.counters.sent.get("2.open_region"), Some(&4));
+    assert_eq!(
+        state
+            .counters
+            .sent
+            .get(&SentKey::new(2, InstructionKind::OpenRegion)),
+        Some(&4)
+    );
     let route = setup.metadata.table_route_now(1024).expect("route");
     assert_eq!(route.version, 0);
     let region = route.route.region_route(REGION).expect("region");
@@ -281,7 +287,13 @@ async fn upgrade_failing_after_its_retries_rolls_back_and_aborts() {
         Some("migration aborted: failed to upgrade the candidate region")
     );
     assert!(state.rolled_back);
-    assert_eq!(state.counters.sent.get("2.upgrade_region"), Some(&3));
+    assert_eq!(
+        state
+            .counters
+            .sent
+            .get(&SentKey::new(2, InstructionKind::UpgradeRegion)),
+        Some(&3)
+    );
     let route = region_route(&setup.metadata, REGION);
     assert_eq!(route.leader_id(), Some(1));
     assert!(!route.is_leader_downgrading());
@@ -308,8 +320,20 @@ async fn a_downgrade_timeout_uses_the_whole_budget_and_rolls_back() {
         state.final_error
     );
     assert_eq!(state.operations_elapsed_ms, 10_000);
-    assert_eq!(state.counters.sent.get("1.downgrade_region"), Some(&1));
-    assert_eq!(state.counters.sent.get("2.upgrade_region"), None);
+    assert_eq!(
+        state
+            .counters
+            .sent
+            .get(&SentKey::new(1, InstructionKind::DowngradeRegion)),
+        Some(&1)
+    );
+    assert_eq!(
+        state
+            .counters
+            .sent
+            .get(&SentKey::new(2, InstructionKind::UpgradeRegion)),
+        None
+    );
     let route = region_route(&setup.metadata, REGION);
     assert_eq!(route.leader_id(), Some(1));
     assert!(!route.is_leader_downgrading());

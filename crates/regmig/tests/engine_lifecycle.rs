@@ -22,7 +22,7 @@ use regmig::engine::{
     load_procedure, AppendMode, Engine, EngineConfig, EngineError, MigrationRequest,
     ProcedureEvent, ShutdownReport, SubmitOutcome,
 };
-use regmig::migration::{MigrationEvent, Outcome};
+use regmig::migration::{MigrationEvent, Outcome, SentKey};
 use uuid::Uuid;
 
 const REGION: RegionId = RegionId(4398046511105); // 1024:1
@@ -529,7 +529,13 @@ async fn get_and_wait_give_the_migration_summary() {
     assert_eq!(summary.submitted_at_ms, EPOCH_BASE_MS);
     assert!(summary.finished_at_ms.unwrap() >= summary.submitted_at_ms);
     assert_eq!(summary.timeout_ms, regmig::migration::DEFAULT_TIMEOUT_MS);
-    assert_eq!(summary.counters.sent.get("1.downgrade_region"), Some(&1));
+    assert_eq!(
+        summary
+            .counters
+            .sent
+            .get(&SentKey::new(1, InstructionKind::DowngradeRegion)),
+        Some(&1)
+    );
     let history = engine.history(id).await.unwrap();
     assert_eq!(summary.counters.events, history.len() as u64);
     let unknown = Uuid::from_u128(7);

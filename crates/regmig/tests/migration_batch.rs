@@ -85,17 +85,17 @@ fn a_region_procedure_folds_its_batch_from_the_batch_joined_event() {
     ];
     let state = fold(&events);
     assert_eq!(
-        state.batch,
+        state.report.batch,
         Some(BatchMembership {
             batch_id: BATCH_ID,
             regions,
         })
     );
     assert_eq!(
-        state.task.map(|task| task.region_id),
+        state.task.as_ref().map(|task| task.region_id),
         Some(RegionId::new(1024, 2))
     );
-    assert_eq!(state.counters.events, 2);
+    assert_eq!(state.report.counters.events, 2);
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn a_single_migration_has_no_batch() {
         at_ms: 1_000,
         event: submitted(RegionId::new(1024, 1)),
     }];
-    assert_eq!(fold(&events).batch, None);
+    assert_eq!(fold(&events).report.batch, None);
 }
 
 #[test]

@@ -32,7 +32,7 @@ struct Point {
 fn drive(
     world: &mut World,
     setup: &Setup,
-    predicate: impl Fn(&MigrationState, &Action) -> bool + 'static,
+    predicate: impl Fn(&MigrationState, &Action) -> bool + Send + 'static,
 ) -> Point {
     let log = world.submit(setup);
     let run = world.run(log, Observation::Begin, Stop::before(predicate));
@@ -64,9 +64,9 @@ impl Point {
             observation,
             jitter_random,
         };
-        let decision = world.step(&mut self.log, &mut self.state, input);
-        self.action = decision.action.clone();
-        decision
+        let hooks_before = world.hooks.len();
+        let run = world.run(self.log.clone(), input, Stop::before(|_, _| true));
+        self.took(world, run, hooks_before)
     }
 
     /// Decides on a successful read of the world's route now.
@@ -77,10 +77,25 @@ impl Point {
 
     /// Performs the pending action on the world and decides on what it observed.
     fn perform(&mut self, world: &mut World) -> Decision {
-        let observation = world
-            .perform(&self.state, &self.action)
-            .expect("the pending action is not Finish");
-        self.decide(world, observation)
+        let hooks_before = world.hooks.len();
+        let run = world.perform_and_run(self.log.clone(), &self.action, Stop::before(|_, _| true));
+        self.took(world, run, hooks_before)
+    }
+
+    /// Moves the point to where `run` (one decision) stopped; returns that decision.
+    fn took(&mut self, world: &World, run: Run, hooks_before: usize) -> Decision {
+        let decision = Decision {
+            events: run.log[self.log.len()..]
+                .iter()
+                .map(|timed| timed.event.clone())
+                .collect(),
+            hooks: world.hooks[hooks_before..].to_vec(),
+            action: run.last_action.clone().expect("one decision was taken"),
+        };
+        self.state = run.state();
+        self.action = decision.action.clone();
+        self.log = run.log;
+        decision
     }
 
     /// Runs on to the end.
@@ -593,7 +608,7 @@ fn start_aborts_with_invalid_region_leader_peer_when_the_leader_is_a_third_peer(
     let run = point.finish(&mut world);
     assert_eq!(run.outcome, Some(Outcome::Aborted));
     assert_eq!(
-        run.state().final_error.as_deref(),
+        run.state().report.final_error.as_deref(),
         Some("migration aborted: invalid region leader peer: expected 1, found 3")
     );
     assert_eq!(world.route().map(|r| r.version), Some(0));
@@ -613,7 +628,7 @@ fn start_store_error_on_the_route_read_schedules_a_framework_retry() {
     // 500 ms backoff plus 25% × 5000/10000 of it: 62 ms of jitter.
     let error = step_error(
         ErrorKind::MetadataStore,
-        "metadata store error: read table route: injected store error",
+        "metadata store error: read the route of table 1024: injected store error",
         true,
     );
     assert_eq!(
@@ -1058,7 +1073,7 @@ fn open_answer_rolls_back(
     assert_eq!(decision.action, read_route_action());
     let run = point.finish(&mut world);
     assert_eq!(run.outcome, Some(Outcome::Failed));
-    assert_eq!(run.state().final_error.as_deref(), Some(message));
+    assert_eq!(run.state().report.final_error.as_deref(), Some(message));
     assert_eq!(run.state().retries_used, 0);
     assert_eq!(world.route().map(|r| r.version), Some(0));
 }
@@ -1140,7 +1155,7 @@ fn open_candidate_region_store_error_on_the_datanode_table_is_retryable() {
                 0,
                 step_error(
                     ErrorKind::MetadataStore,
-                    "metadata store error: read datanode table: injected store error",
+                    "metadata store error: read the datanode table of table 1024 on datanode 1: injected store error",
                     true
                 )
             ),
@@ -1246,7 +1261,7 @@ fn update_metadata_downgrade_store_error_is_retryable_and_rereads_the_route() {
                 0,
                 step_error(
                     ErrorKind::MetadataStore,
-                    "metadata store error: compare-and-swap table route: injected store error",
+                    "metadata store error: write the route of table 1024: injected store error",
                     true
                 )
             ),
@@ -1503,7 +1518,7 @@ fn downgrade_three_failed_attempts_take_the_slow_path_until_the_logged_lease_dea
         decision.action,
         wait_action(deadline_ms, WaitReason::LeaseExpiry)
     );
-    assert_eq!(point.state.counters.slow_path_waits, 1);
+    assert_eq!(point.state.report.counters.slow_path_waits, 1);
 
     let decision = point.perform(&mut world);
     assert_eq!(world.now_ms, deadline_ms);
@@ -1623,7 +1638,7 @@ fn slow_path_waits_one_lease_from_the_old_leaders_last_heartbeat() {
         point.action,
         wait_action(deadline_ms, WaitReason::LeaseExpiry)
     );
-    assert_eq!(point.state.counters.slow_path_waits, 1);
+    assert_eq!(point.state.report.counters.slow_path_waits, 1);
     assert_replays(&point.log);
 }
 
@@ -1644,7 +1659,7 @@ fn slow_path_does_not_wait_when_the_last_heartbeat_is_a_lease_old() {
             &entered(StateName::UpgradeCandidateRegion),
         ]
     );
-    assert_eq!(point.state.counters.slow_path_waits, 0);
+    assert_eq!(point.state.report.counters.slow_path_waits, 0);
     assert_replays(&point.log);
 }
 
@@ -1695,7 +1710,7 @@ fn downgrade_slow_path_does_not_wait_when_the_lease_already_expired() {
             sent(TO, upgrade_instruction(None, 52_000), 52_000, now_ms, 1),
         ]
     );
-    assert_eq!(point.state.counters.slow_path_waits, 0);
+    assert_eq!(point.state.report.counters.slow_path_waits, 0);
 }
 
 #[test]
@@ -1745,7 +1760,7 @@ fn downgrade_with_the_budget_used_up_goes_to_update_metadata_rollback() {
     let run = point.finish(&mut world);
     assert_eq!(run.outcome, Some(Outcome::Aborted));
     assert_eq!(
-        run.state().final_error.as_deref(),
+        run.state().report.final_error.as_deref(),
         Some(ABORTED_FAILED_UPGRADE)
     );
     region_is(&world, FROM, false);
@@ -2335,7 +2350,7 @@ fn update_metadata_upgrade_rolls_back_on(edit: impl FnOnce(&mut RegionRoute), me
     assert_eq!(decision.action, read_route_action());
     let run = point.finish(&mut world);
     assert_eq!(run.outcome, Some(Outcome::Failed));
-    assert_eq!(run.state().final_error.as_deref(), Some(message));
+    assert_eq!(run.state().report.final_error.as_deref(), Some(message));
 }
 
 #[test]
@@ -2585,7 +2600,7 @@ fn framework_retry_backs_off_exponentially_with_jitter_up_to_a_quarter_then_roll
     );
     let error = step_error(
         ErrorKind::MetadataStore,
-        "metadata store error: read table route: injected store error",
+        "metadata store error: read the route of table 1024: injected store error",
         true,
     );
     // (jitter value, expected delay): 500 ms, 1000 ms + 25%, 2000 ms + 10%.
@@ -2618,7 +2633,7 @@ fn framework_retry_backs_off_exponentially_with_jitter_up_to_a_quarter_then_roll
     }
     assert_eq!(point.state.retries_left(), 0);
     let decision = point.decide(&mut world, store_failed(READ_ROUTE_OPERATION));
-    let exhausted = "retry budget exhausted after 3 retries: metadata store error: read table route: injected store error";
+    let exhausted = "retry budget exhausted after 3 retries: metadata store error: read the route of table 1024: injected store error";
     assert_eq!(
         decision.events,
         vec![
@@ -2628,7 +2643,7 @@ fn framework_retry_backs_off_exponentially_with_jitter_up_to_a_quarter_then_roll
     );
     let run = point.finish(&mut world);
     assert_eq!(run.outcome, Some(Outcome::Failed));
-    assert_eq!(run.state().final_error.as_deref(), Some(exhausted));
+    assert_eq!(run.state().report.final_error.as_deref(), Some(exhausted));
     assert_eq!(run.state().retries_used, 3);
 }
 
@@ -2701,7 +2716,7 @@ fn framework_retry_budget_is_shared_by_all_the_states_of_a_procedure() {
     );
     assert_eq!(run.outcome, Some(Outcome::Failed));
     assert_eq!(
-        run.state().final_error.as_deref(),
+        run.state().report.final_error.as_deref(),
         Some(
             format!(
                 "retry budget exhausted after 3 retries: {}",
@@ -2782,7 +2797,7 @@ fn rollback_clears_downgrading_with_a_cas_and_finishes_failed() {
         ]
     );
     assert_eq!(decision.action, finish_action(Outcome::Failed));
-    assert!(point.state.rolled_back);
+    assert!(point.state.report.rolled_back);
     region_is(&world, FROM, false);
 }
 
@@ -2832,7 +2847,7 @@ fn rollback_keeps_retrying_with_a_capped_backoff_until_the_route_is_clear() {
     });
     assert_eq!(point.state.status(), Status::RollingBack);
     assert_eq!(
-        point.state.rollback_last_error.as_deref(),
+        point.state.report.rollback_last_error.as_deref(),
         Some(rollback_cas_message())
     );
     region_is(&world, FROM, true);
@@ -2893,7 +2908,7 @@ fn rollback_keeps_retrying_with_a_capped_backoff_until_the_route_is_clear() {
     );
     let state = run.state();
     assert_eq!(state.rollback_retries_used, 10);
-    assert!(state.rolled_back);
+    assert!(state.report.rolled_back);
     region_is(&world, FROM, false);
     assert_replays(&run.log);
 }
@@ -2911,7 +2926,7 @@ const CANCELLED: &str = "cancelled by alice: maintenance";
 
 #[test]
 fn cancel_rolls_back_from_every_state_before_update_metadata_upgrade() {
-    type Predicate = Box<dyn Fn(&MigrationState, &Action) -> bool>;
+    type Predicate = Box<dyn Fn(&MigrationState, &Action) -> bool + Send>;
     let points: Vec<(StateName, World, Predicate)> = vec![
         (
             StateName::Start,
@@ -2971,7 +2986,7 @@ fn cancel_rolls_back_from_every_state_before_update_metadata_upgrade() {
         assert_eq!(point.state.outstanding, None);
         let run = point.finish(&mut world);
         assert_eq!(run.outcome, Some(Outcome::Aborted), "cancel in {name}");
-        assert_eq!(run.state().final_error.as_deref(), Some(CANCELLED));
+        assert_eq!(run.state().report.final_error.as_deref(), Some(CANCELLED));
         region_is(&world, FROM, false);
         assert_replays(&run.log);
     }
@@ -3219,7 +3234,7 @@ fn resume_after_instruction_sent_resends_it_with_the_same_attempt_and_a_fresh_wa
         send_action(FROM, downgrade_instruction(9_900), 9_900)
     );
     assert_eq!(point.state.step.attempts, before.step.attempts);
-    assert_eq!(point.state.counters.resends, 1);
+    assert_eq!(point.state.report.counters.resends, 1);
     assert_eq!(point.state.lease_deadline_ms, before.lease_deadline_ms);
     assert_eq!(point.state.operations_elapsed_ms, 100);
 
@@ -3696,7 +3711,7 @@ fn resume_after_a_long_outage_resends_the_downgrade_with_the_whole_remaining_bud
     assert_eq!(point.state.lease_deadline_ms, lease_deadline_ms);
     let run = point.finish(&mut world);
     assert_eq!(run.outcome, Some(Outcome::Completed));
-    assert_eq!(run.state().counters.slow_path_waits, 0);
+    assert_eq!(run.state().report.counters.slow_path_waits, 0);
     region_is(&world, TO, false);
     assert_replays(&run.log);
 }
@@ -3757,7 +3772,10 @@ fn resume_after_a_cancel_finishes_its_rollback() {
     // The engine crashes right after the cancel was logged, before the rollback read.
     let resumed = world.resume(point.log.clone());
     assert_eq!(resumed.outcome, Some(Outcome::Aborted));
-    assert_eq!(resumed.state().final_error.as_deref(), Some(CANCELLED));
+    assert_eq!(
+        resumed.state().report.final_error.as_deref(),
+        Some(CANCELLED)
+    );
     let rerun = resumed.events()[point.log.len()..].to_vec();
     assert_eq!(
         rerun[..2].to_vec(),
@@ -3780,7 +3798,7 @@ fn resume_after_a_cancel_finishes_its_rollback() {
 // ---- The original's flow tests ---------------------------------------------------------
 
 fn path(run: &Run) -> Vec<StateName> {
-    run.state().collapsed_path()
+    run.state().report.collapsed_path()
 }
 
 #[test]
@@ -3818,7 +3836,7 @@ fn flow_from_start_with_the_candidate_not_open_completes_on_the_fast_path() {
         ]
     );
     let state = run.state();
-    assert_eq!(state.counters.slow_path_waits, 0);
+    assert_eq!(state.report.counters.slow_path_waits, 0);
     assert_eq!(state.retries_used, 0);
     assert_eq!(world.now_ms, START_MS + 500);
     assert_eq!(world.route().map(|r| r.version), Some(2));
@@ -3864,7 +3882,7 @@ fn flow_rerun_twice_from_update_metadata_downgrade_on_the_migrated_world_reaches
             .iter()
             .any(|event| matches!(event, MigrationEvent::RouteCasApplied { .. })));
         assert_eq!(
-            again.state().collapsed_path(),
+            again.state().report.collapsed_path(),
             vec![
                 StateName::Start,
                 StateName::FlushLeaderRegion,
@@ -3949,7 +3967,7 @@ fn flow_upgrade_failing_after_its_retries_rolls_back_and_aborts() {
         ]
     );
     assert_eq!(
-        first.state().final_error.as_deref(),
+        first.state().report.final_error.as_deref(),
         Some(ABORTED_FAILED_UPGRADE)
     );
     region_is(&world, FROM, false);
@@ -3977,7 +3995,7 @@ fn flow_with_mailbox_timeouts_on_both_downgrade_and_upgrade_still_completes() {
     let run = world.run_submitted(&Setup::default().with_timeout_ms(30_000));
     assert_eq!(run.outcome, Some(Outcome::Completed));
     let state = run.state();
-    assert_eq!(state.counters.slow_path_waits, 0);
+    assert_eq!(state.report.counters.slow_path_waits, 0);
     assert_eq!(state.retries_used, 0);
     // 1000 + 100 in the downgrade, 1000 + 100 in the upgrade.
     assert_eq!(state.operations_elapsed_ms, 2_200);
@@ -4040,7 +4058,7 @@ fn assert_fast_path_completed(world: &World, run: &Run) {
     assert_eq!(run.outcome, Some(Outcome::Completed));
     assert_eq!(path(run), fast_path());
     let state = run.state();
-    assert_eq!(state.counters.slow_path_waits, 0);
+    assert_eq!(state.report.counters.slow_path_waits, 0);
     assert_eq!(state.retries_used, 0);
     assert!(run.events().contains(&MigrationEvent::LeaseDeadlineReset));
     region_is(world, TO, false);
@@ -4082,7 +4100,7 @@ fn flow_with_a_downgrade_timeout_uses_the_whole_budget_and_rolls_back() {
     );
     let state = run.state();
     assert_eq!(state.operations_elapsed_ms, 10_000);
-    assert_eq!(state.counters.slow_path_waits, 0);
+    assert_eq!(state.report.counters.slow_path_waits, 0);
     region_is(&world, FROM, false);
     assert_replays(&run.log);
 }
@@ -4122,7 +4140,7 @@ fn flow_with_three_downgrade_errors_takes_the_slow_path_and_completes() {
     assert_eq!(run.outcome, Some(Outcome::Completed));
     assert_eq!(path(&run), fast_path());
     let state = run.state();
-    assert_eq!(state.counters.slow_path_waits, 1);
+    assert_eq!(state.report.counters.slow_path_waits, 1);
     assert_eq!(state.retries_used, 0);
     assert_eq!(
         sent_instructions(&world),
@@ -4171,7 +4189,10 @@ fn flow_with_a_downgrade_timeout_using_a_budget_under_one_round_trip_rolls_back(
     );
     let state = run.state();
     assert_eq!(state.operations_elapsed_ms, 800);
-    assert_eq!(state.final_error.as_deref(), Some(ABORTED_FAILED_UPGRADE));
+    assert_eq!(
+        state.report.final_error.as_deref(),
+        Some(ABORTED_FAILED_UPGRADE)
+    );
     region_is(&world, FROM, false);
     assert_replays(&run.log);
 }
@@ -4206,8 +4227,11 @@ fn flow_with_a_downgrade_error_then_a_timeout_rolls_back_when_the_budget_runs_ou
     let state = run.state();
     assert_eq!(state.operations_elapsed_ms, 2_500);
     assert_eq!(state.remaining_budget_ms(), 0);
-    assert_eq!(state.counters.slow_path_waits, 0);
-    assert_eq!(state.final_error.as_deref(), Some(ABORTED_FAILED_UPGRADE));
+    assert_eq!(state.report.counters.slow_path_waits, 0);
+    assert_eq!(
+        state.report.final_error.as_deref(),
+        Some(ABORTED_FAILED_UPGRADE)
+    );
     region_is(&world, FROM, false);
     assert_replays(&run.log);
 }
@@ -4308,10 +4332,11 @@ fn a_revision_one_procedure_keeps_the_revision_one_rules() {
     );
     let state = run.state();
     assert!(state
+        .report
         .counters
         .sent
         .keys()
-        .all(|key| !key.ends_with("flush_region")));
+        .all(|key| key.kind != InstructionKind::FlushRegion));
     assert!(run.events().iter().any(|event| matches!(
         event,
         MigrationEvent::LocksAcquired { lock_keys, .. }
@@ -4330,7 +4355,7 @@ fn a_revision_one_procedure_keeps_the_revision_one_rules() {
         .events()
         .iter()
         .any(|event| matches!(event, MigrationEvent::LastHeartbeatRead { .. })));
-    assert_eq!(state.counters.slow_path_waits, 1);
+    assert_eq!(state.report.counters.slow_path_waits, 1);
     assert_replays(&run.log);
 }
 

@@ -11,10 +11,9 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use common::world::*;
 use proptest::prelude::*;
@@ -34,7 +33,7 @@ type Position = [u64; 6];
 
 fn position(state: &MigrationState) -> Position {
     [
-        state.path.len() as u64,
+        state.report.path.len() as u64,
         u64::from(state.retries_used),
         u64::from(state.rollback_retries_used),
         u64::from(state.rollback.is_some()),
@@ -70,9 +69,9 @@ type Reads = BTreeSet<(u64, Position)>;
 struct Chaos {
     scenario: Scenario,
     /// Every read the run made (to know, later, which reads an uninterrupted run made).
-    reads: Rc<RefCell<Reads>>,
+    reads: Arc<Mutex<Reads>>,
     /// When set, reads at other positions find the store healthy.
-    healthy_outside: Option<Rc<Reads>>,
+    healthy_outside: Option<Arc<Reads>>,
 }
 
 impl Chaos {
@@ -82,7 +81,7 @@ impl Chaos {
 
     fn read(&mut self, tag: u64, state: &MigrationState, fail_percent: u64) -> ReadScript {
         let at = position(state);
-        self.reads.borrow_mut().insert((tag, at));
+        self.reads.lock().expect("the reads").insert((tag, at));
         if let Some(made) = &self.healthy_outside {
             if !made.contains(&(tag, at)) {
                 return ReadScript::Ok;
@@ -336,7 +335,7 @@ impl Scenario {
     }
 
     /// The world of this scenario; `healthy_outside` as in [`Chaos`].
-    fn world(&self, healthy_outside: Option<Rc<Reads>>) -> (World, Rc<RefCell<Reads>>) {
+    fn world(&self, healthy_outside: Option<Arc<Reads>>) -> (World, Arc<Mutex<Reads>>) {
         let mut world = match self.start {
             StartRoute::FromLeads | StartRoute::NoTableRoute => World::default(),
             StartRoute::FromLeadsCandidateFollows => World::with_candidate_follower(),
@@ -357,7 +356,7 @@ impl Scenario {
             world.datanode_tables.clear();
         }
         world.timeout_elapsed_ms = self.timeout_elapsed_ms;
-        let reads = Rc::new(RefCell::new(Reads::new()));
+        let reads = Arc::new(Mutex::new(Reads::new()));
         world.oracle = Some(Box::new(Chaos {
             scenario: self.clone(),
             reads: reads.clone(),
@@ -367,10 +366,10 @@ impl Scenario {
     }
 
     /// The uninterrupted run, and the reads it made.
-    fn uninterrupted(&self) -> (Run, Rc<Reads>) {
+    fn uninterrupted(&self) -> (Run, Arc<Reads>) {
         let (mut world, reads) = self.world(None);
         let run = world.run_submitted(&self.setup());
-        let reads = Rc::new(reads.borrow().clone());
+        let reads = Arc::new(reads.lock().expect("the reads").clone());
         (run, reads)
     }
 }
@@ -441,12 +440,13 @@ fn check_log(log: &[TimedEvent], policy: &RetryPolicy) -> Result<(), TestCaseErr
     prop_assert!(state.outcome.is_some(), "not finished");
     prop_assert!(
         !state
+            .report
             .final_error
             .as_deref()
             .unwrap_or_default()
             .contains("internal error"),
         "{:?}",
-        state.final_error
+        state.report.final_error
     );
     let inputs = log
         .iter()
@@ -470,18 +470,21 @@ fn check_route(run: &Run, initial_leader: Option<u64>) -> Result<(), TestCaseErr
             prop_assert_eq!(region.leader_id(), Some(TO));
             prop_assert!(!region.is_leader_downgrading());
         }
-        Some(Outcome::Aborted) | Some(Outcome::Failed) if state.rolled_back => {
+        Some(Outcome::Aborted) | Some(Outcome::Failed) if state.report.rolled_back => {
             if let Some(region) = region {
                 prop_assert!(!region.is_leader_downgrading(), "{:?}", region);
                 // The candidate may lead only if the new route was written (its CAS applied,
                 // perhaps with its event lost in a crash) and a later failure rolled back.
-                let may_have_moved = state.path.contains(&StateName::UpdateMetadataUpgrade);
+                let may_have_moved = state
+                    .report
+                    .path
+                    .contains(&StateName::UpdateMetadataUpgrade);
                 prop_assert!(
                     region.leader_id() == initial_leader
                         || (may_have_moved && region.leader_id() == Some(TO)),
                     "{:?} after {:?}",
                     region,
-                    state.path
+                    state.report.path
                 );
             }
         }
@@ -599,7 +602,7 @@ proptest! {
             prop_assert!(state.retries_used <= whole_state.retries_used);
             prop_assert!(state.rollback_retries_used <= whole_state.rollback_retries_used);
             prop_assert_eq!(state.operations_elapsed_ms, whole_state.operations_elapsed_ms);
-            prop_assert_eq!(&state.final_error, &whole_state.final_error);
+            prop_assert_eq!(&state.report.final_error, &whole_state.report.final_error);
             check_across_stop(k, &resumed.log)?;
             check_log(&resumed.log, &scenario.policy)?;
         }
@@ -821,9 +824,9 @@ fn the_oracle_reaches_every_outcome_and_state() {
         let (run, _) = scenario.uninterrupted();
         let state = run.state();
         outcomes.insert(format!("{:?}", state.outcome));
-        states.extend(state.path.iter().map(|s| s.name()));
-        slow_paths += state.counters.slow_path_waits;
-        resends += state.counters.resends;
+        states.extend(state.report.path.iter().map(|s| s.name()));
+        slow_paths += state.report.counters.slow_path_waits;
+        resends += state.report.counters.resends;
         if state.rollback_retries_used > 0 {
             states.insert("rollback retried");
         }

@@ -140,6 +140,7 @@ fn happy_path_from_start_reaches_end() {
     assert_eq!(state.outcome, Some(Outcome::Completed));
     assert_eq!(
         state
+            .report
             .collapsed_path()
             .iter()
             .map(|s| s.name())

@@ -58,7 +58,7 @@ use uuid::Uuid;
 
 pub use locks::LockTable;
 use metrics::EngineMetrics;
-pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver};
+pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver, Proceed};
 pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
 pub use stream::{EngineEvents, LoggedEvent, ProcedureEvents};
 pub use submit::{
@@ -568,7 +568,7 @@ impl Engine {
         let mut batches: BTreeMap<Uuid, Vec<(Uuid, MigrationState, u64, Observation)>> =
             BTreeMap::new();
         for (procedure_id, state, next_seq) in to_resume {
-            match state.batch.as_ref().map(|batch| batch.batch_id) {
+            match state.report.batch.as_ref().map(|batch| batch.batch_id) {
                 Some(batch_id) => batches.entry(batch_id).or_default().push((
                     procedure_id,
                     state,
@@ -581,14 +581,13 @@ impl Engine {
         for (batch_id, mut regions) in batches {
             // In the batch's order, as at submit: its instructions carry them in that order.
             regions.sort_by_key(|(_, state, _, _)| {
-                let position =
-                    state
-                        .task
-                        .as_ref()
-                        .zip(state.batch.as_ref())
-                        .and_then(|(task, batch)| {
-                            batch.regions.iter().position(|r| *r == task.region_id)
-                        });
+                let position = state
+                    .task
+                    .as_ref()
+                    .zip(state.report.batch.as_ref())
+                    .and_then(|(task, batch)| {
+                        batch.regions.iter().position(|r| *r == task.region_id)
+                    });
                 position.unwrap_or(usize::MAX)
             });
             engine.spawn_batch(batch_id, regions);

@@ -36,6 +36,19 @@ pub enum Next {
     Stop,
 }
 
+/// What the driver does with a decided action, as [`Persistence::before_action`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proceed {
+    /// Perform it and go on.
+    Perform,
+    /// Stop before performing it, as a crash right after its decision was persisted would:
+    /// the procedure stays unfinished, the action pending.
+    StopBefore,
+    /// Perform it, then stop with its observation lost, as a crash right after the action
+    /// would (a route write stays written though nothing records it).
+    StopAfter,
+}
+
 /// One batch of events the driver hands to its persistence, in order: the events of a
 /// decision, or one event the driver writes outside a decision (a lock wait, a refused
 /// cancel), or a batch given to [`ProcedureDriver::record`].
@@ -77,6 +90,14 @@ pub trait Persistence: Send {
     ) -> Result<Next, Self::Error> {
         Ok(Next::Continue)
     }
+
+    /// Called by [`ProcedureDriver::run`] before it performs each decided action (never
+    /// `Finish`, which performs nothing), with the state the action was decided on. A test's
+    /// persistence stops here to stand for a crash before or right after the action; the
+    /// engine and the benchmarks always perform.
+    fn before_action(&mut self, _state: &MigrationState, _action: &Action) -> Proceed {
+        Proceed::Perform
+    }
 }
 
 #[async_trait]
@@ -97,6 +118,10 @@ impl<T: Persistence + ?Sized> Persistence for &mut T {
         state: &MigrationState,
     ) -> Result<Next, Self::Error> {
         (**self).persisted(batch, state).await
+    }
+
+    fn before_action(&mut self, state: &MigrationState, action: &Action) -> Proceed {
+        (**self).before_action(state, action)
     }
 }
 
@@ -128,6 +153,12 @@ pub enum DriveError<E> {
         /// The persistence's error.
         error: E,
     },
+}
+
+/// Where a run starts: an input to decide on, or an action already decided.
+enum Start {
+    Input(Input),
+    Pending(Action),
 }
 
 /// Why a step stopped the loop.
@@ -221,10 +252,21 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
         self.append(now_ms, &events).await
     }
 
-    /// Runs the procedure from `first` until it finishes or stops. Every lock the procedure
-    /// holds is released either way.
-    pub async fn run(&mut self, first: Observation) -> Result<Ended, DriveError<P::Error>> {
-        let result = self.run_loop(first).await;
+    /// Runs the procedure from `first` (an observation alone comes with no randomness)
+    /// until it finishes or stops. Every lock the procedure holds is released either way.
+    pub async fn run(&mut self, first: impl Into<Input>) -> Result<Ended, DriveError<P::Error>> {
+        self.run_from(Start::Input(first.into())).await
+    }
+
+    /// Runs the procedure from an action decided and persisted earlier but not performed (a
+    /// run stopped by [`Proceed::StopBefore`] left it pending): performs it without asking
+    /// [`Persistence::before_action`] again, then goes on as [`ProcedureDriver::run`].
+    pub async fn run_pending(&mut self, pending: Action) -> Result<Ended, DriveError<P::Error>> {
+        self.run_from(Start::Pending(pending)).await
+    }
+
+    async fn run_from(&mut self, start: Start) -> Result<Ended, DriveError<P::Error>> {
+        let result = self.run_loop(start).await;
         self.release_locks();
         match result {
             Ok(outcome) => Ok(Ended::Finished(outcome)),
@@ -239,10 +281,23 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
             .is_some_and(|signals| *signals.halt.borrow())
     }
 
-    async fn run_loop(&mut self, first: Observation) -> Result<Outcome, Halt<P::Error>> {
-        let mut input = Input::new(first);
+    async fn run_loop(&mut self, start: Start) -> Result<Outcome, Halt<P::Error>> {
+        let mut next = start;
         loop {
-            let action = self.step(input).await?;
+            let (action, proceed) = match next {
+                Start::Pending(action) => (action, Proceed::Perform),
+                Start::Input(input) => {
+                    let action = self.step(input).await?;
+                    let proceed = match action {
+                        Action::Finish { .. } => Proceed::Perform,
+                        _ => self.persistence.before_action(&self.state, &action),
+                    };
+                    (action, proceed)
+                }
+            };
+            if proceed == Proceed::StopBefore {
+                return Err(Halt::Stopped);
+            }
             let span =
                 debug_span!("step", state = %self.state.state, action = action_name(&action));
             let observation = match self.act(action).instrument(span).await? {
@@ -252,7 +307,10 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                     return Ok(outcome);
                 }
             };
-            input = self.input(observation);
+            if proceed == Proceed::StopAfter {
+                return Err(Halt::Stopped);
+            }
+            next = Start::Input(self.input(observation));
         }
     }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::events::{
     ErrorKind, Hook, MigrationEvent, Outcome, RouteChange, StateName, StepError, WaitReason,
 };
-use super::state::{Answer, CasResult, FoldError, MigrationState, Outstanding};
+use super::state::{Answer, CasResult, DecisionState, FoldError, Outstanding};
 
 use crate::domain::{
     DatanodeTable, Instruction, InstructionKind, LeaderState, MailboxOutcome, Peer, PeerId,
@@ -128,6 +128,13 @@ impl Input {
     }
 }
 
+/// An observation alone is an input with no randomness.
+impl From<Observation> for Input {
+    fn from(observation: Observation) -> Self {
+        Input::new(observation)
+    }
+}
+
 /// What the engine does next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
@@ -230,7 +237,7 @@ pub enum DecideError {
 }
 
 /// Whether an operator may cancel the procedure now; the error says why not.
-pub fn check_cancel(state: &MigrationState) -> Result<(), String> {
+pub fn check_cancel(state: &DecisionState) -> Result<(), String> {
     if let Some(outcome) = state.outcome {
         return Err(format!(
             "the migration already finished ({})",
@@ -253,7 +260,7 @@ pub fn check_cancel(state: &MigrationState) -> Result<(), String> {
 /// exclusive. Its table's exclusive lock ([`table_lock_key`]) is taken only around each route
 /// read and compare-and-swap (revision 2, R2.6), so a lease wait or a slow upgrade of one
 /// region does not hold up the other regions of its table.
-pub fn lock_keys(state: &MigrationState) -> Vec<String> {
+pub fn lock_keys(state: &DecisionState) -> Vec<String> {
     let Some(task) = &state.task else {
         return Vec::new();
     };
@@ -310,8 +317,10 @@ impl LockMode {
     }
 }
 
-/// Decides the next action from the folded state, the time and an input.
-pub fn decide(state: &MigrationState, now_ms: u64, input: Input) -> Result<Decision, DecideError> {
+/// Decides the next action from the folded decision state, the time and an input. It is
+/// given only the [`DecisionState`]: nothing it decides can depend on the reporting part
+/// of a [`MigrationState`](super::MigrationState) (a `&MigrationState` dereferences to it).
+pub fn decide(state: &DecisionState, now_ms: u64, input: Input) -> Result<Decision, DecideError> {
     if let Some(broken) = &state.broken {
         return Err(DecideError::BrokenLog(broken.clone()));
     }
@@ -376,7 +385,7 @@ enum AttemptResult {
 }
 
 struct Stepper {
-    state: MigrationState,
+    state: DecisionState,
     now_ms: u64,
     jitter_random: u32,
     events: Vec<MigrationEvent>,
@@ -528,7 +537,7 @@ impl Stepper {
                     ErrorKind::Cancelled,
                     format!("cancelled by {actor}: {reason}"),
                 ))
-            } else if self.state.path.is_empty() {
+            } else if !self.state.started {
                 self.enter(StateName::Start, None);
                 Flow::Continue
             } else {

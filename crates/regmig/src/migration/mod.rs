@@ -1,7 +1,8 @@
 //! The migration model, pure: no I/O, no clock reads, no tokio.
 //!
 //! - [`events`]: what can happen to a procedure ([`MigrationEvent`]), with kind codes.
-//! - [`state`]: [`fold`] turns a procedure's events into its [`MigrationState`].
+//! - [`state`]: [`fold`] turns a procedure's events into its [`MigrationState`]: the
+//!   [`DecisionState`] that `decide` is given, and the [`MigrationReport`] it never sees.
 //! - [`decide`](mod@decide): [`decide()`] turns a state, the time and an input into events and
 //!   the next [`Action`].
 //! - [`replay`]: re-runs today's `decide` on a recorded log and reports where it differs.
@@ -23,6 +24,7 @@ pub use events::{
     DEFAULT_TIMEOUT_MS,
 };
 pub use state::{
-    fold, try_fold, BatchMembership, BatchOutcome, Counters, FoldError, MigrationState, Status,
+    fold, fold_decision, try_fold, BatchMembership, BatchOutcome, Counters, DecisionState,
+    FoldError, MigrationReport, MigrationState, SentKey, Status,
 };
 pub use write_pause::{write_pause_ms, WritePause};

@@ -7,7 +7,7 @@
 
 use super::decide::{decide, Input, Observation};
 use super::events::{EventRole, MigrationEvent, TimedEvent};
-use super::state::MigrationState;
+use super::state::DecisionState;
 use crate::domain::{MailboxOutcome, VersionedTableRoute};
 
 /// Where today's logic and the log part ways.
@@ -129,7 +129,7 @@ pub fn decision_end(events: &[TimedEvent], input_index: usize) -> usize {
 // A divergence is reported once, at the end of a check: its size does not matter.
 #[allow(clippy::result_large_err)]
 pub fn check(events: &[TimedEvent]) -> Result<usize, Divergence> {
-    let mut state = MigrationState::default();
+    let mut state = DecisionState::default();
     let mut checked = 0;
     let mut index = 0;
     // The decision taken right after submit (Begin) records nothing, so only inputs matter.

@@ -140,12 +140,41 @@ pub struct CachedRoute {
     pub route: Option<TableRoute>,
 }
 
+/// Which instructions a count in [`Counters::sent`] is of: to which datanode, of which
+/// kind. Spelled `PEER.kind` ("2.open_region") in text and as a JSON key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SentKey {
+    /// The datanode sent to.
+    pub peer: PeerId,
+    /// What was sent.
+    pub kind: InstructionKind,
+}
+
+impl SentKey {
+    /// Instructions of `kind` sent to `peer`.
+    pub fn new(peer: PeerId, kind: InstructionKind) -> Self {
+        SentKey { peer, kind }
+    }
+}
+
+impl std::fmt::Display for SentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.peer, self.kind.name())
+    }
+}
+
+impl Serialize for SentKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// Summary figures for the CLI: reporting only, folded from each event alone by
-/// [`Counters::count`]; no decision reads them.
+/// [`Counters::count`]; part of the [`MigrationReport`], which `decide` cannot see.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
-    /// Instructions sent, by "PEER.instruction".
-    pub sent: BTreeMap<String, u64>,
+    /// Instructions sent, by datanode and kind (re-sends included).
+    pub sent: BTreeMap<SentKey, u64>,
     /// Framework retries scheduled (rollback retries included).
     pub retries: u32,
     /// Lease waits of the slow path.
@@ -178,7 +207,7 @@ impl Counters {
                 }
                 *self
                     .sent
-                    .entry(format!("{}.{}", peer.id, instruction.kind().name()))
+                    .entry(SentKey::new(peer.id, instruction.kind()))
                     .or_insert(0) += 1;
             }
             MigrationEvent::WaitStarted { reason, .. } if *reason == WaitReason::LeaseExpiry => {
@@ -190,9 +219,34 @@ impl Counters {
     }
 }
 
-/// A migration procedure's state, derived by folding its events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A migration procedure's state, derived by folding its events: what decisions need
+/// ([`DecisionState`], all `decide` is given) apart from what only people and tools read
+/// ([`MigrationReport`]), as raft-rs keeps its hard state apart from its soft state.
+///
+/// It dereferences to its decision part, so `state.task` reads the task; the report is
+/// `state.report`. Both serialize flat, as one object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MigrationState {
+    /// What `decide` reads.
+    #[serde(flatten)]
+    pub decision: DecisionState,
+    /// What only reporting reads.
+    #[serde(flatten)]
+    pub report: MigrationReport,
+}
+
+impl std::ops::Deref for MigrationState {
+    type Target = DecisionState;
+
+    fn deref(&self) -> &DecisionState {
+        &self.decision
+    }
+}
+
+/// What a procedure's decisions depend on, folded from its events: the only state
+/// [`decide`](super::decide()) is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionState {
     /// The task; `None` until the submitted event is folded.
     pub task: Option<MigrationTask>,
     /// Lock keys: catalog.
@@ -203,22 +257,13 @@ pub struct MigrationState {
     pub wal: WalKind,
     /// How it retries.
     pub policy: RetryPolicy,
-    /// What asked for it.
-    pub trigger: String,
-    /// The operator's reason, if any.
-    pub reason: Option<String>,
-    /// Who asked for it, if recorded.
-    pub actor: Option<String>,
-    /// When it was submitted.
-    pub submitted_at_ms: u64,
     /// The current state.
     pub state: StateName,
+    /// Whether a state was entered yet (a new procedure enters Start first).
+    #[serde(skip)]
+    pub started: bool,
     /// Why Abort was chosen.
     pub abort_reason: Option<String>,
-    /// States entered, in order (repeats kept).
-    pub path: Vec<StateName>,
-    /// Time each state visit began: (state, entered_at_ms).
-    pub state_times: Vec<(StateName, u64)>,
     /// Whether the procedure holds its locks (never true right after a restart).
     pub locks_held: bool,
     /// The old leader's lease deadline, while one is set.
@@ -229,8 +274,6 @@ pub struct MigrationState {
     pub retries_used: u32,
     /// Rollback retries used.
     pub rollback_retries_used: u32,
-    /// The error of the last rollback attempt that failed (it is being retried).
-    pub rollback_last_error: Option<String>,
     /// The old leader's last entry id, from its downgrade reply.
     pub last_entry_id: Option<u64>,
     /// The instruction sent and not answered, if any.
@@ -251,22 +294,46 @@ pub struct MigrationState {
     pub cancelled_by: Option<(String, String)>,
     /// The terminal outcome.
     pub outcome: Option<Outcome>,
+    /// When the last event was recorded (a resume charges an outstanding operation up to it).
+    pub last_event_at_ms: u64,
+    /// Events folded so far (numbers the event a [`FoldError`] names).
+    #[serde(skip)]
+    pub events_folded: u64,
+    /// The first assumption the folded log broke, if any; `decide` refuses such a state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken: Option<FoldError>,
+}
+
+/// What a procedure's events tell people and tools beyond what its decisions need: who
+/// asked, the states it went through and when, how it ended, the summary figures. Folded
+/// beside the [`DecisionState`]; `decide` never sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MigrationReport {
+    /// What asked for it.
+    pub trigger: String,
+    /// The operator's reason, if any.
+    pub reason: Option<String>,
+    /// Who asked for it, if recorded.
+    pub actor: Option<String>,
+    /// When it was submitted.
+    pub submitted_at_ms: u64,
+    /// States entered, in order (repeats kept).
+    pub path: Vec<StateName>,
+    /// Time each state visit began: (state, entered_at_ms).
+    pub state_times: Vec<(StateName, u64)>,
+    /// The error of the last rollback attempt that failed (it is being retried).
+    pub rollback_last_error: Option<String>,
     /// Whether a rollback ran to completion.
     pub rolled_back: bool,
     /// The final error.
     pub final_error: Option<String>,
     /// When the procedure finished.
     pub finished_at_ms: Option<u64>,
-    /// When the last event was recorded.
-    pub last_event_at_ms: u64,
     /// Summary figures.
     pub counters: Counters,
     /// The batch this procedure's region belongs to (spec R2.5); `None` for a single
     /// migration.
     pub batch: Option<BatchMembership>,
-    /// The first assumption the folded log broke, if any; `decide` refuses such a state.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub broken: Option<FoldError>,
 }
 
 /// How a procedure's log breaks what folding assumes of it.
@@ -355,28 +422,22 @@ impl BatchOutcome {
     }
 }
 
-impl Default for MigrationState {
+impl Default for DecisionState {
     fn default() -> Self {
-        MigrationState {
+        DecisionState {
             task: None,
             catalog: String::new(),
             schema: String::new(),
             wal: WalKind::Local,
             policy: RetryPolicy::default(),
-            trigger: String::new(),
-            reason: None,
-            actor: None,
-            submitted_at_ms: 0,
             state: StateName::Start,
+            started: false,
             abort_reason: None,
-            path: Vec::new(),
-            state_times: Vec::new(),
             locks_held: false,
             lease_deadline_ms: None,
             operations_elapsed_ms: 0,
             retries_used: 0,
             rollback_retries_used: 0,
-            rollback_last_error: None,
             last_entry_id: None,
             outstanding: None,
             waiting: None,
@@ -387,18 +448,76 @@ impl Default for MigrationState {
             rollback: None,
             cancelled_by: None,
             outcome: None,
-            rolled_back: false,
-            final_error: None,
-            finished_at_ms: None,
             last_event_at_ms: 0,
-            counters: Counters::default(),
-            batch: None,
+            events_folded: 0,
             broken: None,
         }
     }
 }
 
 impl MigrationState {
+    /// Folds one event into both parts. An event that breaks what folding assumes (see
+    /// [`FoldError`]) is recorded in [`DecisionState::broken`] (the first one only), never
+    /// replaced by a guess.
+    pub fn apply(&mut self, at_ms: u64, event: &MigrationEvent) {
+        self.report.apply(at_ms, event);
+        self.decision.apply(at_ms, event);
+    }
+}
+
+impl MigrationReport {
+    /// Folds one event into the report.
+    pub fn apply(&mut self, at_ms: u64, event: &MigrationEvent) {
+        self.counters.count(event);
+        match event {
+            MigrationEvent::Submitted {
+                trigger,
+                reason,
+                actor,
+                ..
+            } => {
+                self.trigger = trigger.clone();
+                self.reason = reason.clone();
+                self.actor = actor.clone();
+                self.submitted_at_ms = at_ms;
+            }
+            MigrationEvent::StateEntered { state, .. } => {
+                self.path.push(*state);
+                self.state_times.push((*state, at_ms));
+            }
+            MigrationEvent::RetryScheduled {
+                rollback: true,
+                error,
+                ..
+            } => self.rollback_last_error = Some(error.message.clone()),
+            MigrationEvent::RollbackFinished { succeeded, .. } => self.rolled_back = *succeeded,
+            MigrationEvent::BatchJoined { batch_id, regions } => {
+                self.batch = Some(BatchMembership {
+                    batch_id: *batch_id,
+                    regions: regions.clone(),
+                });
+            }
+            MigrationEvent::Finished { error, .. } => {
+                self.final_error = error.clone();
+                self.finished_at_ms = Some(at_ms);
+            }
+            _ => {}
+        }
+    }
+
+    /// The states entered, each consecutive repeat collapsed into one (scenario `path`).
+    pub fn collapsed_path(&self) -> Vec<StateName> {
+        let mut path: Vec<StateName> = Vec::with_capacity(self.path.len());
+        for state in &self.path {
+            if path.last() != Some(state) {
+                path.push(*state);
+            }
+        }
+        path
+    }
+}
+
+impl DecisionState {
     /// The coarse status.
     pub fn status(&self) -> Status {
         match self.outcome {
@@ -432,32 +551,20 @@ impl MigrationState {
         self.policy.retries_max.saturating_sub(self.retries_used)
     }
 
-    /// The states entered, each consecutive repeat collapsed into one (scenario `path`).
-    pub fn collapsed_path(&self) -> Vec<StateName> {
-        let mut path: Vec<StateName> = Vec::with_capacity(self.path.len());
-        for state in &self.path {
-            if path.last() != Some(state) {
-                path.push(*state);
-            }
-        }
-        path
-    }
-
-    /// Folds one event into the state. An event that breaks what folding assumes (see
-    /// [`FoldError`]) is recorded in [`MigrationState::broken`] (the first one only), never
-    /// replaced by a guess.
+    /// Folds one event into the decision part. An event that breaks what folding assumes
+    /// (see [`FoldError`]) is recorded in [`DecisionState::broken`] (the first one only),
+    /// never replaced by a guess.
     pub fn apply(&mut self, at_ms: u64, event: &MigrationEvent) {
         let previous_event_at_ms = self.last_event_at_ms;
         self.last_event_at_ms = at_ms;
-        self.counters.count(event);
-        // Decided on the task, not on the counters (reporting: they only number the event in
-        // the error). Without a task, every event so far was this one or already broke.
+        self.events_folded += 1;
+        // Without a task, every event so far was this one or already broke.
         let submitted = matches!(event, MigrationEvent::Submitted { .. });
         if self.task.is_none() && !submitted {
             self.break_on(FoldError::NotStartedBySubmitted { kind: event.name() });
         } else if self.task.is_some() && submitted {
             self.break_on(FoldError::SubmittedTwice {
-                event_number: self.counters.events,
+                event_number: self.events_folded,
             });
         }
         match event {
@@ -467,19 +574,13 @@ impl MigrationState {
                 schema,
                 wal,
                 policy,
-                trigger,
-                reason,
-                actor,
+                ..
             } => {
                 self.task = Some(task.clone());
                 self.catalog = catalog.clone();
                 self.schema = schema.clone();
                 self.wal = *wal;
                 self.policy = policy.clone();
-                self.trigger = trigger.clone();
-                self.reason = reason.clone();
-                self.actor = actor.clone();
-                self.submitted_at_ms = at_ms;
                 self.state = StateName::Start;
             }
             MigrationEvent::LockWaitStarted { .. } => {}
@@ -511,8 +612,7 @@ impl MigrationState {
                 if *state == StateName::Abort {
                     self.abort_reason = reason.clone();
                 }
-                self.path.push(*state);
-                self.state_times.push((*state, at_ms));
+                self.started = true;
                 self.step = StepProgress::default();
                 // R2.6: the table lock is not held between states, so a route write reads
                 // the route afresh (under the lock) instead of trusting an older read.
@@ -626,12 +726,10 @@ impl MigrationState {
             MigrationEvent::RetryScheduled {
                 due_at_ms,
                 rollback,
-                error,
                 ..
             } => {
                 if *rollback {
                     self.rollback_retries_used += 1;
-                    self.rollback_last_error = Some(error.message.clone());
                     self.waiting = Some((*due_at_ms, WaitReason::RollbackBackoff));
                 } else {
                     self.retries_used += 1;
@@ -655,23 +753,15 @@ impl MigrationState {
                 self.route = None;
                 self.step = StepProgress::default();
             }
-            MigrationEvent::RollbackFinished { succeeded, .. } => {
-                self.rolled_back = *succeeded;
+            MigrationEvent::RollbackFinished { .. } => {
                 self.step = StepProgress::default();
             }
             MigrationEvent::LastHeartbeatRead {
                 last_heartbeat_ms, ..
             } => self.step.last_heartbeat = Some(*last_heartbeat_ms),
-            MigrationEvent::BatchJoined { batch_id, regions } => {
-                self.batch = Some(BatchMembership {
-                    batch_id: *batch_id,
-                    regions: regions.clone(),
-                });
-            }
-            MigrationEvent::Finished { outcome, error } => {
+            MigrationEvent::BatchJoined { .. } => {}
+            MigrationEvent::Finished { outcome, .. } => {
                 self.outcome = Some(*outcome);
-                self.final_error = error.clone();
-                self.finished_at_ms = Some(at_ms);
                 self.outstanding = None;
                 self.waiting = None;
             }
@@ -681,7 +771,7 @@ impl MigrationState {
     fn answer(&mut self, peer: PeerId, answer: Answer, kind: &'static str) {
         let Some(outstanding) = self.outstanding.take() else {
             self.break_on(FoldError::AnswerWithoutInstruction {
-                event_number: self.counters.events,
+                event_number: self.events_folded,
                 kind,
                 peer,
             });
@@ -711,9 +801,18 @@ pub fn is_budgeted(kind: InstructionKind) -> bool {
 }
 
 /// Folds a procedure's events, in order, into its state; a broken assumption is kept in
-/// [`MigrationState::broken`] (tools that show a damaged log still see the rest).
+/// [`DecisionState::broken`] (tools that show a damaged log still see the rest).
 pub fn fold<'a>(events: impl IntoIterator<Item = &'a TimedEvent>) -> MigrationState {
     let mut state = MigrationState::default();
+    for timed in events {
+        state.apply(timed.at_ms, &timed.event);
+    }
+    state
+}
+
+/// Folds only the decision part of a procedure's events (what replaying decisions needs).
+pub fn fold_decision<'a>(events: impl IntoIterator<Item = &'a TimedEvent>) -> DecisionState {
+    let mut state = DecisionState::default();
     for timed in events {
         state.apply(timed.at_ms, &timed.event);
     }
@@ -725,7 +824,7 @@ pub fn try_fold<'a>(
     events: impl IntoIterator<Item = &'a TimedEvent>,
 ) -> Result<MigrationState, FoldError> {
     let state = fold(events);
-    match state.broken {
+    match state.decision.broken {
         Some(error) => Err(error),
         None => Ok(state),
     }

@@ -1,17 +1,22 @@
-//! A small deterministic fake world to drive the pure migration model.
+//! A small deterministic fake world, driven by the engine's own procedure driver.
 //!
 //! The world holds what the engine would talk to: a versioned table-route store, a
 //! datanode-table store, a mailbox whose answers are scripted per instruction kind, scripted
-//! compare-and-swap refusals and metadata-store failures, and a virtual clock. [`World::run`]
-//! loops decide → append the events → perform the action → next input, until the procedure
-//! finishes, a stop condition holds, or a step bound is reached.
+//! compare-and-swap refusals and metadata-store failures, and a virtual clock. A run lends the
+//! world to port implementations ([`MetadataStore`], [`Mailbox`], [`Clock`], [`Entropy`],
+//! [`ClusterHooks`], [`LeaseRenewals`]) and runs the engine's [`ProcedureDriver`] on them,
+//! with a persistence that keeps the events in memory: the driver is the only code that
+//! decides, appends, performs and feeds the observation back. A run ends when the procedure
+//! finishes, a stop condition holds ([`Persistence::before_action`]), or a bound on its
+//! decisions is reached.
 //!
 //! Time: `now_ms` only moves when the world acts. A send that is answered takes
 //! `reply_delay_ms` (a reply slower than the send's timeout becomes a timeout), a timeout takes
 //! the send's mailbox timeout (at most one mailbox round trip for a downgrade or an upgrade, not
 //! their whole flush or replay timeout; `timeout_elapsed_ms` overrides it, like the original's
-//! mocked timeouts that fail at once), an unreachable peer takes `unreachable_delay_ms`, reads,
-//! writes and locks take `io_delay_ms`, and a wait jumps to its `until_ms`.
+//! mocked timeouts that fail at once), an unreachable peer takes `unreachable_delay_ms`, reads
+//! and writes take `io_delay_ms`, taking locks takes no time (the driver takes them in its
+//! own lock table), and a wait jumps to its `until_ms`.
 //!
 //! Datanodes: by default each send is answered afresh after `reply_delay_ms`. With
 //! [`World::datanode_keeps_working`], a downgrade or an upgrade whose mailbox timed out keeps
@@ -20,22 +25,30 @@
 //! unanswered send: the next attempt finds the datanode further.
 //!
 //! Crashes: stop after event k ([`Stop::AfterEvents`]) or when a predicate holds
-//! ([`Stop::When`]), optionally after the world performed
+//! ([`Stop::When`]), optionally after the driver performed
 //! the pending action (a CAS applied before the crash stays applied though its event is
 //! lost), then fold the prefix and feed `Observation::Resumed` with [`World::resume`], on the
 //! same world.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use async_trait::async_trait;
 use regmig::cluster::memory::apply_region_move;
+use regmig::cluster::{
+    CasConflict, Clock, ClusterHooks, Entropy, LeaseRenewals, Mailbox, MetadataError,
+    MetadataErrorKind, MetadataStore, Ports, RegionMove,
+};
 use regmig::domain::{
     DatanodeTable, Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, RegionId,
-    RegionRoute, Reply, TableId, TableRoute, VersionedTableRoute, WalKind,
+    RegionRoute, Reply, TableId, TableInfo, TableRoute, VersionedTableRoute, WalKind,
 };
+use regmig::engine::{Batch, DriveError, Ended, LockTable, Persistence, ProcedureDriver, Proceed};
 use regmig::migration::{
-    decide, fold, Action, Decision, Hook, Input, MigrationEvent, MigrationState, MigrationTask,
-    Observation, Outcome, RetryPolicy, RouteChange, TimedEvent, DEFAULT_TIMEOUT_MS,
+    fold, Action, Hook, Input, MigrationEvent, MigrationState, MigrationTask, Observation, Outcome,
+    RetryPolicy, RouteChange, TimedEvent, DEFAULT_TIMEOUT_MS,
 };
+use uuid::Uuid;
 
 /// The table of the migrated region.
 pub const TABLE_ID: TableId = 1024;
@@ -53,12 +66,15 @@ pub const START_MS: u64 = 1_700_000_000_000;
 pub const LAST_ENTRY_ID: u64 = 42;
 /// The error text of an injected store failure.
 pub const STORE_ERROR: &str = "injected store error";
-/// The `operation` of a failed route read.
-pub const READ_ROUTE_OPERATION: &str = "read table route";
-/// The `operation` of a failed datanode-table read.
-pub const READ_DATANODE_TABLE_OPERATION: &str = "read datanode table";
-/// The `operation` of a failed route compare-and-swap.
-pub const CAS_ROUTE_OPERATION: &str = "compare-and-swap table route";
+/// The `operation` of a failed route read, as the driver names it.
+pub const READ_ROUTE_OPERATION: &str = "read the route of table 1024";
+/// The `operation` of a failed datanode-table read of the old leader, as the driver names it.
+pub const READ_DATANODE_TABLE_OPERATION: &str =
+    "read the datanode table of table 1024 on datanode 1";
+/// The `operation` of a failed route compare-and-swap, as the driver names it.
+pub const CAS_ROUTE_OPERATION: &str = "write the route of table 1024";
+/// The id of the procedure a world runs.
+pub const PROCEDURE_ID: Uuid = Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001);
 
 /// The migrated region.
 pub fn region_id() -> RegionId {
@@ -210,8 +226,9 @@ pub enum CasScript {
 }
 
 /// Outcomes chosen from the procedure's state rather than from queues (property tests).
-/// Each method returns `None` to fall back to the world's queues and defaults.
-pub trait Oracle {
+/// Each method returns `None` to fall back to the world's queues and defaults. `state` is
+/// the state the pending action was decided on.
+pub trait Oracle: Send {
     /// How a route read goes.
     fn route_read(&mut self, _state: &MigrationState) -> Option<ReadScript> {
         None
@@ -254,7 +271,7 @@ pub struct Sent {
 }
 
 /// A predicate on the folded state and the pending action.
-pub type StopPredicate = Box<dyn Fn(&MigrationState, &Action) -> bool>;
+pub type StopPredicate = Box<dyn Fn(&MigrationState, &Action) -> bool + Send>;
 
 /// When a run stops before the procedure finishes (a crash, or a point to inspect).
 pub enum Stop {
@@ -279,7 +296,7 @@ pub enum Stop {
 
 impl Stop {
     /// Stops before performing the action for which `predicate` holds.
-    pub fn before(predicate: impl Fn(&MigrationState, &Action) -> bool + 'static) -> Self {
+    pub fn before(predicate: impl Fn(&MigrationState, &Action) -> bool + Send + 'static) -> Self {
         Stop::When {
             predicate: Box::new(predicate),
             perform: false,
@@ -289,7 +306,7 @@ impl Stop {
     /// Stops right after performing the action for which `predicate` holds, its observation
     /// lost.
     pub fn after_performing(
-        predicate: impl Fn(&MigrationState, &Action) -> bool + 'static,
+        predicate: impl Fn(&MigrationState, &Action) -> bool + Send + 'static,
     ) -> Self {
         Stop::When {
             predicate: Box::new(predicate),
@@ -303,7 +320,8 @@ impl Stop {
 pub struct Run {
     /// The whole log, the given prefix included.
     pub log: Vec<TimedEvent>,
-    /// Every action decided in this run, in order (the pending one included).
+    /// Every action decided in this run, in order (the pending one included; a run from a
+    /// pending action does not list that one again).
     pub actions: Vec<Action>,
     /// The last action decided.
     pub last_action: Option<Action>,
@@ -343,7 +361,8 @@ pub struct World {
     pub datanode_table_reads: VecDeque<ReadScript>,
     /// Scripted route compare-and-swaps; an empty queue applies.
     pub cas: VecDeque<CasScript>,
-    /// Jitter values of the next inputs; an empty queue gives `default_jitter`.
+    /// Jitter values of the inputs after each action; an empty queue gives `default_jitter`.
+    /// (The first input of a run carries its own: none for an observation alone.)
     pub jitter: VecDeque<u32>,
     /// The jitter value once the queue is empty.
     pub default_jitter: u32,
@@ -359,7 +378,7 @@ pub struct World {
     pub working_since: BTreeMap<(PeerId, InstructionKind), u64>,
     /// How long finding a peer unreachable takes.
     pub unreachable_delay_ms: u64,
-    /// How long a read, a write or a lock takes.
+    /// How long a read or a write takes.
     pub io_delay_ms: u64,
     /// The old leader's last entry id in default downgrade replies.
     pub last_entry_id: Option<u64>,
@@ -369,7 +388,7 @@ pub struct World {
     pub steps_max: usize,
     /// Every instruction received, in order.
     pub sent: Vec<Sent>,
-    /// Every hook the decisions asked for, in order.
+    /// Every hook the driver called, in order.
     pub hooks: Vec<Hook>,
     /// What a read of a datanode's last heartbeat answers (R2.3); `None`: unknown.
     pub last_heartbeat_ms: Option<u64>,
@@ -379,6 +398,14 @@ impl Default for World {
     fn default() -> Self {
         World::new(region_route(Some(FROM), &[]))
     }
+}
+
+/// Where a run starts.
+enum Start {
+    /// Decide on an input.
+    Input(Input),
+    /// Perform an action decided earlier, then go on.
+    Pending(Action),
 }
 
 impl World {
@@ -482,95 +509,81 @@ impl World {
         self.run(log, Observation::Resumed, Stop::Never)
     }
 
-    /// Performs `action` (decided on `log`) and runs on from its observation, to the end.
+    /// Performs `action` (decided on `log`, not performed) and runs on, to the end.
     pub fn continue_run(&mut self, log: Vec<TimedEvent>, action: &Action) -> Run {
+        self.perform_and_run(log, action, Stop::Never)
+    }
+
+    /// Runs the driver from `log`, deciding on `first` (an observation alone, or an input
+    /// with its jitter) and then on what the world answers to each action, until `stop`.
+    pub fn run(&mut self, log: Vec<TimedEvent>, first: impl Into<Input>, stop: Stop) -> Run {
+        self.drive(log, Start::Input(first.into()), stop)
+    }
+
+    /// Runs the driver from `log`, whose last decision's `action` is pending: performs it,
+    /// then decides on what the world answers to each action, until `stop`.
+    pub fn perform_and_run(&mut self, log: Vec<TimedEvent>, action: &Action, stop: Stop) -> Run {
+        self.drive(log, Start::Pending(action.clone()), stop)
+    }
+
+    /// Lends the world to the ports and runs the engine's driver on them.
+    fn drive(&mut self, log: Vec<TimedEvent>, start: Start, stop: Stop) -> Run {
         let state = fold(&log);
-        let observation = self
-            .perform(&state, action)
-            .expect("continue_run needs an action other than Finish");
-        self.run(log, observation, Stop::Never)
-    }
-
-    /// An input with the next jitter value.
-    pub fn input(&mut self, state: &MigrationState, observation: Observation) -> Input {
-        let oracle_jitter = self.oracle.as_mut().and_then(|oracle| oracle.jitter(state));
-        let jitter_random = oracle_jitter
-            .or_else(|| self.jitter.pop_front())
-            .unwrap_or(self.default_jitter);
-        Input {
-            observation,
-            jitter_random,
-        }
-    }
-
-    /// Decides at the world's time and appends the events to `log` and `state`.
-    pub fn step(
-        &mut self,
-        log: &mut Vec<TimedEvent>,
-        state: &mut MigrationState,
-        input: Input,
-    ) -> Decision {
-        let decision = decide(state, self.now_ms, input.clone()).unwrap_or_else(|error| {
-            panic!(
-                "decide refused {input:?} at {} in state {}: {error}; log tail: {:#?}",
-                self.now_ms,
-                state.state,
-                &log[log.len().saturating_sub(6)..]
-            )
-        });
-        for event in &decision.events {
-            state.apply(self.now_ms, event);
-            log.push(TimedEvent {
-                at_ms: self.now_ms,
-                event: event.clone(),
-            });
-        }
-        self.hooks.extend(decision.hooks.iter().cloned());
-        decision
-    }
-
-    /// Runs from `log`, feeding `first` and then what the world answers to each action.
-    pub fn run(&mut self, mut log: Vec<TimedEvent>, first: Observation, stop: Stop) -> Run {
-        let mut state = fold(&log);
-        let mut input = self.input(&state, first);
-        let mut actions = Vec::new();
-        for _ in 0..self.steps_max {
-            let decision = self.step(&mut log, &mut state, input);
-            let action = decision.action;
-            actions.push(action.clone());
-            if let Action::Finish { outcome } = action {
-                return self.finish(log, actions, Some(outcome), false);
-            }
-            let (stopped, perform) = match &stop {
-                Stop::Never => (false, false),
-                Stop::AfterEvents { count, perform } => (log.len() >= *count, *perform),
-                Stop::When { predicate, perform } => (predicate(&state, &action), *perform),
-            };
-            if stopped {
-                if perform {
-                    self.perform(&state, &action);
+        let next_seq = log.len() as u64 + 1;
+        let pending = match &start {
+            Start::Pending(action) => Some(action.clone()),
+            Start::Input(_) => None,
+        };
+        let lent = Arc::new(Mutex::new(Lent {
+            world: std::mem::take(self),
+            state: state.clone(),
+            pending,
+        }));
+        let mut recorder = Recorder {
+            log,
+            lent: lent.clone(),
+            stop,
+            actions: Vec::new(),
+            steps_max: lent_world(&lent).world.steps_max,
+            exhausted: false,
+        };
+        let ended = {
+            let ports = WorldPorts(lent.clone()).ports();
+            let locks = LockTable::new();
+            let mut driver =
+                ProcedureDriver::new(&ports, &locks, PROCEDURE_ID, state, next_seq, &mut recorder);
+            runtime().block_on(async {
+                match start {
+                    Start::Input(input) => driver.run(input).await,
+                    Start::Pending(action) => driver.run_pending(action).await,
                 }
-                return self.finish(log, actions, None, true);
+            })
+        };
+        *self = std::mem::take(&mut lent_world(&lent).world);
+        let Recorder {
+            log,
+            mut actions,
+            exhausted,
+            ..
+        } = recorder;
+        let (outcome, stopped) = match ended {
+            Ok(Ended::Finished(outcome)) => {
+                actions.push(Action::Finish { outcome });
+                (Some(outcome), false)
             }
-            let observation = self
-                .perform(&state, &action)
-                .expect("only Finish has no observation");
-            input = self.input(&state, observation);
-        }
-        panic!(
-            "no end after {} decisions; log tail: {:#?}",
-            self.steps_max,
-            &log[log.len().saturating_sub(10)..]
-        );
-    }
-
-    fn finish(
-        &self,
-        log: Vec<TimedEvent>,
-        actions: Vec<Action>,
-        outcome: Option<Outcome>,
-        stopped: bool,
-    ) -> Run {
+            Ok(Ended::Stopped) if exhausted => panic!(
+                "no end after {} decisions; log tail: {:#?}",
+                self.steps_max,
+                &log[log.len().saturating_sub(10)..]
+            ),
+            Ok(Ended::Stopped) => (None, true),
+            Err(DriveError::Decide { error, .. }) => panic!(
+                "decide refused its input at {}: {error}; log tail: {:#?}",
+                self.now_ms,
+                &log[log.len().saturating_sub(6)..]
+            ),
+            Err(DriveError::Persist { error, .. }) => match error {},
+        };
         Run {
             log,
             last_action: actions.last().cloned(),
@@ -580,185 +593,353 @@ impl World {
             stopped,
         }
     }
+}
 
-    /// Performs an action against the world; returns what the procedure observes.
-    pub fn perform(&mut self, state: &MigrationState, action: &Action) -> Option<Observation> {
-        Some(match action.clone() {
-            Action::AcquireLocks { lock_keys } => {
-                self.now_ms += self.io_delay_ms;
-                Observation::LocksAcquired {
-                    lock_keys,
-                    waited_ms: 0,
-                }
-            }
-            Action::ReadLastHeartbeat { peer } => {
-                self.now_ms += self.io_delay_ms;
-                Observation::LastHeartbeatRead {
-                    peer,
-                    last_heartbeat_ms: self.last_heartbeat_ms,
-                }
-            }
-            Action::ReadRoute { table_id } => {
-                self.now_ms += self.io_delay_ms;
-                let script = self
-                    .oracle
-                    .as_mut()
-                    .and_then(|oracle| oracle.route_read(state))
-                    .or_else(|| self.route_reads.pop_front())
-                    .unwrap_or(ReadScript::Ok);
-                match script {
-                    ReadScript::StoreError => store_failure(READ_ROUTE_OPERATION),
-                    ReadScript::Ok => Observation::RouteRead {
-                        table_id,
-                        route: self.routes.get(&table_id).cloned(),
-                    },
-                }
-            }
-            Action::ReadDatanodeTable {
-                datanode_id,
-                table_id,
-            } => {
-                self.now_ms += self.io_delay_ms;
-                let script = self
-                    .oracle
-                    .as_mut()
-                    .and_then(|oracle| oracle.datanode_table_read(state))
-                    .or_else(|| self.datanode_table_reads.pop_front())
-                    .unwrap_or(ReadScript::Ok);
-                match script {
-                    ReadScript::StoreError => store_failure(READ_DATANODE_TABLE_OPERATION),
-                    ReadScript::Ok => Observation::DatanodeTableRead {
-                        datanode_id,
-                        table_id,
-                        datanode_table: self.datanode_tables.get(&(datanode_id, table_id)).cloned(),
-                    },
-                }
-            }
-            Action::Send {
-                peer,
-                instruction,
-                timeout_ms,
-            } => {
-                let kind = instruction.kind();
-                let scripted = self
-                    .oracle
-                    .as_mut()
-                    .and_then(|oracle| oracle.mailbox(state, &instruction));
-                let (outcome, delay_ms) = match scripted {
-                    Some((outcome, delay_ms)) => (outcome, delay_ms),
-                    None => (
-                        self.mailbox
-                            .get_mut(&kind)
-                            .and_then(VecDeque::pop_front)
-                            .unwrap_or_else(|| {
-                                MailboxOutcome::Reply(ok_reply(kind, self.last_entry_id))
-                            }),
-                        None,
-                    ),
-                };
-                let mut reply_delay_ms = delay_ms.unwrap_or(self.reply_delay_ms);
-                let keeps_working = self.datanode_keeps_working
-                    && matches!(
-                        kind,
-                        InstructionKind::DowngradeRegion | InstructionKind::UpgradeRegion
-                    )
-                    && matches!(outcome, MailboxOutcome::Reply(_));
-                if keeps_working {
-                    let since_ms = *self
-                        .working_since
-                        .entry((peer.id, kind))
-                        .or_insert(self.now_ms);
-                    reply_delay_ms = (since_ms + reply_delay_ms).saturating_sub(self.now_ms);
-                    if reply_delay_ms <= timeout_ms {
-                        self.working_since.remove(&(peer.id, kind));
-                    }
-                }
-                let (outcome, elapsed_ms) = match outcome {
-                    MailboxOutcome::Reply(_) if reply_delay_ms > timeout_ms => {
-                        (MailboxOutcome::Timeout, timeout_ms)
-                    }
-                    MailboxOutcome::Reply(reply) => (MailboxOutcome::Reply(reply), reply_delay_ms),
-                    MailboxOutcome::Timeout => (
-                        MailboxOutcome::Timeout,
-                        self.timeout_elapsed_ms.unwrap_or(timeout_ms),
-                    ),
-                    MailboxOutcome::Unreachable => {
-                        (MailboxOutcome::Unreachable, self.unreachable_delay_ms)
-                    }
-                };
-                self.sent.push(Sent {
-                    at_ms: self.now_ms,
-                    peer: peer.id,
-                    instruction,
-                    timeout_ms,
-                    outcome: outcome.clone(),
-                });
-                self.now_ms += elapsed_ms;
-                Observation::Mailbox(outcome)
-            }
-            Action::CasRoute {
-                table_id,
-                expected_version,
-                route,
-                change,
-                region_move,
-            } => {
-                self.now_ms += self.io_delay_ms;
-                let script = self
-                    .oracle
-                    .as_mut()
-                    .and_then(|oracle| oracle.cas(state, change))
-                    .or_else(|| self.cas.pop_front())
-                    .unwrap_or(CasScript::Apply);
-                if script == CasScript::StoreError {
-                    return Some(store_failure(CAS_ROUTE_OPERATION));
-                }
-                if script == CasScript::Refuse {
-                    if let Some(current) = self.routes.get_mut(&table_id) {
-                        current.version += 1;
-                    }
-                }
-                let actual_version = self.routes.get(&table_id).map(|r| r.version);
-                if actual_version != Some(expected_version) {
-                    return Some(Observation::CasRefused {
-                        table_id,
-                        change,
-                        expected_version,
-                        actual_version,
-                    });
-                }
-                let to_version = expected_version + 1;
-                self.routes.insert(
-                    table_id,
-                    VersionedTableRoute {
-                        table_id,
-                        version: to_version,
-                        route,
-                    },
-                );
-                if let Some(region_move) = region_move {
-                    apply_region_move(&mut self.datanode_tables, table_id, &region_move);
-                }
-                Observation::CasApplied {
-                    table_id,
-                    change,
-                    from_version: expected_version,
-                    to_version,
-                }
-            }
-            Action::WaitUntil { until_ms, .. } => {
-                self.now_ms = self.now_ms.max(until_ms);
-                Observation::WaitElapsed
-            }
-            Action::Finish { .. } => return None,
-        })
+/// One current-thread runtime per test thread: the world's ports answer at once, so a run
+/// never waits on real time (the driver's mailbox timeout needs the timer enabled).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    thread_local! {
+        static RUNTIME: &'static tokio::runtime::Runtime = Box::leak(Box::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a current-thread runtime"),
+        ));
+    }
+    RUNTIME.with(|runtime| *runtime)
+}
+
+/// The world while a run has lent it to the ports, with what the ports need to know of the
+/// procedure: the state the pending action was decided on (for the oracle), and that action
+/// (a compare-and-swap's change).
+struct Lent {
+    world: World,
+    state: MigrationState,
+    pending: Option<Action>,
+}
+
+/// A metadata read.
+#[derive(Clone, Copy)]
+enum Read {
+    Route,
+    DatanodeTable,
+}
+
+impl Lent {
+    /// Takes a read's time and says how it goes: the oracle's word, else the next scripted
+    /// read of its kind, else ok.
+    fn read(&mut self, read: Read) -> ReadScript {
+        let Lent { world, state, .. } = self;
+        world.now_ms += world.io_delay_ms;
+        let oracle = world.oracle.as_mut().and_then(|oracle| match read {
+            Read::Route => oracle.route_read(state),
+            Read::DatanodeTable => oracle.datanode_table_read(state),
+        });
+        oracle
+            .or_else(|| match read {
+                Read::Route => world.route_reads.pop_front(),
+                Read::DatanodeTable => world.datanode_table_reads.pop_front(),
+            })
+            .unwrap_or(ReadScript::Ok)
     }
 }
 
-fn store_failure(operation: &str) -> Observation {
-    Observation::MetadataFailed {
-        operation: operation.to_string(),
-        error: STORE_ERROR.to_string(),
+fn lent_world(lent: &Mutex<Lent>) -> MutexGuard<'_, Lent> {
+    lent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The driver's persistence in a world: keeps the log in memory, and stops where the run's
+/// [`Stop`] says (or at the decision bound).
+struct Recorder {
+    log: Vec<TimedEvent>,
+    lent: Arc<Mutex<Lent>>,
+    stop: Stop,
+    actions: Vec<Action>,
+    steps_max: usize,
+    exhausted: bool,
+}
+
+/// A world's persistence never fails.
+#[derive(Debug)]
+pub enum Never {}
+
+#[async_trait]
+impl Persistence for Recorder {
+    type Error = Never;
+
+    async fn persist(&mut self, batch: Batch<'_>, _state: &MigrationState) -> Result<(), Never> {
+        self.log.extend(batch.events.iter().map(|event| TimedEvent {
+            at_ms: batch.at_ms,
+            event: event.clone(),
+        }));
+        Ok(())
+    }
+
+    fn before_action(&mut self, state: &MigrationState, action: &Action) -> Proceed {
+        self.actions.push(action.clone());
+        {
+            let mut lent = lent_world(&self.lent);
+            lent.state = state.clone();
+            lent.pending = Some(action.clone());
+        }
+        if self.actions.len() > self.steps_max {
+            self.exhausted = true;
+            return Proceed::StopBefore;
+        }
+        let (stopped, perform) = match &self.stop {
+            Stop::Never => (false, false),
+            Stop::AfterEvents { count, perform } => (self.log.len() >= *count, *perform),
+            Stop::When { predicate, perform } => (predicate(state, action), *perform),
+        };
+        match (stopped, perform) {
+            (false, _) => Proceed::Perform,
+            (true, false) => Proceed::StopBefore,
+            (true, true) => Proceed::StopAfter,
+        }
+    }
+}
+
+/// The ports over a lent world.
+#[derive(Clone)]
+struct WorldPorts(Arc<Mutex<Lent>>);
+
+impl WorldPorts {
+    fn lent(&self) -> MutexGuard<'_, Lent> {
+        lent_world(&self.0)
+    }
+
+    fn ports(self) -> Ports {
+        let ports = Arc::new(self);
+        Ports::builder(ports.clone(), ports.clone())
+            .hooks(ports.clone())
+            .clock(ports.clone())
+            .entropy(ports.clone())
+            .lease_renewals(ports)
+            .build()
+    }
+}
+
+fn store_failure() -> MetadataError {
+    MetadataError::new(MetadataErrorKind::Unavailable, STORE_ERROR)
+}
+
+#[async_trait]
+impl MetadataStore for WorldPorts {
+    async fn table_route(
+        &self,
+        table_id: TableId,
+    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
+        let mut lent = self.lent();
+        match lent.read(Read::Route) {
+            ReadScript::StoreError => Err(store_failure()),
+            ReadScript::Ok => Ok(lent.world.routes.get(&table_id).cloned()),
+        }
+    }
+
+    async fn cas_table_route(
+        &self,
+        table_id: TableId,
+        expected_version: u64,
+        route: TableRoute,
+        region_moves: Vec<RegionMove>,
+    ) -> Result<Result<u64, CasConflict>, MetadataError> {
+        let mut lent = self.lent();
+        let Lent {
+            world,
+            state,
+            pending,
+        } = &mut *lent;
+        let Some(Action::CasRoute { change, .. }) = pending else {
+            panic!("a route compare-and-swap while {pending:?} is pending");
+        };
+        let change: RouteChange = *change;
+        world.now_ms += world.io_delay_ms;
+        let script = world
+            .oracle
+            .as_mut()
+            .and_then(|oracle| oracle.cas(state, change))
+            .or_else(|| world.cas.pop_front())
+            .unwrap_or(CasScript::Apply);
+        match script {
+            CasScript::StoreError => return Err(store_failure()),
+            CasScript::Refuse => {
+                if let Some(current) = world.routes.get_mut(&table_id) {
+                    current.version += 1;
+                }
+            }
+            CasScript::Apply => {}
+        }
+        let actual_version = world.routes.get(&table_id).map(|route| route.version);
+        if actual_version != Some(expected_version) {
+            return Ok(Err(CasConflict {
+                table_id,
+                expected_version,
+                actual_version,
+            }));
+        }
+        let to_version = expected_version + 1;
+        world.routes.insert(
+            table_id,
+            VersionedTableRoute {
+                table_id,
+                version: to_version,
+                route,
+            },
+        );
+        for region_move in &region_moves {
+            apply_region_move(&mut world.datanode_tables, table_id, region_move);
+        }
+        Ok(Ok(to_version))
+    }
+
+    async fn datanode_table(
+        &self,
+        datanode_id: PeerId,
+        table_id: TableId,
+    ) -> Result<Option<DatanodeTable>, MetadataError> {
+        let mut lent = self.lent();
+        match lent.read(Read::DatanodeTable) {
+            ReadScript::StoreError => Err(store_failure()),
+            ReadScript::Ok => Ok(lent
+                .world
+                .datanode_tables
+                .get(&(datanode_id, table_id))
+                .cloned()),
+        }
+    }
+
+    /// The driver never reads table infos (submit validation does, outside the world).
+    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
+        Err(MetadataError::new(
+            MetadataErrorKind::Other,
+            format!("the world keeps no table info (table {table_id})"),
+        ))
+    }
+}
+
+#[async_trait]
+impl Mailbox for WorldPorts {
+    async fn send(&self, peer: &Peer, instruction: Instruction, timeout_ms: u64) -> MailboxOutcome {
+        let mut lent = self.lent();
+        let Lent { world, state, .. } = &mut *lent;
+        let kind = instruction.kind();
+        let scripted = world
+            .oracle
+            .as_mut()
+            .and_then(|oracle| oracle.mailbox(state, &instruction));
+        let (outcome, delay_ms) = match scripted {
+            Some((outcome, delay_ms)) => (outcome, delay_ms),
+            None => (
+                world
+                    .mailbox
+                    .get_mut(&kind)
+                    .and_then(VecDeque::pop_front)
+                    .unwrap_or_else(|| MailboxOutcome::Reply(ok_reply(kind, world.last_entry_id))),
+                None,
+            ),
+        };
+        let mut reply_delay_ms = delay_ms.unwrap_or(world.reply_delay_ms);
+        let keeps_working = world.datanode_keeps_working
+            && matches!(
+                kind,
+                InstructionKind::DowngradeRegion | InstructionKind::UpgradeRegion
+            )
+            && matches!(outcome, MailboxOutcome::Reply(_));
+        if keeps_working {
+            let since_ms = *world
+                .working_since
+                .entry((peer.id, kind))
+                .or_insert(world.now_ms);
+            reply_delay_ms = (since_ms + reply_delay_ms).saturating_sub(world.now_ms);
+            if reply_delay_ms <= timeout_ms {
+                world.working_since.remove(&(peer.id, kind));
+            }
+        }
+        let (outcome, elapsed_ms) = match outcome {
+            MailboxOutcome::Reply(_) if reply_delay_ms > timeout_ms => {
+                (MailboxOutcome::Timeout, timeout_ms)
+            }
+            MailboxOutcome::Reply(reply) => (MailboxOutcome::Reply(reply), reply_delay_ms),
+            MailboxOutcome::Timeout => (
+                MailboxOutcome::Timeout,
+                world.timeout_elapsed_ms.unwrap_or(timeout_ms),
+            ),
+            MailboxOutcome::Unreachable => {
+                (MailboxOutcome::Unreachable, world.unreachable_delay_ms)
+            }
+        };
+        world.sent.push(Sent {
+            at_ms: world.now_ms,
+            peer: peer.id,
+            instruction,
+            timeout_ms,
+            outcome: outcome.clone(),
+        });
+        world.now_ms += elapsed_ms;
+        outcome
+    }
+}
+
+#[async_trait]
+impl Clock for WorldPorts {
+    fn now_ms(&self) -> u64 {
+        self.lent().world.now_ms
+    }
+
+    async fn sleep_until_ms(&self, deadline_ms: u64) {
+        let mut lent = self.lent();
+        lent.world.now_ms = lent.world.now_ms.max(deadline_ms);
+    }
+}
+
+impl Entropy for WorldPorts {
+    fn next_u32(&self) -> u32 {
+        let mut lent = self.lent();
+        let Lent { world, state, .. } = &mut *lent;
+        world
+            .oracle
+            .as_mut()
+            .and_then(|oracle| oracle.jitter(state))
+            .or_else(|| world.jitter.pop_front())
+            .unwrap_or(world.default_jitter)
+    }
+
+    /// Ids are fixed in a world ([`PROCEDURE_ID`]); any bytes asked for are zeros.
+    fn fill(&self, bytes: &mut [u8]) {
+        bytes.fill(0);
+    }
+}
+
+#[async_trait]
+impl ClusterHooks for WorldPorts {
+    async fn register_failure_detector(&self, peer: PeerId, region_id: RegionId) {
+        self.lent()
+            .world
+            .hooks
+            .push(Hook::RegisterFailureDetector { peer, region_id });
+    }
+
+    async fn deregister_failure_detector(&self, peer: PeerId, region_id: RegionId) {
+        self.lent()
+            .world
+            .hooks
+            .push(Hook::DeregisterFailureDetector { peer, region_id });
+    }
+
+    async fn invalidate_table_cache(&self, table_id: TableId) {
+        self.lent()
+            .world
+            .hooks
+            .push(Hook::InvalidateTableCache { table_id });
+    }
+}
+
+#[async_trait]
+impl LeaseRenewals for WorldPorts {
+    async fn last_heartbeat_ms(&self, _peer: PeerId) -> Option<u64> {
+        let mut lent = self.lent();
+        lent.world.now_ms += lent.world.io_delay_ms;
+        lent.world.last_heartbeat_ms
     }
 }
 
