@@ -59,7 +59,9 @@ use uuid::Uuid;
 pub use locks::LockTable;
 use metrics::EngineMetrics;
 pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver, Proceed};
-pub use store::{decode_record, encode_events, load_procedure, LoadError, UndecodableEvent};
+pub use store::{
+    decode_record, encode_events, load_procedure, load_procedure_async, LoadError, UndecodableEvent,
+};
 pub use stream::{EngineEvents, LoggedEvent, ProcedureEvents};
 pub use submit::{
     BatchRegionStart, BatchRequest, BatchSubmitted, MigrationRequest, SubmitContext, SubmitError,
@@ -69,7 +71,9 @@ pub use summary::MigrationSummary;
 
 use crate::cluster::Ports;
 use crate::domain::{PeerId, RegionId};
-use crate::log::{AppendConflict, AppendRequest, EventLog, LogError, LogOptions, OpenProcedure};
+use crate::log::{
+    AppendConflict, AppendRequest, AuditIndex, EventLog, LogError, LogOptions, OpenProcedure,
+};
 use crate::migration::{
     fold, EncodeError, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy,
     TimedEvent,
@@ -877,7 +881,7 @@ impl Engine {
         Ok(state)
     }
 
-    /// A procedure's summary now, folded from its log (read off the async threads).
+    /// A procedure's summary now, folded from its log.
     ///
     /// Errors: [`EngineError::UnknownProcedure`], or the log's error.
     pub async fn get(&self, procedure_id: Uuid) -> Result<MigrationSummary, EngineError> {
@@ -887,46 +891,41 @@ impl Engine {
 
     /// A procedure's folded state (the model's view, for the engine itself).
     async fn state(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
-        let log = self.inner.log.clone();
-        let events = tokio::task::spawn_blocking(move || load_procedure(&log, procedure_id))
-            .await
-            .map_err(|_| EngineError::ShuttingDown)??;
+        let events = load_procedure_async(&self.inner.log, procedure_id).await?;
         if events.is_empty() {
             return Err(EngineError::UnknownProcedure { procedure_id });
         }
         Ok(fold(&events))
     }
 
-    /// A procedure's history, decoded, in seq order (read off the async threads); empty
-    /// for a procedure the log does not know. A salvage marker ends it.
+    /// A procedure's history, decoded, in seq order (awaited from the log store: sled
+    /// answers from its cache, a networked store without holding a thread); empty for a
+    /// procedure the log does not know. A salvage marker ends it.
     pub async fn history(&self, procedure_id: Uuid) -> Result<Vec<TimedEvent>, EngineError> {
-        let log = self.inner.log.clone();
-        Ok(
-            tokio::task::spawn_blocking(move || load_procedure(&log, procedure_id))
-                .await
-                .map_err(|_| EngineError::ShuttingDown)??,
-        )
+        Ok(load_procedure_async(&self.inner.log, procedure_id).await?)
     }
 
     /// The migrations that touched a region or a datanode, submitted in
     /// `[since_ms, until_ms]` (ms since the epoch), oldest first: what an auditor asks.
+    ///
+    /// The index is read by awaiting the log store (its entries are plain references to
+    /// procedures: the integrity layer checks nothing more on them).
     pub async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, EngineError> {
-        let log = self.inner.log.clone();
-        let found = tokio::task::spawn_blocking(move || match query.subject {
-            AuditSubject::Region(region_id) => {
-                log.procedures_by_region(region_id.as_u64(), query.since_ms, query.until_ms)
-            }
-            AuditSubject::Peer(peer_id) => {
-                log.procedures_by_peer(peer_id, query.since_ms, query.until_ms)
-            }
-        })
-        .await
-        .map_err(|_| EngineError::ShuttingDown)??;
+        let (index, owner_id) = match query.subject {
+            AuditSubject::Region(region_id) => (AuditIndex::Region, region_id.as_u64()),
+            AuditSubject::Peer(peer_id) => (AuditIndex::Peer, peer_id),
+        };
+        let found = self
+            .inner
+            .log
+            .store()
+            .audit_entries(index, owner_id..=owner_id, query.since_ms, query.until_ms)
+            .await?;
         Ok(found
             .into_iter()
-            .map(|(submitted_at_ms, procedure_id)| AuditEntry {
-                procedure_id,
-                submitted_at_ms,
+            .map(|entry| AuditEntry {
+                procedure_id: entry.procedure_id,
+                submitted_at_ms: entry.recorded_at_ms,
             })
             .collect())
     }

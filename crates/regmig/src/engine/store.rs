@@ -62,9 +62,22 @@ pub fn decode_record(record: &Record) -> Result<TimedEvent, UndecodableEvent> {
 /// Reads and decodes a procedure's whole history; empty when the procedure is unknown. A
 /// salvage marker ends it: the events after it are missing.
 pub fn load_procedure(log: &EventLog, procedure_id: Uuid) -> Result<Vec<TimedEvent>, LoadError> {
-    let records = log.procedure_events(procedure_id, 1)?;
+    decode_history(&log.procedure_events(procedure_id, 1)?)
+}
+
+/// [`load_procedure`] for an async caller: awaits the log store's read instead of blocking
+/// a thread on it (a networked store's read does not hold a thread while it waits).
+pub async fn load_procedure_async(
+    log: &EventLog,
+    procedure_id: Uuid,
+) -> Result<Vec<TimedEvent>, LoadError> {
+    decode_history(&log.procedure_events_async(procedure_id, 1).await?)
+}
+
+/// Decodes a procedure's records, up to a salvage marker.
+fn decode_history(records: &[Record]) -> Result<Vec<TimedEvent>, LoadError> {
     let mut events = Vec::with_capacity(records.len());
-    for record in &records {
+    for record in records {
         if record.kind == HISTORY_GAP_KIND {
             // `regmig log salvage` marked the rest of this history missing (and closed the
             // procedure, so no engine resumes it): what is known ends here.

@@ -29,16 +29,13 @@ fn decode(record: &Record) -> Result<ProcedureEvent, EngineError> {
     })
 }
 
-/// Reads `procedure_id`'s events from `from_seq` on, off the async threads.
+/// Reads `procedure_id`'s events from `from_seq` on, awaiting the log store.
 async fn read_procedure(
     log: &EventLog,
     procedure_id: Uuid,
     from_seq: u64,
 ) -> Result<Vec<ProcedureEvent>, EngineError> {
-    let log = log.clone();
-    let records = tokio::task::spawn_blocking(move || log.procedure_events(procedure_id, from_seq))
-        .await
-        .map_err(|_| EngineError::ShuttingDown)??;
+    let records = log.procedure_events_async(procedure_id, from_seq).await?;
     records
         .iter()
         .take_while(|record| record.kind != HISTORY_GAP_KIND)
@@ -194,15 +191,14 @@ impl EngineEvents {
             let appended = self.inner.appended.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let log = self.inner.log.clone();
-            let from = self.next_global_seq;
-            let records =
-                tokio::task::spawn_blocking(move || log.events_from(from, LOG_READ_RECORDS_MAX))
-                    .await;
+            let records = self
+                .inner
+                .log
+                .events_from_async(self.next_global_seq, LOG_READ_RECORDS_MAX)
+                .await;
             let records = match records {
-                Ok(Ok(records)) => records,
-                Ok(Err(error)) => return Some(Err(error.into())),
-                Err(_) => return None,
+                Ok(records) => records,
+                Err(error) => return Some(Err(error.into())),
             };
             if !records.is_empty() {
                 for record in &records {
