@@ -11,7 +11,8 @@
 //!
 //! # Layout (bottom to top)
 //! - [`domain`]: the shared vocabulary: regions, peers, routes, instructions, replies.
-//! - [`migration`]: the migration model, pure: events, `fold` and `decide`. No I/O, no clock.
+//! - [`migration`]: the migration model, pure: events, `fold` (into the `DecisionState` that
+//!   `decide` is given, and a `MigrationReport` it never sees) and `decide`. No I/O, no clock.
 //! - [`log`]: the append-only event log: the integrity layer ([`log::EventLog`]: record
 //!   envelope, hash chain, checks on every read) over a storage port ([`log::LogStore`]),
 //!   with sled its first backend ([`log::SledStore`]: keys and indexes, group commit with

@@ -25,7 +25,8 @@
 //!
 //! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
 //! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
-//! in another (the benchmark's snapshot baselines do). The regions of a batch (spec R2.5)
+//! in another (the benchmark's snapshot baselines do; the model tests' world keeps events in
+//! memory and stops where a test stands for a crash, [`Persistence::before_action`]). The regions of a batch (spec R2.5)
 //! run as one task, one driver per region, whose sends and route writes are grouped: one
 //! instruction per datanode per step, one compare-and-swap per table (module `batch`).
 //!
