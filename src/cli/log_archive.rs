@@ -11,6 +11,7 @@ use regmig::archive::{archive_before, ArchiveReport};
 use regmig::log::keys::hex;
 use regmig::log::{EventLog, LogOptions};
 
+use super::common::print_failure;
 use super::EXIT_FAILED;
 
 /// Runs the command; returns the exit code.
@@ -28,13 +29,7 @@ pub fn run(data_dir: &Path, before_ms: u64, to: &Path, json: bool) -> u8 {
             0
         }
         Err(error) => {
-            eprintln!("error: {error}");
-            if json {
-                println!(
-                    "{}",
-                    json!({ "ok": false, "error": { "kind": error.kind_name(), "message": error.to_string() } })
-                );
-            }
+            print_failure(error.kind_name(), &error, json);
             EXIT_FAILED
         }
     }
@@ -117,13 +112,7 @@ pub fn run_compact(data_dir: &Path, to: &Path, json: bool) -> u8 {
             0
         }
         Err(error) => {
-            eprintln!("error: {error}");
-            if json {
-                println!(
-                    "{}",
-                    json!({ "ok": false, "error": { "kind": error.kind_name(), "message": error.to_string() } })
-                );
-            }
+            print_failure(error.kind_name(), &error, json);
             EXIT_FAILED
         }
     }
