@@ -202,6 +202,67 @@ fn a_bundle_that_never_ends_is_read_only_to_the_limit() {
     }
 }
 
+/// Every file regmig reads from a user is read to a limit, not to its end: a scenario, a
+/// password file and an archive's bundle replaced by `/dev/zero` are refused by size.
+#[test]
+fn files_that_never_end_are_read_only_to_their_limits() {
+    if !Path::new("/dev/zero").exists() {
+        return;
+    }
+    let run = regmig(&["sim", "run", "/dev/zero"]).expect_code(2);
+    assert_eq!(
+        run.stderr,
+        "error: /dev/zero: the scenario file has at least 1048577 bytes, more than the limit of 1048576\n"
+    );
+    let run = regmig(&[
+        "list",
+        "--store",
+        "postgres://u@127.0.0.1:1/d?sslmode=disable",
+        "--password-file",
+        "/dev/zero",
+    ])
+    .expect_code(2);
+    assert_eq!(
+        run.stderr,
+        "error: store postgres://u@127.0.0.1:1/d?sslmode=disable: the password file /dev/zero holds more than 65536 bytes\n"
+    );
+
+    let copy = cli_support::fixture_copy();
+    let data_dir = copy.data_dir();
+    let archive = copy.path("archive");
+    regmig(&[
+        "log",
+        "archive",
+        "--data-dir",
+        path_str(&data_dir),
+        "--before",
+        "1d",
+        "--to",
+        path_str(&archive),
+    ])
+    .expect_code(0);
+    let bundle = archive.join(format!("{}.rgmb", cli_support::ALL_IDS[0]));
+    std::fs::remove_file(&bundle).expect("the first migration's bundle");
+    std::os::unix::fs::symlink("/dev/zero", &bundle).expect("symlink");
+    let run = regmig(&[
+        "log",
+        "verify",
+        "--data-dir",
+        path_str(&data_dir),
+        "--archive",
+        path_str(&archive),
+    ])
+    .expect_code(1);
+    assert!(
+        run.stdout.contains(&format!(
+            "DOES NOT JOIN: archive {}: holds at least 268435457 bytes, more than the 268435456 bytes it may hold",
+            bundle.display()
+        )),
+        "{}",
+        run.stdout
+    );
+}
+
 #[test]
 fn output_that_cannot_be_written_exits_1_with_the_error() {
     if !Path::new("/dev/full").exists() {

@@ -27,6 +27,7 @@
 //!   and the retention setting for embedders (format: `migrations-log-format.md` 9.6).
 
 pub mod archive;
+pub mod bounded_read;
 pub mod cluster;
 mod concurrent;
 pub mod domain;

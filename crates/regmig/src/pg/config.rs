@@ -19,6 +19,8 @@ pub const PASSWORD_ENV: &str = "PGPASSWORD";
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// How long a connection attempt may take, unless the URL says `connect_timeout=` (seconds).
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// The largest password file read (only its first line is the password).
+pub const PASSWORD_FILE_SIZE_MAX_BYTES: u64 = 64 << 10;
 
 /// Whether and how the connection is encrypted: libpq's `sslmode` values that regmig takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,12 +238,21 @@ impl PgConfig {
                 path.display()
             )));
         }
-        let contents = std::fs::read(path).map_err(|error| {
+        let contents = match crate::bounded_read::read_at_most(path, PASSWORD_FILE_SIZE_MAX_BYTES)
+            .map_err(|error| {
             invalid(format!(
                 "could not read the password file {}: {error}",
                 path.display()
             ))
-        })?;
+        })? {
+            crate::bounded_read::Bounded::Whole(contents) => contents,
+            crate::bounded_read::Bounded::TooLarge { .. } => {
+                return Err(invalid(format!(
+                    "the password file {} holds more than {PASSWORD_FILE_SIZE_MAX_BYTES} bytes",
+                    path.display()
+                )))
+            }
+        };
         let first_line = contents.split(|byte| *byte == b'\n').next().unwrap_or(&[]);
         let password = first_line.strip_suffix(b"\r").unwrap_or(first_line);
         if password.is_empty() {
