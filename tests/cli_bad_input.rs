@@ -263,6 +263,70 @@ fn files_that_never_end_are_read_only_to_their_limits() {
     );
 }
 
+/// An output path inside the data directory being read is refused before anything is
+/// written: `-o DATA_DIR/sled/db` would have replaced the log with a picture.
+#[test]
+fn outputs_inside_the_data_directory_are_refused() {
+    let copy = cli_support::fixture_copy();
+    let data_dir = copy.data_dir();
+    let data = path_str(&data_dir);
+    let db = data_dir.join("sled").join("db");
+    let db_before = std::fs::read(&db).expect("the fixture's db");
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec![
+                "timeline".into(),
+                cli_support::COMPLETED_ID.into(),
+                "-o".into(),
+                db.display().to_string(),
+            ],
+            format!("the timeline {}", db.display()),
+        ),
+        (
+            vec![
+                "export".into(),
+                cli_support::COMPLETED_ID.into(),
+                "-o".into(),
+                format!("{data}/../data/regmig.mark"),
+            ],
+            format!("the bundle {data}/../data/regmig.mark"),
+        ),
+        (
+            vec![
+                "log".into(),
+                "compact".into(),
+                "--to".into(),
+                format!("{data}/new"),
+            ],
+            format!("the compacted log's directory {data}/new"),
+        ),
+        (
+            vec![
+                "log".into(),
+                "archive".into(),
+                "--before".into(),
+                "1d".into(),
+                "--to".into(),
+                format!("{data}/sled"),
+            ],
+            format!("the archive directory {data}/sled"),
+        ),
+    ];
+    for (mut args, what) in cases {
+        args.extend(["--data-dir".to_string(), data.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = regmig(&args).expect_code(2);
+        assert_eq!(
+            run.stderr,
+            format!("error: {what} is inside the data directory {data}: writing there could damage the log; choose a path outside it\n"),
+            "{args:?}"
+        );
+    }
+    assert_eq!(std::fs::read(&db).expect("the db"), db_before);
+    assert!(!data_dir.join("new").exists());
+    regmig(&["list", "--data-dir", data]).expect_code(0);
+}
+
 #[test]
 fn output_that_cannot_be_written_exits_1_with_the_error() {
     if !Path::new("/dev/full").exists() {

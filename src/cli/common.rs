@@ -170,6 +170,32 @@ pub fn print_failure(kind: &str, error: &dyn std::fmt::Display, json: bool) {
     }
 }
 
+/// Refuses to write `output` (the `--output` of `what`) inside the data directory `source`
+/// reads: the file could replace part of the log (`-o DATA_DIR/sled/db`). A PostgreSQL
+/// source has no such directory.
+pub fn refuse_output_in_data_dir(
+    source: &LogSource,
+    output: &Path,
+    what: &str,
+) -> Result<(), CliError> {
+    if source.store.is_none() {
+        refuse_inside(output, &source.data_dir, what)?;
+    }
+    Ok(())
+}
+
+/// Refuses `path` (what `what` writes) when it is `data_dir` or inside it.
+pub fn refuse_inside(path: &Path, data_dir: &Path, what: &str) -> Result<(), CliError> {
+    if regmig::files::is_inside(path, data_dir) {
+        return Err(CliError::Usage(format!(
+            "{what} {} is inside the data directory {}: writing there could damage the log; choose a path outside it",
+            path.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Turns a command's result into its exit code, reporting the error if any.
 pub fn finish(result: Result<u8, CliError>, json: bool) -> u8 {
     match result {

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml_edit::{ArrayOfTables, ImDocument, InlineTable, Item, Table, Value};
 
-use regmig::bounded_read::{read_at_most, Bounded};
 use regmig::domain::{InstructionKind, PeerId, RegionId, TableId, WalKind};
+use regmig::files::{read_at_most, Bounded};
 use regmig::migration::StateName;
 
 /// The largest scenario file [`load_scenario`] reads.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::bounded_read::{read_at_most, Bounded};
+use crate::files::{read_at_most, Bounded};
 use crate::log::bundle::{encode_bundle, read_bundle, BundleError, BUNDLE_SIZE_MAX_BYTES};
 use crate::log::keys::hex;
 use crate::log::{chain_hash, encode_record, ArchivePlan, Checkpoint, EventLog, LogError, Record};

@@ -27,11 +27,11 @@
 //!   and the retention setting for embedders (format: `migrations-log-format.md` 9.6).
 
 pub mod archive;
-pub mod bounded_read;
 pub mod cluster;
 mod concurrent;
 pub mod domain;
 pub mod engine;
+pub mod files;
 pub mod log;
 pub mod migration;
 #[cfg(feature = "postgres")]

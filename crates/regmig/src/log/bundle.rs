@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::bounded_read::{read_at_most, Bounded};
+use crate::files::{read_at_most, Bounded};
 use crate::log::keys::event_key;
 use crate::log::{decode_record, encode_record, LogError, Record, FORMAT_VERSION};
 

@@ -153,9 +153,9 @@ pub fn read_mark(data_dir: &Path) -> Result<Option<Mark>, LogError> {
     let path = data_dir.join(MARK_FILE_NAME);
     // At most one byte more than a mark holds: a mark replaced by an endless file reads
     // as damaged, not to its end.
-    let bytes = match crate::bounded_read::read_at_most(&path, MARK_FILE_LEN as u64) {
-        Ok(crate::bounded_read::Bounded::Whole(bytes)) => bytes,
-        Ok(crate::bounded_read::Bounded::TooLarge { .. }) => {
+    let bytes = match crate::files::read_at_most(&path, MARK_FILE_LEN as u64) {
+        Ok(crate::files::Bounded::Whole(bytes)) => bytes,
+        Ok(crate::files::Bounded::TooLarge { .. }) => {
             return Err(LogError::MarkDamaged {
                 path,
                 reason: format!("it holds more than the {MARK_FILE_LEN} bytes of a mark file"),

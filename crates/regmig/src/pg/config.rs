@@ -238,15 +238,15 @@ impl PgConfig {
                 path.display()
             )));
         }
-        let contents = match crate::bounded_read::read_at_most(path, PASSWORD_FILE_SIZE_MAX_BYTES)
+        let contents = match crate::files::read_at_most(path, PASSWORD_FILE_SIZE_MAX_BYTES)
             .map_err(|error| {
-            invalid(format!(
-                "could not read the password file {}: {error}",
-                path.display()
-            ))
-        })? {
-            crate::bounded_read::Bounded::Whole(contents) => contents,
-            crate::bounded_read::Bounded::TooLarge { .. } => {
+                invalid(format!(
+                    "could not read the password file {}: {error}",
+                    path.display()
+                ))
+            })? {
+            crate::files::Bounded::Whole(contents) => contents,
+            crate::files::Bounded::TooLarge { .. } => {
                 return Err(invalid(format!(
                     "the password file {} holds more than {PASSWORD_FILE_SIZE_MAX_BYTES} bytes",
                     path.display()
