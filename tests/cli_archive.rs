@@ -189,3 +189,33 @@ fn a_partly_archived_fixture_audits_across_the_live_log_and_the_archive_as_befor
         regmig_in(&data, &["list", "--json", "--archive", path_str(&archive)]).expect_code(0);
     assert_eq!(list_after.stdout, list_before.stdout);
 }
+
+/// `--before` takes an age, counted back from now: the fixture's migrations all finished
+/// on 2026-01-01, so "1d" archives all four and "36500d" (a century) none.
+#[test]
+fn archive_before_an_age_counts_back_from_now() {
+    let copy = fixture_copy();
+    let data = copy.data_dir();
+    let none = archive_json(&data, "36500d", &copy.path("archive-none"), 0);
+    assert_eq!(none["migrations"], 0);
+    assert_eq!(none["events"], 0);
+    let all = archive_json(&data, "1d", &copy.path("archive-all"), 0);
+    assert_eq!(all["migrations"], 4);
+    assert_eq!(all["events"], 149);
+    let refused = regmig(&[
+        "log",
+        "archive",
+        "--data-dir",
+        path_str(&data),
+        "--before",
+        "soon",
+        "--to",
+        path_str(&copy.path("archive-bad")),
+    ])
+    .expect_code(2);
+    assert!(
+        refused.stderr.contains("invalid time \"soon\""),
+        "{}",
+        refused.stderr
+    );
+}

@@ -202,6 +202,131 @@ fn a_bundle_that_never_ends_is_read_only_to_the_limit() {
     }
 }
 
+/// Every file regmig reads from a user is read to a limit, not to its end: a scenario, a
+/// password file and an archive's bundle replaced by `/dev/zero` are refused by size.
+#[test]
+fn files_that_never_end_are_read_only_to_their_limits() {
+    if !Path::new("/dev/zero").exists() {
+        return;
+    }
+    let run = regmig(&["sim", "run", "/dev/zero"]).expect_code(2);
+    assert_eq!(
+        run.stderr,
+        "error: /dev/zero: the scenario file has at least 1048577 bytes, more than the limit of 1048576\n"
+    );
+    let run = regmig(&[
+        "list",
+        "--store",
+        "postgres://u@127.0.0.1:1/d?sslmode=disable",
+        "--password-file",
+        "/dev/zero",
+    ])
+    .expect_code(2);
+    assert_eq!(
+        run.stderr,
+        "error: store postgres://u@127.0.0.1:1/d?sslmode=disable: the password file /dev/zero holds more than 65536 bytes\n"
+    );
+
+    let copy = cli_support::fixture_copy();
+    let data_dir = copy.data_dir();
+    let archive = copy.path("archive");
+    regmig(&[
+        "log",
+        "archive",
+        "--data-dir",
+        path_str(&data_dir),
+        "--before",
+        "1d",
+        "--to",
+        path_str(&archive),
+    ])
+    .expect_code(0);
+    let bundle = archive.join(format!("{}.rgmb", cli_support::ALL_IDS[0]));
+    std::fs::remove_file(&bundle).expect("the first migration's bundle");
+    std::os::unix::fs::symlink("/dev/zero", &bundle).expect("symlink");
+    let run = regmig(&[
+        "log",
+        "verify",
+        "--data-dir",
+        path_str(&data_dir),
+        "--archive",
+        path_str(&archive),
+    ])
+    .expect_code(1);
+    assert!(
+        run.stdout.contains(&format!(
+            "DOES NOT JOIN: archive {}: holds at least 268435457 bytes, more than the 268435456 bytes it may hold",
+            bundle.display()
+        )),
+        "{}",
+        run.stdout
+    );
+}
+
+/// An output path inside the data directory being read is refused before anything is
+/// written: `-o DATA_DIR/sled/db` would have replaced the log with a picture.
+#[test]
+fn outputs_inside_the_data_directory_are_refused() {
+    let copy = cli_support::fixture_copy();
+    let data_dir = copy.data_dir();
+    let data = path_str(&data_dir);
+    let db = data_dir.join("sled").join("db");
+    let db_before = std::fs::read(&db).expect("the fixture's db");
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec![
+                "timeline".into(),
+                cli_support::COMPLETED_ID.into(),
+                "-o".into(),
+                db.display().to_string(),
+            ],
+            format!("the timeline {}", db.display()),
+        ),
+        (
+            vec![
+                "export".into(),
+                cli_support::COMPLETED_ID.into(),
+                "-o".into(),
+                format!("{data}/../data/regmig.mark"),
+            ],
+            format!("the bundle {data}/../data/regmig.mark"),
+        ),
+        (
+            vec![
+                "log".into(),
+                "compact".into(),
+                "--to".into(),
+                format!("{data}/new"),
+            ],
+            format!("the compacted log's directory {data}/new"),
+        ),
+        (
+            vec![
+                "log".into(),
+                "archive".into(),
+                "--before".into(),
+                "1d".into(),
+                "--to".into(),
+                format!("{data}/sled"),
+            ],
+            format!("the archive directory {data}/sled"),
+        ),
+    ];
+    for (mut args, what) in cases {
+        args.extend(["--data-dir".to_string(), data.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = regmig(&args).expect_code(2);
+        assert_eq!(
+            run.stderr,
+            format!("error: {what} is inside the data directory {data}: writing there could damage the log; choose a path outside it\n"),
+            "{args:?}"
+        );
+    }
+    assert_eq!(std::fs::read(&db).expect("the db"), db_before);
+    assert!(!data_dir.join("new").exists());
+    regmig(&["list", "--data-dir", data]).expect_code(0);
+}
+
 #[test]
 fn output_that_cannot_be_written_exits_1_with_the_error() {
     if !Path::new("/dev/full").exists() {

@@ -153,15 +153,47 @@ impl CliError {
 /// Reports `error` (on stderr; with `json`, also as one JSON document on stdout) and
 /// returns its exit code.
 pub fn report_error(error: &CliError, json: bool) -> u8 {
+    print_failure(error.kind_name(), error, json);
+    error.exit_code()
+}
+
+/// Prints a failure: `error: MESSAGE` on stderr and, with `json`, the document
+/// `{"ok": false, "error": {"kind": KIND, "message": MESSAGE}}` on stdout.
+pub fn print_failure(kind: &str, error: &dyn std::fmt::Display, json: bool) {
     eprintln!("error: {error}");
     if json {
         let document = serde_json::json!({
             "ok": false,
-            "error": { "kind": error.kind_name(), "message": error.to_string() },
+            "error": { "kind": kind, "message": error.to_string() },
         });
         print_json(&document);
     }
-    error.exit_code()
+}
+
+/// Refuses to write `output` (the `--output` of `what`) inside the data directory `source`
+/// reads: the file could replace part of the log (`-o DATA_DIR/sled/db`). A PostgreSQL
+/// source has no such directory.
+pub fn refuse_output_in_data_dir(
+    source: &LogSource,
+    output: &Path,
+    what: &str,
+) -> Result<(), CliError> {
+    if source.store.is_none() {
+        refuse_inside(output, &source.data_dir, what)?;
+    }
+    Ok(())
+}
+
+/// Refuses `path` (what `what` writes) when it is `data_dir` or inside it.
+pub fn refuse_inside(path: &Path, data_dir: &Path, what: &str) -> Result<(), CliError> {
+    if regmig::files::is_inside(path, data_dir) {
+        return Err(CliError::Usage(format!(
+            "{what} {} is inside the data directory {}: writing there could damage the log; choose a path outside it",
+            path.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Turns a command's result into its exit code, reporting the error if any.
@@ -475,6 +507,12 @@ pub fn parse_range_time_ms(
             text: text.to_string(),
         }),
     }
+}
+
+/// The start of a range, or a time something happened before: [`parse_range_time_ms`] at
+/// the `Start` (a date alone is midnight UTC at its start; "7d" is seven days before now).
+pub fn parse_since_ms(text: &str) -> Result<u64, ParseRangeTimeError> {
+    parse_range_time_ms(text, RangeEnd::Start, wall_clock_now_ms())
 }
 
 /// Now, in ms since the Unix epoch, from the system clock (what an age is counted back from).

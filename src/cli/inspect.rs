@@ -11,8 +11,8 @@ use super::batch::{member_heading, migration_or_batch, Batch, BatchDocument, Fou
 use super::common::LogSource;
 use super::common::{
     finish, format_duration, format_offset, format_time, note_archived_history, open_log, or_dash,
-    parse_id_arg, parse_range_time_ms, print_json, print_text, wall_clock_now_ms, CliError,
-    ParseRangeTimeError, RangeEnd, Table,
+    parse_id_arg, parse_range_time_ms, parse_since_ms, print_json, print_text, wall_clock_now_ms,
+    CliError, ParseRangeTimeError, RangeEnd, Table,
 };
 use super::summary::{
     detail, kind_label, payload_json, select_summaries_with_archive, Detail, QueuedForLock,
@@ -54,7 +54,7 @@ pub struct FilterArgs {
     pub table: Option<TableId>,
     /// Submitted at or after this time: RFC 3339, a date (from its start), an age such as
     /// 7d or 24h (that long before now), or ms since the Unix epoch.
-    #[arg(long, value_parser = parse_since, value_name = "TIME")]
+    #[arg(long, value_parser = parse_since_ms, value_name = "TIME")]
     pub since: Option<u64>,
     /// Submitted at or before this time: RFC 3339, a date (through its end), an age such as
     /// 7d or 24h (that long before now), or ms since the Unix epoch.
@@ -182,10 +182,6 @@ impl StateFilter {
 
 fn parse_region(text: &str) -> Result<RegionId, ParseRegionIdError> {
     text.parse()
-}
-
-fn parse_since(text: &str) -> Result<u64, ParseRangeTimeError> {
-    parse_range_time_ms(text, RangeEnd::Start, wall_clock_now_ms())
 }
 
 fn parse_until(text: &str) -> Result<u64, ParseRangeTimeError> {

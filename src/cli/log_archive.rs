@@ -11,10 +11,14 @@ use regmig::archive::{archive_before, ArchiveReport};
 use regmig::log::keys::hex;
 use regmig::log::{EventLog, LogOptions};
 
+use super::common::{print_failure, refuse_inside, report_error};
 use super::EXIT_FAILED;
 
 /// Runs the command; returns the exit code.
 pub fn run(data_dir: &Path, before_ms: u64, to: &Path, json: bool) -> u8 {
+    if let Err(error) = refuse_inside(to, data_dir, "the archive directory") {
+        return report_error(&error, json);
+    }
     let result = EventLog::open_existing(data_dir, LogOptions::default())
         .map_err(regmig::archive::ArchiveError::from)
         .and_then(|log| archive_before(&log, before_ms, to));
@@ -28,13 +32,7 @@ pub fn run(data_dir: &Path, before_ms: u64, to: &Path, json: bool) -> u8 {
             0
         }
         Err(error) => {
-            eprintln!("error: {error}");
-            if json {
-                println!(
-                    "{}",
-                    json!({ "ok": false, "error": { "kind": error.kind_name(), "message": error.to_string() } })
-                );
-            }
+            print_failure(error.kind_name(), &error, json);
             EXIT_FAILED
         }
     }
@@ -90,6 +88,9 @@ fn report_json(data_dir: &Path, to: &Path, report: &ArchiveReport) -> serde_json
 /// directory whose files hold only what is live (sled does not shrink its files after an
 /// archive). D is held and only read. Exit 0 when the new log was written and verifies.
 pub fn run_compact(data_dir: &Path, to: &Path, json: bool) -> u8 {
+    if let Err(error) = refuse_inside(to, data_dir, "the compacted log's directory") {
+        return report_error(&error, json);
+    }
     match regmig::log::archive::compact(data_dir, to) {
         Ok(report) if json => {
             println!(
@@ -117,13 +118,7 @@ pub fn run_compact(data_dir: &Path, to: &Path, json: bool) -> u8 {
             0
         }
         Err(error) => {
-            eprintln!("error: {error}");
-            if json {
-                println!(
-                    "{}",
-                    json!({ "ok": false, "error": { "kind": error.kind_name(), "message": error.to_string() } })
-                );
-            }
+            print_failure(error.kind_name(), &error, json);
             EXIT_FAILED
         }
     }

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use regmig::log::salvage::{salvage, SalvageReport};
 
+use super::common::print_failure;
 use super::EXIT_FAILED;
 
 /// Runs the command; returns the exit code.
@@ -26,13 +27,7 @@ pub fn run(data_dir: &Path, to: &Path, json: bool) -> u8 {
             0
         }
         Err(error) => {
-            eprintln!("error: {error}");
-            if json {
-                println!(
-                    "{}",
-                    json!({ "ok": false, "error": { "kind": error.kind_name(), "message": error.to_string() } })
-                );
-            }
+            print_failure(error.kind_name(), &error, json);
             EXIT_FAILED
         }
     }

@@ -131,9 +131,10 @@ pub enum LogCommand {
         /// The data directory.
         #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
-        /// Archive migrations whose last event is before this time (RFC 3339, or ms
-        /// since the Unix epoch).
-        #[arg(long, value_parser = common::parse_time_ms, value_name = "TIME")]
+        /// Archive migrations whose last event is before this time: RFC 3339, a date (its
+        /// midnight, UTC), an age ("7d", "24h": that long before now), or ms since the Unix
+        /// epoch.
+        #[arg(long, value_parser = common::parse_since_ms, value_name = "TIME")]
         before: u64,
         /// The archive directory (created if needed; several archives may share it).
         #[arg(long, value_name = "DIR")]

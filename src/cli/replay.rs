@@ -852,6 +852,7 @@ struct ExportDocument {
 
 fn run_export(args: &ExportArgs) -> Result<u8, CliError> {
     let id = super::common::parse_id_arg(&args.id)?;
+    super::common::refuse_output_in_data_dir(&args.source, &args.output_file, "the bundle")?;
     let log = open_log(&args.source)?;
     let procedure_id = id.resolve(&log)?;
     let records = log.procedure_events(procedure_id, 1)?;

@@ -26,7 +26,8 @@ use uuid::Uuid;
 use super::batch::{batch_members, migration_or_batch, Found};
 use super::common::LogSource;
 use super::common::{
-    finish, format_duration, load_history, open_log, parse_id_arg, print_json, print_text, CliError,
+    finish, format_duration, load_history, open_log, parse_id_arg, print_json, print_text,
+    refuse_output_in_data_dir, CliError,
 };
 use super::summary::{detail, Detail};
 use regmig::domain::{ParseRegionIdError, RegionId};
@@ -143,6 +144,7 @@ fn row_of(
 fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
     // A bad id is bad usage, whatever the data directory holds: checked before it is opened.
     let id = args.id.as_deref().map(parse_id_arg).transpose()?;
+    refuse_output_in_data_dir(&args.source, &args.output_file, "the timeline")?;
     let log = open_log(&args.source)?;
     let procedure_id = id.map(|id| id.resolve(&log)).transpose()?;
     let mut rows = Vec::new();

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use toml_edit::{ArrayOfTables, ImDocument, InlineTable, Item, Table, Value};
 
 use regmig::domain::{InstructionKind, PeerId, RegionId, TableId, WalKind};
+use regmig::files::{read_at_most, Bounded};
 use regmig::migration::StateName;
 
 /// The largest scenario file [`load_scenario`] reads.
@@ -471,7 +472,7 @@ pub enum ScenarioError {
     },
     /// The file is larger than [`SCENARIO_FILE_SIZE_MAX_BYTES`].
     #[error(
-        "{file}: the scenario file has {size_bytes} bytes, more than the limit of {limit_bytes}"
+        "{file}: the scenario file has at least {size_bytes} bytes, more than the limit of {limit_bytes}"
     )]
     TooLarge {
         /// The file.
@@ -538,15 +539,23 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, ScenarioError> {
         file: file.clone(),
         source,
     };
-    let size_bytes = std::fs::metadata(path).map_err(read_error)?.len();
-    if size_bytes > SCENARIO_FILE_SIZE_MAX_BYTES {
-        return Err(ScenarioError::TooLarge {
-            file,
-            size_bytes,
-            limit_bytes: SCENARIO_FILE_SIZE_MAX_BYTES,
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(read_error)?;
+    // Read with the limit, not by trusting the size: a pipe or a device reports 0 bytes.
+    let bytes = match read_at_most(path, SCENARIO_FILE_SIZE_MAX_BYTES).map_err(read_error)? {
+        Bounded::Whole(bytes) => bytes,
+        Bounded::TooLarge { read_bytes } => {
+            return Err(ScenarioError::TooLarge {
+                file,
+                size_bytes: read_bytes,
+                limit_bytes: SCENARIO_FILE_SIZE_MAX_BYTES,
+            })
+        }
+    };
+    let text = String::from_utf8(bytes).map_err(|_| {
+        read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })?;
     parse_scenario(&text, &file)
 }
 

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::log::bundle::{encode_bundle, read_bundle, BundleError};
+use crate::files::{read_at_most, Bounded};
+use crate::log::bundle::{encode_bundle, read_bundle, BundleError, BUNDLE_SIZE_MAX_BYTES};
 use crate::log::keys::hex;
 use crate::log::{chain_hash, encode_record, ArchivePlan, Checkpoint, EventLog, LogError, Record};
 
@@ -312,11 +313,7 @@ pub fn read_archive(dir: &Path) -> Result<ArchiveContents, ArchiveError> {
         let mut these = Vec::new();
         for listed in &manifest.bundles {
             let bundle_path = dir.join(&listed.file);
-            let bytes = std::fs::read(&bundle_path).map_err(|source| ArchiveError::Io {
-                path: bundle_path.clone(),
-                action: "read the bundle",
-                source,
-            })?;
+            let bytes = read_bounded(&bundle_path, BUNDLE_SIZE_MAX_BYTES, "read the bundle")?;
             let sha256 = hex(&Sha256::digest(&bytes));
             if sha256 != listed.sha256 {
                 return Err(ArchiveError::Broken {
@@ -391,13 +388,34 @@ pub fn read_archive(dir: &Path) -> Result<ArchiveContents, ArchiveError> {
     })
 }
 
+/// The largest manifest read: one line per bundle, far below this for any real archive.
+pub const MANIFEST_SIZE_MAX_BYTES: u64 = 64 << 20;
+
+/// Reads an archive file of at most `limit_bytes` (a bundle or a manifest is outside input:
+/// a file replaced by a link to `/dev/zero` must not be read to its end).
+fn read_bounded(
+    path: &Path,
+    limit_bytes: u64,
+    action: &'static str,
+) -> Result<Vec<u8>, ArchiveError> {
+    match read_at_most(path, limit_bytes).map_err(|source| ArchiveError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    })? {
+        Bounded::Whole(bytes) => Ok(bytes),
+        Bounded::TooLarge { read_bytes } => Err(ArchiveError::Broken {
+            path: path.to_path_buf(),
+            reason: format!(
+                "holds at least {read_bytes} bytes, more than the {limit_bytes} bytes it may hold"
+            ),
+        }),
+    }
+}
+
 /// Reads one manifest; returns it and the SHA-256 of its bytes.
 pub fn read_manifest(path: &Path) -> Result<(Manifest, [u8; 32]), ArchiveError> {
-    let bytes = std::fs::read(path).map_err(|source| ArchiveError::Io {
-        path: path.to_path_buf(),
-        action: "read the manifest",
-        source,
-    })?;
+    let bytes = read_bounded(path, MANIFEST_SIZE_MAX_BYTES, "read the manifest")?;
     let manifest: Manifest =
         serde_json::from_slice(&bytes).map_err(|error| ArchiveError::Broken {
             path: path.to_path_buf(),

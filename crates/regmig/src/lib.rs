@@ -32,6 +32,7 @@ pub mod cluster;
 mod concurrent;
 pub mod domain;
 pub mod engine;
+pub mod files;
 pub mod log;
 pub mod migration;
 #[cfg(feature = "postgres")]

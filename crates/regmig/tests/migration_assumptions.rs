@@ -187,3 +187,25 @@ fn instructions_sent_are_counted_by_datanode_and_kind_and_spelled_peer_dot_kind(
         "2.upgrade_region"
     );
 }
+
+/// A log is outside input (a bundle can come from anywhere): an event stamped at the end of
+/// time makes every deadline computed from it saturate, and the replay check reports the
+/// divergence instead of overflowing (found by feeding `replay --check` a crafted bundle).
+#[test]
+fn times_at_the_end_of_u64_saturate_instead_of_overflowing() {
+    let mut world = World::default();
+    let run = world.run_submitted(&Setup::default());
+    assert!(run.log.len() > 12, "a whole migration: {}", run.log.len());
+    for stamped_from in 1..run.log.len() {
+        let mut log = run.log.clone();
+        for timed in &mut log[stamped_from..] {
+            timed.at_ms = u64::MAX;
+        }
+        // Every input is decided at u64::MAX; whatever the outcome, it is an answer.
+        let _ = regmig::migration::replay::check(&log);
+        let state = fold(&log);
+        if !state.is_finished() && state.broken.is_none() {
+            let _ = decide(&state, u64::MAX, Input::new(Observation::Resumed));
+        }
+    }
+}

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
+use crate::files::{read_at_most, Bounded};
 use crate::log::keys::event_key;
 use crate::log::{decode_record, encode_record, LogError, Record, FORMAT_VERSION};
 
@@ -231,26 +232,13 @@ pub fn read_bundle(path: &Path) -> Result<Bundle, BundleError> {
         });
     }
     // The length above is 0 for a pipe or a device: read at most one byte past the limit.
-    let bytes = read_at_most(path, BUNDLE_SIZE_MAX_BYTES).map_err(io_error)?;
-    let read_bytes = bytes.len() as u64;
-    if read_bytes > BUNDLE_SIZE_MAX_BYTES {
-        return Err(BundleError::TooLarge {
+    match read_at_most(path, BUNDLE_SIZE_MAX_BYTES).map_err(io_error)? {
+        Bounded::Whole(bytes) => decode_bundle(path, &bytes),
+        Bounded::TooLarge { read_bytes } => Err(BundleError::TooLarge {
             path: path.to_path_buf(),
             size_bytes: read_bytes,
-        });
+        }),
     }
-    decode_bundle(path, &bytes)
-}
-
-/// Reads a file up to `limit_bytes + 1` bytes: one more than the limit shows it is exceeded
-/// without reading a stream that never ends.
-fn read_at_most(path: &Path, limit_bytes: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    file.take(limit_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 /// Decodes and checks bundle bytes; `path` only names the file in errors.

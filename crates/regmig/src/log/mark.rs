@@ -151,8 +151,16 @@ impl Mark {
 /// [`LogError::MarkDamaged`]) when neither slot holds a valid mark.
 pub fn read_mark(data_dir: &Path) -> Result<Option<Mark>, LogError> {
     let path = data_dir.join(MARK_FILE_NAME);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    // At most one byte more than a mark holds: a mark replaced by an endless file reads
+    // as damaged, not to its end.
+    let bytes = match crate::files::read_at_most(&path, MARK_FILE_LEN as u64) {
+        Ok(crate::files::Bounded::Whole(bytes)) => bytes,
+        Ok(crate::files::Bounded::TooLarge { .. }) => {
+            return Err(LogError::MarkDamaged {
+                path,
+                reason: format!("it holds more than the {MARK_FILE_LEN} bytes of a mark file"),
+            })
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(LogError::io("read the mark file", &path, error)),
     };

@@ -69,35 +69,18 @@ pub struct SalvageReport {
 
 const DAMAGED_LISTED_MAX: usize = 1000;
 
-/// Where `path` is or would be, through links: its nearest existing ancestor resolved, the
-/// rest appended; `None` when nothing of it resolves.
-fn real_path_of_new(path: &Path) -> Option<std::path::PathBuf> {
-    let absolute = std::path::absolute(path).ok()?;
-    let mut rest = Vec::new();
-    let mut current = absolute.as_path();
-    loop {
-        if let Ok(real) = current.canonicalize() {
-            return Some(rest.iter().rev().fold(real, |path, part| path.join(part)));
-        }
-        rest.push(current.file_name()?.to_os_string());
-        current = current.parent()?;
-    }
-}
-
 /// Copies what still reads back from the log in `from` into a new log in `to` (which must
 /// not exist, or be an empty directory, outside `from`).
 pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, LogError> {
-    if let (Ok(from_real), Some(to_real)) = (from.canonicalize(), real_path_of_new(to)) {
-        if to_real.starts_with(&from_real) {
-            return Err(LogError::io(
-                "salvage into",
-                to,
-                std::io::Error::other(format!(
-                    "it is inside the damaged data directory {}, which salvage leaves untouched",
-                    from.display()
-                )),
-            ));
-        }
+    if crate::files::is_inside(to, from) {
+        return Err(LogError::io(
+            "salvage into",
+            to,
+            std::io::Error::other(format!(
+                "it is inside the damaged data directory {}, which salvage leaves untouched",
+                from.display()
+            )),
+        ));
     }
     match std::fs::read_dir(to) {
         Ok(mut entries) => {

@@ -600,8 +600,8 @@ impl Stepper {
             .saturating_mul(u64::from(policy.jitter_percent_max))
             .saturating_mul(u64::from(self.jitter_random % 10_001))
             / (100 * 10_000);
-        let delay_ms = base_ms + jitter_ms;
-        (delay_ms, self.now_ms + delay_ms)
+        let delay_ms = base_ms.saturating_add(jitter_ms);
+        (delay_ms, self.now_ms.saturating_add(delay_ms))
     }
 
     /// The backoff before rollback retry `retry_index + 1`: doubling, jitter included, at
@@ -612,7 +612,7 @@ impl Stepper {
         }
         let (delay_ms, _) = self.backoff(retry_index);
         let delay_ms = delay_ms.min(ROLLBACK_BACKOFF_MAX_MS);
-        (delay_ms, self.now_ms + delay_ms)
+        (delay_ms, self.now_ms.saturating_add(delay_ms))
     }
 
     /// A step failed: retry the state, or roll back, or (in a rollback) retry it or give up.
@@ -773,7 +773,10 @@ impl Stepper {
     fn resend(&mut self, outstanding: Outstanding) -> Flow {
         let budgeted = super::state::is_budgeted(outstanding.instruction.kind());
         let (timeout_ms, deadline_ms) = if !budgeted && self.state.policy.revision_two() {
-            (outstanding.timeout_ms, self.now_ms + outstanding.timeout_ms)
+            (
+                outstanding.timeout_ms,
+                self.now_ms.saturating_add(outstanding.timeout_ms),
+            )
         } else if budgeted && !self.state.policy.revision_two() {
             // Revision 1: never past the old deadline, even when it passed during the restart.
             (
@@ -782,14 +785,17 @@ impl Stepper {
             )
         } else if budgeted {
             let remaining_ms = self.state.remaining_budget_ms();
-            (remaining_ms, self.now_ms + remaining_ms)
+            (remaining_ms, self.now_ms.saturating_add(remaining_ms))
         } else if outstanding.deadline_ms > self.now_ms {
             (
                 outstanding.deadline_ms.saturating_sub(self.now_ms),
                 outstanding.deadline_ms,
             )
         } else {
-            (outstanding.timeout_ms, self.now_ms + outstanding.timeout_ms)
+            (
+                outstanding.timeout_ms,
+                self.now_ms.saturating_add(outstanding.timeout_ms),
+            )
         };
         if timeout_ms == 0 && self.state.policy.times_out_a_resend_with_no_time_left() {
             // The budget was charged at the resume, up to the last event before the crash.
@@ -821,7 +827,7 @@ impl Stepper {
             peer: peer.clone(),
             instruction: instruction.clone(),
             timeout_ms,
-            deadline_ms: self.now_ms + timeout_ms,
+            deadline_ms: self.now_ms.saturating_add(timeout_ms),
             attempt,
             resend: false,
             regions: Vec::new(),
@@ -1033,7 +1039,9 @@ impl Stepper {
                 if self.state.step.attempts < self.state.policy.in_state_attempts_max =>
             {
                 self.emit(MigrationEvent::WaitStarted {
-                    until_ms: self.now_ms + self.state.policy.in_state_retry_interval_ms,
+                    until_ms: self
+                        .now_ms
+                        .saturating_add(self.state.policy.in_state_retry_interval_ms),
                     reason: WaitReason::AttemptInterval,
                 });
                 Flow::Continue
@@ -1083,7 +1091,7 @@ impl Stepper {
     fn downgrade_leader_region(&mut self) -> Flow {
         if self.state.lease_deadline_ms.is_none() && !self.state.step.slow_path {
             self.emit(MigrationEvent::LeaseDeadlineSet {
-                deadline_ms: self.now_ms + REGION_LEASE_MS,
+                deadline_ms: self.now_ms.saturating_add(REGION_LEASE_MS),
             });
         }
         if self.state.step.slow_path {

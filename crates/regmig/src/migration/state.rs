@@ -194,7 +194,9 @@ impl Counters {
     pub fn count(&mut self, event: &MigrationEvent) {
         self.events += 1;
         match event {
-            MigrationEvent::LocksAcquired { waited_ms, .. } => self.lock_wait_ms += waited_ms,
+            MigrationEvent::LocksAcquired { waited_ms, .. } => {
+                self.lock_wait_ms = self.lock_wait_ms.saturating_add(*waited_ms)
+            }
             MigrationEvent::Resumed => self.resumes += 1,
             MigrationEvent::InstructionSent {
                 peer,
@@ -601,8 +603,9 @@ impl DecisionState {
                 let revision_two = self.policy.revision_two();
                 if let Some(outstanding) = &mut self.outstanding {
                     if revision_two && is_budgeted(outstanding.instruction.kind()) {
-                        self.operations_elapsed_ms +=
-                            previous_event_at_ms.saturating_sub(outstanding.first_sent_at_ms);
+                        self.operations_elapsed_ms = self.operations_elapsed_ms.saturating_add(
+                            previous_event_at_ms.saturating_sub(outstanding.first_sent_at_ms),
+                        );
                         outstanding.interrupted = true;
                     }
                 }
@@ -689,7 +692,7 @@ impl DecisionState {
                 self.answer(*peer, Answer::Unreachable, event.name())
             }
             MigrationEvent::OperationTimed { elapsed_ms, .. } => {
-                self.operations_elapsed_ms += elapsed_ms;
+                self.operations_elapsed_ms = self.operations_elapsed_ms.saturating_add(*elapsed_ms);
             }
             MigrationEvent::RouteCasApplied { change, .. } => {
                 self.route = None;

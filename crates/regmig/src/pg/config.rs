@@ -19,6 +19,8 @@ pub const PASSWORD_ENV: &str = "PGPASSWORD";
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// How long a connection attempt may take, unless the URL says `connect_timeout=` (seconds).
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// The largest password file read (only its first line is the password).
+pub const PASSWORD_FILE_SIZE_MAX_BYTES: u64 = 64 << 10;
 
 /// Whether and how the connection is encrypted: libpq's `sslmode` values that regmig takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +98,17 @@ impl PgConfig {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(invalid(
                 "not a PostgreSQL URL: it must start with postgres:// or postgresql://".to_string(),
+            ));
+        }
+        // The driver splits the user part at the first '@', so a raw '@' in a password
+        // would make the rest of the password a host name (and show it in messages).
+        let authority = url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+        if authority.matches('@').count() > 1 {
+            return Err(invalid(
+                "the URL's user part holds more than one '@': write an '@' in a user name or password as %40"
+                    .to_string(),
             ));
         }
         let (base, query) = match url.split_once('?') {
@@ -225,12 +238,21 @@ impl PgConfig {
                 path.display()
             )));
         }
-        let contents = std::fs::read(path).map_err(|error| {
-            invalid(format!(
-                "could not read the password file {}: {error}",
-                path.display()
-            ))
-        })?;
+        let contents = match crate::files::read_at_most(path, PASSWORD_FILE_SIZE_MAX_BYTES)
+            .map_err(|error| {
+                invalid(format!(
+                    "could not read the password file {}: {error}",
+                    path.display()
+                ))
+            })? {
+            crate::files::Bounded::Whole(contents) => contents,
+            crate::files::Bounded::TooLarge { .. } => {
+                return Err(invalid(format!(
+                    "the password file {} holds more than {PASSWORD_FILE_SIZE_MAX_BYTES} bytes",
+                    path.display()
+                )))
+            }
+        };
         let first_line = contents.split(|byte| *byte == b'\n').next().unwrap_or(&[]);
         let password = first_line.strip_suffix(b"\r").unwrap_or(first_line);
         if password.is_empty() {
@@ -300,7 +322,14 @@ impl PgConfig {
     /// The URL without its password, for messages and logs:
     /// `postgres://user@host:port/database?sslmode=...&schema=...`.
     pub fn redacted(&self) -> String {
-        let user = self.driver.get_user().unwrap_or("");
+        // Re-encoded as the URL spelled it, so a user name holding ':' or '@' reads as one.
+        let user = self
+            .driver
+            .get_user()
+            .unwrap_or("")
+            .replace('%', "%25")
+            .replace(':', "%3A")
+            .replace('@', "%40");
         let ports = self.driver.get_ports();
         let hosts: Vec<String> = self
             .driver
@@ -378,7 +407,20 @@ pub fn redact_url(url: &str) -> String {
             let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
             format!("{user}@{hosts}")
         }
-        None => authority.to_string(),
+        // No user part: a "port" that is not a number may be a password written without
+        // its '@' (postgres://user:secret), so only numeric ports are shown.
+        None => authority
+            .split(',')
+            .map(|host| match host.rsplit_once(':') {
+                Some((name, port))
+                    if !port.bytes().all(|byte| byte.is_ascii_digit()) && !name.ends_with(']') =>
+                {
+                    format!("{name}:***")
+                }
+                _ => host.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
     };
     let tail = if has_path {
         match tail.split_once('?') {
@@ -608,5 +650,43 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://bob:x@h"), "postgres://bob@h");
         assert_eq!(redact_url("postgres://h/d"), "postgres://h/d");
+        assert_eq!(
+            redact_url("postgres://admin:p@ssw0rd@127.0.0.1:1/db"),
+            "postgres://admin@127.0.0.1:1/db"
+        );
+        assert_eq!(
+            redact_url("postgres://admin:hunter2"),
+            "postgres://admin:***"
+        );
+        assert_eq!(
+            redact_url("postgres://h:5432,g:x/d"),
+            "postgres://h:5432,g:***/d"
+        );
+        assert_eq!(
+            redact_url("postgres://[::1]:5432/d"),
+            "postgres://[::1]:5432/d"
+        );
+    }
+
+    #[test]
+    fn a_raw_at_sign_in_the_password_is_refused_without_showing_the_password() {
+        let error = PgConfig::from_url("postgres://admin:p@ssw0rd@127.0.0.1:1/db")
+            .expect_err("two '@' in the user part");
+        assert_eq!(
+            error.to_string(),
+            "store postgres://admin@127.0.0.1:1/db: the URL's user part holds more than one '@': write an '@' in a user name or password as %40"
+        );
+        let error = PgConfig::from_url("postgres://admin:hunter2").expect_err("no host");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_user_name_with_a_colon_is_shown_encoded() {
+        let config =
+            PgConfig::from_url("postgres://u%3ASeCret@h:5432/d?sslmode=disable").expect("a URL");
+        assert_eq!(
+            config.redacted(),
+            "postgres://u%3ASeCret@h:5432/d?sslmode=disable"
+        );
     }
 }
