@@ -213,22 +213,40 @@ async fn a_cancel_during_the_downgrade_write_is_answered_at_once_and_aborts_when
     cancel_while_the_downgrade_write_is_held(Release::Fail).await;
 }
 
-/// Runs a migration whose old leader's downgrade is answered by `downgrade` (three times),
-/// cancels it in the middle of its lease wait, and returns the engine, the id, the answer
-/// to the cancel and the metadata.
-/// The old leader heartbeats: its last heartbeat is always one second old.
-struct FreshHeartbeats(TokioClock);
+/// What the control plane knows of the old leader's heartbeats.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Heartbeats {
+    /// Nothing (the default port): no evidence either way.
+    Unknown,
+    /// It heartbeats: its last heartbeat is always one second old.
+    Fresh,
+    /// It stopped: its last heartbeat was 5 s before the migration began.
+    Lost,
+}
+
+/// The last heartbeat of the old leader, as `Heartbeats` says.
+struct HeartbeatsPort(TokioClock, Heartbeats);
+
+/// When the lost leader last heartbeated.
+const LOST_HEARTBEAT_MS: u64 = EPOCH_BASE_MS - 5_000;
 
 #[async_trait]
-impl LeaseRenewals for FreshHeartbeats {
+impl LeaseRenewals for HeartbeatsPort {
     async fn last_heartbeat_ms(&self, _peer: PeerId) -> Option<u64> {
-        Some(self.0.now_ms() - 1_000)
+        match self.1 {
+            Heartbeats::Unknown => None,
+            Heartbeats::Fresh => Some(self.0.now_ms() - 1_000),
+            Heartbeats::Lost => Some(LOST_HEARTBEAT_MS),
+        }
     }
 }
 
+/// Runs a migration whose old leader's downgrade is answered by `downgrade` (three times),
+/// cancels it in the middle of its lease wait, and returns the engine, the id, the answer
+/// to the cancel and the metadata.
 async fn cancel_in_the_lease_wait(
     downgrade: MailboxOutcome,
-    heartbeating: bool,
+    heartbeats: Heartbeats,
 ) -> (
     Engine,
     Uuid,
@@ -247,9 +265,7 @@ async fn cancel_in_the_lease_wait(
     );
     let clock = TokioClock::new(EPOCH_BASE_MS);
     let mut ports = ports(mailbox, metadata.clone(), clock.clone());
-    if heartbeating {
-        ports.lease_renewals = Arc::new(FreshHeartbeats(clock));
-    }
+    ports.lease_renewals = Arc::new(HeartbeatsPort(clock, heartbeats));
     let engine = Engine::open(dir.path(), config(), ports).await.unwrap();
     let id = submit(&engine).await;
     // Until the lease wait begins.
@@ -268,7 +284,7 @@ async fn cancel_in_the_lease_wait(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let answer = engine
         .cancel(id, "alice", "maintenance window closed")
         .await;
@@ -278,8 +294,18 @@ async fn cancel_in_the_lease_wait(
 #[tokio::test(start_paused = true)]
 async fn a_cancel_while_the_old_leader_is_unreachable_and_its_lease_runs_out_is_refused() {
     let (engine, id, answer, metadata, _dir) =
-        cancel_in_the_lease_wait(MailboxOutcome::Unreachable, false).await;
+        cancel_in_the_lease_wait(MailboxOutcome::Unreachable, Heartbeats::Lost).await;
     let history = events(&engine, id);
+    let read_at_ms = load_procedure(engine.log(), id)
+        .unwrap()
+        .iter()
+        .find_map(|timed| match timed.event {
+            MigrationEvent::LastHeartbeatRead { .. } => Some(timed.at_ms),
+            _ => None,
+        })
+        .expect("the heartbeat is read for the lease wait");
+    let age_ms = read_at_ms - LOST_HEARTBEAT_MS;
+    assert!(age_ms > 3_000);
     let deadline_ms = history
         .iter()
         .rev()
@@ -289,7 +315,7 @@ async fn a_cancel_while_the_old_leader_is_unreachable_and_its_lease_runs_out_is_
         })
         .expect("the lease deadline is recorded");
     let expected = format!(
-        "the old leader of region 1024:1, datanode 1, is unreachable (no heartbeat of it is known) and its lease runs out at {deadline_ms} ms since the Unix epoch: a rollback would hand the region back to a leader nobody can reach, so the migration goes on to upgrade the candidate, datanode 2"
+        "the old leader of region 1024:1, datanode 1, is unreachable (its last heartbeat was {age_ms} ms old when read) and its lease runs out at {deadline_ms} ms since the Unix epoch: a rollback would hand the region back to a leader nobody can reach, so the migration goes on to upgrade the candidate, datanode 2"
     );
     match answer {
         Err(EngineError::CancelRefused {
@@ -328,7 +354,8 @@ async fn a_cancel_in_the_lease_wait_of_a_reachable_old_leader_aborts() {
         exists: true,
         error: Some("flush failed".to_string()),
     });
-    let (engine, id, answer, metadata, _dir) = cancel_in_the_lease_wait(error, false).await;
+    let (engine, id, answer, metadata, _dir) =
+        cancel_in_the_lease_wait(error, Heartbeats::Lost).await;
     answer.expect("the cancel is taken");
     let summary = tokio::time::timeout(Duration::from_secs(120), engine.wait(id))
         .await
@@ -347,11 +374,11 @@ async fn a_cancel_in_the_lease_wait_of_a_reachable_old_leader_aborts() {
 }
 
 /// Narrow on purpose: a downgrade answered "unreachable" by a leader the control plane still
-/// hears heartbeats from is no evidence that it is gone, so the cancel is taken.
-#[tokio::test(start_paused = true)]
-async fn a_cancel_is_taken_when_the_unreachable_old_leader_still_heartbeats() {
+/// hears heartbeats from, or whose heartbeats it does not track, is no evidence that it is
+/// gone, so the cancel is taken.
+async fn unreachable_but_not_known_gone_aborts(heartbeats: Heartbeats) {
     let (engine, id, answer, metadata, _dir) =
-        cancel_in_the_lease_wait(MailboxOutcome::Unreachable, true).await;
+        cancel_in_the_lease_wait(MailboxOutcome::Unreachable, heartbeats).await;
     answer.expect("the cancel is taken");
     let summary = tokio::time::timeout(Duration::from_secs(120), engine.wait(id))
         .await
@@ -362,4 +389,14 @@ async fn a_cancel_is_taken_when_the_unreachable_old_leader_still_heartbeats() {
     assert_eq!(route.leader_id(), Some(1));
     assert!(!route.is_leader_downgrading());
     engine.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_is_taken_when_the_unreachable_old_leader_still_heartbeats() {
+    unreachable_but_not_known_gone_aborts(Heartbeats::Fresh).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_is_taken_when_the_old_leaders_heartbeats_are_not_tracked() {
+    unreachable_but_not_known_gone_aborts(Heartbeats::Unknown).await;
 }

@@ -863,9 +863,9 @@ impl Engine {
     ///
     /// Refused (with the reason, recorded as `CancelRefused`): a migration that finished, is
     /// already rolling back, or wrote its new route; and, since behaviour revision 4, one
-    /// whose downgrade found the old leader unreachable while it waits out that leader's
-    /// lease (a rollback would leave the region without a live leader: the migration goes
-    /// on and completes).
+    /// whose downgrade found the old leader unreachable, with its last heartbeat more than a
+    /// heartbeat interval old, while it waits out that leader's lease (a rollback would leave
+    /// the region without a live leader: the migration goes on and completes).
     ///
     /// Errors: [`EngineError::CancelRefused`] (with the reason; also when the procedure is
     /// not running in this engine), [`EngineError::UnknownProcedure`],

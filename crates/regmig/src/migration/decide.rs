@@ -259,12 +259,12 @@ pub fn check_cancel(state: &MigrationState) -> Result<(), String> {
 /// refused only on evidence, folded from the log, that the old leader is gone: in this visit
 /// of DowngradeLeaderRegion the downgrade found it unreachable, and the heartbeat read for
 /// the lease wait (R2.3) showed that the control plane has not heard from it for more than
-/// a heartbeat interval ([`HEARTBEAT_INTERVAL_MS`]), or never; the procedure then waits out
-/// its lease before it upgrades the candidate. A rollback would clear Downgrading and hand
+/// a heartbeat interval ([`HEARTBEAT_INTERVAL_MS`]); the procedure then waits out its lease
+/// before it upgrades the candidate. A rollback would clear Downgrading and hand
 /// the region back to a leader nobody can reach; going on is the only way to a writable
 /// region. Any other cancel before the new route is taken, as the scenario contract says
-/// (an unreachable downgrade from a leader that still heartbeats, a leader that only
-/// answers slowly, a cancel before the heartbeat is read).
+/// (an unreachable downgrade from a leader that still heartbeats or whose heartbeats are
+/// not known, a leader that only answers slowly, a cancel before the heartbeat is read).
 fn cancel_would_strand_the_region(state: &MigrationState) -> Option<String> {
     if !state.policy.refuses_a_cancel_that_strands_the_region()
         || state.state != StateName::DowngradeLeaderRegion
@@ -273,23 +273,19 @@ fn cancel_would_strand_the_region(state: &MigrationState) -> Option<String> {
     }
     let peer = state.step.leader_unreachable?;
     let read_at_ms = state.step.last_heartbeat_read_at_ms?;
-    let heartbeat = match state.step.last_heartbeat? {
-        None => "no heartbeat of it is known".to_string(),
-        Some(last_heartbeat_ms) => {
-            let age_ms = read_at_ms.saturating_sub(last_heartbeat_ms);
-            if age_ms <= HEARTBEAT_INTERVAL_MS {
-                return None;
-            }
-            format!("its last heartbeat was {age_ms} ms old when read")
-        }
-    };
+    // No heartbeat known (an embedder that does not track them) is no evidence either way.
+    let last_heartbeat_ms = state.step.last_heartbeat??;
+    let age_ms = read_at_ms.saturating_sub(last_heartbeat_ms);
+    if age_ms <= HEARTBEAT_INTERVAL_MS {
+        return None;
+    }
     let task = state.task.as_ref()?;
     let deadline = match state.lease_deadline_ms {
         Some(deadline_ms) => format!("its lease runs out at {deadline_ms} ms since the Unix epoch"),
         None => "its lease is running out".to_string(),
     };
     Some(format!(
-        "the old leader of region {}, datanode {peer}, is unreachable ({heartbeat}) and {deadline}: a rollback would hand the region back to a leader nobody can reach, so the migration goes on to upgrade the candidate, datanode {}",
+        "the old leader of region {}, datanode {peer}, is unreachable (its last heartbeat was {age_ms} ms old when read) and {deadline}: a rollback would hand the region back to a leader nobody can reach, so the migration goes on to upgrade the candidate, datanode {}",
         task.region_id, task.to_peer.id
     ))
 }

@@ -59,7 +59,8 @@ pub struct RetryPolicy {
 /// no time left to wait is recorded as timed out, not re-sent with a zero timeout (which
 /// recorded a send the mailbox never got).
 /// Revision 4 (issue 18) changes one thing: a cancel is refused while the downgrade found
-/// the old leader unreachable and the procedure waits out its lease (see
+/// the old leader unreachable, its last heartbeat is older than one heartbeat interval, and
+/// the procedure waits out its lease (see
 /// [`check_cancel`](crate::migration::check_cancel)): a rollback then would hand the
 /// region back to a leader nobody can reach. Earlier revisions took such a cancel.
 pub const BEHAVIOUR_REVISION: u32 = 4;
