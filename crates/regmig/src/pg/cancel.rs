@@ -334,15 +334,20 @@ impl PgCancelRequests {
 
 /// Honours the requests waiting in `requests` on `engine`, as the engine named `taker`
 /// (unique per engine; `epoch` its writer epoch): takes them, cancels, writes each answer.
-/// Returns the answers written. A request whose cancel met a halted engine is left for
-/// the next leader.
-pub async fn honour_pending(
+/// An answer the database did not take (a failed write) waits in `unrecorded` and is
+/// written first at the next call, so a request this engine took is never left without its
+/// answer. A request whose cancel met a halted engine is left for the next leader.
+async fn honour_pending(
     engine: &Engine,
     requests: &PgCancelRequests,
     taker: &str,
     epoch: Option<u64>,
-) -> Result<Vec<CancelAnswer>, LogError> {
-    let mut answers = Vec::new();
+    unrecorded: &mut Vec<(i64, CancelAnswer)>,
+) -> Result<(), LogError> {
+    while let Some((request_id, answer)) = unrecorded.first() {
+        record(requests, taker, epoch, *request_id, answer).await?;
+        unrecorded.remove(0);
+    }
     for (request_id, request) in requests.take(taker).await? {
         let procedure_id = request.procedure_id;
         let result = engine
@@ -354,16 +359,31 @@ pub async fn honour_pending(
         }
         let answer = CancelAnswer::of(procedure_id, &result);
         info!(%procedure_id, request_id, actor = %request.actor, outcome = answer.outcome.name(), "cancel request answered");
-        if requests
-            .record_answer(request_id, taker, epoch, &answer)
-            .await?
-        {
-            answers.push(answer);
-        } else {
-            warn!(%procedure_id, request_id, "the answer to a cancel request was not recorded: this engine no longer leads");
-        }
+        unrecorded.push((request_id, answer));
     }
-    Ok(answers)
+    while let Some((request_id, answer)) = unrecorded.first() {
+        record(requests, taker, epoch, *request_id, answer).await?;
+        unrecorded.remove(0);
+    }
+    Ok(())
+}
+
+/// Writes one answer; one the database refuses (another engine leads now) is dropped with a
+/// warning.
+async fn record(
+    requests: &PgCancelRequests,
+    taker: &str,
+    epoch: Option<u64>,
+    request_id: i64,
+    answer: &CancelAnswer,
+) -> Result<(), LogError> {
+    if !requests
+        .record_answer(request_id, taker, epoch, answer)
+        .await?
+    {
+        warn!(procedure_id = %answer.procedure_id, request_id, "the answer to a cancel request was not recorded: this engine no longer leads");
+    }
+    Ok(())
 }
 
 /// Starts serving the cancel requests of `engine`'s PostgreSQL store (see the module
@@ -386,11 +406,13 @@ pub(crate) fn serve_in_background(engine: &Engine) {
     let weak = engine.downgrade();
     let mut halted = engine.halt_signal();
     tokio::spawn(async move {
+        let mut unrecorded = Vec::new();
         loop {
             let Some(engine) = weak.upgrade() else {
                 break;
             };
-            if let Err(error) = honour_pending(&engine, &requests, &taker, epoch).await {
+            let honoured = honour_pending(&engine, &requests, &taker, epoch, &mut unrecorded);
+            if let Err(error) = honoured.await {
                 warn!(store = %location, %error, "cannot serve cancel requests now; trying again");
             }
             drop(engine);
