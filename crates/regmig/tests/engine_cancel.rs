@@ -24,7 +24,8 @@ use regmig::cluster::{
 };
 use regmig::domain::*;
 use regmig::engine::{
-    load_procedure, AppendMode, Engine, EngineConfig, EngineError, MigrationRequest, SubmitOutcome,
+    load_procedure, AppendMode, BatchRegionStart, BatchRequest, Engine, EngineConfig, EngineError,
+    MigrationRequest, SubmitOutcome,
 };
 use regmig::migration::{MigrationEvent, Outcome, RouteChange, StateName, WaitReason};
 use uuid::Uuid;
@@ -399,4 +400,83 @@ async fn a_cancel_is_taken_when_the_unreachable_old_leader_still_heartbeats() {
 #[tokio::test(start_paused = true)]
 async fn a_cancel_is_taken_when_the_old_leaders_heartbeats_are_not_tracked() {
     unreachable_but_not_known_gone_aborts(Heartbeats::Unknown).await;
+}
+
+/// The batch driver too (spec R2.5): during the grouped write that marks both regions'
+/// leader Downgrading, a cancel of one region is answered at once; once the write has
+/// landed, that region rolls back (Downgrading cleared) and ends aborted while the other
+/// region completes.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_of_one_batch_region_during_the_grouped_downgrade_write_is_answered_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Arc::new(MemoryMetadataStore::new());
+    add_table(&memory, 1024, 2, 1, &[]);
+    let held = Arc::new(HeldCas {
+        inner: memory.clone(),
+        release: Release::Land,
+        released: AtomicBool::new(false),
+        cas_calls: AtomicU32::new(0),
+    });
+    let ports = Ports::builder(ScriptedMailbox::new(), held.clone())
+        .submit_metadata(memory.clone())
+        .clock(Arc::new(TokioClock::new(EPOCH_BASE_MS)))
+        .entropy(Arc::new(SeededEntropy::new(7)))
+        .build();
+    let engine = Engine::open(dir.path(), config(), ports).await.unwrap();
+    let second = RegionId::new(1024, 2);
+    let submitted = engine
+        .submit_batch(BatchRequest::new(
+            vec![REGION, second],
+            Peer::sim(1),
+            Peer::sim(2),
+        ))
+        .await
+        .expect("the batch starts");
+    let ids: Vec<Uuid> = submitted
+        .regions
+        .iter()
+        .map(|(_, start)| match start {
+            BatchRegionStart::Started(id) => *id,
+            other => panic!("not started: {other:?}"),
+        })
+        .collect();
+    while held.cas_calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        engine.cancel(ids[1], "oncall", "keep 1024:2 on peer 1"),
+    )
+    .await
+    .expect("answered while the grouped write is in flight")
+    .expect("taken");
+    assert_eq!(held.cas_calls.load(Ordering::SeqCst), 1);
+    held.released.store(true, Ordering::SeqCst);
+    let kept = tokio::time::timeout(Duration::from_secs(60), engine.wait(ids[0]))
+        .await
+        .expect("ends")
+        .unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_secs(60), engine.wait(ids[1]))
+        .await
+        .expect("ends")
+        .unwrap();
+    assert_eq!(kept.outcome, Some(Outcome::Completed));
+    assert_eq!(cancelled.outcome, Some(Outcome::Aborted));
+    assert_eq!(
+        cancelled.cancelled_by,
+        Some(("oncall".to_string(), "keep 1024:2 on peer 1".to_string()))
+    );
+    assert_eq!(region_route(&memory, REGION).leader_id(), Some(2));
+    let route = region_route(&memory, second);
+    assert_eq!(route.leader_id(), Some(1));
+    assert!(!route.is_leader_downgrading());
+    // The landed write was rolled back by the cancelled region's own route write.
+    assert!(events(&engine, ids[1]).iter().any(|event| matches!(
+        event,
+        MigrationEvent::RouteCasApplied {
+            change: RouteChange::ClearDowngrading,
+            ..
+        }
+    )));
+    engine.shutdown().await;
 }
