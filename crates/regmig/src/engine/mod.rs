@@ -21,7 +21,9 @@
 //! engine at once when a renewal does not succeed within the lease. A write the store
 //! fences ([`LogError::Fenced`], [`MetadataErrorKind::Fenced`](crate::cluster::MetadataErrorKind::Fenced))
 //! halts every procedure of the engine at once, so a deposed leader sends nothing more;
-//! [`Engine::fenced`] names the write. See [`leadership`].
+//! [`Engine::fenced`] names the write. See [`leadership`]. An engine on PostgreSQL also
+//! answers the operators' cancel requests recorded in the database (`regmig cancel
+//! --store`), from its open until it halts: see `pg::cancel` (feature `postgres`).
 //!
 //! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
 //! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug

@@ -22,8 +22,9 @@
 //!   (checked in the `UPDATE`), so a deposed leader never answers; and an engine that halts
 //!   while it honours a request leaves the request for the next leader.
 //!
-//! Errors name the store without its password; a failed poll is logged and retried at the
-//! next interval.
+//! Errors name the store without its password; a failed look is logged and retried after
+//! [`CANCEL_RETRY_AFTER_ERROR`], and an answer whose write failed is written at the next
+//! look.
 
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ use crate::log::{LogError, PgStore};
 pub const CANCEL_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// The most requests an engine takes in one look; the rest wait for the next one.
 pub const CANCEL_REQUESTS_PER_POLL_MAX: i64 = 64;
+/// How long a serving engine waits after a look failed (the database is down, or the
+/// table cannot be created), so a lasting fault is not logged five times a second.
+pub const CANCEL_RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 
 /// The database's clock, in ms since the Unix epoch.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -412,13 +416,17 @@ pub(crate) fn serve_in_background(engine: &Engine) {
                 break;
             };
             let honoured = honour_pending(&engine, &requests, &taker, epoch, &mut unrecorded);
-            if let Err(error) = honoured.await {
-                warn!(store = %location, %error, "cannot serve cancel requests now; trying again");
-            }
+            let pause = match honoured.await {
+                Ok(()) => CANCEL_POLL_INTERVAL,
+                Err(error) => {
+                    warn!(store = %location, %error, retry_after = ?CANCEL_RETRY_AFTER_ERROR, "cannot serve cancel requests now; trying again");
+                    CANCEL_RETRY_AFTER_ERROR
+                }
+            };
             drop(engine);
             tokio::select! {
                 _ = halted.wait_for(|halted| *halted) => break,
-                () = tokio::time::sleep(CANCEL_POLL_INTERVAL) => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
     });
