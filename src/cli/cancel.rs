@@ -21,6 +21,14 @@
 //! The host side is [`serve`]: `regmig demo` runs it from the moment its engine is open. An
 //! embedder that wants CLI cancels runs it beside its own engine.
 //!
+//! **With `--store URL`** (PostgreSQL) the request is a row of the store's
+//! `cancel_requests` table ([`regmig::pg::cancel`]), and the engine leading on the database
+//! answers it itself (no host code needed). The shared log can be read while an engine runs,
+//! so the command checks the cancel first (refused at once as above; an id prefix works) and
+//! then records it: with an engine leading, it waits up to `--wait` for the answer as above;
+//! with none, the request waits in the table and the next leader honours it (exit 0,
+//! `recorded`).
+//!
 //! Exit codes: 0 the cancel was taken (or, with no engine running, recorded), 1 refused or
 //! unanswered, 2 bad input (an invalid or unknown id, a prefix while an engine holds the
 //! directory).
@@ -31,14 +39,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
-use super::common::{load_history, parse_id_arg, print_json, report_error, CliError, IdArg};
-use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
-use regmig::engine::{Engine, EngineError};
+use super::common::{
+    load_history, parse_id_arg, print_json, report_error, CliError, IdArg, LogSource,
+};
+use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE, STORE_ENV};
+use regmig::engine::Engine;
 use regmig::log::{EventLog, LogError};
 use regmig::migration::{check_cancel, fold};
+use regmig::pg::cancel::PgCancelRequests;
 
 /// The directory of pending cancel requests, inside the data directory.
 pub const REQUESTS_DIR: &str = "cancel-requests";
@@ -64,6 +75,15 @@ pub struct CancelArgs {
     /// The data directory.
     #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Record the request in a PostgreSQL store instead of a data directory, for the engine
+    /// that leads on it: postgres://USER@HOST[:PORT]/DATABASE[?sslmode=…&schema=NAME]
+    /// (README, "The PostgreSQL store"). Prefer --password-file or PGPASSWORD to a password
+    /// in the URL.
+    #[arg(long, env = STORE_ENV, hide_env_values = true, value_name = "URL", conflicts_with = "data_dir")]
+    pub store: Option<String>,
+    /// The store's password: the first line of this file (with --store).
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub password_file: Option<PathBuf>,
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
@@ -74,44 +94,9 @@ fn parse_wait(text: &str) -> Result<Duration, String> {
         .map_err(|error| format!("{text:?} is not a duration such as 10s or 500ms: {error}"))
 }
 
-/// A cancel request as recorded in `<data-dir>/cancel-requests/<id>.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CancelRequest {
-    /// The migration to cancel.
-    pub procedure_id: Uuid,
-    /// Who cancels.
-    pub actor: String,
-    /// Why.
-    pub reason: String,
-    /// When the request was recorded, ms since the Unix epoch.
-    pub requested_at_ms: u64,
-    /// Whether a command waits for the answer (written as `<id>.answer.json`); false for a
-    /// request recorded while no engine ran.
-    pub awaited: bool,
-}
-
-/// What the engine made of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CancelOutcome {
-    /// The migration took the cancel: it rolls back and ends aborted.
-    Cancelled,
-    /// The cancel was refused; `reason` says why.
-    Refused,
-    /// The engine's log has no migration with this id.
-    UnknownMigration,
-}
-
-/// The engine's answer, `<data-dir>/cancel-requests/<id>.answer.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CancelAnswer {
-    /// The migration.
-    pub procedure_id: Uuid,
-    /// What became of the request.
-    pub outcome: CancelOutcome,
-    /// Why it was refused (empty when it was taken).
-    pub reason: String,
-}
+/// The request (`<data-dir>/cancel-requests/<id>.json`, or a row of the PostgreSQL store)
+/// and the engine's answer (`<id>.answer.json`, or the same row): one shape, in the core.
+pub use regmig::engine::{CancelAnswer, CancelOutcome, CancelRequest};
 
 fn requests_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(REQUESTS_DIR)
@@ -203,6 +188,9 @@ fn cancel(args: &CancelArgs) -> Result<Report, CliError> {
         ));
     }
     let id = parse_id_arg(&args.id)?;
+    if args.store.is_some() {
+        return cancel_in_store(args, &id);
+    }
     match EventLog::open_read_only(&args.data_dir) {
         Ok(log) => cancel_offline(args, &id, &log),
         Err(LogError::InUse { .. }) => match id {
@@ -312,6 +300,98 @@ fn cancel_live(args: &CancelArgs, procedure_id: Uuid) -> Result<Report, CliError
     }
 }
 
+/// With `--store`: check the cancel against the shared log (readable while an engine runs),
+/// record the request in the store's `cancel_requests` table, and, while an engine leads,
+/// wait up to `--wait` for its answer (withdrawing the request if no engine took it by
+/// then). With no engine leading, the request waits for the next leader.
+fn cancel_in_store(args: &CancelArgs, id: &IdArg) -> Result<Report, CliError> {
+    let source = LogSource {
+        data_dir: args.data_dir.clone(),
+        store: args.store.clone(),
+        password_file: args.password_file.clone(),
+    };
+    let Some(config) = source.store_config()? else {
+        return Err(CliError::Usage("--store is required here".to_string()));
+    };
+    let log = source.open()?;
+    let procedure_id = id.resolve(&log)?;
+    let state = fold(&load_history(&log, procedure_id)?);
+    drop(log);
+    if let Err(refusal) = check_cancel(&state) {
+        return Ok(Report {
+            procedure_id,
+            result: "refused",
+            message: format!("cannot cancel migration {procedure_id}: {refusal}"),
+            code: EXIT_FAILED,
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::Usage(format!("cannot start a runtime: {error}")))?;
+    let wait = args.wait;
+    let request = CancelRequest {
+        procedure_id,
+        actor: args.actor.clone(),
+        reason: args.reason.clone(),
+        requested_at_ms: now_ms(),
+        awaited: true,
+    };
+    runtime
+        .block_on(record_in_store(config, request, wait))
+        .map_err(CliError::Log)
+}
+
+/// Records `request` in the store of `config` and waits up to `wait` for the answer of the
+/// engine leading there (see [`cancel_in_store`]).
+async fn record_in_store(
+    config: regmig::pg::PgConfig,
+    request: CancelRequest,
+    wait: Duration,
+) -> Result<Report, LogError> {
+    let procedure_id = request.procedure_id;
+    let location = config.redacted();
+    let requests = PgCancelRequests::new(config)?;
+    let request_id = requests.request(&request).await?;
+    if !requests.engine_running().await? {
+        return Ok(Report {
+            procedure_id,
+            result: "recorded",
+            message: format!(
+                "cancel of migration {procedure_id} recorded as request {request_id}: no engine leads on {location}; the next leader cancels the migration (it rolls back and ends aborted)"
+            ),
+            code: 0,
+        });
+    }
+    if let Some(answer) = requests.wait_answer(request_id, wait).await? {
+        return Ok(report_of(procedure_id, &answer));
+    }
+    if requests.withdraw(request_id).await? {
+        return Ok(Report {
+            procedure_id,
+            result: "unanswered",
+            message: format!(
+                "the engine leading on {location} did not take the cancel of migration {procedure_id} within {}; the request was withdrawn",
+                humantime::format_duration(wait)
+            ),
+            code: EXIT_FAILED,
+        });
+    }
+    // Taken: its answer is on its way.
+    match requests.wait_answer(request_id, wait).await? {
+        Some(answer) => Ok(report_of(procedure_id, &answer)),
+        None => Ok(Report {
+            procedure_id,
+            result: "unanswered",
+            message: format!(
+                "the engine leading on {location} took the cancel of migration {procedure_id} (request {request_id}) but did not answer within {}; see `regmig show {procedure_id} --store …`",
+                humantime::format_duration(wait * 2)
+            ),
+            code: EXIT_FAILED,
+        }),
+    }
+}
+
 fn read_answer(path: &Path) -> Result<Option<CancelAnswer>, CliError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| {
@@ -393,31 +473,10 @@ pub async fn honour_pending(engine: &Engine, data_dir: &Path) -> Vec<CancelAnswe
         if std::fs::rename(request_path(data_dir, procedure_id), &taken).is_err() {
             continue; // withdrawn meanwhile
         }
-        let answer = match engine
+        let result = engine
             .cancel(procedure_id, &request.actor, &request.reason)
-            .await
-        {
-            Ok(()) => CancelAnswer {
-                procedure_id,
-                outcome: CancelOutcome::Cancelled,
-                reason: String::new(),
-            },
-            Err(EngineError::UnknownProcedure { .. }) => CancelAnswer {
-                procedure_id,
-                outcome: CancelOutcome::UnknownMigration,
-                reason: String::new(),
-            },
-            Err(EngineError::CancelRefused { reason, .. }) => CancelAnswer {
-                procedure_id,
-                outcome: CancelOutcome::Refused,
-                reason,
-            },
-            Err(other) => CancelAnswer {
-                procedure_id,
-                outcome: CancelOutcome::Refused,
-                reason: other.to_string(),
-            },
-        };
+            .await;
+        let answer = CancelAnswer::of(procedure_id, &result);
         tracing::info!(%procedure_id, actor = %request.actor, outcome = ?answer.outcome, "cancel request honoured");
         if request.awaited {
             if let Err(error) = write_durably(&answer_path(data_dir, procedure_id), &answer) {

@@ -35,7 +35,9 @@
 //! compare-and-swap after it (or until the regions go on to something else), under the id
 //! of the read's first region, so two batches of one table take turns writing its route. A cancel of a region in
 //! a grouped send is answered while the send waits, as in a single migration; that
-//! region's part of the answer is then dropped.
+//! region's part of the answer is then dropped. So is one during a grouped route write that
+//! is not the new route (issue 15): the region's rollback then reads the route to learn
+//! whether the write landed.
 
 use std::sync::Arc;
 use std::task::Poll;
@@ -49,7 +51,9 @@ use crate::concurrent::{join_all, Boxed, Pending};
 use crate::domain::{
     Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, TableId, TableRoute,
 };
-use crate::migration::{lock_keys, table_lock_key, Action, MigrationState, Observation, Outcome};
+use crate::migration::{
+    lock_keys, table_lock_key, Action, MigrationState, Observation, Outcome, RouteChange,
+};
 
 type Driver<'a> = ProcedureDriver<'a, LogPersistence<'a>>;
 
@@ -692,7 +696,7 @@ async fn cas_group<'a>(
         .iter()
         .filter_map(|part| part.region_move.clone())
         .collect();
-    let drivers: Vec<(usize, Driver<'a>, crate::migration::RouteChange)> = parts
+    let mut drivers: Vec<(usize, Driver<'a>, crate::migration::RouteChange)> = parts
         .into_iter()
         .map(|part| (part.index, part.driver, part.change))
         .collect();
@@ -705,14 +709,42 @@ async fn cas_group<'a>(
     if table_lock(inner, owner, table_id).await.is_err() {
         return stop(drivers);
     }
-    // A halt stops waiting for the write (its result is learnt from the route on resume).
+    // A halt stops waiting for the write (its result is learnt from the route on resume). A
+    // cancel of a region is answered at once unless the write is its new route (issue 15,
+    // as in a single migration); a region that took one gets the cancel as its observation
+    // once the write has answered, so its rollback reads the route to learn whether it
+    // landed.
     let cas = inner
         .ports
         .metadata
         .cas_table_route(table_id, expected_version, route, region_moves);
-    let written = or_halt(inner, cas).await;
-    let Some(written) = written else {
-        return stop(drivers);
+    tokio::pin!(cas);
+    let mut cancelled: Vec<Option<Acted>> = drivers.iter().map(|_| None).collect();
+    let halt = Some(inner.halt_signal());
+    let written = loop {
+        let next_control = std::future::poll_fn(|cx| {
+            for (position, (_, driver, change)) in drivers.iter_mut().enumerate() {
+                if cancelled[position].is_some() || *change == RouteChange::Upgrade {
+                    continue;
+                }
+                if let Poll::Ready(control) = driver.poll_control(cx) {
+                    return Poll::Ready((position, control));
+                }
+            }
+            Poll::Pending
+        });
+        tokio::select! {
+            biased;
+            () = until_halted(halt.clone()) => return stop(drivers),
+            (position, control) = next_control => {
+                match drivers[position].1.on_control(control).await {
+                    Ok(Some(cancel)) => cancelled[position] = Some(Ok(Ok(cancel))),
+                    Ok(None) => {}
+                    Err(halt) => cancelled[position] = Some(Err(halt)),
+                }
+            }
+            written = &mut cas => break written,
+        }
     };
     debug!(
         table_id,
@@ -722,7 +754,11 @@ async fn cas_group<'a>(
     );
     drivers
         .into_iter()
-        .map(|(index, driver, change)| {
+        .zip(cancelled)
+        .map(|((index, driver, change), cancelled)| {
+            if let Some(acted) = cancelled {
+                return (index, driver, acted);
+            }
             let observation = match &written {
                 Ok(Ok(to_version)) => Observation::CasApplied {
                     table_id,

@@ -21,7 +21,9 @@
 //! engine at once when a renewal does not succeed within the lease. A write the store
 //! fences ([`LogError::Fenced`], [`MetadataErrorKind::Fenced`](crate::cluster::MetadataErrorKind::Fenced))
 //! halts every procedure of the engine at once, so a deposed leader sends nothing more;
-//! [`Engine::fenced`] names the write. See [`leadership`].
+//! [`Engine::fenced`] names the write. See [`leadership`]. An engine on PostgreSQL also
+//! answers the operators' cancel requests recorded in the database (`regmig cancel
+//! --store`), from its open until it halts: see `pg::cancel` (feature `postgres`).
 //!
 //! Each task runs a [`ProcedureDriver`], the one code that turns the model's decisions into
 //! port calls; the engine plugs the event log in as its [`Persistence`], and a tool can plug
@@ -37,6 +39,7 @@
 //! and `peer` (datanode ids).
 
 mod batch;
+pub mod cancel_request;
 pub mod leadership;
 mod locks;
 pub mod metrics;
@@ -57,6 +60,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+pub use cancel_request::{CancelAnswer, CancelOutcome, CancelRequest};
 pub use locks::LockTable;
 use metrics::EngineMetrics;
 pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver, Proceed};
@@ -432,6 +436,25 @@ impl HaltHandle {
     }
 }
 
+/// An [`Engine`] that does not keep it alive: `upgrade` gives it back while a handle lives.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) struct WeakEngine {
+    inner: Weak<Inner>,
+    lifetime: Weak<Lifetime>,
+}
+
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+impl WeakEngine {
+    /// The engine, unless every handle was dropped or it halted.
+    pub(crate) fn upgrade(&self) -> Option<Engine> {
+        let engine = Engine {
+            inner: self.inner.upgrade()?,
+            _lifetime: self.lifetime.upgrade()?,
+        };
+        (!engine.inner.halted()).then_some(engine)
+    }
+}
+
 /// How long [`Engine::shutdown`] waits for procedures to stop before aborting them.
 pub const SHUTDOWN_DEADLINE_DEFAULT: Duration = Duration::from_secs(30);
 
@@ -597,7 +620,32 @@ impl Engine {
             });
             engine.spawn_batch(batch_id, regions);
         }
+        // On PostgreSQL the engine answers the cancel requests recorded in the database
+        // (`regmig cancel --store`), those made while no engine led included.
+        #[cfg(feature = "postgres")]
+        crate::pg::cancel::serve_in_background(&engine);
         Ok(engine)
+    }
+
+    /// Whether the engine halted (it takes no work and its procedures stop).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn is_halted(&self) -> bool {
+        self.inner.halted()
+    }
+
+    /// Changes to true when the engine halts.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn halt_signal(&self) -> watch::Receiver<bool> {
+        self.inner.halt_signal()
+    }
+
+    /// A handle that does not keep the engine alive (for its own background tasks).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn downgrade(&self) -> WeakEngine {
+        WeakEngine {
+            inner: Arc::downgrade(&self.inner),
+            lifetime: Arc::downgrade(&self._lifetime),
+        }
     }
 
     /// Registers a procedure as running; returns the receiver of its operator requests.
@@ -808,13 +856,26 @@ impl Engine {
     ///
     /// The answer comes as soon as the procedure sees the request: at once while it waits
     /// for a datanode, a backoff, a lease or a metadata read (the wait or read is dropped;
-    /// instructions are idempotent and reads change nothing). A route compare-and-swap in
-    /// flight is the one exception: the cancel is answered when the store answers it,
-    /// because whether the new route was written decides between rollback and refusal, and
-    /// a write abandoned half-way could still land after a rollback.
+    /// instructions are idempotent and reads change nothing). During a route
+    /// compare-and-swap in flight:
+    /// - marking the leader Downgrading (UpdateMetadata::Downgrade), or clearing it: the
+    ///   cancel is answered at once ("taken: it rolls back") and recorded; the rollback
+    ///   starts once the store has answered the write, and reads the route afresh, so a
+    ///   write that landed is rolled back and one that failed leaves nothing to undo. The
+    ///   migration ends aborted either way.
+    /// - writing the new route (UpdateMetadata::Upgrade): the cancel is answered when the
+    ///   store answers the write, because whether the new route landed decides between
+    ///   rollback and refusal.
     ///
-    /// Errors: [`EngineError::CancelRefused`] (the new route is written, or the procedure is
-    /// not running in this engine, with the reason), [`EngineError::NotRunning`].
+    /// Refused (with the reason, recorded as `CancelRefused`): a migration that finished, is
+    /// already rolling back, or wrote its new route; and, since behaviour revision 4, one
+    /// whose downgrade found the old leader unreachable, with its last heartbeat more than a
+    /// heartbeat interval old, while it waits out that leader's lease (a rollback would leave
+    /// the region without a live leader: the migration goes on and completes).
+    ///
+    /// Errors: [`EngineError::CancelRefused`] (with the reason; also when the procedure is
+    /// not running in this engine), [`EngineError::UnknownProcedure`],
+    /// [`EngineError::NotRunning`].
     pub async fn cancel(
         &self,
         procedure_id: Uuid,

@@ -14,7 +14,7 @@ use crate::cluster::Ports;
 use crate::log::OpenProcedure;
 use crate::migration::{
     check_cancel, decide, table_lock_key, Action, DecideError, Decision, Hook, Input,
-    MigrationEvent, MigrationState, Observation, Outcome,
+    MigrationEvent, MigrationState, Observation, Outcome, RouteChange,
 };
 
 /// A request to a running procedure.
@@ -25,6 +25,12 @@ pub(crate) enum Control {
         reason: String,
         answer: oneshot::Sender<Result<(), EngineError>>,
     },
+}
+
+/// What came of one action: what `act` returns, or the next action to perform at once.
+enum Acted {
+    Done(Result<Observation, Outcome>),
+    Then(Action),
 }
 
 /// Whether the driver goes on after a batch was persisted.
@@ -450,11 +456,22 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
         }
     }
 
-    /// Performs an action and returns what came of it, or the outcome of a `Finish`.
+    /// Performs an action and returns what came of it, or the outcome of a `Finish`. A
+    /// cancel taken during a route write decides the rollback's first action, performed here
+    /// too (see `cas_answering_cancels`).
     pub(crate) async fn act(
         &mut self,
-        action: Action,
+        mut action: Action,
     ) -> Result<Result<Observation, Outcome>, Halt<P::Error>> {
+        loop {
+            match self.act_once(action).await? {
+                Acted::Done(result) => return Ok(result),
+                Acted::Then(next) => action = next,
+            }
+        }
+    }
+
+    async fn act_once(&mut self, action: Action) -> Result<Acted, Halt<P::Error>> {
         let ports = self.ports;
         if !matches!(action, Action::ReadRoute { .. } | Action::CasRoute { .. }) {
             self.release_table_lock();
@@ -534,15 +551,28 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                 region_move,
             } => {
                 self.take_table_lock(table_id).await?;
-                // A halt stops waiting for the write; a cancel waits for it (its result decides
-                // whether the route changed).
                 let cas = ports.metadata.cas_table_route(
                     table_id,
                     expected_version,
                     route,
                     region_move.into_iter().collect(),
                 );
-                let observation = match self.halt_only(cas).await? {
+                // A halt stops waiting for the write. A cancel waits for the new route's write
+                // (whether it lands decides between rollback and refusal); during any other
+                // write it is answered at once (see `cas_answering_cancels`).
+                let written = if change == RouteChange::Upgrade {
+                    self.halt_only(cas).await?
+                } else {
+                    match self.cas_answering_cancels(cas).await? {
+                        Ok(written) => written,
+                        Err(rollback) => {
+                            self.release_table_lock();
+                            // The rollback's first action (it reads the route afresh).
+                            return Ok(Acted::Then(rollback));
+                        }
+                    }
+                };
+                let observation = match written {
                     Ok(Ok(to_version)) => Observation::CasApplied {
                         table_id,
                         change,
@@ -573,9 +603,9 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                     // A re-send whose deadline passed while the engine was down, decided by
                     // a procedure of behaviour revision 1 or 2 (revision 3 records
                     // `InstructionExpired` instead of such a send).
-                    return Ok(Ok(Observation::Mailbox(
+                    return Ok(Acted::Done(Ok(Observation::Mailbox(
                         crate::domain::MailboxOutcome::Timeout,
-                    )));
+                    ))));
                 }
                 // The engine enforces the timeout itself: a mailbox that never answers
                 // reads as a timeout (an answer at the deadline still counts).
@@ -601,9 +631,9 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                     Err(cancel) => cancel,
                 }
             }
-            Action::Finish { outcome } => return Ok(Err(outcome)),
+            Action::Finish { outcome } => return Ok(Acted::Done(Err(outcome))),
         };
-        Ok(Ok(observation))
+        Ok(Acted::Done(Ok(observation)))
     }
 
     /// Takes the table's exclusive lock for a route read and the compare-and-swap that may
@@ -682,6 +712,60 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                     None => control_open = false,
                 },
                 output = &mut work => return Ok(Ok(output)),
+            }
+        }
+    }
+
+    /// Awaits a route write that is not the new route's (marking the leader Downgrading, or
+    /// clearing it) while answering operator requests (issue 15). A cancel the procedure
+    /// can take is answered at once and recorded at once: the decision on it starts the
+    /// rollback, whose first action, returned as `Err` once the write has answered, reads the
+    /// route afresh, so it learns from the route itself whether the write landed (it clears
+    /// Downgrading if it did, and the migration ends aborted either way). The write's own
+    /// result is then not recorded, as after a crash in mid-write. A refused cancel is
+    /// recorded and answered at once too, and the write goes on.
+    async fn cas_answering_cancels<T>(
+        &mut self,
+        cas: impl std::future::Future<Output = T>,
+    ) -> Result<Result<T, Action>, Halt<P::Error>> {
+        let Some(mut signals) = self.signals.take() else {
+            return Ok(Ok(cas.await));
+        };
+        let result = self.cas_answering_cancels_by(&mut signals, cas).await;
+        self.signals = Some(signals);
+        result
+    }
+
+    async fn cas_answering_cancels_by<T>(
+        &mut self,
+        signals: &mut Signals,
+        cas: impl std::future::Future<Output = T>,
+    ) -> Result<Result<T, Action>, Halt<P::Error>> {
+        tokio::pin!(cas);
+        let mut control_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = until_halted(Some(signals.halt.clone())) => return Err(Halt::Stopped),
+                control = signals.control.recv(), if control_open => match control {
+                    Some(control) => {
+                        let Some(cancel) = self.on_control(control).await? else {
+                            continue;
+                        };
+                        let rollback = self.step(self.input(cancel)).await?;
+                        tokio::select! {
+                            biased;
+                            () = until_halted(Some(signals.halt.clone())) => return Err(Halt::Stopped),
+                            written = &mut cas => {
+                                let _ = written;
+                                debug!("the route write in flight at the cancel answered; the rollback reads the route to learn whether it landed");
+                            }
+                        }
+                        return Ok(Err(rollback));
+                    }
+                    None => control_open = false,
+                },
+                output = &mut cas => return Ok(Ok(output)),
             }
         }
     }

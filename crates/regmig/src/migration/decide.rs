@@ -15,6 +15,9 @@ use crate::domain::{
 
 /// One region lease: heartbeats every 3 s, a lease of 3 heartbeats + 1 s.
 pub const REGION_LEASE_MS: u64 = 10_000;
+/// How often a datanode heartbeats: the old leader has missed one when its last heartbeat
+/// is older than this (evidence it is gone: see [`check_cancel`]).
+pub const HEARTBEAT_INTERVAL_MS: u64 = 3_000;
 /// Mailbox timeout of the candidate's open: one region lease.
 pub const OPEN_CANDIDATE_TIMEOUT_MS: u64 = REGION_LEASE_MS;
 /// One mailbox round trip: the mailbox timeout of a close. (Revision 1 also capped the
@@ -253,7 +256,45 @@ pub fn check_cancel(state: &DecisionState) -> Result<(), String> {
             state.state
         ));
     }
+    if let Some(refusal) = cancel_would_strand_the_region(state) {
+        return Err(refusal);
+    }
     Ok(())
+}
+
+/// Revision 4 (issue 18): a cancel that would leave the region without a live leader. It is
+/// refused only on evidence, folded from the log, that the old leader is gone: in this visit
+/// of DowngradeLeaderRegion the downgrade found it unreachable, and the heartbeat read for
+/// the lease wait (R2.3) showed that the control plane has not heard from it for more than
+/// a heartbeat interval ([`HEARTBEAT_INTERVAL_MS`]); the procedure then waits out its lease
+/// before it upgrades the candidate. A rollback would clear Downgrading and hand
+/// the region back to a leader nobody can reach; going on is the only way to a writable
+/// region. Any other cancel before the new route is taken, as the scenario contract says
+/// (an unreachable downgrade from a leader that still heartbeats or whose heartbeats are
+/// not known, a leader that only answers slowly, a cancel before the heartbeat is read).
+fn cancel_would_strand_the_region(state: &MigrationState) -> Option<String> {
+    if !state.policy.refuses_a_cancel_that_strands_the_region()
+        || state.state != StateName::DowngradeLeaderRegion
+    {
+        return None;
+    }
+    let peer = state.step.leader_unreachable?;
+    let read_at_ms = state.step.last_heartbeat_read_at_ms?;
+    // No heartbeat known (an embedder that does not track them) is no evidence either way.
+    let last_heartbeat_ms = state.step.last_heartbeat??;
+    let age_ms = read_at_ms.saturating_sub(last_heartbeat_ms);
+    if age_ms <= HEARTBEAT_INTERVAL_MS {
+        return None;
+    }
+    let task = state.task.as_ref()?;
+    let deadline = match state.lease_deadline_ms {
+        Some(deadline_ms) => format!("its lease runs out at {deadline_ms} ms since the Unix epoch"),
+        None => "its lease is running out".to_string(),
+    };
+    Some(format!(
+        "the old leader of region {}, datanode {peer}, is unreachable (its last heartbeat was {age_ms} ms old when read) and {deadline}: a rollback would hand the region back to a leader nobody can reach, so the migration goes on to upgrade the candidate, datanode {}",
+        task.region_id, task.to_peer.id
+    ))
 }
 
 /// The lock keys a procedure holds from start to end: catalog and schema shared, region

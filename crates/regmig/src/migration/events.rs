@@ -58,7 +58,12 @@ pub struct RetryPolicy {
 /// Revision 3 (issue 15) changes one thing: after a restart, an outstanding instruction with
 /// no time left to wait is recorded as timed out, not re-sent with a zero timeout (which
 /// recorded a send the mailbox never got).
-pub const BEHAVIOUR_REVISION: u32 = 3;
+/// Revision 4 (issue 18) changes one thing: a cancel is refused while the downgrade found
+/// the old leader unreachable, its last heartbeat is older than one heartbeat interval, and
+/// the procedure waits out its lease (see
+/// [`check_cancel`](crate::migration::check_cancel)): a rollback then would hand the
+/// region back to a leader nobody can reach. Earlier revisions took such a cancel.
+pub const BEHAVIOUR_REVISION: u32 = 4;
 
 fn revision_one() -> u32 {
     1
@@ -74,6 +79,12 @@ impl RetryPolicy {
     /// (revision 3, see [`BEHAVIOUR_REVISION`]).
     pub fn times_out_a_resend_with_no_time_left(&self) -> bool {
         self.revision >= 3
+    }
+
+    /// Whether a cancel is refused while the old leader is unreachable and the procedure
+    /// waits out its lease (revision 4, see [`BEHAVIOUR_REVISION`]).
+    pub fn refuses_a_cancel_that_strands_the_region(&self) -> bool {
+        self.revision >= 4
     }
 }
 

@@ -129,6 +129,11 @@ pub struct StepProgress {
     pub hooks_called: bool,
     /// The old leader's last heartbeat, once read in this visit (`Some(None)`: unknown).
     pub last_heartbeat: Option<Option<u64>>,
+    /// The old leader this visit's downgrade found unreachable (evidence for refusing a
+    /// cancel while its lease runs out: see `check_cancel`).
+    pub leader_unreachable: Option<PeerId>,
+    /// When [`StepProgress::last_heartbeat`] was read (how stale the heartbeat was then).
+    pub last_heartbeat_read_at_ms: Option<u64>,
 }
 
 /// A cached route read, dropped whenever it may be stale.
@@ -688,7 +693,10 @@ impl DecisionState {
             | MigrationEvent::InstructionExpired { peer, .. } => {
                 self.answer(*peer, Answer::Timeout, event.name())
             }
-            MigrationEvent::PeerUnreachable { peer, .. } => {
+            MigrationEvent::PeerUnreachable { peer, instruction } => {
+                if *instruction == InstructionKind::DowngradeRegion {
+                    self.step.leader_unreachable = Some(*peer);
+                }
                 self.answer(*peer, Answer::Unreachable, event.name())
             }
             MigrationEvent::OperationTimed { elapsed_ms, .. } => {
@@ -761,7 +769,10 @@ impl DecisionState {
             }
             MigrationEvent::LastHeartbeatRead {
                 last_heartbeat_ms, ..
-            } => self.step.last_heartbeat = Some(*last_heartbeat_ms),
+            } => {
+                self.step.last_heartbeat = Some(*last_heartbeat_ms);
+                self.step.last_heartbeat_read_at_ms = Some(at_ms);
+            }
             MigrationEvent::BatchJoined { .. } => {}
             MigrationEvent::Finished { outcome, .. } => {
                 self.outcome = Some(*outcome);

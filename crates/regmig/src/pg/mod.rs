@@ -1,7 +1,8 @@
 //! Connecting to PostgreSQL (feature `postgres`): the configuration ([`PgConfig`]), TLS,
 //! the connection pool ([`connect`]) and regmig's tables ([`schema`]). The log store on top
-//! is [`PgStore`](crate::log::PgStore).
+//! is [`PgStore`](crate::log::PgStore); the operators' cancel requests are [`cancel`].
 
+pub mod cancel;
 pub mod config;
 pub mod lease;
 pub mod schema;

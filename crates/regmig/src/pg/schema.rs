@@ -22,6 +22,12 @@ pub const LOG_SCHEMA_VERSION: i32 = 1;
 /// The component name of the log's tables in `<schema>.schema_version`.
 pub const LOG_COMPONENT: &str = "log";
 
+/// The version of the cancel requests' table ([`crate::pg::cancel`]) this build writes and
+/// reads.
+pub const CANCEL_SCHEMA_VERSION: i32 = 1;
+/// The component name of the cancel requests' table in `<schema>.schema_version`.
+pub const CANCEL_COMPONENT: &str = "cancel_requests";
+
 /// The advisory locks regmig takes, each keyed by kind and PostgreSQL schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
@@ -93,6 +99,72 @@ fn log_tables_sql(schema: &str) -> String {
         INSERT INTO {schema}.leader (id, epoch, holder, lease_until_ms) VALUES (true, 0, NULL, NULL);
         INSERT INTO {schema}.schema_version (component, version) VALUES ('{LOG_COMPONENT}', {LOG_SCHEMA_VERSION});"
     )
+}
+
+/// The cancel requests' table of `schema` (issue 18), with its statements: one row per
+/// request of `regmig cancel --store`, answered in place by the engine that leads.
+fn cancel_tables_sql(schema: &str) -> String {
+    format!(
+        "CREATE TABLE {schema}.cancel_requests (
+            request_id bigserial NOT NULL,
+            procedure_id uuid NOT NULL,
+            actor text NOT NULL,
+            reason text NOT NULL,
+            requested_at_ms bigint NOT NULL,
+            taken_by text,
+            taken_at_ms bigint,
+            outcome text CHECK (outcome IN ('cancelled', 'refused', 'unknown_migration')),
+            answer_reason text,
+            answered_at_ms bigint,
+            answered_epoch bigint,
+            CONSTRAINT cancel_requests_pkey PRIMARY KEY (request_id)
+        );
+        CREATE INDEX cancel_requests_unanswered ON {schema}.cancel_requests (request_id)
+            WHERE outcome IS NULL;
+        INSERT INTO {schema}.schema_version (component, version) VALUES ('{CANCEL_COMPONENT}', {CANCEL_SCHEMA_VERSION});"
+    )
+}
+
+/// Creates the schema, the version table and the cancel requests' table where missing, in
+/// one transaction under the schema lock, and checks the table's version (a newer one is
+/// [`LogError::UnsupportedSchema`]). Both sides call it: `regmig cancel --store` before it
+/// records a request (no engine may have run yet) and the engine before it serves them.
+pub async fn ensure_cancel_requests(
+    client: &mut tokio_postgres::Client,
+    config: &PgConfig,
+) -> Result<(), LogError> {
+    if let Some(found) = component_version(client, config, CANCEL_COMPONENT).await? {
+        return check_version(config, CANCEL_COMPONENT, found, CANCEL_SCHEMA_VERSION);
+    }
+    let schema = config.schema();
+    let failed = |error| database(config, "create the cancel requests' table", error);
+    let transaction = client.transaction().await.map_err(failed)?;
+    let (key1, key2) = advisory_key(LockKind::Schema, schema);
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1, $2)", &[&key1, &key2])
+        .await
+        .map_err(|error| database(config, "lock the schema for creation", error))?;
+    transaction
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+                component text NOT NULL PRIMARY KEY,
+                version integer NOT NULL
+             )"
+        ))
+        .await
+        .map_err(failed)?;
+    match component_version(&transaction, config, CANCEL_COMPONENT).await? {
+        Some(found) => check_version(config, CANCEL_COMPONENT, found, CANCEL_SCHEMA_VERSION)?,
+        None => {
+            transaction
+                .batch_execute(&cancel_tables_sql(schema))
+                .await
+                .map_err(failed)?;
+            tracing::info!(store = %config, schema, version = CANCEL_SCHEMA_VERSION, "created the cancel requests' table");
+        }
+    }
+    transaction.commit().await.map_err(failed)
 }
 
 /// The version of `component` in `schema`: `None` when the schema, its version table or
