@@ -14,7 +14,9 @@
 //!   time. Its routes are the ones the datanodes act on; every route write the simulated
 //!   store accepts is then written to PostgreSQL by the leader, fenced
 //!   ([`PgMirroredMetadataStore`]), and a new leader first copies any route the killed one
-//!   changed but did not write through.
+//!   changed but did not write through. The first layout is written before the engines
+//!   start, under a setup lease of its own: a leader's open must end well within its lease,
+//!   which is not renewed before the engine runs.
 //! - **The campaign** (rebalance, then evacuate the last datanode, the same faults) is
 //!   driven from the log: after a takeover, what is left of a phase is derived from the
 //!   migrations the log holds, as the sled demo does after a restart. Its phase lives in
@@ -58,7 +60,7 @@ use regmig::domain::{
     DatanodeTable, PeerId, TableId, TableInfo, TableRoute, VersionedTableRoute, WalKind,
 };
 use regmig::engine::leadership::{
-    Candidate, LeadershipConfig, LeaseGrant, OpenAsLeader, OpenError, Role,
+    Candidate, LeaderLease, LeadershipConfig, LeaseGrant, OpenAsLeader, OpenError, Role,
 };
 use regmig::engine::{load_procedure, Engine, EngineConfig};
 use regmig::log::{EventLog, LogError, LogOptions, LogStore, PgStore};
@@ -283,8 +285,9 @@ pub fn run(args: &DemoArgs, election: Election) -> u8 {
 struct Shared {
     cluster: Arc<SimCluster>,
     config: CampaignConfig,
-    /// Set once the first leader wrote the first layout to the store.
-    layout_written: tokio::sync::Mutex<bool>,
+    /// Route writes the simulated store may have accepted but the store not yet (by table:
+    /// how many): a new leader copies those routes before it resumes anything.
+    pending_durable: Arc<std::sync::Mutex<BTreeMap<TableId, u64>>>,
     /// Migrations finished, seen by any engine.
     finished: AtomicU64,
     /// Finished migrations after which the leader is killed.
@@ -318,15 +321,20 @@ impl OpenAsLeader for Opener {
         .await?;
         let log = EventLog::with_store(Arc::new(store));
         let durable = PgMetadataStore::open(&log).await?;
-        {
-            let mut written = shared.layout_written.lock().await;
-            copy_routes(&shared.cluster, &durable, &shared.config, !*written).await?;
-            *written = true;
+        // Quick (a few tables at most): the open must end well within the lease, which is
+        // not renewed before the engine runs.
+        let pending: Vec<TableId> = lock(&shared.pending_durable).keys().copied().collect();
+        for table_id in pending {
+            if let Some(route) = shared.cluster.metadata().route_now(table_id) {
+                write_durable(&durable, table_id, route.route, Vec::new()).await?;
+            }
+            lock(&shared.pending_durable).remove(&table_id);
         }
         let mut ports = shared.cluster.ports();
         ports.metadata = Arc::new(PgMirroredMetadataStore {
             primary: shared.cluster.metadata(),
             durable,
+            pending: shared.pending_durable.clone(),
         });
         if shared.config.faults {
             // What earlier leaders already delivered is in the log.
@@ -353,6 +361,14 @@ impl OpenAsLeader for Opener {
 struct PgMirroredMetadataStore {
     primary: Arc<SimMetadataStore>,
     durable: PgMetadataStore,
+    /// Counted up before a route write, down once the store has it too.
+    pending: Arc<std::sync::Mutex<BTreeMap<TableId, u64>>>,
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[async_trait]
@@ -371,6 +387,7 @@ impl MetadataStore for PgMirroredMetadataStore {
         route: TableRoute,
         region_moves: Vec<RegionMove>,
     ) -> Result<Result<u64, CasConflict>, MetadataError> {
+        *lock(&self.pending).entry(table_id).or_insert(0) += 1;
         let result = self
             .primary
             .cas_table_route(
@@ -379,11 +396,20 @@ impl MetadataStore for PgMirroredMetadataStore {
                 route.clone(),
                 region_moves.clone(),
             )
-            .await?;
-        if result.is_ok() {
+            .await;
+        if matches!(result, Ok(Ok(_))) {
             write_durable(&self.durable, table_id, route, region_moves).await?;
         }
-        Ok(result)
+        // Written through, or refused by the simulated store: nothing is pending. (After
+        // an error of the durable write, the count stays up: the next leader copies it.)
+        let mut pending = lock(&self.pending);
+        if let Some(count) = pending.get_mut(&table_id) {
+            *count -= 1;
+            if *count == 0 {
+                pending.remove(&table_id);
+            }
+        }
+        result
     }
 
     async fn datanode_table(
@@ -446,37 +472,55 @@ async fn write_durable(
     }
 }
 
-/// Copies the simulated cluster's metadata to the store: everything on the first leader's
-/// open (`everything`), else only the routes that differ (a route the killed leader changed
-/// in the simulated store but did not write through).
-async fn copy_routes(
+/// Writes the simulated cluster's first layout (routes, datanode tables, table infos) to
+/// the store, before the engines start: under a lease of its own (`<prefix>_setup`, long
+/// enough for the writes, released after), so that it is fenced like any writer and waits
+/// out a lease left by an earlier run.
+async fn write_layout(
     cluster: &SimCluster,
-    durable: &PgMetadataStore,
     config: &CampaignConfig,
-    everything: bool,
-) -> Result<(), MetadataError> {
+    store_config: PgConfig,
+    holder: &str,
+) -> Result<(), PgDemoError> {
+    const SETUP_LEASE: Duration = Duration::from_secs(120);
+    let lease = PgLeaderLease::new(store_config.clone())
+        .map_err(|error| PgDemoError::Leadership(error.to_string()))?;
+    let until = Instant::now() + LEADER_WAIT;
+    let grant = loop {
+        match lease.try_acquire(holder, SETUP_LEASE).await {
+            Ok(Some(grant)) => break grant,
+            Ok(None) if Instant::now() < until => tokio::time::sleep(RETRY_EVERY).await,
+            Ok(None) => return Err(PgDemoError::Leadership(format!(
+                "another engine holds the leader lease of {} and did not let it lapse within {}",
+                store_config.redacted(),
+                format_ms(LEADER_WAIT.as_millis() as u64)
+            ))),
+            Err(error) => return Err(PgDemoError::Leadership(error.to_string())),
+        }
+    };
+    let store = PgStore::open_async(store_config, LogOptions::default(), Some(grant.epoch)).await?;
+    let log = EventLog::with_store(Arc::new(store));
+    let durable = PgMetadataStore::open(&log).await?;
     let sim = cluster.metadata().inner();
     for table_index in 0..config.tables {
         let table_id = 1024 + table_index;
         let Some(route) = cluster.metadata().route_now(table_id) else {
             continue;
         };
-        if everything {
-            for datanode_id in 1..=config.datanodes {
-                if let Some(table) = sim.datanode_table(datanode_id, table_id).await? {
-                    durable.put_datanode_table(table).await?;
-                }
-            }
-            if let Some(info) = sim.table_info(table_id).await? {
-                durable.put_table_info(info).await?;
+        for datanode_id in 1..=config.datanodes {
+            if let Some(table) = sim.datanode_table(datanode_id, table_id).await? {
+                durable.put_datanode_table(table).await?;
             }
         }
-        let stored = durable.table_route(table_id).await?;
-        if stored.as_ref().map(|stored| &stored.route) != Some(&route.route) {
-            durable.put_table_route(table_id, route.route).await?;
+        if let Some(info) = sim.table_info(table_id).await? {
+            durable.put_table_info(info).await?;
         }
+        durable.put_table_route(table_id, route.route).await?;
     }
-    Ok(())
+    lease
+        .release(&grant)
+        .await
+        .map_err(|error| PgDemoError::Leadership(error.to_string()))
 }
 
 /// The simulated cluster of a new campaign: the first layout of `config`.
@@ -651,7 +695,7 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
     let shared = Arc::new(Shared {
         cluster: cluster.clone(),
         config: config.clone(),
-        layout_written: tokio::sync::Mutex::new(false),
+        pending_durable: Arc::default(),
         finished: AtomicU64::new(0),
         kill_at: election.kill_leader_at,
         kill_due: Notify::new(),
@@ -666,6 +710,16 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
         format_ms(LEASE.as_millis() as u64)
     ));
     let pid = std::process::id();
+    write_layout(
+        &cluster,
+        &config,
+        election.engine_config(
+            &format!("regmig_demo_{pid}_setup"),
+            args.password_file.as_deref(),
+        )?,
+        &format!("regmig_demo_{pid}_setup"),
+    )
+    .await?;
     let mut nodes = Vec::new();
     for number in 1..=election.engines {
         let name = format!("regmig_demo_{pid}_{number}");
