@@ -490,11 +490,13 @@ async fn write_layout(
         match lease.try_acquire(holder, SETUP_LEASE).await {
             Ok(Some(grant)) => break grant,
             Ok(None) if Instant::now() < until => tokio::time::sleep(RETRY_EVERY).await,
-            Ok(None) => return Err(PgDemoError::Leadership(format!(
+            Ok(None) => {
+                return Err(PgDemoError::Leadership(format!(
                 "another engine holds the leader lease of {} and did not let it lapse within {}",
                 store_config.redacted(),
                 format_ms(LEADER_WAIT.as_millis() as u64)
-            ))),
+            )))
+            }
             Err(error) => return Err(PgDemoError::Leadership(error.to_string())),
         }
     };
