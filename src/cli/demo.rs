@@ -2,6 +2,10 @@
 //! the embedded sled log: rebalance the datanodes, then evacuate the last one, with a write
 //! workload and a few injected faults. Killed and run again on the same data directory, it
 //! resumes the open migrations from the log and finishes the campaign.
+//!
+//! With `--store postgres://…` the same campaign runs with its history and routing metadata
+//! in PostgreSQL, on engines elected on the database, and `--kill-leader-at` kills the
+//! leader part-way: [`super::demo_pg`].
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -18,7 +22,7 @@ use super::demo_faults::{self, faults_used, FaultsUsed};
 use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
 use crate::sim::campaign::{
     cluster_setup, remaining_moves, restore_routes, submitted_moves, write_initial_layout,
-    CampaignConfig, CampaignError, CampaignRecord, MirroredMetadataStore, Phase,
+    CampaignConfig, CampaignError, CampaignRecord, MirroredMetadataStore, Phase, PlannedMove,
 };
 use crate::sim::cluster::SimCluster;
 use crate::sim::datanode::SimOptions;
@@ -66,11 +70,31 @@ pub struct DemoArgs {
     /// Exit abruptly, as a kill would, once this many events were appended (tests).
     #[arg(long, hide = true)]
     pub exit_after_events: Option<u64>,
+    /// Keep the history and the routing metadata in this PostgreSQL database instead of
+    /// --data-dir, and run the campaign on engines elected on it (--engines):
+    /// postgres://USER@HOST[:PORT]/DATABASE[?schema=NAME&...] (README, "The PostgreSQL
+    /// store"). It starts on an empty history (a new database or ?schema=NAME) and does not
+    /// resume; the simulated cluster runs on the real clock. A password in the URL shows in
+    /// the process list: prefer --password-file or PGPASSWORD.
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    pub store: Option<String>,
+    /// The store's password: the first line of this file (with --store).
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub password_file: Option<PathBuf>,
+    /// Engines in this process elected on the store (with --store), 1..=9: one leads and
+    /// runs the migrations, the others stand by to take over (default 1).
+    #[arg(long, value_name = "N")]
+    pub engines: Option<u32>,
+    /// Kill the leading engine (its tasks aborted, its database sessions terminated, as
+    /// its machine dying would) once this many migrations have finished, and print how
+    /// long the takeover took (with --store and --engines 2 or more).
+    #[arg(long, value_name = "N")]
+    pub kill_leader_at: Option<u64>,
 }
 
 /// Figures of a set of migrations.
 #[derive(Debug, Default, Serialize)]
-struct Figures {
+pub(super) struct Figures {
     migrations: u64,
     completed: u64,
     aborted: u64,
@@ -83,7 +107,7 @@ struct Figures {
     resends: u64,
 }
 
-fn figures<'a>(states: impl IntoIterator<Item = &'a MigrationState>) -> Figures {
+pub(super) fn figures<'a>(states: impl IntoIterator<Item = &'a MigrationState>) -> Figures {
     let mut figures = Figures::default();
     let mut durations = Vec::new();
     for state in states {
@@ -117,14 +141,14 @@ fn figures<'a>(states: impl IntoIterator<Item = &'a MigrationState>) -> Figures 
 /// How long regions could take no writes during this run's migrations, as the simulator
 /// measured it (no datanode would have accepted a write), between each submit and end.
 #[derive(Debug, Default, Serialize)]
-struct WritePause {
+pub(super) struct WritePause {
     migrations: u64,
     p50_ms: u64,
     p99_ms: u64,
     max_ms: u64,
 }
 
-fn write_pause(mut pauses: Vec<u64>) -> WritePause {
+pub(super) fn write_pause(mut pauses: Vec<u64>) -> WritePause {
     pauses.sort_unstable();
     let percentile = |p: usize| -> u64 {
         if pauses.is_empty() {
@@ -143,24 +167,32 @@ fn write_pause(mut pauses: Vec<u64>) -> WritePause {
 
 /// What one run of the demo did.
 #[derive(Debug, Serialize)]
-struct Summary {
-    data_dir: String,
-    datanodes: u64,
-    regions: u64,
-    tables: u32,
-    resumed: u64,
-    phases: Vec<(String, u64)>,
-    this_run: Figures,
-    all_time: Figures,
-    write_pause: WritePause,
-    invariant_violations: Vec<String>,
-    virtual_time_ms: u64,
-    real_time_ms: u64,
-    example_ids: BTreeMap<String, String>,
+pub(super) struct Summary {
+    /// The data directory (sled), or none on PostgreSQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) data_dir: Option<String>,
+    /// The PostgreSQL store, without its password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) store: Option<String>,
+    pub(super) datanodes: u64,
+    pub(super) regions: u64,
+    pub(super) tables: u32,
+    pub(super) resumed: u64,
+    pub(super) phases: Vec<(String, u64)>,
+    pub(super) this_run: Figures,
+    pub(super) all_time: Figures,
+    pub(super) write_pause: WritePause,
+    pub(super) invariant_violations: Vec<String>,
+    pub(super) virtual_time_ms: u64,
+    pub(super) real_time_ms: u64,
+    pub(super) example_ids: BTreeMap<String, String>,
+    /// On PostgreSQL: the engines, the kill and the takeover, the exactly-once check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) election: Option<super::demo_pg::ElectionReport>,
 }
 
 /// The config a first run saves, from the arguments.
-fn config_of(args: &DemoArgs) -> CampaignConfig {
+pub(super) fn config_of(args: &DemoArgs) -> CampaignConfig {
     CampaignConfig {
         datanodes: args.datanodes,
         tables: args.tables,
@@ -178,6 +210,13 @@ pub fn run(args: DemoArgs) -> u8 {
         eprintln!("error: {error}");
         return EXIT_USAGE;
     }
+    let election = match super::demo_pg::Election::of(&args) {
+        Ok(election) => election,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_USAGE;
+        }
+    };
     // The embedder picks the exporter; the demo's is Prometheus's text format.
     let metrics = args.metrics.then(|| {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
@@ -191,6 +230,13 @@ pub fn run(args: DemoArgs) -> u8 {
             return EXIT_FAILED;
         }
     };
+    if let Some(election) = election {
+        let code = super::demo_pg::run(&args, election);
+        if let Some(metrics) = metrics {
+            print!("{}", metrics.render());
+        }
+        return code;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -218,7 +264,7 @@ pub fn run(args: DemoArgs) -> u8 {
     code
 }
 
-fn now_wall_ms() -> u64 {
+pub(super) fn now_wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
@@ -437,61 +483,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                 bar.set_length(moves.len() as u64);
                 bar.set_message(trigger.clone());
             }
-            let mut ids = Vec::new();
             let phase_started_ms = cluster.clock().elapsed_ms();
-            if phase == Phase::Evacuate {
-                // One batch per source, destination and table (spec R2.5): the regions of a
-                // batch move together, so the evacuation takes about one migration's time.
-                let mut batches: BTreeMap<
-                    (u64, u64, regmig::domain::TableId),
-                    Vec<regmig::domain::RegionId>,
-                > = BTreeMap::new();
-                for (region_id, from, to) in &moves {
-                    batches
-                        .entry((*from, *to, region_id.table_id()))
-                        .or_default()
-                        .push(*region_id);
-                }
-                say(format!("  as {} batches", batches.len()));
-                for ((from, to, _table), regions) in batches {
-                    let batch = BatchRequest::new(
-                        regions,
-                        regmig::domain::Peer::sim(from),
-                        regmig::domain::Peer::sim(to),
-                    )
-                    .with_trigger(trigger.clone())
-                    .by(args.actor.as_str(), phase.reason(&config));
-                    match engine.submit_batch(batch).await {
-                        Ok(submitted) => {
-                            for (region_id, start) in submitted.regions {
-                                match start {
-                                    BatchRegionStart::Started(id) => ids.push(id),
-                                    BatchRegionStart::Refused(error) => {
-                                        say(format!("  {region_id}: not submitted: {error}"))
-                                    }
-                                }
-                            }
-                        }
-                        Err(error) => {
-                            say(format!("  batch {from} -> {to}: not submitted: {error}"))
-                        }
-                    }
-                }
-            }
-            for (region_id, from, to) in moves.iter().filter(|_| phase != Phase::Evacuate) {
-                let request = MigrationRequest::new(
-                    *region_id,
-                    regmig::domain::Peer::sim(*from),
-                    regmig::domain::Peer::sim(*to),
-                )
-                .with_trigger(trigger.clone())
-                .by(args.actor.as_str(), phase.reason(&config));
-                match engine.submit(request).await {
-                    Ok(SubmitOutcome::Started(id)) => ids.push(id),
-                    Ok(SubmitOutcome::AlreadyMigrated) => {}
-                    Err(error) => say(format!("  {region_id}: not submitted: {error}")),
-                }
-            }
+            let ids = submit_moves(&engine, phase, &config, &moves, &args.actor, &say).await;
             for id in &ids {
                 let _ = engine.wait(*id).await;
             }
@@ -588,7 +581,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     );
     let all_time = figures(all_states.iter().map(|(_, state)| state));
     let summary = Summary {
-        data_dir: args.data_dir.display().to_string(),
+        data_dir: Some(args.data_dir.display().to_string()),
+        store: None,
         datanodes: config.datanodes,
         regions,
         tables: config.tables,
@@ -601,6 +595,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         virtual_time_ms,
         real_time_ms: started.elapsed().as_millis() as u64,
         example_ids,
+        election: None,
     };
     if args.json {
         match serde_json::to_string_pretty(&summary) {
@@ -617,7 +612,74 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     })
 }
 
-fn print_summary(summary: &Summary) {
+/// Submits a phase's moves to `engine`: the evacuation as one batch per source, destination
+/// and table (spec R2.5: the regions of a batch move together, so the evacuation takes about
+/// one migration's time), the other phases one migration at a time. Returns the ids
+/// started; each move not submitted is said with the reason.
+pub(super) async fn submit_moves(
+    engine: &Engine,
+    phase: Phase,
+    config: &CampaignConfig,
+    moves: &[PlannedMove],
+    actor: &str,
+    say: &dyn Fn(String),
+) -> Vec<Uuid> {
+    let trigger = phase.trigger(config);
+    let mut ids = Vec::new();
+    if phase == Phase::Evacuate {
+        let mut batches: BTreeMap<
+            (u64, u64, regmig::domain::TableId),
+            Vec<regmig::domain::RegionId>,
+        > = BTreeMap::new();
+        for (region_id, from, to) in moves {
+            batches
+                .entry((*from, *to, region_id.table_id()))
+                .or_default()
+                .push(*region_id);
+        }
+        say(format!("  as {} batches", batches.len()));
+        for ((from, to, _table), regions) in batches {
+            let batch = BatchRequest::new(
+                regions,
+                regmig::domain::Peer::sim(from),
+                regmig::domain::Peer::sim(to),
+            )
+            .with_trigger(trigger.clone())
+            .by(actor, phase.reason(config));
+            match engine.submit_batch(batch).await {
+                Ok(submitted) => {
+                    for (region_id, start) in submitted.regions {
+                        match start {
+                            BatchRegionStart::Started(id) => ids.push(id),
+                            BatchRegionStart::Refused(error) => {
+                                say(format!("  {region_id}: not submitted: {error}"))
+                            }
+                        }
+                    }
+                }
+                Err(error) => say(format!("  batch {from} -> {to}: not submitted: {error}")),
+            }
+        }
+        return ids;
+    }
+    for (region_id, from, to) in moves {
+        let request = MigrationRequest::new(
+            *region_id,
+            regmig::domain::Peer::sim(*from),
+            regmig::domain::Peer::sim(*to),
+        )
+        .with_trigger(trigger.clone())
+        .by(actor, phase.reason(config));
+        match engine.submit(request).await {
+            Ok(SubmitOutcome::Started(id)) => ids.push(id),
+            Ok(SubmitOutcome::AlreadyMigrated) => {}
+            Err(error) => say(format!("  {region_id}: not submitted: {error}")),
+        }
+    }
+    ids
+}
+
+pub(super) fn print_summary(summary: &Summary) {
     println!();
     println!(
         "{:<10} {:>10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>16}",
@@ -668,12 +730,23 @@ fn print_summary(summary: &Summary) {
             println!("  {violation}");
         }
     }
-    println!(
-        "virtual time {}, real time {}",
-        format_ms(summary.virtual_time_ms),
-        format_ms(summary.real_time_ms)
-    );
-    let dir = shell_word(&summary.data_dir);
+    if let Some(election) = &summary.election {
+        super::demo_pg::print_election(election);
+        println!(
+            "real time {} (the simulated cluster ran on the real clock)",
+            format_ms(summary.real_time_ms)
+        );
+    } else {
+        println!(
+            "virtual time {}, real time {}",
+            format_ms(summary.virtual_time_ms),
+            format_ms(summary.real_time_ms)
+        );
+    }
+    let source = match (&summary.store, &summary.data_dir) {
+        (Some(store), _) => format!("--store {}", shell_word(store)),
+        (None, dir) => format!("--data-dir {}", shell_word(dir.as_deref().unwrap_or(""))),
+    };
     let pick = |labels: &[&str]| {
         labels
             .iter()
@@ -683,21 +756,21 @@ fn print_summary(summary: &Summary) {
     };
     let interesting = pick(&["aborted", "failed", "slow_path", "retried", "completed"]);
     println!("\nTry next:");
-    println!("  regmig list --data-dir {dir} --outcome aborted");
-    println!("  regmig show {interesting} --data-dir {dir}");
-    println!("  regmig replay {interesting} --check --data-dir {dir}");
+    println!("  regmig list {source} --outcome aborted");
+    println!("  regmig show {interesting} {source}");
+    println!("  regmig replay {interesting} --check {source}");
     println!(
-        "  regmig audit --from {} --since 7d --data-dir {dir}",
+        "  regmig audit --from {} --since 7d {source}",
         summary.datanodes
     );
-    println!("  regmig timeline {interesting} -o timeline.svg --data-dir {dir}");
-    println!("  regmig log verify --data-dir {dir}");
+    println!("  regmig timeline {interesting} -o timeline.svg {source}");
+    println!("  regmig log verify {source}");
 }
 
 /// `text` as one word a POSIX shell reads back as `text`: as is when it holds only safe
 /// characters, else in single quotes (a `'` written `'\''`), so a suggested command that
 /// is pasted never runs what a directory's name holds.
-fn shell_word(text: &str) -> String {
+pub(super) fn shell_word(text: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
     if !text.is_empty() && text.chars().all(safe) {
         text.to_string()
@@ -706,7 +779,7 @@ fn shell_word(text: &str) -> String {
     }
 }
 
-fn format_ms(ms: u64) -> String {
+pub(super) fn format_ms(ms: u64) -> String {
     if ms >= 10_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else {

@@ -1,7 +1,8 @@
 //! The `regmig` command line. `src/main.rs` parses nothing itself: it calls [`main`].
 //!
 //! Each subcommand lives in its own module with its arguments:
-//! - [`demo`]: the main job, a migration campaign on the simulated cluster;
+//! - [`demo`]: the main job, a migration campaign on the simulated cluster; [`demo_pg`]:
+//!   the same on PostgreSQL, with engines elected on the database and a leader kill;
 //! - [`inspect`]: `list`, `show`, `events`, `audit`; [`region`]: `region`;
 //! - [`verdict`]: the verdict, limits and policy lines `show` and `region` open with;
 //! - [`cancel`]: `cancel`, an operator's cancel recorded for the engine that runs it;
@@ -27,6 +28,7 @@ pub mod cancel;
 pub mod common;
 pub mod demo;
 pub mod demo_faults;
+pub mod demo_pg;
 pub mod escape;
 pub mod inspect;
 pub mod log_archive;

@@ -1,6 +1,7 @@
-//! A PostgreSQL server restart (`pg_ctl restart`) under concurrent appends: each append
-//! either succeeds or fails with a typed error, the store reconnects (and takes its writer
-//! lock again), and every acknowledged append reads back. A binary of its own: the restart
+//! A PostgreSQL server restart (`pg_ctl restart`) under concurrent appends: the store
+//! reconnects (and takes its writer lock again) and tries the appends the restart cut
+//! again, so none fails; an append that did fail would be a typed error; and every
+//! acknowledged append reads back. A binary of its own: the restart
 //! cuts every connection to the binary's server.
 
 mod log_support;
@@ -89,8 +90,13 @@ fn a_server_restart_under_appends_loses_nothing_acknowledged() {
         tasks.join_all().await
     });
     restarter.join().expect("the restart thread");
+    // The store tries an append again on a new connection while the server is away (for at
+    // most RECONNECT_WAIT), so a restart of a second or two fails none.
     let failures: u64 = outcomes.iter().map(|(_, _, failures)| failures).sum();
-    assert!(failures > 0, "the restart should have failed some appends");
+    assert_eq!(
+        failures, 0,
+        "the store should have ridden through the restart"
+    );
     let acknowledged: BTreeMap<Uuid, u64> = outcomes
         .into_iter()
         .map(|(procedure_id, last, _)| (procedure_id, last))

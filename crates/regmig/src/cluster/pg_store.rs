@@ -369,14 +369,39 @@ impl From<tokio_postgres::Error> for WriteFailure {
     }
 }
 
+/// A connection from the pool. While the server cannot be reached (a restart, a cut
+/// network) it tries again, pausing 50 ms and doubling up to 1 s, for at most
+/// [`RECONNECT_WAIT`](crate::log::pg_store::RECONNECT_WAIT), as the log's reads do; then
+/// the error is `Unavailable`. (The pool checks a connection before handing it out, so one
+/// the server ended is replaced, not handed out.)
 async fn connect(pool: &Pool, location: &str) -> Result<deadpool_postgres::Object, MetadataError> {
-    pool.get().await.map_err(|error| {
-        MetadataError::new(
-            MetadataErrorKind::Unavailable,
-            format!("connect to {location}: {error}"),
-        )
-        .with_source(error)
-    })
+    let deadline = tokio::time::Instant::now() + crate::log::pg_store::RECONNECT_WAIT;
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match pool.get().await {
+            Ok(client) => return Ok(client),
+            Err(error) => {
+                let lost = matches!(
+                    error,
+                    deadpool_postgres::PoolError::Backend(_)
+                        | deadpool_postgres::PoolError::Timeout(
+                            deadpool_postgres::TimeoutType::Create
+                                | deadpool_postgres::TimeoutType::Recycle
+                        )
+                );
+                if !lost || tokio::time::Instant::now() + pause > deadline {
+                    return Err(MetadataError::new(
+                        MetadataErrorKind::Unavailable,
+                        format!("connect to {location}: {error}"),
+                    )
+                    .with_source(error));
+                }
+                tracing::warn!(store = %location, %error, "cannot connect; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// Creates the metadata tables where missing (a writer) or checks them (a reader).

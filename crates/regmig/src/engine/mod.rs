@@ -259,6 +259,8 @@ pub(crate) struct Inner {
     retention: retention::RetentionState,
     /// The first write the store fenced (it halted the engine): see [`leadership`].
     fenced: Mutex<Option<leadership::FencedWrite>>,
+    /// This engine's entry in [`open_engines`] ([`registry_key_of`]).
+    registry_key: PathBuf,
 }
 
 /// Called after every appended event (the simulator uses it to crash after event k).
@@ -483,6 +485,25 @@ fn registry_key(dir: &Path) -> PathBuf {
     std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
+/// The registry entry of an engine on `log`: its data directory when the store is one (so
+/// [`Engine::open`] of the same directory sees it), else the store's location with a
+/// number of its own, since several engines of one process may share a database (one
+/// leading, the others standing by) and must not take each other's entry.
+fn registry_key_of(log: &EventLog) -> PathBuf {
+    registry_key_at(&log.store().location())
+}
+
+fn registry_key_at(location: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    match std::fs::canonicalize(location) {
+        Ok(dir) => dir,
+        Err(_) => PathBuf::from(format!(
+            "{location}#engine-{}",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )),
+    }
+}
+
 /// Halts the engine when the last `Engine` handle is dropped.
 struct Lifetime {
     inner: Arc<Inner>,
@@ -553,6 +574,7 @@ impl Engine {
         ports: Ports,
     ) -> Result<Engine, EngineError> {
         let (halt, _) = watch::channel(false);
+        let registry_key = registry_key_of(&log);
         let inner = Arc::new_cyclic(|engine| Inner {
             log,
             ports: Ports {
@@ -574,11 +596,9 @@ impl Engine {
             dropped: AtomicBool::new(false),
             retention: retention::RetentionState::default(),
             fenced: Mutex::new(None),
+            registry_key: registry_key.clone(),
         });
-        open_engines().insert(
-            registry_key(Path::new(&inner.log.store().location())),
-            Arc::downgrade(&inner),
-        );
+        open_engines().insert(registry_key, Arc::downgrade(&inner));
         let engine = Engine {
             _lifetime: Arc::new(Lifetime {
                 inner: inner.clone(),
@@ -1149,13 +1169,10 @@ fn procedures_to_resume(log: &EventLog) -> Result<Vec<(Uuid, MigrationState, u64
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let key = registry_key(Path::new(&self.log.store().location()));
+        let key = &self.registry_key;
         let mut open = open_engines();
-        if open
-            .get(&key)
-            .is_some_and(|entry| entry.strong_count() == 0)
-        {
-            open.remove(&key);
+        if open.get(key).is_some_and(|entry| entry.strong_count() == 0) {
+            open.remove(key);
         }
     }
 }
@@ -1169,4 +1186,29 @@ fn summary_of(procedure_id: Uuid, state: &MigrationState) -> Result<MigrationSum
         });
     }
     MigrationSummary::of(procedure_id, state).ok_or(EngineError::UnknownProcedure { procedure_id })
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::registry_key_at;
+
+    #[test]
+    fn engines_on_one_database_get_registry_entries_of_their_own_and_a_directory_one_entry() {
+        let url = "postgres://regmig@db.internal:5432/history?sslmode=verify-full";
+        let (first, second) = (registry_key_at(url), registry_key_at(url));
+        assert_ne!(
+            first, second,
+            "two engines on one database overwrote each other"
+        );
+        assert!(first.to_string_lossy().starts_with(url), "{first:?}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("UTF-8");
+        let canonical = std::fs::canonicalize(dir.path()).expect("canonical");
+        assert_eq!(registry_key_at(location), canonical);
+        assert_eq!(
+            registry_key_at(location),
+            canonical,
+            "Engine::open finds it"
+        );
+    }
 }

@@ -33,6 +33,24 @@
 //! is [`LogError::StoreInUse`]) and writes only while no engine holds the leader row (else
 //! `Fenced` with epoch 0). The lock session is re-established after a reconnect.
 //!
+//! # Lost connections
+//! A server restart (or a terminated session, a cut network) ends the connections of the
+//! pool; the pool checks a connection before handing it out again, and opens new ones. An
+//! append or a read that meets a lost connection is tried again on a new one, pausing
+//! [`RECONNECT_PAUSE_FIRST`] and doubling up to [`RECONNECT_PAUSE_MAX`], for at most
+//! [`RECONNECT_WAIT`]; after that it fails with the last error ([`LogError::Database`]).
+//! Only what cannot have been written is tried again as is:
+//! - a group whose connection was lost before its `COMMIT` was sent was rolled back by the
+//!   server: it is written again (in a new transaction, with every check made again);
+//! - a group whose `COMMIT` was sent but not answered may or may not be written: once
+//!   connected again, the store reads whether the group's first event is in the table with
+//!   the global seq the group gave it. If it is, the group was committed and its receipts
+//!   are answered; if not, nothing of it was, and it is written again.
+//!
+//! A statement the server cancels (`statement_timeout`, [`PgConfig`]) or refuses is not
+//! tried again: the connection is still there, and the error is answered at once, naming
+//! the operation. A writer fenced in the meantime is answered [`LogError::Fenced`].
+//!
 //! # Threads
 //! A store runs its own small tokio runtime (two worker threads): the connections, the
 //! committer and every query run there, and callers await a hand-off. So the store works the
@@ -74,6 +92,14 @@ use crate::pg::{self as pgconn, PgConfig};
 /// How long an open waits for the writer lock before [`LogError::StoreInUse`]: a writer
 /// that just stopped may take a moment to end its session on the server.
 pub const WRITER_LOCK_WAIT: Duration = Duration::from_secs(3);
+/// How long an append or a read keeps trying when the connection to the server is lost
+/// (a server restart, a failover, a cut network) before it fails: see "Lost connections".
+pub const RECONNECT_WAIT: Duration = Duration::from_secs(15);
+/// The first pause between two tries after a lost connection; each pause doubles, up to
+/// [`RECONNECT_PAUSE_MAX`].
+const RECONNECT_PAUSE_FIRST: Duration = Duration::from_millis(50);
+/// The longest pause between two tries after a lost connection.
+const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Worker threads of the store's own runtime.
 const RUNTIME_THREADS: usize = 2;
 
@@ -146,6 +172,7 @@ struct Sql {
     insert_peer_audit: String,
     update_head: String,
     next_seq: String,
+    event_global_seq: String,
     procedure_events: String,
     events_from: String,
     last_event: String,
@@ -196,6 +223,9 @@ impl Sql {
             ),
             next_seq: format!(
                 "SELECT seq FROM {schema}.events WHERE procedure_id = $1 ORDER BY seq DESC LIMIT 1"
+            ),
+            event_global_seq: format!(
+                "SELECT global_seq FROM {schema}.events WHERE procedure_id = $1 AND seq = $2"
             ),
             procedure_events: format!(
                 "SELECT seq, record FROM {schema}.events WHERE procedure_id = $1 AND seq >= $2 \
@@ -495,21 +525,55 @@ impl Shared {
             .map_err(|error| pgconn::pool_error(&self.config, action, error))
     }
 
+    /// A connection; `Err((error, true))` when none could be made because the server cannot
+    /// be reached now (worth trying again, see "Lost connections").
+    async fn client_or_lost(
+        &self,
+        action: &'static str,
+    ) -> Result<deadpool_postgres::Object, (LogError, bool)> {
+        self.pool.get().await.map_err(|error| {
+            let lost = matches!(
+                error,
+                deadpool_postgres::PoolError::Backend(_)
+                    | deadpool_postgres::PoolError::Timeout(
+                        deadpool_postgres::TimeoutType::Create
+                            | deadpool_postgres::TimeoutType::Recycle
+                    )
+            );
+            (pgconn::pool_error(&self.config, action, error), lost)
+        })
+    }
+
+    /// Runs a read, trying again on a new connection while the connection is lost, for at
+    /// most [`RECONNECT_WAIT`].
     async fn query(
         &self,
         action: &'static str,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, LogError> {
-        let client = self.client(action).await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|error| self.database(action, error))?;
-        client
-            .query(&statement, params)
-            .await
-            .map_err(|error| self.database(action, error))
+        let mut retry = Reconnect::new();
+        loop {
+            let error = match self.client_or_lost(action).await {
+                Ok(client) => {
+                    let read = async {
+                        let statement = client.prepare_cached(sql).await?;
+                        client.query(&statement, params).await
+                    }
+                    .await;
+                    match read {
+                        Ok(rows) => return Ok(rows),
+                        Err(error) if connection_lost(&error) => self.database(action, error),
+                        Err(error) => return Err(self.database(action, error)),
+                    }
+                }
+                Err((error, true)) => error,
+                Err((error, false)) => return Err(error),
+            };
+            if !retry.pause(&self.location, action, &error).await {
+                return Err(error);
+            }
+        }
     }
 }
 
@@ -533,6 +597,59 @@ fn bigint_ranges(range: RangeInclusive<u64>) -> Vec<(i64, i64)> {
         vec![(to_sql_u64(low), to_sql_u64(high))]
     } else {
         vec![(to_sql_u64(low), i64::MAX), (i64::MIN, to_sql_u64(high))]
+    }
+}
+
+/// Whether `error` means the connection is gone (the server ended the session, shut down,
+/// or is not accepting connections yet; the socket failed), not that a statement failed.
+fn connection_lost(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        Some(code) => [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code),
+        None => {
+            let mut cause = std::error::Error::source(error);
+            while let Some(next) = cause {
+                if next.is::<std::io::Error>() {
+                    return true;
+                }
+                cause = next.source();
+            }
+            false
+        }
+    }
+}
+
+/// The pauses between tries after a lost connection, and their bound: see "Lost
+/// connections".
+struct Reconnect {
+    deadline: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl Reconnect {
+    fn new() -> Reconnect {
+        Reconnect {
+            deadline: tokio::time::Instant::now() + RECONNECT_WAIT,
+            pause: RECONNECT_PAUSE_FIRST,
+        }
+    }
+
+    /// Waits before the next try; false when the next try would start past the deadline.
+    async fn pause(&mut self, store: &str, action: &str, error: &LogError) -> bool {
+        if tokio::time::Instant::now() + self.pause > self.deadline {
+            return false;
+        }
+        tracing::warn!(%store, action, %error, pause_ms = self.pause.as_millis() as u64, "lost the connection; trying again");
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(RECONNECT_PAUSE_MAX);
+        true
     }
 }
 
@@ -561,10 +678,7 @@ async fn run_committer(
             .into_iter()
             .map(|Pending::Append { request, reply }| (request, reply))
             .unzip();
-        let outcomes = match relock_if_lost(&shared, &mut lock_session).await {
-            Ok(()) => commit(&shared, &mut connection, requests).await,
-            Err(error) => requests.iter().map(|_| Err(clone_error(&error))).collect(),
-        };
+        let outcomes = commit(&shared, &mut connection, &mut lock_session, requests).await;
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A caller that gave up is not an error: its append may be written.
             let _ = reply.send(outcome);
@@ -639,32 +753,68 @@ fn clone_error(error: &LogError) -> LogError {
     }
 }
 
-/// Writes a group, retrying it one request at a time when the database's own constraints
-/// refused it (a writer that bypassed the head lock).
+/// Writes a group: tried again while the connection is lost (see "Lost connections"), and
+/// one request at a time when the database's own constraints refused it (a writer that
+/// bypassed the head lock).
 async fn commit(
     shared: &Shared,
     connection: &mut Option<deadpool_postgres::Object>,
+    lock_session: &mut Option<tokio_postgres::Client>,
     requests: Vec<AppendRequest>,
 ) -> Vec<AppendResult> {
+    let mut retry = Reconnect::new();
+    loop {
+        let (outcomes, error) = match relock_if_lost(shared, lock_session).await {
+            Ok(()) => match commit_once(shared, connection, &requests).await {
+                GroupOutcome::Done(outcomes) => return outcomes,
+                GroupOutcome::Lost { outcomes, error } => (outcomes, error),
+                GroupOutcome::UniqueViolation { .. } => {
+                    unreachable!("commit_once answers unique violations")
+                }
+            },
+            // The writer lock's session could not be made again: the server is away.
+            Err(error @ LogError::Database { .. }) => (
+                requests.iter().map(|_| Err(clone_error(&error))).collect(),
+                error,
+            ),
+            Err(error) => return requests.iter().map(|_| Err(clone_error(&error))).collect(),
+        };
+        if !retry
+            .pause(&shared.location, "write a group of appends", &error)
+            .await
+        {
+            return outcomes;
+        }
+    }
+}
+
+/// One try of a group: [`GroupOutcome::Lost`] when it may be tried again as is.
+async fn commit_once(
+    shared: &Shared,
+    connection: &mut Option<deadpool_postgres::Object>,
+    requests: &[AppendRequest],
+) -> GroupOutcome {
     let many = requests.len() > 1;
-    match commit_group(shared, connection, &requests).await {
-        GroupOutcome::Done(outcomes) => outcomes,
+    match commit_group(shared, connection, requests).await {
         GroupOutcome::UniqueViolation { .. } if many => {
             let mut outcomes = Vec::with_capacity(requests.len());
             for request in requests {
-                let one = std::slice::from_ref(&request);
+                let one = std::slice::from_ref(request);
                 outcomes.push(match commit_group(shared, connection, one).await {
                     GroupOutcome::Done(mut outcome) => outcome.pop().expect("one outcome"),
+                    // Some of the group may be written one by one already: not tried again.
+                    GroupOutcome::Lost { mut outcomes, .. } => outcomes.pop().expect("one outcome"),
                     GroupOutcome::UniqueViolation { constraint, error } => {
-                        answer_violation(shared, &request, constraint.as_deref(), error).await
+                        answer_violation(shared, request, constraint.as_deref(), error).await
                     }
                 });
             }
-            outcomes
+            GroupOutcome::Done(outcomes)
         }
-        GroupOutcome::UniqueViolation { constraint, error } => {
-            vec![answer_violation(shared, &requests[0], constraint.as_deref(), error).await]
-        }
+        GroupOutcome::UniqueViolation { constraint, error } => GroupOutcome::Done(vec![
+            answer_violation(shared, &requests[0], constraint.as_deref(), error).await,
+        ]),
+        other => other,
     }
 }
 
@@ -673,6 +823,12 @@ enum GroupOutcome {
     /// A unique constraint refused the group; nothing was written.
     UniqueViolation {
         constraint: Option<String>,
+        error: LogError,
+    },
+    /// The connection was lost and nothing of the group was written: it may be tried
+    /// again. `outcomes` are the answers if it is not.
+    Lost {
+        outcomes: Vec<AppendResult>,
         error: LogError,
     },
 }
@@ -722,14 +878,21 @@ async fn commit_group(
     }
     let client = match connection.take() {
         Some(client) if !client.is_closed() => client,
-        _ => match shared.client("connect for an append").await {
+        _ => match shared.client_or_lost("connect for an append").await {
             Ok(client) => client,
-            Err(error) => return GroupOutcome::Done(fail_pending(outcomes, &error)),
+            Err((error, true)) => {
+                return GroupOutcome::Lost {
+                    outcomes: fail_pending(outcomes, &error),
+                    error,
+                }
+            }
+            Err((error, false)) => return GroupOutcome::Done(fail_pending(outcomes, &error)),
         },
     };
     let mut client = client;
     let written = write_group(shared, &mut client, requests, &mut outcomes).await;
-    if !client.is_closed() {
+    let closed = client.is_closed();
+    if !closed {
         *connection = Some(client);
     }
     match written {
@@ -737,8 +900,49 @@ async fn commit_group(
         Err(WriteError::Unique { constraint, error }) => {
             GroupOutcome::UniqueViolation { constraint, error }
         }
+        Err(WriteError::Lost(error)) => GroupOutcome::Lost {
+            outcomes: fail_pending(outcomes, &error),
+            error,
+        },
+        Err(WriteError::Other(error)) if closed => GroupOutcome::Lost {
+            outcomes: fail_pending(outcomes, &error),
+            error,
+        },
         Err(WriteError::Other(error)) => GroupOutcome::Done(fail_pending(outcomes, &error)),
+        Err(WriteError::CommitUnknown { error, probe }) => match committed(shared, probe).await {
+            Some(true) => {
+                tracing::info!(store = %shared.location, "a group whose commit was not answered is in the log: answered as written");
+                GroupOutcome::Done(outcomes.into_iter().map(|o| o.expect("answered")).collect())
+            }
+            Some(false) => GroupOutcome::Lost {
+                outcomes: fail_pending(outcomes, &error),
+                error,
+            },
+            None => GroupOutcome::Done(fail_pending(outcomes, &error)),
+        },
     }
+}
+
+/// Whether a group whose `COMMIT` was not answered was committed: whether its first event
+/// `(procedure, seq)` is in the table with the global seq the group gave it (a group is one
+/// transaction: all of it or nothing). `None` when that could not be read within
+/// [`RECONNECT_WAIT`].
+async fn committed(
+    shared: &Shared,
+    (procedure_id, seq, global_seq): (Uuid, u64, u64),
+) -> Option<bool> {
+    let rows = shared
+        .query(
+            "read whether a group whose commit was not answered was written",
+            &shared.sql.event_global_seq,
+            &[&procedure_id, &to_sql_u64(seq)],
+        )
+        .await
+        .ok()?;
+    Some(
+        rows.first()
+            .is_some_and(|row| from_sql_u64(row.get::<_, i64>(0)) == global_seq),
+    )
 }
 
 /// Every request not yet answered (and every accepted one: nothing was written) gets
@@ -758,6 +962,14 @@ enum WriteError {
     Unique {
         constraint: Option<String>,
         error: LogError,
+    },
+    /// The connection was lost before the `COMMIT` was sent: nothing was written.
+    Lost(LogError),
+    /// The connection was lost after the `COMMIT` was sent: the group may be written.
+    /// `probe`: its first event, as (procedure, seq, global seq).
+    CommitUnknown {
+        error: LogError,
+        probe: (Uuid, u64, u64),
     },
     Other(LogError),
 }
@@ -789,9 +1001,11 @@ async fn write_group(
                     .as_db_error()
                     .and_then(|db| db.constraint().map(str::to_string))
             });
+            let lost = connection_lost(&error);
             let error = database(&shared.config, action, error);
             match constraint {
                 Some(constraint) => WriteError::Unique { constraint, error },
+                None if lost => WriteError::Lost(error),
                 None => WriteError::Other(error),
             }
         }
@@ -1079,9 +1293,31 @@ async fn write_group(
     if errors.iter().any(Option::is_some) {
         return Err(failed("write a group of appends")(cause_of(errors)));
     }
-    transaction.commit().await.map_err(failed(
-        "commit a group of appends (whether it was written is unknown: read the procedures' next seqs)",
-    ))?;
+    let probe = requests
+        .iter()
+        .zip(outcomes.iter())
+        .find_map(|(request, outcome)| match outcome {
+            Some(Ok(Ok(receipt))) => Some((
+                request.procedure_id,
+                receipt.first_seq,
+                receipt.first_global_seq,
+            )),
+            _ => None,
+        })
+        .expect("a group with an accepted request");
+    if let Err(error) = transaction.commit().await {
+        let lost = connection_lost(&error);
+        let error = database(
+            &shared.config,
+            "commit a group of appends (whether it was written is unknown: read the procedures' next seqs)",
+            error,
+        );
+        return Err(if lost {
+            WriteError::CommitUnknown { error, probe }
+        } else {
+            WriteError::Other(error)
+        });
+    }
     Ok(())
 }
 

@@ -21,6 +21,16 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 /// The largest password file read (only its first line is the password).
 pub const PASSWORD_FILE_SIZE_MAX_BYTES: u64 = 64 << 10;
+/// How long one statement of a regmig session may run before the server cancels it
+/// (`statement_timeout`), unless the URL says `statement_timeout_ms=`: a store call blocked
+/// by another session's lock fails with an error naming the operation instead of hanging.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+/// How long a regmig session may sit idle inside a transaction before the server ends the
+/// session (`idle_in_transaction_session_timeout`), unless the URL says
+/// `idle_in_transaction_session_timeout_ms=`: a client that stalls mid-transaction (a
+/// paused process, a lost network) does not keep its row locks, e.g. on the head row every
+/// append takes, for ever.
+pub const DEFAULT_IDLE_IN_TRANSACTION_SESSION_TIMEOUT_MS: u64 = 60_000;
 
 /// Whether and how the connection is encrypted: libpq's `sslmode` values that regmig takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +72,15 @@ impl TlsMode {
 /// - `schema`: the PostgreSQL schema of regmig's tables (default [`DEFAULT_SCHEMA`]); a
 ///   lower-case identifier: `[a-z_][a-z0-9_]*`, at most 63 bytes.
 /// - `pool_size`: the most connections a store opens (default [`DEFAULT_POOL_SIZE`]).
+/// - `statement_timeout_ms`: the server cancels a statement of a regmig session that runs
+///   longer (default [`DEFAULT_STATEMENT_TIMEOUT_MS`]; 0: no limit).
+/// - `idle_in_transaction_session_timeout_ms`: the server ends a regmig session idle inside
+///   a transaction for longer (default [`DEFAULT_IDLE_IN_TRANSACTION_SESSION_TIMEOUT_MS`];
+///   0: no limit).
+///
+/// The connection attempt is bounded by the driver's `connect_timeout` (seconds, default
+/// [`DEFAULT_CONNECT_TIMEOUT_SECS`]). The two session timeouts are sent as `-c` settings in
+/// the session's `options`, after any `options=` of the URL, so they win over it.
 ///
 /// The password comes from the URL, else from a password file ([`PgConfig::password_file`]:
 /// its first line), else from the `PGPASSWORD` environment variable. A URL with a password
@@ -75,6 +94,12 @@ pub struct PgConfig {
     pool_size: usize,
     /// Where the password came from, for messages (never the password).
     password_source: PasswordSource,
+    /// The URL's own `options=` (libpq's), kept apart: the driver's options are rebuilt
+    /// from it and regmig's session settings whenever one of those changes.
+    url_options: Option<String>,
+    statement_timeout_ms: u64,
+    idle_in_transaction_session_timeout_ms: u64,
+    read_only_sessions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +144,9 @@ impl PgConfig {
         let mut root_cert = None;
         let mut schema = DEFAULT_SCHEMA.to_string();
         let mut pool_size = DEFAULT_POOL_SIZE;
+        let mut statement_timeout_ms = DEFAULT_STATEMENT_TIMEOUT_MS;
+        let mut idle_in_transaction_session_timeout_ms =
+            DEFAULT_IDLE_IN_TRANSACTION_SESSION_TIMEOUT_MS;
         let mut passed_on = Vec::new();
         for pair in query.into_iter().flat_map(|query| query.split('&')) {
             if pair.is_empty() {
@@ -153,6 +181,18 @@ impl PgConfig {
                                 "pool_size={decoded} is not a positive whole number"
                             ))
                         })?
+                }
+                "statement_timeout_ms" | "idle_in_transaction_session_timeout_ms" => {
+                    let ms = decoded.parse::<u64>().ok().filter(|ms| *ms <= TIMEOUT_MS_MAX).ok_or_else(|| {
+                        invalid(format!(
+                            "{key}={decoded} is not a whole number of milliseconds in 0..={TIMEOUT_MS_MAX}"
+                        ))
+                    })?;
+                    if key == "statement_timeout_ms" {
+                        statement_timeout_ms = ms;
+                    } else {
+                        idle_in_transaction_session_timeout_ms = ms;
+                    }
                 }
                 "password" => {
                     return Err(invalid(
@@ -214,14 +254,107 @@ impl PgConfig {
             driver.password(password.as_encoded_bytes());
             password_source = PasswordSource::Env;
         }
-        Ok(PgConfig {
+        let url_options = driver.get_options().map(str::to_string);
+        let mut config = PgConfig {
             driver,
             schema,
             tls,
             root_cert,
             pool_size,
             password_source,
-        })
+            url_options,
+            statement_timeout_ms,
+            idle_in_transaction_session_timeout_ms,
+            read_only_sessions: false,
+        };
+        config.rebuild_options();
+        Ok(config)
+    }
+
+    /// Sets the driver's `options` from the URL's own and regmig's session settings.
+    fn rebuild_options(&mut self) {
+        let mut options: Vec<String> = self
+            .url_options
+            .iter()
+            .filter(|options| !options.is_empty())
+            .cloned()
+            .collect();
+        options.push(format!(
+            "-c statement_timeout={}",
+            self.statement_timeout_ms
+        ));
+        options.push(format!(
+            "-c idle_in_transaction_session_timeout={}",
+            self.idle_in_transaction_session_timeout_ms
+        ));
+        if self.read_only_sessions {
+            options.push("-c default_transaction_read_only=on".to_string());
+        }
+        self.driver.options(options.join(" "));
+    }
+
+    /// The same server, with the server cancelling any statement of a session that runs
+    /// longer than `ms` milliseconds (0: no limit). Refused above [`TIMEOUT_MS_MAX`].
+    pub fn with_statement_timeout_ms(mut self, ms: u64) -> Result<PgConfig, LogError> {
+        check_timeout_ms("statement_timeout_ms", ms).map_err(|reason| LogError::StoreConfig {
+            store: self.redacted(),
+            reason,
+        })?;
+        self.statement_timeout_ms = ms;
+        self.rebuild_options();
+        Ok(self)
+    }
+
+    /// The same server, with the server ending a session that stays idle inside a
+    /// transaction longer than `ms` milliseconds (0: no limit). Refused above
+    /// [`TIMEOUT_MS_MAX`].
+    pub fn with_idle_in_transaction_session_timeout_ms(
+        mut self,
+        ms: u64,
+    ) -> Result<PgConfig, LogError> {
+        check_timeout_ms("idle_in_transaction_session_timeout_ms", ms).map_err(|reason| {
+            LogError::StoreConfig {
+                store: self.redacted(),
+                reason,
+            }
+        })?;
+        self.idle_in_transaction_session_timeout_ms = ms;
+        self.rebuild_options();
+        Ok(self)
+    }
+
+    /// The same server, with a connection attempt given up after `ms` milliseconds (the
+    /// driver's `connect_timeout`, which the URL gives in whole seconds). 0 is refused: an
+    /// attempt must end.
+    pub fn with_connect_timeout_ms(mut self, ms: u64) -> Result<PgConfig, LogError> {
+        if ms == 0 || ms > TIMEOUT_MS_MAX {
+            return Err(LogError::StoreConfig {
+                store: self.redacted(),
+                reason: format!("connect timeout {ms} ms is outside 1..={TIMEOUT_MS_MAX}"),
+            });
+        }
+        self.driver
+            .connect_timeout(std::time::Duration::from_millis(ms));
+        Ok(self)
+    }
+
+    /// The server cancels a statement that runs longer (ms; 0: no limit).
+    pub fn statement_timeout_ms(&self) -> u64 {
+        self.statement_timeout_ms
+    }
+
+    /// The server ends a session idle inside a transaction for longer (ms; 0: no limit).
+    pub fn idle_in_transaction_session_timeout_ms(&self) -> u64 {
+        self.idle_in_transaction_session_timeout_ms
+    }
+
+    /// A connection attempt is given up after this long (ms).
+    pub fn connect_timeout_ms(&self) -> u64 {
+        self.driver
+            .get_connect_timeout()
+            .map_or(DEFAULT_CONNECT_TIMEOUT_SECS * 1000, |timeout| {
+                timeout.as_millis() as u64
+            })
     }
 
     /// Takes the password from the first line of `path` (a trailing `\r\n` or `\n` is not
@@ -279,13 +412,8 @@ impl PgConfig {
     /// The same server, with every session read-only (`default_transaction_read_only`):
     /// for a reader, so that not even a bug of its own can write.
     pub fn read_only_sessions(mut self) -> PgConfig {
-        let options = match self.driver.get_options() {
-            Some(options) if !options.is_empty() => {
-                format!("{options} -c default_transaction_read_only=on")
-            }
-            _ => "-c default_transaction_read_only=on".to_string(),
-        };
-        self.driver.options(&options);
+        self.read_only_sessions = true;
+        self.rebuild_options();
         self
     }
 
@@ -385,6 +513,11 @@ impl fmt::Debug for PgConfig {
             .field("password", &self.password_source())
             .field("root_cert", &self.root_cert)
             .field("pool_size", &self.pool_size)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field(
+                "idle_in_transaction_session_timeout_ms",
+                &self.idle_in_transaction_session_timeout_ms,
+            )
             .finish()
     }
 }
@@ -467,6 +600,16 @@ fn scrub(message: &str, url: &str) -> String {
         }
     }
     scrubbed
+}
+
+/// The longest session timeout taken (ms): PostgreSQL's settings are 32-bit milliseconds.
+pub const TIMEOUT_MS_MAX: u64 = i32::MAX as u64;
+
+fn check_timeout_ms(name: &str, ms: u64) -> Result<(), String> {
+    if ms > TIMEOUT_MS_MAX {
+        return Err(format!("{name} {ms} is above {TIMEOUT_MS_MAX} ms"));
+    }
+    Ok(())
 }
 
 /// A schema name regmig puts into SQL unquoted: `[a-z_][a-z0-9_]*`, at most 63 bytes
@@ -637,6 +780,69 @@ mod tests {
         {
             Err(LogError::StoreConfig { reason, .. }) => {
                 assert!(reason.contains("empty first line"), "{reason}")
+            }
+            other => panic!("expected StoreConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn session_timeouts_default_are_overridable_and_go_after_the_urls_options() {
+        let config = PgConfig::from_url("postgres://u@h/d").expect("valid");
+        assert_eq!(
+            (
+                config.statement_timeout_ms(),
+                config.idle_in_transaction_session_timeout_ms(),
+                config.connect_timeout_ms()
+            ),
+            (
+                DEFAULT_STATEMENT_TIMEOUT_MS,
+                DEFAULT_IDLE_IN_TRANSACTION_SESSION_TIMEOUT_MS,
+                DEFAULT_CONNECT_TIMEOUT_SECS * 1000
+            )
+        );
+        assert_eq!(
+            config.driver_config().get_options(),
+            Some("-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000")
+        );
+        let config = PgConfig::from_url(
+            "postgres://u@h/d?options=-c%20work_mem%3D8MB&statement_timeout_ms=250&idle_in_transaction_session_timeout_ms=0&connect_timeout=3",
+        )
+        .expect("valid")
+        .read_only_sessions();
+        assert_eq!(
+            config.driver_config().get_options(),
+            Some("-c work_mem=8MB -c statement_timeout=250 -c idle_in_transaction_session_timeout=0 -c default_transaction_read_only=on")
+        );
+        assert_eq!(config.connect_timeout_ms(), 3_000);
+        let config = config
+            .with_statement_timeout_ms(1_500)
+            .and_then(|config| config.with_connect_timeout_ms(700))
+            .expect("in range");
+        assert_eq!(config.statement_timeout_ms(), 1_500);
+        assert_eq!(config.connect_timeout_ms(), 700);
+        assert!(config
+            .driver_config()
+            .get_options()
+            .is_some_and(|options| options.contains("-c statement_timeout=1500 ")));
+        for url in [
+            "postgres://u:pw1@h/d?statement_timeout_ms=-1",
+            "postgres://u:pw1@h/d?statement_timeout_ms=5s",
+            "postgres://u:pw1@h/d?idle_in_transaction_session_timeout_ms=9999999999",
+        ] {
+            match PgConfig::from_url(url) {
+                Err(LogError::StoreConfig { reason, store }) => {
+                    assert!(reason.contains("milliseconds"), "{url}: {reason}");
+                    assert!(!store.contains("pw1"), "{store}");
+                }
+                other => panic!("{url}: expected StoreConfig, got {other:?}"),
+            }
+        }
+        match PgConfig::from_url("postgres://u@h/d")
+            .expect("valid")
+            .with_connect_timeout_ms(0)
+        {
+            Err(LogError::StoreConfig { reason, .. }) => {
+                assert!(reason.contains("connect timeout 0 ms"), "{reason}")
             }
             other => panic!("expected StoreConfig, got {other:?}"),
         }
