@@ -605,7 +605,7 @@ fn phase_history(
     let mut ids = Vec::new();
     for procedure_id in log.procedures()? {
         let state = fold(&load_procedure(log, procedure_id)?);
-        if state.trigger == trigger && state.task.is_some() {
+        if state.report.trigger == trigger && state.task.is_some() {
             ids.push(procedure_id);
         }
     }
@@ -857,10 +857,10 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
         if !run_ids.contains(id) {
             continue;
         }
-        if let (Some(task), Some(finished_at_ms)) = (&state.task, state.finished_at_ms) {
+        if let (Some(task), Some(finished_at_ms)) = (&state.task, state.report.finished_at_ms) {
             pauses.push(cluster.unwritable_ms(
                 task.region_id,
-                state.submitted_at_ms.saturating_sub(epoch_base_ms),
+                state.report.submitted_at_ms.saturating_sub(epoch_base_ms),
                 finished_at_ms.saturating_sub(epoch_base_ms),
             ));
         }
@@ -897,8 +897,8 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
         }
         resumed += u64::from(resumes > 0);
         let label = match state.outcome {
-            Some(Outcome::Completed) if state.counters.slow_path_waits > 0 => "slow_path",
-            Some(Outcome::Completed) if state.counters.retries > 0 => "retried",
+            Some(Outcome::Completed) if state.report.counters.slow_path_waits > 0 => "slow_path",
+            Some(Outcome::Completed) if state.report.counters.retries > 0 => "retried",
             Some(outcome) => outcome.name(),
             None => "unfinished",
         };

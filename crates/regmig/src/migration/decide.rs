@@ -272,7 +272,7 @@ pub fn check_cancel(state: &DecisionState) -> Result<(), String> {
 /// region. Any other cancel before the new route is taken, as the scenario contract says
 /// (an unreachable downgrade from a leader that still heartbeats or whose heartbeats are
 /// not known, a leader that only answers slowly, a cancel before the heartbeat is read).
-fn cancel_would_strand_the_region(state: &MigrationState) -> Option<String> {
+fn cancel_would_strand_the_region(state: &DecisionState) -> Option<String> {
     if !state.policy.refuses_a_cancel_that_strands_the_region()
         || state.state != StateName::DowngradeLeaderRegion
     {
