@@ -165,6 +165,46 @@ fn without_an_engine_the_cancel_is_recorded_and_honoured_when_the_demo_resumes()
     assert_eq!(row["cancelled_by"], "alice", "{row}");
 }
 
+/// Every cancel recorded while no engine ran is honoured on the resume, before its
+/// migration takes a step: none of them runs on to its new route first (they used to reach
+/// their migrations only after these had resumed, and most completed).
+#[test]
+fn every_cancel_recorded_while_no_engine_ran_aborts_its_migration_on_the_resume() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let dir = temp.path().join("data");
+    assert_eq!(demo(&dir, Some(60)), 137);
+    let waiting: Vec<String> = rows(&dir)
+        .into_iter()
+        .filter(|row| row["state"] == "Start")
+        .map(|row| row["procedure_id"].as_str().expect("an id").to_string())
+        .collect();
+    assert!(waiting.len() >= 3, "migrations still in Start: {waiting:?}");
+    for id in &waiting {
+        regmig_in(&dir, &["cancel", id, "--actor", "ops", "--reason", "hold"]).expect_code(0);
+    }
+    assert_eq!(demo(&dir, None), 0);
+    for id in &waiting {
+        let events = events_of(&dir, id);
+        assert!(
+            events.contains(&MigrationEvent::OperatorCancelled {
+                actor: "ops".to_string(),
+                reason: "hold".to_string()
+            }),
+            "{id}: {events:#?}"
+        );
+        assert!(
+            matches!(
+                events.last(),
+                Some(MigrationEvent::Finished {
+                    outcome: Outcome::Aborted,
+                    ..
+                })
+            ),
+            "{id}: {events:#?}"
+        );
+    }
+}
+
 #[test]
 fn a_finished_migration_refuses_the_cancel_at_once_and_nothing_is_recorded() {
     let copy = fixture_copy();

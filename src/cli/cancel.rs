@@ -467,26 +467,47 @@ pub fn pending_requests(data_dir: &Path) -> Vec<CancelRequest> {
 /// it. Returns the requests honoured with their answers.
 pub async fn honour_pending(engine: &Engine, data_dir: &Path) -> Vec<CancelAnswer> {
     let mut answers = Vec::new();
-    for request in pending_requests(data_dir) {
-        let procedure_id = request.procedure_id;
-        let taken = taken_path(data_dir, procedure_id);
-        if std::fs::rename(request_path(data_dir, procedure_id), &taken).is_err() {
-            continue; // withdrawn meanwhile
-        }
+    for request in take_pending(data_dir) {
         let result = engine
-            .cancel(procedure_id, &request.actor, &request.reason)
+            .cancel(request.procedure_id, &request.actor, &request.reason)
             .await;
-        let answer = CancelAnswer::of(procedure_id, &result);
-        tracing::info!(%procedure_id, actor = %request.actor, outcome = ?answer.outcome, "cancel request honoured");
-        if request.awaited {
-            if let Err(error) = write_durably(&answer_path(data_dir, procedure_id), &answer) {
-                tracing::warn!(%error, "cannot answer a cancel request");
-            }
-        }
-        let _ = std::fs::remove_file(&taken);
+        let answer = CancelAnswer::of(request.procedure_id, &result);
+        answer_taken(data_dir, &request, &answer);
         answers.push(answer);
     }
     answers
+}
+
+/// Takes every pending request of `data_dir` (so a command that gives up cannot withdraw
+/// it any more), those a previous host took without answering included: for
+/// [`EngineConfig::cancels_on_open`](regmig::engine::EngineConfig::cancels_on_open), before
+/// the engine opens. Each must then be answered with [`answer_taken`].
+pub fn take_pending(data_dir: &Path) -> Vec<CancelRequest> {
+    requeue_taken(data_dir);
+    pending_requests(data_dir)
+        .into_iter()
+        .filter(|request| {
+            let procedure_id = request.procedure_id;
+            // A request withdrawn meanwhile is gone.
+            std::fs::rename(
+                request_path(data_dir, procedure_id),
+                taken_path(data_dir, procedure_id),
+            )
+            .is_ok()
+        })
+        .collect()
+}
+
+/// Answers a taken request (an answer file when someone waits for it) and removes it.
+pub fn answer_taken(data_dir: &Path, request: &CancelRequest, answer: &CancelAnswer) {
+    let procedure_id = request.procedure_id;
+    tracing::info!(%procedure_id, actor = %request.actor, outcome = ?answer.outcome, "cancel request honoured");
+    if request.awaited {
+        if let Err(error) = write_durably(&answer_path(data_dir, procedure_id), answer) {
+            tracing::warn!(%error, "cannot answer a cancel request");
+        }
+    }
+    let _ = std::fs::remove_file(taken_path(data_dir, procedure_id));
 }
 
 /// Puts back the requests a previous host took but may not have honoured (it stopped

@@ -400,11 +400,21 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         };
         demo_faults::inject(&cluster, &mut ports, &config, &used);
     }
+    // Cancels given with `regmig cancel` while no engine ran reach their migrations before
+    // these take a step; new ones are served below as they come.
+    let cancels_on_open = super::cancel::take_pending(&args.data_dir);
     let engine_config = EngineConfig {
         append_mode: AppendMode::Inline,
+        cancels_on_open: cancels_on_open.clone(),
         ..EngineConfig::default()
     };
     let engine = Engine::with_log(log.clone(), engine_config, ports).await?;
+    for (request, answer) in cancels_on_open
+        .iter()
+        .zip(engine.cancels_on_open_answered().await)
+    {
+        super::cancel::answer_taken(&args.data_dir, request, &answer);
+    }
     let terminal = std::io::stdout().is_terminal() && !args.json;
     let progress = if terminal {
         let bar = indicatif::ProgressBar::new(0);

@@ -111,6 +111,11 @@ pub struct EngineConfig {
     /// When finished migrations move out of the live log (off by default); checked after
     /// a migration finishes.
     pub retention: crate::archive::Retention,
+    /// Cancel requests recorded while no engine ran (`regmig cancel` on a data directory):
+    /// each reaches its procedure when the procedure is resumed, before it performs any
+    /// action, so the migration cannot move past the point of no return (its new route)
+    /// first. [`Engine::cancels_on_open_answered`] gives the answers.
+    pub cancels_on_open: Vec<CancelRequest>,
 }
 
 /// One appended event, as subscribers see it.
@@ -261,6 +266,17 @@ pub(crate) struct Inner {
     fenced: Mutex<Option<leadership::FencedWrite>>,
     /// This engine's entry in [`open_engines`] ([`registry_key_of`]).
     registry_key: PathBuf,
+    /// The requests of [`EngineConfig::cancels_on_open`] not answered yet (taken by the
+    /// first [`Engine::cancels_on_open_answered`]), and the answers their resumed
+    /// procedures will give.
+    cancels_on_open: Mutex<CancelsOnOpen>,
+}
+
+/// See [`Inner::cancels_on_open`].
+#[derive(Default)]
+struct CancelsOnOpen {
+    unanswered: Vec<CancelRequest>,
+    seeded: BTreeMap<Uuid, oneshot::Receiver<Result<(), EngineError>>>,
 }
 
 /// Called after every appended event (the simulator uses it to crash after event k).
@@ -585,7 +601,6 @@ impl Engine {
                 }),
                 ..ports
             },
-            config,
             locks: LockTable::new(),
             running: Mutex::new(BTreeMap::new()),
             accepting: AtomicBool::new(true),
@@ -597,6 +612,11 @@ impl Engine {
             retention: retention::RetentionState::default(),
             fenced: Mutex::new(None),
             registry_key: registry_key.clone(),
+            cancels_on_open: Mutex::new(CancelsOnOpen {
+                unanswered: config.cancels_on_open.clone(),
+                seeded: BTreeMap::new(),
+            }),
+            config,
         });
         open_engines().insert(registry_key, Arc::downgrade(&inner));
         let engine = Engine {
@@ -679,6 +699,29 @@ impl Engine {
             return None;
         };
         let (control_sender, control) = mpsc::channel(16);
+        // A cancel recorded while no engine ran is the first request the procedure sees.
+        if let Some(request) = self
+            .inner
+            .config
+            .cancels_on_open
+            .iter()
+            .find(|request| request.procedure_id == procedure_id)
+        {
+            let (answer, answered) = oneshot::channel();
+            let seeded = control_sender.try_send(Control::Cancel {
+                actor: request.actor.clone(),
+                reason: request.reason.clone(),
+                answer,
+            });
+            if seeded.is_ok() {
+                self.inner
+                    .cancels_on_open
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .seeded
+                    .insert(procedure_id, answered);
+            }
+        }
         let (outcome_sender, outcome) = watch::channel(None);
         self.inner.running().insert(
             procedure_id,
@@ -929,6 +972,38 @@ impl Engine {
         answered
             .await
             .map_err(|_| EngineError::NotRunning { procedure_id })?
+    }
+
+    /// The answers to [`EngineConfig::cancels_on_open`], in the order given, once every
+    /// procedure concerned has answered: a resumed procedure answers before it performs its
+    /// first action; a request for a finished, unknown or unresumed procedure is answered
+    /// as [`Engine::cancel`] would answer it now. Later calls answer nothing.
+    pub async fn cancels_on_open_answered(&self) -> Vec<CancelAnswer> {
+        let CancelsOnOpen {
+            unanswered: requests,
+            mut seeded,
+        } = std::mem::take(
+            &mut *self
+                .inner
+                .cancels_on_open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut answers = Vec::new();
+        for request in requests {
+            let procedure_id = request.procedure_id;
+            let result = match seeded.remove(&procedure_id) {
+                Some(answered) => answered
+                    .await
+                    .unwrap_or(Err(EngineError::NotRunning { procedure_id })),
+                None => {
+                    self.cancel(procedure_id, &request.actor, &request.reason)
+                        .await
+                }
+            };
+            answers.push(CancelAnswer::of(procedure_id, &result));
+        }
+        answers
     }
 
     /// Waits until a procedure finishes; returns its summary then.

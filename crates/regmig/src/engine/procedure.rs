@@ -304,6 +304,17 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
             if proceed == Proceed::StopBefore {
                 return Err(Halt::Stopped);
             }
+            // A cancel queued while the procedure decided (or before it started: one
+            // recorded while no engine ran) is answered before the action is performed, so
+            // it never waits behind a route write it could have come before. A send is left
+            // to the wait for its answer, which answers requests, since the instruction is
+            // already recorded as sent.
+            if !matches!(action, Action::Finish { .. } | Action::Send { .. }) {
+                if let Some(cancel) = self.queued_cancel().await? {
+                    next = Start::Input(self.input(cancel));
+                    continue;
+                }
+            }
             let span =
                 debug_span!("step", state = %self.state.state, action = action_name(&action));
             let observation = match self.act(action).instrument(span).await? {
@@ -766,6 +777,23 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
                     None => control_open = false,
                 },
                 output = &mut cas => return Ok(Ok(output)),
+            }
+        }
+    }
+
+    /// The first queued operator request the procedure takes (a cancel), answering the
+    /// refused ones on the way; `None` when none is queued.
+    async fn queued_cancel(&mut self) -> Result<Option<Observation>, Halt<P::Error>> {
+        loop {
+            let Some(control) = self
+                .signals
+                .as_mut()
+                .and_then(|signals| signals.control.try_recv().ok())
+            else {
+                return Ok(None);
+            };
+            if let Some(cancel) = self.on_control(control).await? {
+                return Ok(Some(cancel));
             }
         }
     }
