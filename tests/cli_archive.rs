@@ -219,3 +219,53 @@ fn archive_before_an_age_counts_back_from_now() {
         refused.stderr
     );
 }
+
+/// A salvaged log's marker reads as what it is in `events`: `HistoryGap`, with the seq from
+/// which the history is missing, not an undecodable event.
+#[test]
+fn events_of_a_salvaged_migration_show_its_history_gap() {
+    use regmig::log::keys::{event_key, TREE_NAME};
+    let copy = fixture_copy();
+    let data = copy.data_dir();
+    let procedure: uuid::Uuid = cli_support::COMPLETED_ID.parse().expect("a uuid");
+    {
+        // A hole behind the log's back: event 5 of the completed migration removed.
+        let db = sled::Config::new()
+            .path(data.join("sled"))
+            .open()
+            .expect("open the fixture's sled");
+        let tree = db.open_tree(TREE_NAME).expect("the log tree");
+        tree.remove(event_key(procedure, 5)).expect("remove");
+        db.flush().expect("flush");
+    }
+    let salvaged = copy.path("salvaged");
+    regmig(&[
+        "log",
+        "salvage",
+        "--data-dir",
+        path_str(&data),
+        "--to",
+        path_str(&salvaged),
+    ])
+    .expect_code(0);
+    let run = regmig_in(
+        &salvaged,
+        &[
+            "events",
+            cli_support::COMPLETED_ID,
+            "--kind",
+            "HistoryGap",
+            "--json",
+        ],
+    )
+    .expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let rows = document["events"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{document}");
+    assert_eq!(rows[0]["kind"], "HistoryGap");
+    assert_eq!(rows[0]["seq"], 5);
+    assert_eq!(rows[0]["payload"]["missing_from_seq"], 5);
+    assert_eq!(rows[0]["decode_error"], serde_json::Value::Null);
+    let text = regmig_in(&salvaged, &["events", cli_support::COMPLETED_ID]).expect_code(0);
+    assert!(!text.stdout.contains("undecodable"), "{}", text.stdout);
+}

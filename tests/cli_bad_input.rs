@@ -327,6 +327,35 @@ fn outputs_inside_the_data_directory_are_refused() {
     regmig(&["list", "--data-dir", data]).expect_code(0);
 }
 
+/// A command given `--json` answers a usage error clap finds with one JSON document too.
+#[test]
+fn usage_errors_of_a_json_command_are_json() {
+    for (args, message) in [
+        (
+            vec!["list", "--region", "abc", "--json"],
+            "invalid value 'abc' for '--region <REGION>': invalid region \"abc\": expected TABLE:NUMBER (e.g. \"1024:1\") or the packed u64",
+        ),
+        (
+            vec!["replay", "--json"],
+            "the following required arguments were not provided: <ID>",
+        ),
+    ] {
+        let run = regmig(&args).expect_code(2);
+        let document: serde_json::Value =
+            serde_json::from_str(&run.stdout).expect("one JSON document");
+        assert_eq!(
+            document,
+            serde_json::json!({"ok": false, "error": {"kind": "usage", "message": message}}),
+            "{args:?}"
+        );
+    }
+    // Without --json, nothing on stdout.
+    assert_eq!(
+        regmig(&["list", "--region", "abc"]).expect_code(2).stdout,
+        ""
+    );
+}
+
 #[test]
 fn output_that_cannot_be_written_exits_1_with_the_error() {
     if !Path::new("/dev/full").exists() {

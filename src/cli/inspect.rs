@@ -911,7 +911,10 @@ fn wanted_kinds(kinds: &[String]) -> Result<Vec<String>, CliError> {
     let wanted: Vec<String> = kinds.iter().map(|kind| kind.to_ascii_lowercase()).collect();
     let known: Vec<String> = (0..=u16::from(u8::MAX))
         .filter_map(regmig::migration::events::kind_name)
-        .chain(["Unknown"])
+        .chain([
+            kind_label(regmig::log::salvage::HISTORY_GAP_KIND),
+            "Unknown",
+        ])
         .map(str::to_string)
         .collect();
     if let Some(bad) = wanted
@@ -941,22 +944,31 @@ fn events_document(
             wanted.is_empty() || wanted.contains(&kind_label(record.kind).to_ascii_lowercase())
         })
         .map(|record| {
-            let (payload, decode_error, held_by) = match decode_record(record) {
-                Ok(timed) => {
-                    let held_by = match &timed.event {
-                        regmig::migration::MigrationEvent::LockWaitStarted { lock_key } => {
-                            super::region::lock_holders(
-                                log,
-                                &procedure_id.to_string(),
-                                lock_key,
-                                timed.at_ms,
-                            )?
-                        }
-                        _ => Vec::new(),
-                    };
-                    (payload_json(&timed.event), None, held_by)
-                }
-                Err(error) => (serde_json::Value::Null, Some(error.to_string()), Vec::new()),
+            // `regmig log salvage`'s marker: the log's own record, not a migration event.
+            let gap = (record.kind == regmig::log::salvage::HISTORY_GAP_KIND)
+                .then(|| {
+                    rmp_serde::from_slice::<regmig::log::salvage::HistoryGap>(&record.payload).ok()
+                })
+                .flatten();
+            let (payload, decode_error, held_by) = match gap.map(|gap| serde_json::to_value(&gap)) {
+                Some(Ok(gap)) => (gap, None, Vec::new()),
+                _ => match decode_record(record) {
+                    Err(error) => (serde_json::Value::Null, Some(error.to_string()), Vec::new()),
+                    Ok(timed) => {
+                        let held_by = match &timed.event {
+                            regmig::migration::MigrationEvent::LockWaitStarted { lock_key } => {
+                                super::region::lock_holders(
+                                    log,
+                                    &procedure_id.to_string(),
+                                    lock_key,
+                                    timed.at_ms,
+                                )?
+                            }
+                            _ => Vec::new(),
+                        };
+                        (payload_json(&timed.event), None, held_by)
+                    }
+                },
             };
             Ok(EventRow {
                 seq: record.seq,

@@ -189,6 +189,23 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let code = if error.use_stderr() { EXIT_USAGE } else { 0 };
+            // `--json` anywhere on the line: the usage error is also one JSON document, as
+            // every later error of a --json command is.
+            if error.use_stderr() && std::env::args_os().any(|arg| arg == "--json") {
+                // The message is clap's first paragraph, its lines joined.
+                let rendered = error.render().to_string();
+                let paragraph = rendered.split("\n\n").next().unwrap_or("");
+                let message = paragraph
+                    .lines()
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let message = message.strip_prefix("error: ").unwrap_or(&message);
+                common::print_json(&serde_json::json!({
+                    "ok": false,
+                    "error": { "kind": "usage", "message": message },
+                }));
+            }
             // --help and --version go to stdout: one that cannot be written is a failure.
             if let Err(write_error) = error.print() {
                 if !error.use_stderr() && write_error.kind() != std::io::ErrorKind::BrokenPipe {

@@ -867,6 +867,9 @@ fn snake_case(key: &str) -> String {
 
 /// The name of an event kind code ("Unknown" for a code this version does not know).
 pub fn kind_label(kind: u16) -> &'static str {
+    if kind == regmig::log::salvage::HISTORY_GAP_KIND {
+        return "HistoryGap";
+    }
     kind_name(kind).unwrap_or("Unknown")
 }
 

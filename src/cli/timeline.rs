@@ -335,8 +335,11 @@ fn wait_label(reason: &str) -> &'static str {
     }
 }
 
-/// Escapes text for SVG content and attribute values.
+/// Escapes text for SVG content and attribute values; control characters (which XML 1.0
+/// does not allow, and which would break a label) are written as `\n`, `\u{1b}`, as on a
+/// terminal.
 fn escape(text: &str) -> String {
+    let text = super::escape::escape_text(text);
     let mut out = String::with_capacity(text.len());
     for character in text.chars() {
         match character {
@@ -1039,6 +1042,15 @@ fn draw_legend(svg: &mut String, rows: &[Row], top: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn svg_text_escapes_markup_and_control_characters() {
+        assert_eq!(
+            escape("r1\nr2\u{7} <script> & \u{1b}[31m\"x\""),
+            "r1\\nr2\\u{7} &lt;script&gt; &amp; \\u{1b}[31m&quot;x&quot;"
+        );
+        assert_eq!(escape("plain"), "plain");
+    }
 
     #[test]
     fn ticks_are_round_and_at_most_ten() {
