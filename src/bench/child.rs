@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::campaign;
 use super::error::BenchError;
+use super::instructions;
 use super::recovery;
 use regmig::domain::RegionId;
 
@@ -40,6 +41,15 @@ pub enum ChildJob {
         /// Migrations run at once.
         migrations: u64,
     },
+    /// The instruction count's workload ([`super::instructions`]), run under callgrind.
+    Instructions {
+        /// Where the data directory goes.
+        work_dir: PathBuf,
+        /// Migrations each worker runs, one after another.
+        migrations_per_worker: u64,
+        /// Workers.
+        concurrency: usize,
+    },
 }
 
 impl ChildJob {
@@ -47,6 +57,7 @@ impl ChildJob {
         match self {
             ChildJob::Resume { .. } => "resume",
             ChildJob::Campaign { .. } => "campaign",
+            ChildJob::Instructions { .. } => "instructions",
         }
     }
 
@@ -71,6 +82,15 @@ impl ChildJob {
                 work_dir,
                 migrations,
             } => encode(serde_json::to_value(campaign::run(work_dir, *migrations)?)),
+            ChildJob::Instructions {
+                work_dir,
+                migrations_per_worker,
+                concurrency,
+            } => encode(serde_json::to_value(instructions::workload(
+                work_dir,
+                *migrations_per_worker,
+                *concurrency,
+            )?)),
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - [`recovery`]: figures 3 and 4, resume time and memory, region query latency.
 //! - [`replay`]: figure 5, fold rate beside decode rate.
 //! - [`campaign`]: figure 6, bytes per event and memory during and after many migrations.
+//! - [`instructions`]: CPU per migration in instructions, counted by callgrind in a child.
 //! - [`child`]: running a measurement in a process of its own (for peak RSS).
 //! - [`memory`]: reading RSS and disk usage.
 //! - `report`: runs the sections in order and turns them into figures ([`run`], [`Report`]).
@@ -30,6 +31,7 @@ pub mod child;
 pub mod driver;
 mod error;
 pub mod fixture;
+pub mod instructions;
 pub mod memory;
 pub mod migrations;
 pub mod pg;

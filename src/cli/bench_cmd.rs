@@ -50,6 +50,16 @@ pub struct BenchArgs {
     /// own, dropped afterwards.
     #[arg(long, value_name = "POSTGRES_URL", conflicts_with_all = ["only", "batch_evacuation", "postgres"])]
     pub takeover: Option<String>,
+    /// Only issue 17's instruction count: this many migrations (default 100) and twice as
+    /// many through the engine on a durable log, each run under `valgrind --tool=callgrind`;
+    /// prints the instructions of one migration (the difference over the extra ones) and
+    /// keeps both profiles in the scratch directory (give `--work-dir` to keep them).
+    #[arg(long, value_name = "MIGRATIONS", num_args = 0..=1, default_missing_value = "100",
+          conflicts_with_all = ["only", "batch_evacuation", "postgres", "takeover"])]
+    pub instructions: Option<u64>,
+    /// Migrations at once for `--instructions` (it must divide the count).
+    #[arg(long, default_value_t = 1, requires = "instructions")]
+    pub instructions_concurrency: usize,
     /// Kills for `--takeover`.
     #[arg(long, default_value_t = 20, requires = "takeover")]
     pub kills: u32,
@@ -106,6 +116,9 @@ pub fn run(args: BenchArgs) -> u8 {
                 super::EXIT_FAILED
             }
         };
+    }
+    if let Some(migrations) = args.instructions {
+        return instructions(&args, migrations);
     }
     if let Some(regions) = args.batch_evacuation {
         return match bench::batch::evacuation(regions.max(1)) {
@@ -198,6 +211,62 @@ pub fn run(args: BenchArgs) -> u8 {
                 print!("{}", report.render());
             }
             0
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            super::EXIT_FAILED
+        }
+    }
+}
+
+/// `regmig bench --instructions [N]`: issue 17's instruction count ([`bench::instructions`]).
+fn instructions(args: &BenchArgs, migrations: u64) -> u8 {
+    let program = match std::env::current_exe() {
+        Ok(program) => program,
+        Err(error) => {
+            eprintln!("error: cannot find this program to run it under valgrind: {error}");
+            return super::EXIT_FAILED;
+        }
+    };
+    let scratch = match &args.work_dir {
+        Some(dir) => Scratch::Given(dir.clone()),
+        None => match tempfile::Builder::new().prefix("regmig-bench-").tempdir() {
+            Ok(dir) => Scratch::Temporary(dir),
+            Err(error) => {
+                eprintln!("error: cannot create a temporary directory: {error}");
+                return super::EXIT_FAILED;
+            }
+        },
+    };
+    let options = bench::instructions::InstructionOptions {
+        migrations,
+        concurrency: args.instructions_concurrency,
+        work_dir: scratch.path(),
+        program,
+        args: vec!["bench".into()],
+    };
+    let started = std::time::Instant::now();
+    let figures = bench::instructions::measure(&options, &mut |step| {
+        eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64())
+    });
+    match figures {
+        Ok(figures) if args.json => match serde_json::to_string_pretty(&figures) {
+            Ok(json) => {
+                println!("{json}");
+                0
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                super::EXIT_FAILED
+            }
+        },
+        Ok(figures) => {
+            print!("{}", bench::instructions::render(&figures));
+            0
+        }
+        Err(error @ crate::bench::BenchError::InvalidSizes(_)) => {
+            eprintln!("error: {error}");
+            super::EXIT_USAGE
         }
         Err(error) => {
             eprintln!("error: {error}");

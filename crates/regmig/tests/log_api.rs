@@ -512,3 +512,30 @@ async fn async_appends_on_a_current_thread_runtime_go_through_the_commit_thread(
     assert_events_are_the_written_ones(procedure_id, &records);
     assert_log_consistent(&log);
 }
+
+#[test]
+fn a_log_opens_with_any_page_cache_size_and_reads_back_what_it_wrote() {
+    // 0 is below sled's own minimum (256 bytes, which it enforces with a panic): the log
+    // raises it to CACHE_CAPACITY_BYTES_MIN instead of reporting a damaged database.
+    for cache_capacity_bytes in [0, regmig::log::CACHE_CAPACITY_BYTES_MIN, 1 << 30] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = LogOptions {
+            cache_capacity_bytes,
+            ..unsynced()
+        };
+        let procedure_id = Uuid::now_v7();
+        {
+            let log = EventLog::open(dir.path(), options.clone()).unwrap_or_else(|error| {
+                panic!("open with a {cache_capacity_bytes}-byte cache: {error}")
+            });
+            log.append_blocking(first_append(procedure_id, 3, 7, vec![1, 2]))
+                .expect("append")
+                .expect("no conflict");
+        }
+        let log = EventLog::open(dir.path(), options).expect("reopen");
+        let records = log.procedure_events(procedure_id, 1).expect("read back");
+        assert_eq!(records.len(), 3, "cache of {cache_capacity_bytes} bytes");
+        assert_events_are_the_written_ones(procedure_id, &records);
+        assert_log_consistent(&log);
+    }
+}

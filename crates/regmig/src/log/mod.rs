@@ -98,6 +98,11 @@ pub const SLED_SUBDIR: &str = "sled";
 pub const LOCK_FILE_NAME: &str = "regmig.lock";
 /// The default bound on the events of one group commit (and on queued requests).
 pub const GROUP_COMMIT_MAX_EVENTS_DEFAULT: usize = 4096;
+/// The default bound of sled's page cache, in bytes (64 MiB; sled's own default is 1 GiB).
+pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// The smallest page cache the log opens sled with, in bytes (1 MiB): a smaller
+/// [`LogOptions::cache_capacity_bytes`] is raised to it (sled refuses less than 256 bytes).
+pub const CACHE_CAPACITY_BYTES_MIN: u64 = 1024 * 1024;
 
 /// When an append returns, relative to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,6 +123,13 @@ pub struct LogOptions {
     pub durability: Durability,
     /// The most events one group commit writes; also the bound of the request queue.
     pub group_commit_max_events: usize,
+    /// The bound of sled's page cache, in bytes (sled's `cache_capacity`): the pages of
+    /// the database it keeps in memory once read or written, shared by the log and every
+    /// other tree of the database (the sled metadata store's). sled counts a page by its
+    /// serialized size, so the memory it takes can run above this bound (see
+    /// `BENCHMARKS.md`, figure 6). Default [`CACHE_CAPACITY_BYTES_DEFAULT`]; a value below
+    /// [`CACHE_CAPACITY_BYTES_MIN`] is raised to it. Not used by other stores.
+    pub cache_capacity_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -125,6 +137,7 @@ impl Default for LogOptions {
         LogOptions {
             durability: Durability::Durable,
             group_commit_max_events: GROUP_COMMIT_MAX_EVENTS_DEFAULT,
+            cache_capacity_bytes: CACHE_CAPACITY_BYTES_DEFAULT,
         }
     }
 }

@@ -15,7 +15,10 @@ use super::error::LogError;
 use super::keys::{LAYOUT_KEY, LAYOUT_VERSION, TREE_NAME};
 use super::mark::{create_mark, read_mark, Mark, MarkWriter, MARK_FILE_NAME};
 use super::tail::{check_against_mark, read_tail};
-use super::{Core, Durability, LogOptions, LOCK_FILE_NAME, SLED_SUBDIR};
+use super::{
+    Core, Durability, LogOptions, CACHE_CAPACITY_BYTES_DEFAULT, CACHE_CAPACITY_BYTES_MIN,
+    LOCK_FILE_NAME, SLED_SUBDIR,
+};
 
 /// How long an open waits for sled's own lock once it holds `regmig.lock`.
 const SLED_LOCK_WAIT_MAX: Duration = Duration::from_secs(2);
@@ -153,7 +156,12 @@ pub(super) fn open_writer(dir: &Path, options: LogOptions) -> Result<Core, LogEr
             // A log an older regmig wrote (no mark yet), a log whose mark is gone, or
             // another program's database: look at a copy, so the last is left untouched.
             let copy = copy_database(dir)?;
-            let db = open_sled(&copy.path().join(SLED_SUBDIR), dir, false)?;
+            let db = open_sled(
+                &copy.path().join(SLED_SUBDIR),
+                dir,
+                false,
+                CACHE_CAPACITY_BYTES_DEFAULT,
+            )?;
             let ours = guarded(dir, "list the trees", || {
                 Ok(db
                     .tree_names()
@@ -205,7 +213,7 @@ pub(super) fn open_writer(dir: &Path, options: LogOptions) -> Result<Core, LogEr
         super::tail::missing_blobs_directory(dir)?;
     }
     remove_unfinished_snapshots(&sled_dir)?;
-    let db = open_sled(&sled_dir, dir, true)?;
+    let db = open_sled(&sled_dir, dir, true, options.cache_capacity_bytes)?;
     let tree = guarded(dir, "open the log tree", || {
         let tree = db.open_tree(TREE_NAME)?;
         check_layout(dir, &tree, true)?;
@@ -282,7 +290,12 @@ pub(super) fn open_reader(dir: &Path) -> Result<Core, LogError> {
     }
     let lock_file = lock(dir, false)?;
     let copy = copy_database(dir)?;
-    let db = open_sled(&copy.path().join(SLED_SUBDIR), dir, false)?;
+    let db = open_sled(
+        &copy.path().join(SLED_SUBDIR),
+        dir,
+        false,
+        CACHE_CAPACITY_BYTES_DEFAULT,
+    )?;
     let tree = guarded(dir, "open the log tree", || {
         if !db
             .tree_names()
@@ -580,10 +593,17 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), LogError> {
 /// `<dir>/sled/db` in any error and turning a panic into [`LogError::Damaged`]. In place,
 /// sled's lock is waited for within a bound: we hold `regmig.lock`, so a held sled lock is
 /// a previous owner's last threads letting go.
-fn open_sled(sled_dir: &Path, dir: &Path, in_place: bool) -> Result<sled::Db, LogError> {
+fn open_sled(
+    sled_dir: &Path,
+    dir: &Path,
+    in_place: bool,
+    cache_capacity_bytes: u64,
+) -> Result<sled::Db, LogError> {
     let started = Instant::now();
     loop {
-        let config = sled::Config::new().path(sled_dir);
+        let config = sled::Config::new()
+            .path(sled_dir)
+            .cache_capacity(cache_capacity_bytes.max(CACHE_CAPACITY_BYTES_MIN));
         // A copy is thrown away: no background flushes into it.
         let config = if in_place {
             config
