@@ -7,9 +7,10 @@
 //! ([`SledStore::db`]) and make their writes durable with [`LogStore::sync`].
 //!
 //! # Async and threads
-//! Reads run inline in the caller's task: they touch sled's page cache, and a read of a
-//! missing page is one local disk read, shorter than a hand-off to `spawn_blocking`. An
-//! async append goes to the group-commit thread, which shares one flush and fdatasync
+//! An async read that may walk many keys (a procedure's events, the global order, the
+//! indexes) runs on tokio's blocking pool when a runtime is present, so a cold read of
+//! sled's pages never stalls an async thread (issue 15); `next_seq`, one key, runs inline.
+//! The blocking API of [`super::EventLog`] reads on the caller's thread. An async append goes to the group-commit thread, which shares one flush and fdatasync
 //! between every append queued meanwhile; a lone writer on a multi-thread runtime commits
 //! in `block_in_place` on its own thread instead, saving two thread hand-offs. A blocking
 //! append commits on the caller's thread.
@@ -254,6 +255,24 @@ impl SledStore {
             thread,
         });
         Ok(sender)
+    }
+
+    /// Runs `read` on tokio's blocking pool when a runtime is present (inline otherwise, or
+    /// when the runtime is shutting down and takes no more blocking work).
+    async fn off_async_threads<T, F>(&self, read: F) -> Result<T, LogError>
+    where
+        T: Send + 'static,
+        F: Fn(&SledStore) -> Result<T, LogError> + Send + Sync + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return read(self);
+        };
+        let read = Arc::new(read);
+        let (job, store) = (read.clone(), self.clone());
+        match runtime.spawn_blocking(move || job(&store)).await {
+            Ok(result) => result,
+            Err(_) => read(self),
+        }
     }
 
     fn read_procedure_events(
@@ -555,7 +574,8 @@ impl LogStore for SledStore {
         procedure_id: Uuid,
         from_seq: u64,
     ) -> Result<Vec<StoredEvent>, LogError> {
-        self.read_procedure_events(procedure_id, from_seq)
+        self.off_async_threads(move |store| store.read_procedure_events(procedure_id, from_seq))
+            .await
     }
 
     async fn events_from(
@@ -563,15 +583,18 @@ impl LogStore for SledStore {
         from_global_seq: u64,
         limit: usize,
     ) -> Result<Vec<ListedEvent>, LogError> {
-        self.read_events_from(from_global_seq, limit)
+        self.off_async_threads(move |store| store.read_events_from(from_global_seq, limit))
+            .await
     }
 
     async fn open_procedures(&self) -> Result<Vec<(Uuid, u64)>, LogError> {
-        self.read_open_procedures()
+        self.off_async_threads(SledStore::read_open_procedures)
+            .await
     }
 
     async fn open_procedure_of_region(&self, region_id: u64) -> Result<Option<Uuid>, LogError> {
-        self.read_open_procedure_of_region(region_id)
+        self.off_async_threads(move |store| store.read_open_procedure_of_region(region_id))
+            .await
     }
 
     async fn audit_entries(
@@ -581,11 +604,14 @@ impl LogStore for SledStore {
         since_ms: u64,
         until_ms: u64,
     ) -> Result<Vec<AuditEntry>, LogError> {
-        self.read_audit_entries(index, owners, since_ms, until_ms)
+        self.off_async_threads(move |store| {
+            store.read_audit_entries(index, owners.clone(), since_ms, until_ms)
+        })
+        .await
     }
 
     async fn procedures(&self) -> Result<Vec<Uuid>, LogError> {
-        self.read_procedures()
+        self.off_async_threads(SledStore::read_procedures).await
     }
 }
 
