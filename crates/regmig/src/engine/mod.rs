@@ -586,9 +586,17 @@ impl Engine {
     /// Like [`Engine::open`], on a log already open (the metadata store may share its db).
     pub async fn with_log(
         log: EventLog,
-        config: EngineConfig,
+        #[cfg_attr(not(feature = "postgres"), allow(unused_mut))] mut config: EngineConfig,
         ports: Ports,
     ) -> Result<Engine, EngineError> {
+        // On PostgreSQL, the requests recorded while no engine led reach their migrations
+        // before these take a step, as those of `config` do.
+        #[cfg(feature = "postgres")]
+        let taken_at_open = crate::pg::cancel::take_at_open(&log).await;
+        #[cfg(feature = "postgres")]
+        if let Some(taken) = &taken_at_open {
+            config.cancels_on_open.extend(taken.requests());
+        }
         let (halt, _) = watch::channel(false);
         let registry_key = registry_key_of(&log);
         let inner = Arc::new_cyclic(|engine| Inner {
@@ -663,7 +671,7 @@ impl Engine {
         // On PostgreSQL the engine answers the cancel requests recorded in the database
         // (`regmig cancel --store`), those made while no engine led included.
         #[cfg(feature = "postgres")]
-        crate::pg::cancel::serve_in_background(&engine);
+        crate::pg::cancel::serve_in_background(&engine, taken_at_open);
         Ok(engine)
     }
 
@@ -977,7 +985,9 @@ impl Engine {
     /// The answers to [`EngineConfig::cancels_on_open`], in the order given, once every
     /// procedure concerned has answered: a resumed procedure answers before it performs its
     /// first action; a request for a finished, unknown or unresumed procedure is answered
-    /// as [`Engine::cancel`] would answer it now. Later calls answer nothing.
+    /// as [`Engine::cancel`] would answer it now. Later calls answer nothing. On PostgreSQL
+    /// the engine adds the database's unanswered requests at open and answers them itself
+    /// (through this call: give requests through the database there, `regmig cancel --store`).
     pub async fn cancels_on_open_answered(&self) -> Vec<CancelAnswer> {
         let CancelsOnOpen {
             unanswered: requests,

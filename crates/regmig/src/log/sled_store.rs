@@ -269,7 +269,11 @@ impl SledStore {
         };
         let read = Arc::new(read);
         let (job, store) = (read.clone(), self.clone());
-        match runtime.spawn_blocking(move || job(&store)).await {
+        // Unconstrained: the blocking API (`EventLog::procedure_events`) polls this future
+        // in its own loop, where tokio's cooperative budget, once spent, would never come
+        // back and the join would answer "pending" for ever.
+        let joined = tokio::task::unconstrained(runtime.spawn_blocking(move || job(&store)));
+        match joined.await {
             Ok(result) => result,
             Err(_) => read(self),
         }

@@ -11,8 +11,9 @@
 //! `FOR UPDATE SKIP LOCKED`), calls [`Engine::cancel`] for each, and writes the answer
 //! (`cancelled`, `refused` with the reason, `unknown_migration`) in the same row. Only
 //! a leading engine has an `Engine` at all (a standby has none), so a request made while no
-//! engine leads waits in the table and the next leader answers it once it has resumed
-//! every open procedure.
+//! engine leads waits in the table; the next leader takes those before it resumes its
+//! procedures and hands them over as [`EngineConfig::cancels_on_open`](crate::engine::EngineConfig::cancels_on_open), so each reaches its
+//! migration before the migration takes a step.
 //!
 //! # When a leader goes away
 //! - A request taken by an engine that then stopped (crashed, deposed) before answering
@@ -390,27 +391,84 @@ async fn record(
     Ok(())
 }
 
+/// The requests an engine about to open on a PostgreSQL store took before resuming its
+/// procedures (see the module documentation), for [`serve_in_background`].
+pub(crate) struct TakenAtOpen {
+    requests: PgCancelRequests,
+    taker: String,
+    taken: Vec<(i64, CancelRequest)>,
+}
+
+impl TakenAtOpen {
+    /// The requests taken, for [`EngineConfig::cancels_on_open`](crate::engine::EngineConfig::cancels_on_open).
+    pub(crate) fn requests(&self) -> impl Iterator<Item = CancelRequest> + '_ {
+        self.taken.iter().map(|(_, request)| request.clone())
+    }
+}
+
+/// Takes the unanswered requests of `log`'s PostgreSQL store before the engine resumes its
+/// procedures; `None` for another store, or when the table cannot be read now (the requests
+/// are then answered by the background task, after the resume, as before).
+pub(crate) async fn take_at_open(log: &crate::log::EventLog) -> Option<TakenAtOpen> {
+    let store = PgStore::of(log)?;
+    let location = store.config().redacted();
+    let requests = PgCancelRequests::new(store.config().clone())
+        .map_err(
+            |error| warn!(store = %location, %error, "cannot read the cancel requests at open"),
+        )
+        .ok()?;
+    let taker = format!("engine-{}", Uuid::now_v7());
+    match requests.take(&taker).await {
+        Ok(taken) => Some(TakenAtOpen {
+            requests,
+            taker,
+            taken,
+        }),
+        Err(error) => {
+            warn!(store = %location, %error, "cannot take the cancel requests at open; they are answered after the resume");
+            None
+        }
+    }
+}
+
 /// Starts serving the cancel requests of `engine`'s PostgreSQL store (see the module
-/// documentation); nothing for an engine on another store. The task ends when the engine
-/// halts or its last handle is dropped.
-pub(crate) fn serve_in_background(engine: &Engine) {
+/// documentation); nothing for an engine on another store. The requests `at_open` took are
+/// answered first, from [`Engine::cancels_on_open_answered`]. The task ends when the
+/// engine halts or its last handle is dropped.
+pub(crate) fn serve_in_background(engine: &Engine, at_open: Option<TakenAtOpen>) {
     let Some(store) = PgStore::of(engine.log()) else {
         return;
     };
     let location = store.config().redacted();
-    let requests = match PgCancelRequests::new(store.config().clone()) {
-        Ok(requests) => requests,
-        Err(error) => {
-            warn!(store = %location, %error, "cannot serve cancel requests from the database");
-            return;
-        }
+    let (requests, taker, taken_at_open) = match at_open {
+        Some(at_open) => (at_open.requests, at_open.taker, at_open.taken),
+        None => match PgCancelRequests::new(store.config().clone()) {
+            Ok(requests) => (requests, format!("engine-{}", Uuid::now_v7()), Vec::new()),
+            Err(error) => {
+                warn!(store = %location, %error, "cannot serve cancel requests from the database");
+                return;
+            }
+        },
     };
     let epoch = engine.log().store().writer_epoch();
-    let taker = format!("engine-{}", Uuid::now_v7());
     let weak = engine.downgrade();
     let mut halted = engine.halt_signal();
+    let opened = engine.clone();
     tokio::spawn(async move {
         let mut unrecorded = Vec::new();
+        if !taken_at_open.is_empty() {
+            let answers = opened.cancels_on_open_answered().await;
+            for (request_id, request) in &taken_at_open {
+                if let Some(answer) = answers
+                    .iter()
+                    .find(|answer| answer.procedure_id == request.procedure_id)
+                {
+                    info!(procedure_id = %request.procedure_id, request_id, actor = %request.actor, outcome = answer.outcome.name(), "cancel request answered");
+                    unrecorded.push((*request_id, answer.clone()));
+                }
+            }
+        }
+        drop(opened);
         loop {
             let Some(engine) = weak.upgrade() else {
                 break;
