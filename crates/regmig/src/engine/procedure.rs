@@ -739,46 +739,15 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
         &mut self,
         cas: impl std::future::Future<Output = T>,
     ) -> Result<Result<T, Action>, Halt<P::Error>> {
-        let Some(mut signals) = self.signals.take() else {
-            return Ok(Ok(cas.await));
-        };
-        let result = self.cas_answering_cancels_by(&mut signals, cas).await;
-        self.signals = Some(signals);
-        result
-    }
-
-    async fn cas_answering_cancels_by<T>(
-        &mut self,
-        signals: &mut Signals,
-        cas: impl std::future::Future<Output = T>,
-    ) -> Result<Result<T, Action>, Halt<P::Error>> {
         tokio::pin!(cas);
-        let mut control_open = true;
-        loop {
-            tokio::select! {
-                biased;
-                () = until_halted(Some(signals.halt.clone())) => return Err(Halt::Stopped),
-                control = signals.control.recv(), if control_open => match control {
-                    Some(control) => {
-                        let Some(cancel) = self.on_control(control).await? else {
-                            continue;
-                        };
-                        let rollback = self.step(self.input(cancel)).await?;
-                        tokio::select! {
-                            biased;
-                            () = until_halted(Some(signals.halt.clone())) => return Err(Halt::Stopped),
-                            written = &mut cas => {
-                                let _ = written;
-                                debug!("the route write in flight at the cancel answered; the rollback reads the route to learn whether it landed");
-                            }
-                        }
-                        return Ok(Err(rollback));
-                    }
-                    None => control_open = false,
-                },
-                output = &mut cas => return Ok(Ok(output)),
-            }
-        }
+        let cancel = match self.interruptible(cas.as_mut()).await? {
+            Ok(written) => return Ok(Ok(written)),
+            Err(cancel) => cancel,
+        };
+        let rollback = self.step(self.input(cancel)).await?;
+        let _written = self.halt_only(cas).await?;
+        debug!("the route write in flight at the cancel answered; the rollback reads the route to learn whether it landed");
+        Ok(Err(rollback))
     }
 
     /// The first queued operator request the procedure takes (a cancel), answering the
