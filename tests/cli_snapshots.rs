@@ -264,7 +264,8 @@ fn log_verify_of_the_v1_fixture_says_it_has_no_chain_and_no_mark_yet() {
     assert!(
         run.stdout.ends_with(
             "ok: every record and index entry checks out; the log has no mark yet (an older \
-             regmig wrote it; the next writer adds one)\n"
+             regmig wrote it; the next writer adds one), so records lost from its end could \
+             not be detected\n"
         ),
         "{}",
         run.stdout

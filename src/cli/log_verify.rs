@@ -390,7 +390,7 @@ fn print_text(
             "ok: every record and chain link checks out, and the log ends where its head row says"
         );
     } else if report.is_clean() && !source.data_dir.join(regmig::log::MARK_FILE_NAME).exists() {
-        println!("ok: every record and index entry checks out; the log has no mark yet (an older regmig wrote it; the next writer adds one)");
+        println!("ok: every record and index entry checks out; the log has no mark yet (an older regmig wrote it; the next writer adds one), so records lost from its end could not be detected");
     } else if report.is_clean() {
         println!("ok: every record, index entry and chain link checks out, and the log ends where its mark says");
     } else {

@@ -452,7 +452,9 @@ pub struct CompactReport {
 /// Copies the log in `from` (and every other tree of its database) into a new data
 /// directory `to` (absent or empty), entry by entry, so the new files hold only what is
 /// live: sled reuses the space an archive frees but does not give it back to the file
-/// system. `from` is held (its lock) and only read; the new log gets a mark for the same
+/// system. `from` is opened as its log's writer (its lock held, so nothing else writes):
+/// no event or index entry changes, though sled's open may write its own snapshot files
+/// there (sled 0.34 has no read-only open); the new log gets a mark for the same
 /// end and is reopened (which fsyncs its files) and verified before this returns. Swap
 /// the directories by hand while nothing runs.
 pub fn compact(from: &std::path::Path, to: &std::path::Path) -> Result<CompactReport, LogError> {
