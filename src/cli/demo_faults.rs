@@ -17,10 +17,11 @@ use async_trait::async_trait;
 use crate::sim::campaign::{initial_routes_by_region, plan, CampaignConfig, CampaignError, Phase};
 use crate::sim::cluster::{SimCluster, SimMetadataStore};
 use crate::sim::datanode::ScriptedReply;
-use regmig::cluster::{CasConflict, Mailbox, MetadataError, MetadataStore, RegionMove};
+use regmig::cluster::{
+    CasConflict, Mailbox, MetadataError, MetadataStore, MetadataStoreLayer, RegionMove,
+};
 use regmig::domain::{
-    DatanodeTable, Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, RegionId, TableId,
-    TableInfo, TableRoute, VersionedTableRoute,
+    Instruction, InstructionKind, MailboxOutcome, Peer, PeerId, RegionId, TableId, TableRoute,
 };
 use regmig::engine::load_procedure;
 use regmig::log::EventLog;
@@ -300,12 +301,9 @@ impl FaultyMetadata {
 }
 
 #[async_trait]
-impl MetadataStore for FaultyMetadata {
-    async fn table_route(
-        &self,
-        table_id: TableId,
-    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
-        self.inner.table_route(table_id).await
+impl MetadataStoreLayer for FaultyMetadata {
+    fn inner(&self) -> &dyn MetadataStore {
+        &*self.inner
     }
 
     async fn cas_table_route(
@@ -347,17 +345,5 @@ impl MetadataStore for FaultyMetadata {
         self.inner
             .cas_table_route(table_id, expected_version, route, region_moves)
             .await
-    }
-
-    async fn datanode_table(
-        &self,
-        datanode_id: PeerId,
-        table_id: TableId,
-    ) -> Result<Option<DatanodeTable>, MetadataError> {
-        self.inner.datanode_table(datanode_id, table_id).await
-    }
-
-    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
-        self.inner.table_info(table_id).await
     }
 }

@@ -54,11 +54,10 @@ use crate::sim::cluster::{ClusterSetup, RegionSetup, SimCluster, SimMetadataStor
 use crate::sim::datanode::SimOptions;
 use regmig::cluster::pg_store::PgMetadataStore;
 use regmig::cluster::{
-    CasConflict, Clock, MetadataError, MetadataErrorKind, MetadataStore, RegionMove,
+    CasConflict, Clock, MetadataError, MetadataErrorKind, MetadataStore, MetadataStoreLayer,
+    RegionMove,
 };
-use regmig::domain::{
-    DatanodeTable, PeerId, TableId, TableInfo, TableRoute, VersionedTableRoute, WalKind,
-};
+use regmig::domain::{TableId, TableRoute, WalKind};
 use regmig::engine::leadership::{
     Candidate, LeaderLease, LeadershipConfig, LeaseGrant, OpenAsLeader, OpenError, Role,
 };
@@ -372,12 +371,9 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[async_trait]
-impl MetadataStore for PgMirroredMetadataStore {
-    async fn table_route(
-        &self,
-        table_id: TableId,
-    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
-        self.primary.table_route(table_id).await
+impl MetadataStoreLayer for PgMirroredMetadataStore {
+    fn inner(&self) -> &dyn MetadataStore {
+        &*self.primary
     }
 
     async fn cas_table_route(
@@ -410,18 +406,6 @@ impl MetadataStore for PgMirroredMetadataStore {
             }
         }
         result
-    }
-
-    async fn datanode_table(
-        &self,
-        datanode_id: PeerId,
-        table_id: TableId,
-    ) -> Result<Option<DatanodeTable>, MetadataError> {
-        self.primary.datanode_table(datanode_id, table_id).await
-    }
-
-    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
-        self.primary.table_info(table_id).await
     }
 }
 

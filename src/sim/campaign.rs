@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::{ClusterSetup, RegionSetup, SimCluster, SimMetadataStore, TableSetup};
 use regmig::cluster::sled_store::SledMetadataStore;
-use regmig::cluster::{CasConflict, MetadataError, MetadataErrorKind, MetadataStore, RegionMove};
+use regmig::cluster::{
+    CasConflict, MetadataError, MetadataErrorKind, MetadataStore, MetadataStoreLayer, RegionMove,
+};
 use regmig::domain::{
     DatanodeTable, PeerId, RegionId, RegionRoute, TableId, TableInfo, TableRoute,
     VersionedTableRoute, WalKind,
@@ -469,12 +471,9 @@ impl MirroredMetadataStore {
 }
 
 #[async_trait]
-impl MetadataStore for MirroredMetadataStore {
-    async fn table_route(
-        &self,
-        table_id: TableId,
-    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
-        self.primary.table_route(table_id).await
+impl MetadataStoreLayer for MirroredMetadataStore {
+    fn inner(&self) -> &dyn MetadataStore {
+        &*self.primary
     }
 
     async fn cas_table_route(
@@ -506,18 +505,6 @@ impl MetadataStore for MirroredMetadataStore {
                 .await?;
         }
         Ok(result)
-    }
-
-    async fn datanode_table(
-        &self,
-        datanode_id: PeerId,
-        table_id: TableId,
-    ) -> Result<Option<DatanodeTable>, MetadataError> {
-        self.primary.datanode_table(datanode_id, table_id).await
-    }
-
-    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
-        self.primary.table_info(table_id).await
     }
 }
 

@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use engine_support::*;
 use regmig::cluster::memory::MemoryMetadataStore;
 use regmig::cluster::{
-    CasConflict, Clock, LeaseRenewals, MetadataError, MetadataErrorKind, MetadataStore, Ports,
-    RegionMove, SeededEntropy, TokioClock,
+    CasConflict, Clock, LeaseRenewals, MetadataError, MetadataErrorKind, MetadataStore,
+    MetadataStoreLayer, Ports, RegionMove, SeededEntropy, TokioClock,
 };
 use regmig::domain::*;
 use regmig::engine::{
@@ -74,13 +74,11 @@ struct HeldCas {
 }
 
 #[async_trait]
-impl MetadataStore for HeldCas {
-    async fn table_route(
-        &self,
-        table_id: TableId,
-    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
-        self.inner.table_route(table_id).await
+impl MetadataStoreLayer for HeldCas {
+    fn inner(&self) -> &dyn MetadataStore {
+        &*self.inner
     }
+
     async fn cas_table_route(
         &self,
         table_id: TableId,
@@ -103,16 +101,6 @@ impl MetadataStore for HeldCas {
         self.inner
             .cas_table_route(table_id, expected_version, route, region_moves)
             .await
-    }
-    async fn datanode_table(
-        &self,
-        datanode_id: PeerId,
-        table_id: TableId,
-    ) -> Result<Option<DatanodeTable>, MetadataError> {
-        self.inner.datanode_table(datanode_id, table_id).await
-    }
-    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
-        self.inner.table_info(table_id).await
     }
 }
 

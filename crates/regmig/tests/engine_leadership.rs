@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use engine_support::*;
 use regmig::cluster::memory::MemoryMetadataStore;
 use regmig::cluster::{
-    CasConflict, MetadataError, MetadataErrorKind, MetadataStore, Ports, RegionMove, SeededEntropy,
+    CasConflict, MetadataError, MetadataErrorKind, MetadataStore, MetadataStoreLayer, Ports,
+    RegionMove, SeededEntropy,
 };
 use regmig::domain::*;
 use regmig::engine::leadership::{
@@ -128,13 +129,11 @@ struct EpochMetadata {
 }
 
 #[async_trait]
-impl MetadataStore for EpochMetadata {
-    async fn table_route(
-        &self,
-        table_id: TableId,
-    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
-        self.shared.table_route(table_id).await
+impl MetadataStoreLayer for EpochMetadata {
+    fn inner(&self) -> &dyn MetadataStore {
+        &*self.shared
     }
+
     async fn cas_table_route(
         &self,
         table_id: TableId,
@@ -155,16 +154,6 @@ impl MetadataStore for EpochMetadata {
         self.shared
             .cas_table_route(table_id, expected_version, route, region_moves)
             .await
-    }
-    async fn datanode_table(
-        &self,
-        datanode_id: PeerId,
-        table_id: TableId,
-    ) -> Result<Option<DatanodeTable>, MetadataError> {
-        self.shared.datanode_table(datanode_id, table_id).await
-    }
-    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
-        self.shared.table_info(table_id).await
     }
 }
 

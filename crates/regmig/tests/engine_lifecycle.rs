@@ -14,8 +14,7 @@ use async_trait::async_trait;
 use engine_support::*;
 use regmig::cluster::memory::MemoryMetadataStore;
 use regmig::cluster::{
-    CasConflict, Mailbox, MetadataError, MetadataStore, Ports, RegionMove, SeededEntropy,
-    TokioClock,
+    Mailbox, MetadataError, MetadataStore, MetadataStoreLayer, Ports, SeededEntropy, TokioClock,
 };
 use regmig::domain::*;
 use regmig::engine::{
@@ -106,7 +105,11 @@ struct HangingMetadata {
 }
 
 #[async_trait]
-impl MetadataStore for HangingMetadata {
+impl MetadataStoreLayer for HangingMetadata {
+    fn inner(&self) -> &dyn MetadataStore {
+        &*self.inner
+    }
+
     async fn table_route(
         &self,
         table_id: TableId,
@@ -115,27 +118,6 @@ impl MetadataStore for HangingMetadata {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.inner.table_route(table_id).await
-    }
-    async fn cas_table_route(
-        &self,
-        table_id: TableId,
-        expected_version: u64,
-        route: TableRoute,
-        region_moves: Vec<RegionMove>,
-    ) -> Result<Result<u64, CasConflict>, MetadataError> {
-        self.inner
-            .cas_table_route(table_id, expected_version, route, region_moves)
-            .await
-    }
-    async fn datanode_table(
-        &self,
-        datanode_id: PeerId,
-        table_id: TableId,
-    ) -> Result<Option<DatanodeTable>, MetadataError> {
-        self.inner.datanode_table(datanode_id, table_id).await
-    }
-    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
-        self.inner.table_info(table_id).await
     }
 }
 

@@ -196,6 +196,84 @@ pub trait MetadataStore: Send + Sync {
     async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError>;
 }
 
+/// A [`MetadataStore`] that wraps another and changes some of its calls (a fencing watch, a
+/// fault injector, a mirror): implement [`MetadataStoreLayer::inner`] and the calls that
+/// change; every other call goes to the inner store unchanged. Every layer is a
+/// `MetadataStore` (call it through `dyn MetadataStore` or `MetadataStore::…`).
+#[async_trait]
+pub trait MetadataStoreLayer: Send + Sync {
+    /// The store the calls go to.
+    fn inner(&self) -> &dyn MetadataStore;
+
+    /// [`MetadataStore::table_route`].
+    async fn table_route(
+        &self,
+        table_id: TableId,
+    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
+        self.inner().table_route(table_id).await
+    }
+
+    /// [`MetadataStore::cas_table_route`].
+    async fn cas_table_route(
+        &self,
+        table_id: TableId,
+        expected_version: u64,
+        route: TableRoute,
+        region_moves: Vec<RegionMove>,
+    ) -> Result<Result<u64, CasConflict>, MetadataError> {
+        self.inner()
+            .cas_table_route(table_id, expected_version, route, region_moves)
+            .await
+    }
+
+    /// [`MetadataStore::datanode_table`].
+    async fn datanode_table(
+        &self,
+        datanode_id: PeerId,
+        table_id: TableId,
+    ) -> Result<Option<DatanodeTable>, MetadataError> {
+        self.inner().datanode_table(datanode_id, table_id).await
+    }
+
+    /// [`MetadataStore::table_info`].
+    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
+        self.inner().table_info(table_id).await
+    }
+}
+
+#[async_trait]
+impl<L: MetadataStoreLayer> MetadataStore for L {
+    async fn table_route(
+        &self,
+        table_id: TableId,
+    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
+        MetadataStoreLayer::table_route(self, table_id).await
+    }
+
+    async fn cas_table_route(
+        &self,
+        table_id: TableId,
+        expected_version: u64,
+        route: TableRoute,
+        region_moves: Vec<RegionMove>,
+    ) -> Result<Result<u64, CasConflict>, MetadataError> {
+        MetadataStoreLayer::cas_table_route(self, table_id, expected_version, route, region_moves)
+            .await
+    }
+
+    async fn datanode_table(
+        &self,
+        datanode_id: PeerId,
+        table_id: TableId,
+    ) -> Result<Option<DatanodeTable>, MetadataError> {
+        MetadataStoreLayer::datanode_table(self, datanode_id, table_id).await
+    }
+
+    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
+        MetadataStoreLayer::table_info(self, table_id).await
+    }
+}
+
 /// Side effects around a migration whose failure is only logged.
 #[async_trait]
 pub trait ClusterHooks: Send + Sync {

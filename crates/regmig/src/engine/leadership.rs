@@ -38,8 +38,10 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{Engine, Inner};
-use crate::cluster::{CasConflict, MetadataError, MetadataErrorKind, MetadataStore, RegionMove};
-use crate::domain::{DatanodeTable, PeerId, TableId, TableInfo, TableRoute, VersionedTableRoute};
+use crate::cluster::{
+    CasConflict, MetadataError, MetadataErrorKind, MetadataStore, MetadataStoreLayer, RegionMove,
+};
+use crate::domain::{TableId, TableRoute};
 
 /// A lease the store granted: who holds it, with which epoch, until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -546,12 +548,9 @@ pub(super) struct FenceWatch {
 }
 
 #[async_trait]
-impl MetadataStore for FenceWatch {
-    async fn table_route(
-        &self,
-        table_id: TableId,
-    ) -> Result<Option<VersionedTableRoute>, MetadataError> {
-        self.store.table_route(table_id).await
+impl MetadataStoreLayer for FenceWatch {
+    fn inner(&self) -> &dyn MetadataStore {
+        &*self.store
     }
 
     async fn cas_table_route(
@@ -576,18 +575,6 @@ impl MetadataStore for FenceWatch {
             }
         }
         result
-    }
-
-    async fn datanode_table(
-        &self,
-        datanode_id: PeerId,
-        table_id: TableId,
-    ) -> Result<Option<DatanodeTable>, MetadataError> {
-        self.store.datanode_table(datanode_id, table_id).await
-    }
-
-    async fn table_info(&self, table_id: TableId) -> Result<Option<TableInfo>, MetadataError> {
-        self.store.table_info(table_id).await
     }
 }
 
