@@ -111,7 +111,7 @@ async fn run_batch(inner: &Arc<Inner>, members: Vec<Member>) {
             member.id,
             member.state,
             member.next_seq,
-            LogPersistence { inner },
+            LogPersistence::new(inner),
         )
         .with_signals(signals);
         ready.push((index, driver, crate::migration::Input::new(member.first)));
@@ -132,8 +132,7 @@ async fn run_batch(inner: &Arc<Inner>, members: Vec<Member>) {
                     Err(Halt::Failed(error)) => {
                         warn!(id = %driver.procedure_id(), %error, "batch region stopped: the model refused its log; it stays open for an operator");
                         ended[index] = true;
-                        let outcome = driver.state().outcome;
-                        end_region(inner, &mut driver, outcome, &ids, &ended);
+                        end_region(inner, &mut driver, &ids, &ended);
                     }
                 }
             }
@@ -159,8 +158,7 @@ async fn run_batch(inner: &Arc<Inner>, members: Vec<Member>) {
                     Err(Halt::Failed(error)) => {
                         warn!(id = %driver.procedure_id(), %error, "batch region stopped: the log failed; it resumes from the log on the next open");
                         ended[index] = true;
-                        let outcome = driver.state().outcome;
-                        end_region(inner, &mut driver, outcome, &ids, &ended);
+                        end_region(inner, &mut driver, &ids, &ended);
                     }
                 }
             }
@@ -195,7 +193,7 @@ async fn run_batch(inner: &Arc<Inner>, members: Vec<Member>) {
                     Ok(Err(outcome)) => {
                         info!(id = %driver.procedure_id(), outcome = outcome.name(), "batch region finished");
                         ended[index] = true;
-                        end_region(inner, &mut driver, Some(outcome), &ids, &ended);
+                        end_region(inner, &mut driver, &ids, &ended);
                         // Its closing event is durable; the retention may archive it.
                         super::retention::after_finish(inner).await;
                     }
@@ -203,8 +201,7 @@ async fn run_batch(inner: &Arc<Inner>, members: Vec<Member>) {
                     Err(Halt::Failed(error)) => {
                         warn!(id = %driver.procedure_id(), %error, "batch region stopped: the log failed; it resumes from the log on the next open");
                         ended[index] = true;
-                        let outcome = driver.state().outcome;
-                        end_region(inner, &mut driver, outcome, &ids, &ended);
+                        end_region(inner, &mut driver, &ids, &ended);
                     }
                 }
             }
@@ -285,20 +282,14 @@ fn mark_shared_sends(decided: &mut [(usize, Driver<'_>, u64, crate::migration::D
 
 /// A region's procedure ended (or stopped for good in this engine): its locks go, and the
 /// batch task's handle moves to a region still running so a shutdown still waits for it.
-fn end_region(
-    inner: &Inner,
-    driver: &mut Driver<'_>,
-    outcome: Option<Outcome>,
-    ids: &[Uuid],
-    ended: &[bool],
-) {
+fn end_region(inner: &Inner, driver: &mut Driver<'_>, ids: &[Uuid], ended: &[bool]) {
     driver.release_locks();
     let heir = ids
         .iter()
         .zip(ended)
         .find(|(_, ended)| !**ended)
         .map(|(id, _)| *id);
-    inner.forget_batch_member(driver.procedure_id(), outcome, heir);
+    inner.forget_batch_member(driver.procedure_id(), Some(driver.state()), heir);
 }
 
 /// A group of actions done: its regions, and the route call it made, if any.

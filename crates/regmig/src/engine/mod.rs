@@ -5,6 +5,16 @@
 //! every unfinished procedure from the log's open-procedures index. Finished procedures are
 //! not kept in memory: their history is in the log.
 //!
+//! Write-ahead, exactly: an instruction is durable before it is sent, a hook's decision
+//! before the hook is called, the end before a waiter hears of it, and a datanode's answer,
+//! a route write's result or an operator's cancel before anything else happens. What a
+//! resume gets back by reading again waits for the next append instead: the model's
+//! decisions before a read (a route, a datanode table, a heartbeat) or before taking the
+//! in-memory locks, with those reads' results, and the route read a route write rests on
+//! ([`Batch::deferrable`]). A migration on the happy path so makes 8 durable appends where
+//! one per decision would be 12 (issue 17). A crash loses a held batch as it loses any
+//! write in flight: the resume decides again from the last durable event and reads again.
+//!
 //! # Lifecycle
 //! - [`Engine::open`] opens the log and reads what to resume off the async threads.
 //! - The engine runs until [`Engine::shutdown`] (or [`Engine::shutdown_within`], which takes
@@ -65,7 +75,8 @@ pub use locks::LockTable;
 use metrics::EngineMetrics;
 pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver, Proceed};
 pub use store::{
-    decode_record, encode_events, load_procedure, load_procedure_async, LoadError, UndecodableEvent,
+    decode_record, encode_events, encode_timed_events, load_procedure, load_procedure_async,
+    LoadError, UndecodableEvent,
 };
 pub use stream::{EngineEvents, LoggedEvent, ProcedureEvents};
 pub use submit::{
@@ -80,8 +91,7 @@ use crate::log::{
     AppendConflict, AppendRequest, AuditIndex, EventLog, LogError, LogOptions, OpenProcedure,
 };
 use crate::migration::{
-    fold, EncodeError, MigrationEvent, MigrationState, Observation, Outcome, RetryPolicy,
-    TimedEvent,
+    fold, EncodeError, MigrationEvent, MigrationState, Observation, RetryPolicy, TimedEvent,
 };
 use procedure::{Control, Runner};
 
@@ -236,8 +246,11 @@ pub enum EngineError {
 struct Running {
     region_id: RegionId,
     control: mpsc::Sender<Control>,
-    outcome: watch::Receiver<Option<Outcome>>,
-    outcome_sender: watch::Sender<Option<Outcome>>,
+    /// The procedure's final state once it finished (its driver folded every event of it),
+    /// so [`Engine::wait`] need not read it back from the log; `None` until then, and for
+    /// a procedure that stopped unfinished.
+    finished: watch::Receiver<Option<Arc<MigrationState>>>,
+    finished_sender: watch::Sender<Option<Arc<MigrationState>>>,
     /// Created by the first `subscribe`: a channel holds [`EVENTS_CHANNEL_CAPACITY`] events
     /// (about 70 KB) from its creation, too much to give every running procedure.
     events: Option<broadcast::Sender<ProcedureEvent>>,
@@ -325,15 +338,14 @@ impl Inner {
         &self,
         procedure_id: Uuid,
         expected_next_seq: u64,
-        events: &[MigrationEvent],
-        at_ms: u64,
+        events: &[TimedEvent],
         opens: Option<OpenProcedure>,
         closes: bool,
     ) -> Result<(), EngineError> {
         let request = AppendRequest {
             procedure_id,
             expected_next_seq,
-            events: encode_events(at_ms, events)?,
+            events: encode_timed_events(events)?,
             opens,
             closes,
         };
@@ -412,17 +424,18 @@ impl Inner {
     }
 
     /// Drops a procedure from memory once its task ends.
-    pub(crate) fn forget(&self, procedure_id: Uuid, outcome: Option<Outcome>) {
-        self.forget_batch_member(procedure_id, outcome, None);
+    pub(crate) fn forget(&self, procedure_id: Uuid, state: Option<&MigrationState>) {
+        self.forget_batch_member(procedure_id, state, None);
     }
 
     /// Drops a procedure from memory once it ends; the handle of the task that ran it, if
     /// it held it, goes to `heir` (a region of the same batch still running in that task),
-    /// so a shutdown still waits for the task.
+    /// so a shutdown still waits for the task. `state` is its driver's state, if it has
+    /// one: a finished one goes to the procedure's waiters.
     pub(crate) fn forget_batch_member(
         &self,
         procedure_id: Uuid,
-        outcome: Option<Outcome>,
+        state: Option<&MigrationState>,
         heir: Option<Uuid>,
     ) {
         let mut running = self.running();
@@ -434,7 +447,10 @@ impl Inner {
                     None => removed.task = Some(task),
                 }
             }
-            let _ = removed.outcome_sender.send(outcome);
+            let finished = state
+                .filter(|state| state.is_finished())
+                .map(|state| Arc::new(state.clone()));
+            let _ = removed.finished_sender.send(finished);
         }
     }
 }
@@ -730,14 +746,14 @@ impl Engine {
                     .insert(procedure_id, answered);
             }
         }
-        let (outcome_sender, outcome) = watch::channel(None);
+        let (finished_sender, finished) = watch::channel(None);
         self.inner.running().insert(
             procedure_id,
             Running {
                 region_id: task.region_id,
                 control: control_sender,
-                outcome,
-                outcome_sender,
+                finished,
+                finished_sender,
                 events: None,
                 task: None,
             },
@@ -1026,20 +1042,25 @@ impl Engine {
     }
 
     async fn wait_state(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
-        let outcome = self
+        let finished = self
             .inner
             .running()
             .get(&procedure_id)
-            .map(|running| running.outcome.clone());
-        if let Some(mut outcome) = outcome {
-            let finished = outcome.wait_for(|outcome| outcome.is_some()).await.is_ok();
-            if !finished || self.inner.halted() {
-                let state = self.state(procedure_id).await?;
-                if !state.is_finished() {
-                    return Err(EngineError::NotRunning { procedure_id });
-                }
-                return Ok(state);
+            .map(|running| running.finished.clone());
+        if let Some(mut finished) = finished {
+            // The driver's final state is the log's, folded: no need to read it back.
+            let finished = match finished.wait_for(Option::is_some).await {
+                Ok(state) => state.clone(),
+                Err(_) => None,
+            };
+            if let Some(state) = finished {
+                return Ok(MigrationState::clone(&state));
             }
+            let state = self.state(procedure_id).await?;
+            if !state.is_finished() {
+                return Err(EngineError::NotRunning { procedure_id });
+            }
+            return Ok(state);
         }
         let state = self.state(procedure_id).await?;
         if !state.is_finished() && !self.inner.running().contains_key(&procedure_id) {

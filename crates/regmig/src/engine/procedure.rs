@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::{EngineError, Inner, LockTable, ProcedureEvent};
 use crate::cluster::Ports;
-use crate::log::OpenProcedure;
+use crate::log::{OpenProcedure, APPEND_EVENTS_MAX};
 use crate::migration::{
-    check_cancel, decide, table_lock_key, Action, DecideError, Decision, Hook, Input,
-    MigrationEvent, MigrationState, Observation, Outcome, RouteChange,
+    check_cancel, decide, table_lock_key, Action, DecideError, Decision, EventRole, Hook, Input,
+    MigrationEvent, MigrationState, Observation, Outcome, RouteChange, TimedEvent,
 };
 
 /// A request to a running procedure.
@@ -68,6 +68,17 @@ pub struct Batch<'a> {
     pub at_ms: u64,
     /// The events.
     pub events: &'a [MigrationEvent],
+    /// Whether write-ahead lets this batch wait for the procedure's next one: true when the
+    /// action decided with it changes nothing outside the procedure (a read of the metadata
+    /// or of a heartbeat, or taking the in-memory locks) or is a route write whose batch is
+    /// only the route read it rests on, it calls no hook, and it holds nothing a resume
+    /// could not get back by reading again (no datanode answer, no route write's result, no
+    /// operator's cancel, no end). A persistence may then hold it and
+    /// write it with the next batch, in order, sharing one durable write (issue 17: fewer
+    /// durable waits per migration). A crash loses a held batch as it loses any write not
+    /// yet durable: the resume decides again from the last durable event and reads again.
+    /// False for every other batch, which must be durable before the driver goes on.
+    pub deferrable: bool,
 }
 
 /// Where a driven procedure's events go: the persistence policy.
@@ -255,7 +266,7 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
         events: Vec<MigrationEvent>,
     ) -> Result<Next, DriveError<P::Error>> {
         let now_ms = self.ports.clock.now_ms();
-        self.append(now_ms, &events).await
+        self.append(now_ms, &events, false).await
     }
 
     /// Runs the procedure from `first` (an observation alone comes with no randomness)
@@ -360,7 +371,8 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
         decision: Decision,
     ) -> Result<Action, Halt<P::Error>> {
         if !decision.events.is_empty() {
-            let next = self.append(now_ms, &decision.events).await?;
+            let deferrable = self.next_seq > 1 && deferrable(&decision);
+            let next = self.append(now_ms, &decision.events, deferrable).await?;
             // A crash right after the append: nothing more happens.
             if next == Next::Stop || self.halted() {
                 return Err(Halt::Stopped);
@@ -409,12 +421,14 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
         &mut self,
         now_ms: u64,
         events: &[MigrationEvent],
+        deferrable: bool,
     ) -> Result<Next, DriveError<P::Error>> {
         let batch = Batch {
             procedure_id: self.id,
             first_seq: self.next_seq,
             at_ms: now_ms,
             events,
+            deferrable,
         };
         let procedure_id = self.id;
         let persisted = move |error| DriveError::Persist {
@@ -801,16 +815,31 @@ impl<'a, P: Persistence> ProcedureDriver<'a, P> {
     /// Persists an event the driver writes outside a decision.
     async fn note(&mut self, event: MigrationEvent) -> Result<(), Halt<P::Error>> {
         let now_ms = self.ports.clock.now_ms();
-        match self.append(now_ms, &[event]).await? {
+        match self.append(now_ms, &[event], false).await? {
             Next::Continue => Ok(()),
             Next::Stop => Err(Halt::Stopped),
         }
     }
 }
 
-/// The engine's persistence: the event log, then the procedure's subscribers.
+/// The engine's persistence: the event log, then the procedure's subscribers. A deferrable
+/// batch is held and appended with the procedure's next batch, in one append (one durable
+/// wait); its subscribers and metrics see it then.
 pub(super) struct LogPersistence<'a> {
     pub(super) inner: &'a Inner,
+    /// The held batches' events, from seq `held_first_seq` on.
+    held: Vec<TimedEvent>,
+    held_first_seq: u64,
+}
+
+impl<'a> LogPersistence<'a> {
+    pub(super) fn new(inner: &'a Inner) -> Self {
+        LogPersistence {
+            inner,
+            held: Vec::new(),
+            held_first_seq: 0,
+        }
+    }
 }
 
 #[async_trait]
@@ -822,7 +851,24 @@ impl Persistence for LogPersistence<'_> {
         batch: Batch<'_>,
         state: &MigrationState,
     ) -> Result<(), EngineError> {
-        let opens = if batch.first_seq == 1 {
+        if self.held.is_empty() {
+            self.held_first_seq = batch.first_seq;
+        }
+        debug_assert_eq!(
+            self.held_first_seq + self.held.len() as u64,
+            batch.first_seq,
+            "a held batch is followed by the procedure's next one"
+        );
+        self.held
+            .extend(batch.events.iter().map(|event| TimedEvent {
+                at_ms: batch.at_ms,
+                event: event.clone(),
+            }));
+        if batch.deferrable && self.held.len() < APPEND_EVENTS_MAX {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.held);
+        let opens = if self.held_first_seq == 1 {
             state.task.as_ref().map(|task| OpenProcedure {
                 region_id: task.region_id.as_u64(),
                 peers: vec![task.from_peer.id, task.to_peer.id],
@@ -830,21 +876,19 @@ impl Persistence for LogPersistence<'_> {
         } else {
             None
         };
-        let closes = batch.events.iter().any(MigrationEvent::is_terminal);
+        let closes = events.iter().any(|timed| timed.event.is_terminal());
         self.inner
             .append(
                 batch.procedure_id,
-                batch.first_seq,
-                batch.events,
-                batch.at_ms,
+                self.held_first_seq,
+                &events,
                 opens,
                 closes,
             )
             .await?;
-        for (offset, event) in batch.events.iter().enumerate() {
-            let seq = batch.first_seq + offset as u64;
+        for (seq, timed) in (self.held_first_seq..).zip(&events) {
             self.inner
-                .after_append(batch.procedure_id, seq, batch.at_ms, event);
+                .after_append(batch.procedure_id, seq, timed.at_ms, &timed.event);
         }
         Ok(())
     }
@@ -879,31 +923,65 @@ impl Runner {
             halt: inner.halt_signal(),
             control,
         };
-        let persistence = LogPersistence { inner: &inner };
+        let persistence = LogPersistence::new(&inner);
         let mut driver =
             ProcedureDriver::new(&inner.ports, &inner.locks, id, state, next_seq, persistence)
                 .with_signals(signals);
-        let outcome = match driver.run(first).instrument(span.clone()).await {
-            Ok(Ended::Finished(outcome)) => {
+        match driver.run(first).instrument(span.clone()).await {
+            Ok(Ended::Finished(_)) => {
                 // Its closing event is durable; the retention may archive it (and older
                 // ones) before its waiters are told.
                 super::retention::after_finish(&inner).await;
-                Some(outcome)
             }
             Ok(Ended::Stopped) => {
                 span.in_scope(|| {
                     debug!("procedure halted; it resumes from the log on the next open")
                 });
-                driver.state().outcome
             }
             Err(error) => {
                 span.in_scope(|| {
                     warn!(%error, "procedure stopped: the log failed; it resumes from the log on the next open")
                 });
-                driver.state().outcome
             }
-        };
-        inner.forget(id, outcome);
+        }
+        inner.forget(id, Some(driver.state()));
+    }
+}
+
+/// Whether write-ahead lets a decision's events wait for the procedure's next batch (see
+/// [`Batch::deferrable`]). It calls no hook, and either:
+/// - its action is a read or takes the in-memory locks, and every event in it is the
+///   model's own decision (never the one that ends the procedure) or an input the resume
+///   gets back by acting again with no effect outside: the locks taken, a route or a
+///   datanode table read, a wait that elapsed; or
+/// - its action is a route write and its only events are the route read it is based on:
+///   what to write follows from the state already durable, and a crash after the write
+///   but before its result is durable is the unlogged write the model already handles (the
+///   resume reads the route again and sees whether the write landed).
+///
+/// A datanode's answer, a route write's result, a heartbeat read (R2.3 decides the lease on
+/// it) and an operator's cancel (they were answered) are recorded before anything else
+/// happens.
+fn deferrable(decision: &Decision) -> bool {
+    if !decision.hooks.is_empty() {
+        return false;
+    }
+    match decision.action {
+        Action::AcquireLocks { .. }
+        | Action::ReadRoute { .. }
+        | Action::ReadDatanodeTable { .. }
+        | Action::ReadLastHeartbeat { .. } => decision.events.iter().all(|event| match event {
+            MigrationEvent::LocksAcquired { .. }
+            | MigrationEvent::RouteRead { .. }
+            | MigrationEvent::DatanodeTableRead { .. }
+            | MigrationEvent::WaitElapsed => true,
+            event => event.role() == EventRole::Decision && !event.is_terminal(),
+        }),
+        Action::CasRoute { .. } => decision
+            .events
+            .iter()
+            .all(|event| matches!(event, MigrationEvent::RouteRead { .. })),
+        _ => false,
     }
 }
 

@@ -35,14 +35,24 @@ pub enum LoadError {
 pub fn encode_events(at_ms: u64, events: &[MigrationEvent]) -> Result<Vec<NewEvent>, EncodeError> {
     events
         .iter()
-        .map(|event| {
-            Ok(NewEvent {
-                kind: event.kind_code(),
-                recorded_at_ms: at_ms,
-                payload: event.encode()?,
-            })
-        })
+        .map(|event| encode_event(at_ms, event))
         .collect()
+}
+
+/// Encodes migration events for an append, each recorded at its own time.
+pub fn encode_timed_events(events: &[TimedEvent]) -> Result<Vec<NewEvent>, EncodeError> {
+    events
+        .iter()
+        .map(|timed| encode_event(timed.at_ms, &timed.event))
+        .collect()
+}
+
+fn encode_event(at_ms: u64, event: &MigrationEvent) -> Result<NewEvent, EncodeError> {
+    Ok(NewEvent {
+        kind: event.kind_code(),
+        recorded_at_ms: at_ms,
+        payload: event.encode()?,
+    })
 }
 
 /// Decodes one record into a timed migration event.
