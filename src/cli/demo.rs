@@ -8,7 +8,6 @@
 //! leader part-way: [`super::demo_pg`].
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -415,18 +414,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     {
         super::cancel::answer_taken(&args.data_dir, request, &answer);
     }
-    let terminal = std::io::stdout().is_terminal() && !args.json;
-    let progress = if terminal {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} migrations")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        Some(bar)
-    } else {
-        None
-    };
+    let progress = super::progress::Progress::new("migrations", args.json);
     let appended = Arc::new(AtomicU64::new(0));
     {
         let appended = appended.clone();
@@ -435,9 +423,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         engine.set_observer(Box::new(move |event| {
             let count = appended.fetch_add(1, Ordering::SeqCst) + 1;
             if matches!(event.event, MigrationEvent::Finished { .. }) {
-                if let Some(bar) = &progress {
-                    bar.inc(1);
-                }
+                progress.inc();
             }
             if exit_after.is_some_and(|limit| count >= limit) {
                 // As a kill would: no shutdown, nothing flushed beyond what is durable.
@@ -446,10 +432,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         }));
     }
     let say = |line: String| {
-        if let Some(bar) = &progress {
-            bar.println(line);
-        } else if !args.json {
-            println!("{line}");
+        if !args.json {
+            progress.println(&line);
         }
     };
     say(format!(
@@ -467,10 +451,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         ));
     }
     let work = async {
-        if let Some(bar) = &progress {
-            bar.set_length(resumed.len() as u64);
-            bar.set_message("resuming");
-        }
+        progress.start("resuming", resumed.len() as u64);
         for id in &resumed {
             let _ = engine.wait(*id).await;
         }
@@ -488,11 +469,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
             let moves = remaining_moves(phase, &config, &cluster.region_routes_now(), &submitted);
             let trigger = phase.trigger(&config);
             say(format!("{trigger}: {} migrations", moves.len()));
-            if let Some(bar) = &progress {
-                bar.set_position(0);
-                bar.set_length(moves.len() as u64);
-                bar.set_message(trigger.clone());
-            }
+            progress.start(trigger.clone(), moves.len() as u64);
             let phase_started_ms = cluster.clock().elapsed_ms();
             let ids = submit_moves(&engine, phase, &config, &moves, &args.actor, &say).await;
             for id in &ids {
@@ -526,9 +503,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         biased;
         never = cancels => match never {},
         _ = tokio::signal::ctrl_c() => {
-            if let Some(bar) = &progress {
-                bar.abandon();
-            }
+            progress.abandon();
             engine.shutdown().await;
             cluster.stop();
             eprintln!(
@@ -539,9 +514,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         }
         phases = work => phases?,
     };
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     let virtual_time_ms = cluster.clock().elapsed_ms();
     let epoch_base_ms = cluster.clock().epoch_base_ms();
     let mut pauses = Vec::new();

@@ -46,6 +46,7 @@ use super::demo::{
     Summary,
 };
 use super::demo_faults::{self, faults_used};
+use super::progress::Progress;
 use super::{EXIT_FAILED, EXIT_USAGE};
 use crate::sim::campaign::{
     initial_routes, remaining_moves, submitted_moves, CampaignConfig, CampaignError, Phase,
@@ -293,6 +294,8 @@ struct Shared {
     kill_at: Option<u64>,
     /// Told once `finished` reaches `kill_at`.
     kill_due: Notify,
+    /// Counts the migrations of the phase running, whichever engine finishes them.
+    progress: Progress,
 }
 
 /// One engine: its candidate and its name (its sessions' `application_name`).
@@ -345,6 +348,7 @@ impl OpenAsLeader for Opener {
         let observed = Arc::clone(shared);
         engine.set_observer(Box::new(move |event| {
             if matches!(event.event, MigrationEvent::Finished { .. }) {
+                observed.progress.inc();
                 let finished = observed.finished.fetch_add(1, Ordering::SeqCst) + 1;
                 if observed.kill_at == Some(finished) {
                     observed.kill_due.notify_one();
@@ -605,6 +609,7 @@ async fn run_phase(
     phase: Phase,
     config: &CampaignConfig,
     actor: &str,
+    progress: &Progress,
     say: &dyn Fn(String),
 ) -> Result<Vec<Uuid>, PgDemoError> {
     let log = engine.log().clone();
@@ -621,6 +626,7 @@ async fn run_phase(
     }
     let moves = remaining_moves(phase, config, &cluster.region_routes_now(), &submitted);
     let trigger = phase.trigger(config);
+    progress.start(trigger.clone(), moves.len() as u64);
     if ids.is_empty() {
         say(format!("{trigger}: {} migrations", moves.len()));
     } else {
@@ -653,9 +659,10 @@ enum Step {
 
 async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoError> {
     let started = Instant::now();
+    let progress = Progress::new("migrations", args.json);
     let say = |line: String| {
         if !args.json {
-            println!("{line}");
+            progress.println(&line);
         }
     };
     // A demo on PostgreSQL starts on an empty history: it keeps its phase in memory.
@@ -685,6 +692,7 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
         finished: AtomicU64::new(0),
         kill_at: election.kill_leader_at,
         kill_due: Notify::new(),
+        progress: progress.clone(),
     });
     say(format!(
         "regmig demo: {} datanodes, {regions} regions over {} tables, history in {}; {} engine{} elected on it (lease {})",
@@ -751,7 +759,7 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
                 biased;
                 () = shared.kill_due.notified(), if armed => Step::Kill,
                 () = deposed(node, epoch) => Step::Deposed,
-                ran = run_phase(&engine, &cluster, phase, &config, &args.actor, &say) => Step::Ran(ran),
+                ran = run_phase(&engine, &cluster, phase, &config, &args.actor, &progress, &say) => Step::Ran(ran),
             };
             match step {
                 Step::Kill => {
@@ -814,6 +822,11 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
         _ = tokio::signal::ctrl_c() => true,
         done = work => { done?; false }
     };
+    if interrupted {
+        progress.abandon();
+    } else {
+        progress.finish();
+    }
     for node in nodes {
         if node.killed.load(Ordering::SeqCst) {
             drop(node);
