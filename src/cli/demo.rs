@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -63,7 +64,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub json: bool,
     /// After the summary, print the engine's metrics (`regmig::engine::metrics`) in the
-    /// Prometheus text format.
+    /// Prometheus text format; with --json, as the document's "metrics" field (a string
+    /// holding that text), so stdout stays one JSON document.
     #[arg(long)]
     pub metrics: bool,
     /// Exit abruptly, as a kill would, once this many events were appended (tests).
@@ -188,6 +190,9 @@ pub(super) struct Summary {
     /// On PostgreSQL: the engines, the kill and the takeover, the exactly-once check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) election: Option<super::demo_pg::ElectionReport>,
+    /// With `--metrics`: the engine's metrics in the Prometheus text format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) metrics: Option<String>,
 }
 
 /// The config a first run saves, from the arguments.
@@ -230,11 +235,7 @@ pub fn run(args: DemoArgs) -> u8 {
         }
     };
     if let Some(election) = election {
-        let code = super::demo_pg::run(&args, election);
-        if let Some(metrics) = metrics {
-            print!("{}", metrics.render());
-        }
-        return code;
+        return super::demo_pg::run(&args, election, metrics.as_ref());
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -248,7 +249,7 @@ pub fn run(args: DemoArgs) -> u8 {
         }
     };
     let code = runtime.block_on(async {
-        match campaign(&args).await {
+        match campaign(&args, metrics.as_ref()).await {
             Ok(code) => code,
             Err(error) => {
                 eprintln!("error: {error}");
@@ -257,9 +258,6 @@ pub fn run(args: DemoArgs) -> u8 {
         }
     });
     runtime.shutdown_background();
-    if let Some(metrics) = metrics {
-        print!("{}", metrics.render());
-    }
     code
 }
 
@@ -325,7 +323,10 @@ fn last_recorded_ms(log: &EventLog) -> Result<u64, CampaignError> {
     Ok(latest)
 }
 
-async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
+async fn campaign(
+    args: &DemoArgs,
+    metrics: Option<&PrometheusHandle>,
+) -> Result<u8, CampaignError> {
     let started = Instant::now();
     let log = EventLog::open(&args.data_dir, LogOptions::default())?;
     let store = SledMetadataStore::open(&log)?;
@@ -579,15 +580,9 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         real_time_ms: started.elapsed().as_millis() as u64,
         example_ids,
         election: None,
+        metrics: metrics.map(PrometheusHandle::render),
     };
-    if args.json {
-        match serde_json::to_string_pretty(&summary) {
-            Ok(text) => println!("{text}"),
-            Err(error) => eprintln!("error: cannot encode the summary: {error}"),
-        }
-    } else {
-        print_summary(&summary);
-    }
+    print_report(&summary, args.json);
     Ok(if summary.invariant_violations.is_empty() {
         0
     } else {
@@ -662,7 +657,23 @@ pub(super) async fn submit_moves(
     ids
 }
 
-pub(super) fn print_summary(summary: &Summary) {
+/// Prints what a run did: with `json` one JSON document (the metrics in it), else the
+/// summary for people followed by the metrics text.
+pub(super) fn print_report(summary: &Summary, json: bool) {
+    if json {
+        match serde_json::to_string_pretty(summary) {
+            Ok(text) => println!("{text}"),
+            Err(error) => eprintln!("error: cannot encode the summary: {error}"),
+        }
+        return;
+    }
+    print_summary(summary);
+    if let Some(metrics) = &summary.metrics {
+        print!("{metrics}");
+    }
+}
+
+fn print_summary(summary: &Summary) {
     println!();
     println!(
         "{:<10} {:>10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>16}",

@@ -37,12 +37,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::demo::{
-    config_of, figures, format_ms, now_wall_ms, print_summary, submit_moves, write_pause, DemoArgs,
+    config_of, figures, format_ms, now_wall_ms, print_report, submit_moves, write_pause, DemoArgs,
     Summary,
 };
 use super::demo_faults::{self, faults_used};
@@ -256,7 +257,7 @@ enum PgDemoError {
 }
 
 /// Runs the demo on PostgreSQL; returns the exit code.
-pub fn run(args: &DemoArgs, election: Election) -> u8 {
+pub fn run(args: &DemoArgs, election: Election, metrics: Option<&PrometheusHandle>) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -269,7 +270,7 @@ pub fn run(args: &DemoArgs, election: Election) -> u8 {
         }
     };
     let code = runtime.block_on(async {
-        match campaign(args, &election).await {
+        match campaign(args, &election, metrics).await {
             Ok(code) => code,
             Err(error) => {
                 eprintln!("error: {}: {error}", election.store);
@@ -657,7 +658,11 @@ enum Step {
     Ran(Result<Vec<Uuid>, PgDemoError>),
 }
 
-async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoError> {
+async fn campaign(
+    args: &DemoArgs,
+    election: &Election,
+    metrics: Option<&PrometheusHandle>,
+) -> Result<u8, PgDemoError> {
     let started = Instant::now();
     let progress = Progress::new("migrations", args.json);
     let say = |line: String| {
@@ -954,15 +959,9 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
         real_time_ms: started.elapsed().as_millis() as u64,
         example_ids,
         election: Some(report),
+        metrics: metrics.map(PrometheusHandle::render),
     };
-    if args.json {
-        match serde_json::to_string_pretty(&summary) {
-            Ok(text) => println!("{text}"),
-            Err(error) => eprintln!("error: cannot encode the summary: {error}"),
-        }
-    } else {
-        print_summary(&summary);
-    }
+    print_report(&summary, args.json);
     Ok(if ok { 0 } else { EXIT_FAILED })
 }
 
