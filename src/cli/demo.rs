@@ -60,7 +60,7 @@ pub struct DemoArgs {
     /// Who runs the campaign, recorded with each migration it submits (`regmig audit`).
     #[arg(long, default_value = "regmig demo", value_name = "ACTOR")]
     pub actor: String,
-    /// Print the summary as one JSON document.
+    /// Print the summary as one JSON document (and draw no progress bar).
     #[arg(long)]
     pub json: bool,
     /// After the summary, print the engine's metrics (`regmig::engine::metrics`) in the
