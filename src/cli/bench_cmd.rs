@@ -90,7 +90,7 @@ pub fn run(args: BenchArgs) -> u8 {
     if let Some(url) = &args.takeover {
         let started = std::time::Instant::now();
         let kills = args.kills.max(1);
-        let progress = Progress::new("kills", false);
+        let progress = Progress::new("kills", args.json);
         progress.start("takeover", u64::from(kills));
         let figures = bench::takeover::measure(
             url,
@@ -204,7 +204,7 @@ pub fn run(args: BenchArgs) -> u8 {
         },
     };
     let started = std::time::Instant::now();
-    let progress = Progress::new("sections", false);
+    let progress = Progress::new("sections", args.json);
     let report = bench::run(&options, &mut |step| match step {
         Step::Section {
             section,
@@ -268,7 +268,7 @@ fn instructions(args: &BenchArgs, migrations: u64) -> u8 {
     };
     let started = std::time::Instant::now();
     // One step per run under callgrind, told as it starts: the one before it has ended.
-    let progress = Progress::new("runs", false);
+    let progress = Progress::new("runs", args.json);
     progress.start("callgrind", bench::instructions::RUNS);
     let mut runs_started = 0;
     let figures = bench::instructions::measure(&options, &mut |step| {

@@ -30,9 +30,10 @@ impl Progress {
     fn with_target(unit: &str, target: ProgressDrawTarget) -> Progress {
         let bar = ProgressBar::with_draw_target(Some(0), target);
         // `unit` is a fixed word of ours; a template that does not parse falls back to
-        // indicatif's plain bar rather than failing the run.
+        // indicatif's plain bar rather than failing the run. The bar takes what the terminal's
+        // width leaves, so the line never wraps (a wrapped bar is redrawn as two lines).
         let template =
-            format!("[{{elapsed_precise}}] {{msg:>24}} [{{bar:40}}] {{pos}}/{{len}} {unit}");
+            format!("[{{elapsed_precise}}] {{msg}} [{{wide_bar}}] {{pos}}/{{len}} {unit}");
         bar.set_style(
             ProgressStyle::with_template(&template)
                 .unwrap_or_else(|_| ProgressStyle::default_bar())

@@ -213,6 +213,7 @@ fn sim_fuzz(args: SimFuzzArgs) -> u8 {
     let started = std::time::Instant::now();
     let total = seeds.end.saturating_sub(seeds.start);
     let mut failures: Vec<FuzzFailure> = Vec::new();
+    // `sim fuzz` has no --json: the bar is drawn whenever stderr is a terminal.
     let progress = Progress::new("seeds", false);
     progress.start("fuzzing", total);
     for seed in seeds {
