@@ -162,7 +162,9 @@ fn print_table() {
     };
     let started = Instant::now();
     let report = regmig_tools::bench::run(&options, &mut |step| {
-        eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64())
+        if let regmig_tools::bench::Step::Measuring(step) = step {
+            eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64())
+        }
     })
     .expect("the benchmark table");
     println!();

@@ -106,7 +106,7 @@ fn prometheus_sample(text: &str, series: &str) -> Option<u64> {
 }
 
 #[test]
-fn the_demo_prints_the_engines_metrics_in_the_prometheus_format() {
+fn with_json_the_metrics_text_is_a_field_and_stdout_is_one_json_document() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output = demo(dir.path(), &["--metrics"]);
     assert!(
@@ -114,11 +114,12 @@ fn the_demo_prints_the_engines_metrics_in_the_prometheus_format() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // The JSON summary first, then the metrics.
-    let mut documents =
-        serde_json::Deserializer::from_slice(&output.stdout).into_iter::<serde_json::Value>();
-    let summary = documents.next().expect("a summary").expect("JSON");
-    let metrics = String::from_utf8_lossy(&output.stdout[documents.byte_offset()..]).to_string();
+    // With --json, stdout is one JSON document: the metrics text is its "metrics" field.
+    let summary = parse_summary(&output);
+    let metrics = summary["metrics"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no metrics text in {summary}"))
+        .to_string();
     let this_run = &summary["this_run"];
     for outcome in ["completed", "aborted", "failed"] {
         let series = format!("regmig_migrations_finished_total{{outcome=\"{outcome}\"}}");
@@ -148,4 +149,60 @@ fn the_demo_prints_the_engines_metrics_in_the_prometheus_format() {
             "{family} missing from:\n{metrics}"
         );
     }
+}
+
+#[test]
+fn without_json_the_metrics_text_follows_the_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_regmig"))
+        .args(["demo", "--metrics", "--datanodes", "3", "--tables", "4"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run regmig demo");
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary_end = stdout.find("regmig log verify").expect("the summary");
+    let metrics_start = stdout
+        .find("# TYPE regmig_migrations_submitted_total ")
+        .expect("the metrics text");
+    assert!(summary_end < metrics_start, "{stdout}");
+}
+
+/// The progress bar's marks: a redraw starts with a carriage return or an escape code.
+fn bar_marks(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|line| line.contains('\r') || line.contains('\u{1b}') || line.contains("=>"))
+        .collect()
+}
+
+#[test]
+fn with_stderr_not_a_terminal_the_demo_draws_no_bar_and_says_its_phases_on_stdout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_regmig"))
+        .args([
+            "demo",
+            "--datanodes",
+            "3",
+            "--tables",
+            "2",
+            "--regions-per-table",
+            "3",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run regmig demo");
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr, "", "stderr: {stderr:?}");
+    assert_eq!(bar_marks(&stdout), Vec::<&str>::new(), "{stdout}");
+    let phases: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.ends_with(" migrations") && line.contains(": "))
+        .collect();
+    assert_eq!(phases.len(), 2, "{stdout}");
+    assert!(phases[0].starts_with("rebalance: "), "{stdout}");
+    assert!(phases[1].starts_with("evacuate datanode 3: "), "{stdout}");
 }

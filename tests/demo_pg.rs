@@ -82,6 +82,9 @@ fn three_engines_finish_the_campaign_after_the_leader_is_killed() {
     let started = std::time::Instant::now();
     let text = expect(regmig(&args), 0);
     let elapsed = started.elapsed();
+    // stderr is not a terminal here: no progress bar was drawn on it (a redraw starts with a
+    // carriage return); its lines went to stdout.
+    assert!(!text.stderr.contains('\r'), "{:?}", text.stderr);
     eprintln!("{}", text.stdout);
     assert!(
         text.stdout.contains("elected on it (lease 1000ms)"),
@@ -170,10 +173,18 @@ fn the_demo_summary_in_json_has_the_takeover_and_the_exactly_once_check() {
         "10",
         "--no-faults",
         "--json",
+        "--metrics",
     ];
     args.extend(SIZE);
     let run = expect(regmig(&args), 0);
+    // With --metrics too, stdout is one JSON document: the metrics text is a field of it.
     let summary: serde_json::Value = serde_json::from_str(&run.stdout).expect("one JSON document");
+    assert!(
+        summary["metrics"]
+            .as_str()
+            .is_some_and(|text| text.contains("# TYPE regmig_migrations_submitted_total ")),
+        "{summary}"
+    );
     assert!(summary.get("data_dir").is_none(), "{summary}");
     assert!(
         summary["store"]

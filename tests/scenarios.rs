@@ -114,7 +114,8 @@ const CRASH_SWEEP_FILES: [&str; 16] = [
 fn crash_at_every_event_keeps_every_expectation_of_the_chosen_scenarios() {
     let failed = on_two_threads(&CRASH_SWEEP_FILES, |name| {
         let scenario = load(name);
-        let sweep = run_crash_at_every_event(&scenario, &options(true)).expect("sweep runs");
+        let sweep = run_crash_at_every_event(&scenario, &options(true), &mut |_, _| {})
+            .expect("sweep runs");
         let mut problems = Vec::new();
         // Every crash point of the uninterrupted run was tried: the sweep is not vacuous. For
         // a batch, that is every event of every one of its regions.
@@ -299,7 +300,8 @@ fn a_submit_due_right_after_an_engine_crash_reaches_the_reopened_engine() {
 fn a_failing_crash_point_keeps_its_log_and_a_passing_one_does_not() {
     let mut scenario = load("crash_then_resume.toml");
     scenario.expects[0].leader = Some(99);
-    let sweep = run_crash_at_every_event(&scenario, &options(true)).expect("sweep runs");
+    let sweep =
+        run_crash_at_every_event(&scenario, &options(true), &mut |_, _| {}).expect("sweep runs");
     assert!(!sweep.runs.is_empty());
     std::fs::remove_dir_all(&sweep.baseline.data_dir).expect("the failing baseline's log");
     for (k, outcome) in &sweep.runs {

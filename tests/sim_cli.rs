@@ -233,6 +233,8 @@ fn sim_run_crash_at_every_event_reports_every_crash_point() {
         stdout,
         "open: a reply of the wrong kind fails the migration at once: 13 crash points, all OK\n"
     );
+    // stderr is not a terminal here: the progress bar over the runs draws nothing.
+    assert_eq!(text(&output.stderr), "");
 }
 
 #[test]
@@ -247,6 +249,8 @@ fn sim_fuzz_runs_a_seed_range_and_refuses_an_empty_one() {
     );
     assert!(stdout.starts_with("3 seeds in "), "{stdout}");
     assert!(stdout.ends_with(": 0 failed\n"), "{stdout}");
+    // stderr is not a terminal here: the progress bar over the seeds draws nothing.
+    assert_eq!(text(&output.stderr), "");
 
     let output = regmig(&["sim", "fuzz", "--seeds", "5..5"]);
     assert_eq!(output.status.code(), Some(2));

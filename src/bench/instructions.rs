@@ -25,6 +25,9 @@ use super::migrations::{self, Design, RunLength};
 /// The program that counts the instructions.
 pub const VALGRIND: &str = "valgrind";
 
+/// The runs under callgrind: N migrations, then 2N (the difference is N migrations' cost).
+pub const RUNS: u64 = 2;
+
 /// What to measure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstructionOptions {
@@ -112,8 +115,8 @@ pub fn measure(
     }
     std::fs::create_dir_all(&options.work_dir)
         .map_err(|error| BenchError::io("create", &options.work_dir, error))?;
-    let mut runs = Vec::with_capacity(2);
-    for multiple in [1u64, 2] {
+    let mut runs = Vec::with_capacity(RUNS as usize);
+    for multiple in 1..=RUNS {
         let migrations = options.migrations * multiple;
         progress(format!(
             "instructions: {migrations} migrations ({concurrency} at a time) under callgrind"

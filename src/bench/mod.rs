@@ -45,4 +45,4 @@ pub mod takeover;
 pub mod world;
 
 pub use error::BenchError;
-pub use report::{run, Report, RunOptions, Section, Sizes};
+pub use report::{run, Report, RunOptions, Section, Sizes, Step};

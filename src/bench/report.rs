@@ -177,6 +177,33 @@ impl Section {
             _ => None,
         }
     }
+
+    /// The figures it measures, as the table numbers them ("figures 3-4").
+    pub fn figures(self) -> &'static str {
+        match self {
+            Section::Appends => "figure 1",
+            Section::Migrations => "figure 2",
+            Section::RecoveryAndAudit => "figures 3-4",
+            Section::Replay => "figure 5",
+            Section::SpaceAndMemory => "figure 6",
+        }
+    }
+}
+
+/// What [`run`] tells as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    /// A section starts: the `number`-th (from 1) of the `sections` this run measures.
+    Section {
+        /// The section.
+        section: Section,
+        /// Its place in the run, from 1.
+        number: usize,
+        /// How many sections the run measures.
+        sections: usize,
+    },
+    /// A measurement of the section starts.
+    Measuring(&'a str),
 }
 
 /// How to run.
@@ -254,8 +281,8 @@ fn count(value: u64) -> String {
     table::group_thousands(value as f64)
 }
 
-/// Runs the chosen sections; `progress` hears what is being done.
-pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Report, BenchError> {
+/// Runs the chosen sections; `progress` hears each section and each measurement as it starts.
+pub fn run(options: &RunOptions, progress: &mut dyn FnMut(Step)) -> Result<Report, BenchError> {
     let sizes = &options.sizes;
     let mut figures = Vec::new();
     let mut notes = Vec::new();
@@ -264,7 +291,14 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Repor
     let mut sections = options.sections.clone();
     sections.sort_by_key(|section| Section::ALL.iter().position(|s| s == section));
     sections.dedup();
-    for section in sections {
+    let section_count = sections.len();
+    for (index, section) in sections.into_iter().enumerate() {
+        progress(Step::Section {
+            section,
+            number: index + 1,
+            sections: section_count,
+        });
+        let progress = &mut |text: &str| progress(Step::Measuring(text));
         let started = Instant::now();
         match section {
             Section::Appends => appends_section(options, progress, &mut figures, &mut notes)?,

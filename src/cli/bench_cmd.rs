@@ -1,15 +1,18 @@
 //! `regmig bench`: every figure of issue 7 beside its baseline, in one table.
 //!
 //! The work happens in [`crate::bench`]; this module parses the arguments, picks the sizes
-//! and directories, prints progress on stderr and the table (or `--json`) on stdout.
+//! and directories, prints progress on stderr (each measurement as a timestamped line, and
+//! on a terminal a bar over the sections, kills or runs) and the table (or `--json`) on
+//! stdout.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::progress::Progress;
 use crate::bench::child::{self, Launcher};
-use crate::bench::{self, RunOptions, Section, Sizes};
+use crate::bench::{self, RunOptions, Section, Sizes, Step};
 
 /// Arguments of `regmig bench`.
 #[derive(Debug, Args)]
@@ -86,12 +89,19 @@ pub fn run(args: BenchArgs) -> u8 {
     }
     if let Some(url) = &args.takeover {
         let started = std::time::Instant::now();
+        let kills = args.kills.max(1);
+        let progress = Progress::new("kills", args.json);
+        progress.start("takeover", u64::from(kills));
         let figures = bench::takeover::measure(
             url,
-            args.kills.max(1),
+            kills,
             std::time::Duration::from_millis(args.lease_ms),
-            &mut |step| eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64()),
+            &mut |step| {
+                progress.eprintln(&timestamped(started, &step));
+                progress.inc();
+            },
         );
+        progress.finish();
         return match figures {
             Ok(figures) if args.json => match serde_json::to_string_pretty(&figures) {
                 Ok(json) => {
@@ -194,9 +204,20 @@ pub fn run(args: BenchArgs) -> u8 {
         },
     };
     let started = std::time::Instant::now();
-    let report = bench::run(&options, &mut |step| {
-        eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64())
+    let progress = Progress::new("sections", args.json);
+    let report = bench::run(&options, &mut |step| match step {
+        Step::Section {
+            section,
+            number: 1,
+            sections,
+        } => progress.start(section.figures(), sections as u64),
+        Step::Section { section, .. } => {
+            progress.inc();
+            progress.set_message(section.figures());
+        }
+        Step::Measuring(text) => progress.eprintln(&timestamped(started, text)),
     });
+    progress.finish();
     match report {
         Ok(report) => {
             if args.json {
@@ -246,9 +267,18 @@ fn instructions(args: &BenchArgs, migrations: u64) -> u8 {
         args: vec!["bench".into()],
     };
     let started = std::time::Instant::now();
+    // One step per run under callgrind, told as it starts: the one before it has ended.
+    let progress = Progress::new("runs", args.json);
+    progress.start("callgrind", bench::instructions::RUNS);
+    let mut runs_started = 0;
     let figures = bench::instructions::measure(&options, &mut |step| {
-        eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64())
+        if runs_started > 0 {
+            progress.inc();
+        }
+        runs_started += 1;
+        progress.eprintln(&timestamped(started, &step));
     });
+    progress.finish();
     match figures {
         Ok(figures) if args.json => match serde_json::to_string_pretty(&figures) {
             Ok(json) => {
@@ -273,6 +303,11 @@ fn instructions(args: &BenchArgs, migrations: u64) -> u8 {
             super::EXIT_FAILED
         }
     }
+}
+
+/// A progress line on stderr: `step`, after the time since `started`.
+fn timestamped(started: std::time::Instant, step: &str) -> String {
+    format!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64())
 }
 
 /// The scratch directory: removed afterwards when it is ours.

@@ -8,13 +8,13 @@
 //! leader part-way: [`super::demo_pg`].
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -60,11 +60,12 @@ pub struct DemoArgs {
     /// Who runs the campaign, recorded with each migration it submits (`regmig audit`).
     #[arg(long, default_value = "regmig demo", value_name = "ACTOR")]
     pub actor: String,
-    /// Print the summary as one JSON document.
+    /// Print the summary as one JSON document (and draw no progress bar).
     #[arg(long)]
     pub json: bool,
     /// After the summary, print the engine's metrics (`regmig::engine::metrics`) in the
-    /// Prometheus text format.
+    /// Prometheus text format; with --json, as the document's "metrics" field (a string
+    /// holding that text), so stdout stays one JSON document.
     #[arg(long)]
     pub metrics: bool,
     /// Exit abruptly, as a kill would, once this many events were appended (tests).
@@ -189,6 +190,9 @@ pub(super) struct Summary {
     /// On PostgreSQL: the engines, the kill and the takeover, the exactly-once check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) election: Option<super::demo_pg::ElectionReport>,
+    /// With `--metrics`: the engine's metrics in the Prometheus text format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) metrics: Option<String>,
 }
 
 /// The config a first run saves, from the arguments.
@@ -231,11 +235,7 @@ pub fn run(args: DemoArgs) -> u8 {
         }
     };
     if let Some(election) = election {
-        let code = super::demo_pg::run(&args, election);
-        if let Some(metrics) = metrics {
-            print!("{}", metrics.render());
-        }
-        return code;
+        return super::demo_pg::run(&args, election, metrics.as_ref());
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -249,7 +249,7 @@ pub fn run(args: DemoArgs) -> u8 {
         }
     };
     let code = runtime.block_on(async {
-        match campaign(&args).await {
+        match campaign(&args, metrics.as_ref()).await {
             Ok(code) => code,
             Err(error) => {
                 eprintln!("error: {error}");
@@ -258,9 +258,6 @@ pub fn run(args: DemoArgs) -> u8 {
         }
     });
     runtime.shutdown_background();
-    if let Some(metrics) = metrics {
-        print!("{}", metrics.render());
-    }
     code
 }
 
@@ -326,7 +323,10 @@ fn last_recorded_ms(log: &EventLog) -> Result<u64, CampaignError> {
     Ok(latest)
 }
 
-async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
+async fn campaign(
+    args: &DemoArgs,
+    metrics: Option<&PrometheusHandle>,
+) -> Result<u8, CampaignError> {
     let started = Instant::now();
     let log = EventLog::open(&args.data_dir, LogOptions::default())?;
     let store = SledMetadataStore::open(&log)?;
@@ -415,18 +415,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     {
         super::cancel::answer_taken(&args.data_dir, request, &answer);
     }
-    let terminal = std::io::stdout().is_terminal() && !args.json;
-    let progress = if terminal {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} migrations")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        Some(bar)
-    } else {
-        None
-    };
+    let progress = super::progress::Progress::new("migrations", args.json);
     let appended = Arc::new(AtomicU64::new(0));
     {
         let appended = appended.clone();
@@ -435,9 +424,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         engine.set_observer(Box::new(move |event| {
             let count = appended.fetch_add(1, Ordering::SeqCst) + 1;
             if matches!(event.event, MigrationEvent::Finished { .. }) {
-                if let Some(bar) = &progress {
-                    bar.inc(1);
-                }
+                progress.inc();
             }
             if exit_after.is_some_and(|limit| count >= limit) {
                 // As a kill would: no shutdown, nothing flushed beyond what is durable.
@@ -446,10 +433,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         }));
     }
     let say = |line: String| {
-        if let Some(bar) = &progress {
-            bar.println(line);
-        } else if !args.json {
-            println!("{line}");
+        if !args.json {
+            progress.println(&line);
         }
     };
     say(format!(
@@ -467,10 +452,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         ));
     }
     let work = async {
-        if let Some(bar) = &progress {
-            bar.set_length(resumed.len() as u64);
-            bar.set_message("resuming");
-        }
+        progress.start("resuming", resumed.len() as u64);
         for id in &resumed {
             let _ = engine.wait(*id).await;
         }
@@ -488,11 +470,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
             let moves = remaining_moves(phase, &config, &cluster.region_routes_now(), &submitted);
             let trigger = phase.trigger(&config);
             say(format!("{trigger}: {} migrations", moves.len()));
-            if let Some(bar) = &progress {
-                bar.set_position(0);
-                bar.set_length(moves.len() as u64);
-                bar.set_message(trigger.clone());
-            }
+            progress.start(trigger.clone(), moves.len() as u64);
             let phase_started_ms = cluster.clock().elapsed_ms();
             let ids = submit_moves(&engine, phase, &config, &moves, &args.actor, &say).await;
             for id in &ids {
@@ -526,9 +504,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         biased;
         never = cancels => match never {},
         _ = tokio::signal::ctrl_c() => {
-            if let Some(bar) = &progress {
-                bar.abandon();
-            }
+            progress.abandon();
             engine.shutdown().await;
             cluster.stop();
             eprintln!(
@@ -539,9 +515,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         }
         phases = work => phases?,
     };
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     let virtual_time_ms = cluster.clock().elapsed_ms();
     let epoch_base_ms = cluster.clock().epoch_base_ms();
     let mut pauses = Vec::new();
@@ -606,15 +580,9 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         real_time_ms: started.elapsed().as_millis() as u64,
         example_ids,
         election: None,
+        metrics: metrics.map(PrometheusHandle::render),
     };
-    if args.json {
-        match serde_json::to_string_pretty(&summary) {
-            Ok(text) => println!("{text}"),
-            Err(error) => eprintln!("error: cannot encode the summary: {error}"),
-        }
-    } else {
-        print_summary(&summary);
-    }
+    print_report(&summary, args.json);
     Ok(if summary.invariant_violations.is_empty() {
         0
     } else {
@@ -689,7 +657,23 @@ pub(super) async fn submit_moves(
     ids
 }
 
-pub(super) fn print_summary(summary: &Summary) {
+/// Prints what a run did: with `json` one JSON document (the metrics in it), else the
+/// summary for people followed by the metrics text.
+pub(super) fn print_report(summary: &Summary, json: bool) {
+    if json {
+        match serde_json::to_string_pretty(summary) {
+            Ok(text) => println!("{text}"),
+            Err(error) => eprintln!("error: cannot encode the summary: {error}"),
+        }
+        return;
+    }
+    print_summary(summary);
+    if let Some(metrics) = &summary.metrics {
+        print!("{metrics}");
+    }
+}
+
+fn print_summary(summary: &Summary) {
     println!();
     println!(
         "{:<10} {:>10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>16}",

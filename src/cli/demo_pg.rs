@@ -37,15 +37,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::demo::{
-    config_of, figures, format_ms, now_wall_ms, print_summary, submit_moves, write_pause, DemoArgs,
+    config_of, figures, format_ms, now_wall_ms, print_report, submit_moves, write_pause, DemoArgs,
     Summary,
 };
 use super::demo_faults::{self, faults_used};
+use super::progress::Progress;
 use super::{EXIT_FAILED, EXIT_USAGE};
 use crate::sim::campaign::{
     initial_routes, remaining_moves, submitted_moves, CampaignConfig, CampaignError, Phase,
@@ -255,7 +257,7 @@ enum PgDemoError {
 }
 
 /// Runs the demo on PostgreSQL; returns the exit code.
-pub fn run(args: &DemoArgs, election: Election) -> u8 {
+pub fn run(args: &DemoArgs, election: Election, metrics: Option<&PrometheusHandle>) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -268,7 +270,7 @@ pub fn run(args: &DemoArgs, election: Election) -> u8 {
         }
     };
     let code = runtime.block_on(async {
-        match campaign(args, &election).await {
+        match campaign(args, &election, metrics).await {
             Ok(code) => code,
             Err(error) => {
                 eprintln!("error: {}: {error}", election.store);
@@ -293,6 +295,8 @@ struct Shared {
     kill_at: Option<u64>,
     /// Told once `finished` reaches `kill_at`.
     kill_due: Notify,
+    /// Counts the migrations of the phase running, whichever engine finishes them.
+    progress: Progress,
 }
 
 /// One engine: its candidate and its name (its sessions' `application_name`).
@@ -345,6 +349,7 @@ impl OpenAsLeader for Opener {
         let observed = Arc::clone(shared);
         engine.set_observer(Box::new(move |event| {
             if matches!(event.event, MigrationEvent::Finished { .. }) {
+                observed.progress.inc();
                 let finished = observed.finished.fetch_add(1, Ordering::SeqCst) + 1;
                 if observed.kill_at == Some(finished) {
                     observed.kill_due.notify_one();
@@ -605,6 +610,7 @@ async fn run_phase(
     phase: Phase,
     config: &CampaignConfig,
     actor: &str,
+    progress: &Progress,
     say: &dyn Fn(String),
 ) -> Result<Vec<Uuid>, PgDemoError> {
     let log = engine.log().clone();
@@ -621,6 +627,7 @@ async fn run_phase(
     }
     let moves = remaining_moves(phase, config, &cluster.region_routes_now(), &submitted);
     let trigger = phase.trigger(config);
+    progress.start(trigger.clone(), moves.len() as u64);
     if ids.is_empty() {
         say(format!("{trigger}: {} migrations", moves.len()));
     } else {
@@ -651,11 +658,16 @@ enum Step {
     Ran(Result<Vec<Uuid>, PgDemoError>),
 }
 
-async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoError> {
+async fn campaign(
+    args: &DemoArgs,
+    election: &Election,
+    metrics: Option<&PrometheusHandle>,
+) -> Result<u8, PgDemoError> {
     let started = Instant::now();
+    let progress = Progress::new("migrations", args.json);
     let say = |line: String| {
         if !args.json {
-            println!("{line}");
+            progress.println(&line);
         }
     };
     // A demo on PostgreSQL starts on an empty history: it keeps its phase in memory.
@@ -685,6 +697,7 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
         finished: AtomicU64::new(0),
         kill_at: election.kill_leader_at,
         kill_due: Notify::new(),
+        progress: progress.clone(),
     });
     say(format!(
         "regmig demo: {} datanodes, {regions} regions over {} tables, history in {}; {} engine{} elected on it (lease {})",
@@ -751,7 +764,7 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
                 biased;
                 () = shared.kill_due.notified(), if armed => Step::Kill,
                 () = deposed(node, epoch) => Step::Deposed,
-                ran = run_phase(&engine, &cluster, phase, &config, &args.actor, &say) => Step::Ran(ran),
+                ran = run_phase(&engine, &cluster, phase, &config, &args.actor, &progress, &say) => Step::Ran(ran),
             };
             match step {
                 Step::Kill => {
@@ -814,6 +827,11 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
         _ = tokio::signal::ctrl_c() => true,
         done = work => { done?; false }
     };
+    if interrupted {
+        progress.abandon();
+    } else {
+        progress.finish();
+    }
     for node in nodes {
         if node.killed.load(Ordering::SeqCst) {
             drop(node);
@@ -941,15 +959,9 @@ async fn campaign(args: &DemoArgs, election: &Election) -> Result<u8, PgDemoErro
         real_time_ms: started.elapsed().as_millis() as u64,
         example_ids,
         election: Some(report),
+        metrics: metrics.map(PrometheusHandle::render),
     };
-    if args.json {
-        match serde_json::to_string_pretty(&summary) {
-            Ok(text) => println!("{text}"),
-            Err(error) => eprintln!("error: cannot encode the summary: {error}"),
-        }
-    } else {
-        print_summary(&summary);
-    }
+    print_report(&summary, args.json);
     Ok(if ok { 0 } else { EXIT_FAILED })
 }
 

@@ -15,10 +15,12 @@
 //!
 //! And what they share: [`common`] (opening a data directory, errors, tables, times),
 //! [`output`] (stdout that fails loudly), [`escape`] (outside text on a terminal),
+//! [`progress`] (the progress bar of the demo, `sim fuzz` and `bench`),
 //! [`demo_faults`] (the demo's faults, tied to regions so a resumed campaign ends the same).
 //!
 //! Conventions: tables on a terminal, `--json` for one JSON document with stable field
-//! names, no progress bars or colours when stdout is not a terminal. Exit codes: 0 ok,
+//! names, no colours when stdout is not a terminal and no progress bar when stderr is not
+//! one (nor with `--json`). Exit codes: 0 ok,
 //! 1 the operation failed, 2 bad usage. Output that cannot be written (a full disk) is a
 //! failure, exit 1; a closed pipe (`| head`) ends the command quietly ([`output`]).
 
@@ -35,6 +37,7 @@ pub mod log_archive;
 pub mod log_salvage;
 pub mod log_verify;
 pub mod output;
+pub mod progress;
 pub mod region;
 pub mod replay;
 pub mod sim_cmd;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
+use super::progress::Progress;
 use super::{EXIT_FAILED, EXIT_USAGE};
 use crate::sim::fuzz::{fuzz_seed, parse_seed_range, FuzzFailure};
 use crate::sim::runner::{run_crash_at_every_event, run_scenario, RunOptions};
@@ -75,7 +76,16 @@ fn sim_run(args: SimRunArgs) -> u8 {
         ..RunOptions::default()
     };
     if args.crash_at_every_event {
-        let sweep = match run_crash_at_every_event(&scenario, &options) {
+        let progress = Progress::new("runs", args.json);
+        let swept = run_crash_at_every_event(&scenario, &options, &mut |done, runs| {
+            if done == 0 {
+                progress.start("crash after event k", runs);
+            } else {
+                progress.inc();
+            }
+        });
+        progress.finish();
+        let sweep = match swept {
             Ok(sweep) => sweep,
             Err(error) => {
                 eprintln!("error: {}: {error}", args.file.display());
@@ -203,12 +213,17 @@ fn sim_fuzz(args: SimFuzzArgs) -> u8 {
     let started = std::time::Instant::now();
     let total = seeds.end.saturating_sub(seeds.start);
     let mut failures: Vec<FuzzFailure> = Vec::new();
+    // `sim fuzz` has no --json: the bar is drawn whenever stderr is a terminal.
+    let progress = Progress::new("seeds", false);
+    progress.start("fuzzing", total);
     for seed in seeds {
         if let Err(failure) = fuzz_seed(seed) {
-            println!("{failure}");
+            progress.println(&failure.to_string());
             failures.push(failure);
         }
+        progress.inc();
     }
+    progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{total} seeds in {seconds:.1} s ({:.0} seeds/min): {} failed",

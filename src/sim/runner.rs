@@ -896,10 +896,13 @@ impl CrashSweep {
 }
 
 /// Runs the scenario once, then once per event k of its first migration with an engine
-/// crash after event k, checking the expectations every time.
+/// crash after event k, checking the expectations every time. `on_crash_run` hears
+/// (crash runs done, crash runs in all) once the uninterrupted run has told how many there
+/// are, then after each.
 pub fn run_crash_at_every_event(
     scenario: &Scenario,
     options: &RunOptions,
+    on_crash_run: &mut dyn FnMut(u64, u64),
 ) -> Result<CrashSweep, RunError> {
     let baseline = run_scenario(
         scenario,
@@ -910,6 +913,7 @@ pub fn run_crash_at_every_event(
         },
     )?;
     let mut runs = Vec::new();
+    on_crash_run(0, baseline.first_migration_events);
     for k in 1..=baseline.first_migration_events {
         let mut crashing = scenario.clone();
         crashing.faults.push(FaultSpec::EngineCrash {
@@ -925,6 +929,7 @@ pub fn run_crash_at_every_event(
             },
         )?;
         runs.push((k, run.outcome));
+        on_crash_run(k, baseline.first_migration_events);
     }
     Ok(CrashSweep {
         baseline: baseline.outcome,
