@@ -32,15 +32,24 @@ pub struct ExpectedHead {
 
 /// Why an `--expect-head` value is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid chain head {text:?}: expected GLOBAL_SEQ:HASH or HASH, the hash as 64 hex digits (as `regmig log verify` prints it)")]
-pub struct ParseHeadError {
-    /// The text given.
-    pub text: String,
+pub enum ParseHeadError {
+    /// Not `GLOBAL_SEQ:HASH` or `HASH`.
+    #[error("invalid chain head {text:?}: expected GLOBAL_SEQ:HASH or HASH, the hash as 64 hex digits (as `regmig log verify` prints it)")]
+    Malformed {
+        /// The text given.
+        text: String,
+    },
+    /// `0:HASH`: global seqs count from 1, so no record's chain hash is at 0.
+    #[error("invalid chain head {text:?}: global seq 0 names no record (global seqs count from 1), so there is no history up to it to check; give a head `regmig log verify` printed")]
+    GlobalSeqZero {
+        /// The text given.
+        text: String,
+    },
 }
 
 /// Parses `GLOBAL_SEQ:HASH` or `HASH`.
 pub fn parse_expected_head(text: &str) -> Result<ExpectedHead, ParseHeadError> {
-    let error = || ParseHeadError {
+    let error = || ParseHeadError::Malformed {
         text: text.to_string(),
     };
     let trimmed = text.trim();
@@ -48,6 +57,11 @@ pub fn parse_expected_head(text: &str) -> Result<ExpectedHead, ParseHeadError> {
         Some((seq, hash)) => (Some(seq.parse::<u64>().map_err(|_| error())?), hash),
         None => (None, trimmed),
     };
+    if global_seq == Some(0) {
+        return Err(ParseHeadError::GlobalSeqZero {
+            text: text.to_string(),
+        });
+    }
     if hash_text.len() != 64 || !hash_text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return Err(error());
     }
@@ -124,7 +138,7 @@ fn check_head(
                 "global seq {seq} is archived (the live log starts after global seq {cut_global_seq}): check it against the archive's manifests"
             )));
         }
-        if seq > head_global_seq || seq == 0 {
+        if seq > head_global_seq {
             return Ok(HeadCheck::Cannot(format!(
                 "the log ends at global seq {head_global_seq}, before global seq {seq}: records were removed, or the head is another log's"
             )));
@@ -473,7 +487,18 @@ mod tests {
             &format!("{hash_text}0"),
             &"zz".repeat(32),
         ] {
-            assert!(parse_expected_head(text).is_err(), "{text:?} was accepted");
+            assert_eq!(
+                parse_expected_head(text),
+                Err(ParseHeadError::Malformed {
+                    text: text.to_string()
+                }),
+                "{text:?}"
+            );
         }
+        let zero = format!("0:{hash_text}");
+        assert_eq!(
+            parse_expected_head(&zero),
+            Err(ParseHeadError::GlobalSeqZero { text: zero.clone() })
+        );
     }
 }
