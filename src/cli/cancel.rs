@@ -43,7 +43,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::common::{
-    load_history, parse_id_arg, print_json, report_error, CliError, IdArg, LogSource,
+    eprint_error, load_history, parse_id_arg, print_json, report_error, CliError, IdArg,
+    LogSource,
 };
 use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE, STORE_ENV};
 use regmig::engine::Engine;
@@ -175,7 +176,7 @@ pub fn run(args: CancelArgs) -> u8 {
         println!("{}", report.message);
     }
     if report.code != 0 {
-        eprintln!("error: {}", report.message);
+        eprint_error(&report.message);
     }
     report.code
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::escape::escape_text;
 use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE, STORE_ENV};
 use regmig::engine::store::{load_procedure, LoadError, UndecodableEvent};
 use regmig::log::bundle::BundleError;
@@ -157,10 +158,10 @@ pub fn report_error(error: &CliError, json: bool) -> u8 {
     error.exit_code()
 }
 
-/// Prints a failure: `error: MESSAGE` on stderr and, with `json`, the document
-/// `{"ok": false, "error": {"kind": KIND, "message": MESSAGE}}` on stdout.
+/// Prints a failure: `error: MESSAGE` on stderr ([`eprint_error`]) and, with `json`, the
+/// document `{"ok": false, "error": {"kind": KIND, "message": MESSAGE}}` on stdout.
 pub fn print_failure(kind: &str, error: &dyn std::fmt::Display, json: bool) {
-    eprintln!("error: {error}");
+    eprint_error(error);
     if json {
         let document = serde_json::json!({
             "ok": false,
@@ -168,6 +169,12 @@ pub fn print_failure(kind: &str, error: &dyn std::fmt::Display, json: bool) {
         });
         print_json(&document);
     }
+}
+
+/// Prints `error: MESSAGE` on stderr, on one line: a message may hold what the user typed
+/// (a path, an id), whose control characters are written as escapes ([`escape_text`]).
+pub fn eprint_error(message: &dyn std::fmt::Display) {
+    eprintln!("error: {}", escape_text(&message.to_string()));
 }
 
 /// Refuses to write `output` (the `--output` of `what`) inside the data directory `source`
@@ -264,7 +271,10 @@ impl LogSource {
             None => EventLog::open_read_only(&self.data_dir)?,
         };
         if let Some(damage) = log.damage() {
-            eprintln!("warning: the event log is damaged; showing what still reads back: {damage}");
+            eprintln!(
+                "warning: the event log is damaged; showing what still reads back: {}",
+                escape_text(&damage.to_string())
+            );
         }
         Ok(log)
     }

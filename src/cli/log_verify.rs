@@ -17,7 +17,7 @@ use regmig::log::{
     chain_hash, encode_record, ChainHash, EventLog, LogError, PgStore, VerifyReport, CHAIN_START,
 };
 
-use super::common::{checkpoint_of, CliError, LogSource};
+use super::common::{checkpoint_of, eprint_error, CliError, LogSource};
 use super::EXIT_FAILED;
 
 /// A chain head written down earlier: a chain hash, and where it was (`GLOBAL_SEQ:HASH`, as
@@ -282,7 +282,7 @@ pub fn run(
             }
             println!("{document}");
         }
-        (Err(error), false) => eprintln!("error: {error}"),
+        (Err(error), false) => eprint_error(error),
         (Err(error), true) => println!(
             "{}",
             json!({
