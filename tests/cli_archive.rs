@@ -58,7 +58,7 @@ fn an_archived_fixture_verifies_audits_lists_and_replays_as_before() {
         regmig_in(&data, &["log", "verify", "--archive", path_str(&archive)]).expect_code(0);
     assert!(
         verified.stdout.contains(&format!(
-            "archive:         {}: 1 manifests, 149 records, chained from global seq 1 and joined to the live log at global seq 149\n",
+            "archive:         {}: 1 manifest, 149 records, chained from global seq 1 and joined to the live log at global seq 149\n",
             archive.display()
         )),
         "{}",

@@ -268,7 +268,14 @@ fn expect_head_at_global_seq_0_is_bad_input() {
     let dir = tempfile::tempdir().expect("temp dir");
     let head = format!("0:{}", "ab".repeat(32));
     let dir_text = dir.path().to_str().expect("utf-8 path");
-    let output = regmig(&["log", "verify", "--data-dir", dir_text, "--expect-head", &head]);
+    let output = regmig(&[
+        "log",
+        "verify",
+        "--data-dir",
+        dir_text,
+        "--expect-head",
+        &head,
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(

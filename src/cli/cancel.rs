@@ -43,8 +43,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::common::{
-    eprint_error, load_history, parse_id_arg, print_json, report_error, CliError, IdArg,
-    LogSource,
+    eprint_error, load_history, parse_id_arg, print_json, report_error, CliError, IdArg, LogSource,
 };
 use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE, STORE_ENV};
 use regmig::engine::Engine;

@@ -768,6 +768,21 @@ impl Table {
     }
 }
 
+/// `word` as it goes after `count`: "region" for 1, "regions" otherwise. Only for words
+/// whose plural adds an "s".
+pub fn plural(count: u64, word: &str) -> String {
+    if count == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
+}
+
+/// `count` and `word` after it: "1 region", "2 regions" ([`plural`]).
+pub fn counted(count: u64, word: &str) -> String {
+    format!("{count} {}", plural(count, word))
+}
+
 /// `value` or "-" when absent, for table cells.
 pub fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_string(), |value| value.to_string())
@@ -867,6 +882,15 @@ mod tests {
         assert_eq!(format_duration(12_177), "12.177s");
         assert_eq!(format_duration(125_000), "2m 05.000s");
         assert_eq!(format_duration(10_925_000), "3h 02m 05s");
+    }
+
+    #[test]
+    fn counts_take_the_singular_only_for_one() {
+        assert_eq!(counted(0, "region"), "0 regions");
+        assert_eq!(counted(1, "region"), "1 region");
+        assert_eq!(counted(2, "migration"), "2 migrations");
+        assert_eq!(plural(1, "attempt"), "attempt");
+        assert_eq!(plural(3, "attempt"), "attempts");
     }
 
     #[test]

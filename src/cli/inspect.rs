@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::batch::{member_heading, migration_or_batch, Batch, BatchDocument, Found};
 use super::common::LogSource;
 use super::common::{
-    finish, format_duration, format_offset, format_time, note_archived_history, open_log, or_dash,
-    parse_id_arg, parse_range_time_ms, parse_since_ms, print_json, print_text, wall_clock_now_ms,
-    CliError, ParseRangeTimeError, RangeEnd, Table,
+    counted, finish, format_duration, format_offset, format_time, note_archived_history, open_log,
+    or_dash, parse_id_arg, parse_range_time_ms, parse_since_ms, print_json, print_text,
+    wall_clock_now_ms, CliError, ParseRangeTimeError, RangeEnd, Table,
 };
 use super::summary::{
     detail, kind_label, payload_json, select_summaries_with_archive, Detail, QueuedForLock,
@@ -386,9 +386,8 @@ pub fn render_list(summaries: &[&Summary]) -> String {
     }
     let mut out = table.render();
     out.push_str(&format!(
-        "{} {}\n",
-        summaries.len(),
-        plural(summaries.len(), "migration")
+        "{}\n",
+        counted(summaries.len() as u64, "migration")
     ));
     out
 }
@@ -444,19 +443,10 @@ fn status_text(summary: &Summary) -> String {
     }
     match &summary.rollback_last_error {
         Some(error) if summary.status == "rolling_back" => format!(
-            "rolling_back ({} {}, last error: {error})",
-            summary.rollback_attempts,
-            plural(summary.rollback_attempts as usize, "attempt")
+            "rolling_back ({}, last error: {error})",
+            counted(u64::from(summary.rollback_attempts), "attempt")
         ),
         _ => summary.status.to_string(),
-    }
-}
-
-fn plural(count: usize, word: &str) -> String {
-    if count == 1 {
-        word.to_string()
-    } else {
-        format!("{word}s")
     }
 }
 
@@ -568,9 +558,9 @@ pub fn render_show(detail: &Detail) -> String {
         field(
             "batch",
             format!(
-                "{} ({} regions: {})",
+                "{} ({}: {})",
                 batch.batch_id,
-                batch.regions.len(),
+                counted(batch.regions.len() as u64, "region"),
                 batch.regions.join(", ")
             ),
         );
@@ -1273,11 +1263,7 @@ fn render_audit_table(rows: &[AuditRow]) -> String {
         ]);
     }
     let mut out = table.render();
-    out.push_str(&format!(
-        "{} {}\n",
-        rows.len(),
-        plural(rows.len(), "migration")
-    ));
+    out.push_str(&format!("{}\n", counted(rows.len() as u64, "migration")));
     out
 }
 

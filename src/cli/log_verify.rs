@@ -17,7 +17,7 @@ use regmig::log::{
     chain_hash, encode_record, ChainHash, EventLog, LogError, PgStore, VerifyReport, CHAIN_START,
 };
 
-use super::common::{checkpoint_of, eprint_error, CliError, LogSource};
+use super::common::{checkpoint_of, counted, eprint_error, CliError, LogSource};
 use super::EXIT_FAILED;
 
 /// A chain head written down earlier: a chain hash, and where it was (`GLOBAL_SEQ:HASH`, as
@@ -212,8 +212,9 @@ fn head_text(expected: ExpectedHead, check: &HeadCheck) -> String {
             global_seq,
             appended_since,
         } => format!(
-            "unchanged: the chain hash at global seq {global_seq} is {} and every link up to it holds; {appended_since} records appended since",
-            hex(&expected.hash)
+            "unchanged: the chain hash at global seq {global_seq} is {} and every link up to it holds; {} appended since",
+            hex(&expected.hash),
+            counted(*appended_since, "record")
         ),
         HeadCheck::Changed {
             global_seq,
@@ -337,8 +338,10 @@ fn open_and_verify(
 fn archive_text(report: &VerifyReport, archive: Option<&Path>, joined: Option<&Joined>) -> String {
     match (archive, joined) {
         (Some(dir), Some(Ok((manifests, records)))) => format!(
-            "{}: {manifests} manifests, {records} records, chained from global seq 1 and joined to the live log at global seq {}",
+            "{}: {}, {}, chained from global seq 1 and joined to the live log at global seq {}",
             dir.display(),
+            counted(*manifests as u64, "manifest"),
+            counted(*records as u64, "record"),
             report.archived_to_global_seq
         ),
         (Some(dir), Some(Err(error))) => format!("{}: DOES NOT JOIN: {error}", dir.display()),
@@ -361,8 +364,8 @@ fn chain_text(report: &VerifyReport) -> String {
         ),
         None if chain.records == 0 => "empty log, no chain yet".to_string(),
         None => format!(
-            "none: format version 1 records only (written before the chain existed), {} records",
-            chain.records
+            "none: format version 1 records only (written before the chain existed), {}",
+            counted(chain.records, "record")
         ),
         Some(from) => format!(
             "global seq {from} to {}, head hash {}",
@@ -408,7 +411,10 @@ fn print_text(
     } else if report.is_clean() {
         println!("ok: every record, index entry and chain link checks out, and the log ends where its mark says");
     } else {
-        println!("DAMAGED: {} problems found", report.problem_count());
+        println!(
+            "DAMAGED: {} found",
+            counted(report.problem_count() as u64, "problem")
+        );
     }
 }
 

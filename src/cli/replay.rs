@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::batch::{member_heading, migration_or_batch, Batch, BatchMember, Found};
 use super::common::LogSource;
 use super::common::{
-    finish, format_duration, format_offset, open_log, or_dash, print_json, print_text, CliError,
-    Table,
+    counted, finish, format_duration, format_offset, open_log, or_dash, print_json, print_text,
+    CliError, Table,
 };
 use super::inspect::OutputArgs;
 use super::summary::payload_json;
@@ -493,7 +493,10 @@ fn render_replay(
 ) -> String {
     let start_ms = events.first().map_or(0, |timed| timed.at_ms);
     let total = events.len() + unread_count;
-    let mut out = format!("replay of migration {procedure_id}: {total} events\n");
+    let mut out = format!(
+        "replay of migration {procedure_id}: {}\n",
+        counted(total as u64, "event")
+    );
     if unread_count > 0 {
         out.push_str(&format!(
             "{unread_count} of them written by a newer regmig and not understood here: shown, not applied (the state after them may differ from what that regmig derives)\n"
@@ -534,7 +537,8 @@ fn render_replay(
             ));
         } else {
             out.push_str(&format!(
-                "--until {until}: the migration has {total} events, all replayed\n"
+                "--until {until}: the migration has {}, all replayed\n",
+                counted(total as u64, "event")
             ));
         }
     }
@@ -735,7 +739,9 @@ fn check_report(
     let mut out = String::new();
     match &result {
         Ok(decisions) => out.push_str(&format!(
-            "replay check of migration {procedure_id}: today's logic agrees with the log ({decisions} decisions checked over {end} events)\n"
+            "replay check of migration {procedure_id}: today's logic agrees with the log ({} checked over {})\n",
+            counted(*decisions as u64, "decision"),
+            counted(end as u64, "event")
         )),
         Err(divergence) => {
             let report = divergence_json(checked, divergence);
@@ -872,8 +878,9 @@ fn run_export(args: &ExportArgs) -> Result<u8, CliError> {
         });
     } else {
         print_text(&format!(
-            "exported migration {procedure_id} ({} events, {bytes} bytes) to {}\nreplay it anywhere with: regmig replay --file {}\n",
-            records.len(),
+            "exported migration {procedure_id} ({}, {}) to {}\nreplay it anywhere with: regmig replay --file {}\n",
+            counted(records.len() as u64, "event"),
+            counted(bytes as u64, "byte"),
             args.output_file.display(),
             args.output_file.display()
         ));

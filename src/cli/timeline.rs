@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::batch::{batch_members, migration_or_batch, Found};
 use super::common::LogSource;
 use super::common::{
-    finish, format_duration, load_history, open_log, parse_id_arg, print_json, print_text,
+    counted, finish, format_duration, load_history, open_log, parse_id_arg, print_json, print_text,
     refuse_output_in_data_dir, CliError,
 };
 use super::summary::{detail, Detail};
@@ -203,8 +203,9 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
                     rows.push(row_of(&log, member.procedure_id, &member.events)?);
                 }
                 title = format!(
-                    "batch {batch_id}: {regions} regions ({} migrations drawn)",
-                    rows.len()
+                    "batch {batch_id}: {} ({} drawn)",
+                    counted(regions as u64, "region"),
+                    counted(rows.len() as u64, "migration")
                 );
             }
             None => {

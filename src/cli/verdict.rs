@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::common::format_duration;
+use super::common::{counted, format_duration, plural};
 use super::summary::{Detail, InstructionView};
 use regmig::migration::RetryPolicy;
 
@@ -47,9 +47,8 @@ pub fn verdict(detail: &Detail) -> Verdict {
         let (line, next) = match (summary.outcome, summary.status) {
             (None, "rolling_back") => (
                 format!(
-                    "region {region}: NOT WRITABLE — leader {leader} still Downgrading (rollback retrying, {} {}{})",
-                    summary.rollback_attempts,
-                    plural(summary.rollback_attempts, "attempt"),
+                    "region {region}: NOT WRITABLE — leader {leader} still Downgrading (rollback retrying, {}{})",
+                    counted(u64::from(summary.rollback_attempts), "attempt"),
                     summary
                         .rollback_last_error
                         .as_ref()
@@ -177,7 +176,7 @@ pub fn why(detail: &Detail, policy: &RetryPolicy) -> Option<String> {
         let cap = budgeted(last.instruction).then_some(policy.in_state_attempts_max);
         let attempts = match cap {
             Some(cap) => format!("{} of {cap} attempts", last.attempt),
-            None => format!("{} {}", last.attempt, plural(last.attempt, "attempt")),
+            None => counted(u64::from(last.attempt), "attempt"),
         };
         let ran_out = if cap.is_some_and(|cap| last.attempt >= cap) {
             " (its attempts ran out)"
@@ -265,7 +264,7 @@ pub fn policy_line(policy: &RetryPolicy) -> String {
         format_duration(policy.initial_backoff_ms),
         policy.jitter_percent_max,
         policy.in_state_attempts_max,
-        plural(policy.in_state_attempts_max, "attempt"),
+        plural(u64::from(policy.in_state_attempts_max), "attempt"),
         format_duration(policy.in_state_retry_interval_ms),
         if policy.revision_two() {
             "retried without limit".to_string()
@@ -323,12 +322,4 @@ pub fn forward_retries(detail: &Detail) -> usize {
 /// Whether an instruction's attempts are capped by `in_state_attempts_max`.
 fn budgeted(instruction: &str) -> bool {
     matches!(instruction, "downgrade_region" | "upgrade_region")
-}
-
-fn plural(count: u32, word: &str) -> String {
-    if count == 1 {
-        word.to_string()
-    } else {
-        format!("{word}s")
-    }
 }
