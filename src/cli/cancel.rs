@@ -273,19 +273,32 @@ fn cancel(args: &CancelArgs) -> Result<Report, CliError> {
     }
 }
 
+/// The report of a cancel the migration cannot take, read from the log: it finished, is
+/// rolling back or wrote its new route (spec, "Cancels"), or salvage closed it.
+fn refusal(log: &EventLog, procedure_id: Uuid) -> Result<Option<Report>, CliError> {
+    let history = load_history(log, procedure_id)?;
+    let why = match (history.missing_from_seq, check_cancel(&fold(&history.events))) {
+        (_, Err(refusal)) => refusal,
+        (Some(missing_from_seq), Ok(())) => format!(
+            "its history is missing from event {missing_from_seq} on: `regmig log salvage` closed it, so no engine runs it"
+        ),
+        (None, Ok(())) => return Ok(None),
+    };
+    Ok(Some(Report {
+        procedure_id,
+        result: "refused",
+        message: format!("cannot cancel migration {procedure_id}: {why}"),
+        code: EXIT_FAILED,
+    }))
+}
+
 /// No engine holds the directory: check the cancel against the log and record it for the
 /// next engine to open the directory. `log` (and so the directory's lock) is held until the
 /// request is written.
 fn cancel_offline(args: &CancelArgs, id: &IdArg, log: &EventLog) -> Result<Report, CliError> {
     let procedure_id = id.resolve(log)?;
-    let state = fold(&load_history(log, procedure_id)?);
-    if let Err(refusal) = check_cancel(&state) {
-        return Ok(Report {
-            procedure_id,
-            result: "refused",
-            message: format!("cannot cancel migration {procedure_id}: {refusal}"),
-            code: EXIT_FAILED,
-        });
+    if let Some(refused) = refusal(log, procedure_id)? {
+        return Ok(refused);
     }
     let what_happens = format!(
         "no engine holds {}; the next engine to open it cancels the migration (it rolls back and ends aborted)",
@@ -410,15 +423,10 @@ fn cancel_in_store(args: &CancelArgs, id: &IdArg) -> Result<Report, CliError> {
     };
     let log = source.open()?;
     let procedure_id = id.resolve(&log)?;
-    let state = fold(&load_history(&log, procedure_id)?);
+    let refused = refusal(&log, procedure_id)?;
     drop(log);
-    if let Err(refusal) = check_cancel(&state) {
-        return Ok(Report {
-            procedure_id,
-            result: "refused",
-            message: format!("cannot cancel migration {procedure_id}: {refusal}"),
-            code: EXIT_FAILED,
-        });
+    if let Some(refused) = refused {
+        return Ok(refused);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -11,10 +11,9 @@ use uuid::Uuid;
 
 use super::escape::escape_text;
 use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE, STORE_ENV};
-use regmig::engine::store::{load_procedure, LoadError, UndecodableEvent};
+use regmig::engine::store::{History, LoadError, UndecodableEvent};
 use regmig::log::bundle::BundleError;
 use regmig::log::{Checkpoint, EventLog, LogError, PgStore, SLED_SUBDIR};
-use regmig::migration::TimedEvent;
 use regmig::pg::PgConfig;
 
 /// Why an inspect, replay, audit or timeline command failed. Every variant names the thing
@@ -422,13 +421,14 @@ impl IdArg {
     }
 }
 
-/// A procedure's decoded history; [`CliError::UnknownMigration`] when it has no event.
-pub fn load_history(log: &EventLog, procedure_id: Uuid) -> Result<Vec<TimedEvent>, CliError> {
-    let events = load_procedure(log, procedure_id)?;
-    if events.is_empty() {
+/// A procedure's decoded history, with where `regmig log salvage` cut it if it did;
+/// [`CliError::UnknownMigration`] when it has no event.
+pub fn load_history(log: &EventLog, procedure_id: Uuid) -> Result<History, CliError> {
+    let history = regmig::engine::store::load_history(log, procedure_id)?;
+    if history.events.is_empty() {
         return Err(CliError::UnknownMigration { procedure_id });
     }
-    Ok(events)
+    Ok(history)
 }
 
 /// Whether output may be decorated for a person: stdout is a terminal and `NO_COLOR` is

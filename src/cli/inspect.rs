@@ -120,15 +120,16 @@ impl OutcomeFilter {
 pub enum StateFilter {
     /// The current state (e.g. `UpgradeCandidateRegion`, `UpdateMetadata::Upgrade`).
     State(StateName),
-    /// The status (running, waiting, retrying, rolling_back, completed, aborted, failed).
+    /// The status (running, queued, waiting, retrying, rolling_back, completed, aborted,
+    /// failed, history_missing).
     Status(&'static str),
-    /// Not finished.
+    /// Not finished, and not closed by salvage.
     Open,
     /// Finished, whatever the outcome.
     Finished,
 }
 
-const STATUS_NAMES: [&str; 8] = [
+const STATUS_NAMES: [&str; 9] = [
     "running",
     super::summary::QUEUED_STATUS,
     "waiting",
@@ -137,6 +138,7 @@ const STATUS_NAMES: [&str; 8] = [
     "completed",
     "aborted",
     "failed",
+    regmig::migration::HISTORY_MISSING_STATUS,
 ];
 
 /// Why a `--state` value is not one.
@@ -174,7 +176,7 @@ impl StateFilter {
         match self {
             StateFilter::State(name) => state.state == *name,
             StateFilter::Status(status) => summary.status == *status,
-            StateFilter::Open => !state.is_finished(),
+            StateFilter::Open => summary.is_open(),
             StateFilter::Finished => state.is_finished(),
         }
     }
@@ -198,8 +200,8 @@ pub struct ListArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
     /// Only migrations in this state or status: a state name (e.g. UpgradeCandidateRegion),
-    /// a status (running, queued, waiting, retrying, rolling_back, completed, aborted, failed),
-    /// open or finished.
+    /// a status (running, queued, waiting, retrying, rolling_back, completed, aborted, failed,
+    /// history_missing), open (not finished, not closed by salvage) or finished.
     #[arg(long, value_parser = parse_state_filter, value_name = "STATE")]
     pub state: Option<StateFilter>,
     /// Only the regions of this batch (its id, as `show` prints it): one row per region.
@@ -441,6 +443,12 @@ fn status_text(summary: &Summary) -> String {
             format_duration(summary.lock_wait_ms)
         );
     }
+    if let Some(missing_from_seq) = summary.history_missing_from_seq {
+        return format!(
+            "{} (from event {missing_from_seq} on; closed by salvage)",
+            summary.status
+        );
+    }
     match &summary.rollback_last_error {
         Some(error) if summary.status == "rolling_back" => format!(
             "rolling_back ({}, last error: {error})",
@@ -472,11 +480,11 @@ fn run_show(args: &ShowArgs) -> Result<u8, CliError> {
     let id = parse_id_arg(&args.id)?;
     let log = open_log(&args.output.source)?;
     let procedure_id = id.resolve(&log)?;
-    let events = match migration_or_batch(&log, procedure_id)? {
-        Found::Migration(events) => events,
+    let history = match migration_or_batch(&log, procedure_id)? {
+        Found::Migration(history) => history,
         Found::Batch(batch) => return show_batch(&batch, args.output.json),
     };
-    let mut detail = detail(procedure_id, &events)?;
+    let mut detail = detail(procedure_id, &history)?;
     fill_all_lock_holders(&log, &mut detail)?;
     if args.output.json {
         print_json(&ShowDocument {
@@ -576,6 +584,14 @@ pub fn render_show(detail: &Detail) -> String {
             .map_or_else(|| format!("- ({})", summary.status), str::to_string),
     );
     field("final error", or_dash(summary.final_error.as_ref()));
+    if let Some(missing_from_seq) = summary.history_missing_from_seq {
+        field(
+            "history",
+            format!(
+                "MISSING from event {missing_from_seq} on: `regmig log salvage` cut it there and closed the migration, so how it ended is unknown"
+            ),
+        );
+    }
     if let Some(error) = &summary.rollback_last_error {
         field(
             "rolling back",
@@ -1096,7 +1112,8 @@ pub struct AuditRow {
     pub abort_reason: Option<String>,
     /// completed, aborted or failed; null while it runs.
     pub outcome: Option<&'static str>,
-    /// The status (the outcome, or running, waiting, retrying, rolling_back).
+    /// The status (the outcome, or running, queued, waiting, retrying, rolling_back,
+    /// history_missing).
     pub status: &'static str,
     /// The final error, if any.
     pub final_error: Option<String>,

@@ -413,7 +413,7 @@ fn print_text(
     } else {
         println!(
             "DAMAGED: {} found",
-            counted(report.problem_count() as u64, "problem")
+            counted(report.problem_count(), "problem")
         );
     }
 }

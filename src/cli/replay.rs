@@ -345,9 +345,9 @@ fn load_events(args: &ReplayArgs) -> Result<Replayed, CliError> {
     let log = open_log(&args.output.source)?;
     let procedure_id = id.resolve(&log)?;
     Ok(match migration_or_batch(&log, procedure_id)? {
-        Found::Migration(events) => Replayed::Migration(Loaded {
+        Found::Migration(history) => Replayed::Migration(Loaded {
             procedure_id,
-            events,
+            events: history.events,
             unread: Vec::new(),
             first_unread_error: None,
         }),
@@ -380,7 +380,8 @@ fn run_batch_replay(args: &ReplayArgs, batch: &Batch) -> Result<u8, CliError> {
     if args.check {
         let mut documents = Vec::with_capacity(batch.members.len());
         for member in &batch.members {
-            let (document, text) = check_report(args.until, member.procedure_id, &member.events);
+            let (document, text) =
+                check_report(args.until, member.procedure_id, &member.history.events);
             heading(&mut out, member);
             out.push_str(&text);
             documents.push(document);
@@ -400,18 +401,18 @@ fn run_batch_replay(args: &ReplayArgs, batch: &Batch) -> Result<u8, CliError> {
     }
     let mut documents = Vec::with_capacity(batch.members.len());
     for member in &batch.members {
-        let steps = replay_steps(&member.events, &[], args.until);
+        let steps = replay_steps(&member.history.events, &[], args.until);
         heading(&mut out, member);
         out.push_str(&render_replay(
             member.procedure_id,
-            &member.events,
+            &member.history.events,
             0,
             &steps,
             args.until,
         ));
         documents.push(ReplayDocument {
             procedure_id: member.procedure_id.to_string(),
-            events: member.events.len(),
+            events: member.history.events.len(),
             until_seq: args.until,
             steps,
         });

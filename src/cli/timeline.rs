@@ -31,6 +31,7 @@ use super::common::{
 };
 use super::summary::{detail, Detail};
 use regmig::domain::{ParseRegionIdError, RegionId};
+use regmig::engine::store::History;
 use regmig::migration::{MigrationEvent, StateName, TimedEvent, WritePause};
 
 /// The most migrations one picture draws (the most recent ones of a long history).
@@ -126,9 +127,10 @@ fn unwritable(events: &[TimedEvent]) -> Option<Unwritable> {
 fn row_of(
     log: &regmig::log::EventLog,
     procedure_id: Uuid,
-    events: &[TimedEvent],
+    history: &History,
 ) -> Result<Row, CliError> {
-    let mut detail = detail(procedure_id, events)?;
+    let events = &history.events;
+    let mut detail = detail(procedure_id, history)?;
     super::inspect::fill_all_lock_holders(log, &mut detail)?;
     Ok(Row {
         detail,
@@ -160,17 +162,12 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
         }
         rows_omitted = found.len().saturating_sub(TIMELINE_ROWS_MAX);
         for (_, procedure_id) in &found[rows_omitted..] {
-            let events = load_history(&log, *procedure_id)?;
-            rows.push(row_of(&log, *procedure_id, &events)?);
+            let history = load_history(&log, *procedure_id)?;
+            rows.push(row_of(&log, *procedure_id, &history)?);
         }
         title = format!(
-            "region {region}: {} {}",
-            found.len(),
-            if found.len() == 1 {
-                "migration"
-            } else {
-                "migrations"
-            }
+            "region {region}: {}",
+            counted(found.len() as u64, "migration")
         );
     } else {
         let Some(procedure_id) = procedure_id else {
@@ -180,9 +177,9 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
         };
         // A batch's id, or the id of a region's migration inside a batch: one row per
         // region of the batch (spec R2.5).
-        let (events, batch) = match migration_or_batch(&log, procedure_id)? {
-            Found::Migration(events) => {
-                let batch = match regmig::migration::fold(&events).report.batch {
+        let (history, batch) = match migration_or_batch(&log, procedure_id)? {
+            Found::Migration(history) => {
+                let batch = match regmig::migration::fold(&history.events).report.batch {
                     Some(membership) => Some((
                         membership.batch_id,
                         membership.regions.len(),
@@ -190,17 +187,17 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
                     )),
                     None => None,
                 };
-                (events, batch)
+                (history, batch)
             }
             Found::Batch(batch) => (
-                Vec::new(),
+                History::default(),
                 Some((batch.batch_id, batch.regions.len(), batch.members)),
             ),
         };
         match batch {
             Some((batch_id, regions, members)) => {
                 for member in &members {
-                    rows.push(row_of(&log, member.procedure_id, &member.events)?);
+                    rows.push(row_of(&log, member.procedure_id, &member.history)?);
                 }
                 title = format!(
                     "batch {batch_id}: {} ({} drawn)",
@@ -209,7 +206,7 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
                 );
             }
             None => {
-                rows.push(row_of(&log, procedure_id, &events)?);
+                rows.push(row_of(&log, procedure_id, &history)?);
                 title = format!("migration {procedure_id}");
             }
         }

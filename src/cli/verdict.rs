@@ -25,6 +25,17 @@ pub fn verdict(detail: &Detail) -> Verdict {
     let summary = &detail.summary;
     let region = &summary.region;
     let id = &summary.procedure_id;
+    if let Some(missing_from_seq) = summary.history_missing_from_seq {
+        return Verdict {
+            writable: None,
+            line: format!(
+                "region {region}: unknown — this migration's history is missing from event {missing_from_seq} on (cut by `regmig log salvage`, which closed it)"
+            ),
+            next: format!(
+                "read the region's route in the metadata store and the datanodes' roles: the migration may have moved it, rolled back, or left its leader Downgrading; `regmig region {region}` shows what other migrations saw"
+            ),
+        };
+    }
     let Some(route) = &detail.route_after else {
         return Verdict {
             writable: None,
