@@ -945,3 +945,35 @@ fn control_characters_in_paths_are_escaped_in_errors() {
         format!("data directory {} does not exist", path_str(&hostile))
     );
 }
+
+/// `replay --file` reads no log: a `--data-dir` or `--store` given with it is refused
+/// (exit 2, naming both) instead of being ignored; the environment's REGMIG_DATA_DIR, set
+/// for every command, is not a `--data-dir` given to this one.
+#[test]
+fn replay_file_refuses_a_log_given_with_it() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let bundle = temp.path().join("absent.bundle");
+    for (option, value) in [
+        ("--data-dir", "somewhere"),
+        ("--store", "postgres://regmig@localhost/regmig"),
+    ] {
+        let run = regmig(&["replay", "--file", path_str(&bundle), option, value]).expect_code(2);
+        assert_eq!(
+            run.stderr,
+            format!("error: --file and {option} exclude each other: a bundle is replayed from its file alone, never from a log\n")
+        );
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_regmig"))
+        .args(["replay", "--file", path_str(&bundle)])
+        .env("REGMIG_DATA_DIR", temp.path())
+        .output()
+        .expect("run regmig");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "error: bundle {}: could not read: No such file or directory (os error 2)\n",
+            bundle.display()
+        )
+    );
+}

@@ -48,7 +48,7 @@ pub struct ReplayArgs {
     /// repeatable) and report where the outcome diverges. Not with --check or --until.
     #[arg(long = "with", value_name = "KNOB=VALUE", value_parser = super::what_if::parse_knob, conflicts_with_all = ["check", "until"])]
     pub with: Vec<super::what_if::Knob>,
-    /// Where the log is (ignored with `--file`), and how to print.
+    /// Where the log is (not with `--file`), and how to print.
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -316,6 +316,11 @@ enum Replayed {
 /// names when no migration has it.
 fn load_events(args: &ReplayArgs) -> Result<Replayed, CliError> {
     if let Some(file) = &args.file {
+        if let Some(option) = args.output.source.given_option() {
+            return Err(CliError::Usage(format!(
+                "--file and {option} exclude each other: a bundle is replayed from its file alone, never from a log"
+            )));
+        }
         let bundle = read_bundle(file)?;
         let mut loaded = Loaded {
             procedure_id: bundle.procedure_id,
