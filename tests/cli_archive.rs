@@ -58,7 +58,7 @@ fn an_archived_fixture_verifies_audits_lists_and_replays_as_before() {
         regmig_in(&data, &["log", "verify", "--archive", path_str(&archive)]).expect_code(0);
     assert!(
         verified.stdout.contains(&format!(
-            "archive:         {}: 1 manifests, 149 records, chained from global seq 1 and joined to the live log at global seq 149\n",
+            "archive:         {}: 1 manifest, 149 records, chained from global seq 1 and joined to the live log at global seq 149\n",
             archive.display()
         )),
         "{}",
@@ -220,10 +220,9 @@ fn archive_before_an_age_counts_back_from_now() {
     );
 }
 
-/// A salvaged log's marker reads as what it is in `events`: `HistoryGap`, with the seq from
-/// which the history is missing, not an undecodable event.
-#[test]
-fn events_of_a_salvaged_migration_show_its_history_gap() {
+/// A copy of the fixture whose completed migration lost event 5 behind the log's back,
+/// salvaged: the copy and the salvaged data directory.
+fn salvaged_with_a_hole() -> (cli_support::FixtureCopy, std::path::PathBuf) {
     use regmig::log::keys::{event_key, TREE_NAME};
     let copy = fixture_copy();
     let data = copy.data_dir();
@@ -248,6 +247,14 @@ fn events_of_a_salvaged_migration_show_its_history_gap() {
         path_str(&salvaged),
     ])
     .expect_code(0);
+    (copy, salvaged)
+}
+
+/// A salvaged log's marker reads as what it is in `events`: `HistoryGap`, with the seq from
+/// which the history is missing, not an undecodable event.
+#[test]
+fn events_of_a_salvaged_migration_show_its_history_gap() {
+    let (_copy, salvaged) = salvaged_with_a_hole();
     let run = regmig_in(
         &salvaged,
         &[
@@ -268,4 +275,96 @@ fn events_of_a_salvaged_migration_show_its_history_gap() {
     assert_eq!(rows[0]["decode_error"], serde_json::Value::Null);
     let text = regmig_in(&salvaged, &["events", cli_support::COMPLETED_ID]).expect_code(0);
     assert!(!text.stdout.contains("undecodable"), "{}", text.stdout);
+}
+
+/// A migration salvage cut before it finished is neither running nor finished: `list`,
+/// `show` and `region` give it the status history_missing (closed, its end unknown), and it
+/// is not open. The others keep theirs.
+#[test]
+fn a_migration_cut_by_salvage_has_the_status_history_missing() {
+    let (_copy, salvaged) = salvaged_with_a_hole();
+    let id = cli_support::COMPLETED_ID;
+    let list = |extra: &[&str]| {
+        let mut args = vec!["list", "--json"];
+        args.extend_from_slice(extra);
+        let run = regmig_in(&salvaged, &args).expect_code(0);
+        let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+        document["migrations"].as_array().expect("rows").clone()
+    };
+    let rows = list(&[]);
+    let cut = rows
+        .iter()
+        .find(|row| row["procedure_id"] == id)
+        .expect("the cut migration is listed");
+    assert_eq!(cut["status"], "history_missing", "{cut}");
+    assert_eq!(cut["history_missing_from_seq"], 5, "{cut}");
+    assert_eq!(cut["outcome"], serde_json::Value::Null, "{cut}");
+    for row in rows.iter().filter(|row| row["procedure_id"] != id) {
+        assert_ne!(row["status"], "history_missing", "{row}");
+        assert!(row.get("history_missing_from_seq").is_none(), "{row}");
+    }
+    let ids = |rows: Vec<serde_json::Value>| -> Vec<String> {
+        rows.iter()
+            .map(|row| row["procedure_id"].as_str().expect("an id").to_string())
+            .collect()
+    };
+    assert_eq!(ids(list(&["--state", "history_missing"])), [id]);
+    assert!(!ids(list(&["--state", "open"])).contains(&id.to_string()));
+
+    let text = regmig_in(&salvaged, &["list"]).expect_code(0);
+    assert!(
+        text.stdout.lines().any(|line| line.starts_with(id)
+            && line.contains("history_missing (from event 5 on; closed by salvage)")),
+        "{}",
+        text.stdout
+    );
+
+    let run = regmig_in(&salvaged, &["show", id, "--json"]).expect_code(0);
+    let show: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(show["status"], "history_missing", "{show}");
+    assert_eq!(
+        show["verdict"]["writable"],
+        serde_json::Value::Null,
+        "{show}"
+    );
+    let region = show["region"].as_str().expect("a region").to_string();
+    let text = regmig_in(&salvaged, &["show", id]).expect_code(0);
+    assert!(
+        text.stdout.lines().any(|line| line
+            == format!("region {region}: unknown — this migration's history is missing from event 5 on (cut by `regmig log salvage`, which closed it)")),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.lines().any(|line| line
+            == "history:         MISSING from event 5 on: `regmig log salvage` cut it there and closed the migration, so how it ended is unknown"),
+        "{}",
+        text.stdout
+    );
+    let run = regmig_in(&salvaged, &["region", &region, "--json"]).expect_code(0);
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert!(
+        document["recent"]
+            .as_array()
+            .expect("recent migrations")
+            .iter()
+            .any(|row| row["procedure_id"] == id && row["status"] == "history_missing"),
+        "{document}"
+    );
+    assert_eq!(
+        document["open_migration"],
+        serde_json::Value::Null,
+        "{document}"
+    );
+    // Closed: a cancel is refused at once, and nothing is recorded.
+    let run = regmig_in(
+        &salvaged,
+        &["cancel", id, "--actor", "alice", "--reason", "stuck?"],
+    )
+    .expect_code(1);
+    assert_eq!(
+        run.stderr,
+        format!("error: cannot cancel migration {id}: its history is missing from event 5 on: `regmig log salvage` closed it, so no engine runs it\n")
+    );
+    assert!(!salvaged.join("cancel-requests").exists());
 }

@@ -897,3 +897,83 @@ fn the_demo_refuses_a_log_that_is_not_a_demo_campaigns() {
     let document: serde_json::Value = serde_json::from_str(&list.stdout).expect("JSON");
     assert_eq!(document["count"], 1, "the demo added migrations");
 }
+
+/// A path the user typed comes back in an error with its control characters escaped (an
+/// ESC would reach the terminal as the start of an escape sequence), on one line; the
+/// JSON error keeps it exactly.
+#[test]
+fn control_characters_in_paths_are_escaped_in_errors() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let hostile = temp.path().join("data\u{1b}[31m\nred");
+    let shown = format!("{}/data\\u{{1b}}[31m\\nred", path_str(temp.path()));
+    let copy = cli_support::fixture_copy();
+    let fixture = copy.data_dir();
+    let output = hostile.join("b.bundle");
+    let cases: [(Vec<&str>, String); 3] = [
+        (
+            vec!["list", "--data-dir", path_str(&hostile)],
+            format!("error: data directory {shown} does not exist\n"),
+        ),
+        (
+            vec!["log", "verify", "--data-dir", path_str(&hostile)],
+            format!("error: data directory {shown} does not exist\n"),
+        ),
+        (
+            vec![
+                "export",
+                cli_support::COMPLETED_ID,
+                "-o",
+                path_str(&output),
+                "--data-dir",
+                path_str(&fixture),
+            ],
+            format!(
+                "error: bundle {shown}/b.bundle: could not write: No such file or directory (os error 2)\n"
+            ),
+        ),
+    ];
+    for (args, stderr) in cases {
+        let run = regmig(&args);
+        assert_no_panic(&run);
+        assert_eq!(run.stderr, stderr, "regmig {args:?}");
+        assert!(!run.stderr.contains('\u{1b}'), "regmig {args:?}");
+    }
+    let run = regmig(&["list", "--json", "--data-dir", path_str(&hostile)]).expect_code(1);
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(
+        document["error"]["message"],
+        format!("data directory {} does not exist", path_str(&hostile))
+    );
+}
+
+/// `replay --file` reads no log: a `--data-dir` or `--store` given with it is refused
+/// (exit 2, naming both) instead of being ignored; the environment's REGMIG_DATA_DIR, set
+/// for every command, is not a `--data-dir` given to this one.
+#[test]
+fn replay_file_refuses_a_log_given_with_it() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let bundle = temp.path().join("absent.bundle");
+    for (option, value) in [
+        ("--data-dir", "somewhere"),
+        ("--store", "postgres://regmig@localhost/regmig"),
+    ] {
+        let run = regmig(&["replay", "--file", path_str(&bundle), option, value]).expect_code(2);
+        assert_eq!(
+            run.stderr,
+            format!("error: --file and {option} exclude each other: a bundle is replayed from its file alone, never from a log\n")
+        );
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_regmig"))
+        .args(["replay", "--file", path_str(&bundle)])
+        .env("REGMIG_DATA_DIR", temp.path())
+        .output()
+        .expect("run regmig");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "error: bundle {}: could not read: No such file or directory (os error 2)\n",
+            bundle.display()
+        )
+    );
+}

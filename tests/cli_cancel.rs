@@ -53,6 +53,21 @@ fn rows(dir: &Path) -> Vec<serde_json::Value> {
     document["migrations"].as_array().expect("an array").clone()
 }
 
+/// The keys of every `cancel --json` report, whichever way the cancel went.
+const REPORT_KEYS: [&str; 4] = ["message", "ok", "procedure_id", "result"];
+
+/// A JSON object's keys, sorted.
+fn keys(document: &serde_json::Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = document
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
 fn events_of(dir: &Path, id: &str) -> Vec<MigrationEvent> {
     events_in(&EventLog::open_read_only(dir).expect("open the log"), id)
 }
@@ -301,6 +316,46 @@ fn while_the_directory_is_held_and_nobody_answers_the_request_is_withdrawn() {
         .join("cancel-requests")
         .join(format!("{COMPLETED_ID}.json"))
         .exists());
+    // A request already waiting there (another command's) is kept, not replaced: this
+    // command says so and leaves the first command to its answer.
+    let first = data
+        .join("cancel-requests")
+        .join(format!("{COMPLETED_ID}.json"));
+    let first_request = serde_json::json!({
+        "procedure_id": COMPLETED_ID,
+        "actor": "bob",
+        "reason": "first",
+        "requested_at_ms": 1,
+        "awaited": true,
+    })
+    .to_string();
+    std::fs::write(&first, &first_request).expect("write a waiting request");
+    let run = regmig_in(
+        &data,
+        &[
+            "cancel",
+            COMPLETED_ID,
+            "--actor",
+            "alice",
+            "--reason",
+            "second",
+            "--wait",
+            "200ms",
+        ],
+    )
+    .expect_code(0);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "a cancel of migration {COMPLETED_ID} was already requested by bob (reason: first); that request is kept and this one was not recorded: the engine holding {} answers it (the command that recorded it waits for the answer); see `regmig show {COMPLETED_ID}` once the engine lets go of the directory\n",
+            data.display()
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(&first).expect("the first request"),
+        first_request
+    );
+    std::fs::remove_file(&first).expect("remove the first request");
     // A prefix cannot be resolved while the log is held.
     let run = regmig_in(
         &data,
@@ -401,6 +456,7 @@ async fn the_engine_holding_the_directory_answers_a_cancel_and_the_command_says_
     };
     let run = run.expect_code(0);
     let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(keys(&document), REPORT_KEYS, "{document}");
     assert_eq!(document["ok"], true, "{document}");
     assert_eq!(document["result"], "cancelled", "{document}");
     assert_eq!(
@@ -454,4 +510,107 @@ async fn the_engine_holding_the_directory_answers_a_cancel_and_the_command_says_
         ),
         "{events:#?}"
     );
+}
+
+/// `cancel --json` prints one shape whether an engine holds the directory or not: an id
+/// the engine does not know is the same error document as when the command reads the log
+/// itself, and a request recorded for the next engine has the keys of an answered one. A
+/// second cancel of the same migration keeps the first request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_json_has_one_shape_with_or_without_an_engine_and_a_second_cancel_keeps_the_first() {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let data = temp.path().join("data");
+    let cluster = stalled_cluster();
+    cluster.start();
+    let mut ports = cluster.ports();
+    ports.submit_metadata = cluster.validation_view();
+    let engine = Engine::open(&data, EngineConfig::default(), ports)
+        .await
+        .expect("open the engine");
+    let request = MigrationRequest::new(RegionId::new(1024, 1), Peer::sim(1), Peer::sim(2))
+        .with_timeout_ms(60_000);
+    let Ok(SubmitOutcome::Started(id)) = engine.submit(request).await else {
+        panic!("the migration did not start");
+    };
+    let unknown = "00000000-0000-7000-8000-000000000000";
+    let cancel_json = |data: &Path, id: &str, actor: &str, reason: &str| {
+        regmig_in(
+            data,
+            &["cancel", id, "--actor", actor, "--reason", reason, "--json"],
+        )
+    };
+    let unknown_error = serde_json::json!({
+        "ok": false,
+        "error": {
+            "kind": "unknown_migration",
+            "message": format!("no migration with id {unknown}"),
+        },
+    });
+
+    // With the engine: it answers that it knows no such migration.
+    let command = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || cancel_json(&data, unknown, "alice", "typo"))
+    };
+    let serving = regmig_tools::cli::cancel::serve(&engine, &data);
+    let run = tokio::select! {
+        never = serving => match never {},
+        run = command => run.expect("the command ran"),
+    };
+    let run = run.expect_code(2);
+    let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(document, unknown_error);
+    assert_eq!(
+        run.stderr,
+        format!("error: no migration with id {unknown}\n")
+    );
+
+    engine.shutdown().await;
+    drop(engine);
+    cluster.stop();
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || {
+        // The engine's log lets go of the directory a moment after the drop.
+        let started = std::time::Instant::now();
+        while EventLog::open_read_only(&data).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the directory stays held"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Without an engine: the command reads the log itself, and says the same.
+        let run = cancel_json(&data, unknown, "alice", "typo").expect_code(2);
+        let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+        assert_eq!(document, unknown_error);
+
+        // The open migration's cancel is recorded: the keys of an answered cancel.
+        let run = cancel_json(&data, &id, "alice", "stuck open").expect_code(0);
+        let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+        assert_eq!(keys(&document), REPORT_KEYS, "{document}");
+        assert_eq!(document["ok"], true);
+        assert_eq!(document["procedure_id"], id.as_str());
+        assert_eq!(document["result"], "recorded");
+        let request_file = data.join("cancel-requests").join(format!("{id}.json"));
+        let first = std::fs::read_to_string(&request_file).expect("the request");
+
+        // A second cancel keeps the first request and says so.
+        let run = cancel_json(&data, &id, "bob", "me too").expect_code(0);
+        let document: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+        assert_eq!(keys(&document), REPORT_KEYS, "{document}");
+        assert_eq!(document["result"], "recorded");
+        assert_eq!(
+            document["message"],
+            format!(
+                "a cancel of migration {id} was already requested by alice (reason: stuck open); that request is kept and this one was not recorded: no engine holds {}; the next engine to open it cancels the migration (it rolls back and ends aborted)",
+                data.display()
+            )
+        );
+        assert_eq!(
+            std::fs::read_to_string(&request_file).expect("the request"),
+            first
+        );
+    })
+    .await
+    .expect("the commands ran");
 }

@@ -260,3 +260,29 @@ fn expect_head_holds_while_the_log_grows_and_fails_naming_where_it_was_changed()
         "CANNOT CHECK: the log ends at global seq 5, before global seq 9: records were removed, or the head is another log's"
     );
 }
+
+/// A head at global seq 0 names no record: bad input (exit 2) saying so, never "records
+/// were removed" (which is what checking it against a log used to say).
+#[test]
+fn expect_head_at_global_seq_0_is_bad_input() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let head = format!("0:{}", "ab".repeat(32));
+    let dir_text = dir.path().to_str().expect("utf-8 path");
+    let output = regmig(&[
+        "log",
+        "verify",
+        "--data-dir",
+        dir_text,
+        "--expect-head",
+        &head,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "error: invalid value '{head}' for '--expect-head <HEAD>': invalid chain head \"{head}\": global seq 0 names no record (global seqs count from 1), so there is no history up to it to check; give a head `regmig log verify` printed\n"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(output.stdout, b"");
+}

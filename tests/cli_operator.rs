@@ -364,7 +364,8 @@ fn a_queued_migration_is_queued_for_its_lock_measured_from_when_it_queued() {
             event: MigrationEvent::Resumed,
         },
     ];
-    let summary = summarize(uuid::Uuid::nil(), &events).expect("summary");
+    let summary =
+        summarize(uuid::Uuid::nil(), &regmig::engine::History::from(events)).expect("summary");
     assert_eq!(summary.status, "queued");
     assert_eq!(summary.lock_wait_ms, 11_895);
     let queued = summary.waiting_for_lock.as_ref().expect("queued");

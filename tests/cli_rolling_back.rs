@@ -2,6 +2,7 @@
 //! error, and `show` reports the write pause the log shows.
 
 use regmig::domain::{Instruction, Peer, RegionId, WalKind};
+use regmig::engine::History;
 use regmig::migration::write_pause_ms;
 use regmig::migration::{
     ErrorKind, MigrationEvent, MigrationTask, RetryPolicy, RouteChange, StateName, StepError,
@@ -118,7 +119,7 @@ fn rolling_back() -> Vec<TimedEvent> {
 
 #[test]
 fn a_retried_rollback_shows_its_attempts_and_last_error() {
-    let events = rolling_back();
+    let events = History::from(rolling_back());
     let summary = summarize(Uuid::nil(), &events).expect("summary");
     assert_eq!(summary.status, "rolling_back");
     assert_eq!(summary.rollback_attempts, 2);

@@ -11,8 +11,9 @@ use uuid::Uuid;
 use super::common::{format_duration, load_history, CliError, Table};
 use super::summary::{summarize, Summary};
 use regmig::domain::RegionId;
+use regmig::engine::store::History;
 use regmig::log::EventLog;
-use regmig::migration::{fold, BatchMembership, BatchOutcome, TimedEvent};
+use regmig::migration::{fold, BatchMembership, BatchOutcome};
 
 /// One region of a batch: its migration and that migration's history.
 #[derive(Debug, Clone)]
@@ -21,8 +22,8 @@ pub struct BatchMember {
     pub region: RegionId,
     /// Its migration.
     pub procedure_id: Uuid,
-    /// The migration's events.
-    pub events: Vec<TimedEvent>,
+    /// The migration's history.
+    pub history: History,
 }
 
 /// A batch and the migrations of its regions, in the batch's region order.
@@ -45,8 +46,8 @@ pub fn batch_members(
     let mut members = Vec::new();
     for region in &membership.regions {
         for (_, procedure_id) in log.procedures_by_region(region.as_u64(), 0, u64::MAX)? {
-            let events = load_history(log, procedure_id)?;
-            let joined = fold(&events)
+            let history = load_history(log, procedure_id)?;
+            let joined = fold(&history.events)
                 .report
                 .batch
                 .is_some_and(|of| of.batch_id == membership.batch_id);
@@ -54,7 +55,7 @@ pub fn batch_members(
                 members.push(BatchMember {
                     region: *region,
                     procedure_id,
-                    events,
+                    history,
                 });
             }
         }
@@ -70,8 +71,8 @@ pub fn find_batch(log: &EventLog, batch_id: Uuid) -> Result<Option<Batch>, CliEr
         if since_ms.is_some_and(|since_ms| uuid_v7_ms(procedure_id) < Some(since_ms)) {
             continue;
         }
-        let events = load_history(log, procedure_id)?;
-        if let Some(membership) = fold(&events).report.batch {
+        let history = load_history(log, procedure_id)?;
+        if let Some(membership) = fold(&history.events).report.batch {
             if membership.batch_id == batch_id {
                 return Ok(Some(Batch {
                     batch_id,
@@ -115,7 +116,7 @@ impl BatchDocument {
         let migrations = batch
             .members
             .iter()
-            .map(|member| summarize(member.procedure_id, &member.events))
+            .map(|member| summarize(member.procedure_id, &member.history))
             .collect::<Result<Vec<_>, _>>()?;
         let outcomes: Vec<_> = batch
             .regions
@@ -126,7 +127,7 @@ impl BatchDocument {
                     .iter()
                     .rev()
                     .find(|member| member.region == *region)
-                    .and_then(|member| fold(&member.events).outcome)
+                    .and_then(|member| fold(&member.history.events).outcome)
             })
             .collect();
         Ok(BatchDocument {
@@ -185,8 +186,8 @@ pub fn member_heading(batch_id: Uuid, member: &BatchMember) -> String {
 /// What an id given to an inspect command names.
 #[derive(Debug)]
 pub enum Found {
-    /// A migration, with its events.
-    Migration(Vec<TimedEvent>),
+    /// A migration, with its history.
+    Migration(History),
     /// A batch.
     Batch(Batch),
 }
@@ -195,7 +196,7 @@ pub enum Found {
 /// [`CliError::UnknownMigration`].
 pub fn migration_or_batch(log: &EventLog, id: Uuid) -> Result<Found, CliError> {
     match load_history(log, id) {
-        Ok(events) => Ok(Found::Migration(events)),
+        Ok(history) => Ok(Found::Migration(history)),
         Err(CliError::UnknownMigration { procedure_id }) => match find_batch(log, id)? {
             Some(batch) => Ok(Found::Batch(batch)),
             None => Err(CliError::UnknownMigration { procedure_id }),

@@ -29,9 +29,15 @@
 //! with none, the request waits in the table and the next leader honours it (exit 0,
 //! `recorded`).
 //!
+//! A request for a migration that already has one waiting (or being honoured) is not
+//! recorded: the first is kept, and the command says so (exit 0, `recorded`), since the
+//! engine takes one cancel per migration and its actor and reason are the first's.
+//!
 //! Exit codes: 0 the cancel was taken (or, with no engine running, recorded), 1 refused or
 //! unanswered, 2 bad input (an invalid or unknown id, a prefix while an engine holds the
-//! directory).
+//! directory). With `--json` the report has the same keys on every path (`ok`,
+//! `procedure_id`, `result`, `message`); bad input is the error document of every command,
+//! also when it is the engine that answers that it knows no such migration.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,8 +49,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::common::{
-    load_history, parse_id_arg, print_json, report_error, CliError, IdArg, LogSource,
+    eprint_error, load_history, parse_id_arg, print_json, report_error, CliError, IdArg, LogSource,
 };
+use super::escape::escape_text;
 use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE, STORE_ENV};
 use regmig::engine::Engine;
 use regmig::log::{EventLog, LogError};
@@ -84,7 +91,9 @@ pub struct CancelArgs {
     /// The store's password: the first line of this file (with --store).
     #[arg(long, value_name = "FILE", requires = "store")]
     pub password_file: Option<PathBuf>,
-    /// Print one JSON document instead of text.
+    /// Print one JSON document instead of text, of one shape whether an engine runs or not:
+    /// {"ok", "procedure_id", "result": cancelled|recorded|refused|unanswered, "message"};
+    /// bad input (an invalid or unknown id) is {"ok": false, "error": {"kind", "message"}}.
     #[arg(long)]
     pub json: bool,
 }
@@ -119,6 +128,20 @@ fn answer_path(data_dir: &Path, procedure_id: Uuid) -> PathBuf {
 /// Writes `value` as JSON to `path` durably: a temporary file beside it, fsync, rename,
 /// fsync of the directory. Errors name the file.
 fn write_durably<T: Serialize>(path: &Path, value: &T) -> Result<(), CliError> {
+    write_durably_as(path, value, false).map(|_| ())
+}
+
+/// [`write_durably`], but only when `path` does not exist yet (the rename refuses to replace
+/// a file, so two commands racing cannot both write it): false when it existed.
+fn write_new_durably<T: Serialize>(path: &Path, value: &T) -> Result<bool, CliError> {
+    write_durably_as(path, value, true)
+}
+
+fn write_durably_as<T: Serialize>(
+    path: &Path,
+    value: &T,
+    new_only: bool,
+) -> Result<bool, CliError> {
     let write_error = |source: std::io::Error| CliError::Write {
         path: path.to_path_buf(),
         source,
@@ -129,11 +152,56 @@ fn write_durably<T: Serialize>(path: &Path, value: &T) -> Result<(), CliError> {
     let mut file = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
     std::io::Write::write_all(&mut file, &bytes).map_err(write_error)?;
     file.as_file().sync_all().map_err(write_error)?;
-    file.persist(path)
-        .map_err(|error| write_error(error.error))?;
+    let persisted = if new_only {
+        file.persist_noclobber(path)
+    } else {
+        file.persist(path)
+    };
+    match persisted {
+        Ok(_) => {}
+        Err(error) if new_only && error.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Ok(false)
+        }
+        Err(error) => return Err(write_error(error.error)),
+    }
     std::fs::File::open(dir)
         .and_then(|dir| dir.sync_all())
-        .map_err(write_error)
+        .map_err(write_error)?;
+    Ok(true)
+}
+
+/// The request already recorded for `procedure_id` in `data_dir` and not yet answered
+/// (waiting, or taken by an engine), if any.
+fn request_in_place(data_dir: &Path, procedure_id: Uuid) -> Option<CancelRequest> {
+    [
+        request_path(data_dir, procedure_id),
+        taken_path(data_dir, procedure_id),
+    ]
+    .iter()
+    .find_map(|path| {
+        let bytes = std::fs::read(path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    })
+}
+
+/// The report when a request for the migration is already recorded: the first is kept
+/// (its actor and reason are what the log will say), this one is not recorded.
+fn already_requested(
+    procedure_id: Uuid,
+    first: Option<&CancelRequest>,
+    what_happens: &str,
+) -> Report {
+    let by = first.map_or_else(String::new, |first| {
+        format!(" by {} (reason: {})", first.actor, first.reason)
+    });
+    Report {
+        procedure_id,
+        result: "recorded",
+        message: format!(
+            "a cancel of migration {procedure_id} was already requested{by}; that request is kept and this one was not recorded: {what_happens}"
+        ),
+        code: 0,
+    }
 }
 
 fn now_ms() -> u64 {
@@ -145,7 +213,7 @@ fn now_ms() -> u64 {
 /// What the command printed and its exit code.
 struct Report {
     procedure_id: Uuid,
-    /// `cancelled`, `recorded`, `refused`, `unanswered`.
+    /// `cancelled`, `recorded` (or already requested), `refused`, `unanswered`.
     result: &'static str,
     message: String,
     code: u8,
@@ -172,10 +240,10 @@ pub fn run(args: CancelArgs) -> u8 {
             "message": report.message,
         }));
     } else if report.code == 0 {
-        println!("{}", report.message);
+        println!("{}", escape_text(&report.message));
     }
     if report.code != 0 {
-        eprintln!("error: {}", report.message);
+        eprint_error(&report.message);
     }
     report.code
 }
@@ -205,48 +273,80 @@ fn cancel(args: &CancelArgs) -> Result<Report, CliError> {
     }
 }
 
+/// The report of a cancel the migration cannot take, read from the log: it finished, is
+/// rolling back or wrote its new route (spec, "Cancels"), or salvage closed it.
+fn refusal(log: &EventLog, procedure_id: Uuid) -> Result<Option<Report>, CliError> {
+    let history = load_history(log, procedure_id)?;
+    let why = match (history.missing_from_seq, check_cancel(&fold(&history.events))) {
+        (_, Err(refusal)) => refusal,
+        (Some(missing_from_seq), Ok(())) => format!(
+            "its history is missing from event {missing_from_seq} on: `regmig log salvage` closed it, so no engine runs it"
+        ),
+        (None, Ok(())) => return Ok(None),
+    };
+    Ok(Some(Report {
+        procedure_id,
+        result: "refused",
+        message: format!("cannot cancel migration {procedure_id}: {why}"),
+        code: EXIT_FAILED,
+    }))
+}
+
 /// No engine holds the directory: check the cancel against the log and record it for the
 /// next engine to open the directory. `log` (and so the directory's lock) is held until the
 /// request is written.
 fn cancel_offline(args: &CancelArgs, id: &IdArg, log: &EventLog) -> Result<Report, CliError> {
     let procedure_id = id.resolve(log)?;
-    let state = fold(&load_history(log, procedure_id)?);
-    if let Err(refusal) = check_cancel(&state) {
-        return Ok(Report {
-            procedure_id,
-            result: "refused",
-            message: format!("cannot cancel migration {procedure_id}: {refusal}"),
-            code: EXIT_FAILED,
-        });
+    if let Some(refused) = refusal(log, procedure_id)? {
+        return Ok(refused);
     }
-    write_durably(
-        &request_path(&args.data_dir, procedure_id),
-        &CancelRequest {
+    let what_happens = format!(
+        "no engine holds {}; the next engine to open it cancels the migration (it rolls back and ends aborted)",
+        args.data_dir.display()
+    );
+    let first = request_in_place(&args.data_dir, procedure_id);
+    let recorded = first.is_none()
+        && write_new_durably(
+            &request_path(&args.data_dir, procedure_id),
+            &CancelRequest {
+                procedure_id,
+                actor: args.actor.clone(),
+                reason: args.reason.clone(),
+                requested_at_ms: now_ms(),
+                awaited: false,
+            },
+        )?;
+    if !recorded {
+        let first = first.or_else(|| request_in_place(&args.data_dir, procedure_id));
+        return Ok(already_requested(
             procedure_id,
-            actor: args.actor.clone(),
-            reason: args.reason.clone(),
-            requested_at_ms: now_ms(),
-            awaited: false,
-        },
-    )?;
+            first.as_ref(),
+            &what_happens,
+        ));
+    }
     Ok(Report {
         procedure_id,
         result: "recorded",
-        message: format!(
-            "cancel of migration {procedure_id} recorded: no engine holds {}; the next engine to open it cancels the migration (it rolls back and ends aborted)",
-            args.data_dir.display()
-        ),
+        message: format!("cancel of migration {procedure_id} recorded: {what_happens}"),
         code: 0,
     })
 }
 
 /// An engine holds the directory: record the request and wait for its answer.
 fn cancel_live(args: &CancelArgs, procedure_id: Uuid) -> Result<Report, CliError> {
+    let what_happens = format!(
+        "the engine holding {} answers it (the command that recorded it waits for the answer); see `regmig show {procedure_id}` once the engine lets go of the directory",
+        args.data_dir.display()
+    );
+    // Another command's request, waiting or being honoured: its answer is that command's.
+    if let Some(first) = request_in_place(&args.data_dir, procedure_id) {
+        return Ok(already_requested(procedure_id, Some(&first), &what_happens));
+    }
     let answer_file = answer_path(&args.data_dir, procedure_id);
     // A stale answer of an earlier request must not pass for this one's.
     let _ = std::fs::remove_file(&answer_file);
     let request_file = request_path(&args.data_dir, procedure_id);
-    write_durably(
+    let recorded = write_new_durably(
         &request_file,
         &CancelRequest {
             procedure_id,
@@ -256,12 +356,20 @@ fn cancel_live(args: &CancelArgs, procedure_id: Uuid) -> Result<Report, CliError
             awaited: true,
         },
     )?;
+    if !recorded {
+        let first = request_in_place(&args.data_dir, procedure_id);
+        return Ok(already_requested(
+            procedure_id,
+            first.as_ref(),
+            &what_happens,
+        ));
+    }
     let mut deadline = Instant::now() + args.wait;
     let mut withdrawn_tried = false;
     loop {
         if let Some(answer) = read_answer(&answer_file)? {
             let _ = std::fs::remove_file(&answer_file);
-            return Ok(report_of(procedure_id, &answer));
+            return report_of(procedure_id, &answer);
         }
         if Instant::now() >= deadline {
             if withdrawn_tried {
@@ -315,15 +423,10 @@ fn cancel_in_store(args: &CancelArgs, id: &IdArg) -> Result<Report, CliError> {
     };
     let log = source.open()?;
     let procedure_id = id.resolve(&log)?;
-    let state = fold(&load_history(&log, procedure_id)?);
+    let refused = refusal(&log, procedure_id)?;
     drop(log);
-    if let Err(refusal) = check_cancel(&state) {
-        return Ok(Report {
-            procedure_id,
-            result: "refused",
-            message: format!("cannot cancel migration {procedure_id}: {refusal}"),
-            code: EXIT_FAILED,
-        });
+    if let Some(refused) = refused {
+        return Ok(refused);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -337,9 +440,7 @@ fn cancel_in_store(args: &CancelArgs, id: &IdArg) -> Result<Report, CliError> {
         requested_at_ms: now_ms(),
         awaited: true,
     };
-    runtime
-        .block_on(record_in_store(config, request, wait))
-        .map_err(CliError::Log)
+    runtime.block_on(record_in_store(config, request, wait))
 }
 
 /// Records `request` in the store of `config` and waits up to `wait` for the answer of the
@@ -348,7 +449,7 @@ async fn record_in_store(
     config: regmig::pg::PgConfig,
     request: CancelRequest,
     wait: Duration,
-) -> Result<Report, LogError> {
+) -> Result<Report, CliError> {
     let procedure_id = request.procedure_id;
     let location = config.redacted();
     let requests = PgCancelRequests::new(config)?;
@@ -364,7 +465,7 @@ async fn record_in_store(
         });
     }
     if let Some(answer) = requests.wait_answer(request_id, wait).await? {
-        return Ok(report_of(procedure_id, &answer));
+        return report_of(procedure_id, &answer);
     }
     if requests.withdraw(request_id).await? {
         return Ok(Report {
@@ -379,7 +480,7 @@ async fn record_in_store(
     }
     // Taken: its answer is on its way.
     match requests.wait_answer(request_id, wait).await? {
-        Some(answer) => Ok(report_of(procedure_id, &answer)),
+        Some(answer) => report_of(procedure_id, &answer),
         None => Ok(Report {
             procedure_id,
             result: "unanswered",
@@ -405,26 +506,24 @@ fn read_answer(path: &Path) -> Result<Option<CancelAnswer>, CliError> {
     }
 }
 
-fn report_of(procedure_id: Uuid, answer: &CancelAnswer) -> Report {
+/// The engine's answer as the command reports it. An id the engine does not know is bad
+/// input, reported as an error, as it is when the command reads the log itself: the output
+/// does not depend on whether an engine ran.
+fn report_of(procedure_id: Uuid, answer: &CancelAnswer) -> Result<Report, CliError> {
     match answer.outcome {
-        CancelOutcome::Cancelled => Report {
+        CancelOutcome::Cancelled => Ok(Report {
             procedure_id,
             result: "cancelled",
             message: format!("migration {procedure_id} cancelled: it rolls back and ends aborted"),
             code: 0,
-        },
-        CancelOutcome::Refused => Report {
+        }),
+        CancelOutcome::Refused => Ok(Report {
             procedure_id,
             result: "refused",
             message: format!("cannot cancel migration {procedure_id}: {}", answer.reason),
             code: EXIT_FAILED,
-        },
-        CancelOutcome::UnknownMigration => Report {
-            procedure_id,
-            result: "unknown_migration",
-            message: format!("no migration with id {procedure_id}"),
-            code: EXIT_USAGE,
-        },
+        }),
+        CancelOutcome::UnknownMigration => Err(CliError::UnknownMigration { procedure_id }),
     }
 }
 

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::escape::escape_text;
 use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE, STORE_ENV};
-use regmig::engine::store::{load_procedure, LoadError, UndecodableEvent};
+use regmig::engine::store::{History, LoadError, UndecodableEvent};
 use regmig::log::bundle::BundleError;
 use regmig::log::{Checkpoint, EventLog, LogError, PgStore, SLED_SUBDIR};
-use regmig::migration::TimedEvent;
 use regmig::pg::PgConfig;
 
 /// Why an inspect, replay, audit or timeline command failed. Every variant names the thing
@@ -157,10 +157,10 @@ pub fn report_error(error: &CliError, json: bool) -> u8 {
     error.exit_code()
 }
 
-/// Prints a failure: `error: MESSAGE` on stderr and, with `json`, the document
-/// `{"ok": false, "error": {"kind": KIND, "message": MESSAGE}}` on stdout.
+/// Prints a failure: `error: MESSAGE` on stderr ([`eprint_error`]) and, with `json`, the
+/// document `{"ok": false, "error": {"kind": KIND, "message": MESSAGE}}` on stdout.
 pub fn print_failure(kind: &str, error: &dyn std::fmt::Display, json: bool) {
-    eprintln!("error: {error}");
+    eprint_error(error);
     if json {
         let document = serde_json::json!({
             "ok": false,
@@ -168,6 +168,12 @@ pub fn print_failure(kind: &str, error: &dyn std::fmt::Display, json: bool) {
         });
         print_json(&document);
     }
+}
+
+/// Prints `error: MESSAGE` on stderr, on one line: a message may hold what the user typed
+/// (a path, an id), whose control characters are written as escapes ([`escape_text`]).
+pub fn eprint_error(message: &dyn std::fmt::Display) {
+    eprintln!("error: {}", escape_text(&message.to_string()));
 }
 
 /// Refuses to write `output` (the `--output` of `what`) inside the data directory `source`
@@ -245,6 +251,24 @@ impl LogSource {
         }))
     }
 
+    /// The option that was given on the command line, if any: `--store` or `--data-dir`
+    /// when its value is neither the default nor the environment's (REGMIG_STORE,
+    /// REGMIG_DATA_DIR), which apply to every command and so say nothing about this one.
+    /// For a command that reads no log with some option (`replay --file`), to refuse it
+    /// rather than ignore it.
+    pub fn given_option(&self) -> Option<&'static str> {
+        let from_env = |name: &str, value: &std::ffi::OsStr| {
+            std::env::var_os(name).is_some_and(|env_value| env_value == value)
+        };
+        if let Some(url) = &self.store {
+            if !from_env(STORE_ENV, url.as_ref()) {
+                return Some("--store");
+            }
+        }
+        let data_dir = self.data_dir.as_os_str();
+        (data_dir != DEFAULT_DATA_DIR && !from_env(DATA_DIR_ENV, data_dir)).then_some("--data-dir")
+    }
+
     /// The history's place for messages: the directory, or the store's URL without its
     /// password.
     pub fn describe(&self) -> String {
@@ -264,7 +288,10 @@ impl LogSource {
             None => EventLog::open_read_only(&self.data_dir)?,
         };
         if let Some(damage) = log.damage() {
-            eprintln!("warning: the event log is damaged; showing what still reads back: {damage}");
+            eprintln!(
+                "warning: the event log is damaged; showing what still reads back: {}",
+                escape_text(&damage.to_string())
+            );
         }
         Ok(log)
     }
@@ -412,13 +439,14 @@ impl IdArg {
     }
 }
 
-/// A procedure's decoded history; [`CliError::UnknownMigration`] when it has no event.
-pub fn load_history(log: &EventLog, procedure_id: Uuid) -> Result<Vec<TimedEvent>, CliError> {
-    let events = load_procedure(log, procedure_id)?;
-    if events.is_empty() {
+/// A procedure's decoded history, with where `regmig log salvage` cut it if it did;
+/// [`CliError::UnknownMigration`] when it has no event.
+pub fn load_history(log: &EventLog, procedure_id: Uuid) -> Result<History, CliError> {
+    let history = regmig::engine::store::load_history(log, procedure_id)?;
+    if history.events.is_empty() {
         return Err(CliError::UnknownMigration { procedure_id });
     }
-    Ok(events)
+    Ok(history)
 }
 
 /// Whether output may be decorated for a person: stdout is a terminal and `NO_COLOR` is
@@ -758,6 +786,21 @@ impl Table {
     }
 }
 
+/// `word` as it goes after `count`: "region" for 1, "regions" otherwise. Only for words
+/// whose plural adds an "s".
+pub fn plural(count: u64, word: &str) -> String {
+    if count == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
+}
+
+/// `count` and `word` after it: "1 region", "2 regions" ([`plural`]).
+pub fn counted(count: u64, word: &str) -> String {
+    format!("{count} {}", plural(count, word))
+}
+
 /// `value` or "-" when absent, for table cells.
 pub fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_string(), |value| value.to_string())
@@ -857,6 +900,15 @@ mod tests {
         assert_eq!(format_duration(12_177), "12.177s");
         assert_eq!(format_duration(125_000), "2m 05.000s");
         assert_eq!(format_duration(10_925_000), "3h 02m 05s");
+    }
+
+    #[test]
+    fn counts_take_the_singular_only_for_one() {
+        assert_eq!(counted(0, "region"), "0 regions");
+        assert_eq!(counted(1, "region"), "1 region");
+        assert_eq!(counted(2, "migration"), "2 migrations");
+        assert_eq!(plural(1, "attempt"), "attempt");
+        assert_eq!(plural(3, "attempt"), "attempts");
     }
 
     #[test]

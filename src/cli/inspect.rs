@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::batch::{member_heading, migration_or_batch, Batch, BatchDocument, Found};
 use super::common::LogSource;
 use super::common::{
-    finish, format_duration, format_offset, format_time, note_archived_history, open_log, or_dash,
-    parse_id_arg, parse_range_time_ms, parse_since_ms, print_json, print_text, wall_clock_now_ms,
-    CliError, ParseRangeTimeError, RangeEnd, Table,
+    counted, finish, format_duration, format_offset, format_time, note_archived_history, open_log,
+    or_dash, parse_id_arg, parse_range_time_ms, parse_since_ms, print_json, print_text,
+    wall_clock_now_ms, CliError, ParseRangeTimeError, RangeEnd, Table,
 };
 use super::summary::{
     detail, kind_label, payload_json, select_summaries_with_archive, Detail, QueuedForLock,
@@ -120,15 +120,16 @@ impl OutcomeFilter {
 pub enum StateFilter {
     /// The current state (e.g. `UpgradeCandidateRegion`, `UpdateMetadata::Upgrade`).
     State(StateName),
-    /// The status (running, waiting, retrying, rolling_back, completed, aborted, failed).
+    /// The status (running, queued, waiting, retrying, rolling_back, completed, aborted,
+    /// failed, history_missing).
     Status(&'static str),
-    /// Not finished.
+    /// Not finished, and not closed by salvage.
     Open,
     /// Finished, whatever the outcome.
     Finished,
 }
 
-const STATUS_NAMES: [&str; 8] = [
+const STATUS_NAMES: [&str; 9] = [
     "running",
     super::summary::QUEUED_STATUS,
     "waiting",
@@ -137,6 +138,7 @@ const STATUS_NAMES: [&str; 8] = [
     "completed",
     "aborted",
     "failed",
+    regmig::migration::HISTORY_MISSING_STATUS,
 ];
 
 /// Why a `--state` value is not one.
@@ -174,7 +176,7 @@ impl StateFilter {
         match self {
             StateFilter::State(name) => state.state == *name,
             StateFilter::Status(status) => summary.status == *status,
-            StateFilter::Open => !state.is_finished(),
+            StateFilter::Open => summary.is_open(),
             StateFilter::Finished => state.is_finished(),
         }
     }
@@ -198,8 +200,8 @@ pub struct ListArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
     /// Only migrations in this state or status: a state name (e.g. UpgradeCandidateRegion),
-    /// a status (running, queued, waiting, retrying, rolling_back, completed, aborted, failed),
-    /// open or finished.
+    /// a status (running, queued, waiting, retrying, rolling_back, completed, aborted, failed,
+    /// history_missing), open (not finished, not closed by salvage) or finished.
     #[arg(long, value_parser = parse_state_filter, value_name = "STATE")]
     pub state: Option<StateFilter>,
     /// Only the regions of this batch (its id, as `show` prints it): one row per region.
@@ -386,9 +388,8 @@ pub fn render_list(summaries: &[&Summary]) -> String {
     }
     let mut out = table.render();
     out.push_str(&format!(
-        "{} {}\n",
-        summaries.len(),
-        plural(summaries.len(), "migration")
+        "{}\n",
+        counted(summaries.len() as u64, "migration")
     ));
     out
 }
@@ -442,21 +443,18 @@ fn status_text(summary: &Summary) -> String {
             format_duration(summary.lock_wait_ms)
         );
     }
+    if let Some(missing_from_seq) = summary.history_missing_from_seq {
+        return format!(
+            "{} (from event {missing_from_seq} on; closed by salvage)",
+            summary.status
+        );
+    }
     match &summary.rollback_last_error {
         Some(error) if summary.status == "rolling_back" => format!(
-            "rolling_back ({} {}, last error: {error})",
-            summary.rollback_attempts,
-            plural(summary.rollback_attempts as usize, "attempt")
+            "rolling_back ({}, last error: {error})",
+            counted(u64::from(summary.rollback_attempts), "attempt")
         ),
         _ => summary.status.to_string(),
-    }
-}
-
-fn plural(count: usize, word: &str) -> String {
-    if count == 1 {
-        word.to_string()
-    } else {
-        format!("{word}s")
     }
 }
 
@@ -482,11 +480,11 @@ fn run_show(args: &ShowArgs) -> Result<u8, CliError> {
     let id = parse_id_arg(&args.id)?;
     let log = open_log(&args.output.source)?;
     let procedure_id = id.resolve(&log)?;
-    let events = match migration_or_batch(&log, procedure_id)? {
-        Found::Migration(events) => events,
+    let history = match migration_or_batch(&log, procedure_id)? {
+        Found::Migration(history) => history,
         Found::Batch(batch) => return show_batch(&batch, args.output.json),
     };
-    let mut detail = detail(procedure_id, &events)?;
+    let mut detail = detail(procedure_id, &history)?;
     fill_all_lock_holders(&log, &mut detail)?;
     if args.output.json {
         print_json(&ShowDocument {
@@ -568,9 +566,9 @@ pub fn render_show(detail: &Detail) -> String {
         field(
             "batch",
             format!(
-                "{} ({} regions: {})",
+                "{} ({}: {})",
                 batch.batch_id,
-                batch.regions.len(),
+                counted(batch.regions.len() as u64, "region"),
                 batch.regions.join(", ")
             ),
         );
@@ -586,6 +584,14 @@ pub fn render_show(detail: &Detail) -> String {
             .map_or_else(|| format!("- ({})", summary.status), str::to_string),
     );
     field("final error", or_dash(summary.final_error.as_ref()));
+    if let Some(missing_from_seq) = summary.history_missing_from_seq {
+        field(
+            "history",
+            format!(
+                "MISSING from event {missing_from_seq} on: `regmig log salvage` cut it there and closed the migration, so how it ended is unknown"
+            ),
+        );
+    }
     if let Some(error) = &summary.rollback_last_error {
         field(
             "rolling back",
@@ -1106,7 +1112,8 @@ pub struct AuditRow {
     pub abort_reason: Option<String>,
     /// completed, aborted or failed; null while it runs.
     pub outcome: Option<&'static str>,
-    /// The status (the outcome, or running, waiting, retrying, rolling_back).
+    /// The status (the outcome, or running, queued, waiting, retrying, rolling_back,
+    /// history_missing).
     pub status: &'static str,
     /// The final error, if any.
     pub final_error: Option<String>,
@@ -1273,11 +1280,7 @@ fn render_audit_table(rows: &[AuditRow]) -> String {
         ]);
     }
     let mut out = table.render();
-    out.push_str(&format!(
-        "{} {}\n",
-        rows.len(),
-        plural(rows.len(), "migration")
-    ));
+    out.push_str(&format!("{}\n", counted(rows.len() as u64, "migration")));
     out
 }
 

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use regmig::log::salvage::{salvage, SalvageReport};
 
-use super::common::print_failure;
+use super::common::{counted, print_failure};
 use super::EXIT_FAILED;
 
 /// Runs the command; returns the exit code.
@@ -67,7 +67,7 @@ fn print_text(data_dir: &Path, to: &Path, report: &SalvageReport) {
         println!("  tree not copied: {failed}");
     }
     println!(
-        "ok: the new log holds {} events; check the cut migrations against the cluster before resuming work",
-        report.new_last_global_seq
+        "ok: the new log holds {}; check the cut migrations against the cluster before resuming work",
+        counted(report.new_last_global_seq, "event")
     );
 }

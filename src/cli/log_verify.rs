@@ -17,7 +17,7 @@ use regmig::log::{
     chain_hash, encode_record, ChainHash, EventLog, LogError, PgStore, VerifyReport, CHAIN_START,
 };
 
-use super::common::{checkpoint_of, CliError, LogSource};
+use super::common::{checkpoint_of, counted, eprint_error, CliError, LogSource};
 use super::EXIT_FAILED;
 
 /// A chain head written down earlier: a chain hash, and where it was (`GLOBAL_SEQ:HASH`, as
@@ -32,15 +32,24 @@ pub struct ExpectedHead {
 
 /// Why an `--expect-head` value is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid chain head {text:?}: expected GLOBAL_SEQ:HASH or HASH, the hash as 64 hex digits (as `regmig log verify` prints it)")]
-pub struct ParseHeadError {
-    /// The text given.
-    pub text: String,
+pub enum ParseHeadError {
+    /// Not `GLOBAL_SEQ:HASH` or `HASH`.
+    #[error("invalid chain head {text:?}: expected GLOBAL_SEQ:HASH or HASH, the hash as 64 hex digits (as `regmig log verify` prints it)")]
+    Malformed {
+        /// The text given.
+        text: String,
+    },
+    /// `0:HASH`: global seqs count from 1, so no record's chain hash is at 0.
+    #[error("invalid chain head {text:?}: global seq 0 names no record (global seqs count from 1), so there is no history up to it to check; give a head `regmig log verify` printed")]
+    GlobalSeqZero {
+        /// The text given.
+        text: String,
+    },
 }
 
 /// Parses `GLOBAL_SEQ:HASH` or `HASH`.
 pub fn parse_expected_head(text: &str) -> Result<ExpectedHead, ParseHeadError> {
-    let error = || ParseHeadError {
+    let error = || ParseHeadError::Malformed {
         text: text.to_string(),
     };
     let trimmed = text.trim();
@@ -48,6 +57,11 @@ pub fn parse_expected_head(text: &str) -> Result<ExpectedHead, ParseHeadError> {
         Some((seq, hash)) => (Some(seq.parse::<u64>().map_err(|_| error())?), hash),
         None => (None, trimmed),
     };
+    if global_seq == Some(0) {
+        return Err(ParseHeadError::GlobalSeqZero {
+            text: text.to_string(),
+        });
+    }
     if hash_text.len() != 64 || !hash_text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return Err(error());
     }
@@ -124,7 +138,7 @@ fn check_head(
                 "global seq {seq} is archived (the live log starts after global seq {cut_global_seq}): check it against the archive's manifests"
             )));
         }
-        if seq > head_global_seq || seq == 0 {
+        if seq > head_global_seq {
             return Ok(HeadCheck::Cannot(format!(
                 "the log ends at global seq {head_global_seq}, before global seq {seq}: records were removed, or the head is another log's"
             )));
@@ -198,8 +212,9 @@ fn head_text(expected: ExpectedHead, check: &HeadCheck) -> String {
             global_seq,
             appended_since,
         } => format!(
-            "unchanged: the chain hash at global seq {global_seq} is {} and every link up to it holds; {appended_since} records appended since",
-            hex(&expected.hash)
+            "unchanged: the chain hash at global seq {global_seq} is {} and every link up to it holds; {} appended since",
+            hex(&expected.hash),
+            counted(*appended_since, "record")
         ),
         HeadCheck::Changed {
             global_seq,
@@ -268,7 +283,7 @@ pub fn run(
             }
             println!("{document}");
         }
-        (Err(error), false) => eprintln!("error: {error}"),
+        (Err(error), false) => eprint_error(error),
         (Err(error), true) => println!(
             "{}",
             json!({
@@ -323,8 +338,10 @@ fn open_and_verify(
 fn archive_text(report: &VerifyReport, archive: Option<&Path>, joined: Option<&Joined>) -> String {
     match (archive, joined) {
         (Some(dir), Some(Ok((manifests, records)))) => format!(
-            "{}: {manifests} manifests, {records} records, chained from global seq 1 and joined to the live log at global seq {}",
+            "{}: {}, {}, chained from global seq 1 and joined to the live log at global seq {}",
             dir.display(),
+            counted(*manifests as u64, "manifest"),
+            counted(*records as u64, "record"),
             report.archived_to_global_seq
         ),
         (Some(dir), Some(Err(error))) => format!("{}: DOES NOT JOIN: {error}", dir.display()),
@@ -347,8 +364,8 @@ fn chain_text(report: &VerifyReport) -> String {
         ),
         None if chain.records == 0 => "empty log, no chain yet".to_string(),
         None => format!(
-            "none: format version 1 records only (written before the chain existed), {} records",
-            chain.records
+            "none: format version 1 records only (written before the chain existed), {}",
+            counted(chain.records, "record")
         ),
         Some(from) => format!(
             "global seq {from} to {}, head hash {}",
@@ -394,7 +411,10 @@ fn print_text(
     } else if report.is_clean() {
         println!("ok: every record, index entry and chain link checks out, and the log ends where its mark says");
     } else {
-        println!("DAMAGED: {} problems found", report.problem_count());
+        println!(
+            "DAMAGED: {} found",
+            counted(report.problem_count(), "problem")
+        );
     }
 }
 
@@ -473,7 +493,18 @@ mod tests {
             &format!("{hash_text}0"),
             &"zz".repeat(32),
         ] {
-            assert!(parse_expected_head(text).is_err(), "{text:?} was accepted");
+            assert_eq!(
+                parse_expected_head(text),
+                Err(ParseHeadError::Malformed {
+                    text: text.to_string()
+                }),
+                "{text:?}"
+            );
         }
+        let zero = format!("0:{hash_text}");
+        assert_eq!(
+            parse_expected_head(&zero),
+            Err(ParseHeadError::GlobalSeqZero { text: zero.clone() })
+        );
     }
 }

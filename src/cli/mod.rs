@@ -89,8 +89,9 @@ pub enum Command {
     /// Cancel a running migration: it rolls back and ends aborted, unless its new route is
     /// already written (then the cancel is refused). The request is recorded in
     /// DATA_DIR/cancel-requests/; an engine holding the directory answers it within --wait,
-    /// else the next engine to open the directory honours it. Exit 0 cancelled (or
-    /// recorded), 1 refused or unanswered, 2 bad or unknown id.
+    /// else the next engine to open the directory honours it. A second cancel while one is
+    /// pending keeps the first. Exit 0 cancelled (or recorded), 1 refused or unanswered, 2
+    /// bad or unknown id.
     Cancel(cancel::CancelArgs),
     /// Step through a migration's events and show what each changed; `--check` re-runs
     /// today's decision logic on the recorded inputs.

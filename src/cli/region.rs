@@ -43,7 +43,7 @@ struct RegionDocument<'a> {
     route_seen_by: String,
     /// When (the time of the event that read or changed it), RFC 3339.
     route_seen_at: Option<String>,
-    /// The migration not yet finished on the region, if any.
+    /// The migration not yet finished (nor closed by salvage) on the region, if any.
     open_migration: Option<String>,
     /// Every migration of the region.
     count: usize,
@@ -71,12 +71,12 @@ fn run_region(args: &RegionArgs) -> Result<u8, CliError> {
     // (detail, time the latest route was seen)
     let mut details: Vec<(Detail, Option<u64>)> = Vec::new();
     for procedure_id in candidates(&log, &selection)? {
-        let events = load_history(&log, procedure_id)?;
-        let detail = detail(procedure_id, &events)?;
+        let history = load_history(&log, procedure_id)?;
+        let detail = detail(procedure_id, &history)?;
         let seen_at_ms = detail.route_after.as_ref().and_then(|route| {
             usize::try_from(route.seq)
                 .ok()
-                .and_then(|seq| events.get(seq.checked_sub(1)?))
+                .and_then(|seq| history.events.get(seq.checked_sub(1)?))
                 .map(|timed| timed.at_ms)
         });
         details.push((detail, seen_at_ms));
@@ -105,7 +105,7 @@ fn run_region(args: &RegionArgs) -> Result<u8, CliError> {
     let open_migration = details
         .iter()
         .rev()
-        .find(|(detail, _)| detail.summary.outcome.is_none())
+        .find(|(detail, _)| detail.summary.is_open())
         .map(|(detail, _)| {
             format!(
                 "{} ({}, state {})",
@@ -199,7 +199,8 @@ pub fn lock_holders(
         if procedure_id.to_string() == waiter {
             continue;
         }
-        let events = load_history(log, procedure_id)?;
+        let history = load_history(log, procedure_id)?;
+        let events = &history.events;
         let acquired = events.iter().any(|timed| {
             timed.at_ms <= at_ms
                 && matches!(&timed.event, MigrationEvent::LocksAcquired { lock_keys, .. }

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::batch::{member_heading, migration_or_batch, Batch, BatchMember, Found};
 use super::common::LogSource;
 use super::common::{
-    finish, format_duration, format_offset, open_log, or_dash, print_json, print_text, CliError,
-    Table,
+    counted, finish, format_duration, format_offset, open_log, or_dash, print_json, print_text,
+    CliError, Table,
 };
 use super::inspect::OutputArgs;
 use super::summary::payload_json;
@@ -48,7 +48,7 @@ pub struct ReplayArgs {
     /// repeatable) and report where the outcome diverges. Not with --check or --until.
     #[arg(long = "with", value_name = "KNOB=VALUE", value_parser = super::what_if::parse_knob, conflicts_with_all = ["check", "until"])]
     pub with: Vec<super::what_if::Knob>,
-    /// Where the log is (ignored with `--file`), and how to print.
+    /// Where the log is (not with `--file`), and how to print.
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -316,6 +316,11 @@ enum Replayed {
 /// names when no migration has it.
 fn load_events(args: &ReplayArgs) -> Result<Replayed, CliError> {
     if let Some(file) = &args.file {
+        if let Some(option) = args.output.source.given_option() {
+            return Err(CliError::Usage(format!(
+                "--file and {option} exclude each other: a bundle is replayed from its file alone, never from a log"
+            )));
+        }
         let bundle = read_bundle(file)?;
         let mut loaded = Loaded {
             procedure_id: bundle.procedure_id,
@@ -345,9 +350,9 @@ fn load_events(args: &ReplayArgs) -> Result<Replayed, CliError> {
     let log = open_log(&args.output.source)?;
     let procedure_id = id.resolve(&log)?;
     Ok(match migration_or_batch(&log, procedure_id)? {
-        Found::Migration(events) => Replayed::Migration(Loaded {
+        Found::Migration(history) => Replayed::Migration(Loaded {
             procedure_id,
-            events,
+            events: history.events,
             unread: Vec::new(),
             first_unread_error: None,
         }),
@@ -380,7 +385,8 @@ fn run_batch_replay(args: &ReplayArgs, batch: &Batch) -> Result<u8, CliError> {
     if args.check {
         let mut documents = Vec::with_capacity(batch.members.len());
         for member in &batch.members {
-            let (document, text) = check_report(args.until, member.procedure_id, &member.events);
+            let (document, text) =
+                check_report(args.until, member.procedure_id, &member.history.events);
             heading(&mut out, member);
             out.push_str(&text);
             documents.push(document);
@@ -400,18 +406,18 @@ fn run_batch_replay(args: &ReplayArgs, batch: &Batch) -> Result<u8, CliError> {
     }
     let mut documents = Vec::with_capacity(batch.members.len());
     for member in &batch.members {
-        let steps = replay_steps(&member.events, &[], args.until);
+        let steps = replay_steps(&member.history.events, &[], args.until);
         heading(&mut out, member);
         out.push_str(&render_replay(
             member.procedure_id,
-            &member.events,
+            &member.history.events,
             0,
             &steps,
             args.until,
         ));
         documents.push(ReplayDocument {
             procedure_id: member.procedure_id.to_string(),
-            events: member.events.len(),
+            events: member.history.events.len(),
             until_seq: args.until,
             steps,
         });
@@ -493,7 +499,10 @@ fn render_replay(
 ) -> String {
     let start_ms = events.first().map_or(0, |timed| timed.at_ms);
     let total = events.len() + unread_count;
-    let mut out = format!("replay of migration {procedure_id}: {total} events\n");
+    let mut out = format!(
+        "replay of migration {procedure_id}: {}\n",
+        counted(total as u64, "event")
+    );
     if unread_count > 0 {
         out.push_str(&format!(
             "{unread_count} of them written by a newer regmig and not understood here: shown, not applied (the state after them may differ from what that regmig derives)\n"
@@ -534,7 +543,8 @@ fn render_replay(
             ));
         } else {
             out.push_str(&format!(
-                "--until {until}: the migration has {total} events, all replayed\n"
+                "--until {until}: the migration has {}, all replayed\n",
+                counted(total as u64, "event")
             ));
         }
     }
@@ -735,7 +745,9 @@ fn check_report(
     let mut out = String::new();
     match &result {
         Ok(decisions) => out.push_str(&format!(
-            "replay check of migration {procedure_id}: today's logic agrees with the log ({decisions} decisions checked over {end} events)\n"
+            "replay check of migration {procedure_id}: today's logic agrees with the log ({} checked over {})\n",
+            counted(*decisions as u64, "decision"),
+            counted(end as u64, "event")
         )),
         Err(divergence) => {
             let report = divergence_json(checked, divergence);
@@ -872,8 +884,9 @@ fn run_export(args: &ExportArgs) -> Result<u8, CliError> {
         });
     } else {
         print_text(&format!(
-            "exported migration {procedure_id} ({} events, {bytes} bytes) to {}\nreplay it anywhere with: regmig replay --file {}\n",
-            records.len(),
+            "exported migration {procedure_id} ({}, {}) to {}\nreplay it anywhere with: regmig replay --file {}\n",
+            counted(records.len() as u64, "event"),
+            counted(bytes as u64, "byte"),
             args.output_file.display(),
             args.output_file.display()
         ));

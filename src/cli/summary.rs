@@ -10,11 +10,12 @@ use uuid::Uuid;
 
 use super::common::{format_time, CliError};
 use regmig::domain::{PeerId, RegionId, RegionRoute, Reply, TableId};
+use regmig::engine::store::{decode_history, History};
 use regmig::log::EventLog;
 use regmig::migration::events::kind_name;
 use regmig::migration::{
     fold, write_pause_ms, MigrationEvent, MigrationState, RetryPolicy, RouteChange, StateName,
-    TimedEvent,
+    Status, TimedEvent,
 };
 
 /// The batch a migration belongs to.
@@ -69,8 +70,14 @@ pub struct Summary {
     pub batch: Option<BatchSummary>,
     /// The state the migration is in (its last state entered).
     pub state: &'static str,
-    /// running, waiting, retrying, rolling_back, completed, aborted or failed.
+    /// running, queued, waiting, retrying, rolling_back, completed, aborted, failed, or
+    /// history_missing: `regmig log salvage` cut its history before it finished and closed
+    /// it, so how it ended is unknown.
     pub status: &'static str,
+    /// With history_missing: the first event missing (salvage cut the history there); left
+    /// out of JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_missing_from_seq: Option<u64>,
     /// completed, aborted or failed; null while it runs.
     pub outcome: Option<&'static str>,
     /// When it was submitted (event 1), ms since the Unix epoch.
@@ -129,18 +136,26 @@ pub struct Summary {
     pub path: Vec<&'static str>,
 }
 
+impl Summary {
+    /// Whether it may still take a step: not finished, and not closed by salvage.
+    pub fn is_open(&self) -> bool {
+        self.outcome.is_none() && self.history_missing_from_seq.is_none()
+    }
+}
+
 /// Folds a history and summarizes it.
-pub fn summarize(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Summary, CliError> {
-    let state = fold(events);
-    summary_of(procedure_id, &state, events)
+pub fn summarize(procedure_id: Uuid, history: &History) -> Result<Summary, CliError> {
+    let state = fold(&history.events);
+    summary_of(procedure_id, &state, history)
 }
 
 /// Summarizes a folded history.
 pub fn summary_of(
     procedure_id: Uuid,
     state: &MigrationState,
-    events: &[TimedEvent],
+    history: &History,
 ) -> Result<Summary, CliError> {
+    let events = &history.events;
     let Some(task) = &state.task else {
         return Err(CliError::NotSubmitted {
             procedure_id,
@@ -151,7 +166,13 @@ pub fn summary_of(
         .report
         .finished_at_ms
         .unwrap_or(state.last_event_at_ms);
-    let queued = queued_for_lock(state, events);
+    let status = history.status(state);
+    let history_missing_from_seq = match status {
+        Status::HistoryMissing { missing_from_seq } => Some(missing_from_seq),
+        _ => None,
+    };
+    // A migration salvage closed waits for nothing.
+    let queued = queued_for_lock(state, events).filter(|_| history_missing_from_seq.is_none());
     Ok(Summary {
         procedure_id: procedure_id.to_string(),
         region: task.region_id.to_string(),
@@ -170,8 +191,9 @@ pub fn summary_of(
         status: if queued.is_some() {
             QUEUED_STATUS
         } else {
-            state.status().name()
+            status.name()
         },
+        history_missing_from_seq,
         outcome: state.outcome.map(|outcome| outcome.name()),
         submitted_at_ms: state.report.submitted_at_ms,
         submitted_at: format_time(state.report.submitted_at_ms),
@@ -460,9 +482,10 @@ pub struct Detail {
 }
 
 /// Derives everything `show` prints from a history.
-pub fn detail(procedure_id: Uuid, events: &[TimedEvent]) -> Result<Detail, CliError> {
+pub fn detail(procedure_id: Uuid, history: &History) -> Result<Detail, CliError> {
+    let events = &history.events;
     let state = fold(events);
-    let summary = summary_of(procedure_id, &state, events)?;
+    let summary = summary_of(procedure_id, &state, history)?;
     let Some(task) = state.task.clone() else {
         return Err(CliError::NotSubmitted {
             procedure_id,
@@ -971,9 +994,9 @@ pub fn select_summaries_with_archive(
 ) -> Result<Vec<(Summary, MigrationState)>, CliError> {
     let mut selected = Vec::new();
     for procedure_id in candidates(log, selection)? {
-        let events = super::common::load_history(log, procedure_id)?;
-        let state = fold(&events);
-        let summary = summary_of(procedure_id, &state, &events)?;
+        let history = super::common::load_history(log, procedure_id)?;
+        let state = fold(&history.events);
+        let summary = summary_of(procedure_id, &state, &history)?;
         if selection.matches(&summary) {
             selected.push((summary, state));
         }
@@ -990,15 +1013,9 @@ pub fn select_summaries_with_archive(
         }
         for (procedure_id, mut records) in by_procedure {
             records.sort_by_key(|record| record.seq);
-            let mut events = Vec::with_capacity(records.len());
-            for record in &records {
-                if record.kind == regmig::log::salvage::HISTORY_GAP_KIND {
-                    break;
-                }
-                events.push(regmig::engine::store::decode_record(record)?);
-            }
-            let state = fold(&events);
-            let summary = summary_of(procedure_id, &state, &events)?;
+            let history = decode_history(&records)?;
+            let state = fold(&history.events);
+            let summary = summary_of(procedure_id, &state, &history)?;
             if selection.matches(&summary) {
                 selected.push((summary, state));
             }

@@ -26,11 +26,12 @@ use uuid::Uuid;
 use super::batch::{batch_members, migration_or_batch, Found};
 use super::common::LogSource;
 use super::common::{
-    finish, format_duration, load_history, open_log, parse_id_arg, print_json, print_text,
+    counted, finish, format_duration, load_history, open_log, parse_id_arg, print_json, print_text,
     refuse_output_in_data_dir, CliError,
 };
 use super::summary::{detail, Detail};
 use regmig::domain::{ParseRegionIdError, RegionId};
+use regmig::engine::store::History;
 use regmig::migration::{MigrationEvent, StateName, TimedEvent, WritePause};
 
 /// The most migrations one picture draws (the most recent ones of a long history).
@@ -126,9 +127,10 @@ fn unwritable(events: &[TimedEvent]) -> Option<Unwritable> {
 fn row_of(
     log: &regmig::log::EventLog,
     procedure_id: Uuid,
-    events: &[TimedEvent],
+    history: &History,
 ) -> Result<Row, CliError> {
-    let mut detail = detail(procedure_id, events)?;
+    let events = &history.events;
+    let mut detail = detail(procedure_id, history)?;
     super::inspect::fill_all_lock_holders(log, &mut detail)?;
     Ok(Row {
         detail,
@@ -160,17 +162,12 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
         }
         rows_omitted = found.len().saturating_sub(TIMELINE_ROWS_MAX);
         for (_, procedure_id) in &found[rows_omitted..] {
-            let events = load_history(&log, *procedure_id)?;
-            rows.push(row_of(&log, *procedure_id, &events)?);
+            let history = load_history(&log, *procedure_id)?;
+            rows.push(row_of(&log, *procedure_id, &history)?);
         }
         title = format!(
-            "region {region}: {} {}",
-            found.len(),
-            if found.len() == 1 {
-                "migration"
-            } else {
-                "migrations"
-            }
+            "region {region}: {}",
+            counted(found.len() as u64, "migration")
         );
     } else {
         let Some(procedure_id) = procedure_id else {
@@ -180,9 +177,9 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
         };
         // A batch's id, or the id of a region's migration inside a batch: one row per
         // region of the batch (spec R2.5).
-        let (events, batch) = match migration_or_batch(&log, procedure_id)? {
-            Found::Migration(events) => {
-                let batch = match regmig::migration::fold(&events).report.batch {
+        let (history, batch) = match migration_or_batch(&log, procedure_id)? {
+            Found::Migration(history) => {
+                let batch = match regmig::migration::fold(&history.events).report.batch {
                     Some(membership) => Some((
                         membership.batch_id,
                         membership.regions.len(),
@@ -190,25 +187,26 @@ fn run_timeline(args: &TimelineArgs) -> Result<u8, CliError> {
                     )),
                     None => None,
                 };
-                (events, batch)
+                (history, batch)
             }
             Found::Batch(batch) => (
-                Vec::new(),
+                History::default(),
                 Some((batch.batch_id, batch.regions.len(), batch.members)),
             ),
         };
         match batch {
             Some((batch_id, regions, members)) => {
                 for member in &members {
-                    rows.push(row_of(&log, member.procedure_id, &member.events)?);
+                    rows.push(row_of(&log, member.procedure_id, &member.history)?);
                 }
                 title = format!(
-                    "batch {batch_id}: {regions} regions ({} migrations drawn)",
-                    rows.len()
+                    "batch {batch_id}: {} ({} drawn)",
+                    counted(regions as u64, "region"),
+                    counted(rows.len() as u64, "migration")
                 );
             }
             None => {
-                rows.push(row_of(&log, procedure_id, &events)?);
+                rows.push(row_of(&log, procedure_id, &history)?);
                 title = format!("migration {procedure_id}");
             }
         }

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::common::format_duration;
+use super::common::{counted, format_duration, plural};
 use super::summary::{Detail, InstructionView};
 use regmig::migration::RetryPolicy;
 
@@ -25,6 +25,17 @@ pub fn verdict(detail: &Detail) -> Verdict {
     let summary = &detail.summary;
     let region = &summary.region;
     let id = &summary.procedure_id;
+    if let Some(missing_from_seq) = summary.history_missing_from_seq {
+        return Verdict {
+            writable: None,
+            line: format!(
+                "region {region}: unknown — this migration's history is missing from event {missing_from_seq} on (cut by `regmig log salvage`, which closed it)"
+            ),
+            next: format!(
+                "read the region's route in the metadata store and the datanodes' roles: the migration may have moved it, rolled back, or left its leader Downgrading; `regmig region {region}` shows what other migrations saw"
+            ),
+        };
+    }
     let Some(route) = &detail.route_after else {
         return Verdict {
             writable: None,
@@ -47,9 +58,8 @@ pub fn verdict(detail: &Detail) -> Verdict {
         let (line, next) = match (summary.outcome, summary.status) {
             (None, "rolling_back") => (
                 format!(
-                    "region {region}: NOT WRITABLE — leader {leader} still Downgrading (rollback retrying, {} {}{})",
-                    summary.rollback_attempts,
-                    plural(summary.rollback_attempts, "attempt"),
+                    "region {region}: NOT WRITABLE — leader {leader} still Downgrading (rollback retrying, {}{})",
+                    counted(u64::from(summary.rollback_attempts), "attempt"),
                     summary
                         .rollback_last_error
                         .as_ref()
@@ -177,7 +187,7 @@ pub fn why(detail: &Detail, policy: &RetryPolicy) -> Option<String> {
         let cap = budgeted(last.instruction).then_some(policy.in_state_attempts_max);
         let attempts = match cap {
             Some(cap) => format!("{} of {cap} attempts", last.attempt),
-            None => format!("{} {}", last.attempt, plural(last.attempt, "attempt")),
+            None => counted(u64::from(last.attempt), "attempt"),
         };
         let ran_out = if cap.is_some_and(|cap| last.attempt >= cap) {
             " (its attempts ran out)"
@@ -265,7 +275,7 @@ pub fn policy_line(policy: &RetryPolicy) -> String {
         format_duration(policy.initial_backoff_ms),
         policy.jitter_percent_max,
         policy.in_state_attempts_max,
-        plural(policy.in_state_attempts_max, "attempt"),
+        plural(u64::from(policy.in_state_attempts_max), "attempt"),
         format_duration(policy.in_state_retry_interval_ms),
         if policy.revision_two() {
             "retried without limit".to_string()
@@ -323,12 +333,4 @@ pub fn forward_retries(detail: &Detail) -> usize {
 /// Whether an instruction's attempts are capped by `in_state_attempts_max`.
 fn budgeted(instruction: &str) -> bool {
     matches!(instruction, "downgrade_region" | "upgrade_region")
-}
-
-fn plural(count: u32, word: &str) -> String {
-    if count == 1 {
-        word.to_string()
-    } else {
-        format!("{word}s")
-    }
 }

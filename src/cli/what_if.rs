@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use super::common::{format_duration, format_offset, CliError};
+use super::common::{counted, format_duration, format_offset, CliError};
 use super::summary::snake_name;
 use regmig::domain::MailboxOutcome;
 use regmig::migration::replay::{decision_end, observation_of, recorded_jitter};
@@ -270,10 +270,10 @@ pub fn what_if(events: &[TimedEvent], knobs: &[Knob]) -> Result<WhatIf, CliError
         index = end;
     }
     result.verdict = format!(
-        "same {}: with {} today's logic behaves as recorded at all {} decisions; this change would not have changed it",
+        "same {}: with {} today's logic behaves as recorded at all {}; this change would not have changed it",
         result.recorded_outcome.map_or_else(|| "course so far".to_string(), |o| format!("outcome ({o})")),
         result.with.join(", "),
-        result.decisions_agreeing
+        counted(result.decisions_agreeing as u64, "decision")
     );
     Ok(result)
 }
@@ -462,8 +462,8 @@ pub fn render(procedure_id: &str, what_if: &WhatIf) -> String {
             escape(what_if.changed.as_deref().unwrap_or("-"))
         ));
         out.push_str(&format!(
-            "agreed before:    {} decisions\n",
-            what_if.decisions_agreeing
+            "agreed before:    {}\n",
+            counted(what_if.decisions_agreeing as u64, "decision")
         ));
     } else {
         out.push_str(&format!("{}\n", escape(&what_if.verdict)));

@@ -530,12 +530,12 @@ fn retention_keeps_at_most_n_finished_migrations_as_far_as_a_prefix_reaches() {
         (
             3,
             0usize,
-            "the cut already holds 1 migrations, the most it may take",
+            "the cut already holds as many migrations as it may take (1)",
         ),
         (
             2,
             2,
-            "the cut already holds 2 migrations, the most it may take",
+            "the cut already holds as many migrations as it may take (2)",
         ),
         (0, 3, "it is still open"),
     ] {

@@ -75,8 +75,9 @@ pub use locks::LockTable;
 use metrics::EngineMetrics;
 pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver, Proceed};
 pub use store::{
-    decode_record, encode_events, encode_timed_events, load_procedure, load_procedure_async,
-    LoadError, UndecodableEvent,
+    decode_history, decode_record, encode_events, encode_timed_events, load_history,
+    load_history_async, load_procedure, load_procedure_async, History, LoadError,
+    UndecodableEvent,
 };
 pub use stream::{EngineEvents, LoggedEvent, ProcedureEvents};
 pub use submit::{
@@ -1073,17 +1074,26 @@ impl Engine {
     ///
     /// Errors: [`EngineError::UnknownProcedure`], or the log's error.
     pub async fn get(&self, procedure_id: Uuid) -> Result<MigrationSummary, EngineError> {
-        let state = self.state(procedure_id).await?;
-        summary_of(procedure_id, &state)
+        let history = self.known_history(procedure_id).await?;
+        let state = fold(&history.events);
+        let mut summary = summary_of(procedure_id, &state)?;
+        // A history salvage cut: closed, its end unknown.
+        summary.status = history.status(&state);
+        Ok(summary)
     }
 
     /// A procedure's folded state (the model's view, for the engine itself).
     async fn state(&self, procedure_id: Uuid) -> Result<MigrationState, EngineError> {
-        let events = load_procedure_async(&self.inner.log, procedure_id).await?;
-        if events.is_empty() {
+        Ok(fold(&self.known_history(procedure_id).await?.events))
+    }
+
+    /// A procedure's history; [`EngineError::UnknownProcedure`] when the log has none.
+    async fn known_history(&self, procedure_id: Uuid) -> Result<History, EngineError> {
+        let history = load_history_async(&self.inner.log, procedure_id).await?;
+        if history.events.is_empty() {
             return Err(EngineError::UnknownProcedure { procedure_id });
         }
-        Ok(fold(&events))
+        Ok(history)
     }
 
     /// A procedure's history, decoded, in seq order (awaited from the log store: sled

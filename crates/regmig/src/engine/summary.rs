@@ -32,7 +32,8 @@ pub struct MigrationSummary {
     pub reason: Option<String>,
     /// Its current (or last) state, as the spec names it.
     pub state: StateName,
-    /// Running, waiting, retrying or finished.
+    /// Running, waiting, retrying or finished; [`Status::HistoryMissing`] from
+    /// [`Engine::get`](super::Engine::get) when `regmig log salvage` cut its history.
     pub status: Status,
     /// How it ended; `None` while it runs.
     pub outcome: Option<Outcome>,

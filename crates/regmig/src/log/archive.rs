@@ -285,7 +285,7 @@ fn plan(core: &Core, before_ms: u64, max_migrations: Option<u64>) -> Result<Arch
                 let id = run.procedure_id;
                 let refusal = if max_migrations.is_some_and(|max| seen.len() as u64 >= max) {
                     Some(format!(
-                        "the cut already holds {} migrations, the most it may take",
+                        "the cut already holds as many migrations as it may take ({})",
                         seen.len()
                     ))
                 } else if open.contains(&id) {

@@ -25,6 +25,6 @@ pub use events::{
 };
 pub use state::{
     fold, fold_decision, try_fold, BatchMembership, BatchOutcome, Counters, DecisionState,
-    FoldError, MigrationReport, MigrationState, SentKey, Status,
+    FoldError, MigrationReport, MigrationState, SentKey, Status, HISTORY_MISSING_STATUS,
 };
 pub use write_pause::{write_pause_ms, WritePause};

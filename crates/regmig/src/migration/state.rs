@@ -13,6 +13,9 @@ use crate::domain::{
     DatanodeTable, Instruction, InstructionKind, Peer, PeerId, Reply, TableRoute, WalKind,
 };
 
+/// The name of [`Status::HistoryMissing`].
+pub const HISTORY_MISSING_STATUS: &str = "history_missing";
+
 /// Where the procedure stands, coarsely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
@@ -39,6 +42,15 @@ pub enum Status {
     Aborted,
     /// Failed.
     Failed,
+    /// Its history was cut: `regmig log salvage` found events of it missing from
+    /// `missing_from_seq` on, closed it and wrote a marker there, so no engine runs it and how
+    /// it ended is unknown (check the region on the cluster). The fold never gives this
+    /// status (it sees events, not the marker): a history read from the log does
+    /// ([`crate::engine::store::History::status`]).
+    HistoryMissing {
+        /// The first seq of the procedure that is missing.
+        missing_from_seq: u64,
+    },
 }
 
 impl Status {
@@ -52,6 +64,7 @@ impl Status {
             Status::Completed => "completed",
             Status::Aborted => "aborted",
             Status::Failed => "failed",
+            Status::HistoryMissing { .. } => HISTORY_MISSING_STATUS,
         }
     }
 }
