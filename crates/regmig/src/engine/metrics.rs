@@ -73,9 +73,16 @@ struct Tracked {
     write_pause: WritePause,
 }
 
+/// Room the map of tracked procedures may keep beyond four times the procedures it holds. A
+/// finished procedure's entry is removed, but a hash map keeps the capacity of the most
+/// procedures that ever ran at once (about 1.2 MB after 10,000, figure 6 of BENCHMARKS.md):
+/// above this slack it shrinks, so its memory follows the procedures running now.
+const TRACKED_CAPACITY_SLACK_MAX: usize = 1024;
+
 /// Turns appended events into metrics.
 #[derive(Debug, Default)]
 pub(crate) struct EngineMetrics {
+    /// The procedures running now (an entry goes with the procedure's `Finished` event).
     procedures: Mutex<HashMap<Uuid, Tracked>>,
 }
 
@@ -170,9 +177,26 @@ impl EngineMetrics {
                 }
                 metrics::counter!(MIGRATIONS_FINISHED, "outcome" => outcome.name()).increment(1);
                 procedures.remove(&procedure_id);
+                // Shrunk to room for twice its entries, the map has at most four times their
+                // room (its buckets are a power of two): half of them, and the slack, must
+                // go before the next shrink, so the cost is amortized.
+                let entries = procedures.len();
+                if procedures.capacity() > 4 * entries + TRACKED_CAPACITY_SLACK_MAX {
+                    procedures.shrink_to(2 * entries);
+                }
             }
             _ => {}
         }
+    }
+
+    /// Procedures tracked now, and the map's capacity.
+    #[cfg(test)]
+    fn tracked_and_capacity(&self) -> (usize, usize) {
+        let procedures = self
+            .procedures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (procedures.len(), procedures.capacity())
     }
 }
 
@@ -189,4 +213,38 @@ fn answer(instruction: InstructionKind, peer: PeerId, answer: &'static str) {
 fn failure(state: Option<StateName>, kind: crate::migration::ErrorKind) {
     let state = state.map_or("none", StateName::name);
     metrics::counter!(ERRORS, "state" => state, "kind" => kind.name()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migration::Outcome;
+
+    /// Many procedures at once, then all finished: the map forgets them and gives back its
+    /// capacity, instead of keeping room for the most that ever ran at once.
+    #[test]
+    fn finished_procedures_leave_no_entry_and_no_capacity_beyond_the_slack() {
+        let metrics = EngineMetrics::default();
+        let procedures: Vec<Uuid> = (0..10_000u128).map(Uuid::from_u128).collect();
+        for procedure_id in &procedures {
+            metrics.observe(*procedure_id, 1, &MigrationEvent::Resumed);
+        }
+        let (tracked, capacity_at_peak) = metrics.tracked_and_capacity();
+        assert_eq!(tracked, 10_000);
+        assert!(capacity_at_peak >= 10_000);
+        let still_running = 10;
+        for procedure_id in &procedures[still_running..] {
+            let finished = MigrationEvent::Finished {
+                outcome: Outcome::Completed,
+                error: None,
+            };
+            metrics.observe(*procedure_id, 2, &finished);
+        }
+        let (tracked, capacity) = metrics.tracked_and_capacity();
+        assert_eq!(tracked, still_running);
+        assert!(
+            capacity <= 4 * still_running + TRACKED_CAPACITY_SLACK_MAX,
+            "capacity {capacity} for {tracked} procedures (it was {capacity_at_peak})"
+        );
+    }
 }
