@@ -3,10 +3,9 @@
 
 mod log_support;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use log_support::{copy_dir, first_append, next_append};
+use log_support::{copy_dir, file_contents, first_append, next_append};
 use regmig::log::keys::{event_key, TREE_NAME};
 use regmig::log::salvage::{salvage, HistoryGap, HISTORY_GAP_KIND};
 use regmig::log::{EventLog, LogOptions};
@@ -14,22 +13,6 @@ use uuid::Uuid;
 
 fn procedure(n: u128) -> Uuid {
     Uuid::from_u128(0x0190_5f3a_c000_7000_8000_0000_0000_0000 | n)
-}
-
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        for entry in std::fs::read_dir(&current).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
 }
 
 /// Procedure 1 finished (7 events), procedure 2 open (5 events).
@@ -55,9 +38,13 @@ fn salvaging_a_clean_log_copies_it_whole_with_the_same_chain() {
     let root = tempfile::tempdir().unwrap();
     let (from, to) = (root.path().join("from"), root.path().join("to"));
     write_log(&from);
-    let before = snapshot(&from);
+    let before = file_contents(&from);
     let report = salvage(&from, &to).unwrap();
-    assert_eq!(snapshot(&from), before, "salvage wrote into its source");
+    assert_eq!(
+        file_contents(&from),
+        before,
+        "salvage wrote into its source"
+    );
     assert_eq!(report.events_copied, 12);
     assert_eq!(report.procedures_whole, 2);
     assert!(report.procedures_with_gap.is_empty());
@@ -90,9 +77,13 @@ fn a_hole_becomes_a_marker_the_cut_migration_is_closed_and_the_new_log_verifies_
     // The tail and the mark agree, so a writer opens (its open checks the end, not every
     // record: a hole sled serves cleanly is for verify to find).
     drop(writer);
-    let before = snapshot(&from);
+    let before = file_contents(&from);
     let report = salvage(&from, &to).unwrap();
-    assert_eq!(snapshot(&from), before, "salvage wrote into its source");
+    assert_eq!(
+        file_contents(&from),
+        before,
+        "salvage wrote into its source"
+    );
     assert_eq!(report.procedures_with_gap, vec![(procedure(1), 5)]);
     assert_eq!(report.procedures_whole, 1);
     assert_eq!(report.events_copied, 4 + 5);
@@ -126,7 +117,7 @@ fn salvage_refuses_a_target_inside_the_damaged_directory() {
     let root = tempfile::tempdir().unwrap();
     let from = root.path().join("from");
     write_log(&from);
-    let before = snapshot(&from);
+    let before = file_contents(&from);
     for to in [from.join("sub"), from.join("a/b"), from.join("sled/x")] {
         let error = salvage(&from, &to).unwrap_err();
         assert_eq!(
@@ -138,7 +129,7 @@ fn salvage_refuses_a_target_inside_the_damaged_directory() {
             )
         );
     }
-    assert_eq!(snapshot(&from), before);
+    assert_eq!(file_contents(&from), before);
 }
 
 #[test]

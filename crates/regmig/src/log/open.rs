@@ -339,6 +339,19 @@ pub(super) fn open_reader(dir: &Path) -> Result<Core, LogError> {
     })
 }
 
+/// Opens a private copy of the log for reading, as a reader does, holding `regmig.lock`
+/// (when it exists: a directory no writer ever opened has none) until the core is dropped,
+/// and refuses a log the open finds damaged with that damage: for `compact`, which copies
+/// a whole log and writes nothing into `dir`.
+pub(super) fn open_whole_reader(dir: &Path) -> Result<Core, LogError> {
+    check_data_dir(dir)?;
+    let mut core = open_reader(dir)?;
+    match core.damage.take() {
+        Some(damage) => Err(damage),
+        None => Ok(core),
+    }
+}
+
 /// The layout marker must be ours; a writer gives an empty tree one.
 fn check_layout(dir: &Path, tree: &sled::Tree, writer: bool) -> Result<(), LogError> {
     match tree.get(LAYOUT_KEY)? {
