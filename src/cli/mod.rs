@@ -175,10 +175,12 @@ pub enum LogCommand {
     },
 }
 
-/// Logs to stderr; `RUST_LOG` sets the filter (default: warnings).
+/// Logs to stderr; `RUST_LOG` sets the filter (default: warnings, none of sled's: their
+/// paths are a reader's private copy, and the log turns what they report into typed errors
+/// that name the data directory).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sled=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -303,6 +303,24 @@ pub enum LogError {
         reason: String,
     },
 
+    /// sled refused to open the database of a data directory: what it reads at open (its
+    /// settings file `conf`, its snapshot `snap.*`, its page log `db`) failed its own checks.
+    /// Found by a reader, which opens a copy and tries it again without those files to
+    /// tell which is at fault.
+    #[error("the sled database in {} is damaged: {finding} (sled: {sled_error}); {advice}", dir.display())]
+    DatabaseRefused {
+        /// The data directory.
+        dir: PathBuf,
+        /// The files at fault, as far as opening a copy without them tells.
+        files: Vec<PathBuf>,
+        /// What is wrong, in words, naming the files.
+        finding: String,
+        /// sled's own error.
+        sled_error: String,
+        /// What the operator can do.
+        advice: String,
+    },
+
     /// The directory exists but holds no regmig event log (an empty `sled/`, a sled
     /// database of another program): nothing was written to it.
     #[error("data directory {} holds no regmig event log ({reason})", dir.display())]
@@ -368,6 +386,7 @@ impl LogError {
                 | LogError::IndexMismatch { .. }
                 | LogError::MalformedKey { .. }
                 | LogError::Damaged { .. }
+                | LogError::DatabaseRefused { .. }
                 | LogError::MarkDamaged { .. }
                 | LogError::LostHistory(_)
                 | LogError::ChainBroken { .. }
@@ -404,6 +423,7 @@ impl LogError {
             LogError::WriteFailed { .. } => "write_failed",
             LogError::ArchiveStale { .. } => "archive_stale",
             LogError::Damaged { .. } => "damaged",
+            LogError::DatabaseRefused { .. } => "database_refused",
             LogError::NoLog { .. } => "no_log",
             LogError::MarkDamaged { .. } => "mark_damaged",
             LogError::LostHistory(_) => "lost_history",

@@ -95,7 +95,9 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, LogError> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(LogError::io("salvage into", to, error)),
     }
-    let source = EventLog::open_read_only(from)?;
+    let source = EventLog::with_store(std::sync::Arc::new(super::SledStore::open_for_salvage(
+        from,
+    )?));
     let mut report = SalvageReport {
         source_damage: source.damage().map(ToString::to_string),
         ..SalvageReport::default()
