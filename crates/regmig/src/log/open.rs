@@ -213,12 +213,20 @@ pub(super) fn open_writer(dir: &Path, options: LogOptions) -> Result<Core, LogEr
         super::tail::missing_blobs_directory(dir)?;
     }
     remove_unfinished_snapshots(&sled_dir)?;
-    let db = open_sled(&sled_dir, dir, true, options.cache_capacity_bytes)?;
+    let db = open_sled(&sled_dir, dir, true, options.cache_capacity_bytes)
+        .map_err(|error| name_refused_files(dir, shape.mark_exists, error))?;
     let tree = guarded(dir, "open the log tree", || {
         let tree = db.open_tree(TREE_NAME)?;
         check_layout(dir, &tree, true)?;
         Ok(tree)
-    })?;
+    });
+    let tree = match tree {
+        Ok(tree) => tree,
+        Err(error) => {
+            drop(db);
+            return Err(name_refused_files(dir, shape.mark_exists, error));
+        }
+    };
     let syncer = FileSyncer::open(&sled_dir)?;
     if options.durability == Durability::Durable {
         syncer.sync_all_at_open(&db, dir)?;
@@ -294,26 +302,7 @@ pub(super) fn open_reader(dir: &Path, recover: bool) -> Result<Core, LogError> {
     let lock_file = lock(dir, false)?;
     let copy = copy_database(dir)?;
     let copy_sled_dir = copy.path().join(SLED_SUBDIR);
-    let open_log = || -> Result<(sled::Db, sled::Tree), LogError> {
-        let db = open_sled(&copy_sled_dir, dir, false, CACHE_CAPACITY_BYTES_DEFAULT)?;
-        let tree = guarded(dir, "open the log tree", || {
-            if !db
-                .tree_names()
-                .iter()
-                .any(|name| name.as_ref() == TREE_NAME)
-            {
-                return Err(if shape.mark_exists {
-                    tree_lost(dir)
-                } else {
-                    foreign_database(dir)
-                });
-            }
-            let tree = db.open_tree(TREE_NAME)?;
-            check_layout(dir, &tree, false)?;
-            Ok(tree)
-        })?;
-        Ok((db, tree))
-    };
+    let open_log = || open_copy_log(&copy_sled_dir, dir, shape.mark_exists);
     let ((db, tree), refusal) = open_copy(&copy_sled_dir, dir, recover, open_log)?;
     let damage = guarded(dir, "read the end of the log", || {
         let tail = read_tail(&tree)?;
@@ -677,6 +666,52 @@ fn file_list(files: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// Opens sled and the log tree on a reader's copy of `dir`'s database.
+fn open_copy_log(
+    copy_sled_dir: &Path,
+    dir: &Path,
+    mark_exists: bool,
+) -> Result<(sled::Db, sled::Tree), LogError> {
+    let db = open_sled(copy_sled_dir, dir, false, CACHE_CAPACITY_BYTES_DEFAULT)?;
+    let tree = guarded(dir, "open the log tree", || {
+        if !db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == TREE_NAME)
+        {
+            return Err(if mark_exists {
+                tree_lost(dir)
+            } else {
+                foreign_database(dir)
+            });
+        }
+        let tree = db.open_tree(TREE_NAME)?;
+        check_layout(dir, &tree, false)?;
+        Ok(tree)
+    })?;
+    Ok((db, tree))
+}
+
+/// A writer's open that sled refused in place (`error`, [`LogError::Damaged`], naming
+/// `sled/db` whatever the file): a copy is opened the way a reader's is, to name the file
+/// at fault and say what to do ([`LogError::DatabaseRefused`]). Any other error, or a
+/// copy that tells nothing more, is returned as it was.
+fn name_refused_files(dir: &Path, mark_exists: bool, error: LogError) -> LogError {
+    if !matches!(error, LogError::Damaged { .. }) {
+        return error;
+    }
+    let Ok(copy) = copy_database(dir) else {
+        return error;
+    };
+    let copy_sled_dir = copy.path().join(SLED_SUBDIR);
+    match open_copy(&copy_sled_dir, dir, false, || {
+        open_copy_log(&copy_sled_dir, dir, mark_exists)
+    }) {
+        Err(named @ LogError::DatabaseRefused { .. }) => named,
+        _ => error,
+    }
+}
+
 /// Opens a reader's copy with `open_log` (sled's open and the log tree's). When sled
 /// refuses it (its checks failed, or it panicked), tries again on the copy without its
 /// settings file `conf` (sled writes one from the settings every regmig log is written
@@ -696,6 +731,11 @@ fn open_copy<T>(
         Err(LogError::Damaged { reason, .. }) => reason,
         Err(error) => return Err(error),
     };
+    if mark_vouches_for_events(dir) {
+        // Without its blob directory sled cannot read the log at all (it may panic): that
+        // is the damage to name, and no file left out brings the blobs back.
+        super::tail::missing_blobs_directory(dir)?;
+    }
     let sled_dir = dir.join(SLED_SUBDIR);
     // Another refusal goes on to the next file; any other error (the log tree is gone
     // without them) is the answer.
