@@ -702,6 +702,9 @@ fn a_file_sled_refuses_is_named_by_every_log_command_and_salvage_reads_past_it()
     }
 }
 
+/// A damage done to a copy of a data directory, by path.
+type DamageFn = Box<dyn Fn(&Path)>;
+
 /// Damaged or cut files under every log command: an exit of 0 or 1, never a panic, and a
 /// failure names the data directory (its output says what is wrong with it).
 #[test]
@@ -711,7 +714,7 @@ fn no_log_command_panics_on_a_cut_or_damaged_directory() {
     let snapshot = sled_snapshots(&fixture.finished)[0].clone();
     let snapshot_name = snapshot.file_name().unwrap().to_owned();
     let case = tempfile::tempdir().unwrap();
-    let damages: Vec<(String, Box<dyn Fn(&Path)>)> = vec![
+    let damages: Vec<(String, DamageFn)> = vec![
         (
             "db cut to 0".into(),
             Box::new(|dir: &Path| cut(&dir.join("sled/db"), 0)),

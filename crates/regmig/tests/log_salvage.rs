@@ -262,8 +262,8 @@ fn a_snapshot_sled_refuses_is_named_and_salvage_reads_the_log_without_it() {
     let mut named = snapshots.clone();
     named.push(from.join("sled/db"));
     assert!(
-        matches!(&refused, LogError::DatabaseRefused { dir, files, sled_error, .. }
-            if *dir == from && *files == named && sled_error == "Read corrupted data at file offset None"),
+        matches!(&refused, LogError::DatabaseRefused(refusal)
+            if refusal.dir == from && refusal.files == named && refusal.sled_error == "Read corrupted data at file offset None"),
         "{refused:?}"
     );
     assert!(
@@ -323,8 +323,8 @@ fn a_page_log_damaged_under_its_snapshot_is_salvaged_as_lost_history_with_marker
         }
         std::fs::write(from.join("sled/db"), &damaged).unwrap();
         let refused = EventLog::open_read_only(&from).err();
-        let refused_snapshot = matches!(&refused, Some(LogError::DatabaseRefused { files, .. })
-            if files.iter().any(|file| file.to_string_lossy().contains("/snap.")));
+        let refused_snapshot = matches!(&refused, Some(LogError::DatabaseRefused(refusal))
+            if refusal.files.iter().any(|file| file.to_string_lossy().contains("/snap.")));
         tried.push(format!("{offset}: {refused:?}"));
         if !refused_snapshot {
             continue;
@@ -381,7 +381,7 @@ fn a_damaged_sled_settings_file_is_named_and_salvage_reads_past_it() {
     std::fs::write(&conf, &bytes).unwrap();
     let refused = EventLog::open_read_only(&from).err().expect("refused");
     assert!(
-        matches!(&refused, LogError::DatabaseRefused { files, .. } if *files == vec![conf.clone()]),
+        matches!(&refused, LogError::DatabaseRefused(refusal) if refusal.files == vec![conf.clone()]),
         "{refused:?}"
     );
     assert!(

@@ -74,7 +74,7 @@ use uuid::Uuid;
 
 pub use archive::{ArchivePlan, Checkpoint};
 pub use commit::{APPEND_EVENTS_MAX, OPEN_PEERS_MAX};
-pub use error::{LogError, LostHistory};
+pub use error::{DatabaseRefused, LogError, LostHistory};
 pub use mark::MARK_FILE_NAME;
 pub use open::quiet_sled_panics;
 #[cfg(feature = "postgres")]

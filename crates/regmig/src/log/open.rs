@@ -707,7 +707,7 @@ fn name_refused_files(dir: &Path, mark_exists: bool, error: LogError) -> LogErro
     match open_copy(&copy_sled_dir, dir, false, || {
         open_copy_log(&copy_sled_dir, dir, mark_exists)
     }) {
-        Err(named @ LogError::DatabaseRefused { .. }) => named,
+        Err(named @ LogError::DatabaseRefused(_)) => named,
         _ => error,
     }
 }
@@ -775,21 +775,23 @@ fn open_copy<T>(
         }
     }
     let Some((log, files, finding)) = opened else {
-        return Err(LogError::DatabaseRefused {
-            dir: dir.to_path_buf(),
-            files: vec![db_path(dir)],
-            finding: format!(
+        return Err(LogError::DatabaseRefused(Box::new(
+            super::error::DatabaseRefused {
+                dir: dir.to_path_buf(),
+                files: vec![db_path(dir)],
+                finding: format!(
                 "sled refuses its page log `{}`, even without its settings file and its snapshots",
                 db_path(dir).display()
             ),
-            sled_error,
-            advice: "nothing of it reads back: restore the data directory from a backup"
-                .to_string(),
-        });
+                sled_error,
+                advice: "nothing of it reads back: restore the data directory from a backup"
+                    .to_string(),
+            },
+        )));
     };
     if !recover {
         drop(log);
-        return Err(LogError::DatabaseRefused {
+        return Err(LogError::DatabaseRefused(Box::new(super::error::DatabaseRefused {
             dir: dir.to_path_buf(),
             files,
             finding,
@@ -798,7 +800,7 @@ fn open_copy<T>(
                 "`regmig log salvage --data-dir {} --to NEW` reads it without those files and checks what it finds against the mark (it writes nothing into this directory)",
                 dir.display()
             ),
-        });
+        })));
     }
     Ok((
         log,
@@ -858,7 +860,8 @@ fn refusal_damage(dir: &Path, refusal: Refusal, found: Option<LogError>) -> LogE
             procedures: Vec::new(),
             reason: format!("{read_without}, and then: {other}"),
         })),
-        None if matches!(read_mark(dir), Ok(Some(_))) => LogError::DatabaseRefused {
+        None if matches!(read_mark(dir), Ok(Some(_))) => {
+            LogError::DatabaseRefused(Box::new(super::error::DatabaseRefused {
             dir: dir.to_path_buf(),
             files: refusal.files,
             finding: refusal.finding,
@@ -866,7 +869,8 @@ fn refusal_damage(dir: &Path, refusal: Refusal, found: Option<LogError>) -> LogE
             advice: format!(
                 "read without {left_out}, it still ends where its mark says: no acknowledged event is missing from its end"
             ),
-        },
+            }))
+        }
         None => LogError::LostHistory(Box::new(super::error::LostHistory {
             dir: dir.to_path_buf(),
             last_good_global_seq: None,
