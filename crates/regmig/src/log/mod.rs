@@ -48,7 +48,9 @@
 //! acknowledged history ([`LogError::LostHistory`]); a reader ([`EventLog::open_read_only`],
 //! which opens a private copy of the database and writes nothing into the directory) reads
 //! it and reports the damage ([`EventLog::damage`]). sled's panics and errors become errors
-//! that name `<dir>/sled/db`. [`salvage`] copies what still checks out into a new log.
+//! that name `<dir>/sled/db`; a database sled refuses at open is opened again as a copy
+//! without the files it read first, which names the one at fault
+//! ([`LogError::DatabaseRefused`]). [`salvage`] copies what still checks out into a new log.
 
 pub mod archive;
 pub mod bundle;

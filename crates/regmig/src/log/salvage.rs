@@ -9,6 +9,11 @@
 //! missing or damaged event; when anything of it is (or may be) missing, a marker record
 //! of kind [`HISTORY_GAP_KIND`] follows its last copied event and the procedure is closed,
 //! so no engine resumes it on a history with a hole.
+//!
+//! A database sled refuses to open is read from the copy without the files it refused (its
+//! settings file, then its snapshots), and what sled then serves is checked against the
+//! mark: a log that ends earlier than the mark says is lost history, reported and marked
+//! as such, never copied as if whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
