@@ -632,20 +632,17 @@ fn open_sled(
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Ok(Err(error)) => return Err(sled_error(dir, OPEN_ACTION, error)),
+            Ok(Err(error)) => return Err(sled_error(dir, "open the database", error)),
             Err(panic) => {
                 return Err(LogError::Damaged {
                     path: db_path(dir),
-                    action: OPEN_ACTION,
+                    action: "open the database",
                     reason: format!("sled panicked: {}", panic_text(panic.as_ref())),
                 })
             }
         }
     }
 }
-
-/// What [`open_sled`] calls its action; a refusal at open is what [`open_copy`] retries.
-const OPEN_ACTION: &str = "open the database";
 
 /// What sled needed left out of a reader's copy to open it.
 struct Refusal {
@@ -657,7 +654,7 @@ struct Refusal {
     sled_error: String,
 }
 
-/// The files of a [`Refusal`] or a refusal, as text: "`a`, `b`".
+/// Files named in a message: "`a`, `b`".
 fn file_list(files: &[PathBuf]) -> String {
     files
         .iter()
@@ -775,14 +772,15 @@ fn open_copy<T>(
         }
     }
     let Some((log, files, finding)) = opened else {
+        let finding = format!(
+            "sled refuses its page log `{}`, even without its settings file and its snapshots",
+            db_path(dir).display()
+        );
         return Err(LogError::DatabaseRefused(Box::new(
             super::error::DatabaseRefused {
                 dir: dir.to_path_buf(),
                 files: vec![db_path(dir)],
-                finding: format!(
-                "sled refuses its page log `{}`, even without its settings file and its snapshots",
-                db_path(dir).display()
-            ),
+                finding,
                 sled_error,
                 advice: "nothing of it reads back: restore the data directory from a backup"
                     .to_string(),
@@ -861,14 +859,15 @@ fn refusal_damage(dir: &Path, refusal: Refusal, found: Option<LogError>) -> LogE
             reason: format!("{read_without}, and then: {other}"),
         })),
         None if matches!(read_mark(dir), Ok(Some(_))) => {
-            LogError::DatabaseRefused(Box::new(super::error::DatabaseRefused {
-            dir: dir.to_path_buf(),
-            files: refusal.files,
-            finding: refusal.finding,
-            sled_error: refusal.sled_error,
-            advice: format!(
+            let advice = format!(
                 "read without {left_out}, it still ends where its mark says: no acknowledged event is missing from its end"
-            ),
+            );
+            LogError::DatabaseRefused(Box::new(super::error::DatabaseRefused {
+                dir: dir.to_path_buf(),
+                files: refusal.files,
+                finding: refusal.finding,
+                sled_error: refusal.sled_error,
+                advice,
             }))
         }
         None => LogError::LostHistory(Box::new(super::error::LostHistory {
