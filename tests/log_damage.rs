@@ -600,3 +600,211 @@ fn wait_for_sled_to_let_go(dir: &Path) {
     }
     panic!("sled still holds {}", dir.display());
 }
+
+/// sled's snapshots in `dir/sled`, sorted.
+fn sled_snapshots(dir: &Path) -> Vec<PathBuf> {
+    let mut snapshots: Vec<PathBuf> = std::fs::read_dir(dir.join("sled"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            name.starts_with("snap.") && !name.ends_with(".generating")
+        })
+        .collect();
+    snapshots.sort();
+    snapshots
+}
+
+/// Damage sled finds itself at open (a snapshot or its settings file fails its checks):
+/// `log verify`, `log compact` and `log archive` exit 1 naming the file and pointing to
+/// salvage; `log salvage` reads the log without that file, finds it still ends where its
+/// mark says, and writes a log that verifies.
+#[test]
+fn a_file_sled_refuses_is_named_by_every_log_command_and_salvage_reads_past_it() {
+    let fixture = fixture();
+    let snapshots = sled_snapshots(&fixture.finished);
+    assert!(!snapshots.is_empty(), "sled wrote no snapshot to damage");
+    let case = tempfile::tempdir().unwrap();
+    for (index, damaged) in ["snapshot", "conf"].into_iter().enumerate() {
+        let dir = case.path().join(format!("data-{index}"));
+        copy_dir(&fixture.finished, &dir);
+        let files = if damaged == "snapshot" {
+            let files = sled_snapshots(&dir);
+            for file in &files {
+                std::fs::write(file, b"not a snapshot").unwrap();
+            }
+            files
+        } else {
+            let conf = dir.join("sled/conf");
+            let mut bytes = std::fs::read(&conf).unwrap();
+            bytes[5] ^= 0x20;
+            std::fs::write(&conf, bytes).unwrap();
+            vec![conf]
+        };
+        let named = format!(
+            "the sled database in {} is damaged: its {} `{}`",
+            dir.display(),
+            if damaged == "snapshot" {
+                "snapshot"
+            } else {
+                "settings file"
+            },
+            files[0].display()
+        );
+        let advice = format!(
+            "`regmig log salvage --data-dir {} --to NEW` reads it without those files",
+            dir.display()
+        );
+        let (dir_text, out) = (
+            dir.to_str().unwrap(),
+            case.path().join(format!("out-{index}")),
+        );
+        let out_text = out.to_str().unwrap();
+        for args in [
+            vec!["log", "verify", "--data-dir", dir_text],
+            vec!["log", "compact", "--data-dir", dir_text, "--to", out_text],
+            vec![
+                "log",
+                "archive",
+                "--data-dir",
+                dir_text,
+                "--before",
+                "2100-01-01",
+                "--to",
+                out_text,
+            ],
+        ] {
+            let output = regmig(&args);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&named) && stderr.contains(&advice),
+                "{args:?}: {stderr}"
+            );
+            assert!(!out.exists(), "{args:?} wrote {}", out.display());
+        }
+        let output = regmig(&["log", "salvage", "--data-dir", dir_text, "--to", out_text]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{damaged}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains(
+                "it still ends where its mark says: no acknowledged event is missing from its end"
+            ) && stdout.contains("ok: the new log holds 36 events"),
+            "{damaged}: {stdout}"
+        );
+        let verified = regmig(&["log", "verify", "--data-dir", out_text]);
+        assert_eq!(verified.status.code(), Some(0), "{damaged}");
+    }
+}
+
+/// A damage done to a copy of a data directory, by path.
+type DamageFn = Box<dyn Fn(&Path)>;
+
+/// Damaged or cut files under every log command: an exit of 0 or 1, never a panic, and a
+/// failure names the data directory (its output says what is wrong with it).
+#[test]
+fn no_log_command_panics_on_a_cut_or_damaged_directory() {
+    let fixture = fixture();
+    let len = db_len(&fixture);
+    let snapshot = sled_snapshots(&fixture.finished)[0].clone();
+    let snapshot_name = snapshot.file_name().unwrap().to_owned();
+    let case = tempfile::tempdir().unwrap();
+    let damages: Vec<(String, DamageFn)> = vec![
+        (
+            "db cut to 0".into(),
+            Box::new(|dir: &Path| cut(&dir.join("sled/db"), 0)),
+        ),
+        (
+            "db cut to 100".into(),
+            Box::new(|dir: &Path| cut(&dir.join("sled/db"), 100)),
+        ),
+        (
+            "db cut to 4096".into(),
+            Box::new(|dir: &Path| cut(&dir.join("sled/db"), 4096)),
+        ),
+        (
+            "db cut in half".into(),
+            Box::new(move |dir: &Path| cut(&dir.join("sled/db"), len / 2)),
+        ),
+        (
+            "conf flipped".into(),
+            Box::new(|dir: &Path| {
+                let conf = dir.join("sled/conf");
+                let bytes: Vec<u8> = std::fs::read(&conf)
+                    .unwrap()
+                    .iter()
+                    .map(|b| b ^ 0xa5)
+                    .collect();
+                std::fs::write(conf, bytes).unwrap();
+            }),
+        ),
+        (
+            "empty snapshot".into(),
+            Box::new(move |dir: &Path| cut(&dir.join("sled").join(&snapshot_name), 0)),
+        ),
+        (
+            "empty unfinished snapshot".into(),
+            Box::new(|dir: &Path| {
+                std::fs::write(dir.join("sled/snap.00000000000000A0.generating"), b"").unwrap()
+            }),
+        ),
+        (
+            "blobs missing".into(),
+            Box::new(|dir: &Path| std::fs::remove_dir_all(dir.join("sled/blobs")).unwrap()),
+        ),
+    ];
+    for (index, (name, damage)) in damages.iter().enumerate() {
+        for (command, extra) in [
+            ("verify", vec![]),
+            ("salvage", vec!["--to"]),
+            ("compact", vec!["--to"]),
+            ("archive", vec!["--before", "2100-01-01", "--to"]),
+        ] {
+            let dir = case.path().join(format!("data-{index}-{command}"));
+            let out = case.path().join(format!("out-{index}-{command}"));
+            copy_dir(&fixture.finished, &dir);
+            damage(&dir);
+            let mut args = vec!["log", command, "--data-dir", dir.to_str().unwrap()];
+            args.extend(extra.iter().copied());
+            if !extra.is_empty() {
+                args.push(out.to_str().unwrap());
+            }
+            let output = regmig(&args);
+            // `log verify` lists the problems it finds on stdout.
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let code = output.status.code();
+            assert!(
+                code == Some(0) || code == Some(1),
+                "{name}: {args:?} exited {code:?}: {text}"
+            );
+            // A panic of sled's, caught, is named ("sled panicked: …"); this process's own
+            // would print "panicked at".
+            assert!(!text.contains("panicked at"), "{name}: {args:?}: {text}");
+            if code == Some(1) {
+                assert!(
+                    text.contains(&dir.display().to_string()),
+                    "{name}: {args:?}: {text}"
+                );
+            }
+        }
+    }
+}
+
+/// Cuts `path` to `len_bytes`.
+fn cut(path: &Path, len_bytes: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len_bytes)
+        .unwrap();
+}

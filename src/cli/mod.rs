@@ -150,11 +150,11 @@ pub enum LogCommand {
         json: bool,
     },
     /// Copy the log into a new data directory whose files hold only what is live (after
-    /// an archive: sled reuses freed space but never shrinks its files). DIR is opened as
-    /// its log's writer (no engine may run; it needs write access): no event changes, but
-    /// sled may write its own snapshot files there.
+    /// an archive: sled reuses freed space but never shrinks its files). DIR is read
+    /// through a private copy while its lock is held (no engine may run): nothing is
+    /// written into it. A damaged log is refused: use `log salvage`.
     Compact {
-        /// The data directory (held as the writer; its events are not changed).
+        /// The data directory (its lock held; only read).
         #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// The new data directory (must not exist, or be empty).
@@ -179,10 +179,12 @@ pub enum LogCommand {
     },
 }
 
-/// Logs to stderr; `RUST_LOG` sets the filter (default: warnings).
+/// Logs to stderr; `RUST_LOG` sets the filter (default: warnings, none of sled's: their
+/// paths are a reader's private copy, and the log turns what they report into typed errors
+/// that name the data directory).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sled=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -485,6 +485,86 @@ fn a_compacted_log_keeps_every_entry_the_checkpoint_and_the_mark() {
     assert!(matches!(refused, Err(LogError::Io { .. })), "{refused:?}");
 }
 
+/// sled has no read-only open, and opening a database in place writes snapshot files:
+/// compact reads a private copy, so every file of its source is left byte for byte.
+#[test]
+fn compact_writes_nothing_into_its_source() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let log = EventLog::open(data.path(), LogOptions::default()).expect("open");
+    write_history(&log);
+    let written = log.events_from(0, usize::MAX).expect("read");
+    drop(log);
+    let before = file_contents(data.path());
+    let target = tempfile::tempdir().expect("temp dir");
+    let to = target.path().join("data");
+    let report = regmig::log::archive::compact(data.path(), &to).expect("compact");
+    assert_eq!(
+        file_contents(data.path()),
+        before,
+        "compact wrote into its source"
+    );
+    assert!(report.entries > 0);
+    let log = EventLog::open_read_only(&to).expect("open the compacted log");
+    assert_eq!(log.events_from(0, usize::MAX).expect("read"), written);
+    assert!(log.verify().expect("verify").is_clean());
+}
+
+/// An engine holds the source: compact is refused at once, before its target is made.
+#[test]
+fn compact_is_refused_while_an_engine_holds_the_source() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let log = EventLog::open(data.path(), LogOptions::default()).expect("open");
+    write_history(&log);
+    let target = tempfile::tempdir().expect("temp dir");
+    let to = target.path().join("data");
+    let refused = regmig::log::archive::compact(data.path(), &to);
+    assert!(
+        matches!(&refused, Err(LogError::InUse { dir }) if dir == data.path()),
+        "{refused:?}"
+    );
+    assert!(!to.exists(), "a refused compact made its target");
+}
+
+/// A source that lost acknowledged history is refused with that loss, untouched: a
+/// compacted copy would look whole. `log salvage` is for it.
+#[test]
+fn compact_refuses_a_source_that_lost_history_and_leaves_it_as_it_was() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let log = EventLog::open(data.path(), LogOptions::default()).expect("open");
+    let history = write_history(&log);
+    drop(log);
+    let older = tempfile::tempdir().expect("temp dir");
+    copy_dir(&data.path().join("sled"), &older.path().join("sled"));
+    let log = EventLog::open_existing(data.path(), LogOptions::default()).expect("reopen");
+    log.append_blocking(next_append(history.open, 3, 2, true))
+        .expect("append")
+        .expect("no conflict");
+    drop(log);
+    // The disk serves the older state; the mark vouches for two more events.
+    std::fs::remove_dir_all(data.path().join("sled")).expect("remove");
+    copy_dir(&older.path().join("sled"), &data.path().join("sled"));
+    let before = file_contents(data.path());
+    let target = tempfile::tempdir().expect("temp dir");
+    let to = target.path().join("data");
+    let refused = regmig::log::archive::compact(data.path(), &to);
+    match &refused {
+        Err(LogError::LostHistory(lost)) => {
+            assert_eq!(
+                (lost.last_good_global_seq, lost.first_missing_global_seq),
+                (Some(11), Some(12))
+            );
+            assert_eq!(lost.procedures, vec![history.open]);
+        }
+        other => panic!("expected lost history, got {other:?}"),
+    }
+    assert_eq!(
+        file_contents(data.path()),
+        before,
+        "compact wrote into its source"
+    );
+    assert!(!to.exists(), "a refused compact made its target");
+}
+
 #[test]
 fn retention_is_off_by_default_and_archives_by_age_when_set() {
     use regmig::archive::{apply_retention, Retention};

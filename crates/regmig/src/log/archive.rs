@@ -452,11 +452,13 @@ pub struct CompactReport {
 /// Copies the log in `from` (and every other tree of its database) into a new data
 /// directory `to` (absent or empty), entry by entry, so the new files hold only what is
 /// live: sled reuses the space an archive frees but does not give it back to the file
-/// system. `from` is opened as its log's writer (its lock held, so nothing else writes):
-/// no event or index entry changes, though sled's open may write its own snapshot files
-/// there (sled 0.34 has no read-only open); the new log gets a mark for the same
-/// end and is reopened (which fsyncs its files) and verified before this returns. Swap
-/// the directories by hand while nothing runs.
+/// system. `from` is read through a private copy of its database, as every reader reads
+/// (sled 0.34 has no read-only open, and opening in place writes snapshot files), while
+/// its `regmig.lock` is held, so no engine writes meanwhile: nothing is written into
+/// `from`. A log whose open finds damage is refused with that damage (`salvage` is for
+/// those). The new log gets a mark for the same end and is reopened (which fsyncs its
+/// files) and verified before this returns. Swap the directories by hand while nothing
+/// runs.
 pub fn compact(from: &std::path::Path, to: &std::path::Path) -> Result<CompactReport, LogError> {
     match std::fs::read_dir(to) {
         Ok(mut entries) => {
@@ -471,8 +473,7 @@ pub fn compact(from: &std::path::Path, to: &std::path::Path) -> Result<CompactRe
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(LogError::io("compact into", to, error)),
     }
-    let source = EventLog::open_existing(from, super::LogOptions::default())?;
-    let core = source.core("compact the log")?;
+    let core = super::open::open_whole_reader(from)?;
     let bytes_before = dir_size_bytes(from);
     std::fs::create_dir_all(to).map_err(|error| LogError::io("create", to, error))?;
     let sled_dir = to.join(super::SLED_SUBDIR);
@@ -487,11 +488,6 @@ pub fn compact(from: &std::path::Path, to: &std::path::Path) -> Result<CompactRe
             )
         })?;
     let mut entries = 0u64;
-    // Under the writer lock: nothing is appended while the copy runs.
-    let writer = core
-        .writer
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let tail = core.guarded("copy the database", || {
         for name in core.db.tree_names() {
             let tree = core.db.open_tree(&name)?;
@@ -513,9 +509,8 @@ pub fn compact(from: &std::path::Path, to: &std::path::Path) -> Result<CompactRe
         target.flush()?;
         super::tail::read_tail(&core.tree)
     })?;
-    drop(writer);
     drop(target);
-    drop(source);
+    // The source's lock is held until the new log is written and verified.
     super::mark::create_mark(
         to,
         &super::mark::Mark::settled(1, tail.last_global_seq, tail.last_hash),
@@ -538,6 +533,7 @@ pub fn compact(from: &std::path::Path, to: &std::path::Path) -> Result<CompactRe
         return Err(problem);
     }
     drop(log);
+    drop(core);
     Ok(CompactReport {
         entries,
         bytes_before,

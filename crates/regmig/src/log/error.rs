@@ -303,6 +303,12 @@ pub enum LogError {
         reason: String,
     },
 
+    /// sled refused to open the database of a data directory: what it reads at open (its
+    /// settings file `conf`, its snapshot `snap.*`, its page log `db`) failed its own checks.
+    /// Found by opening a copy again without those files, to tell which is at fault.
+    #[error("{0}")]
+    DatabaseRefused(Box<DatabaseRefused>),
+
     /// The directory exists but holds no regmig event log (an empty `sled/`, a sled
     /// database of another program): nothing was written to it.
     #[error("data directory {} holds no regmig event log ({reason})", dir.display())]
@@ -368,6 +374,7 @@ impl LogError {
                 | LogError::IndexMismatch { .. }
                 | LogError::MalformedKey { .. }
                 | LogError::Damaged { .. }
+                | LogError::DatabaseRefused(_)
                 | LogError::MarkDamaged { .. }
                 | LogError::LostHistory(_)
                 | LogError::ChainBroken { .. }
@@ -404,6 +411,7 @@ impl LogError {
             LogError::WriteFailed { .. } => "write_failed",
             LogError::ArchiveStale { .. } => "archive_stale",
             LogError::Damaged { .. } => "damaged",
+            LogError::DatabaseRefused(_) => "database_refused",
             LogError::NoLog { .. } => "no_log",
             LogError::MarkDamaged { .. } => "mark_damaged",
             LogError::LostHistory(_) => "lost_history",
@@ -495,6 +503,23 @@ pub struct LostHistory {
     pub procedures: Vec<Uuid>,
     /// What disagrees.
     pub reason: String,
+}
+
+/// What [`LogError::DatabaseRefused`] says: the directory, the files at fault, what is
+/// wrong with them and what the operator can do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the sled database in {} is damaged: {finding} (sled: {sled_error}); {advice}", dir.display())]
+pub struct DatabaseRefused {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// The files at fault, as far as opening a copy without them tells.
+    pub files: Vec<PathBuf>,
+    /// What is wrong, in words, naming the files.
+    pub finding: String,
+    /// sled's own error.
+    pub sled_error: String,
+    /// What the operator can do.
+    pub advice: String,
 }
 
 /// The procedures of a [`LogError::LostHistory`], for its message.

@@ -48,7 +48,9 @@
 //! acknowledged history ([`LogError::LostHistory`]); a reader ([`EventLog::open_read_only`],
 //! which opens a private copy of the database and writes nothing into the directory) reads
 //! it and reports the damage ([`EventLog::damage`]). sled's panics and errors become errors
-//! that name `<dir>/sled/db`. [`salvage`] copies what still checks out into a new log.
+//! that name `<dir>/sled/db`; a database sled refuses at open is opened again as a copy
+//! without the files it read first, which names the one at fault
+//! ([`LogError::DatabaseRefused`]). [`salvage`] copies what still checks out into a new log.
 
 pub mod archive;
 pub mod bundle;
@@ -74,7 +76,7 @@ use uuid::Uuid;
 
 pub use archive::{ArchivePlan, Checkpoint};
 pub use commit::{APPEND_EVENTS_MAX, OPEN_PEERS_MAX};
-pub use error::{LogError, LostHistory};
+pub use error::{DatabaseRefused, LogError, LostHistory};
 pub use mark::MARK_FILE_NAME;
 pub use open::quiet_sled_panics;
 #[cfg(feature = "postgres")]

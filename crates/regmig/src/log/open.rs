@@ -213,12 +213,20 @@ pub(super) fn open_writer(dir: &Path, options: LogOptions) -> Result<Core, LogEr
         super::tail::missing_blobs_directory(dir)?;
     }
     remove_unfinished_snapshots(&sled_dir)?;
-    let db = open_sled(&sled_dir, dir, true, options.cache_capacity_bytes)?;
+    let db = open_sled(&sled_dir, dir, true, options.cache_capacity_bytes)
+        .map_err(|error| name_refused_files(dir, shape.mark_exists, error))?;
     let tree = guarded(dir, "open the log tree", || {
         let tree = db.open_tree(TREE_NAME)?;
         check_layout(dir, &tree, true)?;
         Ok(tree)
-    })?;
+    });
+    let tree = match tree {
+        Ok(tree) => tree,
+        Err(error) => {
+            drop(db);
+            return Err(name_refused_files(dir, shape.mark_exists, error));
+        }
+    };
     let syncer = FileSyncer::open(&sled_dir)?;
     if options.durability == Durability::Durable {
         syncer.sync_all_at_open(&db, dir)?;
@@ -275,8 +283,11 @@ fn mark_vouches_for_events(dir: &Path) -> bool {
     matches!(read_mark(dir), Ok(Some(mark)) if mark.last_global_seq > 0)
 }
 
-/// Opens a private copy of the log for reading.
-pub(super) fn open_reader(dir: &Path) -> Result<Core, LogError> {
+/// Opens a private copy of the log for reading. When sled refuses the copy, it is tried
+/// again without the files sled reads first ([`open_copy`]): a reader that does not
+/// `recover` then reports which file is at fault; one that does (salvage) reads what sled
+/// serves without them, and its damage says so ([`refusal_damage`]).
+pub(super) fn open_reader(dir: &Path, recover: bool) -> Result<Core, LogError> {
     let shape = inspect(dir)?;
     match shape.sled {
         SledShape::Missing => {
@@ -290,33 +301,18 @@ pub(super) fn open_reader(dir: &Path) -> Result<Core, LogError> {
     }
     let lock_file = lock(dir, false)?;
     let copy = copy_database(dir)?;
-    let db = open_sled(
-        &copy.path().join(SLED_SUBDIR),
-        dir,
-        false,
-        CACHE_CAPACITY_BYTES_DEFAULT,
-    )?;
-    let tree = guarded(dir, "open the log tree", || {
-        if !db
-            .tree_names()
-            .iter()
-            .any(|name| name.as_ref() == TREE_NAME)
-        {
-            return Err(if shape.mark_exists {
-                tree_lost(dir)
-            } else {
-                foreign_database(dir)
-            });
-        }
-        let tree = db.open_tree(TREE_NAME)?;
-        check_layout(dir, &tree, false)?;
-        Ok(tree)
-    })?;
+    let copy_sled_dir = copy.path().join(SLED_SUBDIR);
+    let open_log = || open_copy_log(&copy_sled_dir, dir, shape.mark_exists);
+    let ((db, tree), refusal) = open_copy(&copy_sled_dir, dir, recover, open_log)?;
     let damage = guarded(dir, "read the end of the log", || {
         let tail = read_tail(&tree)?;
         check_against_mark(dir, &tree, &tail, &read_mark(dir))
     })
     .err();
+    let damage = match refusal {
+        Some(refusal) => Some(refusal_damage(dir, refusal, damage)),
+        None => damage,
+    };
     Ok(Core {
         data_dir: dir.to_path_buf(),
         options: LogOptions {
@@ -337,6 +333,19 @@ pub(super) fn open_reader(dir: &Path) -> Result<Core, LogError> {
         }),
         _copy: Some(copy),
     })
+}
+
+/// Opens a private copy of the log for reading, as a reader does, holding `regmig.lock`
+/// (when it exists: a directory no writer ever opened has none) until the core is dropped,
+/// and refuses a log the open finds damaged with that damage: for `compact`, which copies
+/// a whole log and writes nothing into `dir`.
+pub(super) fn open_whole_reader(dir: &Path) -> Result<Core, LogError> {
+    check_data_dir(dir)?;
+    let mut core = open_reader(dir, false)?;
+    match core.damage.take() {
+        Some(damage) => Err(damage),
+        None => Ok(core),
+    }
 }
 
 /// The layout marker must be ours; a writer gives an empty tree one.
@@ -635,6 +644,244 @@ fn open_sled(
     }
 }
 
+/// What sled needed left out of a reader's copy to open it.
+struct Refusal {
+    /// The files at fault, in the data directory (not the copy).
+    files: Vec<PathBuf>,
+    /// What is wrong, in words.
+    finding: String,
+    /// sled's error on the whole copy.
+    sled_error: String,
+}
+
+/// Files named in a message: "`a`, `b`".
+fn file_list(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .map(|file| format!("`{}`", file.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Opens sled and the log tree on a reader's copy of `dir`'s database.
+fn open_copy_log(
+    copy_sled_dir: &Path,
+    dir: &Path,
+    mark_exists: bool,
+) -> Result<(sled::Db, sled::Tree), LogError> {
+    let db = open_sled(copy_sled_dir, dir, false, CACHE_CAPACITY_BYTES_DEFAULT)?;
+    let tree = guarded(dir, "open the log tree", || {
+        if !db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == TREE_NAME)
+        {
+            return Err(if mark_exists {
+                tree_lost(dir)
+            } else {
+                foreign_database(dir)
+            });
+        }
+        let tree = db.open_tree(TREE_NAME)?;
+        check_layout(dir, &tree, false)?;
+        Ok(tree)
+    })?;
+    Ok((db, tree))
+}
+
+/// A writer's open that sled refused in place (`error`, [`LogError::Damaged`], naming
+/// `sled/db` whatever the file): a copy is opened the way a reader's is, to name the file
+/// at fault and say what to do ([`LogError::DatabaseRefused`]). Any other error, or a
+/// copy that tells nothing more, is returned as it was.
+fn name_refused_files(dir: &Path, mark_exists: bool, error: LogError) -> LogError {
+    if !matches!(error, LogError::Damaged { .. }) {
+        return error;
+    }
+    let Ok(copy) = copy_database(dir) else {
+        return error;
+    };
+    let copy_sled_dir = copy.path().join(SLED_SUBDIR);
+    match open_copy(&copy_sled_dir, dir, false, || {
+        open_copy_log(&copy_sled_dir, dir, mark_exists)
+    }) {
+        Err(named @ LogError::DatabaseRefused(_)) => named,
+        _ => error,
+    }
+}
+
+/// Opens a reader's copy with `open_log` (sled's open and the log tree's). When sled
+/// refuses it (its checks failed, or it panicked), tries again on the copy without its
+/// settings file `conf` (sled writes one from the settings every regmig log is written
+/// with), then also without its snapshots `snap.*` (sled then reads its page log `db` from
+/// the start and stops at the first damaged message, which may serve less than was
+/// written: the check against the mark after the open finds that). What had to be left
+/// out names the file at fault: a reader that does not `recover` returns it as
+/// [`LogError::DatabaseRefused`]; one that does gets the log and the [`Refusal`].
+fn open_copy<T>(
+    copy_sled_dir: &Path,
+    dir: &Path,
+    recover: bool,
+    open_log: impl Fn() -> Result<T, LogError>,
+) -> Result<(T, Option<Refusal>), LogError> {
+    let sled_error = match open_log() {
+        Ok(opened) => return Ok((opened, None)),
+        Err(LogError::Damaged { reason, .. }) => reason,
+        Err(error) => return Err(error),
+    };
+    if mark_vouches_for_events(dir) {
+        // Without its blob directory sled cannot read the log at all (it may panic): that
+        // is the damage to name, and no file left out brings the blobs back.
+        super::tail::missing_blobs_directory(dir)?;
+    }
+    let sled_dir = dir.join(SLED_SUBDIR);
+    // Another refusal goes on to the next file; any other error (the log tree is gone
+    // without them) is the answer.
+    let retry = || match open_log() {
+        Ok(opened) => Ok(Some(opened)),
+        Err(LogError::Damaged { .. }) => Ok(None),
+        Err(error) => Err(error),
+    };
+    let conf = copy_sled_dir.join("conf");
+    let mut opened = None;
+    if conf.exists() {
+        std::fs::remove_file(&conf)
+            .map_err(|error| LogError::io("remove from the reader's copy", &conf, error))?;
+        opened = retry()?.map(|log| {
+            let files = vec![sled_dir.join("conf")];
+            let finding = format!(
+                "its settings file {} fails sled's checksum or does not parse",
+                file_list(&files)
+            );
+            (log, files, finding)
+        });
+    }
+    if opened.is_none() {
+        let snapshots = remove_snapshots(copy_sled_dir)?;
+        if !snapshots.is_empty() {
+            opened = retry()?.map(|log| {
+                let mut files: Vec<PathBuf> =
+                    snapshots.iter().map(|name| sled_dir.join(name)).collect();
+                let snapshot_text = file_list(&files);
+                files.push(db_path(dir));
+                let finding = format!(
+                    "its snapshot {snapshot_text} does not agree with its page log `{}`: the snapshot is damaged, or the page log is damaged before the point the snapshot records (sled stops reading its page log at the first damaged message)",
+                    db_path(dir).display()
+                );
+                (log, files, finding)
+            });
+        }
+    }
+    let Some((log, files, finding)) = opened else {
+        let finding = format!(
+            "sled refuses its page log `{}`, even without its settings file and its snapshots",
+            db_path(dir).display()
+        );
+        return Err(LogError::DatabaseRefused(Box::new(
+            super::error::DatabaseRefused {
+                dir: dir.to_path_buf(),
+                files: vec![db_path(dir)],
+                finding,
+                sled_error,
+                advice: "nothing of it reads back: restore the data directory from a backup"
+                    .to_string(),
+            },
+        )));
+    };
+    if !recover {
+        drop(log);
+        return Err(LogError::DatabaseRefused(Box::new(super::error::DatabaseRefused {
+            dir: dir.to_path_buf(),
+            files,
+            finding,
+            sled_error,
+            advice: format!(
+                "`regmig log salvage --data-dir {} --to NEW` reads it without those files and checks what it finds against the mark (it writes nothing into this directory)",
+                dir.display()
+            ),
+        })));
+    }
+    Ok((
+        log,
+        Some(Refusal {
+            files,
+            finding,
+            sled_error,
+        }),
+    ))
+}
+
+/// Removes sled's snapshots `snap.*` from a reader's copy; returns their names.
+fn remove_snapshots(copy_sled_dir: &Path) -> Result<Vec<String>, LogError> {
+    let entries = std::fs::read_dir(copy_sled_dir)
+        .map_err(|error| LogError::io("list", copy_sled_dir, error))?;
+    let mut removed = Vec::new();
+    for entry in entries.take(COPY_ENTRIES_MAX) {
+        let entry = entry.map_err(|error| LogError::io("list", copy_sled_dir, error))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snap.") {
+            let path = entry.path();
+            std::fs::remove_file(&path)
+                .map_err(|error| LogError::io("remove from the reader's copy", &path, error))?;
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// The damage of a log read without the files sled refused: what the check against the
+/// mark found, said together with the refusal. The mark is what makes this honest: a log
+/// that still ends where its mark says is whole; one that ends earlier, or has no mark to
+/// say, is lost history (salvage marks the migrations open at its end as cut).
+fn refusal_damage(dir: &Path, refusal: Refusal, found: Option<LogError>) -> LogError {
+    let left_out = file_list(
+        &refusal
+            .files
+            .iter()
+            .filter(|file| **file != db_path(dir))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let read_without = format!(
+        "sled refused to open its database ({}; sled: {}), so it was read without {left_out}",
+        refusal.finding, refusal.sled_error
+    );
+    match found {
+        Some(LogError::LostHistory(mut lost)) => {
+            lost.reason = format!("{read_without}: {}", lost.reason);
+            LogError::LostHistory(lost)
+        }
+        Some(other) => LogError::LostHistory(Box::new(super::error::LostHistory {
+            dir: dir.to_path_buf(),
+            last_good_global_seq: None,
+            first_missing_global_seq: None,
+            procedures: Vec::new(),
+            reason: format!("{read_without}, and then: {other}"),
+        })),
+        None if matches!(read_mark(dir), Ok(Some(_))) => {
+            let advice = format!(
+                "read without {left_out}, it still ends where its mark says: no acknowledged event is missing from its end"
+            );
+            LogError::DatabaseRefused(Box::new(super::error::DatabaseRefused {
+                dir: dir.to_path_buf(),
+                files: refusal.files,
+                finding: refusal.finding,
+                sled_error: refusal.sled_error,
+                advice,
+            }))
+        }
+        None => LogError::LostHistory(Box::new(super::error::LostHistory {
+            dir: dir.to_path_buf(),
+            last_good_global_seq: None,
+            first_missing_global_seq: None,
+            procedures: Vec::new(),
+            reason: format!(
+                "{read_without}, and it has no mark to say where it should end: events at its end may be gone"
+            ),
+        })),
+    }
+}
+
 /// `<dir>/sled/db`, the file sled's damage is in.
 pub(super) fn db_path(dir: &Path) -> PathBuf {
     dir.join(SLED_SUBDIR).join("db")
@@ -651,8 +898,18 @@ pub(super) fn sled_error(dir: &Path, action: &'static str, error: sled::Error) -
         other => LogError::Damaged {
             path: db_path(dir),
             action,
-            reason: other.to_string(),
+            reason: sled_error_text(&other),
         },
+    }
+}
+
+/// sled's message without the empty backtrace its corruption error prints
+/// ("Read corrupted data at file offset None backtrace ()").
+fn sled_error_text(error: &sled::Error) -> String {
+    let text = error.to_string();
+    match text.split_once(" backtrace ") {
+        Some((message, _)) => message.to_string(),
+        None => text,
     }
 }
 

@@ -9,6 +9,11 @@
 //! missing or damaged event; when anything of it is (or may be) missing, a marker record
 //! of kind [`HISTORY_GAP_KIND`] follows its last copied event and the procedure is closed,
 //! so no engine resumes it on a history with a hole.
+//!
+//! A database sled refuses to open is read from the copy without the files it refused (its
+//! settings file, then its snapshots), and what sled then serves is checked against the
+//! mark: a log that ends earlier than the mark says is lost history, reported and marked
+//! as such, never copied as if whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -95,7 +100,9 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, LogError> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(LogError::io("salvage into", to, error)),
     }
-    let source = EventLog::open_read_only(from)?;
+    let source = EventLog::with_store(std::sync::Arc::new(super::SledStore::open_for_salvage(
+        from,
+    )?));
     let mut report = SalvageReport {
         source_damage: source.damage().map(ToString::to_string),
         ..SalvageReport::default()

@@ -163,7 +163,15 @@ impl SledStore {
     /// says what it is. A directory without a regmig log is [`LogError::NoLog`].
     pub fn open_read_only(dir: &Path) -> Result<SledStore, LogError> {
         open::check_data_dir(dir)?;
-        Ok(Self::from_core(open::open_reader(dir)?))
+        Ok(Self::from_core(open::open_reader(dir, false)?))
+    }
+
+    /// Like [`SledStore::open_read_only`], but when sled refuses the database it reads what
+    /// sled serves without the files it refused, and [`LogStore::damage`] says so: for
+    /// `salvage`, which copies out what checks out.
+    pub(crate) fn open_for_salvage(dir: &Path) -> Result<SledStore, LogError> {
+        open::check_data_dir(dir)?;
+        Ok(Self::from_core(open::open_reader(dir, true)?))
     }
 
     fn open_dir(dir: &Path, options: LogOptions) -> Result<SledStore, LogError> {

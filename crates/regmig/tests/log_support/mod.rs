@@ -163,6 +163,23 @@ pub fn assert_log_consistent(log: &EventLog) {
     }
 }
 
+/// Every file under `dir` with its bytes, to show that a command wrote nothing there.
+pub fn file_contents(dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).expect("list") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    files
+}
+
 /// Copies the directory tree `from` to `to` (created), as a test's scratch copy of a log.
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("mkdir");
