@@ -76,8 +76,7 @@ use metrics::EngineMetrics;
 pub use procedure::{Batch, DriveError, Ended, Next, Persistence, ProcedureDriver, Proceed};
 pub use store::{
     decode_history, decode_record, encode_events, encode_timed_events, load_history,
-    load_history_async, load_procedure, load_procedure_async, History, LoadError,
-    UndecodableEvent,
+    load_history_async, load_procedure, load_procedure_async, History, LoadError, UndecodableEvent,
 };
 pub use stream::{EngineEvents, LoggedEvent, ProcedureEvents};
 pub use submit::{
