@@ -70,6 +70,10 @@ pub struct DemoArgs {
     /// Exit abruptly, as a kill would, once this many events were appended (tests).
     #[arg(long, hide = true)]
     pub exit_after_events: Option<u64>,
+    /// Exit abruptly, as a kill would, once the first run's setup made this many durable
+    /// writes (tests).
+    #[arg(long, hide = true)]
+    pub exit_after_setup_writes: Option<u64>,
     /// Keep the history and the routing metadata in this PostgreSQL database instead of
     /// --data-dir, and run the campaign on engines elected on it (--engines):
     /// postgres://USER@HOST[:PORT]/DATABASE[?schema=NAME&...] (README, "The PostgreSQL
@@ -353,9 +357,22 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         }
         None => {
             let config = config_of(args);
-            write_initial_layout(&store, &config).await?;
+            let mut setup_writes: u64 = 0;
+            let mut written = || {
+                setup_writes += 1;
+                if args
+                    .exit_after_setup_writes
+                    .is_some_and(|limit| setup_writes >= limit)
+                {
+                    // As a kill would: no shutdown, nothing flushed beyond what is durable.
+                    std::process::exit(137);
+                }
+            };
+            write_initial_layout(&store, &config, &mut written).await?;
             record.set_config(&config).await?;
+            written();
             record.set_phase(Phase::Rebalance).await?;
+            written();
             (config, true)
         }
     };

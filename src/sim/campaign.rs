@@ -317,10 +317,12 @@ pub fn initial_routes_by_region(config: &CampaignConfig) -> BTreeMap<RegionId, R
         .collect()
 }
 
-/// Writes the first layout to the durable store: routes, datanode tables, table infos.
+/// Writes the first layout to the durable store: routes, datanode tables, table infos;
+/// `written` is called after each durable write (the demo's `--exit-after-setup-writes`).
 pub async fn write_initial_layout(
     store: &SledMetadataStore,
     config: &CampaignConfig,
+    written: &mut dyn FnMut(),
 ) -> Result<(), MetadataError> {
     for (table_id, route) in initial_routes(config) {
         let mut by_leader: BTreeMap<PeerId, Vec<u32>> = BTreeMap::new();
@@ -346,6 +348,7 @@ pub async fn write_initial_layout(
                     region_wal_options: BTreeMap::new(),
                 })
                 .await?;
+            written();
         }
         store
             .put_table_info(TableInfo {
@@ -356,7 +359,9 @@ pub async fn write_initial_layout(
                 wal: WalKind::Local,
             })
             .await?;
+        written();
         store.put_table_route(table_id, route).await?;
+        written();
     }
     Ok(())
 }
