@@ -21,8 +21,8 @@ use uuid::Uuid;
 use super::demo_faults::{self, faults_used, FaultsUsed};
 use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
 use crate::sim::campaign::{
-    cluster_setup, remaining_moves, restore_routes, submitted_moves, write_initial_layout,
-    CampaignConfig, CampaignError, CampaignRecord, MirroredMetadataStore, Phase, PlannedMove,
+    cluster_setup, remaining_moves, restore_routes, set_up, submitted_moves, CampaignConfig,
+    CampaignError, CampaignRecord, MirroredMetadataStore, Phase, PlannedMove,
 };
 use crate::sim::cluster::SimCluster;
 use crate::sim::datanode::SimOptions;
@@ -335,7 +335,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     let log = EventLog::open(&args.data_dir, LogOptions::default())?;
     let store = SledMetadataStore::open(&log)?;
     let record = CampaignRecord::open(&log)?;
-    let (config, fresh) = match record.config()? {
+    let config = match record.config()? {
         Some(config) => {
             // A directory written by another version, or by hand, is input too.
             if let Err(error) = config.check_bounds(|name| format!("the saved {name}")) {
@@ -345,8 +345,14 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                 );
                 return Ok(EXIT_USAGE);
             }
-            (config, false)
+            config
         }
+        None => config_of(args),
+    };
+    // The phase is the setup's last write: without one, this run sets the campaign up, or
+    // finishes the setup a kill interrupted (with the config recorded first, if it was).
+    let (phase, fresh) = match record.phase()? {
+        Some(phase) => (phase, false),
         None if !log.procedures()?.is_empty() => {
             // Another history (a `sim run`, an embedder's): the demo must not join it.
             eprintln!(
@@ -356,7 +362,6 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
             return Ok(EXIT_USAGE);
         }
         None => {
-            let config = config_of(args);
             let mut setup_writes: u64 = 0;
             let mut written = || {
                 setup_writes += 1;
@@ -368,12 +373,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                     std::process::exit(137);
                 }
             };
-            write_initial_layout(&store, &config, &mut written).await?;
-            record.set_config(&config).await?;
-            written();
-            record.set_phase(Phase::Rebalance).await?;
-            written();
-            (config, true)
+            (set_up(&store, &record, &config, &mut written).await?, true)
         }
     };
     // A first run starts at the wall clock. A resumed one continues the virtual clock where
@@ -493,8 +493,8 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
         }
         run_ids.extend(resumed.iter().copied());
         let mut phases = Vec::new();
+        let mut phase = phase;
         loop {
-            let phase = record.phase()?.unwrap_or(Phase::Done);
             if phase == Phase::Done {
                 if phases.is_empty() && resumed.is_empty() {
                     say("the campaign is already complete; nothing to do".to_string());
@@ -533,6 +533,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                 _ => Phase::Done,
             };
             record.set_phase(next).await?;
+            phase = next;
         }
         Ok::<_, CampaignError>(phases)
     };
