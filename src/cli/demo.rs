@@ -330,6 +330,12 @@ fn last_recorded_ms(log: &EventLog) -> Result<u64, CampaignError> {
     Ok(latest)
 }
 
+/// Exits as a kill would (`--exit-after-events`, `--exit-after-setup-writes`): no shutdown,
+/// nothing flushed beyond what is durable, the exit code of a SIGKILL seen by a shell.
+fn exit_as_a_kill() -> ! {
+    std::process::exit(137)
+}
+
 async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
     let started = Instant::now();
     let log = EventLog::open(&args.data_dir, LogOptions::default())?;
@@ -369,8 +375,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                     .exit_after_setup_writes
                     .is_some_and(|limit| setup_writes >= limit)
                 {
-                    // As a kill would: no shutdown, nothing flushed beyond what is durable.
-                    std::process::exit(137);
+                    exit_as_a_kill();
                 }
             };
             (set_up(&store, &record, &config, &mut written).await?, true)
@@ -457,8 +462,7 @@ async fn campaign(args: &DemoArgs) -> Result<u8, CampaignError> {
                 }
             }
             if exit_after.is_some_and(|limit| count >= limit) {
-                // As a kill would: no shutdown, nothing flushed beyond what is durable.
-                std::process::exit(137);
+                exit_as_a_kill();
             }
         }));
     }
