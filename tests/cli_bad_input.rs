@@ -757,6 +757,7 @@ fn every_option_refuses_bad_values_without_a_panic_or_a_write() {
         vec!["demo", "--regions-per-table", "V"],
         vec!["demo", "--seed", "V"],
         vec!["demo", "--exit-after-events", "V"],
+        vec!["demo", "--exit-after-setup-writes", "V"],
         vec!["list", "--region", "V"],
         vec!["list", "--peer", "V"],
         vec!["list", "--table", "V"],

@@ -250,6 +250,14 @@ fn election_flags_without_a_store_or_a_standby_are_refused() {
             "--kill-leader-at is 0",
         ),
         (
+            vec!["demo", "--store", url, "--exit-after-events", "5"],
+            "--exit-after-events is for the demo on a data directory",
+        ),
+        (
+            vec!["demo", "--store", url, "--exit-after-setup-writes", "5"],
+            "--exit-after-setup-writes is for the demo on a data directory",
+        ),
+        (
             vec!["demo", "--store", url, "--engines", "10"],
             "--engines is 10, outside the allowed range 1..=9",
         ),

@@ -15,25 +15,44 @@ const SIZE: [&str; 6] = [
     "5",
 ];
 
-/// Runs the demo; returns its exit code.
-fn demo(dir: &Path, exit_after_events: Option<u64>) -> i32 {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_regmig"));
-    command
+/// A campaign whose setup is a dozen durable writes (two tables), to kill it after each.
+const SETUP_SIZE: [&str; 6] = [
+    "--datanodes",
+    "5",
+    "--tables",
+    "2",
+    "--regions-per-table",
+    "5",
+];
+
+/// Runs the demo with `args`; returns its exit code, 0 or, when `args` asked for it, the
+/// kill's 137.
+fn run_demo(dir: &Path, args: &[&str]) -> i32 {
+    let output = Command::new(env!("CARGO_BIN_EXE_regmig"))
         .args(["demo", "--json"])
-        .args(SIZE)
+        .args(args)
         .arg("--data-dir")
-        .arg(dir);
-    if let Some(events) = exit_after_events {
-        command.args(["--exit-after-events", &events.to_string()]);
-    }
-    let output = command.output().expect("run regmig demo");
+        .arg(dir)
+        .output()
+        .expect("run regmig demo");
     let code = output.status.code().unwrap_or(-1);
+    let killed_on_purpose = args.iter().any(|arg| arg.starts_with("--exit-after"));
     assert!(
-        code == 0 || (code == 137 && exit_after_events.is_some()),
+        code == 0 || (code == 137 && killed_on_purpose),
         "demo exited {code}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     code
+}
+
+/// Runs the demo; returns its exit code.
+fn demo(dir: &Path, exit_after_events: Option<u64>) -> i32 {
+    let limit = exit_after_events.map(|events| events.to_string());
+    let mut args = SIZE.to_vec();
+    if let Some(limit) = &limit {
+        args.extend(["--exit-after-events", limit]);
+    }
+    run_demo(dir, &args)
 }
 
 /// Every migration of a data directory: (trigger, region, from, to, outcome), sorted.
@@ -99,6 +118,53 @@ fn a_demo_killed_at_many_points_ends_as_an_uninterrupted_one() {
             "killed after {events} events"
         );
     }
+}
+
+/// The migrations of an uninterrupted campaign of `SETUP_SIZE`.
+fn uninterrupted_small() -> Vec<String> {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    assert_eq!(run_demo(temp.path(), &SETUP_SIZE), 0);
+    let rows = migrations(temp.path());
+    assert!(!rows.is_empty(), "the campaign has migrations to compare");
+    rows
+}
+
+#[test]
+fn a_demo_killed_after_any_write_of_its_setup_ends_as_an_uninterrupted_one() {
+    let expected = uninterrupted_small();
+    let mut writes: u64 = 1;
+    loop {
+        let temp = tempfile::tempdir().expect("a temporary directory");
+        let limit = writes.to_string();
+        let killed = [&SETUP_SIZE[..], &["--exit-after-setup-writes", &limit]].concat();
+        if run_demo(temp.path(), &killed) == 0 {
+            // The setup made fewer writes: a kill after each one was tried.
+            break;
+        }
+        assert_eq!(run_demo(temp.path(), &SETUP_SIZE), 0);
+        assert_eq!(
+            migrations(temp.path()),
+            expected,
+            "killed after {writes} setup writes"
+        );
+        writes += 1;
+        assert!(writes <= 100, "the setup never ended");
+    }
+    // The config, the phase, and each table's info and route at least: the kills fell
+    // inside the setup, not only after it.
+    assert!(writes > 2 + 2 * 2, "the setup made {} writes", writes - 1);
+}
+
+#[test]
+fn a_demo_killed_in_its_setup_finishes_the_campaign_it_began_whatever_the_new_arguments() {
+    let expected = uninterrupted_small();
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    // Part-way through the first table's layout.
+    let killed = [&SETUP_SIZE[..], &["--exit-after-setup-writes", "3"]].concat();
+    assert_eq!(run_demo(temp.path(), &killed), 137);
+    let other_size = ["--tables", "3", "--regions-per-table", "4"];
+    assert_eq!(run_demo(temp.path(), &other_size), 0);
+    assert_eq!(migrations(temp.path()), expected);
 }
 
 #[test]

@@ -21,8 +21,8 @@ use uuid::Uuid;
 use super::demo_faults::{self, faults_used, FaultsUsed};
 use super::{DATA_DIR_ENV, DEFAULT_DATA_DIR, EXIT_FAILED, EXIT_USAGE};
 use crate::sim::campaign::{
-    cluster_setup, remaining_moves, restore_routes, submitted_moves, write_initial_layout,
-    CampaignConfig, CampaignError, CampaignRecord, MirroredMetadataStore, Phase, PlannedMove,
+    cluster_setup, remaining_moves, restore_routes, set_up, submitted_moves, CampaignConfig,
+    CampaignError, CampaignRecord, MirroredMetadataStore, Phase, PlannedMove,
 };
 use crate::sim::cluster::SimCluster;
 use crate::sim::datanode::SimOptions;
@@ -71,6 +71,10 @@ pub struct DemoArgs {
     /// Exit abruptly, as a kill would, once this many events were appended (tests).
     #[arg(long, hide = true)]
     pub exit_after_events: Option<u64>,
+    /// Exit abruptly, as a kill would, once the first run's setup made this many durable
+    /// writes (tests).
+    #[arg(long, hide = true)]
+    pub exit_after_setup_writes: Option<u64>,
     /// Keep the history and the routing metadata in this PostgreSQL database instead of
     /// --data-dir, and run the campaign on engines elected on it (--engines):
     /// postgres://USER@HOST[:PORT]/DATABASE[?schema=NAME&...] (README, "The PostgreSQL
@@ -323,6 +327,12 @@ fn last_recorded_ms(log: &EventLog) -> Result<u64, CampaignError> {
     Ok(latest)
 }
 
+/// Exits as a kill would (`--exit-after-events`, `--exit-after-setup-writes`): no shutdown,
+/// nothing flushed beyond what is durable, the exit code of a SIGKILL seen by a shell.
+fn exit_as_a_kill() -> ! {
+    std::process::exit(137)
+}
+
 async fn campaign(
     args: &DemoArgs,
     metrics: Option<&PrometheusHandle>,
@@ -331,7 +341,7 @@ async fn campaign(
     let log = EventLog::open(&args.data_dir, LogOptions::default())?;
     let store = SledMetadataStore::open(&log)?;
     let record = CampaignRecord::open(&log)?;
-    let (config, fresh) = match record.config()? {
+    let config = match record.config()? {
         Some(config) => {
             // A directory written by another version, or by hand, is input too.
             if let Err(error) = config.check_bounds(|name| format!("the saved {name}")) {
@@ -341,8 +351,14 @@ async fn campaign(
                 );
                 return Ok(EXIT_USAGE);
             }
-            (config, false)
+            config
         }
+        None => config_of(args),
+    };
+    // The phase is the setup's last write: without one, this run sets the campaign up, or
+    // finishes the setup a kill interrupted (with the config recorded first, if it was).
+    let (phase, fresh) = match record.phase()? {
+        Some(phase) => (phase, false),
         None if !log.procedures()?.is_empty() => {
             // Another history (a `sim run`, an embedder's): the demo must not join it.
             eprintln!(
@@ -352,11 +368,17 @@ async fn campaign(
             return Ok(EXIT_USAGE);
         }
         None => {
-            let config = config_of(args);
-            write_initial_layout(&store, &config).await?;
-            record.set_config(&config).await?;
-            record.set_phase(Phase::Rebalance).await?;
-            (config, true)
+            let mut setup_writes: u64 = 0;
+            let mut written = || {
+                setup_writes += 1;
+                if args
+                    .exit_after_setup_writes
+                    .is_some_and(|limit| setup_writes >= limit)
+                {
+                    exit_as_a_kill();
+                }
+            };
+            (set_up(&store, &record, &config, &mut written).await?, true)
         }
     };
     // A first run starts at the wall clock. A resumed one continues the virtual clock where
@@ -427,8 +449,7 @@ async fn campaign(
                 progress.inc();
             }
             if exit_after.is_some_and(|limit| count >= limit) {
-                // As a kill would: no shutdown, nothing flushed beyond what is durable.
-                std::process::exit(137);
+                exit_as_a_kill();
             }
         }));
     }
@@ -458,8 +479,8 @@ async fn campaign(
         }
         run_ids.extend(resumed.iter().copied());
         let mut phases = Vec::new();
+        let mut phase = phase;
         loop {
-            let phase = record.phase()?.unwrap_or(Phase::Done);
             if phase == Phase::Done {
                 if phases.is_empty() && resumed.is_empty() {
                     say("the campaign is already complete; nothing to do".to_string());
@@ -494,6 +515,7 @@ async fn campaign(
                 _ => Phase::Done,
             };
             record.set_phase(next).await?;
+            phase = next;
         }
         Ok::<_, CampaignError>(phases)
     };

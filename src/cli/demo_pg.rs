@@ -129,6 +129,11 @@ impl Election {
         if args.exit_after_events.is_some() {
             return Err("--exit-after-events is for the demo on a data directory".to_string());
         }
+        if args.exit_after_setup_writes.is_some() {
+            return Err(
+                "--exit-after-setup-writes is for the demo on a data directory".to_string(),
+            );
+        }
         let config = PgConfig::from_url(url).map_err(|error| error.to_string())?;
         let config = match &args.password_file {
             Some(path) => config.password_file(path).map_err(|e| e.to_string())?,

@@ -317,12 +317,40 @@ pub fn initial_routes_by_region(config: &CampaignConfig) -> BTreeMap<RegionId, R
         .collect()
 }
 
-/// Writes the first layout to the durable store: routes, datanode tables, table infos.
-pub async fn write_initial_layout(
+/// Sets a campaign up durably, or finishes a setup a kill interrupted; returns the phase it
+/// starts in. `written` is called after each durable write (the demo's
+/// `--exit-after-setup-writes`).
+///
+/// The config is recorded first, so that a rerun finishes this campaign whatever its
+/// arguments; then the first layout; then the phase, last: a recorded phase vouches for a
+/// complete setup, and a data directory without one is set up again (each write here can be
+/// made twice).
+pub async fn set_up(
+    store: &SledMetadataStore,
+    record: &CampaignRecord,
+    config: &CampaignConfig,
+    written: &mut dyn FnMut(),
+) -> Result<Phase, MetadataError> {
+    record.set_config(config).await?;
+    written();
+    write_initial_layout(store, config, written).await?;
+    record.set_phase(Phase::Rebalance).await?;
+    written();
+    Ok(Phase::Rebalance)
+}
+
+/// Writes the first layout to the durable store: datanode tables, table infos, routes;
+/// `written` is called after each durable write. A table's route is its last write, so a
+/// table that has one is complete and is left as it is (its route's version unchanged).
+async fn write_initial_layout(
     store: &SledMetadataStore,
     config: &CampaignConfig,
+    written: &mut dyn FnMut(),
 ) -> Result<(), MetadataError> {
     for (table_id, route) in initial_routes(config) {
+        if store.table_route(table_id).await?.is_some() {
+            continue;
+        }
         let mut by_leader: BTreeMap<PeerId, Vec<u32>> = BTreeMap::new();
         if let TableRoute::Physical { region_routes } = &route {
             for region in region_routes {
@@ -346,6 +374,7 @@ pub async fn write_initial_layout(
                     region_wal_options: BTreeMap::new(),
                 })
                 .await?;
+            written();
         }
         store
             .put_table_info(TableInfo {
@@ -356,7 +385,9 @@ pub async fn write_initial_layout(
                 wal: WalKind::Local,
             })
             .await?;
+        written();
         store.put_table_route(table_id, route).await?;
+        written();
     }
     Ok(())
 }
