@@ -11,7 +11,11 @@
 //! (`runuser -u postgres --`) and the directory is handed to that user.
 //!
 //! One server per test binary is the cheap pattern: start it once (a `OnceLock`) and give
-//! each test its own database ([`PgServer::create_database`]).
+//! each test its own database ([`PgServer::create_database`]). A static is never dropped,
+//! and a killed test is not either, so every server also has a reaper: a `sh` loop that
+//! polls the test process once a second and, once it is gone, stops the server and removes
+//! its directory (without it each test binary left a running server and about 360 MB in
+//! the temporary directory behind).
 
 use std::io;
 use std::net::TcpListener;
@@ -127,7 +131,41 @@ impl PgServer {
             ],
         )?;
         server.pg_ctl("start")?;
+        server.spawn_reaper()?;
         Ok(server)
+    }
+
+    /// Starts the reaper (see the crate docs): it outlives this process, and does nothing
+    /// more than stop and remove what is still there when this process is gone.
+    fn spawn_reaper(&self) -> Result<()> {
+        const REAPER: &str = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
+if [ -d "$3" ]; then $5 "$2" stop -D "$3" -m immediate -w; fi
+rm -rf "$4""#;
+        let pg_ctl = self.bin.join("pg_ctl");
+        let pg_ctl = if pg_ctl.exists() {
+            pg_ctl
+        } else {
+            PathBuf::from("pg_ctl")
+        };
+        let as_postgres = if self.run_as_postgres {
+            "runuser -u postgres --"
+        } else {
+            ""
+        };
+        let data = self.data_dir();
+        Command::new("sh")
+            .args(["-c", REAPER, "pg-testkit-reaper"])
+            .arg(std::process::id().to_string())
+            .arg(&pg_ctl)
+            .arg(&data)
+            .arg(self.dir.path())
+            .arg(as_postgres)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|error| PgTestkitError(format!("could not start the reaper (sh): {error}")))?;
+        Ok(())
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -284,6 +322,56 @@ fn path_str(path: &Path) -> Result<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Set in the child of `a_server_never_dropped_is_stopped_and_removed_once_its_process_is_gone`.
+    const LEAK_CHILD_ENV: &str = "PG_TESTKIT_LEAK_CHILD";
+
+    /// In the child: starts a server, prints its directory and port, and exits without
+    /// dropping it, as a test binary with a shared server in a static does.
+    #[test]
+    fn leak_child() {
+        if std::env::var_os(LEAK_CHILD_ENV).is_none() {
+            return;
+        }
+        let server = PgServer::start().expect("start a throwaway server");
+        println!("leaked {} {}", server.port(), server.dir.path().display());
+        std::mem::forget(server);
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn a_server_never_dropped_is_stopped_and_removed_once_its_process_is_gone() {
+        let output = Command::new(std::env::current_exe().expect("the test binary"))
+            .args([
+                "--exact",
+                "tests::leak_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(LEAK_CHILD_ENV, "1")
+            .stderr(std::process::Stdio::null())
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|line| line.split_once("leaked ").map(|(_, server)| server))
+            .unwrap_or_else(|| panic!("the child printed no server: {stdout}"));
+        let (port, dir) = line.split_once(' ').expect("port and directory");
+        let port: u16 = port.parse().expect("a port");
+        let dir = PathBuf::from(dir);
+        // The reaper polls once a second; stopping takes a moment more on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!dir.exists(), "{} is still there", dir.display());
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "nothing listens on {port} once the child is gone"
+        );
+    }
 
     #[test]
     fn a_server_starts_answers_restarts_and_is_gone_after_drop() {
