@@ -35,7 +35,9 @@ const REGIONS: u32 = 8;
 const LEASE: Duration = Duration::from_millis(1_500);
 
 /// Every event an engine's observer saw, by (procedure, seq): each was acknowledged durable.
-type Acknowledged = Arc<Mutex<BTreeMap<(Uuid, u64), MigrationEvent>>>;
+/// All are kept: two engines (a leader deposed by the restart, the next one) that both
+/// acknowledged a (procedure, seq) must have acknowledged the one event the log holds there.
+type Acknowledged = Arc<Mutex<BTreeMap<(Uuid, u64), Vec<MigrationEvent>>>>;
 
 struct Opener {
     config: PgConfig,
@@ -64,7 +66,9 @@ impl OpenAsLeader for Opener {
             acknowledged
                 .lock()
                 .unwrap()
-                .insert((event.procedure_id, event.seq), event.event.clone());
+                .entry((event.procedure_id, event.seq))
+                .or_default()
+                .push(event.event.clone());
         }));
         Ok(engine)
     }
@@ -247,12 +251,14 @@ async fn a_server_restart_mid_campaign_loses_nothing_and_every_migration_ends_on
     for id in &procedures {
         histories.insert(*id, load_procedure(&reader, *id).expect("history"));
     }
-    for ((id, seq), event) in &acknowledged {
+    for ((id, seq), events) in &acknowledged {
         let history = &histories[id];
         let stored = history
             .get(*seq as usize - 1)
             .unwrap_or_else(|| panic!("{id} seq {seq} acknowledged but not in the log"));
-        assert_eq!(&stored.event, event, "{id} seq {seq}");
+        for event in events {
+            assert_eq!(&stored.event, event, "{id} seq {seq}");
+        }
     }
     // Every migration ended exactly once, last, and was resumed at most once per takeover.
     for (id, history) in &histories {

@@ -43,9 +43,12 @@
 //! - a group whose connection was lost before its `COMMIT` was sent was rolled back by the
 //!   server: it is written again (in a new transaction, with every check made again);
 //! - a group whose `COMMIT` was sent but not answered may or may not be written: once
-//!   connected again, the store reads whether the group's first event is in the table with
-//!   the global seq the group gave it. If it is, the group was committed and its receipts
-//!   are answered; if not, nothing of it was, and it is written again.
+//!   connected again, the store reads the event at the global seq the group gave its last
+//!   event, and compares its chain hash with the one the group sealed. The same hash means
+//!   the same record, whose `prev_hash` chains every event before it: the group was
+//!   committed, and its receipts are answered. Anything else (no event there, or another
+//!   writer's, which took the same position, even the same procedure and seq, once the
+//!   group was rolled back) means nothing of it was, and it is written again.
 //!
 //! A statement the server cancels (`statement_timeout`, [`PgConfig`]) or refuses is not
 //! tried again: the connection is still there, and the error is answered at once, naming
@@ -172,7 +175,7 @@ struct Sql {
     insert_peer_audit: String,
     update_head: String,
     next_seq: String,
-    event_global_seq: String,
+    record_at_global_seq: String,
     procedure_events: String,
     events_from: String,
     last_event: String,
@@ -224,8 +227,8 @@ impl Sql {
             next_seq: format!(
                 "SELECT seq FROM {schema}.events WHERE procedure_id = $1 ORDER BY seq DESC LIMIT 1"
             ),
-            event_global_seq: format!(
-                "SELECT global_seq FROM {schema}.events WHERE procedure_id = $1 AND seq = $2"
+            record_at_global_seq: format!(
+                "SELECT record FROM {schema}.events WHERE global_seq = $1"
             ),
             procedure_events: format!(
                 "SELECT seq, record FROM {schema}.events WHERE procedure_id = $1 AND seq >= $2 \
@@ -909,7 +912,7 @@ async fn commit_group(
             error,
         },
         Err(WriteError::Other(error)) => GroupOutcome::Done(fail_pending(outcomes, &error)),
-        Err(WriteError::CommitUnknown { error, probe }) => match committed(shared, probe).await {
+        Err(WriteError::CommitUnknown { error, sealed }) => match committed(shared, sealed).await {
             Some(true) => {
                 tracing::info!(store = %shared.location, "a group whose commit was not answered is in the log: answered as written");
                 GroupOutcome::Done(outcomes.into_iter().map(|o| o.expect("answered")).collect())
@@ -923,26 +926,33 @@ async fn commit_group(
     }
 }
 
-/// Whether a group whose `COMMIT` was not answered was committed: whether its first event
-/// `(procedure, seq)` is in the table with the global seq the group gave it (a group is one
-/// transaction: all of it or nothing). `None` when that could not be read within
-/// [`RECONNECT_WAIT`].
-async fn committed(
-    shared: &Shared,
-    (procedure_id, seq, global_seq): (Uuid, u64, u64),
-) -> Option<bool> {
+/// Whether a group whose `COMMIT` was not answered was committed: whether the event at the
+/// global seq of its last event has the chain hash the group sealed it with (the record
+/// holds the hash of the one before it, so all of the group's events are the group's; a
+/// group is one transaction: all of it or nothing). Where the event is or what it holds
+/// alone proves nothing: once the group was rolled back, another writer may take the same
+/// global seq, even for the same procedure and seq (a new leader resuming it). `None` when
+/// that could not be read within [`RECONNECT_WAIT`].
+async fn committed(shared: &Shared, sealed: SealedEnd) -> Option<bool> {
     let rows = shared
         .query(
             "read whether a group whose commit was not answered was written",
-            &shared.sql.event_global_seq,
-            &[&procedure_id, &to_sql_u64(seq)],
+            &shared.sql.record_at_global_seq,
+            &[&to_sql_u64(sealed.global_seq)],
         )
         .await
         .ok()?;
     Some(
         rows.first()
-            .is_some_and(|row| from_sql_u64(row.get::<_, i64>(0)) == global_seq),
+            .is_some_and(|row| chain_hash(row.get::<_, &[u8]>(0)) == sealed.hash),
     )
+}
+
+/// A group's last event as it sealed it: its global seq and its chain hash.
+#[derive(Debug, Clone, Copy)]
+struct SealedEnd {
+    global_seq: u64,
+    hash: ChainHash,
 }
 
 /// Every request not yet answered (and every accepted one: nothing was written) gets
@@ -966,10 +976,9 @@ enum WriteError {
     /// The connection was lost before the `COMMIT` was sent: nothing was written.
     Lost(LogError),
     /// The connection was lost after the `COMMIT` was sent: the group may be written.
-    /// `probe`: its first event, as (procedure, seq, global seq).
     CommitUnknown {
         error: LogError,
-        probe: (Uuid, u64, u64),
+        sealed: SealedEnd,
     },
     Other(LogError),
 }
@@ -1293,18 +1302,10 @@ async fn write_group(
     if errors.iter().any(Option::is_some) {
         return Err(failed("write a group of appends")(cause_of(errors)));
     }
-    let probe = requests
-        .iter()
-        .zip(outcomes.iter())
-        .find_map(|(request, outcome)| match outcome {
-            Some(Ok(Ok(receipt))) => Some((
-                request.procedure_id,
-                receipt.first_seq,
-                receipt.first_global_seq,
-            )),
-            _ => None,
-        })
-        .expect("a group with an accepted request");
+    let sealed = SealedEnd {
+        global_seq: last_global_seq,
+        hash: last_hash,
+    };
     if let Err(error) = transaction.commit().await {
         let lost = connection_lost(&error);
         let error = database(
@@ -1313,7 +1314,7 @@ async fn write_group(
             error,
         );
         return Err(if lost {
-            WriteError::CommitUnknown { error, probe }
+            WriteError::CommitUnknown { error, sealed }
         } else {
             WriteError::Other(error)
         });
@@ -1601,6 +1602,7 @@ impl LogStore for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{NewEvent, OpenProcedure};
 
     #[test]
     fn bigint_ranges_cover_a_u64_range_in_order() {
@@ -1612,5 +1614,90 @@ mod tests {
             vec![(0, i64::MAX), (i64::MIN, -1)]
         );
         assert_eq!(bigint_ranges(u64::MAX - 1..=u64::MAX), vec![(-2, -1)]);
+    }
+
+    fn event(kind: u16, recorded_at_ms: u64, payload: &[u8]) -> NewEvent {
+        NewEvent {
+            kind,
+            recorded_at_ms,
+            payload: payload.to_vec(),
+        }
+    }
+
+    /// The in-doubt check after an unanswered `COMMIT`, in the race the restart campaign
+    /// lost once: a leader's group (procedure P, seq 2) is rolled back by the restart, and
+    /// the next leader resumes P, so its own event takes the same procedure, seq and global
+    /// seq. The group must be found not written (the old check, "is (P, 2) at that global
+    /// seq", said written, and the leader acknowledged an event the log does not hold).
+    #[test]
+    fn an_unanswered_commit_counts_as_written_only_with_the_records_it_sealed() {
+        let server = pg_testkit::PgServer::start().expect("start a throwaway PostgreSQL server");
+        let url = server
+            .create_database("unanswered_commit")
+            .expect("create a database");
+        let config = PgConfig::from_url(&url).expect("the test server's URL parses");
+        let store = PgStore::open(config, LogOptions::default(), None).expect("open the log");
+        let procedure_id = Uuid::now_v7();
+        let append = |seq: u64, new_event: NewEvent| {
+            store
+                .append_blocking(AppendRequest {
+                    procedure_id,
+                    expected_next_seq: seq,
+                    events: vec![new_event],
+                    opens: (seq == 1).then(|| OpenProcedure {
+                        region_id: 7,
+                        peers: vec![1, 2],
+                    }),
+                    closes: false,
+                })
+                .expect("written")
+                .expect("no conflict")
+        };
+        append(1, event(1, 1_000, b"started"));
+        let check = |sealed: SealedEnd| {
+            let shared = store.shared();
+            block_on(store.spawn(async move { Ok(committed(&shared, sealed).await) }))
+                .expect("the store runs")
+        };
+
+        // The group that was rolled back: P's seq 2, sealed on the head as it was then.
+        let (head_global_seq, head_hash) = block_on(store.recorded_head())
+            .expect("read the head")
+            .expect("a head row");
+        let lost = encode_record(&Record {
+            format_version: FORMAT_VERSION,
+            kind: 2,
+            procedure_id,
+            seq: 2,
+            global_seq: head_global_seq + 1,
+            recorded_at_ms: 2_000,
+            payload: b"flush reply".to_vec(),
+            prev_hash: Some(head_hash),
+        });
+        let lost = SealedEnd {
+            global_seq: head_global_seq + 1,
+            hash: chain_hash(&lost),
+        };
+        assert_eq!(check(lost), Some(false), "nothing at its global seq yet");
+
+        // The next leader resumes P: the same procedure, seq and global seq, another record.
+        let resumed = append(2, event(3, 2_500, b"resumed"));
+        assert_eq!(
+            (resumed.first_seq, resumed.first_global_seq),
+            (2, lost.global_seq)
+        );
+        assert_eq!(check(lost), Some(false), "another writer's record is there");
+
+        // The record that was committed is found written.
+        let (written_global_seq, written_hash) = block_on(store.recorded_head())
+            .expect("read the head")
+            .expect("a head row");
+        assert_eq!(
+            check(SealedEnd {
+                global_seq: written_global_seq,
+                hash: written_hash,
+            }),
+            Some(true)
+        );
     }
 }
