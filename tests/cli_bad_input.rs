@@ -978,3 +978,70 @@ fn replay_file_refuses_a_log_given_with_it() {
         )
     );
 }
+
+/// Runs `regmig ARGS` with these environment variables set.
+fn regmig_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_regmig"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("REGMIG_DATA_DIR")
+        .env_remove("REGMIG_STORE")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run the regmig binary");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: std::time::Duration::ZERO,
+    }
+}
+
+/// An option on the command line beats the other option's environment variable: with
+/// REGMIG_DATA_DIR exported, every `--store` command used to be refused as "`--store`
+/// cannot be used with `--data-dir`" (clap counts a value from the environment as given),
+/// and `--data-dir` with REGMIG_STORE exported the same way.
+#[test]
+fn an_option_on_the_command_line_beats_the_other_options_environment_variable() {
+    let fixture = cli_support::fixture_copy();
+    let data_dir = fixture.data_dir();
+    let data_dir = path_str(&data_dir);
+    // Port 1 on loopback: nothing listens, so the store cannot be reached.
+    let store = "postgres://nobody@127.0.0.1:1/nothing";
+    let plain = regmig_with_env(&["list", "--data-dir", data_dir], &[]).expect_code(0);
+    let listed = regmig_with_env(
+        &["list", "--data-dir", data_dir],
+        &[("REGMIG_STORE", store)],
+    )
+    .expect_code(0);
+    assert_eq!(listed.stdout, plain.stdout);
+
+    let stored = regmig_with_env(
+        &["list", "--store", store],
+        &[("REGMIG_DATA_DIR", data_dir)],
+    );
+    assert_no_panic(&stored);
+    assert_eq!(stored.code, 1, "{}", stored.stderr);
+    assert!(
+        stored.stderr.contains("127.0.0.1:1"),
+        "the error names the store: {}",
+        stored.stderr
+    );
+    assert!(
+        !stored.stderr.contains("cannot be used with"),
+        "{}",
+        stored.stderr
+    );
+
+    // Both exported and neither given: which one is meant is not known, so it is refused.
+    let both = regmig_with_env(
+        &["list"],
+        &[("REGMIG_STORE", store), ("REGMIG_DATA_DIR", data_dir)],
+    );
+    assert_eq!(both.code, 2, "{}", both.stderr);
+    assert!(
+        both.stderr.contains("cannot be used with"),
+        "{}",
+        both.stderr
+    );
+}

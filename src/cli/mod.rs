@@ -191,8 +191,33 @@ fn init_tracing() {
         .try_init();
 }
 
+/// An option given on the command line beats the other option's environment variable:
+/// `--store URL` with `REGMIG_DATA_DIR` exported uses the store, and `--data-dir DIR` with
+/// `REGMIG_STORE` exported uses the directory. clap counts a value taken from the
+/// environment as given, so each pair used to be refused as `--store` with `--data-dir`.
+/// With both variables exported and neither option given, that refusal stands (exit 2).
+/// Runs before parsing, while this is the only thread.
+fn command_line_beats_environment() {
+    let given = |option: &str| {
+        std::env::args_os().skip(1).any(|arg| {
+            arg == option
+                || arg
+                    .to_str()
+                    .and_then(|arg| arg.strip_prefix(option))
+                    .is_some_and(|rest| rest.starts_with('='))
+        })
+    };
+    if given("--store") {
+        std::env::remove_var(DATA_DIR_ENV);
+    }
+    if given("--data-dir") {
+        std::env::remove_var(STORE_ENV);
+    }
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
+    command_line_beats_environment();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
