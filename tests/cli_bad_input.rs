@@ -5,7 +5,7 @@ mod cli_support;
 
 use std::path::Path;
 
-use cli_support::{regmig, Run};
+use cli_support::{regmig, regmig_with_env, Run};
 use regmig_tools::sim::campaign::{CampaignConfig, CampaignRecord};
 
 fn path_str(path: &Path) -> &str {
@@ -977,24 +977,6 @@ fn replay_file_refuses_a_log_given_with_it() {
             bundle.display()
         )
     );
-}
-
-/// Runs `regmig ARGS` with these environment variables set.
-fn regmig_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_regmig"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("REGMIG_DATA_DIR")
-        .env_remove("REGMIG_STORE")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run the regmig binary");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        elapsed: std::time::Duration::ZERO,
-    }
 }
 
 /// An option on the command line beats the other option's environment variable: with

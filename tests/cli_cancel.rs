@@ -415,8 +415,15 @@ fn stalled_cluster() -> std::sync::Arc<SimCluster> {
     cluster
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_engine_holding_the_directory_answers_a_cancel_and_the_command_says_so() {
+/// An engine holding `TEMP/data` on [`stalled_cluster`], with the region's migration
+/// started (and stalled in OpenCandidateRegion).
+async fn engine_with_a_stalled_migration() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::sync::Arc<SimCluster>,
+    Engine,
+    uuid::Uuid,
+) {
     let temp = tempfile::tempdir().expect("a temporary directory");
     let data = temp.path().join("data");
     let cluster = stalled_cluster();
@@ -431,6 +438,12 @@ async fn the_engine_holding_the_directory_answers_a_cancel_and_the_command_says_
     let Ok(SubmitOutcome::Started(id)) = engine.submit(request).await else {
         panic!("the migration did not start");
     };
+    (temp, data, cluster, engine, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_holding_the_directory_answers_a_cancel_and_the_command_says_so() {
+    let (_temp, data, cluster, engine, id) = engine_with_a_stalled_migration().await;
 
     let command = {
         let data = data.clone();
@@ -518,20 +531,7 @@ async fn the_engine_holding_the_directory_answers_a_cancel_and_the_command_says_
 /// second cancel of the same migration keeps the first request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_json_has_one_shape_with_or_without_an_engine_and_a_second_cancel_keeps_the_first() {
-    let temp = tempfile::tempdir().expect("a temporary directory");
-    let data = temp.path().join("data");
-    let cluster = stalled_cluster();
-    cluster.start();
-    let mut ports = cluster.ports();
-    ports.submit_metadata = cluster.validation_view();
-    let engine = Engine::open(&data, EngineConfig::default(), ports)
-        .await
-        .expect("open the engine");
-    let request = MigrationRequest::new(RegionId::new(1024, 1), Peer::sim(1), Peer::sim(2))
-        .with_timeout_ms(60_000);
-    let Ok(SubmitOutcome::Started(id)) = engine.submit(request).await else {
-        panic!("the migration did not start");
-    };
+    let (_temp, data, cluster, engine, id) = engine_with_a_stalled_migration().await;
     let unknown = "00000000-0000-7000-8000-000000000000";
     let cancel_json = |data: &Path, id: &str, actor: &str, reason: &str| {
         regmig_in(

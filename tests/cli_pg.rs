@@ -2,9 +2,11 @@
 //! engine into a throwaway server, then read back through the `regmig` binary; the
 //! `--store`/`--data-dir` clash; and no password in any message or in `--help`.
 
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
+mod cli_support;
+
+use cli_support::{regmig_with_env as regmig, Run};
 use pg_testkit::PgServer;
 use regmig::cluster::memory::MemoryMetadataStore;
 use regmig::engine::{Engine, EngineConfig};
@@ -49,37 +51,8 @@ fn store_with_migrations(name: &str, count: u32) -> (String, Vec<Uuid>) {
     (url, ids)
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `regmig ARGS` with neither REGMIG_DATA_DIR nor REGMIG_STORE set, plus `env`.
-fn regmig(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_regmig"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("REGMIG_DATA_DIR")
-        .env_remove("REGMIG_STORE")
-        .env_remove("PGPASSWORD")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run the regmig binary");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
 fn expect(run: Run, code: i32) -> Run {
-    assert_eq!(
-        run.code, code,
-        "exit code {} (expected {code})\n--- stdout\n{}\n--- stderr\n{}",
-        run.code, run.stdout, run.stderr
-    );
-    run
+    run.expect_code(code)
 }
 
 #[test]

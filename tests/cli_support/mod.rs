@@ -111,12 +111,27 @@ impl Run {
 
 /// Runs `regmig ARGS` (stdout is a pipe, so no terminal decoration).
 pub fn regmig(args: &[&str]) -> Run {
+    run_regmig(args, |_| {})
+}
+
+/// Runs `regmig ARGS` with none of REGMIG_DATA_DIR, REGMIG_STORE and PGPASSWORD taken from
+/// the test's environment, and `env` set.
+pub fn regmig_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_regmig(args, |command| {
+        command
+            .env_remove("REGMIG_DATA_DIR")
+            .env_remove("REGMIG_STORE")
+            .env_remove("PGPASSWORD")
+            .envs(env.iter().copied());
+    })
+}
+
+fn run_regmig(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_regmig"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run the regmig binary");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_regmig"));
+    command.args(args).env_remove("RUST_LOG");
+    configure(&mut command);
+    let output = command.output().expect("run the regmig binary");
     Run::of(output, started.elapsed())
 }
 
