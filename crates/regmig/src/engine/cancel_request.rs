@@ -1,8 +1,8 @@
 //! An operator's cancel request made outside the engine's process, and the engine's answer
 //! (issue 18): one shape for every place a request is recorded: a JSON file in a data
 //! directory (`regmig cancel` against sled, served by the tools) and a row of the PostgreSQL
-//! store (`regmig cancel --store`, served by the leading engine itself: see
-//! [`crate::pg::cancel`] with feature `postgres`).
+//! store (`regmig cancel --store`, served by the leading engine itself: see the module
+//! `pg::cancel`, feature `postgres`, which a link here would break without that feature).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
