@@ -952,9 +952,7 @@ fn events_document(
         .map(|record| {
             // `regmig log salvage`'s marker: the log's own record, not a migration event.
             let gap = (record.kind == regmig::log::salvage::HISTORY_GAP_KIND)
-                .then(|| {
-                    rmp_serde::from_slice::<regmig::log::salvage::HistoryGap>(&record.payload).ok()
-                })
+                .then(|| regmig::log::salvage::HistoryGap::decode(&record.payload))
                 .flatten();
             let (payload, decode_error, held_by) = match gap.map(|gap| serde_json::to_value(&gap)) {
                 Some(Ok(gap)) => (gap, None, Vec::new()),

@@ -141,7 +141,7 @@ pub fn decode_history(records: &[Record]) -> Result<History, LoadError> {
             // `regmig log salvage` marked the rest of this history missing (and closed the
             // procedure, so no engine resumes it): what is known ends here. The marker's
             // seq is the first missing one should its payload not read.
-            let gap = rmp_serde::from_slice::<HistoryGap>(&record.payload).ok();
+            let gap = HistoryGap::decode(&record.payload);
             history.missing_from_seq = Some(gap.map_or(record.seq, |gap| gap.missing_from_seq));
             break;
         }
@@ -182,7 +182,7 @@ mod tests {
             salvaged_from: "old".to_string(),
             reason: "event 2 is missing".to_string(),
         };
-        let marker = record(2, HISTORY_GAP_KIND, rmp_serde::to_vec_named(&gap).unwrap());
+        let marker = record(2, HISTORY_GAP_KIND, gap.encode());
         let history = decode_history(&[event(1), marker, event(3)]).unwrap();
         assert_eq!(history.events.len(), 1);
         assert_eq!(history.missing_from_seq, Some(2));

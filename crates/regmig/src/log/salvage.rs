@@ -46,6 +46,19 @@ pub struct HistoryGap {
     pub reason: String,
 }
 
+impl HistoryGap {
+    /// The payload of the marker record.
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).unwrap_or_default()
+    }
+
+    /// The marker a [`HISTORY_GAP_KIND`] record's payload holds; `None` when it does not
+    /// read.
+    pub fn decode(payload: &[u8]) -> Option<HistoryGap> {
+        rmp_serde::from_slice(payload).ok()
+    }
+}
+
 /// What a salvage did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SalvageReport {
@@ -310,7 +323,7 @@ pub fn salvage(from: &Path, to: &Path) -> Result<SalvageReport, LogError> {
                 events.push(NewEvent {
                     kind: HISTORY_GAP_KIND,
                     recorded_at_ms: batch[batch.len() - 1].recorded_at_ms,
-                    payload: rmp_serde::to_vec_named(&gap).unwrap_or_default(),
+                    payload: gap.encode(),
                 });
                 report
                     .procedures_with_gap
