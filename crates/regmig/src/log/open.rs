@@ -302,8 +302,7 @@ pub(super) fn open_reader(dir: &Path, recover: bool) -> Result<Core, LogError> {
     let lock_file = lock(dir, false)?;
     let copy = copy_database(dir)?;
     let copy_sled_dir = copy.path().join(SLED_SUBDIR);
-    let open_log = || open_copy_log(&copy_sled_dir, dir, shape.mark_exists);
-    let ((db, tree), refusal) = open_copy(&copy_sled_dir, dir, recover, open_log)?;
+    let ((db, tree), refusal) = open_copy(&copy_sled_dir, dir, shape.mark_exists, recover)?;
     let damage = guarded(dir, "read the end of the log", || {
         let tail = read_tail(&tree)?;
         check_against_mark(dir, &tree, &tail, &read_mark(dir))
@@ -446,21 +445,39 @@ impl Drop for DirLock {
 /// machine stopped. It is never read (sled writes it under this name and renames it when
 /// done), and a stale one can make sled's open fail.
 fn remove_unfinished_snapshots(sled_dir: &Path) -> Result<(), LogError> {
-    let entries = match std::fs::read_dir(sled_dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(LogError::io("list", sled_dir, error)),
-    };
-    for entry in entries.take(COPY_ENTRIES_MAX) {
-        let entry = entry.map_err(|error| LogError::io("list", sled_dir, error))?;
-        if is_unfinished_snapshot(&entry.file_name()) {
-            let path = entry.path();
-            tracing::warn!(path = %path.display(), "removing an unfinished sled snapshot left by a crash");
-            std::fs::remove_file(&path)
-                .map_err(|error| LogError::io("remove the unfinished snapshot", &path, error))?;
-        }
+    for path in remove_files(
+        sled_dir,
+        is_unfinished_snapshot,
+        "remove the unfinished snapshot",
+    )? {
+        tracing::warn!(path = %path.display(), "removed an unfinished sled snapshot left by a crash");
     }
     Ok(())
+}
+
+/// Removes the files of `sled_dir` whose names `matches` (at most [`COPY_ENTRIES_MAX`]
+/// entries are looked at); returns their paths, sorted. A missing directory has none.
+fn remove_files(
+    sled_dir: &Path,
+    matches: impl Fn(&std::ffi::OsStr) -> bool,
+    action: &'static str,
+) -> Result<Vec<PathBuf>, LogError> {
+    let entries = match std::fs::read_dir(sled_dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(LogError::io("list", sled_dir, error)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.take(COPY_ENTRIES_MAX) {
+        let entry = entry.map_err(|error| LogError::io("list", sled_dir, error))?;
+        if matches(&entry.file_name()) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|error| LogError::io(action, &path, error))?;
+            removed.push(path);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 fn is_unfinished_snapshot(name: &std::ffi::OsStr) -> bool {
@@ -701,15 +718,13 @@ fn name_refused_files(dir: &Path, mark_exists: bool, error: LogError) -> LogErro
         return error;
     };
     let copy_sled_dir = copy.path().join(SLED_SUBDIR);
-    match open_copy(&copy_sled_dir, dir, false, || {
-        open_copy_log(&copy_sled_dir, dir, mark_exists)
-    }) {
+    match open_copy(&copy_sled_dir, dir, mark_exists, false) {
         Err(named @ LogError::DatabaseRefused(_)) => named,
         _ => error,
     }
 }
 
-/// Opens a reader's copy with `open_log` (sled's open and the log tree's). When sled
+/// Opens a reader's copy (sled and the log tree, [`open_copy_log`]). When sled
 /// refuses it (its checks failed, or it panicked), tries again on the copy without its
 /// settings file `conf` (sled writes one from the settings every regmig log is written
 /// with), then also without its snapshots `snap.*` (sled then reads its page log `db` from
@@ -717,12 +732,13 @@ fn name_refused_files(dir: &Path, mark_exists: bool, error: LogError) -> LogErro
 /// written: the check against the mark after the open finds that). What had to be left
 /// out names the file at fault: a reader that does not `recover` returns it as
 /// [`LogError::DatabaseRefused`]; one that does gets the log and the [`Refusal`].
-fn open_copy<T>(
+fn open_copy(
     copy_sled_dir: &Path,
     dir: &Path,
+    mark_exists: bool,
     recover: bool,
-    open_log: impl Fn() -> Result<T, LogError>,
-) -> Result<(T, Option<Refusal>), LogError> {
+) -> Result<((sled::Db, sled::Tree), Option<Refusal>), LogError> {
+    let open_log = || open_copy_log(copy_sled_dir, dir, mark_exists);
     let sled_error = match open_log() {
         Ok(opened) => return Ok((opened, None)),
         Err(LogError::Damaged { reason, .. }) => reason,
@@ -756,11 +772,19 @@ fn open_copy<T>(
         });
     }
     if opened.is_none() {
-        let snapshots = remove_snapshots(copy_sled_dir)?;
+        let snapshots = remove_files(
+            copy_sled_dir,
+            |name| name.to_string_lossy().starts_with("snap."),
+            "remove from the reader's copy",
+        )?;
         if !snapshots.is_empty() {
             opened = retry()?.map(|log| {
-                let mut files: Vec<PathBuf> =
-                    snapshots.iter().map(|name| sled_dir.join(name)).collect();
+                // Named as in the data directory, not in the copy.
+                let mut files: Vec<PathBuf> = snapshots
+                    .iter()
+                    .filter_map(|path| path.file_name())
+                    .map(|name| sled_dir.join(name))
+                    .collect();
                 let snapshot_text = file_list(&files);
                 files.push(db_path(dir));
                 let finding = format!(
@@ -808,25 +832,6 @@ fn open_copy<T>(
             sled_error,
         }),
     ))
-}
-
-/// Removes sled's snapshots `snap.*` from a reader's copy; returns their names.
-fn remove_snapshots(copy_sled_dir: &Path) -> Result<Vec<String>, LogError> {
-    let entries = std::fs::read_dir(copy_sled_dir)
-        .map_err(|error| LogError::io("list", copy_sled_dir, error))?;
-    let mut removed = Vec::new();
-    for entry in entries.take(COPY_ENTRIES_MAX) {
-        let entry = entry.map_err(|error| LogError::io("list", copy_sled_dir, error))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("snap.") {
-            let path = entry.path();
-            std::fs::remove_file(&path)
-                .map_err(|error| LogError::io("remove from the reader's copy", &path, error))?;
-            removed.push(name);
-        }
-    }
-    removed.sort();
-    Ok(removed)
 }
 
 /// The damage of a log read without the files sled refused: what the check against the
