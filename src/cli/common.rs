@@ -251,24 +251,6 @@ impl LogSource {
         }))
     }
 
-    /// The option that was given on the command line, if any: `--store` or `--data-dir`
-    /// when its value is neither the default nor the environment's (REGMIG_STORE,
-    /// REGMIG_DATA_DIR), which apply to every command and so say nothing about this one.
-    /// For a command that reads no log with some option (`replay --file`), to refuse it
-    /// rather than ignore it.
-    pub fn given_option(&self) -> Option<&'static str> {
-        let from_env = |name: &str, value: &std::ffi::OsStr| {
-            std::env::var_os(name).is_some_and(|env_value| env_value == value)
-        };
-        if let Some(url) = &self.store {
-            if !from_env(STORE_ENV, url.as_ref()) {
-                return Some("--store");
-            }
-        }
-        let data_dir = self.data_dir.as_os_str();
-        (data_dir != DEFAULT_DATA_DIR && !from_env(DATA_DIR_ENV, data_dir)).then_some("--data-dir")
-    }
-
     /// The history's place for messages: the directory, or the store's URL without its
     /// password.
     pub fn describe(&self) -> String {

@@ -198,21 +198,25 @@ fn init_tracing() {
 /// With both variables exported and neither option given, that refusal stands (exit 2).
 /// Runs before parsing, while this is the only thread.
 fn command_line_beats_environment() {
-    let given = |option: &str| {
-        std::env::args_os().skip(1).any(|arg| {
-            arg == option
-                || arg
-                    .to_str()
-                    .and_then(|arg| arg.strip_prefix(option))
-                    .is_some_and(|rest| rest.starts_with('='))
-        })
-    };
-    if given("--store") {
+    if given_on_command_line("--store") {
         std::env::remove_var(DATA_DIR_ENV);
     }
-    if given("--data-dir") {
+    if given_on_command_line("--data-dir") {
         std::env::remove_var(STORE_ENV);
     }
+}
+
+/// Whether `option` (`--store`, `--data-dir`) is on this process's command line, as
+/// `--option VALUE` or `--option=VALUE`: a value clap took from the environment or the
+/// default is not.
+pub(crate) fn given_on_command_line(option: &str) -> bool {
+    std::env::args_os().skip(1).any(|arg| {
+        arg == option
+            || arg
+                .to_str()
+                .and_then(|arg| arg.strip_prefix(option))
+                .is_some_and(|rest| rest.starts_with('='))
+    })
 }
 
 /// Runs the command line; returns the process exit code.

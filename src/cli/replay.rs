@@ -316,7 +316,10 @@ enum Replayed {
 /// names when no migration has it.
 fn load_events(args: &ReplayArgs) -> Result<Replayed, CliError> {
     if let Some(file) = &args.file {
-        if let Some(option) = args.output.source.given_option() {
+        if let Some(option) = ["--store", "--data-dir"]
+            .into_iter()
+            .find(|option| super::given_on_command_line(option))
+        {
             return Err(CliError::Usage(format!(
                 "--file and {option} exclude each other: a bundle is replayed from its file alone, never from a log"
             )));
